@@ -1,0 +1,1 @@
+"""flowd: the per-user daemon that owns tasks, logs, volumes and providers."""

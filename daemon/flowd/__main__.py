@@ -1,0 +1,3 @@
+from flowd.main import main
+
+main()

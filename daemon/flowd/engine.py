@@ -1,0 +1,372 @@
+"""The task engine: flowd's imperative shell around the pure core.
+
+For every request it gathers inputs (store, provider, clock, a new id), asks the core to decide
+(validation, placement, the state machine), then acts (persist, launch, signal) and wakes
+whoever waits. Providers report what they observe through `report`, which goes through the same
+state machine, so a task's state has one writer path whatever happens.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Final
+
+from attrs import frozen
+from returns.result import Failure, Result, Success
+
+from flow.domain.errors import DomainError, ErrorReason, not_found, validation_error, violation
+from flow.domain.log_cursor import decode_cursor, emit_length, encode_cursor
+from flow.domain.page_token import decode_page_token, encode_page_token, page_size_of
+from flow.domain.task_config import TaskConfig, validate_task_config
+from flow.domain.task_state import (
+    CancelRequested,
+    LaunchFailed,
+    Started,
+    TaskEvent,
+    TaskRecord,
+    TaskState,
+    apply,
+)
+from flowd import logs
+from flowd.providers.base import LaunchError, Provider, Runtime
+from flowd.store import DuplicateRequest, Store
+
+log = logging.getLogger(__name__)
+
+MAX_WAIT_SECONDS: Final = 60.0
+MAX_REQUEST_ID: Final = 128
+TASK_ID_ALPHABET: Final = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, no look-alikes
+FOLLOW_POLL_MIN: Final = 0.002
+FOLLOW_POLL_MAX: Final = 0.05
+
+
+def new_task_id() -> str:
+    return "t-" + "".join(secrets.choice(TASK_ID_ALPHABET) for _ in range(10))
+
+
+@frozen
+class LogChunk:
+    data: bytes
+    cursor: str
+
+
+def _bad_name(name: str) -> DomainError:
+    return validation_error(
+        [violation("name", name, "is not a task name", "give 'tasks/<task_id>', e.g. 'tasks/t-3kq9x2m4zr'")],
+        subject="request",
+    )
+
+
+def task_id_from_name(name: str) -> Result[str, DomainError]:
+    """'tasks/<id>' -> '<id>'."""
+    prefix = "tasks/"
+    task_id = name[len(prefix):] if name.startswith(prefix) else ""
+    if 0 < len(task_id) <= 64 and all(c.isalnum() or c in "-_" for c in task_id) and task_id.isascii():
+        return Success(task_id)
+    return Failure(_bad_name(name))
+
+
+class TaskEngine:
+    def __init__(
+        self,
+        store: Store,
+        providers: dict[str, Provider],
+        default_provider: str,
+        clock: Callable[[], float] = time.time,
+        new_id: Callable[[], str] = new_task_id,
+    ) -> None:
+        self._store = store
+        self._providers = providers
+        self.default_provider = default_provider
+        self._clock = clock
+        self._new_id = new_id
+        self._changed = threading.Condition()
+        self._live: dict[str, TaskRecord] = {}
+        self._runtimes: dict[str, Runtime] = {}
+        self._closing = False
+
+    @property
+    def providers(self) -> dict[str, Provider]:
+        return self._providers
+
+    # --- state changes: one path ------------------------------------------------------------
+
+    def _commit(self, record: TaskRecord, runtime: Runtime | None = None) -> None:
+        """Persists a record (and runtime) and wakes waiters. Callers hold self._changed."""
+        self._store.update(record, runtime)
+        if runtime is not None:
+            self._runtimes[record.task_id] = runtime
+        if record.is_terminal:
+            self._live.pop(record.task_id, None)
+            self._runtimes.pop(record.task_id, None)
+        else:
+            self._live[record.task_id] = record
+        self._changed.notify_all()
+
+    def report(self, task_id: str, event: TaskEvent) -> None:
+        """What providers call when they observe something about a task."""
+        with self._changed:
+            record = self._live.get(task_id)
+            if record is None:
+                log.debug("ignoring %s for task %s: not live", type(event).__name__, task_id)
+                return
+            result = apply(record, event, self._clock())
+            if isinstance(result, Failure):
+                log.info("ignoring event for task %s: %s", task_id, result.failure().message)
+                return
+            self._commit(result.unwrap())
+
+    # --- requests ---------------------------------------------------------------------------
+
+    def _provider(self, name: str) -> Result[Provider, DomainError]:
+        chosen = name or self.default_provider
+        provider = self._providers.get(chosen)
+        if provider is None:
+            known = ", ".join(sorted(self._providers))
+            return Failure(
+                DomainError(
+                    reason=ErrorReason.RESOURCE_NOT_FOUND,
+                    message=f"No provider named {chosen!r}",
+                    suggestions=(f"use one of: {known}", "configure providers in $FLOW_HOME/config.yaml"),
+                    metadata=(("provider", chosen),),
+                )
+            )
+        return Success(provider)
+
+    def _check_request_id(self, request_id: str) -> Result[None, DomainError]:
+        if len(request_id) > MAX_REQUEST_ID or "\x00" in request_id:
+            return Failure(
+                validation_error(
+                    [violation("request_id", request_id, f"must be at most {MAX_REQUEST_ID} characters without NUL", "use a UUID")],
+                    subject="request",
+                )
+            )
+        return Success(None)
+
+    def create(
+        self, config: TaskConfig, request_id: str, validate_only: bool, provider_name: str
+    ) -> Result[TaskRecord, DomainError]:
+        checked = self._check_request_id(request_id)
+        if isinstance(checked, Failure):
+            return Failure(checked.failure())
+        valid = validate_task_config(config)
+        if isinstance(valid, Failure):
+            return Failure(valid.failure())
+        chosen = self._provider(provider_name)
+        if isinstance(chosen, Failure):
+            return Failure(chosen.failure())
+        provider = chosen.unwrap()
+        if request_id:
+            existing = self._store.by_request_id(request_id)
+            if existing is not None:
+                return self._same_request(existing.record, config)
+        placed = provider.place(config)
+        if isinstance(placed, Failure):
+            return Failure(placed.failure())
+        placement = placed.unwrap()
+        record = TaskRecord(
+            task_id="" if validate_only else self._new_id(),
+            config=config,
+            provider=provider.name,
+            created_at=self._clock(),
+            instance_type=placement.instance_type,
+            cost_per_hour_micros=placement.cost_per_hour_micros,
+            request_id=request_id or None,
+        )
+        if validate_only:
+            return Success(record)
+        try:
+            self._store.insert(record)
+        except DuplicateRequest:
+            again = self._store.by_request_id(request_id)
+            assert again is not None
+            return self._same_request(again.record, config)
+        with self._changed:
+            self._live[record.task_id] = record
+        return Success(self._launch(provider, record))
+
+    def _same_request(self, existing: TaskRecord, config: TaskConfig) -> Result[TaskRecord, DomainError]:
+        if existing.config == config:
+            return Success(self.get(existing.task_id).value_or(existing))
+        return Failure(
+            DomainError(
+                reason=ErrorReason.ALREADY_EXISTS,
+                message=f"request_id {existing.request_id!r} was already used for task {existing.task_id} with a different spec",
+                suggestions=("use a new request_id for a different task",),
+                metadata=(("task_id", existing.task_id),),
+            )
+        )
+
+    def _launch(self, provider: Provider, record: TaskRecord) -> TaskRecord:
+        """Starts a PENDING task and records the outcome. Returns the record as it now stands."""
+        try:
+            runtime = provider.launch(record)
+        except (LaunchError, OSError) as exc:
+            with self._changed:
+                current = self._live.get(record.task_id, record)
+                failed = apply(current, LaunchFailed(reason=str(exc)), self._clock())
+                if isinstance(failed, Success):
+                    self._commit(failed.unwrap())
+                    return failed.unwrap()
+                return current
+        with self._changed:
+            current = self._live.get(record.task_id)
+            started = apply(current, Started(), self._clock()) if current is not None else None
+            if started is not None and isinstance(started, Success):
+                self._commit(started.unwrap(), runtime)
+                result, stop = started.unwrap(), False
+            else:  # cancelled while it was being launched: it must not keep running
+                result, stop = self._store_get(record.task_id) or record, True
+                self._store.update(result, runtime)
+            # Watched before the lock is released, so a cancel that follows finds it watched.
+            provider.watch(result, runtime)
+        if stop:
+            provider.cancel(result, runtime)
+        return result
+
+    def _store_get(self, task_id: str) -> TaskRecord | None:
+        stored = self._store.get(task_id)
+        return stored.record if stored else None
+
+    def get(self, task_id: str) -> Result[TaskRecord, DomainError]:
+        with self._changed:
+            live = self._live.get(task_id)
+        if live is not None:
+            return Success(live)
+        record = self._store_get(task_id)
+        if record is None:
+            return Failure(not_found("task", task_id, ("list tasks with `flow status`",)))
+        return Success(record)
+
+    def list(
+        self, states: tuple[TaskState, ...], page_size: int, page_token: str
+    ) -> Result[tuple[list[TaskRecord], str], DomainError]:
+        size = page_size_of(page_size)
+        if isinstance(size, Failure):
+            return Failure(size.failure())
+        before = decode_page_token(page_token)
+        if isinstance(before, Failure):
+            return Failure(before.failure())
+        limit = size.unwrap()
+        rows = self._store.page(states, before.unwrap(), limit + 1)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        with self._changed:
+            records = [self._live.get(r.record.task_id, r.record) for r in rows]
+        token = encode_page_token(rows[-1].seq) if more and rows else ""
+        return Success((records, token))
+
+    def cancel(self, task_id: str) -> Result[TaskRecord, DomainError]:
+        found = self.get(task_id)
+        if isinstance(found, Failure):
+            return found
+        with self._changed:
+            record = self._live.get(task_id)
+            if record is None:
+                return found  # already terminal: cancelling is a no-op
+            updated = apply(record, CancelRequested(), self._clock()).unwrap()
+            self._commit(updated)
+            runtime = self._runtimes.get(task_id)
+        if runtime is not None and not updated.is_terminal:
+            self._providers[record.provider].cancel(updated, runtime)
+        return Success(updated)
+
+    def wait(self, task_id: str, timeout: float) -> Result[TaskRecord, DomainError]:
+        found = self.get(task_id)
+        if isinstance(found, Failure):
+            return found
+        limit = time.monotonic() + min(max(timeout, 0.0), MAX_WAIT_SECONDS)
+        with self._changed:
+            while task_id in self._live and not self._closing:
+                left = limit - time.monotonic()
+                if left <= 0:
+                    break
+                self._changed.wait(left)
+        return self.get(task_id)
+
+    def stream_logs(
+        self,
+        task_id: str,
+        cursor: str,
+        follow: bool,
+        tail_lines: int,
+        is_active: Callable[[], bool],
+    ) -> Result[Iterator[LogChunk], DomainError]:
+        found = self.get(task_id)
+        if isinstance(found, Failure):
+            return Failure(found.failure())
+        start = decode_cursor(cursor)
+        if isinstance(start, Failure):
+            return Failure(start.failure())
+        if tail_lines < 0:
+            return Failure(
+                validation_error([violation("tail_lines", tail_lines, "must not be negative", "give 0 for everything, or N for the last N lines")], subject="log request")
+            )
+        path = self._providers[found.unwrap().provider].log_path(task_id)
+        offset = start.unwrap()
+        if not cursor and tail_lines:
+            offset = logs.tail_offset(path, tail_lines)
+        return Success(self._chunks(task_id, path, offset, follow, is_active))
+
+    def _chunks(
+        self, task_id: str, path: logs.Path, offset: int, follow: bool, is_active: Callable[[], bool]
+    ) -> Iterator[LogChunk]:
+        pause = FOLLOW_POLL_MIN
+        while is_active() and not self._closing:
+            # Terminal before the read means no byte can follow what this read returns.
+            with self._changed:
+                final = task_id not in self._live or not follow
+            data = logs.read_at(path, offset)
+            take = emit_length(data, final and len(data) < logs.CHUNK_BYTES)
+            if take:
+                offset += take
+                pause = FOLLOW_POLL_MIN
+                yield LogChunk(data=data[:take], cursor=encode_cursor(offset))
+                continue
+            if final:
+                return
+            with self._changed:
+                self._changed.wait(pause)
+            pause = min(pause * 2, FOLLOW_POLL_MAX)
+
+    # --- life of the daemon -----------------------------------------------------------------
+
+    def recover(self) -> None:
+        """After a (re)start: find every unfinished task again, or learn how it ended."""
+        for stored in self._store.live():
+            record = stored.record
+            with self._changed:
+                self._live[record.task_id] = record
+            provider = self._providers.get(record.provider)
+            if provider is None:
+                log.warning("task %s uses provider %r, which is not configured", record.task_id, record.provider)
+                continue
+            try:
+                runtime = provider.recover(record, stored.runtime)
+            except (LaunchError, OSError) as exc:
+                self.report(record.task_id, LaunchFailed(reason=str(exc)))
+                continue
+            if runtime is None:
+                continue
+            with self._changed:
+                current = self._live.get(record.task_id)
+                if current is None:
+                    continue
+                if current.state is not TaskState.RUNNING:
+                    started = apply(current, Started(), self._clock())
+                    current = started.value_or(current)
+                self._commit(current, runtime)
+                provider.watch(current, runtime)
+            if current.cancel_requested:
+                provider.cancel(current, runtime)
+
+    def close(self) -> None:
+        with self._changed:
+            self._closing = True
+            self._changed.notify_all()
+        for provider in self._providers.values():
+            provider.close()

@@ -1,0 +1,67 @@
+"""The provider seam: what flowd asks of local, slurm and mithril alike.
+
+Providers speak domain types only (no protobuf, no gRPC). They never change task state
+themselves: they report what they observe (`Started`, `Exited`, `Lost`, ...) through the
+`Reporter` the engine gives them, and the engine applies it through the pure state machine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from attrs import frozen
+from returns.result import Result
+
+from flow.domain.errors import DomainError
+from flow.domain.task_config import TaskConfig
+from flow.domain.task_state import TaskEvent, TaskRecord
+
+Reporter = Callable[[str, TaskEvent], None]
+Runtime = dict[str, Any]
+
+
+@frozen
+class Placement:
+    """Where a task will run: the canonical instance type and its price."""
+
+    instance_type: str
+    cost_per_hour_micros: int = 0
+
+
+class LaunchError(Exception):
+    """The task could not be started; the message says why, in words a user can act on."""
+
+
+class Provider(Protocol):
+    name: str
+    kind: str
+
+    def place(self, config: TaskConfig) -> Result[Placement, DomainError]:
+        """Decides, before anything is launched, whether and where the task can run."""
+        ...
+
+    def launch(self, record: TaskRecord) -> Runtime:
+        """Starts the task and returns the facts needed to find it again (raises LaunchError)."""
+        ...
+
+    def watch(self, record: TaskRecord, runtime: Runtime) -> None:
+        """Begins observing a launched task; its end is reported through the Reporter."""
+        ...
+
+    def cancel(self, record: TaskRecord, runtime: Runtime) -> None:
+        """Asks the task to stop; the end is reported through the Reporter as usual."""
+        ...
+
+    def recover(self, record: TaskRecord, runtime: Runtime) -> Runtime | None:
+        """After a daemon restart: report how a task that ended meanwhile ended (and return
+        None), or return the runtime of a task that is running, found running, or had never
+        started and was launched now; the engine then watches it."""
+        ...
+
+    def log_path(self, task_id: str) -> Path:
+        ...
+
+    def close(self) -> None:
+        ...

@@ -1,0 +1,410 @@
+"""The local provider: tasks are processes on this machine.
+
+Each task runs under a tiny POSIX-sh wrapper in its own session and process group, with its
+output appended to a file in the task's directory. The wrapper records the command's exit status
+in a file before it exits, so the status survives flowd: tasks are not killed when the daemon
+dies, and a restarted daemon adopts the ones still running (by pid, checked against the kernel's
+start time) and reads how the others ended.
+
+User values never pass through a shell: the argv form runs as "$@", a shell string is one
+argument of `bash -c`, a script is a file. Exits are observed through pidfds in one monitor
+thread, so completion is seen the moment it happens, not at the next poll.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from attrs import define, field
+from returns.result import Failure, Result, Success
+
+from flow.domain.errors import DomainError, ErrorReason
+from flow.domain.instance_types import CPU_INSTANCE, format_instance_type, parse_instance_type
+from flow.domain.task_config import TaskConfig, program_of
+from flow.domain.task_state import (
+    Exited,
+    Lost,
+    TaskRecord,
+    TimedOut,
+    deadline_of,
+)
+from flowd.providers.base import LaunchError, Placement, Reporter, Runtime
+
+log = logging.getLogger(__name__)
+
+# $1: file for the exit status; the rest: the program. TERM/INT are trapped (not ignored, so the
+# program keeps default dispositions) to let the wrapper outlive its program and record its status.
+WRAPPER = 'f=$1; shift; trap "" HUP; trap : TERM INT; "$@"; rc=$?; printf "%s\\n" "$rc" >"$f"; exit "$rc"'
+MARKER_PREFIX = "flow-task:"
+OUTPUT_FILE = "output.log"
+EXIT_FILE = "exit_status"
+SCRIPT_FILE = "script"
+# Variables of flowd's own environment that must never reach a task.
+PRIVATE_ENV = frozenset({"MITHRIL_API_KEY", "FLOW_DAEMON_TOKEN", "FLOW_DAEMON_DETACHED"})
+DEFAULT_CANCEL_GRACE = 10.0
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """The kernel's start time of pid (clock ticks since boot): with the pid, a unique identity."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            raw = stat.read()
+    except OSError:
+        return None
+    # Field 2 (comm) may contain spaces and parentheses; fields after it follow the last ')'.
+    fields = raw[raw.rfind(b")") + 2 :].split()
+    return int(fields[19])
+
+
+def find_process_by_marker(marker: str) -> int | None:
+    """A live process whose argv holds our wrapper marker (for tasks launched just before a crash)."""
+    needle = marker.encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                argv = cmdline.read().split(b"\0")
+        except OSError:
+            continue
+        if needle in argv:
+            return int(entry)
+    return None
+
+
+def read_exit_status(task_dir: Path) -> int | None:
+    try:
+        text = (task_dir / EXIT_FILE).read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.lstrip("-").isdigit() else None
+
+
+def _status_to_code(status: int) -> int:
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
+@define
+class _Watched:
+    task_id: str
+    pid: int
+    pidfd: int
+    task_dir: Path
+    child: subprocess.Popen[bytes] | None
+    deadline: float | None
+    kill_at: float | None = None
+    timed_out: bool = False
+
+
+@define
+class _Monitor:
+    """One thread that waits on every task's pidfd, deadline and kill escalation."""
+
+    on_exit: Callable[[_Watched], None]
+    grace: float
+    clock: Callable[[], float] = time.monotonic
+    wall: Callable[[], float] = time.time
+    _selector: selectors.BaseSelector = field(factory=selectors.DefaultSelector)
+    _lock: threading.Lock = field(factory=threading.Lock)
+    _pending: list[Callable[[], None]] = field(factory=list)
+    _watched: dict[str, _Watched] = field(factory=dict)
+    _wake_r: int = -1
+    _wake_w: int = -1
+    _thread: threading.Thread | None = None
+    _stopping: bool = False
+
+    def start(self) -> None:
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._thread = threading.Thread(target=self._run, name="local-monitor", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except BlockingIOError:
+            pass
+
+    def _call_soon(self, action: Callable[[], None]) -> None:
+        with self._lock:
+            self._pending.append(action)
+        self._wake()
+
+    def add(self, watched: _Watched) -> None:
+        def register() -> None:
+            self._watched[watched.task_id] = watched
+            self._selector.register(watched.pidfd, selectors.EVENT_READ, watched)
+
+        self._call_soon(register)
+
+    def terminate(self, task_id: str, timed_out: bool = False) -> None:
+        def send() -> None:
+            watched = self._watched.get(task_id)
+            if watched is None:
+                return
+            watched.timed_out = watched.timed_out or timed_out
+            self._signal(watched, signal.SIGTERM)
+            if watched.kill_at is None:
+                watched.kill_at = self.clock() + self.grace
+
+        self._call_soon(send)
+
+    def _signal(self, watched: _Watched, sig: signal.Signals) -> None:
+        try:
+            os.killpg(watched.pid, sig)
+        except ProcessLookupError:
+            pass
+        except PermissionError:  # the pid is no longer our group leader
+            log.warning("cannot signal task %s (pid %s)", watched.task_id, watched.pid)
+
+    def _next_timeout(self) -> float | None:
+        now, wall = self.clock(), self.wall()
+        waits = [w.kill_at - now for w in self._watched.values() if w.kill_at is not None]
+        waits += [
+            w.deadline - wall
+            for w in self._watched.values()
+            if w.deadline is not None and not w.timed_out
+        ]
+        return max(0.0, min(waits)) if waits else None
+
+    def _run(self) -> None:
+        while not self._stopping:
+            for key, _ in self._selector.select(self._next_timeout()):
+                if key.data is None:
+                    try:
+                        while os.read(self._wake_r, 4096):
+                            pass
+                    except BlockingIOError:
+                        pass
+                else:
+                    self._finish(key.data)
+            with self._lock:
+                actions, self._pending = self._pending, []
+            for action in actions:
+                action()
+            now, wall = self.clock(), self.wall()
+            for watched in list(self._watched.values()):
+                if watched.deadline is not None and not watched.timed_out and wall >= watched.deadline:
+                    watched.timed_out = True
+                    self._signal(watched, signal.SIGTERM)
+                    watched.kill_at = now + self.grace
+                elif watched.kill_at is not None and now >= watched.kill_at:
+                    self._signal(watched, signal.SIGKILL)
+                    watched.kill_at = now + self.grace  # again later if it somehow survives
+
+    def _finish(self, watched: _Watched) -> None:
+        self._selector.unregister(watched.pidfd)
+        os.close(watched.pidfd)
+        self._watched.pop(watched.task_id, None)
+        try:
+            self.on_exit(watched)
+        except Exception:  # noqa: BLE001 - one task's bookkeeping must not stop the monitor
+            log.exception("handling the end of task %s failed", watched.task_id)
+
+
+class LocalProvider:
+    """Runs tasks as processes on this machine. See the module docstring."""
+
+    kind = "local"
+
+    def __init__(
+        self,
+        tasks_root: Path,
+        reporter: Reporter,
+        name: str = "local",
+        base_env: Mapping[str, str] | None = None,
+        cancel_grace: float = DEFAULT_CANCEL_GRACE,
+    ) -> None:
+        self.name = name
+        self._tasks_root = tasks_root
+        self._report = reporter
+        source = os.environ if base_env is None else base_env
+        self._base_env = {k: v for k, v in source.items() if k not in PRIVATE_ENV}
+        self._bash = shutil.which("bash", path=self._base_env.get("PATH")) or "/bin/sh"
+        self._children: dict[str, subprocess.Popen[bytes]] = {}
+        self._monitor = _Monitor(on_exit=self._on_exit, grace=cancel_grace)
+        self._monitor.start()
+
+    # --- placement --------------------------------------------------------------------------
+
+    def place(self, config: TaskConfig) -> Result[Placement, DomainError]:
+        wants_gpu = config.min_gpu_memory_gb is not None
+        if config.instance_type is not None:
+            parsed = parse_instance_type(config.instance_type)
+            if isinstance(parsed, Failure):
+                return Failure(parsed.failure())
+            wants_gpu = parsed.unwrap() != CPU_INSTANCE
+        if wants_gpu:
+            asked = config.instance_type or f"min_gpu_memory_gb={config.min_gpu_memory_gb}"
+            return Failure(
+                DomainError(
+                    reason=ErrorReason.RESOURCE_NOT_AVAILABLE,
+                    message=f"This machine has no GPU that can serve {asked}: no NVIDIA GPUs were found",
+                    suggestions=(
+                        "leave out instance_type and min_gpu_memory_gb to run on this machine's CPUs",
+                        "run on a provider with GPUs, e.g. provider='slurm' or provider='mithril'",
+                    ),
+                    metadata=(("provider", self.name), ("gpus", "0")),
+                )
+            )
+        return Success(Placement(instance_type=format_instance_type(CPU_INSTANCE)))
+
+    # --- launching --------------------------------------------------------------------------
+
+    def task_dir(self, task_id: str) -> Path:
+        return self._tasks_root / task_id
+
+    def log_path(self, task_id: str) -> Path:
+        return self.task_dir(task_id) / OUTPUT_FILE
+
+    def _argv(self, config: TaskConfig, task_dir: Path) -> list[str]:
+        form, program = program_of(config)
+        if form == "command":
+            assert isinstance(program, tuple)
+            return list(program)
+        if form == "shell":
+            assert isinstance(program, str)
+            return [self._bash, "-c", program]
+        assert isinstance(program, str)
+        script = task_dir / SCRIPT_FILE
+        script.write_text(program)
+        if program.startswith("#!"):
+            script.chmod(0o700)
+            return [str(script)]
+        return ["python3", str(script)]
+
+    def _cwd(self, config: TaskConfig, task_dir: Path) -> Path:
+        if config.upload_code and config.code_root:
+            base = Path(config.code_root)
+        else:
+            base = task_dir / "work"
+            base.mkdir(exist_ok=True)
+        if config.working_dir:
+            base = base / config.working_dir  # an absolute working_dir replaces the base
+        if not base.is_dir():
+            raise LaunchError(
+                f"working directory {str(base)!r} does not exist on this machine; "
+                "create it, or leave working_dir out to run in the task's own directory"
+            )
+        return base
+
+    def _env(self, record: TaskRecord) -> dict[str, str]:
+        env = dict(self._base_env)
+        env.setdefault("PYTHONUNBUFFERED", "1")  # live logs from Python programs
+        env.update(record.config.env)
+        env["FLOW_TASK_ID"] = record.task_id
+        env["FLOW_TASK_NAME"] = record.name
+        return env
+
+    def launch(self, record: TaskRecord) -> Runtime:
+        task_dir = self.task_dir(record.task_id)
+        task_dir.mkdir(parents=True, exist_ok=True)
+        cwd = self._cwd(record.config, task_dir)
+        argv = self._argv(record.config, task_dir)
+        marker = MARKER_PREFIX + record.task_id
+        output = os.open(task_dir / OUTPUT_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        try:
+            child = subprocess.Popen(
+                ["/bin/sh", "-c", WRAPPER, marker, str(task_dir / EXIT_FILE), *argv],
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=output,
+                cwd=cwd,
+                env=self._env(record),
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise LaunchError(f"could not start /bin/sh: {exc.strerror}") from exc
+        finally:
+            os.close(output)
+        self._children[record.task_id] = child
+        return {"pid": child.pid, "start_ticks": process_start_ticks(child.pid), "task_dir": str(task_dir)}
+
+    def watch(self, record: TaskRecord, runtime: Runtime) -> None:
+        pid = int(runtime["pid"])
+        child = self._children.pop(record.task_id, None)
+        self._watch(record, pid, child)
+
+    def _watch(self, record: TaskRecord, pid: int, child: subprocess.Popen[bytes] | None) -> None:
+        try:
+            pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            self._report_end(record.task_id, self.task_dir(record.task_id), None, timed_out=False)
+            return
+        self._monitor.add(
+            _Watched(
+                task_id=record.task_id,
+                pid=pid,
+                pidfd=pidfd,
+                task_dir=self.task_dir(record.task_id),
+                child=child,
+                deadline=deadline_of(record),
+            )
+        )
+
+    def cancel(self, record: TaskRecord, runtime: Runtime) -> None:
+        self._monitor.terminate(record.task_id)
+
+    # --- endings ----------------------------------------------------------------------------
+
+    def _on_exit(self, watched: _Watched) -> None:
+        status: int | None = None
+        if watched.child is not None:
+            # Still a zombie, so its pid (our process group id) cannot be reused yet: take
+            # stragglers the task left behind in its group down with it, as Slurm does.
+            try:
+                os.killpg(watched.pid, signal.SIGKILL)
+            except OSError:
+                pass
+            status = _status_to_code(watched.child.wait())
+        self._report_end(watched.task_id, watched.task_dir, status, watched.timed_out)
+
+    def _report_end(self, task_id: str, task_dir: Path, status: int | None, timed_out: bool) -> None:
+        recorded = read_exit_status(task_dir)
+        code = recorded if recorded is not None else status
+        if timed_out:
+            self._report(task_id, TimedOut(exit_code=code))
+        elif code is not None:
+            self._report(task_id, Exited(exit_code=code))
+        else:
+            self._report(
+                task_id,
+                Lost(reason="the process ended while flowd was not running and left no exit status"),
+            )
+
+    def recover(self, record: TaskRecord, runtime: Runtime) -> Runtime | None:
+        task_dir = self.task_dir(record.task_id)
+        pid = runtime.get("pid")
+        if pid is None:
+            # Launched (maybe) just before a crash, before its pid was saved.
+            found = find_process_by_marker(MARKER_PREFIX + record.task_id)
+            if found is not None:
+                return {"pid": found, "start_ticks": process_start_ticks(found), "task_dir": str(task_dir)}
+            if read_exit_status(task_dir) is not None:
+                self._report_end(record.task_id, task_dir, None, timed_out=False)
+                return None
+            return self.launch(record)  # it never started: start it now
+        if process_start_ticks(int(pid)) == runtime.get("start_ticks"):
+            return runtime
+        self._report_end(record.task_id, task_dir, None, timed_out=False)
+        return None
+
+    def close(self) -> None:
+        self._monitor.stop()

@@ -1,0 +1,94 @@
+"""Assembles flowd: store, providers, engine, servicers, health and reflection on one socket."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from concurrent import futures
+
+import grpc
+from attrs import define
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from flow import __version__
+from flow.home import FlowHome
+from flowapi.v1 import daemon_service_pb2, daemon_service_pb2_grpc, task_service_pb2, task_service_pb2_grpc
+from flowd.engine import TaskEngine
+from flowd.providers.base import Provider
+from flowd.providers.local import LocalProvider
+from flowd.servicers import DaemonServicer, TaskServicer
+from flowd.store import Store
+
+# Streams that follow logs and server-side waits each hold a worker while they last.
+MAX_WORKERS = 256
+SERVICE_NAMES = (
+    task_service_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name,
+    daemon_service_pb2.DESCRIPTOR.services_by_name["DaemonService"].full_name,
+)
+
+
+@define
+class Daemon:
+    server: grpc.Server
+    engine: TaskEngine
+    store: Store
+    health: health.HealthServicer
+    addresses: list[str]
+    socket_path: str
+    version: str = __version__
+
+    def start(self) -> None:
+        self.server.start()
+        os.chmod(self.socket_path, 0o600)
+        self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        for name in SERVICE_NAMES:
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    def stop(self) -> None:
+        self.health.enter_graceful_shutdown()
+        self.engine.close()
+        self.server.stop(grace=1.0).wait()
+        self.store.close()
+        try:
+            os.unlink(self.socket_path)
+        except FileNotFoundError:
+            pass
+
+
+def build_daemon(home: FlowHome, shutdown: Callable[[], None]) -> Daemon:
+    store = Store(home.database)
+    providers: dict[str, Provider] = {}
+    engine_ref: list[TaskEngine] = []
+
+    def report(task_id: str, event: object) -> None:
+        engine_ref[0].report(task_id, event)  # type: ignore[arg-type]
+
+    providers["local"] = LocalProvider(tasks_root=home.tasks, reporter=report)
+    engine = TaskEngine(store, providers, default_provider="local")
+    engine_ref.append(engine)
+    engine.recover()
+
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="rpc"),
+        options=[("grpc.so_reuseport", 0)],
+    )
+    addresses = [home.address]
+    task_service_pb2_grpc.add_TaskServiceServicer_to_server(TaskServicer(engine), server)
+    daemon_service_pb2_grpc.add_DaemonServiceServicer_to_server(
+        DaemonServicer(engine, str(home.root), addresses, shutdown), server
+    )
+    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    server.add_insecure_port(home.address)
+    return Daemon(
+        server=server,
+        engine=engine,
+        store=store,
+        health=health_servicer,
+        addresses=addresses,
+        socket_path=str(home.socket),
+    )

@@ -1,0 +1,208 @@
+"""gRPC servicers: decode the request, ask the engine, encode the answer. Nothing else.
+
+Every failure leaves as a google.rpc.Status built by flow.wire.error_table; an unexpected
+exception is logged here and reaches the client as a plain INTERNAL error, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import grpc
+from grpc_status import rpc_status
+from returns.result import Failure, Result
+
+from flow import __version__
+from flow.domain.errors import DomainError, ErrorReason, validation_error, violation
+from flow.wire.error_table import domain_error_to_status
+from flow.wire.task_codec import task_config_from_proto, task_record_to_proto, task_state_from_proto
+from flowapi.v1 import (
+    daemon_service_pb2,
+    daemon_service_pb2_grpc,
+    task_service_pb2,
+    task_service_pb2_grpc,
+)
+from flowd.engine import TaskEngine, task_id_from_name
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+INTERNAL = DomainError(
+    reason=ErrorReason.INTERNAL,
+    message="flowd hit an internal error; details are in its log ($FLOW_HOME/flowd.log)",
+    suggestions=("retry the call", "report the error with the log lines around it"),
+)
+
+
+def fail(context: grpc.ServicerContext, error: DomainError) -> None:
+    status = rpc_status.to_status(domain_error_to_status(error))
+    context.set_code(status.code)
+    context.set_details(status.details)
+    context.set_trailing_metadata(status.trailing_metadata)
+
+
+def guarded(empty: Callable[[], Any]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Catches what a handler did not expect: logged here, INTERNAL for the client."""
+
+    def wrap(handler: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(handler)
+        def unary(self: object, request: object, context: grpc.ServicerContext) -> Any:
+            try:
+                return handler(self, request, context)
+            except Exception:  # noqa: BLE001 - the daemon must answer, not crash
+                log.exception("%s failed", handler.__name__)
+                fail(context, INTERNAL)
+                return empty()
+
+        return unary
+
+    return wrap
+
+
+def guarded_stream(handler: Callable[..., Iterator[T]]) -> Callable[..., Iterator[T]]:
+    @functools.wraps(handler)
+    def stream(self: object, request: object, context: grpc.ServicerContext) -> Iterator[T]:
+        try:
+            yield from handler(self, request, context)
+        except Exception:  # noqa: BLE001
+            log.exception("%s failed", handler.__name__)
+            fail(context, INTERNAL)
+
+    return stream
+
+
+def _unwrap(result: Result[T, DomainError], context: grpc.ServicerContext) -> T | None:
+    if isinstance(result, Failure):
+        fail(context, result.failure())
+        return None
+    return result.unwrap()
+
+
+class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
+    def __init__(self, engine: TaskEngine) -> None:
+        self._engine = engine
+
+    @guarded(task_service_pb2.CreateTaskResponse)
+    def CreateTask(self, request: task_service_pb2.CreateTaskRequest, context: grpc.ServicerContext) -> task_service_pb2.CreateTaskResponse:  # noqa: N802
+        config = task_config_from_proto(request.spec)
+        record = _unwrap(
+            self._engine.create(config, request.request_id, request.validate_only, request.provider),
+            context,
+        )
+        if record is None:
+            return task_service_pb2.CreateTaskResponse()
+        return task_service_pb2.CreateTaskResponse(task=task_record_to_proto(record))
+
+    def _task_id(self, name: str, context: grpc.ServicerContext) -> str | None:
+        return _unwrap(task_id_from_name(name), context)
+
+    @guarded(task_service_pb2.GetTaskResponse)
+    def GetTask(self, request: task_service_pb2.GetTaskRequest, context: grpc.ServicerContext) -> task_service_pb2.GetTaskResponse:  # noqa: N802
+        task_id = self._task_id(request.name, context)
+        record = _unwrap(self._engine.get(task_id), context) if task_id else None
+        if record is None:
+            return task_service_pb2.GetTaskResponse()
+        return task_service_pb2.GetTaskResponse(task=task_record_to_proto(record))
+
+    @guarded(task_service_pb2.ListTasksResponse)
+    def ListTasks(self, request: task_service_pb2.ListTasksRequest, context: grpc.ServicerContext) -> task_service_pb2.ListTasksResponse:  # noqa: N802
+        states = tuple(task_state_from_proto(s) for s in request.states)
+        known = tuple(s for s in states if s is not None)
+        if len(known) != len(states):
+            fail(context, validation_error(
+                [violation("states", list(request.states), "holds an unknown task state", "use TASK_STATE_PENDING ... TASK_STATE_PREEMPTED")],
+                subject="list request",
+            ))
+            return task_service_pb2.ListTasksResponse()
+        page = _unwrap(self._engine.list(known, request.page_size, request.page_token), context)
+        if page is None:
+            return task_service_pb2.ListTasksResponse()
+        records, token = page
+        return task_service_pb2.ListTasksResponse(
+            tasks=[task_record_to_proto(r) for r in records], next_page_token=token
+        )
+
+    @guarded(task_service_pb2.CancelTaskResponse)
+    def CancelTask(self, request: task_service_pb2.CancelTaskRequest, context: grpc.ServicerContext) -> task_service_pb2.CancelTaskResponse:  # noqa: N802
+        task_id = self._task_id(request.name, context)
+        record = _unwrap(self._engine.cancel(task_id), context) if task_id else None
+        if record is None:
+            return task_service_pb2.CancelTaskResponse()
+        return task_service_pb2.CancelTaskResponse(task=task_record_to_proto(record))
+
+    @guarded(task_service_pb2.WaitTaskResponse)
+    def WaitTask(self, request: task_service_pb2.WaitTaskRequest, context: grpc.ServicerContext) -> task_service_pb2.WaitTaskResponse:  # noqa: N802
+        task_id = self._task_id(request.name, context)
+        if task_id is None:
+            return task_service_pb2.WaitTaskResponse()
+        timeout = request.timeout.seconds + request.timeout.nanos / 1e9
+        remaining = context.time_remaining()
+        if remaining is not None:  # answer before the client's own deadline passes
+            timeout = min(timeout, max(0.0, remaining - 0.05))
+        record = _unwrap(self._engine.wait(task_id, timeout), context)
+        if record is None:
+            return task_service_pb2.WaitTaskResponse()
+        return task_service_pb2.WaitTaskResponse(task=task_record_to_proto(record))
+
+    @guarded_stream
+    def StreamTaskLogs(self, request: task_service_pb2.StreamTaskLogsRequest, context: grpc.ServicerContext) -> Iterator[task_service_pb2.StreamTaskLogsResponse]:  # noqa: N802
+        task_id = self._task_id(request.name, context)
+        if task_id is None:
+            return
+        chunks = _unwrap(
+            self._engine.stream_logs(task_id, request.cursor, request.follow, request.tail_lines, context.is_active),
+            context,
+        )
+        if chunks is None:
+            return
+        for chunk in chunks:
+            yield task_service_pb2.StreamTaskLogsResponse(data=chunk.data, cursor=chunk.cursor)
+
+
+class DaemonServicer(daemon_service_pb2_grpc.DaemonServiceServicer):
+    def __init__(
+        self,
+        engine: TaskEngine,
+        flow_home: str,
+        addresses: list[str],
+        shutdown: Callable[[], None],
+    ) -> None:
+        self._engine = engine
+        self._home = flow_home
+        self._addresses = addresses
+        self._shutdown = shutdown
+        self._started = time.time()
+
+    @guarded(daemon_service_pb2.GetDaemonInfoResponse)
+    def GetDaemonInfo(self, request: daemon_service_pb2.GetDaemonInfoRequest, context: grpc.ServicerContext) -> daemon_service_pb2.GetDaemonInfoResponse:  # noqa: N802
+        info = daemon_service_pb2.GetDaemonInfoResponse(
+            version=__version__,
+            api_version="flowapi.v1",
+            pid=os.getpid(),
+            flow_home=self._home,
+            addresses=self._addresses,
+            default_provider=self._engine.default_provider,
+        )
+        info.start_time.FromNanoseconds(int(self._started * 1e9))
+        return info
+
+    @guarded(daemon_service_pb2.ListProvidersResponse)
+    def ListProviders(self, request: daemon_service_pb2.ListProvidersRequest, context: grpc.ServicerContext) -> daemon_service_pb2.ListProvidersResponse:  # noqa: N802
+        default = self._engine.default_provider
+        return daemon_service_pb2.ListProvidersResponse(
+            providers=[
+                daemon_service_pb2.Provider(name=f"providers/{name}", kind=p.kind, is_default=name == default)
+                for name, p in sorted(self._engine.providers.items())
+            ]
+        )
+
+    @guarded(daemon_service_pb2.ShutdownDaemonResponse)
+    def ShutdownDaemon(self, request: daemon_service_pb2.ShutdownDaemonRequest, context: grpc.ServicerContext) -> daemon_service_pb2.ShutdownDaemonResponse:  # noqa: N802
+        # Answer first, then stop: the reply must reach the caller.
+        threading.Timer(0.05, self._shutdown).start()
+        return daemon_service_pb2.ShutdownDaemonResponse()

@@ -1,0 +1,76 @@
+"""Flow: the simplest way to run code on GPUs.
+
+    from flow import Flow, TaskConfig
+    task = Flow().run("python train.py", instance_type="a100")
+
+Public names are loaded on first use, so `import flow` (and the `flow` CLI) stays fast: gRPC is
+imported only when something talks to the daemon.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS: dict[str, str] = {
+    "Flow": "flow.client",
+    "Task": "flow.task",
+    "TaskStatus": "flow.task",
+    "TaskConfig": "flow.config",
+    "VolumeSpec": "flow.config",
+    "MountSpec": "flow.config",
+    "FlowError": "flow.errors",
+    "AuthenticationError": "flow.errors",
+    "ResourceNotFoundError": "flow.errors",
+    "TaskNotFoundError": "flow.errors",
+    "ValidationError": "flow.errors",
+    "APIError": "flow.errors",
+    "ValidationAPIError": "flow.errors",
+    "NetworkError": "flow.errors",
+    "DaemonUnavailableError": "flow.errors",
+    "TimeoutError": "flow.errors",
+    "ProviderError": "flow.errors",
+    "ResourceNotAvailableError": "flow.errors",
+    "QuotaExceededError": "flow.errors",
+    "VolumeError": "flow.errors",
+    "TaskExecutionError": "flow.errors",
+}
+
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+if TYPE_CHECKING:
+    from flow.client import Flow
+    from flow.config import MountSpec, TaskConfig, VolumeSpec
+    from flow.errors import (
+        APIError,
+        AuthenticationError,
+        DaemonUnavailableError,
+        FlowError,
+        NetworkError,
+        ProviderError,
+        QuotaExceededError,
+        ResourceNotAvailableError,
+        ResourceNotFoundError,
+        TaskExecutionError,
+        TaskNotFoundError,
+        TimeoutError,
+        ValidationAPIError,
+        ValidationError,
+        VolumeError,
+    )
+    from flow.task import Task, TaskStatus
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'flow' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,323 @@
+"""The `flow` command. Every subcommand takes --json; heavy modules load only when a command runs,
+so `flow --version` and `flow status` start fast."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn
+
+if TYPE_CHECKING:
+    from flow.client import Flow
+    from flow.errors import FlowError
+    from flow.task import Task
+
+EXIT_USAGE = 2
+EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130
+
+
+def _emit_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, sort_keys=False) + "\n")
+
+
+def _client(args: argparse.Namespace) -> Flow:
+    from flow.client import Flow
+
+    return Flow(provider=getattr(args, "provider", None))
+
+
+def _exit_code_of(task: Task) -> int:
+    """Like a shell: 0 when COMPLETED, the task's own code when it failed with one, else 1."""
+    status = str(task.last_status)
+    if status == "COMPLETED":
+        return 0
+    if task.exit_code and 0 < task.exit_code < 256:
+        return task.exit_code
+    return EXIT_FAILED
+
+
+def _summary(task: Task) -> str:
+    reason = f" ({task.state_reason})" if task.state_reason else ""
+    return f"task {task.task_id} {task.last_status}{reason}"
+
+
+def _parse_env(pairs: Sequence[str]) -> dict[str, str]:
+    from flow.errors import ValidationError
+
+    env: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep:
+            raise ValidationError(
+                f"--env {pair!r} is not NAME=VALUE", suggestions=["write e.g. --env BATCH_SIZE=256"]
+            )
+        env[name] = value
+    return env
+
+
+def _config_from_args(args: argparse.Namespace) -> Any:
+    from pathlib import Path
+
+    import attrs
+
+    from flow.config import TaskConfig
+
+    words: list[str] = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if len(words) == 1 and words[0].endswith((".yaml", ".yml")) and Path(words[0]).is_file():
+        config = TaskConfig.from_yaml(Path(words[0]))
+    elif len(words) == 1:
+        config = TaskConfig(command=words[0])  # one word: a shell string, as typed
+    elif words:
+        config = TaskConfig(command=words)  # several: an argument vector, no shell
+    else:
+        config = TaskConfig()
+    overrides: dict[str, Any] = {}
+    for flag, field in (
+        ("instance_type", "instance_type"),
+        ("min_gpu_memory", "min_gpu_memory_gb"),
+        ("name", "name"),
+        ("max_run_time", "max_run_time_hours"),
+        ("max_price", "max_price_per_hour"),
+        ("region", "region"),
+        ("num_instances", "num_instances"),
+        ("working_dir", "working_dir"),
+        ("image", "image"),
+    ):
+        value = getattr(args, flag)
+        if value is not None:
+            overrides[field] = value
+    if args.env:
+        overrides["env"] = {**config.env, **_parse_env(args.env)}
+    if args.no_upload:
+        overrides["upload_code"] = False
+    return attrs.evolve(config, **overrides) if overrides else config
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = _config_from_args(args)
+    flow = _client(args)
+    if args.dry_run:
+        planned = flow.validate(config)
+        result = {"valid": True, "instance_type": planned.instance_type, "provider": planned.provider, "config": config.to_dict()}
+        if args.json:
+            _emit_json(result)
+        else:
+            print(f"valid: would run on {planned.provider} as {planned.instance_type}")
+        return 0
+    task = flow.run(config)
+    if args.detach:
+        if args.json:
+            _emit_json(task.to_dict())
+        else:
+            print(task.task_id)
+        return 0
+    print(f"task {task.task_id} submitted; streaming its logs (Ctrl-C detaches)", file=sys.stderr)
+    out = sys.stderr if args.json else sys.stdout
+    try:
+        for chunk in task.log_chunks(follow=True):
+            out.buffer.write(chunk.data)
+            out.flush()
+        task.wait()
+    except KeyboardInterrupt:
+        print(
+            f"\ndetached; task {task.task_id} keeps running. Follow it with `flow logs {task.task_id} -f`, "
+            f"stop it with `flow cancel {task.task_id}`",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    if args.json:
+        _emit_json(task.to_dict())
+    else:
+        print(_summary(task), file=sys.stderr)
+    return _exit_code_of(task)
+
+
+def _table(tasks: Sequence[Task]) -> str:
+    rows = [("TASK", "NAME", "STATUS", "EXIT", "INSTANCE", "CREATED", "REASON")]
+    for t in tasks:
+        created = t.created_at.astimezone().strftime("%Y-%m-%d %H:%M:%S") if t.created_at else ""
+        rows.append(
+            (t.task_id, t.name, str(t.last_status), "" if t.exit_code is None else str(t.exit_code),
+             t.instance_type, created, t.state_reason)
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1]
+        for r in rows
+    ).rstrip() + "\n"
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    flow = _client(args)
+    if args.task:
+        task = flow.get_task(args.task)
+        if args.json:
+            _emit_json(task.to_dict())
+        else:
+            sys.stdout.write(_table([task]))
+        return 0
+    tasks = flow.list_tasks(limit=args.limit)
+    if args.json:
+        _emit_json([t.to_dict() for t in tasks])
+    elif tasks:
+        sys.stdout.write(_table(tasks))
+    else:
+        print("no tasks yet; start one with `flow run \"python train.py\"`")
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    task = _client(args).get_task(args.task)
+    try:
+        for chunk in task.log_chunks(follow=args.follow, tail=args.tail or 0):
+            if args.json:
+                _emit_json({"cursor": chunk.cursor, "lines": chunk.lines})
+            else:
+                sys.stdout.buffer.write(chunk.data)
+                sys.stdout.flush()
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    flow = _client(args)
+    cancelled = []
+    for task_id in args.tasks:
+        task = flow.get_task(task_id)
+        task.cancel()
+        if args.wait:
+            task.wait(timeout=120)
+        cancelled.append(task)
+    if args.json:
+        _emit_json([t.to_dict() for t in cancelled])
+    else:
+        for task in cancelled:
+            print(_summary(task))
+    return 0
+
+
+def cmd_wait(args: argparse.Namespace) -> int:
+    task = _client(args).get_task(args.task).wait(timeout=args.timeout)
+    if args.json:
+        _emit_json(task.to_dict())
+    else:
+        print(_summary(task))
+    return _exit_code_of(task)
+
+
+def cmd_daemon(args: argparse.Namespace) -> int:
+    from flow import daemon_control
+
+    return daemon_control.run_action(args.action, as_json=args.json)
+
+
+def _add_json(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from flow import __version__
+
+    parser = argparse.ArgumentParser(prog="flow", description="Run code on GPUs: locally, on Slurm, or in the cloud.")
+    parser.add_argument("--version", action="version", version=f"flow {__version__}")
+    sub = parser.add_subparsers(dest="cmd", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run a command (or a job.yaml) as a task and stream its logs")
+    run.add_argument(
+        "command",
+        nargs=argparse.REMAINDER,
+        help='a shell string ("python train.py"), a program and its arguments, or job.yaml; options go before it',
+    )
+    run.add_argument("-i", "--instance-type", help='e.g. a100, 4xa100, 8xh100, cpu')
+    run.add_argument("--min-gpu-memory", type=int, metavar="GB", help="any GPU with at least this much memory")
+    run.add_argument("-n", "--name")
+    run.add_argument("-e", "--env", action="append", default=[], metavar="NAME=VALUE")
+    run.add_argument("--max-run-time", type=float, metavar="HOURS")
+    run.add_argument("--max-price", type=float, metavar="USD_PER_HOUR")
+    run.add_argument("--region")
+    run.add_argument("--num-instances", type=int, metavar="N")
+    run.add_argument("--working-dir")
+    run.add_argument("--image")
+    run.add_argument("--no-upload", action="store_true", help="do not run in a snapshot of this directory")
+    run.add_argument("--provider", help="local, slurm, mithril, ... (default: $FLOW_PROVIDER or local)")
+    run.add_argument("-d", "--detach", action="store_true", help="print the task id and return at once")
+    run.add_argument("--dry-run", action="store_true", help="validate and place, launch nothing")
+    _add_json(run)
+    run.set_defaults(handler=cmd_run)
+
+    status = sub.add_parser("status", help="list tasks, or show one")
+    status.add_argument("task", nargs="?")
+    status.add_argument("--limit", type=int, default=50)
+    _add_json(status)
+    status.set_defaults(handler=cmd_status)
+
+    logs = sub.add_parser("logs", help="print a task's output")
+    logs.add_argument("task")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing until the task ends")
+    logs.add_argument("--tail", type=int, metavar="N", help="start with the last N lines")
+    _add_json(logs)
+    logs.set_defaults(handler=cmd_logs)
+
+    cancel = sub.add_parser("cancel", help="stop tasks")
+    cancel.add_argument("tasks", nargs="+", metavar="TASK")
+    cancel.add_argument("--wait", action="store_true", help="return once they have stopped")
+    _add_json(cancel)
+    cancel.set_defaults(handler=cmd_cancel)
+
+    wait = sub.add_parser("wait", help="wait for a task to finish; exits with its exit code")
+    wait.add_argument("task")
+    wait.add_argument("--timeout", type=float, metavar="SECONDS")
+    _add_json(wait)
+    wait.set_defaults(handler=cmd_wait)
+
+    daemon = sub.add_parser("daemon", help="manage flowd, the per-user daemon")
+    daemon.add_argument("action", choices=["start", "stop", "status"])
+    _add_json(daemon)
+    daemon.set_defaults(handler=cmd_daemon)
+    return parser
+
+
+def _report(error: FlowError, as_json: bool) -> None:
+    if as_json:
+        _emit_json(
+            {
+                "error": {
+                    "code": error.error_code,
+                    "type": type(error).__name__,
+                    "message": error.message,
+                    "suggestions": error.suggestions,
+                    "violations": [{"field": v.field, "description": v.description} for v in error.violations],
+                }
+            }
+        )
+        return
+    print(f"error: {error.message}", file=sys.stderr)
+    for tip in error.suggestions:
+        print(f"  hint: {tip}", file=sys.stderr)
+
+
+def _fail(parser: argparse.ArgumentParser) -> NoReturn:
+    parser.print_help(sys.stderr)
+    sys.exit(EXIT_USAGE)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
+    if handler is None:
+        _fail(parser)
+    from flow.errors import FlowError, ValidationError
+
+    try:
+        code = handler(args)
+    except FlowError as error:
+        _report(error, getattr(args, "json", False))
+        code = EXIT_USAGE if isinstance(error, ValidationError) else EXIT_FAILED
+    except KeyboardInterrupt:
+        code = EXIT_INTERRUPTED
+    sys.exit(code)

@@ -1,0 +1,156 @@
+"""Flow: the SDK's entry point. Talks to the user's flowd, starting it on first use."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from flow.config import TaskConfig
+from flow.connection import DaemonConnection
+from flow.domain.task_state import TaskState
+from flow.errors import ValidationError
+from flow.home import resolve_home
+from flow.task import Task, TaskStatus
+from flow.wire.task_codec import task_config_to_proto, task_resource_name, task_state_to_proto
+from flowapi.v1 import daemon_service_pb2, task_service_pb2
+
+_CONFIG_FIELDS = frozenset(f.name for f in attrs.fields(TaskConfig))
+
+
+def _as_config(task: TaskConfig | str | Sequence[str], overrides: dict[str, Any]) -> TaskConfig:
+    unknown = sorted(set(overrides) - _CONFIG_FIELDS)
+    if unknown:
+        raise ValidationError(
+            f"Unknown TaskConfig field(s): {', '.join(unknown)}",
+            suggestions=[f"known fields: {', '.join(sorted(_CONFIG_FIELDS))}"],
+        )
+    if isinstance(task, TaskConfig):
+        config = attrs.evolve(task, **overrides) if overrides else task
+    elif isinstance(task, str):
+        config = TaskConfig(command=task, **overrides)
+    elif isinstance(task, Sequence):
+        config = TaskConfig(command=list(task), **overrides)
+    else:
+        raise ValidationError(
+            f"run() takes a TaskConfig, a command string or an argument list, not {type(task).__name__}",
+            suggestions=['flow.run("python train.py")', 'flow.run(TaskConfig(command=["python", "train.py"]))'],
+        )
+    if config.upload_code and not config.code_root:
+        # The task runs in the code of the directory it was submitted from.
+        config = attrs.evolve(config, code_root=str(Path.cwd()))
+    return config
+
+
+class Flow:
+    """The client. `Flow()` finds the user's flowd (starting it if none runs) and uses the
+    provider named by `provider`, $FLOW_PROVIDER, or the daemon's default ("local")."""
+
+    def __init__(
+        self,
+        provider: str | None = None,
+        *,
+        flow_home: str | os.PathLike[str] | None = None,
+        auto_start: bool = True,
+    ) -> None:
+        self.provider = provider or os.environ.get("FLOW_PROVIDER", "")
+        self._conn = DaemonConnection(resolve_home(explicit=flow_home), auto_start=auto_start)
+        self._conn.ensure_daemon()
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> Flow:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # --- tasks ------------------------------------------------------------------------------
+
+    def run(self, task: TaskConfig | str | Sequence[str], **overrides: Any) -> Task:
+        """Submits a task and returns at once (PENDING or RUNNING). `task` is a TaskConfig, a
+        shell command string, or an argument list; keyword arguments set TaskConfig fields,
+        e.g. `flow.run("python train.py", instance_type="a100")`."""
+        config = _as_config(task, overrides)
+        request = task_service_pb2.CreateTaskRequest(
+            spec=task_config_to_proto(config),
+            request_id=uuid.uuid4().hex,  # a retry after a lost reply cannot launch twice
+            provider=self.provider,
+        )
+        reply = self._conn.call(lambda c: c.tasks.CreateTask(request, timeout=60))
+        return Task(self._conn, reply.task)
+
+    def validate(self, task: TaskConfig | str | Sequence[str], **overrides: Any) -> Task:
+        """Asks flowd to validate and place the task without launching it (a dry run)."""
+        config = _as_config(task, overrides)
+        request = task_service_pb2.CreateTaskRequest(
+            spec=task_config_to_proto(config), validate_only=True, provider=self.provider
+        )
+        reply = self._conn.call(lambda c: c.tasks.CreateTask(request, timeout=60))
+        return Task(self._conn, reply.task)
+
+    def get_task(self, task_id: str) -> Task:
+        request = task_service_pb2.GetTaskRequest(name=task_resource_name(task_id))
+        reply = self._conn.call(lambda c: c.tasks.GetTask(request, timeout=30))
+        return Task(self._conn, reply.task)
+
+    def status(self, task_id: str) -> TaskStatus:
+        return self.get_task(task_id).last_status
+
+    def list_tasks(
+        self, status: TaskState | Sequence[TaskState] | None = None, limit: int = 100
+    ) -> list[Task]:
+        """Tasks, newest first, optionally only those in the given state(s)."""
+        wanted = [status] if isinstance(status, TaskState) else list(status or [])
+        found: list[Task] = []
+        token = ""
+        while len(found) < limit:
+            request = task_service_pb2.ListTasksRequest(
+                page_size=min(limit - len(found), 1000),
+                page_token=token,
+                states=[task_state_to_proto(s) for s in wanted],
+            )
+            reply = self._conn.call(lambda c: c.tasks.ListTasks(request, timeout=30))
+            found.extend(Task(self._conn, t) for t in reply.tasks)
+            token = reply.next_page_token
+            if not token:
+                break
+        return found
+
+    def cancel(self, task_id: str) -> None:
+        self.get_task(task_id).cancel()
+
+    def wait(self, task_id: str, timeout: float | None = None) -> Task:
+        return self.get_task(task_id).wait(timeout=timeout)
+
+    def logs(self, task_id: str, follow: bool = False, tail: int | None = None) -> Any:
+        task = self.get_task(task_id)
+        return task.logs(follow=True, tail=tail) if follow else task.logs(tail=tail)
+
+    # --- the daemon -------------------------------------------------------------------------
+
+    def daemon_info(self) -> dict[str, Any]:
+        info = self._conn.call(
+            lambda c: c.daemon.GetDaemonInfo(daemon_service_pb2.GetDaemonInfoRequest(), timeout=10)
+        )
+        providers = self._conn.call(
+            lambda c: c.daemon.ListProviders(daemon_service_pb2.ListProvidersRequest(), timeout=10)
+        )
+        return {
+            "version": info.version,
+            "api_version": info.api_version,
+            "pid": info.pid,
+            "flow_home": info.flow_home,
+            "addresses": list(info.addresses),
+            "default_provider": info.default_provider,
+            "started_at": info.start_time.ToDatetime().isoformat() + "Z",
+            "providers": [
+                {"name": p.name.removeprefix("providers/"), "kind": p.kind, "default": p.is_default}
+                for p in providers.providers
+            ],
+        }

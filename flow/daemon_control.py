@@ -1,0 +1,92 @@
+"""`flow daemon start|stop|status`: managing flowd by hand."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+import grpc
+
+from flow.connection import DaemonConnection, start_daemon
+from flow.errors import DaemonUnavailableError
+from flow.home import resolve_home
+from flowapi.v1 import daemon_service_pb2
+
+STOP_TIMEOUT = 15.0
+
+
+def _info(conn: DaemonConnection) -> dict[str, Any] | None:
+    try:
+        reply = conn.daemon.GetDaemonInfo(daemon_service_pb2.GetDaemonInfoRequest(), timeout=3)
+    except grpc.RpcError:
+        return None
+    return {
+        "running": True,
+        "version": reply.version,
+        "pid": reply.pid,
+        "flow_home": reply.flow_home,
+        "addresses": list(reply.addresses),
+        "default_provider": reply.default_provider,
+    }
+
+
+def _show(state: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(state, indent=2) + "\n")
+    elif state.get("running"):
+        print(f"flowd {state['version']} is running (pid {state['pid']}) on {', '.join(state['addresses'])}")
+    else:
+        print(f"flowd is not running (FLOW_HOME={state['flow_home']})")
+
+
+def run_action(action: str, as_json: bool) -> int:
+    home = resolve_home()
+    conn = DaemonConnection(home, auto_start=False)
+    try:
+        if action == "status":
+            state = _info(conn) or {"running": False, "flow_home": str(home.root)}
+            _show(state, as_json)
+            return 0 if state["running"] else 1
+        if action == "start":
+            if _info(conn) is None:
+                start_daemon(home)
+            conn.ensure_daemon()
+            state = _info(conn)
+            if state is None:
+                raise DaemonUnavailableError(f"flowd started but does not answer on {home.socket}")
+            _show(state, as_json)
+            return 0
+        # stop
+        state = _info(conn)
+        if state is None:
+            _show({"running": False, "flow_home": str(home.root)}, as_json)
+            return 0
+        conn.daemon.ShutdownDaemon(daemon_service_pb2.ShutdownDaemonRequest(), timeout=5)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while time.monotonic() < deadline and (home.socket.exists() or _lock_held(home.lock)):
+            time.sleep(0.05)
+        stopped = {"running": False, "stopped_pid": state["pid"], "flow_home": str(home.root)}
+        if as_json:
+            sys.stdout.write(json.dumps(stopped, indent=2) + "\n")
+        else:
+            print(f"flowd (pid {state['pid']}) stopped; running tasks keep running")
+        return 0
+    finally:
+        conn.close()
+
+
+def _lock_held(path: Any) -> bool:
+    import fcntl
+
+    try:
+        with open(path) as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            return False
+    except FileNotFoundError:
+        return False

@@ -1,0 +1,200 @@
+"""The task life cycle as a pure transition function.
+
+    PENDING -> (PROVISIONING) -> RUNNING -> COMPLETED | FAILED | CANCELLED | PREEMPTED
+
+A `TaskRecord` changes only through `apply(record, event, now)`, which returns the new record or
+an ILLEGAL_STATE error value (a late "started" for a cancelled task, a second "exited"): the
+daemon logs and drops those instead of crashing. Terminal records never change again, so a
+state reported twice (after a daemon restart, by two pollers) is harmless.
+
+Like Slurm's job states, each terminal state carries a reason a human can act on
+(`state_reason`), and the exit code of the command where there is one.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Final
+
+from attrs import evolve, frozen
+from returns.result import Failure, Result, Success
+
+from flow.domain.errors import DomainError, ErrorReason
+from flow.domain.task_config import TaskConfig
+
+
+class TaskState(enum.StrEnum):
+    """Also the SDK's public `flow.TaskStatus`; prints as its name, e.g. "RUNNING"."""
+
+    PENDING = "PENDING"
+    PROVISIONING = "PROVISIONING"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    PREEMPTED = "PREEMPTED"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+
+TERMINAL_STATES: Final = frozenset(
+    {TaskState.COMPLETED, TaskState.FAILED, TaskState.CANCELLED, TaskState.PREEMPTED}
+)
+
+
+@frozen
+class TaskRecord:
+    """What flowd knows about one task. Times are seconds since the epoch, passed in by the shell."""
+
+    task_id: str
+    config: TaskConfig
+    provider: str
+    created_at: float
+    state: TaskState = TaskState.PENDING
+    instance_type: str = "cpu"
+    cost_per_hour_micros: int = 0
+    exit_code: int | None = None
+    state_reason: str = ""
+    started_at: float | None = None
+    ended_at: float | None = None
+    cancel_requested: bool = False
+    request_id: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.config.name or self.task_id
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.state.is_terminal
+
+
+# --- events -----------------------------------------------------------------------------------
+
+
+@frozen
+class Provisioning:
+    """Resources are being prepared."""
+
+
+@frozen
+class Started:
+    """The command is running."""
+
+
+@frozen
+class Exited:
+    """The command ended on its own with this status (128+N when killed by signal N)."""
+
+    exit_code: int
+
+
+@frozen
+class CancelRequested:
+    """The user asked to cancel; a running task ends as CANCELLED once it has stopped."""
+
+
+@frozen
+class TimedOut:
+    """The task ran past max_run_time_hours and was stopped."""
+
+    exit_code: int | None = None
+
+
+@frozen
+class Preempted:
+    reason: str
+
+
+@frozen
+class LaunchFailed:
+    """The command could not be started at all (no such working dir, no interpreter, ...)."""
+
+    reason: str
+
+
+@frozen
+class Lost:
+    """The process is gone and left no exit status (e.g. killed while flowd was down)."""
+
+    reason: str
+
+
+TaskEvent = Provisioning | Started | Exited | CancelRequested | TimedOut | Preempted | LaunchFailed | Lost
+
+
+def _illegal(record: TaskRecord, event: TaskEvent) -> Result[TaskRecord, DomainError]:
+    return Failure(
+        DomainError(
+            reason=ErrorReason.ILLEGAL_STATE,
+            message=f"task {record.task_id} is {record.state.value}; cannot apply {type(event).__name__}",
+        )
+    )
+
+
+def _finish(
+    record: TaskRecord, state: TaskState, now: float, reason: str, exit_code: int | None
+) -> TaskRecord:
+    return evolve(record, state=state, ended_at=now, state_reason=reason, exit_code=exit_code)
+
+
+def _time_limit_reason(record: TaskRecord) -> str:
+    hours = record.config.max_run_time_hours
+    return f"TIMEOUT: ran past max_run_time_hours={hours:g}" if hours else "TIMEOUT"
+
+
+def describe_exit(exit_code: int) -> str:
+    if exit_code == 0:
+        return "exited with code 0"
+    if exit_code > 128:
+        return f"exited with code {exit_code} (killed by signal {exit_code - 128})"
+    return f"exited with code {exit_code}"
+
+
+def apply(record: TaskRecord, event: TaskEvent, now: float) -> Result[TaskRecord, DomainError]:
+    """The next record after `event`, or ILLEGAL_STATE when the event does not fit the state."""
+    state = record.state
+    if state.is_terminal:
+        if isinstance(event, CancelRequested):
+            return Success(record)  # cancelling a finished task is a no-op, not an error
+        return _illegal(record, event)
+    match event:
+        case Provisioning():
+            if state is TaskState.PENDING:
+                return Success(evolve(record, state=TaskState.PROVISIONING))
+            return _illegal(record, event)
+        case Started():
+            if state in (TaskState.PENDING, TaskState.PROVISIONING):
+                return Success(evolve(record, state=TaskState.RUNNING, started_at=now))
+            return _illegal(record, event)
+        case CancelRequested():
+            if state is TaskState.RUNNING:
+                return Success(evolve(record, cancel_requested=True))
+            return Success(_finish(record, TaskState.CANCELLED, now, "cancelled before it started", None))
+        case Exited(exit_code=code):
+            if record.cancel_requested:
+                return Success(_finish(record, TaskState.CANCELLED, now, "cancelled by user", code))
+            if code == 0:
+                return Success(_finish(record, TaskState.COMPLETED, now, describe_exit(0), 0))
+            return Success(_finish(record, TaskState.FAILED, now, describe_exit(code), code))
+        case TimedOut(exit_code=code):
+            return Success(_finish(record, TaskState.FAILED, now, _time_limit_reason(record), code))
+        case Preempted(reason=why):
+            return Success(_finish(record, TaskState.PREEMPTED, now, why, None))
+        case LaunchFailed(reason=why):
+            return Success(_finish(record, TaskState.FAILED, now, f"could not start: {why}", None))
+        case Lost(reason=why):
+            if record.cancel_requested:
+                return Success(_finish(record, TaskState.CANCELLED, now, "cancelled by user", None))
+            return Success(_finish(record, TaskState.FAILED, now, why, None))
+    return _illegal(record, event)
+
+
+def deadline_of(record: TaskRecord) -> float | None:
+    """When a running task must be stopped, from its start and max_run_time_hours."""
+    hours = record.config.max_run_time_hours
+    if record.started_at is None or not isinstance(hours, (int, float)) or hours <= 0:
+        return None
+    return record.started_at + float(hours) * 3600.0

@@ -1,0 +1,137 @@
+"""The exceptions of the Flow SDK, in one tree.
+
+    FlowError (base)                    .message, .suggestions, .error_code
+    ├── AuthenticationError             API key issues
+    ├── ResourceNotFoundError           missing resources
+    │   └── TaskNotFoundError           task not found
+    ├── ValidationError                 invalid configuration (.violations: field problems)
+    ├── APIError                        API communication
+    │   └── ValidationAPIError          422 errors
+    ├── NetworkError                    connection issues (also a builtin ConnectionError)
+    │   └── DaemonUnavailableError      flowd cannot be reached
+    ├── TimeoutError                    operation timeout (also a builtin TimeoutError)
+    ├── ProviderError                   provider failures
+    ├── ResourceNotAvailableError       no instances
+    ├── QuotaExceededError              limit reached
+    ├── VolumeError                     storage issues
+    └── TaskExecutionError              runtime failures (.remote() raising, a task failing)
+
+`error_code` is the contract's `ErrorReason` name (e.g. "VALIDATION_FAILED"), the same string that
+clients in other languages read from the `google.rpc.ErrorInfo` of a failed call.
+"""
+
+from __future__ import annotations
+
+import builtins
+
+from attrs import frozen
+
+
+@frozen
+class Violation:
+    """One invalid field: its path (e.g. ``volumes[0].mount_path``) and what to do about it."""
+
+    field: str
+    description: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.description}"
+
+
+class FlowError(Exception):
+    default_code = "INTERNAL"
+
+    def __init__(
+        self,
+        message: str,
+        suggestions: list[str] | tuple[str, ...] | None = None,
+        error_code: str | None = None,
+        violations: list[Violation] | tuple[Violation, ...] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.suggestions: list[str] = list(suggestions or [])
+        self.error_code: str = error_code or self.default_code
+        self.violations: list[Violation] = list(violations or [])
+
+    def __str__(self) -> str:
+        if not self.suggestions:
+            return self.message
+        tips = "\n".join(f"  - {s}" for s in self.suggestions)
+        return f"{self.message}\nSuggestions:\n{tips}"
+
+
+class AuthenticationError(FlowError):
+    default_code = "AUTHENTICATION_FAILED"
+
+
+class ResourceNotFoundError(FlowError):
+    default_code = "RESOURCE_NOT_FOUND"
+
+
+class TaskNotFoundError(ResourceNotFoundError):
+    default_code = "TASK_NOT_FOUND"
+
+
+class ValidationError(FlowError):
+    default_code = "VALIDATION_FAILED"
+
+
+class APIError(FlowError):
+    default_code = "API_ERROR"
+
+
+class ValidationAPIError(APIError):
+    default_code = "VALIDATION_FAILED"
+
+
+class NetworkError(FlowError, builtins.ConnectionError):
+    default_code = "NETWORK_ERROR"
+
+
+class DaemonUnavailableError(NetworkError):
+    default_code = "NETWORK_ERROR"
+
+
+class TimeoutError(FlowError, builtins.TimeoutError):  # noqa: A001 - the seed's name, on purpose
+    default_code = "TIMEOUT"
+
+
+class ProviderError(FlowError):
+    default_code = "PROVIDER_ERROR"
+
+
+class ResourceNotAvailableError(FlowError):
+    default_code = "RESOURCE_NOT_AVAILABLE"
+
+
+class QuotaExceededError(FlowError):
+    default_code = "QUOTA_EXCEEDED"
+
+
+class VolumeError(FlowError):
+    default_code = "VOLUME_ERROR"
+
+
+class TaskExecutionError(FlowError):
+    default_code = "TASK_EXECUTION_FAILED"
+
+
+__all__ = [
+    "APIError",
+    "AuthenticationError",
+    "DaemonUnavailableError",
+    "FlowError",
+    "NetworkError",
+    "ProviderError",
+    "QuotaExceededError",
+    "ResourceNotAvailableError",
+    "ResourceNotFoundError",
+    "TaskExecutionError",
+    "TaskNotFoundError",
+    "TimeoutError",
+    "ValidationAPIError",
+    "ValidationError",
+    "Violation",
+    "VolumeError",
+]

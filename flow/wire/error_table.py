@@ -1,0 +1,156 @@
+"""The one table that maps every error reason to its gRPC status code and SDK exception.
+
+Codes are google.rpc.Code numbers (identical to grpc.StatusCode), so this module does not need
+grpc itself and stays cheap to import for code that only validates configs.
+
+flowd turns a `DomainError` into a `google.rpc.Status` with exactly one `ErrorInfo` (reason,
+domain "flow", metadata), a `BadRequest` listing field violations when there are any, and our
+`ErrorSuggestions`. The SDK turns such a status back into the exception of the same row. Clients
+in other languages read the same details.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+
+from flow import errors
+from flow.domain.errors import DomainError, ErrorReason
+from flowapi.v1 import error_reason_pb2
+
+ERROR_DOMAIN: Final = "flow"
+
+# reason -> (gRPC status code, SDK exception class)
+ERROR_TABLE: Final[dict[ErrorReason, tuple[int, type[errors.FlowError]]]] = {
+    ErrorReason.VALIDATION_FAILED: (code_pb2.INVALID_ARGUMENT, errors.ValidationError),
+    ErrorReason.TASK_NOT_FOUND: (code_pb2.NOT_FOUND, errors.TaskNotFoundError),
+    ErrorReason.RESOURCE_NOT_FOUND: (code_pb2.NOT_FOUND, errors.ResourceNotFoundError),
+    ErrorReason.RESOURCE_NOT_AVAILABLE: (
+        code_pb2.FAILED_PRECONDITION,
+        errors.ResourceNotAvailableError,
+    ),
+    ErrorReason.QUOTA_EXCEEDED: (code_pb2.RESOURCE_EXHAUSTED, errors.QuotaExceededError),
+    ErrorReason.AUTHENTICATION_FAILED: (
+        code_pb2.UNAUTHENTICATED,
+        errors.AuthenticationError,
+    ),
+    ErrorReason.VOLUME_ERROR: (code_pb2.FAILED_PRECONDITION, errors.VolumeError),
+    ErrorReason.PROVIDER_ERROR: (code_pb2.UNAVAILABLE, errors.ProviderError),
+    ErrorReason.TIMEOUT: (code_pb2.DEADLINE_EXCEEDED, errors.TimeoutError),
+    ErrorReason.TASK_EXECUTION_FAILED: (code_pb2.ABORTED, errors.TaskExecutionError),
+    ErrorReason.ILLEGAL_STATE: (code_pb2.FAILED_PRECONDITION, errors.FlowError),
+    ErrorReason.ALREADY_EXISTS: (code_pb2.ALREADY_EXISTS, errors.ValidationError),
+    ErrorReason.NETWORK_ERROR: (code_pb2.UNAVAILABLE, errors.NetworkError),
+    ErrorReason.API_ERROR: (code_pb2.UNKNOWN, errors.APIError),
+    ErrorReason.INTERNAL: (code_pb2.INTERNAL, errors.FlowError),
+}
+
+# For statuses that carry no ErrorInfo (a proxy, grpc itself): the closest exception by code.
+_BY_CODE: Final[dict[int, type[errors.FlowError]]] = {
+    code_pb2.INVALID_ARGUMENT: errors.ValidationError,
+    code_pb2.NOT_FOUND: errors.ResourceNotFoundError,
+    code_pb2.UNAUTHENTICATED: errors.AuthenticationError,
+    code_pb2.PERMISSION_DENIED: errors.AuthenticationError,
+    code_pb2.DEADLINE_EXCEEDED: errors.TimeoutError,
+    code_pb2.UNAVAILABLE: errors.NetworkError,
+    code_pb2.RESOURCE_EXHAUSTED: errors.QuotaExceededError,
+}
+
+
+def proto_reason_name(reason: ErrorReason) -> str:
+    """The ErrorInfo.reason string: the contract's enum name without its prefix."""
+    return reason.value
+
+
+def _pack(message: object) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)  # type: ignore[arg-type]
+    return packed
+
+
+def status_code_of(error: DomainError) -> int:
+    """The google.rpc.Code number (the same numbers as grpc.StatusCode)."""
+    return ERROR_TABLE[error.reason][0]
+
+
+def domain_error_to_status(error: DomainError) -> status_pb2.Status:
+    code = status_code_of(error)
+    info = error_details_pb2.ErrorInfo(
+        reason=proto_reason_name(error.reason), domain=ERROR_DOMAIN, metadata=dict(error.metadata)
+    )
+    details = [_pack(info)]
+    if error.violations:
+        details.append(
+            _pack(
+                error_details_pb2.BadRequest(
+                    field_violations=[
+                        error_details_pb2.BadRequest.FieldViolation(
+                            field=v.field, description=v.description
+                        )
+                        for v in error.violations
+                    ]
+                )
+            )
+        )
+    if error.suggestions:
+        details.append(_pack(error_reason_pb2.ErrorSuggestions(suggestions=error.suggestions)))
+    return status_pb2.Status(code=code, message=error.message, details=details)
+
+
+def exception_from_domain_error(error: DomainError) -> errors.FlowError:
+    """The SDK exception for an error the core returned in this process (no wire involved)."""
+    cls = ERROR_TABLE[error.reason][1]
+    return cls(
+        error.message,
+        suggestions=error.suggestions,
+        error_code=error.reason.value,
+        violations=[errors.Violation(field=v.field, description=v.description) for v in error.violations],
+    )
+
+
+def exception_from_status(
+    code: int, message: str, status: status_pb2.Status | None
+) -> errors.FlowError:
+    """The SDK exception for a failed call: by ErrorInfo.reason when flowd sent one, else by code."""
+    reason_name: str | None = None
+    suggestions: list[str] = []
+    violations: list[errors.Violation] = []
+    if status is not None:
+        message = status.message or message
+        for detail in status.details:
+            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                info = error_details_pb2.ErrorInfo()
+                detail.Unpack(info)
+                if info.domain == ERROR_DOMAIN:
+                    reason_name = info.reason
+            elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+                bad = error_details_pb2.BadRequest()
+                detail.Unpack(bad)
+                violations.extend(
+                    errors.Violation(field=v.field, description=v.description)
+                    for v in bad.field_violations
+                )
+            elif detail.Is(error_reason_pb2.ErrorSuggestions.DESCRIPTOR):
+                tips = error_reason_pb2.ErrorSuggestions()
+                detail.Unpack(tips)
+                suggestions.extend(tips.suggestions)
+    reason = ErrorReason.__members__.get(reason_name or "")
+    if reason is not None:
+        cls = ERROR_TABLE[reason][1]
+        code_name = reason.value
+    else:
+        cls = _BY_CODE.get(code, errors.FlowError)
+        code_name = cls.default_code
+    return cls(message, suggestions=suggestions, error_code=code_name, violations=violations)
+
+
+__all__ = [
+    "ERROR_DOMAIN",
+    "ERROR_TABLE",
+    "domain_error_to_status",
+    "exception_from_domain_error",
+    "exception_from_status",
+    "status_code_of",
+]

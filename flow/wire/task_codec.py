@@ -1,0 +1,160 @@
+"""TaskConfig <-> TaskSpec and TaskRecord -> Task: the one converter at the task boundary."""
+
+from __future__ import annotations
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from flow.domain.task_config import MountSpec, TaskConfig, VolumeSpec
+from flow.domain.task_state import TaskRecord, TaskState
+from flowapi.v1 import task_pb2
+
+MICROS_PER_DOLLAR = 1_000_000
+TASK_NAME_PREFIX = "tasks/"
+
+_STATE_TO_PROTO: dict[TaskState, task_pb2.TaskState.ValueType] = {
+    TaskState.PENDING: task_pb2.TASK_STATE_PENDING,
+    TaskState.PROVISIONING: task_pb2.TASK_STATE_PROVISIONING,
+    TaskState.RUNNING: task_pb2.TASK_STATE_RUNNING,
+    TaskState.COMPLETED: task_pb2.TASK_STATE_COMPLETED,
+    TaskState.FAILED: task_pb2.TASK_STATE_FAILED,
+    TaskState.CANCELLED: task_pb2.TASK_STATE_CANCELLED,
+    TaskState.PREEMPTED: task_pb2.TASK_STATE_PREEMPTED,
+}
+_STATE_FROM_PROTO = {v: k for k, v in _STATE_TO_PROTO.items()}
+
+
+def task_state_to_proto(state: TaskState) -> task_pb2.TaskState.ValueType:
+    return _STATE_TO_PROTO[state]
+
+
+def task_state_from_proto(value: int) -> TaskState | None:
+    """None for UNSPECIFIED and for numbers this version does not know."""
+    return _STATE_FROM_PROTO.get(value)  # type: ignore[call-overload]
+
+
+def task_resource_name(task_id: str) -> str:
+    return f"{TASK_NAME_PREFIX}{task_id}"
+
+
+def dollars_to_micros(dollars: float) -> int:
+    return round(dollars * MICROS_PER_DOLLAR)
+
+
+def micros_to_dollars(micros: int) -> float:
+    return micros / MICROS_PER_DOLLAR
+
+
+def volume_spec_to_proto(vol: VolumeSpec) -> task_pb2.VolumeSpec:
+    return task_pb2.VolumeSpec(
+        name=vol.name or "",
+        size_gb=vol.size_gb or 0,
+        mount_path=vol.mount_path or "",
+        interface=vol.interface,
+        iops=vol.iops or 0,
+        volume_id=vol.volume_id or "",
+    )
+
+
+def volume_spec_from_proto(msg: task_pb2.VolumeSpec) -> VolumeSpec:
+    return VolumeSpec(
+        name=msg.name or None,
+        size_gb=msg.size_gb or None,
+        mount_path=msg.mount_path or None,
+        interface=msg.interface or "block",
+        iops=msg.iops or None,
+        volume_id=msg.volume_id or None,
+    )
+
+
+def task_config_to_proto(cfg: TaskConfig) -> task_pb2.TaskSpec:
+    """The wire form of a valid config. A string `command` travels as `shell`."""
+    spec = task_pb2.TaskSpec(
+        name=cfg.name or "",
+        instance_type=cfg.instance_type or "",
+        image=cfg.image or "",
+        env=cfg.env,
+        working_dir=cfg.working_dir or "",
+        volumes=[volume_spec_to_proto(v) for v in cfg.volumes],
+        region=cfg.region or "",
+        num_instances=cfg.num_instances,
+        ssh_keys=list(cfg.ssh_keys),
+        upload_code=cfg.upload_code,
+        data_mounts=[task_pb2.MountSpec(source=m.source, target=m.target) for m in cfg.data_mounts],
+        code_root=cfg.code_root or "",
+    )
+    if cfg.min_gpu_memory_gb is not None:
+        spec.min_gpu_memory_gb = cfg.min_gpu_memory_gb
+    if isinstance(cfg.command, tuple):
+        spec.command.extend(cfg.command)
+    elif isinstance(cfg.command, str):
+        spec.shell = cfg.command
+    if cfg.shell is not None:
+        spec.shell = cfg.shell
+    if cfg.script is not None:
+        spec.script = cfg.script
+    if cfg.max_price_per_hour is not None:
+        spec.max_price_per_hour_micros = dollars_to_micros(cfg.max_price_per_hour)
+    if cfg.max_run_time_hours is not None:
+        spec.max_run_time_hours = cfg.max_run_time_hours
+    return spec
+
+
+def task_config_from_proto(spec: task_pb2.TaskSpec) -> TaskConfig:
+    """Any TaskSpec becomes a TaskConfig (unvalidated: the caller validates)."""
+    return TaskConfig(
+        name=spec.name or None,
+        instance_type=spec.instance_type or None,
+        min_gpu_memory_gb=spec.min_gpu_memory_gb if spec.HasField("min_gpu_memory_gb") else None,
+        command=tuple(spec.command) if spec.command else None,
+        shell=spec.shell if spec.HasField("shell") else None,
+        script=spec.script if spec.HasField("script") else None,
+        image=spec.image or None,
+        env=dict(spec.env),
+        working_dir=spec.working_dir or None,
+        volumes=tuple(volume_spec_from_proto(v) for v in spec.volumes),
+        max_price_per_hour=(
+            micros_to_dollars(spec.max_price_per_hour_micros)
+            if spec.HasField("max_price_per_hour_micros")
+            else None
+        ),
+        max_run_time_hours=spec.max_run_time_hours if spec.HasField("max_run_time_hours") else None,
+        region=spec.region or None,
+        num_instances=spec.num_instances or 1,
+        ssh_keys=tuple(spec.ssh_keys),
+        upload_code=spec.upload_code,
+        data_mounts=tuple(MountSpec(source=m.source, target=m.target) for m in spec.data_mounts),
+        code_root=spec.code_root or None,
+    )
+
+
+def _timestamp(seconds: float | None) -> Timestamp | None:
+    if seconds is None:
+        return None
+    stamp = Timestamp()
+    whole = int(seconds)
+    stamp.seconds = whole
+    stamp.nanos = int(round((seconds - whole) * 1e9)) % 1_000_000_000
+    return stamp
+
+
+def timestamp_to_seconds(stamp: Timestamp) -> float:
+    return stamp.seconds + stamp.nanos / 1e9
+
+
+def task_record_to_proto(record: TaskRecord) -> task_pb2.Task:
+    msg = task_pb2.Task(
+        name=task_resource_name(record.task_id),
+        task_id=record.task_id,
+        spec=task_config_to_proto(record.config),
+        state=task_state_to_proto(record.state),
+        state_reason=record.state_reason,
+        create_time=_timestamp(record.created_at),
+        start_time=_timestamp(record.started_at),
+        end_time=_timestamp(record.ended_at),
+        provider=record.provider,
+        instance_type=record.instance_type,
+        cost_per_hour_micros=record.cost_per_hour_micros,
+    )
+    if record.exit_code is not None:
+        msg.exit_code = record.exit_code
+    return msg
