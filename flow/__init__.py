@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from flow.version import __version__
 
 _EXPORTS: dict[str, str] = {
     "Flow": "flow.client",
@@ -38,7 +38,30 @@ _EXPORTS: dict[str, str] = {
     "TaskExecutionError": "flow.errors",
 }
 
-__all__ = sorted([*_EXPORTS, "__version__"])
+__all__ = [
+    "APIError",
+    "AuthenticationError",
+    "DaemonUnavailableError",
+    "Flow",
+    "FlowError",
+    "MountSpec",
+    "NetworkError",
+    "ProviderError",
+    "QuotaExceededError",
+    "ResourceNotAvailableError",
+    "ResourceNotFoundError",
+    "Task",
+    "TaskConfig",
+    "TaskExecutionError",
+    "TaskNotFoundError",
+    "TaskStatus",
+    "TimeoutError",
+    "ValidationAPIError",
+    "ValidationError",
+    "VolumeError",
+    "VolumeSpec",
+    "__version__",
+]
 
 if TYPE_CHECKING:
     from flow.client import Flow
@@ -55,7 +78,7 @@ if TYPE_CHECKING:
         ResourceNotFoundError,
         TaskExecutionError,
         TaskNotFoundError,
-        TimeoutError,
+        TimeoutError,  # noqa: A004 - the seed's exception name
         ValidationAPIError,
         ValidationError,
         VolumeError,

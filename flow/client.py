@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+from flowapi.v1 import daemon_service_pb2, task_service_pb2
 
 from flow.config import TaskConfig
 from flow.connection import DaemonConnection
@@ -17,7 +18,6 @@ from flow.errors import ValidationError
 from flow.home import resolve_home
 from flow.task import Task, TaskStatus
 from flow.wire.task_codec import task_config_to_proto, task_resource_name, task_state_to_proto
-from flowapi.v1 import daemon_service_pb2, task_service_pb2
 
 _CONFIG_FIELDS = frozenset(f.name for f in attrs.fields(TaskConfig))
 
@@ -102,25 +102,24 @@ class Flow:
     def status(self, task_id: str) -> TaskStatus:
         return self.get_task(task_id).last_status
 
-    def list_tasks(
-        self, status: TaskState | Sequence[TaskState] | None = None, limit: int = 100
-    ) -> list[Task]:
+    def list_tasks(self, status: TaskState | Sequence[TaskState] | None = None, limit: int = 100) -> list[Task]:
         """Tasks, newest first, optionally only those in the given state(s)."""
         wanted = [status] if isinstance(status, TaskState) else list(status or [])
         found: list[Task] = []
         token = ""
         while len(found) < limit:
-            request = task_service_pb2.ListTasksRequest(
-                page_size=min(limit - len(found), 1000),
-                page_token=token,
-                states=[task_state_to_proto(s) for s in wanted],
-            )
-            reply = self._conn.call(lambda c: c.tasks.ListTasks(request, timeout=30))
+            reply = self._list_page(min(limit - len(found), 1000), token, wanted)
             found.extend(Task(self._conn, t) for t in reply.tasks)
             token = reply.next_page_token
             if not token:
                 break
         return found
+
+    def _list_page(self, size: int, token: str, states: list[TaskState]) -> task_service_pb2.ListTasksResponse:
+        request = task_service_pb2.ListTasksRequest(
+            page_size=size, page_token=token, states=[task_state_to_proto(s) for s in states]
+        )
+        return self._conn.call(lambda c: c.tasks.ListTasks(request, timeout=30))
 
     def cancel(self, task_id: str) -> None:
         self.get_task(task_id).cancel()
@@ -135,9 +134,7 @@ class Flow:
     # --- the daemon -------------------------------------------------------------------------
 
     def daemon_info(self) -> dict[str, Any]:
-        info = self._conn.call(
-            lambda c: c.daemon.GetDaemonInfo(daemon_service_pb2.GetDaemonInfoRequest(), timeout=10)
-        )
+        info = self._conn.call(lambda c: c.daemon.GetDaemonInfo(daemon_service_pb2.GetDaemonInfoRequest(), timeout=10))
         providers = self._conn.call(
             lambda c: c.daemon.ListProviders(daemon_service_pb2.ListProvidersRequest(), timeout=10)
         )

@@ -62,12 +62,10 @@ class TaskConfig(core.TaskConfig):
         """The SDK form of a core value (volumes and mounts become the SDK classes too)."""
         values = {f.name: getattr(cfg, f.name) for f in attrs.fields(core.TaskConfig)}
         values["volumes"] = tuple(
-            VolumeSpec(**attrs.asdict(v, recurse=False)) if isinstance(v, core.VolumeSpec) else v
-            for v in cfg.volumes
+            VolumeSpec(**attrs.asdict(v, recurse=False)) if isinstance(v, core.VolumeSpec) else v for v in cfg.volumes
         )
         values["data_mounts"] = tuple(
-            MountSpec(**attrs.asdict(m, recurse=False)) if isinstance(m, core.MountSpec) else m
-            for m in cfg.data_mounts
+            MountSpec(**attrs.asdict(m, recurse=False)) if isinstance(m, core.MountSpec) else m for m in cfg.data_mounts
         )
         return cls(**values)
 

@@ -8,11 +8,11 @@ import time
 from typing import Any
 
 import grpc
+from flowapi.v1 import daemon_service_pb2
 
 from flow.connection import DaemonConnection, start_daemon
 from flow.errors import DaemonUnavailableError
 from flow.home import resolve_home
-from flowapi.v1 import daemon_service_pb2
 
 STOP_TIMEOUT = 15.0
 
@@ -46,17 +46,17 @@ def run_action(action: str, as_json: bool) -> int:
     conn = DaemonConnection(home, auto_start=False)
     try:
         if action == "status":
-            state = _info(conn) or {"running": False, "flow_home": str(home.root)}
-            _show(state, as_json)
-            return 0 if state["running"] else 1
+            found = _info(conn) or {"running": False, "flow_home": str(home.root)}
+            _show(found, as_json)
+            return 0 if found["running"] else 1
         if action == "start":
             if _info(conn) is None:
                 start_daemon(home)
             conn.ensure_daemon()
-            state = _info(conn)
-            if state is None:
+            started = _info(conn)
+            if started is None:
                 raise DaemonUnavailableError(f"flowd started but does not answer on {home.socket}")
-            _show(state, as_json)
+            _show(started, as_json)
             return 0
         # stop
         state = _info(conn)

@@ -8,11 +8,12 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 from attrs import frozen
+from flowapi.v1 import task_pb2, task_service_pb2
 from google.protobuf.duration_pb2 import Duration
 
+from flow import errors
 from flow.config import TaskConfig
 from flow.domain.task_state import TaskState
-from flow.errors import DaemonUnavailableError, TimeoutError
 from flow.wire.task_codec import (
     micros_to_dollars,
     task_config_from_proto,
@@ -20,7 +21,6 @@ from flow.wire.task_codec import (
     task_state_from_proto,
     timestamp_to_seconds,
 )
-from flowapi.v1 import task_pb2, task_service_pb2
 
 if TYPE_CHECKING:
     from flow.connection import DaemonConnection
@@ -111,19 +111,21 @@ class Task:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             left = WAIT_SLICE if deadline is None else min(WAIT_SLICE, deadline - time.monotonic())
-            left = max(left, 0.0)
-            wait_for = Duration()
-            wait_for.FromNanoseconds(int(left * 1e9))
-            request = task_service_pb2.WaitTaskRequest(name=self._resource, timeout=wait_for)
-            reply = self._conn.call(lambda c: c.tasks.WaitTask(request, timeout=left + 30))
-            self._update(reply.task)
+            self._update(self._wait_once(max(left, 0.0)))
             if self._state.is_terminal:
                 return self
             if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(
+                raise errors.TimeoutError(
                     f"task {self.task_id} is still {self._state} after {timeout:g} s",
                     suggestions=["wait longer", f"check progress with `flow logs {self.task_id}`"],
                 )
+
+    def _wait_once(self, seconds: float) -> task_pb2.Task:
+        wait_for = Duration()
+        wait_for.FromNanoseconds(int(seconds * 1e9))
+        request = task_service_pb2.WaitTaskRequest(name=self._resource, timeout=wait_for)
+        reply = self._conn.call(lambda c: c.tasks.WaitTask(request, timeout=seconds + 30))
+        return reply.task
 
     def cancel(self) -> None:
         """Stops the task (SIGTERM to its processes, SIGKILL after a grace period). Cancelling a
@@ -136,18 +138,22 @@ class Task:
         """The output as chunks of whole lines, each with a cursor. Pass a chunk's cursor back to
         resume right after it; if the daemon restarts meanwhile, the stream resumes by itself."""
         while True:
-            request = task_service_pb2.StreamTaskLogsRequest(
-                name=self._resource, cursor=cursor, follow=follow, tail_lines=0 if cursor else tail
-            )
             try:
-                for reply in self._conn.stream(lambda: self._conn.tasks.StreamTaskLogs(request)):
-                    cursor = reply.cursor
-                    yield LogChunk(data=reply.data, cursor=reply.cursor)
+                for chunk in self._stream_once(cursor, follow, tail):
+                    cursor = chunk.cursor
+                    yield chunk
                 return
-            except DaemonUnavailableError:
+            except errors.DaemonUnavailableError:
                 if not self._conn.auto_start:
                     raise
                 self._conn.ensure_daemon()
+
+    def _stream_once(self, cursor: str, follow: bool, tail: int) -> Iterator[LogChunk]:
+        request = task_service_pb2.StreamTaskLogsRequest(
+            name=self._resource, cursor=cursor, follow=follow, tail_lines=0 if cursor else tail
+        )
+        for reply in self._conn.stream(lambda: self._conn.tasks.StreamTaskLogs(request)):
+            yield LogChunk(data=reply.data, cursor=reply.cursor)
 
     @overload
     def logs(self, follow: Literal[False] = False, tail: int | None = None) -> str: ...
@@ -161,9 +167,7 @@ class Task:
         string. `tail` limits it to the last N lines."""
         if follow:
             return self._follow_lines(tail or 0)
-        return b"".join(c.data for c in self.log_chunks(follow=False, tail=tail or 0)).decode(
-            "utf-8", errors="replace"
-        )
+        return b"".join(c.data for c in self.log_chunks(follow=False, tail=tail or 0)).decode("utf-8", errors="replace")
 
     def _follow_lines(self, tail: int) -> Iterator[str]:
         for chunk in self.log_chunks(follow=True, tail=tail):

@@ -13,6 +13,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Final
 
 from attrs import frozen
@@ -33,7 +34,7 @@ from flow.domain.task_state import (
 )
 from flowd import logs
 from flowd.providers.base import LaunchError, Provider, Runtime
-from flowd.store import DuplicateRequest, Store
+from flowd.store import DuplicateRequestError, Store
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ def _bad_name(name: str) -> DomainError:
 def task_id_from_name(name: str) -> Result[str, DomainError]:
     """'tasks/<id>' -> '<id>'."""
     prefix = "tasks/"
-    task_id = name[len(prefix):] if name.startswith(prefix) else ""
+    task_id = name[len(prefix) :] if name.startswith(prefix) else ""
     if 0 < len(task_id) <= 64 and all(c.isalnum() or c in "-_" for c in task_id) and task_id.isascii():
         return Success(task_id)
     return Failure(_bad_name(name))
@@ -141,7 +142,14 @@ class TaskEngine:
         if len(request_id) > MAX_REQUEST_ID or "\x00" in request_id:
             return Failure(
                 validation_error(
-                    [violation("request_id", request_id, f"must be at most {MAX_REQUEST_ID} characters without NUL", "use a UUID")],
+                    [
+                        violation(
+                            "request_id",
+                            request_id,
+                            f"must be at most {MAX_REQUEST_ID} characters without NUL",
+                            "use a UUID",
+                        )
+                    ],
                     subject="request",
                 )
             )
@@ -181,7 +189,7 @@ class TaskEngine:
             return Success(record)
         try:
             self._store.insert(record)
-        except DuplicateRequest:
+        except DuplicateRequestError:
             again = self._store.by_request_id(request_id)
             assert again is not None
             return self._same_request(again.record, config)
@@ -195,7 +203,10 @@ class TaskEngine:
         return Failure(
             DomainError(
                 reason=ErrorReason.ALREADY_EXISTS,
-                message=f"request_id {existing.request_id!r} was already used for task {existing.task_id} with a different spec",
+                message=(
+                    f"request_id {existing.request_id!r} was already used for task "
+                    f"{existing.task_id} with a different spec"
+                ),
                 suggestions=("use a new request_id for a different task",),
                 metadata=(("task_id", existing.task_id),),
             )
@@ -209,16 +220,16 @@ class TaskEngine:
             with self._changed:
                 current = self._live.get(record.task_id, record)
                 failed = apply(current, LaunchFailed(reason=str(exc)), self._clock())
-                if isinstance(failed, Success):
-                    self._commit(failed.unwrap())
-                    return failed.unwrap()
-                return current
+                if isinstance(failed, Failure):
+                    return current
+                self._commit(failed.unwrap())
+                return failed.unwrap()
         with self._changed:
-            current = self._live.get(record.task_id)
-            started = apply(current, Started(), self._clock()) if current is not None else None
-            if started is not None and isinstance(started, Success):
-                self._commit(started.unwrap(), runtime)
+            live = self._live.get(record.task_id)
+            started = apply(live, Started(), self._clock()) if live is not None else None
+            if started is not None and not isinstance(started, Failure):
                 result, stop = started.unwrap(), False
+                self._commit(result, runtime)
             else:  # cancelled while it was being launched: it must not keep running
                 result, stop = self._store_get(record.task_id) or record, True
                 self._store.update(result, runtime)
@@ -304,7 +315,17 @@ class TaskEngine:
             return Failure(start.failure())
         if tail_lines < 0:
             return Failure(
-                validation_error([violation("tail_lines", tail_lines, "must not be negative", "give 0 for everything, or N for the last N lines")], subject="log request")
+                validation_error(
+                    [
+                        violation(
+                            "tail_lines",
+                            tail_lines,
+                            "must not be negative",
+                            "give 0 for everything, or N for the last N lines",
+                        )
+                    ],
+                    subject="log request",
+                )
             )
         path = self._providers[found.unwrap().provider].log_path(task_id)
         offset = start.unwrap()
@@ -313,7 +334,7 @@ class TaskEngine:
         return Success(self._chunks(task_id, path, offset, follow, is_active))
 
     def _chunks(
-        self, task_id: str, path: logs.Path, offset: int, follow: bool, is_active: Callable[[], bool]
+        self, task_id: str, path: Path, offset: int, follow: bool, is_active: Callable[[], bool]
     ) -> Iterator[LogChunk]:
         pause = FOLLOW_POLL_MIN
         while is_active() and not self._closing:

@@ -11,6 +11,7 @@ Start-up order matters:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import logging
 import os
@@ -26,7 +27,7 @@ EXIT_FAILED = 1
 log = logging.getLogger("flowd")
 
 
-class AlreadyRunning(Exception):
+class AlreadyRunningError(Exception):
     pass
 
 
@@ -40,7 +41,7 @@ def take_lock(home: FlowHome) -> IO[str]:
         handle.seek(0)
         holder = handle.read().strip() or "unknown"
         handle.close()
-        raise AlreadyRunning(
+        raise AlreadyRunningError(
             f"flowd is already running for FLOW_HOME={home.root} (pid {holder}); "
             "use `flow daemon stop` to stop it, or set FLOW_HOME to run another"
         ) from None
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     args = parser.parse_args(argv)
     if args.version:
-        from flow import __version__
+        from flow.version import __version__
 
         print(f"flowd {__version__}")
         return
@@ -132,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         prepare_home(home)
         lock = take_lock(home)
-    except AlreadyRunning as exc:
+    except AlreadyRunningError as exc:
         sys.stderr.write(f"already running: {exc}\n")
         sys.exit(EXIT_ALREADY_RUNNING)
     except OSError as exc:
@@ -151,10 +152,8 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:
         log.exception("flowd failed")
         if ready is not None:
-            try:
+            with contextlib.suppress(OSError):
                 os.write(ready, f"flowd failed to start: {exc}\n".encode())
-            except OSError:
-                pass
         sys.exit(EXIT_FAILED)
     finally:
         lock.close()

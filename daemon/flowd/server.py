@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from concurrent import futures
 
 import grpc
 from attrs import define
+from flowapi.v1 import daemon_service_pb2, daemon_service_pb2_grpc, task_service_pb2, task_service_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from flow import __version__
 from flow.home import FlowHome
-from flowapi.v1 import daemon_service_pb2, daemon_service_pb2_grpc, task_service_pb2, task_service_pb2_grpc
+from flow.version import __version__
 from flowd.engine import TaskEngine
 from flowd.providers.base import Provider
 from flowd.providers.local import LocalProvider
@@ -50,10 +51,8 @@ class Daemon:
         self.engine.close()
         self.server.stop(grace=1.0).wait()
         self.store.close()
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(self.socket_path)
-        except FileNotFoundError:
-            pass
 
 
 def build_daemon(home: FlowHome, shutdown: Callable[[], None]) -> Daemon:
@@ -80,9 +79,7 @@ def build_daemon(home: FlowHome, shutdown: Callable[[], None]) -> Daemon:
     )
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
+    reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     server.add_insecure_port(home.address)
     return Daemon(
         server=server,

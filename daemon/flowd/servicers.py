@@ -15,19 +15,19 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import grpc
-from grpc_status import rpc_status
-from returns.result import Failure, Result
-
-from flow import __version__
-from flow.domain.errors import DomainError, ErrorReason, validation_error, violation
-from flow.wire.error_table import domain_error_to_status
-from flow.wire.task_codec import task_config_from_proto, task_record_to_proto, task_state_from_proto
 from flowapi.v1 import (
     daemon_service_pb2,
     daemon_service_pb2_grpc,
     task_service_pb2,
     task_service_pb2_grpc,
 )
+from grpc_status import rpc_status
+from returns.result import Failure, Result
+
+from flow.domain.errors import DomainError, ErrorReason, validation_error, violation
+from flow.version import __version__
+from flow.wire.error_table import domain_error_to_status
+from flow.wire.task_codec import task_config_from_proto, task_record_to_proto, task_state_from_proto
 from flowd.engine import TaskEngine, task_id_from_name
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ def guarded(empty: Callable[[], Any]) -> Callable[[Callable[..., Any]], Callable
         def unary(self: object, request: object, context: grpc.ServicerContext) -> Any:
             try:
                 return handler(self, request, context)
-            except Exception:  # noqa: BLE001 - the daemon must answer, not crash
+            except Exception:
                 log.exception("%s failed", handler.__name__)
                 fail(context, INTERNAL)
                 return empty()
@@ -69,7 +69,7 @@ def guarded_stream(handler: Callable[..., Iterator[T]]) -> Callable[..., Iterato
     def stream(self: object, request: object, context: grpc.ServicerContext) -> Iterator[T]:
         try:
             yield from handler(self, request, context)
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("%s failed", handler.__name__)
             fail(context, INTERNAL)
 
@@ -88,7 +88,9 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
         self._engine = engine
 
     @guarded(task_service_pb2.CreateTaskResponse)
-    def CreateTask(self, request: task_service_pb2.CreateTaskRequest, context: grpc.ServicerContext) -> task_service_pb2.CreateTaskResponse:  # noqa: N802
+    def CreateTask(
+        self, request: task_service_pb2.CreateTaskRequest, context: grpc.ServicerContext
+    ) -> task_service_pb2.CreateTaskResponse:
         config = task_config_from_proto(request.spec)
         record = _unwrap(
             self._engine.create(config, request.request_id, request.validate_only, request.provider),
@@ -102,7 +104,9 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
         return _unwrap(task_id_from_name(name), context)
 
     @guarded(task_service_pb2.GetTaskResponse)
-    def GetTask(self, request: task_service_pb2.GetTaskRequest, context: grpc.ServicerContext) -> task_service_pb2.GetTaskResponse:  # noqa: N802
+    def GetTask(
+        self, request: task_service_pb2.GetTaskRequest, context: grpc.ServicerContext
+    ) -> task_service_pb2.GetTaskResponse:
         task_id = self._task_id(request.name, context)
         record = _unwrap(self._engine.get(task_id), context) if task_id else None
         if record is None:
@@ -110,14 +114,26 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
         return task_service_pb2.GetTaskResponse(task=task_record_to_proto(record))
 
     @guarded(task_service_pb2.ListTasksResponse)
-    def ListTasks(self, request: task_service_pb2.ListTasksRequest, context: grpc.ServicerContext) -> task_service_pb2.ListTasksResponse:  # noqa: N802
+    def ListTasks(
+        self, request: task_service_pb2.ListTasksRequest, context: grpc.ServicerContext
+    ) -> task_service_pb2.ListTasksResponse:
         states = tuple(task_state_from_proto(s) for s in request.states)
         known = tuple(s for s in states if s is not None)
         if len(known) != len(states):
-            fail(context, validation_error(
-                [violation("states", list(request.states), "holds an unknown task state", "use TASK_STATE_PENDING ... TASK_STATE_PREEMPTED")],
-                subject="list request",
-            ))
+            fail(
+                context,
+                validation_error(
+                    [
+                        violation(
+                            "states",
+                            list(request.states),
+                            "holds an unknown task state",
+                            "use TASK_STATE_PENDING ... TASK_STATE_PREEMPTED",
+                        )
+                    ],
+                    subject="list request",
+                ),
+            )
             return task_service_pb2.ListTasksResponse()
         page = _unwrap(self._engine.list(known, request.page_size, request.page_token), context)
         if page is None:
@@ -128,7 +144,9 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
         )
 
     @guarded(task_service_pb2.CancelTaskResponse)
-    def CancelTask(self, request: task_service_pb2.CancelTaskRequest, context: grpc.ServicerContext) -> task_service_pb2.CancelTaskResponse:  # noqa: N802
+    def CancelTask(
+        self, request: task_service_pb2.CancelTaskRequest, context: grpc.ServicerContext
+    ) -> task_service_pb2.CancelTaskResponse:
         task_id = self._task_id(request.name, context)
         record = _unwrap(self._engine.cancel(task_id), context) if task_id else None
         if record is None:
@@ -136,7 +154,9 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
         return task_service_pb2.CancelTaskResponse(task=task_record_to_proto(record))
 
     @guarded(task_service_pb2.WaitTaskResponse)
-    def WaitTask(self, request: task_service_pb2.WaitTaskRequest, context: grpc.ServicerContext) -> task_service_pb2.WaitTaskResponse:  # noqa: N802
+    def WaitTask(
+        self, request: task_service_pb2.WaitTaskRequest, context: grpc.ServicerContext
+    ) -> task_service_pb2.WaitTaskResponse:
         task_id = self._task_id(request.name, context)
         if task_id is None:
             return task_service_pb2.WaitTaskResponse()
@@ -150,7 +170,9 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
         return task_service_pb2.WaitTaskResponse(task=task_record_to_proto(record))
 
     @guarded_stream
-    def StreamTaskLogs(self, request: task_service_pb2.StreamTaskLogsRequest, context: grpc.ServicerContext) -> Iterator[task_service_pb2.StreamTaskLogsResponse]:  # noqa: N802
+    def StreamTaskLogs(
+        self, request: task_service_pb2.StreamTaskLogsRequest, context: grpc.ServicerContext
+    ) -> Iterator[task_service_pb2.StreamTaskLogsResponse]:
         task_id = self._task_id(request.name, context)
         if task_id is None:
             return
@@ -179,7 +201,9 @@ class DaemonServicer(daemon_service_pb2_grpc.DaemonServiceServicer):
         self._started = time.time()
 
     @guarded(daemon_service_pb2.GetDaemonInfoResponse)
-    def GetDaemonInfo(self, request: daemon_service_pb2.GetDaemonInfoRequest, context: grpc.ServicerContext) -> daemon_service_pb2.GetDaemonInfoResponse:  # noqa: N802
+    def GetDaemonInfo(
+        self, request: daemon_service_pb2.GetDaemonInfoRequest, context: grpc.ServicerContext
+    ) -> daemon_service_pb2.GetDaemonInfoResponse:
         info = daemon_service_pb2.GetDaemonInfoResponse(
             version=__version__,
             api_version="flowapi.v1",
@@ -192,7 +216,9 @@ class DaemonServicer(daemon_service_pb2_grpc.DaemonServiceServicer):
         return info
 
     @guarded(daemon_service_pb2.ListProvidersResponse)
-    def ListProviders(self, request: daemon_service_pb2.ListProvidersRequest, context: grpc.ServicerContext) -> daemon_service_pb2.ListProvidersResponse:  # noqa: N802
+    def ListProviders(
+        self, request: daemon_service_pb2.ListProvidersRequest, context: grpc.ServicerContext
+    ) -> daemon_service_pb2.ListProvidersResponse:
         default = self._engine.default_provider
         return daemon_service_pb2.ListProvidersResponse(
             providers=[
@@ -202,7 +228,9 @@ class DaemonServicer(daemon_service_pb2_grpc.DaemonServiceServicer):
         )
 
     @guarded(daemon_service_pb2.ShutdownDaemonResponse)
-    def ShutdownDaemon(self, request: daemon_service_pb2.ShutdownDaemonRequest, context: grpc.ServicerContext) -> daemon_service_pb2.ShutdownDaemonResponse:  # noqa: N802
+    def ShutdownDaemon(
+        self, request: daemon_service_pb2.ShutdownDaemonRequest, context: grpc.ServicerContext
+    ) -> daemon_service_pb2.ShutdownDaemonResponse:
         # Answer first, then stop: the reply must reach the caller.
         threading.Timer(0.05, self._shutdown).start()
         return daemon_service_pb2.ShutdownDaemonResponse()

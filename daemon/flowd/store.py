@@ -36,7 +36,7 @@ CREATE INDEX IF NOT EXISTS tasks_by_state ON tasks(state);
 _TERMINAL_NAMES = tuple(s.value for s in TERMINAL_STATES)
 
 
-class DuplicateRequest(Exception):
+class DuplicateRequestError(Exception):
     """A task with this request_id exists already."""
 
 
@@ -96,7 +96,7 @@ class Store:
                     (record.task_id, record.request_id, record.state.value, record_to_json(record)),
                 )
         except sqlite3.IntegrityError as exc:
-            raise DuplicateRequest(record.request_id) from exc
+            raise DuplicateRequestError(record.request_id) from exc
 
     def update(self, record: TaskRecord, runtime: dict[str, Any] | None = None) -> None:
         with self._lock:
@@ -121,16 +121,13 @@ class Store:
         return found[0] if found else None
 
     def by_request_id(self, request_id: str) -> StoredTask | None:
-        found = self._rows(
-            "SELECT seq, record, runtime FROM tasks WHERE request_id = ?", (request_id,)
-        )
+        found = self._rows("SELECT seq, record, runtime FROM tasks WHERE request_id = ?", (request_id,))
         return found[0] if found else None
 
-    def page(
-        self, states: tuple[TaskState, ...], before_seq: int | None, limit: int
-    ) -> list[StoredTask]:
+    def page(self, states: tuple[TaskState, ...], before_seq: int | None, limit: int) -> list[StoredTask]:
         """Newest first: at most `limit` tasks older than `before_seq`, in the given states."""
-        clauses, params = [], []
+        clauses: list[str] = []
+        params: list[object] = []
         if before_seq is not None:
             clauses.append("seq < ?")
             params.append(before_seq)

@@ -51,9 +51,7 @@ def _parse_env(pairs: Sequence[str]) -> dict[str, str]:
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep:
-            raise ValidationError(
-                f"--env {pair!r} is not NAME=VALUE", suggestions=["write e.g. --env BATCH_SIZE=256"]
-            )
+            raise ValidationError(f"--env {pair!r} is not NAME=VALUE", suggestions=["write e.g. --env BATCH_SIZE=256"])
         env[name] = value
     return env
 
@@ -101,7 +99,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     flow = _client(args)
     if args.dry_run:
         planned = flow.validate(config)
-        result = {"valid": True, "instance_type": planned.instance_type, "provider": planned.provider, "config": config.to_dict()}
+        result = {
+            "valid": True,
+            "instance_type": planned.instance_type,
+            "provider": planned.provider,
+            "config": config.to_dict(),
+        }
         if args.json:
             _emit_json(result)
         else:
@@ -140,14 +143,23 @@ def _table(tasks: Sequence[Task]) -> str:
     for t in tasks:
         created = t.created_at.astimezone().strftime("%Y-%m-%d %H:%M:%S") if t.created_at else ""
         rows.append(
-            (t.task_id, t.name, str(t.last_status), "" if t.exit_code is None else str(t.exit_code),
-             t.instance_type, created, t.state_reason)
+            (
+                t.task_id,
+                t.name,
+                str(t.last_status),
+                "" if t.exit_code is None else str(t.exit_code),
+                t.instance_type,
+                created,
+                t.state_reason,
+            )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1]
-        for r in rows
-    ).rstrip() + "\n"
+    return (
+        "\n".join(
+            "  ".join(cell.ljust(w) for cell, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1] for r in rows
+        ).rstrip()
+        + "\n"
+    )
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -165,7 +177,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     elif tasks:
         sys.stdout.write(_table(tasks))
     else:
-        print("no tasks yet; start one with `flow run \"python train.py\"`")
+        print('no tasks yet; start one with `flow run "python train.py"`')
     return 0
 
 
@@ -232,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
         nargs=argparse.REMAINDER,
         help='a shell string ("python train.py"), a program and its arguments, or job.yaml; options go before it',
     )
-    run.add_argument("-i", "--instance-type", help='e.g. a100, 4xa100, 8xh100, cpu')
+    run.add_argument("-i", "--instance-type", help="e.g. a100, 4xa100, 8xh100, cpu")
     run.add_argument("--min-gpu-memory", type=int, metavar="GB", help="any GPU with at least this much memory")
     run.add_argument("-n", "--name")
     run.add_argument("-e", "--env", action="append", default=[], metavar="NAME=VALUE")

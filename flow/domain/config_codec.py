@@ -20,6 +20,7 @@ from returns.result import Failure, Result, Success
 from flow.domain.errors import DomainError, FieldViolation, validation_error, violation
 from flow.domain.task_config import MountSpec, TaskConfig, VolumeSpec, task_config_violations
 
+
 def _passthrough(value: object, _: object) -> object:
     """Leaves values as given: types are judged by validate_task_config, with every other problem."""
     return value
@@ -94,7 +95,9 @@ def _key_violations(data: Mapping[object, object], cls: type, path: str) -> list
     found: list[FieldViolation] = []
     for key in data:
         if not isinstance(key, str):
-            found.append(violation(path or "config", key, "field names must be strings", "use field names such as instance_type"))
+            found.append(
+                violation(path or "config", key, "field names must be strings", "use field names such as instance_type")
+            )
         elif key not in fields:
             close = difflib.get_close_matches(key, list(fields), n=1)
             fix = f"did you mean {close[0]!r}?" if close else f"known fields: {', '.join(fields)}"
@@ -120,7 +123,14 @@ def task_config_from_dict(data: object) -> Result[TaskConfig, DomainError]:
     if not isinstance(data, Mapping):
         return Failure(
             validation_error(
-                [violation("config", data, "must be a mapping of field names to values", "write the config as key: value pairs")],
+                [
+                    violation(
+                        "config",
+                        data,
+                        "must be a mapping of field names to values",
+                        "write the config as key: value pairs",
+                    )
+                ],
                 subject="task configuration",
             )
         )

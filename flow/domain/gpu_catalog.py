@@ -31,9 +31,7 @@ class GpuModel:
     default_form_factor: str
     aliases: tuple[str, ...] = ()
     vendor: str = "nvidia"
-    memory_variants_gb: tuple[int, ...] = Factory(
-        lambda self: (self.memory_gb,), takes_self=True
-    )
+    memory_variants_gb: tuple[int, ...] = Factory(lambda self: (self.memory_gb,), takes_self=True)
 
     @property
     def variants(self) -> tuple[GpuVariant, ...]:
@@ -58,9 +56,9 @@ CATALOG: tuple[GpuModel, ...] = (
 )
 
 # Every accepted spelling (name or alias) -> its model; built once, read by every lookup.
-_BY_SPELLING: dict[str, GpuModel] = {
-    spelling: model for model in CATALOG for spelling in (model.name, *model.aliases)
-}
+_BY_SPELLING: dict[str, GpuModel] = {spelling: model for model in CATALOG for spelling in (model.name, *model.aliases)}
+
+_SPELLINGS = tuple(_BY_SPELLING)
 
 MODEL_NAMES: tuple[str, ...] = tuple(model.name for model in CATALOG)
 
@@ -82,7 +80,7 @@ def suggest_models(name: str) -> tuple[str, ...]:
     lookalike = _BY_SPELLING.get(spelling.replace("o", "0"))
     if lookalike is not None:
         return (lookalike.name,)
-    close = difflib.get_close_matches(spelling, tuple(_BY_SPELLING), n=3, cutoff=0.6)
+    close = difflib.get_close_matches(spelling, _SPELLINGS, n=3, cutoff=0.6)
     return tuple(dict.fromkeys(_BY_SPELLING[match].name for match in close))
 
 
@@ -102,11 +100,7 @@ def lookup_model(name: str, field: str = "gpu_type") -> Result[GpuModel, DomainE
     suggestions = suggest_models(name)
     return Failure(
         validation_error(
-            [
-                violation(
-                    field, name, "unknown GPU model", unknown_model_fix(suggestions)
-                )
-            ],
+            [violation(field, name, "unknown GPU model", unknown_model_fix(suggestions))],
             subject="GPU model",
             suggestions=tuple(f"did you mean {s!r}?" for s in suggestions),
         )

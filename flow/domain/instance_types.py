@@ -107,16 +107,11 @@ def parse_instance_type(
         return _refuse(field, text, problem, example)
     normalized = _normalize(stripped)
     plain = _SINGLE_GPU.get(normalized)
-    if plain is not None and (
-        provider_defaults is None or plain.model not in provider_defaults
-    ):
+    if plain is not None and (provider_defaults is None or plain.model not in provider_defaults):
         return Success(plain)  # the common case, "a100": no pattern to run
     match = _INSTANCE_TYPE.fullmatch(normalized)
     if match is None:
-        fix = (
-            'write a GPU model with an optional count, e.g. "a100", "4xa100", "a100:8" or '
-            '"a100-80gb.sxm.4x"'
-        )
+        fix = 'write a GPU model with an optional count, e.g. "a100", "4xa100", "a100:8" or "a100-80gb.sxm.4x"'
         return _refuse(field, text, "is not an instance type", fix)
     prefix, name, memory, form_factor, dotted, times, colon = match.groups()
     if name == CPU_MODEL:
@@ -145,9 +140,7 @@ def parse_instance_type(
     )
 
 
-def _count(
-    model: GpuModel, counts: list[str], provider_defaults: Mapping[str, int] | None
-) -> int:
+def _count(model: GpuModel, counts: list[str], provider_defaults: Mapping[str, int] | None) -> int:
     if counts:
         return int(counts[0])
     return 1 if provider_defaults is None else provider_defaults.get(model.name, 1)
@@ -162,11 +155,7 @@ def _count_problems(
 ) -> list[FieldViolation]:
     if len(counts) > 1:
         problem = "gives the GPU count more than once"
-        return [
-            violation(
-                field, text, problem, f'give it once, e.g. "{counts[0]}x{model.name}"'
-            )
-        ]
+        return [violation(field, text, problem, f'give it once, e.g. "{counts[0]}x{model.name}"')]
     count = _count(model, counts, provider_defaults)
     if 1 <= count <= MAX_GPUS_PER_INSTANCE:
         return []
@@ -178,9 +167,7 @@ def _count_problems(
     return [violation(field, text, problem, fix)]
 
 
-def _memory_problems(
-    field: str, text: str, model: GpuModel, given: str | None
-) -> list[FieldViolation]:
+def _memory_problems(field: str, text: str, model: GpuModel, given: str | None) -> list[FieldViolation]:
     if given is None or int(given) in model.memory_variants_gb:
         return []
     choices = " or ".join(f"{model.name}-{size}gb" for size in model.memory_variants_gb)
@@ -188,46 +175,28 @@ def _memory_problems(
     return [violation(field, text, problem, f"use {choices}")]
 
 
-def _form_factor_problems(
-    field: str, text: str, model: GpuModel, given: str | None
-) -> list[FieldViolation]:
+def _form_factor_problems(field: str, text: str, model: GpuModel, given: str | None) -> list[FieldViolation]:
     if given is None or given in model.form_factors:
         return []
     choices = " or ".join(f"{model.name}.{form}" for form in model.form_factors)
     problem = f"{model.name} does not come as {given!r}"
-    return [
-        violation(field, text, problem, f"use {choices}, or leave the form factor out")
-    ]
+    return [violation(field, text, problem, f"use {choices}, or leave the form factor out")]
 
 
 def _refuse(field: str, text: object, problem: str, fix: str) -> Failure[DomainError]:
-    return Failure(
-        validation_error(
-            [violation(field, text, problem, fix)], subject="instance type"
-        )
-    )
+    return Failure(validation_error([violation(field, text, problem, fix)], subject="instance type"))
 
 
-def _refuse_unknown_model(
-    field: str, text: str, normalized: str, match: re.Match[str]
-) -> Failure[DomainError]:
+def _refuse_unknown_model(field: str, text: str, normalized: str, match: re.Match[str]) -> Failure[DomainError]:
     # "rtx8000" matches as model "rt" times 8000; name the whole word, not the fragment.
     end = match.end("times_count") if match.group("times_count") else match.end("model")
     start = match.start("model")
     name = normalized[start:end]
-    corrected = tuple(
-        normalized[:start] + model + normalized[end:] for model in suggest_models(name)
-    )
+    corrected = tuple(normalized[:start] + model + normalized[end:] for model in suggest_models(name))
+    problem = f"unknown GPU model {name!r}"
     return Failure(
         validation_error(
-            [
-                violation(
-                    field,
-                    text,
-                    f"unknown GPU model {name!r}",
-                    unknown_model_fix(corrected),
-                )
-            ],
+            [violation(field, text, problem, unknown_model_fix(corrected))],
             subject="instance type",
             suggestions=tuple(f"did you mean {guess!r}?" for guess in corrected),
         )
@@ -242,9 +211,7 @@ def format_instance_type(instance_type: InstanceType) -> str:
     return f"{it.model}-{it.memory_gb}gb.{it.form_factor}.{it.count}x"
 
 
-def short_name(
-    instance_type: InstanceType, provider_defaults: Mapping[str, int] | None = None
-) -> str:
+def short_name(instance_type: InstanceType, provider_defaults: Mapping[str, int] | None = None) -> str:
     """The friendly name: "a100", "4xa100", "4xa100-40gb", "h100.pcie".
 
     Only what differs from the catalog defaults is written, and it always parses back to the same

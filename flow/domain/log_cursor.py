@@ -29,18 +29,19 @@ def decode_cursor(text: str) -> Result[int, DomainError]:
     """The byte offset a cursor names; an empty cursor is the beginning."""
     if text == "":
         return Success(0)
-    digits = text[len(CURSOR_PREFIX):]
-    if (
-        len(text) <= MAX_CURSOR_LENGTH
-        and text.startswith(CURSOR_PREFIX)
-        and digits.isascii()
-        and digits.isdigit()
-    ):
+    digits = text[len(CURSOR_PREFIX) :]
+    if len(text) <= MAX_CURSOR_LENGTH and text.startswith(CURSOR_PREFIX) and digits.isascii() and digits.isdigit():
         return Success(int(digits))
     return Failure(
         validation_error(
-            [violation("cursor", text, "is not a cursor from this stream",
-                       "pass back the cursor of the last chunk you received, or '' to start over")],
+            [
+                violation(
+                    "cursor",
+                    text,
+                    "is not a cursor from this stream",
+                    "pass back the cursor of the last chunk you received, or '' to start over",
+                )
+            ],
             subject="log request",
         )
     )

@@ -136,25 +136,17 @@ def requirements_from_dict(
     if not isinstance(requirements, Mapping):
         fix = f"pass a dict with some of the keys {', '.join(REQUIREMENT_KEYS)}"
         problem = "must be a mapping"
-        return Failure(
-            validation_error(
-                [_violation("requirements", requirements, problem, fix)], _SUBJECT
-            )
-        )
+        return Failure(validation_error([_violation("requirements", requirements, problem, fix)], _SUBJECT))
     violations: list[FieldViolation] = []
     for key in requirements:
         if key not in REQUIREMENT_KEYS:
             violations.append(_unknown_key(key))
     get = requirements.get
-    memory = _whole_number(
-        get("gpu_memory_gb"), "gpu_memory_gb", 0, MAX_GPU_MEMORY_GB, violations
-    )
+    memory = _whole_number(get("gpu_memory_gb"), "gpu_memory_gb", 0, MAX_GPU_MEMORY_GB, violations)
     price = _price(get("max_price"), violations)
     region = _region(get("region"), violations)
     gpu_type = _gpu_type(get("gpu_type"), violations)
-    count = _whole_number(
-        get("min_gpu_count"), "min_gpu_count", 1, MAX_GPUS_PER_INSTANCE, violations
-    )
+    count = _whole_number(get("min_gpu_count"), "min_gpu_count", 1, MAX_GPUS_PER_INSTANCE, violations)
     instance_type = _instance_type(get("instance_type"), provider_defaults, violations)
     if instance_type is not None:
         violations.extend(_conflicts(instance_type, gpu_type, memory, count))
@@ -183,19 +175,13 @@ def _violation(field: str, value: object, problem: str, fix: str) -> FieldViolat
 
 def _unknown_key(key: object) -> FieldViolation:
     field = key if isinstance(key, str) else "requirements"
-    close = (
-        difflib.get_close_matches(key[:40], REQUIREMENT_KEYS, n=1)
-        if isinstance(key, str)
-        else []
-    )
+    close = difflib.get_close_matches(key[:40], REQUIREMENT_KEYS, n=1) if isinstance(key, str) else []
     hint = f"did you mean {close[0]!r}? " if close else ""
     fix = f"{hint}known keys: {', '.join(REQUIREMENT_KEYS)}"
     return _violation(field, key, "is not a known requirement", fix)
 
 
-def _whole_number(
-    value: object, field: str, least: int, most: int, violations: list[FieldViolation]
-) -> int | None:
+def _whole_number(value: object, field: str, least: int, most: int, violations: list[FieldViolation]) -> int | None:
     if value is None:
         return None
     fix = f"give a whole number from {least} to {most}"
@@ -207,9 +193,7 @@ def _whole_number(
         return None
     number = int(value)
     if not least <= number <= most:
-        violations.append(
-            _violation(field, value, f"is not between {least} and {most}", fix)
-        )
+        violations.append(_violation(field, value, f"is not between {least} and {most}", fix))
         return None
     return number
 
@@ -233,9 +217,7 @@ def _region(value: object, violations: list[FieldViolation]) -> str | None:
         return None
     if not isinstance(value, str) or not value.strip():
         fix = 'give a region name, e.g. "us-central1-b"'
-        violations.append(
-            _violation("region", value, "must be a non-empty string", fix)
-        )
+        violations.append(_violation("region", value, "must be a non-empty string", fix))
         return None
     return value.strip()
 
@@ -265,9 +247,7 @@ def _instance_type(
         fix = 'give an instance type such as "a100" or "4xa100"'
         violations.append(_violation("instance_type", value, "must be a string", fix))
         return None
-    parsed = parse_instance_type(
-        value, "instance_type", provider_defaults=provider_defaults
-    )
+    parsed = parse_instance_type(value, "instance_type", provider_defaults=provider_defaults)
     if isinstance(parsed, Failure):
         violations.extend(parsed.failure().violations)
         return None
@@ -288,14 +268,10 @@ def _conflicts(
         found.append(_violation("gpu_type", gpu_type, problem, "give only one of them"))
     if memory is not None and memory > instance_type.memory_gb:
         problem = f"is more than instance_type {name} has ({instance_type.memory_gb} GB per GPU)"
-        found.append(
-            _violation("gpu_memory_gb", memory, problem, "give only one of them")
-        )
+        found.append(_violation("gpu_memory_gb", memory, problem, "give only one of them"))
     if count is not None and count > instance_type.count:
         problem = f"is more than instance_type {name} has ({instance_type.count} GPUs)"
-        found.append(
-            _violation("min_gpu_count", count, problem, "give only one of them")
-        )
+        found.append(_violation("min_gpu_count", count, problem, "give only one of them"))
     return found
 
 
@@ -305,62 +281,89 @@ def _conflicts(
 
 @frozen
 class _Check:
-    """One requirement as a test on an offer, and the offer value its failure reason depends on."""
+    """One requirement as a test on an offer, plus how to say why an offer fails it.
+
+    `offending` picks the offer value the reason depends on, so equal reasons are written once.
+    """
 
     miss: Miss
     passes: Callable[[Offer], bool]
     offending: Callable[[Offer], object]
+    describe: Callable[[Offer], str]
 
 
 def _checks(req: Requirements) -> tuple[_Check, ...]:
     """One check per requirement actually given, so an empty request costs nothing per offer."""
     checks: list[_Check] = []
     if (wanted := req.instance_type) is not None:
+        wanted_name = format_instance_type(wanted)
         checks.append(
             _Check(
                 Miss.INSTANCE_TYPE,
-                lambda o: o.instance_type == wanted,
-                lambda o: o.instance_type,
+                passes=lambda o: o.instance_type == wanted,
+                offending=lambda o: o.instance_type,
+                describe=lambda o: f"instance type {format_instance_type(o.instance_type)} is not {wanted_name}",
             )
         )
     if (model := req.gpu_type) is not None:
         checks.append(
             _Check(
                 Miss.GPU_TYPE,
-                lambda o: o.instance_type.model == model,
-                lambda o: o.instance_type.model,
+                passes=lambda o: o.instance_type.model == model,
+                offending=lambda o: o.instance_type.model,
+                describe=lambda o: f"model {o.instance_type.model} is not {model}",
             )
         )
     if (memory := req.gpu_memory_gb) is not None:
         checks.append(
             _Check(
                 Miss.GPU_MEMORY,
-                lambda o: o.instance_type.memory_gb >= memory,
-                lambda o: o.instance_type.memory_gb,
+                passes=lambda o: o.instance_type.memory_gb >= memory,
+                offending=lambda o: o.instance_type.memory_gb,
+                describe=lambda o: f"GPU memory {o.instance_type.memory_gb} GB is below {memory} GB",
             )
         )
     if (count := req.min_gpu_count) is not None:
         checks.append(
             _Check(
                 Miss.GPU_COUNT,
-                lambda o: o.instance_type.count >= count,
-                lambda o: o.instance_type.count,
+                passes=lambda o: o.instance_type.count >= count,
+                offending=lambda o: o.instance_type.count,
+                describe=lambda o: f"{_gpus(o.instance_type.count)} is fewer than {count}",
             )
         )
     if (price := req.max_price_micros) is not None:
+        most = format_price(price)
         checks.append(
             _Check(
                 Miss.PRICE,
-                lambda o: o.price_per_hour_micros <= price,
-                lambda o: o.price_per_hour_micros,
+                passes=lambda o: o.price_per_hour_micros <= price,
+                offending=lambda o: o.price_per_hour_micros,
+                describe=lambda o: f"price {format_price(o.price_per_hour_micros)} is above max_price {most}",
             )
         )
     if (region := req.region) is not None:
         checks.append(
-            _Check(Miss.REGION, lambda o: o.region == region, lambda o: o.region)
+            _Check(
+                Miss.REGION,
+                passes=lambda o: o.region == region,
+                offending=lambda o: o.region,
+                describe=lambda o: f"region {o.region} is not {region}",
+            )
         )
-    checks.append(_Check(Miss.CAPACITY, lambda o: o.available != 0, lambda o: None))
+    checks.append(
+        _Check(
+            Miss.CAPACITY,
+            passes=lambda o: o.available != 0,
+            offending=lambda o: None,
+            describe=lambda o: "no capacity",
+        )
+    )
     return tuple(checks)
+
+
+def _gpus(count: int) -> str:
+    return "1 GPU" if count == 1 else f"{count} GPUs"
 
 
 rank_key = operator.attrgetter(
@@ -390,58 +393,32 @@ def match_offers(req: Requirements, offers: Sequence[Offer]) -> MatchResult:
 
 
 def _reject(req: Requirements, offers: Sequence[Offer]) -> tuple[Rejection, ...]:
-    checks = _checks(req)
-    # Catalogs repeat a handful of prices, regions and sizes across thousands of offers: write
-    # each distinct reason once.
-    written: dict[tuple[Miss, object], str] = {}
+    # Catalogs repeat a handful of prices, regions and sizes across thousands of offers: each
+    # check writes each distinct reason once.
+    checks = [(check, dict[object, str]()) for check in _checks(req)]
     rejections = []
     for offer in offers:
-        failed = [check for check in checks if not check.passes(offer)]
-        if not failed:
-            continue
-        reasons = []
-        for check in failed:
-            key = (check.miss, check.offending(offer))
-            text = written.get(key)
-            if text is None:
-                text = written[key] = _describe_miss(req, offer, check.miss)
-            reasons.append(text)
-        misses = tuple(check.miss for check in failed)
-        rejections.append(Rejection(offer=offer, reasons=tuple(reasons), misses=misses))
+        misses: list[Miss] = []
+        reasons: list[str] = []
+        for check, written in checks:
+            if check.passes(offer):
+                continue
+            value = check.offending(offer)
+            reason = written.get(value)
+            if reason is None:
+                reason = written[value] = check.describe(offer)
+            misses.append(check.miss)
+            reasons.append(reason)
+        if misses:
+            rejections.append(Rejection(offer=offer, reasons=tuple(reasons), misses=tuple(misses)))
     return tuple(rejections)
-
-
-def _describe_miss(req: Requirements, offer: Offer, miss: Miss) -> str:
-    it = offer.instance_type
-    if miss is Miss.INSTANCE_TYPE and req.instance_type is not None:
-        return (
-            f"instance type {format_instance_type(it)} is not "
-            f"{format_instance_type(req.instance_type)}"
-        )
-    if miss is Miss.GPU_TYPE:
-        return f"model {it.model} is not {req.gpu_type}"
-    if miss is Miss.GPU_MEMORY:
-        return f"GPU memory {it.memory_gb} GB is below {req.gpu_memory_gb} GB"
-    if miss is Miss.GPU_COUNT:
-        noun = "GPU" if it.count == 1 else "GPUs"
-        return f"{it.count} {noun} is fewer than {req.min_gpu_count}"
-    if miss is Miss.PRICE and req.max_price_micros is not None:
-        return (
-            f"price {format_price(offer.price_per_hour_micros)} is above max_price "
-            f"{format_price(req.max_price_micros)}"
-        )
-    if miss is Miss.REGION:
-        return f"region {offer.region} is not {req.region}"
-    return "no capacity"
 
 
 # ---------------------------------------------------------------------------------------------
 # Explaining an empty result
 
 
-def explain_no_match(
-    req: Requirements, result: MatchResult, price_field: str = "max_price"
-) -> DomainError:
+def explain_no_match(req: Requirements, result: MatchResult, price_field: str = "max_price") -> DomainError:
     """Why nothing matched, told by the closest miss, with what to change to get a match.
 
     `price_field` names the price setting in the caller's vocabulary ("max_price_per_hour" for a
@@ -479,8 +456,9 @@ _HARDNESS = {
 
 
 def _closeness(rejection: Rejection) -> tuple[object, ...]:
-    hardest = max(_HARDNESS[miss] for miss in rejection.misses)
-    return (len(rejection.misses), hardest, rank_key(rejection.offer))
+    misses = rejection.misses
+    hardest = _HARDNESS[misses[0]] if len(misses) == 1 else max(map(_HARDNESS.__getitem__, misses))
+    return (len(misses), hardest, rank_key(rejection.offer))
 
 
 def _describe_request(req: Requirements) -> str:
@@ -523,14 +501,10 @@ def _describe_closest(closest: Rejection, req: Requirements, price_field: str) -
             f"the cheapest offer that meets everything else, {_offer_label(offer)}, costs "
             f"{price}, above your {price_field} {format_price(req.max_price_micros)}"
         )
-    return f"the closest offer, {_offer_label(offer)} at {price}, misses: " + "; ".join(
-        closest.reasons
-    )
+    return f"the closest offer, {_offer_label(offer)} at {price}, misses: " + "; ".join(closest.reasons)
 
 
-def _suggestions(
-    cheapest: Mapping[Miss, list[Offer]], price_field: str
-) -> tuple[str, ...]:
+def _suggestions(cheapest: Mapping[Miss, list[Offer]], price_field: str) -> tuple[str, ...]:
     found: list[str] = []
     if by_price := cheapest.get(Miss.PRICE):
         offer = by_price[0]
@@ -568,11 +542,7 @@ def _suggestions(
         )
     if by_capacity := cheapest.get(Miss.CAPACITY):
         count = len(by_capacity)
-        offers = (
-            "1 offer matches but has"
-            if count == 1
-            else f"{count} offers match but have"
-        )
+        offers = "1 offer matches but has" if count == 1 else f"{count} offers match but have"
         found.append(f"{offers} no capacity now: try again later")
     return tuple(found)
 
@@ -581,9 +551,7 @@ def _suggestions(
 # What flow.find_instances returns
 
 
-def offer_to_dict(
-    offer: Offer, provider_defaults: Mapping[str, int] | None = None
-) -> dict[str, object]:
+def offer_to_dict(offer: Offer, provider_defaults: Mapping[str, int] | None = None) -> dict[str, object]:
     it = offer.instance_type
     return {
         "instance_type": short_name(it, provider_defaults),

@@ -18,9 +18,7 @@ MAX_DOLLARS = decimal.Decimal(1_000_000)
 _DECIMAL_TEXT = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)", re.ASCII)
 
 
-def dollars_to_micros(
-    amount: float | str, field: str = "max_price"
-) -> Result[int, DomainError]:
+def dollars_to_micros(amount: float | str, field: str = "max_price") -> Result[int, DomainError]:
     """Dollars (10, 10.5 or "10.50", "$10.50") as micro-dollars, rounded to the nearest micro."""
     dollars = _to_decimal(amount)
     if dollars is None:
@@ -31,9 +29,7 @@ def dollars_to_micros(
         return _refuse(field, amount, "is negative")
     if dollars > MAX_DOLLARS:
         return _refuse(field, amount, f"is above {MAX_DOLLARS} dollars")
-    micros = (dollars * MICROS_PER_DOLLAR).to_integral_value(
-        rounding=decimal.ROUND_HALF_EVEN
-    )
+    micros = (dollars * MICROS_PER_DOLLAR).to_integral_value(rounding=decimal.ROUND_HALF_EVEN)
     return Success(int(micros))
 
 
@@ -58,12 +54,8 @@ def _refuse(field: str, amount: object, problem: str) -> Failure[DomainError]:
     fix = "give dollars per hour as a non-negative number, e.g. 10.0"
     shown = amount
     if isinstance(amount, int) and amount.bit_length() > 64:
-        shown = (
-            f"an integer of {amount.bit_length()} bits"  # repr fails past 4300 digits
-        )
-    return Failure(
-        validation_error([violation(field, shown, problem, fix)], subject="price")
-    )
+        shown = f"an integer of {amount.bit_length()} bits"  # repr fails past 4300 digits
+    return Failure(validation_error([violation(field, shown, problem, fix)], subject="price"))
 
 
 def micros_to_dollars(micros: int) -> float:

@@ -21,13 +21,19 @@ def decode_page_token(token: str) -> Result[int | None, DomainError]:
     """None for the first page."""
     if token == "":
         return Success(None)
-    digits = token[len(PAGE_PREFIX):]
+    digits = token[len(PAGE_PREFIX) :]
     if token.startswith(PAGE_PREFIX) and len(token) <= 32 and digits.isascii() and digits.isdigit():
         return Success(int(digits))
     return Failure(
         validation_error(
-            [violation("page_token", token, "is not a token from a previous page",
-                       "pass next_page_token from the previous response, or '' for the first page")],
+            [
+                violation(
+                    "page_token",
+                    token,
+                    "is not a token from a previous page",
+                    "pass next_page_token from the previous response, or '' for the first page",
+                )
+            ],
             subject="list request",
         )
     )
@@ -38,7 +44,14 @@ def page_size_of(requested: int) -> Result[int, DomainError]:
     if requested < 0:
         return Failure(
             validation_error(
-                [violation("page_size", requested, "must not be negative", f"give 1 to {MAX_PAGE_SIZE}, or 0 for {DEFAULT_PAGE_SIZE}")],
+                [
+                    violation(
+                        "page_size",
+                        requested,
+                        "must not be negative",
+                        f"give 1 to {MAX_PAGE_SIZE}, or 0 for {DEFAULT_PAGE_SIZE}",
+                    )
+                ],
                 subject="list request",
             )
         )

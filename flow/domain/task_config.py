@@ -110,11 +110,7 @@ def _is_int(value: object) -> bool:
 
 
 def _is_number(value: object) -> bool:
-    return (
-        isinstance(value, (int, float))
-        and not isinstance(value, bool)
-        and math.isfinite(float(value))
-    )
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(float(value))
 
 
 def _text_problem(value: str, field_name: str, *, allow_newlines: bool = True) -> str | None:
@@ -166,9 +162,7 @@ def _check_name(out: list[FieldViolation], path: str, value: object, what: str) 
         out.append(violation(path, value, "is not a valid name", fix))
 
 
-def _check_positive_number(
-    out: list[FieldViolation], path: str, value: object, limit: float, fix: str
-) -> None:
+def _check_positive_number(out: list[FieldViolation], path: str, value: object, limit: float, fix: str) -> None:
     if value is None:
         return
     if not _is_number(value):
@@ -181,9 +175,7 @@ def _check_positive_number(
         out.append(violation(path, value, f"must be at most {limit:g}", fix))
 
 
-def _check_positive_int(
-    out: list[FieldViolation], path: str, value: object, limit: int, fix: str
-) -> None:
+def _check_positive_int(out: list[FieldViolation], path: str, value: object, limit: int, fix: str) -> None:
     if value is None:
         return
     if not _is_int(value):
@@ -211,15 +203,16 @@ def _check_program(out: list[FieldViolation], cfg: TaskConfig) -> None:
     if isinstance(command, str):
         problem = _text_problem(command, "command")
         if problem or not command.strip():
-            out.append(
-                violation(
-                    "command", command, problem or "is empty", "give a command such as 'python train.py'"
-                )
-            )
+            out.append(violation("command", command, problem or "is empty", "give a command such as 'python train.py'"))
     elif isinstance(command, tuple):
         if not command:
             out.append(
-                violation("command", list(command), "is an empty list", "give at least the program, e.g. ['python', 'train.py']")
+                violation(
+                    "command",
+                    list(command),
+                    "is an empty list",
+                    "give at least the program, e.g. ['python', 'train.py']",
+                )
             )
         for i, arg in enumerate(command):
             fix = "give every argument as a string, e.g. ['python', 'train.py', '--epochs', '10']"
@@ -231,8 +224,12 @@ def _check_program(out: list[FieldViolation], cfg: TaskConfig) -> None:
                 out.append(violation("command[0]", arg, "the program name is empty", fix))
     elif command is not None:
         out.append(
-            violation("command", command, f"must be a list of strings or a string, not {type(command).__name__}",
-                      "give e.g. ['python', 'train.py'] or 'python train.py'")
+            violation(
+                "command",
+                command,
+                f"must be a list of strings or a string, not {type(command).__name__}",
+                "give e.g. ['python', 'train.py'] or 'python train.py'",
+            )
         )
     for name in ("shell", "script"):
         value = getattr(cfg, name)
@@ -248,20 +245,30 @@ def _check_env(out: list[FieldViolation], env: object) -> None:
         out.append(violation("env", env, "must be a mapping of names to strings", "give e.g. {'BATCH_SIZE': '256'}"))
         return
     if len(env) > MAX_ENV_ENTRIES:
-        out.append(violation("env", f"{len(env)} entries", f"has more than {MAX_ENV_ENTRIES} entries", "pass fewer variables"))
+        out.append(
+            violation("env", f"{len(env)} entries", f"has more than {MAX_ENV_ENTRIES} entries", "pass fewer variables")
+        )
         return
     for key, value in env.items():
         path = f"env[{key!r}]" if isinstance(key, str) else "env"
         if not isinstance(key, str) or not ENV_NAME_PATTERN.fullmatch(key):
             out.append(
-                violation(path, key, "is not a valid environment variable name",
-                          "use letters, digits and '_', not starting with a digit, e.g. BATCH_SIZE")
+                violation(
+                    path,
+                    key,
+                    "is not a valid environment variable name",
+                    "use letters, digits and '_', not starting with a digit, e.g. BATCH_SIZE",
+                )
             )
             continue
         if not isinstance(value, str):
             out.append(
-                violation(path, value, f"must be a string, not {type(value).__name__}",
-                          f"quote the value, e.g. {key}: \"{value}\"")
+                violation(
+                    path,
+                    value,
+                    f"must be a string, not {type(value).__name__}",
+                    f'quote the value, e.g. {key}: "{value}"',
+                )
             )
         elif "\x00" in value:
             out.append(violation(path, "<value>", "contains a NUL byte", "remove the NUL byte"))
@@ -273,46 +280,89 @@ def _at(path: str, name: str) -> str:
 
 def _check_volume(out: list[FieldViolation], path: str, vol: object) -> None:
     if not isinstance(vol, VolumeSpec):
-        out.append(violation(path or "volume", vol, "must be a VolumeSpec", "give VolumeSpec(name=..., size_gb=...) or VolumeSpec(volume_id=..., mount_path=...)"))
+        out.append(
+            violation(
+                path or "volume",
+                vol,
+                "must be a VolumeSpec",
+                "give VolumeSpec(name=..., size_gb=...) or VolumeSpec(volume_id=..., mount_path=...)",
+            )
+        )
         return
     if vol.volume_id is not None:
         if not isinstance(vol.volume_id, str) or not VOLUME_ID_PATTERN.fullmatch(vol.volume_id):
-            out.append(violation(_at(path, "volume_id"), vol.volume_id, "is not a valid volume id", "use the volume_id shown by `flow volumes list`"))
+            out.append(
+                violation(
+                    _at(path, "volume_id"),
+                    vol.volume_id,
+                    "is not a valid volume id",
+                    "use the volume_id shown by `flow volumes list`",
+                )
+            )
         for extra in ("size_gb", "iops"):
             if getattr(vol, extra) is not None:
                 out.append(
-                    violation(f"{path}.{extra}", getattr(vol, extra), "cannot be set when attaching an existing volume",
-                              f"remove {extra}; an existing volume keeps its own")
+                    violation(
+                        f"{path}.{extra}",
+                        getattr(vol, extra),
+                        "cannot be set when attaching an existing volume",
+                        f"remove {extra}; an existing volume keeps its own",
+                    )
                 )
         if vol.mount_path is None and vol.name is None:
-            out.append(violation(_at(path, "mount_path"), None, "is required when attaching by volume_id", "give mount_path, e.g. '/checkpoints'"))
+            out.append(
+                violation(
+                    _at(path, "mount_path"),
+                    None,
+                    "is required when attaching by volume_id",
+                    "give mount_path, e.g. '/checkpoints'",
+                )
+            )
     else:
         if vol.name is None:
-            out.append(violation(_at(path, "name"), None, "is required for a new volume", "give name (reused by later tasks) or volume_id of an existing volume"))
+            out.append(
+                violation(
+                    _at(path, "name"),
+                    None,
+                    "is required for a new volume",
+                    "give name (reused by later tasks) or volume_id of an existing volume",
+                )
+            )
         if vol.size_gb is None:
             out.append(violation(_at(path, "size_gb"), None, "is required for a new volume", "give size_gb, e.g. 100"))
     _check_name(out, _at(path, "name"), vol.name, "a volume name")
     _check_positive_int(out, _at(path, "size_gb"), vol.size_gb, MAX_VOLUME_GB, "give the size in GB, e.g. 100")
     _check_positive_int(out, _at(path, "iops"), vol.iops, MAX_IOPS, "give iops as a positive whole number, e.g. 3000")
     if vol.interface not in VOLUME_INTERFACES:
-        out.append(violation(_at(path, "interface"), vol.interface, "is not a volume interface", "use 'block' or 'file'"))
+        out.append(
+            violation(_at(path, "interface"), vol.interface, "is not a volume interface", "use 'block' or 'file'")
+        )
     if vol.mount_path is not None:
         _check_abs_path(out, _at(path, "mount_path"), vol.mount_path, "mount_path")
 
 
 def _check_mount(out: list[FieldViolation], path: str, mount: object) -> None:
     if not isinstance(mount, MountSpec):
-        out.append(violation(path or "mount", mount, "must be a MountSpec", "give MountSpec(source='s3://bucket/prefix', target='/data')"))
+        out.append(
+            violation(
+                path or "mount",
+                mount,
+                "must be a MountSpec",
+                "give MountSpec(source='s3://bucket/prefix', target='/data')",
+            )
+        )
         return
     fix = "give source as s3://bucket/prefix, file:///abs/path or /abs/path"
     if _check_optional_str(out, _at(path, "source"), mount.source, fix):
         src = mount.source
         if src.startswith("s3://"):
-            if not src[len("s3://"):].split("/")[0]:
+            if not src[len("s3://") :].split("/")[0]:
                 out.append(violation(_at(path, "source"), src, "has no bucket", "give s3://bucket/prefix"))
         elif src.startswith("file://"):
-            if not src[len("file://"):].startswith("/"):
-                out.append(violation(_at(path, "source"), src, "is not an absolute file:// URL", "give file:///abs/path"))
+            if not src[len("file://") :].startswith("/"):
+                out.append(
+                    violation(_at(path, "source"), src, "is not an absolute file:// URL", "give file:///abs/path")
+                )
         elif not src.startswith("/"):
             out.append(violation(_at(path, "source"), src, "is neither an s3:// URL nor an absolute path", fix))
     _check_abs_path(out, _at(path, "target"), mount.target, "target")
@@ -338,9 +388,23 @@ def _check_mount_points(out: list[FieldViolation], cfg: TaskConfig) -> None:
         for b in range(a + 1, len(points)):
             (path_a, where_a), (path_b, where_b) = points[a], points[b]
             if where_a == where_b:
-                out.append(violation(path_b, where_b, f"is the same mount path as {path_a}", "give each volume and mount its own path"))
+                out.append(
+                    violation(
+                        path_b,
+                        where_b,
+                        f"is the same mount path as {path_a}",
+                        "give each volume and mount its own path",
+                    )
+                )
             elif where_b.startswith(where_a + "/") or where_a.startswith(where_b + "/"):
-                out.append(violation(path_b, where_b, f"is nested with {path_a} ({where_a})", "use mount paths that do not contain each other"))
+                out.append(
+                    violation(
+                        path_b,
+                        where_b,
+                        f"is nested with {path_a} ({where_a})",
+                        "use mount paths that do not contain each other",
+                    )
+                )
 
 
 def _check_list(out: list[FieldViolation], path: str, value: object, fix: str) -> bool:
@@ -356,44 +420,81 @@ def task_config_violations(cfg: TaskConfig) -> tuple[FieldViolation, ...]:
     _check_name(out, "name", cfg.name, "the task name")
     if cfg.instance_type is not None and cfg.min_gpu_memory_gb is not None:
         out.append(
-            violation("min_gpu_memory_gb", cfg.min_gpu_memory_gb, "is given together with instance_type",
-                      "give either instance_type (e.g. 'a100') or min_gpu_memory_gb, not both")
+            violation(
+                "min_gpu_memory_gb",
+                cfg.min_gpu_memory_gb,
+                "is given together with instance_type",
+                "give either instance_type (e.g. 'a100') or min_gpu_memory_gb, not both",
+            )
         )
     if cfg.instance_type is not None:
         if not isinstance(cfg.instance_type, str):
-            out.append(violation("instance_type", cfg.instance_type, "must be a string", "give e.g. 'a100', '4xa100' or '8xh100'"))
+            out.append(
+                violation(
+                    "instance_type", cfg.instance_type, "must be a string", "give e.g. 'a100', '4xa100' or '8xh100'"
+                )
+            )
         else:
             parsed = parse_instance_type(cfg.instance_type, field="instance_type")
             if isinstance(parsed, Failure):
                 out.extend(parsed.failure().violations)
-    _check_positive_int(out, "min_gpu_memory_gb", cfg.min_gpu_memory_gb, MAX_GPU_MEMORY_GB, "give the per-GPU memory in GB, e.g. 40")
+    _check_positive_int(
+        out, "min_gpu_memory_gb", cfg.min_gpu_memory_gb, MAX_GPU_MEMORY_GB, "give the per-GPU memory in GB, e.g. 40"
+    )
     _check_program(out, cfg)
-    if _check_optional_str(out, "image", cfg.image, "give an image reference such as pytorch/pytorch:2.1.0-cuda12.1-cudnn8"):
+    if _check_optional_str(
+        out, "image", cfg.image, "give an image reference such as pytorch/pytorch:2.1.0-cuda12.1-cudnn8"
+    ):
         assert isinstance(cfg.image, str)
         if not cfg.image or any(c.isspace() for c in cfg.image):
-            out.append(violation("image", cfg.image, "is not an image reference", "give e.g. pytorch/pytorch:2.1.0-cuda12.1-cudnn8"))
+            out.append(
+                violation(
+                    "image", cfg.image, "is not an image reference", "give e.g. pytorch/pytorch:2.1.0-cuda12.1-cudnn8"
+                )
+            )
     _check_env(out, cfg.env)
     if _check_optional_str(out, "working_dir", cfg.working_dir, "give a directory such as /workspace"):
         assert isinstance(cfg.working_dir, str)
         if not cfg.working_dir:
-            out.append(violation("working_dir", cfg.working_dir, "is empty", "give a directory such as /workspace, or leave it out"))
+            out.append(
+                violation(
+                    "working_dir", cfg.working_dir, "is empty", "give a directory such as /workspace, or leave it out"
+                )
+            )
     if _check_list(out, "volumes", cfg.volumes, "give a list of VolumeSpec"):
         for i, vol in enumerate(cfg.volumes):
             _check_volume(out, f"volumes[{i}]", vol)
-    _check_positive_number(out, "max_price_per_hour", cfg.max_price_per_hour, MAX_PRICE_PER_HOUR, "give dollars per hour, e.g. 10.0")
-    _check_positive_number(out, "max_run_time_hours", cfg.max_run_time_hours, MAX_RUN_TIME_HOURS, "give hours, e.g. 24.0")
+    _check_positive_number(
+        out, "max_price_per_hour", cfg.max_price_per_hour, MAX_PRICE_PER_HOUR, "give dollars per hour, e.g. 10.0"
+    )
+    _check_positive_number(
+        out, "max_run_time_hours", cfg.max_run_time_hours, MAX_RUN_TIME_HOURS, "give hours, e.g. 24.0"
+    )
     if _check_optional_str(out, "region", cfg.region, "give a region such as us-central1-b"):
         assert isinstance(cfg.region, str)
         if not REGION_PATTERN.fullmatch(cfg.region) or len(cfg.region) > 63:
-            out.append(violation("region", cfg.region, "is not a region name", "use lower-case letters, digits and '-', e.g. us-central1-b"))
+            out.append(
+                violation(
+                    "region",
+                    cfg.region,
+                    "is not a region name",
+                    "use lower-case letters, digits and '-', e.g. us-central1-b",
+                )
+            )
     if not _is_int(cfg.num_instances):
-        out.append(violation("num_instances", cfg.num_instances, "must be a whole number", "give the number of nodes, e.g. 1"))
+        out.append(
+            violation("num_instances", cfg.num_instances, "must be a whole number", "give the number of nodes, e.g. 1")
+        )
     else:
-        _check_positive_int(out, "num_instances", cfg.num_instances, MAX_NUM_INSTANCES, "give the number of nodes, e.g. 1")
+        _check_positive_int(
+            out, "num_instances", cfg.num_instances, MAX_NUM_INSTANCES, "give the number of nodes, e.g. 1"
+        )
     if _check_list(out, "ssh_keys", cfg.ssh_keys, "give a list of key names"):
         for i, key in enumerate(cfg.ssh_keys):
             if not isinstance(key, str) or not key.strip() or "\x00" in key or "\n" in key:
-                out.append(violation(f"ssh_keys[{i}]", key, "is not a key name", "give the name of a registered SSH key"))
+                out.append(
+                    violation(f"ssh_keys[{i}]", key, "is not a key name", "give the name of a registered SSH key")
+                )
     if not isinstance(cfg.upload_code, bool):
         out.append(violation("upload_code", cfg.upload_code, "must be true or false", "give upload_code=True or False"))
     if _check_list(out, "data_mounts", cfg.data_mounts, "give a list of MountSpec"):

@@ -39,9 +39,7 @@ class TaskState(enum.StrEnum):
         return self in TERMINAL_STATES
 
 
-TERMINAL_STATES: Final = frozenset(
-    {TaskState.COMPLETED, TaskState.FAILED, TaskState.CANCELLED, TaskState.PREEMPTED}
-)
+TERMINAL_STATES: Final = frozenset({TaskState.COMPLETED, TaskState.FAILED, TaskState.CANCELLED, TaskState.PREEMPTED})
 
 
 @frozen
@@ -134,9 +132,7 @@ def _illegal(record: TaskRecord, event: TaskEvent) -> Result[TaskRecord, DomainE
     )
 
 
-def _finish(
-    record: TaskRecord, state: TaskState, now: float, reason: str, exit_code: int | None
-) -> TaskRecord:
+def _finish(record: TaskRecord, state: TaskState, now: float, reason: str, exit_code: int | None) -> TaskRecord:
     return evolve(record, state=state, ended_at=now, state_reason=reason, exit_code=exit_code)
 
 

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from typing import Final
 
+from flowapi.v1 import error_reason_pb2
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from flow import errors
 from flow.domain.errors import DomainError, ErrorReason
-from flowapi.v1 import error_reason_pb2
 
 ERROR_DOMAIN: Final = "flow"
 
@@ -86,9 +86,7 @@ def domain_error_to_status(error: DomainError) -> status_pb2.Status:
             _pack(
                 error_details_pb2.BadRequest(
                     field_violations=[
-                        error_details_pb2.BadRequest.FieldViolation(
-                            field=v.field, description=v.description
-                        )
+                        error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
                         for v in error.violations
                     ]
                 )
@@ -110,9 +108,7 @@ def exception_from_domain_error(error: DomainError) -> errors.FlowError:
     )
 
 
-def exception_from_status(
-    code: int, message: str, status: status_pb2.Status | None
-) -> errors.FlowError:
+def exception_from_status(code: int, message: str, status: status_pb2.Status | None) -> errors.FlowError:
     """The SDK exception for a failed call: by ErrorInfo.reason when flowd sent one, else by code."""
     reason_name: str | None = None
     suggestions: list[str] = []
@@ -129,8 +125,7 @@ def exception_from_status(
                 bad = error_details_pb2.BadRequest()
                 detail.Unpack(bad)
                 violations.extend(
-                    errors.Violation(field=v.field, description=v.description)
-                    for v in bad.field_violations
+                    errors.Violation(field=v.field, description=v.description) for v in bad.field_violations
                 )
             elif detail.Is(error_reason_pb2.ErrorSuggestions.DESCRIPTOR):
                 tips = error_reason_pb2.ErrorSuggestions()

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from flowapi.v1 import task_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from flow.domain.task_config import MountSpec, TaskConfig, VolumeSpec
 from flow.domain.task_state import TaskRecord, TaskState
-from flowapi.v1 import task_pb2
 
 MICROS_PER_DOLLAR = 1_000_000
 TASK_NAME_PREFIX = "tasks/"
@@ -29,7 +29,10 @@ def task_state_to_proto(state: TaskState) -> task_pb2.TaskState.ValueType:
 
 def task_state_from_proto(value: int) -> TaskState | None:
     """None for UNSPECIFIED and for numbers this version does not know."""
-    return _STATE_FROM_PROTO.get(value)  # type: ignore[call-overload]
+    for proto_value, state in _STATE_FROM_PROTO.items():
+        if proto_value == value:
+            return state
+    return None
 
 
 def task_resource_name(task_id: str) -> str:
@@ -113,9 +116,7 @@ def task_config_from_proto(spec: task_pb2.TaskSpec) -> TaskConfig:
         working_dir=spec.working_dir or None,
         volumes=tuple(volume_spec_from_proto(v) for v in spec.volumes),
         max_price_per_hour=(
-            micros_to_dollars(spec.max_price_per_hour_micros)
-            if spec.HasField("max_price_per_hour_micros")
-            else None
+            micros_to_dollars(spec.max_price_per_hour_micros) if spec.HasField("max_price_per_hour_micros") else None
         ),
         max_run_time_hours=spec.max_run_time_hours if spec.HasField("max_run_time_hours") else None,
         region=spec.region or None,
@@ -133,7 +134,7 @@ def _timestamp(seconds: float | None) -> Timestamp | None:
     stamp = Timestamp()
     whole = int(seconds)
     stamp.seconds = whole
-    stamp.nanos = int(round((seconds - whole) * 1e9)) % 1_000_000_000
+    stamp.nanos = round((seconds - whole) * 1e9) % 1_000_000_000
     return stamp
 
 

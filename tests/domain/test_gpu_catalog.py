@@ -35,9 +35,7 @@ from flow.domain.gpu_catalog import (
         ("t4", 16, (16,), PCIE),
     ],
 )
-def test_catalog_facts(
-    name: str, memory_gb: int, variants: tuple[int, ...], default_form_factor: str
-) -> None:
+def test_catalog_facts(name: str, memory_gb: int, variants: tuple[int, ...], default_form_factor: str) -> None:
     model = lookup_model(name).unwrap()
     assert model.name == name
     assert model.memory_gb == memory_gb
@@ -59,7 +57,7 @@ def test_every_model_is_consistent(model: GpuModel) -> None:
 def test_spellings_are_unique() -> None:
     spellings = [s for m in CATALOG for s in (m.name, *m.aliases)]
     assert len(spellings) == len(set(spellings))
-    assert MODEL_NAMES == tuple(m.name for m in CATALOG)
+    assert tuple(m.name for m in CATALOG) == MODEL_NAMES
 
 
 def test_datacenter_parts_come_in_sxm_and_workstation_parts_in_pcie_only() -> None:

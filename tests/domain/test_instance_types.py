@@ -21,14 +21,10 @@ from flow.domain.instance_types import (
     short_name,
 )
 
-CONFORMANCE = (
-    Path(__file__).resolve().parents[1] / "conformance" / "instance_types.json"
-)
+CONFORMANCE = Path(__file__).resolve().parents[1] / "conformance" / "instance_types.json"
 
 
-def parsed(
-    text: str, provider_defaults: Mapping[str, int] | None = None
-) -> InstanceType:
+def parsed(text: str, provider_defaults: Mapping[str, int] | None = None) -> InstanceType:
     result = parse_instance_type(text, provider_defaults=provider_defaults)
     assert isinstance(result, Success), result
     instance_type: InstanceType = result.unwrap()
@@ -106,7 +102,7 @@ def test_accepted_forms(text: str, canonical: str, short: str) -> None:
 def test_parsed_value_fields() -> None:
     assert parsed("4xa100-40gb") == InstanceType("a100", 40, "sxm", 4)
     assert parsed("cpu") is CPU_INSTANCE
-    assert CPU_INSTANCE == InstanceType("cpu", 0, "none", 0)
+    assert InstanceType("cpu", 0, "none", 0) == CPU_INSTANCE
     assert CPU_INSTANCE.is_cpu and not parsed("a100").is_cpu
 
 
@@ -143,9 +139,7 @@ ERRORS = [
 
 
 @pytest.mark.parametrize(("text", "problem", "fix"), ERRORS)
-def test_refusals_name_the_field_the_value_and_a_fix(
-    text: str, problem: str, fix: str
-) -> None:
+def test_refusals_name_the_field_the_value_and_a_fix(text: str, problem: str, fix: str) -> None:
     error = refused(text, field="resources.instance_type")
     (violation,) = error.violations
     assert violation.field == "resources.instance_type"
@@ -207,9 +201,7 @@ class TestProviderDefaults:
         assert short_name(one) == "h100"
         assert short_name(one, self.MITHRIL) == "1xh100"
         assert short_name(parsed("8xh100"), self.MITHRIL) == "8xh100"
-        assert (
-            parsed(short_name(one, self.MITHRIL), provider_defaults=self.MITHRIL) == one
-        )
+        assert parsed(short_name(one, self.MITHRIL), provider_defaults=self.MITHRIL) == one
 
     def test_an_impossible_default_is_refused_not_raised(self) -> None:
         result = parse_instance_type("h100", provider_defaults={"h100": 0})
@@ -231,15 +223,11 @@ def test_conformance_file_is_plain_and_large_enough() -> None:
     assert len(vectors) >= 40
     for vector in vectors:
         assert set(vector) in ({"input", "canonical"}, {"input", "error_reason"})
-    assert {v["input"] for v in vectors} >= {
-        text for text, _, _ in VALID if text.strip() == text
-    }
+    assert {v["input"] for v in vectors} >= {text for text, _, _ in VALID if text.strip() == text}
     assert sum("error_reason" in v for v in vectors) >= 20
 
 
-@pytest.mark.parametrize(
-    "vector", load_conformance(), ids=lambda v: repr(v["input"])[:40]
-)
+@pytest.mark.parametrize("vector", load_conformance(), ids=lambda v: repr(v["input"])[:40])
 def test_conformance(vector: dict[str, str]) -> None:
     result = parse_instance_type(vector["input"])
     if "canonical" in vector:
@@ -279,9 +267,7 @@ def written_forms(draw: st.DrawFn) -> tuple[str, InstanceType]:
     if count is None:
         text = body
     else:
-        style = draw(
-            st.sampled_from(["{n}x{b}", "{n}x {b}", "{b}:{n}", "{b} : {n}", "{b}.{n}x"])
-        )
+        style = draw(st.sampled_from(["{n}x{b}", "{n}x {b}", "{b}:{n}", "{b} : {n}", "{b}.{n}x"]))
         text = style.format(n=count, b=body)
     text = "".join(c.upper() if draw(st.booleans()) else c for c in text)
     padding = st.sampled_from(["", " ", "\t", "  \n"])
@@ -297,9 +283,7 @@ def written_forms(draw: st.DrawFn) -> tuple[str, InstanceType]:
 
 @given(any_instance_type)
 def test_format_then_parse_round_trips(instance_type: InstanceType) -> None:
-    assert parse_instance_type(format_instance_type(instance_type)) == Success(
-        instance_type
-    )
+    assert parse_instance_type(format_instance_type(instance_type)) == Success(instance_type)
     assert parse_instance_type(short_name(instance_type)) == Success(instance_type)
     assert parse_instance_type(
         short_name(instance_type, {"h100": 8, "a100": 4}),
@@ -322,15 +306,11 @@ def test_canonicalization_is_idempotent(text: str) -> None:
     if isinstance(first, Success):
         canonical = format_instance_type(first.unwrap())
         assert parse_instance_type(canonical) == first
-        assert (
-            format_instance_type(parse_instance_type(canonical).unwrap()) == canonical
-        )
+        assert format_instance_type(parse_instance_type(canonical).unwrap()) == canonical
     else:
         error = first.failure()
         assert error.reason is ErrorReason.VALIDATION_FAILED
-        assert error.violations and all(
-            v.field == "instance_type" for v in error.violations
-        )
+        assert error.violations and all(v.field == "instance_type" for v in error.violations)
 
 
 @given(st.text() | st.text(min_size=60, max_size=5000))

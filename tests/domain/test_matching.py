@@ -63,14 +63,8 @@ def refused(requirements: Mapping[object, object]) -> DomainError:
 
 
 def test_the_seed_example() -> None:
-    result = requirements_from_dict(
-        {"gpu_memory_gb": 80, "max_price": 10.0, "region": "us-central1-b"}
-    )
-    assert result == Success(
-        Requirements(
-            gpu_memory_gb=80, max_price_micros=10 * DOLLAR, region="us-central1-b"
-        )
-    )
+    result = requirements_from_dict({"gpu_memory_gb": 80, "max_price": 10.0, "region": "us-central1-b"})
+    assert result == Success(Requirements(gpu_memory_gb=80, max_price_micros=10 * DOLLAR, region="us-central1-b"))
 
 
 def test_every_key() -> None:
@@ -98,9 +92,7 @@ def test_every_key() -> None:
 
 def test_empty_and_none_values_mean_any() -> None:
     assert requirements_from_dict({}) == Success(Requirements())
-    assert requirements_from_dict({"region": None, "max_price": None}) == Success(
-        Requirements()
-    )
+    assert requirements_from_dict({"region": None, "max_price": None}) == Success(Requirements())
 
 
 def test_whole_floats_are_integers_from_json_clients() -> None:
@@ -110,17 +102,12 @@ def test_whole_floats_are_integers_from_json_clients() -> None:
 
 
 def test_provider_defaults_reach_the_instance_type() -> None:
-    result = requirements_from_dict(
-        {"instance_type": "h100"}, provider_defaults={"h100": 8}
-    )
+    result = requirements_from_dict({"instance_type": "h100"}, provider_defaults={"h100": 8})
     assert result.unwrap().instance_type == it("8xh100")
 
 
 def test_max_price_is_kept_exactly_in_micros() -> None:
-    assert (
-        requirements_from_dict({"max_price": 10.1}).unwrap().max_price_micros
-        == 10_100_000
-    )
+    assert requirements_from_dict({"max_price": 10.1}).unwrap().max_price_micros == 10_100_000
     assert requirements_from_dict({"max_price": 0}).unwrap().max_price_micros == 0
 
 
@@ -164,9 +151,7 @@ BAD_REQUIREMENTS = [
 
 
 @pytest.mark.parametrize(("requirements", "field", "problem"), BAD_REQUIREMENTS)
-def test_each_bad_value_is_named(
-    requirements: dict[object, object], field: str, problem: str
-) -> None:
+def test_each_bad_value_is_named(requirements: dict[object, object], field: str, problem: str) -> None:
     (violation,) = refused(requirements).violations
     assert violation.field == field
     assert problem in violation.problem
@@ -211,10 +196,7 @@ def test_a_non_mapping_is_refused() -> None:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30),
-    lambda children: (
-        st.lists(children, max_size=4)
-        | st.dictionaries(st.text(max_size=10), children, max_size=4)
-    ),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
     max_leaves=12,
 )
 plausible_keys = st.sampled_from(REQUIREMENT_KEYS) | st.text(max_size=20)
@@ -243,15 +225,10 @@ anything = (
     | st.builds(object)
     | st.sampled_from([Ellipsis, NotImplemented, int, float("nan"), -0.0, math.inf])
 )
-hashable = (
-    st.text() | st.integers() | st.floats(allow_nan=False) | st.booleans() | st.none()
-)
+hashable = st.text() | st.integers() | st.floats(allow_nan=False) | st.booleans() | st.none()
 
 
-@given(
-    st.dictionaries(hashable, anything, max_size=6)
-    | st.dictionaries(plausible_keys, anything, max_size=6)
-)
+@given(st.dictionaries(hashable, anything, max_size=6) | st.dictionaries(plausible_keys, anything, max_size=6))
 def test_requirements_never_raise_on_anything(
     requirements: dict[object, object],
 ) -> None:
@@ -298,9 +275,7 @@ def test_dollars_to_micros(amount: float | str, micros: int) -> None:
     ],
 )
 def test_dollars_to_micros_refuses(amount: float | str) -> None:
-    (violation,) = (
-        dollars_to_micros(amount, field="max_price_per_hour").failure().violations
-    )
+    (violation,) = dollars_to_micros(amount, field="max_price_per_hour").failure().violations
     assert violation.field == "max_price_per_hour"
 
 
@@ -321,9 +296,7 @@ def test_format_price(micros: int, text: str) -> None:
 # ---------------------------------------------------------------------------------------------
 # match_offers
 
-SEED = Requirements(
-    gpu_memory_gb=80, max_price_micros=10 * DOLLAR, region="us-central1-b"
-)
+SEED = Requirements(gpu_memory_gb=80, max_price_micros=10 * DOLLAR, region="us-central1-b")
 
 
 def test_rejection_reasons_say_why() -> None:
@@ -353,12 +326,8 @@ def test_model_count_and_instance_type_reasons() -> None:
     assert rejection.misses == (Miss.GPU_TYPE, Miss.GPU_COUNT)
     single = match_offers(Requirements(min_gpu_count=4), [offer("b", "a100")])
     assert single.rejections[0].reasons == ("1 GPU is fewer than 4",)
-    exact = match_offers(
-        Requirements(instance_type=it("8xa100")), [offer("c", "4xa100")]
-    )
-    assert exact.rejections[0].reasons == (
-        "instance type a100-80gb.sxm.4x is not a100-80gb.sxm.8x",
-    )
+    exact = match_offers(Requirements(instance_type=it("8xa100")), [offer("c", "4xa100")])
+    assert exact.rejections[0].reasons == ("instance type a100-80gb.sxm.4x is not a100-80gb.sxm.8x",)
 
 
 def test_an_offer_missing_everything_lists_every_reason() -> None:
@@ -370,9 +339,7 @@ def test_an_offer_missing_everything_lists_every_reason() -> None:
         min_gpu_count=8,
         instance_type=it("8xh200"),
     )
-    (rejection,) = match_offers(
-        requirements, [offer("x", "t4", 2.0, available=0)]
-    ).rejections
+    (rejection,) = match_offers(requirements, [offer("x", "t4", 2.0, available=0)]).rejections
     assert rejection.misses == (
         Miss.INSTANCE_TYPE,
         Miss.GPU_TYPE,
@@ -431,9 +398,7 @@ def test_explains_the_cheapest_offer_above_the_price() -> None:
         offer("pricier", "8xh100", 15.0),
         offer("small", "4xa100-40gb", 5.0),
     ]
-    error = explain_no_match(
-        SEED, match_offers(SEED, offers), price_field="max_price_per_hour"
-    )
+    error = explain_no_match(SEED, match_offers(SEED, offers), price_field="max_price_per_hour")
     assert error.reason is ErrorReason.RESOURCE_NOT_AVAILABLE
     assert error.message == (
         "No offer matches 80+ GB per GPU, at most $10.00/h, in us-central1-b: the cheapest "
@@ -454,9 +419,7 @@ def test_suggests_regions_where_a_match_exists() -> None:
         offer("east-2", dollars=2.5, region="us-east1-a"),
     ]
     error = explain_no_match(SEED, match_offers(SEED, offers))
-    assert error.suggestions == (
-        "try region us-east1-a or us-west1-a, where a match exists",
-    )
+    assert error.suggestions == ("try region us-east1-a or us-west1-a, where a match exists",)
     assert "region us-east1-a is not us-central1-b" in error.message
 
 
@@ -473,12 +436,8 @@ def test_suggests_fewer_gpus_and_waiting_for_capacity() -> None:
 
 def test_suggests_a_smaller_instance_type_and_another_model() -> None:
     requirements = Requirements(instance_type=it("8xa100"))
-    error = explain_no_match(
-        requirements, match_offers(requirements, [offer("half", "4xa100")])
-    )
-    assert error.suggestions == (
-        "try instance type 4xa100: 4xa100 in us-central1-b at $1.00/h",
-    )
+    error = explain_no_match(requirements, match_offers(requirements, [offer("half", "4xa100")]))
+    assert error.suggestions == ("try instance type 4xa100: 4xa100 in us-central1-b at $1.00/h",)
     by_model = Requirements(gpu_type="h100")
     error = explain_no_match(by_model, match_offers(by_model, [offer("a", "a100")]))
     assert error.suggestions == ("try gpu_type a100: a100 in us-central1-b at $1.00/h",)
@@ -570,26 +529,17 @@ def meets(req: Requirements, o: Offer) -> bool:
         and (req.gpu_type is None or t.model == req.gpu_type)
         and (req.gpu_memory_gb is None or t.memory_gb >= req.gpu_memory_gb)
         and (req.min_gpu_count is None or t.count >= req.min_gpu_count)
-        and (
-            req.max_price_micros is None
-            or o.price_per_hour_micros <= req.max_price_micros
-        )
+        and (req.max_price_micros is None or o.price_per_hour_micros <= req.max_price_micros)
         and (req.region is None or o.region == req.region)
         and o.available != 0
     )
 
 
 @given(requirements, st.lists(offers(), max_size=25))
-def test_every_offer_is_matched_or_rejected_with_reasons(
-    req: Requirements, catalog: list[Offer]
-) -> None:
+def test_every_offer_is_matched_or_rejected_with_reasons(req: Requirements, catalog: list[Offer]) -> None:
     result = match_offers(req, catalog)
-    assert sorted(map(id, result.matches)) == sorted(
-        id(o) for o in catalog if meets(req, o)
-    )
-    assert [r.offer for r in result.rejections] == [
-        o for o in catalog if not meets(req, o)
-    ]
+    assert sorted(map(id, result.matches)) == sorted(id(o) for o in catalog if meets(req, o))
+    assert [r.offer for r in result.rejections] == [o for o in catalog if not meets(req, o)]
     for rejection in result.rejections:
         assert rejection.reasons and len(rejection.reasons) == len(rejection.misses)
         assert all(isinstance(reason, str) and reason for reason in rejection.reasons)
@@ -612,9 +562,7 @@ def test_ranking_is_sorted_and_independent_of_input_order(
 
 
 @given(requirements, st.lists(offers(), min_size=1, max_size=25))
-def test_explain_no_match_always_explains(
-    req: Requirements, catalog: list[Offer]
-) -> None:
+def test_explain_no_match_always_explains(req: Requirements, catalog: list[Offer]) -> None:
     result = match_offers(req, catalog)
     if result.matches:
         return

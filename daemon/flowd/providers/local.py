@@ -13,6 +13,7 @@ thread, so completion is seen the moment it happens, not at the next poll.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import selectors
@@ -89,10 +90,9 @@ def read_exit_status(task_dir: Path) -> int | None:
     return int(text) if text.lstrip("-").isdigit() else None
 
 
-def _status_to_code(status: int) -> int:
-    if os.WIFSIGNALED(status):
-        return 128 + os.WTERMSIG(status)
-    return os.WEXITSTATUS(status)
+def shell_exit_code(returncode: int) -> int:
+    """Popen's returncode (-N when killed by signal N) as a shell reports it (128+N)."""
+    return 128 - returncode if returncode < 0 else returncode
 
 
 @define
@@ -137,10 +137,8 @@ class _Monitor:
             self._thread.join(timeout=5)
 
     def _wake(self) -> None:
-        try:
+        with contextlib.suppress(BlockingIOError):
             os.write(self._wake_w, b"x")
-        except BlockingIOError:
-            pass
 
     def _call_soon(self, action: Callable[[], None]) -> None:
         with self._lock:
@@ -177,11 +175,7 @@ class _Monitor:
     def _next_timeout(self) -> float | None:
         now, wall = self.clock(), self.wall()
         waits = [w.kill_at - now for w in self._watched.values() if w.kill_at is not None]
-        waits += [
-            w.deadline - wall
-            for w in self._watched.values()
-            if w.deadline is not None and not w.timed_out
-        ]
+        waits += [w.deadline - wall for w in self._watched.values() if w.deadline is not None and not w.timed_out]
         return max(0.0, min(waits)) if waits else None
 
     def _run(self) -> None:
@@ -215,7 +209,7 @@ class _Monitor:
         self._watched.pop(watched.task_id, None)
         try:
             self.on_exit(watched)
-        except Exception:  # noqa: BLE001 - one task's bookkeeping must not stop the monitor
+        except Exception:
             log.exception("handling the end of task %s failed", watched.task_id)
 
 
@@ -369,11 +363,9 @@ class LocalProvider:
         if watched.child is not None:
             # Still a zombie, so its pid (our process group id) cannot be reused yet: take
             # stragglers the task left behind in its group down with it, as Slurm does.
-            try:
+            with contextlib.suppress(OSError):
                 os.killpg(watched.pid, signal.SIGKILL)
-            except OSError:
-                pass
-            status = _status_to_code(watched.child.wait())
+            status = shell_exit_code(watched.child.wait())
         self._report_end(watched.task_id, watched.task_dir, status, watched.timed_out)
 
     def _report_end(self, task_id: str, task_dir: Path, status: int | None, timed_out: bool) -> None:

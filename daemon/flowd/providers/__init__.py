@@ -1,0 +1,1 @@
+"""Providers: where tasks run (local, slurm, mithril)."""

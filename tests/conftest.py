@@ -1,0 +1,143 @@
+"""Shared fixtures: a real flowd on a real Unix socket, in a private FLOW_HOME per test (or per
+module, for the read-mostly tests), started and killed exactly as users' daemons are."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from flow.home import FlowHome
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def short_tmpdir(prefix: str) -> Path:
+    """Unix socket paths must stay under 108 bytes, so homes live directly under /tmp."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    return path
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie is dead for our purposes.
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+class Daemon:
+    """A real flowd process for one FLOW_HOME."""
+
+    def __init__(self, root: Path) -> None:
+        self.home = FlowHome(root=root)
+        self.pid: int | None = None
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["FLOW_HOME"] = str(self.home.root)
+        env.pop("FLOW_PROVIDER", None)
+        return env
+
+    def start(self) -> None:
+        done = subprocess.run(
+            [sys.executable, "-m", "flowd", "--detach", "--home", str(self.home.root)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        self.pid = int(self.home.lock.read_text().strip())
+
+    def kill9(self) -> None:
+        assert self.pid is not None
+        os.kill(self.pid, signal.SIGKILL)
+        wait_until(lambda: not pid_alive(self.pid or 0), 10)
+
+    def stop(self) -> None:
+        if self.pid is not None and pid_alive(self.pid):
+            os.kill(self.pid, signal.SIGTERM)
+            wait_until(lambda: not pid_alive(self.pid or 0), 15)
+        self.pid = None
+
+    def client(self, **kwargs: object) -> object:
+        from flow import Flow
+
+        return Flow(flow_home=self.home.root, **kwargs)  # type: ignore[arg-type]
+
+    def flow_cli(self, *args: str, timeout: float = 120, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(BIN / "flow"), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=self.env,
+            cwd=cwd or self.home.root,
+        )
+
+
+def wait_until(predicate: object, timeout: float, interval: float = 0.02) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+def _cleanup(daemon: Daemon) -> None:
+    """Stops the daemon and every task process it started (tests must leave nothing behind)."""
+    daemon.stop()
+    for task_dir in daemon.home.tasks.glob("*"):
+        marker = f"flow-task:{task_dir.name}".encode()
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if marker in argv:
+                try:
+                    os.killpg(int(entry), signal.SIGKILL)
+                except OSError:
+                    pass
+
+
+@pytest.fixture
+def daemon() -> Iterator[Daemon]:
+    d = Daemon(short_tmpdir("flow-t-"))
+    d.start()
+    yield d
+    _cleanup(d)
+
+
+@pytest.fixture(scope="module")
+def shared_daemon() -> Iterator[Daemon]:
+    d = Daemon(short_tmpdir("flow-m-"))
+    d.start()
+    yield d
+    _cleanup(d)
+
+
+@pytest.fixture(scope="module")
+def flow(shared_daemon: Daemon) -> Iterator[object]:
+    client = shared_daemon.client()
+    yield client
+    client.close()  # type: ignore[attr-defined]
