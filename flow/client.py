@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-from flowapi.v1 import daemon_service_pb2, task_service_pb2
 
 from flow.config import TaskConfig
 from flow.connection import DaemonConnection
@@ -18,6 +17,7 @@ from flow.errors import ValidationError
 from flow.home import resolve_home
 from flow.task import Task, TaskStatus
 from flow.wire.task_codec import task_config_to_proto, task_resource_name, task_state_to_proto
+from flowapi.v1 import daemon_service_pb2, task_service_pb2
 
 _CONFIG_FIELDS = frozenset(f.name for f in attrs.fields(TaskConfig))
 

@@ -15,16 +15,16 @@ from collections.abc import Callable, Iterator
 from typing import Any, Final, TypeVar
 
 import grpc
-from flowapi.v1 import (
-    daemon_service_pb2,
-    daemon_service_pb2_grpc,
-    task_service_pb2_grpc,
-)
 from grpc_status import rpc_status
 
 from flow.errors import DaemonUnavailableError, FlowError
 from flow.home import FlowHome, resolve_home
 from flow.wire.error_table import exception_from_status
+from flowapi.v1 import (
+    daemon_service_pb2,
+    daemon_service_pb2_grpc,
+    task_service_pb2_grpc,
+)
 
 T = TypeVar("T")
 START_TIMEOUT: Final = 30.0

@@ -8,11 +8,11 @@ import time
 from typing import Any
 
 import grpc
-from flowapi.v1 import daemon_service_pb2
 
-from flow.connection import DaemonConnection, start_daemon
+from flow.connection import DaemonConnection
 from flow.errors import DaemonUnavailableError
 from flow.home import resolve_home
+from flowapi.v1 import daemon_service_pb2
 
 STOP_TIMEOUT = 15.0
 
@@ -51,8 +51,9 @@ def run_action(action: str, as_json: bool) -> int:
             return 0 if found["running"] else 1
         if action == "start":
             if _info(conn) is None:
-                start_daemon(home)
-            conn.ensure_daemon()
+                conn.close()
+                conn = DaemonConnection(home, auto_start=True)  # a fresh channel, not one backing off
+                conn.ensure_daemon()
             started = _info(conn)
             if started is None:
                 raise DaemonUnavailableError(f"flowd started but does not answer on {home.socket}")
@@ -65,8 +66,8 @@ def run_action(action: str, as_json: bool) -> int:
             return 0
         conn.daemon.ShutdownDaemon(daemon_service_pb2.ShutdownDaemonRequest(), timeout=5)
         deadline = time.monotonic() + STOP_TIMEOUT
-        while time.monotonic() < deadline and (home.socket.exists() or _lock_held(home.lock)):
-            time.sleep(0.05)
+        while time.monotonic() < deadline and (_process_exists(state["pid"]) or _lock_held(home.lock)):
+            time.sleep(0.02)
         stopped = {"running": False, "stopped_pid": state["pid"], "flow_home": str(home.root)}
         if as_json:
             sys.stdout.write(json.dumps(stopped, indent=2) + "\n")
@@ -75,6 +76,15 @@ def run_action(action: str, as_json: bool) -> int:
         return 0
     finally:
         conn.close()
+
+
+def _process_exists(pid: int) -> bool:
+    """True while pid runs (a zombie, exited but not yet reaped, counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def _lock_held(path: Any) -> bool:

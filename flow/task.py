@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 from attrs import frozen
-from flowapi.v1 import task_pb2, task_service_pb2
 from google.protobuf.duration_pb2 import Duration
 
 from flow import errors
@@ -21,6 +20,7 @@ from flow.wire.task_codec import (
     task_state_from_proto,
     timestamp_to_seconds,
 )
+from flowapi.v1 import task_pb2, task_service_pb2
 
 if TYPE_CHECKING:
     from flow.connection import DaemonConnection

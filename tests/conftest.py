@@ -3,6 +3,7 @@ module, for the read-mostly tests), started and killed exactly as users' daemons
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -114,10 +115,8 @@ def _cleanup(daemon: Daemon) -> None:
             except OSError:
                 continue
             if marker in argv:
-                try:
+                with contextlib.suppress(OSError):
                     os.killpg(int(entry), signal.SIGKILL)
-                except OSError:
-                    pass
 
 
 @pytest.fixture

@@ -9,12 +9,12 @@ from concurrent import futures
 
 import grpc
 from attrs import define
-from flowapi.v1 import daemon_service_pb2, daemon_service_pb2_grpc, task_service_pb2, task_service_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from flow.home import FlowHome
 from flow.version import __version__
+from flowapi.v1 import daemon_service_pb2, daemon_service_pb2_grpc, task_service_pb2, task_service_pb2_grpc
 from flowd.engine import TaskEngine
 from flowd.providers.base import Provider
 from flowd.providers.local import LocalProvider

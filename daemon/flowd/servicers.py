@@ -15,12 +15,6 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import grpc
-from flowapi.v1 import (
-    daemon_service_pb2,
-    daemon_service_pb2_grpc,
-    task_service_pb2,
-    task_service_pb2_grpc,
-)
 from grpc_status import rpc_status
 from returns.result import Failure, Result
 
@@ -28,6 +22,12 @@ from flow.domain.errors import DomainError, ErrorReason, validation_error, viola
 from flow.version import __version__
 from flow.wire.error_table import domain_error_to_status
 from flow.wire.task_codec import task_config_from_proto, task_record_to_proto, task_state_from_proto
+from flowapi.v1 import (
+    daemon_service_pb2,
+    daemon_service_pb2_grpc,
+    task_service_pb2,
+    task_service_pb2_grpc,
+)
 from flowd.engine import TaskEngine, task_id_from_name
 
 log = logging.getLogger(__name__)

@@ -552,6 +552,7 @@ def _suggestions(cheapest: Mapping[Miss, list[Offer]], price_field: str) -> tupl
 
 
 def offer_to_dict(offer: Offer, provider_defaults: Mapping[str, int] | None = None) -> dict[str, object]:
+    """One row of `flow.find_instances`: the short and canonical names, the GPUs, dollars/hour."""
     it = offer.instance_type
     return {
         "instance_type": short_name(it, provider_defaults),

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from typing import Final
 
-from flowapi.v1 import error_reason_pb2
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from flow import errors
 from flow.domain.errors import DomainError, ErrorReason
+from flowapi.v1 import error_reason_pb2
 
 ERROR_DOMAIN: Final = "flow"
 

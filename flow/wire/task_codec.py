@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from flowapi.v1 import task_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from flow.domain.task_config import MountSpec, TaskConfig, VolumeSpec
 from flow.domain.task_state import TaskRecord, TaskState
+from flowapi.v1 import task_pb2
 
 MICROS_PER_DOLLAR = 1_000_000
 TASK_NAME_PREFIX = "tasks/"

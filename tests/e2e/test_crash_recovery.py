@@ -6,7 +6,6 @@ import time
 from pathlib import Path
 
 from conftest import Daemon, pid_alive, wait_until
-
 from flow import Flow, TaskConfig, TaskStatus
 
 

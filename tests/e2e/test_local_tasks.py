@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
 import pytest
-from conftest import pid_alive, wait_until
 
-from flow import Flow, TaskConfig, TaskStatus
-from flow.errors import ResourceNotAvailableError, TaskNotFoundError, TimeoutError, ValidationError
+from conftest import pid_alive, wait_until
+from flow import Flow, TaskConfig, TaskStatus, errors
+from flow.errors import ResourceNotAvailableError, TaskNotFoundError, ValidationError
 
 
 def test_echo_completes_with_its_output(flow: Flow) -> None:
@@ -48,8 +47,10 @@ def test_argv_reaches_the_program_byte_for_byte(flow: Flow, tmp_path: Path) -> N
 
 
 def test_env_values_are_passed_verbatim(flow: Flow) -> None:
-    value = "it's $HOME `x` \"q\"\nsecond line"
-    task = flow.run(["python3", "-c", "import os; print(repr(os.environ['WEIRD']))"], env={"WEIRD": value}, upload_code=False)
+    value = 'it\'s $HOME `x` "q"\nsecond line'
+    task = flow.run(
+        ["python3", "-c", "import os; print(repr(os.environ['WEIRD']))"], env={"WEIRD": value}, upload_code=False
+    )
     assert task.wait(timeout=30).last_status is TaskStatus.COMPLETED
     assert task.logs().strip() == repr(value)
 
@@ -66,14 +67,14 @@ def test_script_without_shebang_runs_as_python(flow: Flow) -> None:
 
 
 def test_script_with_shebang_uses_its_interpreter(flow: Flow) -> None:
-    task = flow.run(TaskConfig(script="#!/bin/sh\necho from-sh \"$0\" | cut -c1-7\n", upload_code=False))
+    task = flow.run(TaskConfig(script='#!/bin/sh\necho from-sh "$0" | cut -c1-7\n', upload_code=False))
     assert task.wait(timeout=30).logs() == "from-sh\n"
 
 
 def test_default_command_is_sleep_infinity_until_cancelled(flow: Flow) -> None:
     task = flow.run(TaskConfig(upload_code=False))
     wait_until(lambda: task.status is TaskStatus.RUNNING, 10)
-    with pytest.raises(TimeoutError):
+    with pytest.raises(errors.TimeoutError):
         task.wait(timeout=0.3)
     task.cancel()
     assert task.wait(timeout=30).last_status is TaskStatus.CANCELLED

@@ -6,8 +6,8 @@ import threading
 
 import grpc
 import pytest
-from conftest import Daemon, wait_until
 
+from conftest import Daemon, wait_until
 from flow import Flow, TaskConfig, TaskStatus
 from flow.errors import ValidationError
 from flowapi.v1 import task_service_pb2, task_service_pb2_grpc
@@ -15,12 +15,7 @@ from flowapi.v1 import task_service_pb2, task_service_pb2_grpc
 LINES = 200_000
 # 200,000 lines of exactly 100 bytes (99 characters and the newline): 20 MB.
 PRODUCER = TaskConfig(
-    script=(
-        "import sys\n"
-        f"w = sys.stdout.write\n"
-        f"for i in range({LINES}):\n"
-        "    w(f'{i:08d} ' + 'x' * 90 + '\\n')\n"
-    ),
+    script=(f"import sys\nw = sys.stdout.write\nfor i in range({LINES}):\n    w(f'{{i:08d}} ' + 'x' * 90 + '\\n')\n"),
     upload_code=False,
 )
 
@@ -74,7 +69,9 @@ def test_raw_grpc_resume_with_cursor_mid_stream(shared_daemon: Daemon, flow: Flo
     first = stub.StreamTaskLogs(task_service_pb2.StreamTaskLogsRequest(name=name))
     head = next(first)
     first.cancel()  # the client goes away mid-stream
-    rest = b"".join(r.data for r in stub.StreamTaskLogs(task_service_pb2.StreamTaskLogsRequest(name=name, cursor=head.cursor)))
+    rest = b"".join(
+        r.data for r in stub.StreamTaskLogs(task_service_pb2.StreamTaskLogsRequest(name=name, cursor=head.cursor))
+    )
     whole = head.data + rest
     assert head.data.endswith(b"\n")  # chunks hold whole lines only
     check_all_lines(whole.decode().splitlines())
