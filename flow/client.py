@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
+from returns.result import Failure
 
 from flow.config import TaskConfig
 from flow.connection import DaemonConnection
+from flow.domain.matching import requirements_from_dict
 from flow.domain.task_state import TaskState
 from flow.errors import ValidationError
 from flow.home import resolve_home
 from flow.task import Task, TaskStatus
+from flow.wire.error_table import exception_from_domain_error
+from flow.wire.instance_codec import offer_dict_from_proto, requirements_to_proto
 from flow.wire.task_codec import task_config_to_proto, task_resource_name, task_state_to_proto
 from flowapi.v1 import daemon_service_pb2, task_service_pb2
 
@@ -44,6 +48,16 @@ def _as_config(task: TaskConfig | str | Sequence[str], overrides: dict[str, Any]
         # The task runs in the code of the directory it was submitted from.
         config = attrs.evolve(config, code_root=str(Path.cwd()))
     return config
+
+
+class FoundInstances(list[dict[str, Any]]):
+    """The offers of find_instances, best first. When empty, `explanation` says why nothing
+    matched (the closest miss) and `suggestions` what to change."""
+
+    def __init__(self, offers: Iterable[dict[str, Any]], explanation: str = "", suggestions: list[str] | None = None):
+        super().__init__(offers)
+        self.explanation = explanation
+        self.suggestions = suggestions or []
 
 
 class Flow:
@@ -130,6 +144,25 @@ class Flow:
     def logs(self, task_id: str, follow: bool = False, tail: int | None = None) -> Any:
         task = self.get_task(task_id)
         return task.logs(follow=True, tail=tail) if follow else task.logs(tail=tail)
+
+    # --- instances --------------------------------------------------------------------------
+
+    def find_instances(self, requirements: Mapping[str, Any] | None = None, limit: int = 100) -> FoundInstances:
+        """Offers that meet `requirements`, best first (cheapest, then the closest fit). Keys:
+        gpu_memory_gb, max_price (USD/hour), region, gpu_type, min_gpu_count, instance_type.
+        Each result has instance_type, price_per_hour, gpu_type, gpu_count, gpu_memory_gb,
+        region, provider and available."""
+        wanted = dict(requirements or {})
+        checked = requirements_from_dict(wanted)
+        if isinstance(checked, Failure):
+            raise exception_from_domain_error(checked.failure())
+        request = requirements_to_proto(wanted, self.provider, limit)
+        reply = self._conn.call(lambda c: c.instances.FindInstances(request, timeout=60))
+        return FoundInstances(
+            (offer_dict_from_proto(o) for o in reply.offers),
+            explanation=reply.explanation,
+            suggestions=list(reply.suggestions),
+        )
 
     # --- the daemon -------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from flow.wire.error_table import exception_from_status
 from flowapi.v1 import (
     daemon_service_pb2,
     daemon_service_pb2_grpc,
+    instance_service_pb2_grpc,
     task_service_pb2_grpc,
 )
 
@@ -115,6 +116,7 @@ class DaemonConnection:
         )
         self.tasks = task_service_pb2_grpc.TaskServiceStub(self._channel)
         self.daemon = daemon_service_pb2_grpc.DaemonServiceStub(self._channel)
+        self.instances = instance_service_pb2_grpc.InstanceServiceStub(self._channel)
 
     def close(self) -> None:
         if self._channel is not None:

@@ -21,6 +21,7 @@ from returns.result import Failure, Result, Success
 
 from flow.domain.errors import DomainError, ErrorReason, not_found, validation_error, violation
 from flow.domain.log_cursor import decode_cursor, emit_length, encode_cursor
+from flow.domain.matching import MatchResult, match_offers, requirements_from_dict
 from flow.domain.page_token import decode_page_token, encode_page_token, page_size_of
 from flow.domain.task_config import TaskConfig, validate_task_config
 from flow.domain.task_state import (
@@ -353,6 +354,21 @@ class TaskEngine:
             with self._changed:
                 self._changed.wait(pause)
             pause = min(pause * 2, FOLLOW_POLL_MAX)
+
+    def find_instances(
+        self, provider_name: str, requirements: dict[str, object], page_size: int
+    ) -> Result[MatchResult, DomainError]:
+        """The provider's offers that meet the requirements, ranked (rejections on demand)."""
+        chosen = self._provider(provider_name)
+        if isinstance(chosen, Failure):
+            return Failure(chosen.failure())
+        size = page_size_of(page_size)
+        if isinstance(size, Failure):
+            return Failure(size.failure())
+        parsed = requirements_from_dict(requirements)
+        if isinstance(parsed, Failure):
+            return Failure(parsed.failure())
+        return Success(match_offers(parsed.unwrap(), chosen.unwrap().offers()))
 
     # --- life of the daemon -----------------------------------------------------------------
 

@@ -14,11 +14,18 @@ from grpc_reflection.v1alpha import reflection
 
 from flow.home import FlowHome
 from flow.version import __version__
-from flowapi.v1 import daemon_service_pb2, daemon_service_pb2_grpc, task_service_pb2, task_service_pb2_grpc
+from flowapi.v1 import (
+    daemon_service_pb2,
+    daemon_service_pb2_grpc,
+    instance_service_pb2,
+    instance_service_pb2_grpc,
+    task_service_pb2,
+    task_service_pb2_grpc,
+)
 from flowd.engine import TaskEngine
 from flowd.providers.base import Provider
 from flowd.providers.local import LocalProvider
-from flowd.servicers import DaemonServicer, TaskServicer
+from flowd.servicers import DaemonServicer, InstanceServicer, TaskServicer
 from flowd.store import Store
 
 # Streams that follow logs and server-side waits each hold a worker while they last.
@@ -26,6 +33,7 @@ MAX_WORKERS = 256
 SERVICE_NAMES = (
     task_service_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name,
     daemon_service_pb2.DESCRIPTOR.services_by_name["DaemonService"].full_name,
+    instance_service_pb2.DESCRIPTOR.services_by_name["InstanceService"].full_name,
 )
 
 
@@ -74,6 +82,7 @@ def build_daemon(home: FlowHome, shutdown: Callable[[], None]) -> Daemon:
     )
     addresses = [home.address]
     task_service_pb2_grpc.add_TaskServiceServicer_to_server(TaskServicer(engine), server)
+    instance_service_pb2_grpc.add_InstanceServiceServicer_to_server(InstanceServicer(engine), server)
     daemon_service_pb2_grpc.add_DaemonServiceServicer_to_server(
         DaemonServicer(engine, str(home.root), addresses, shutdown), server
     )

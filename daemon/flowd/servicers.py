@@ -19,12 +19,17 @@ from grpc_status import rpc_status
 from returns.result import Failure, Result
 
 from flow.domain.errors import DomainError, ErrorReason, validation_error, violation
+from flow.domain.matching import explain_no_match
+from flow.domain.page_token import DEFAULT_PAGE_SIZE, page_size_of
 from flow.version import __version__
 from flow.wire.error_table import domain_error_to_status
+from flow.wire.instance_codec import offer_to_proto, requirements_from_proto
 from flow.wire.task_codec import task_config_from_proto, task_record_to_proto, task_state_from_proto
 from flowapi.v1 import (
     daemon_service_pb2,
     daemon_service_pb2_grpc,
+    instance_service_pb2,
+    instance_service_pb2_grpc,
     task_service_pb2,
     task_service_pb2_grpc,
 )
@@ -184,6 +189,29 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
             return
         for chunk in chunks:
             yield task_service_pb2.StreamTaskLogsResponse(data=chunk.data, cursor=chunk.cursor)
+
+
+class InstanceServicer(instance_service_pb2_grpc.InstanceServiceServicer):
+    def __init__(self, engine: TaskEngine) -> None:
+        self._engine = engine
+
+    @guarded(instance_service_pb2.FindInstancesResponse)
+    def FindInstances(
+        self, request: instance_service_pb2.FindInstancesRequest, context: grpc.ServicerContext
+    ) -> instance_service_pb2.FindInstancesResponse:
+        found = _unwrap(
+            self._engine.find_instances(request.provider, requirements_from_proto(request), request.page_size),
+            context,
+        )
+        if found is None:
+            return instance_service_pb2.FindInstancesResponse()
+        limit = page_size_of(request.page_size).value_or(DEFAULT_PAGE_SIZE)
+        reply = instance_service_pb2.FindInstancesResponse(offers=[offer_to_proto(o) for o in found.matches[:limit]])
+        if not found.matches:
+            why = explain_no_match(found.requirements, found)
+            reply.explanation = why.message
+            reply.suggestions.extend(why.suggestions)
+        return reply
 
 
 class DaemonServicer(daemon_service_pb2_grpc.DaemonServiceServicer):

@@ -221,6 +221,47 @@ def cmd_wait(args: argparse.Namespace) -> int:
     return _exit_code_of(task)
 
 
+def cmd_instances(args: argparse.Namespace) -> int:
+    wanted = {
+        key: value
+        for key, value in (
+            ("gpu_memory_gb", args.gpu_memory),
+            ("max_price", args.max_price),
+            ("region", args.region),
+            ("gpu_type", args.gpu_type),
+            ("min_gpu_count", args.min_gpus),
+            ("instance_type", args.instance_type),
+        )
+        if value is not None
+    }
+    found = _client(args).find_instances(wanted, limit=args.limit)
+    if args.json:
+        _emit_json({"offers": list(found), "explanation": found.explanation, "suggestions": found.suggestions})
+        return 0
+    if not found:
+        print(found.explanation or "no offers")
+        for tip in found.suggestions:
+            print(f"  hint: {tip}")
+        return 1
+    rows = [("INSTANCE", "GPUS", "GPU MEM", "PRICE/H", "REGION", "PROVIDER", "AVAILABLE")]
+    for o in found:
+        rows.append(
+            (
+                o["instance_type"],
+                str(o["gpu_count"]),
+                f"{o['gpu_memory_gb']} GB",
+                f"${o['price_per_hour']:.2f}",
+                o["region"],
+                o["provider"],
+                "" if o["available"] is None else str(o["available"]),
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    return 0
+
+
 def cmd_daemon(args: argparse.Namespace) -> int:
     from flow import daemon_control
 
@@ -285,6 +326,18 @@ def build_parser() -> argparse.ArgumentParser:
     wait.add_argument("--timeout", type=float, metavar="SECONDS")
     _add_json(wait)
     wait.set_defaults(handler=cmd_wait)
+
+    instances = sub.add_parser("instances", help="find instance types a provider offers, best first")
+    instances.add_argument("--gpu-memory", type=int, metavar="GB", help="at least this much memory per GPU")
+    instances.add_argument("--max-price", type=float, metavar="USD_PER_HOUR")
+    instances.add_argument("--region")
+    instances.add_argument("--gpu-type", help="e.g. h100")
+    instances.add_argument("--min-gpus", type=int, metavar="N")
+    instances.add_argument("-i", "--instance-type")
+    instances.add_argument("--provider")
+    instances.add_argument("--limit", type=int, default=20)
+    _add_json(instances)
+    instances.set_defaults(handler=cmd_instances)
 
     daemon = sub.add_parser("daemon", help="manage flowd, the per-user daemon")
     daemon.add_argument("action", choices=["start", "stop", "status"])

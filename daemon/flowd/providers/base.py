@@ -15,6 +15,7 @@ from attrs import frozen
 from returns.result import Result
 
 from flow.domain.errors import DomainError
+from flow.domain.matching import Offer
 from flow.domain.task_config import TaskConfig
 from flow.domain.task_state import TaskEvent, TaskRecord
 
@@ -37,6 +38,10 @@ class LaunchError(Exception):
 class Provider(Protocol):
     name: str
     kind: str
+
+    def offers(self) -> tuple[Offer, ...]:
+        """What this provider can run now (find_instances and placement match against these)."""
+        ...
 
     def place(self, config: TaskConfig) -> Result[Placement, DomainError]:
         """Decides, before anything is launched, whether and where the task can run."""

@@ -25,11 +25,13 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from attrs import define, field
+from attrs import define, evolve, field
 from returns.result import Failure, Result, Success
 
-from flow.domain.errors import DomainError, ErrorReason
-from flow.domain.instance_types import CPU_INSTANCE, format_instance_type, parse_instance_type
+from flow.domain.errors import DomainError
+from flow.domain.instance_types import CPU_INSTANCE, format_instance_type, short_name
+from flow.domain.matching import Offer
+from flow.domain.placement import choose_offer
 from flow.domain.task_config import TaskConfig, program_of
 from flow.domain.task_state import (
     Exited,
@@ -52,6 +54,7 @@ SCRIPT_FILE = "script"
 # Variables of flowd's own environment that must never reach a task.
 PRIVATE_ENV = frozenset({"MITHRIL_API_KEY", "FLOW_DAEMON_TOKEN", "FLOW_DAEMON_DETACHED"})
 DEFAULT_CANCEL_GRACE = 10.0
+LOCAL_REGION = "local"
 
 
 def process_start_ticks(pid: int) -> int | None:
@@ -238,27 +241,44 @@ class LocalProvider:
 
     # --- placement --------------------------------------------------------------------------
 
+    def offers(self) -> tuple[Offer, ...]:
+        # GPU offers join here once the machine's GPUs are discovered (NVML); CPUs always.
+        return (
+            Offer(
+                offer_id="local-cpu",
+                provider=self.name,
+                instance_type=CPU_INSTANCE,
+                price_per_hour_micros=0,
+                region=LOCAL_REGION,
+                available=1,
+            ),
+        )
+
     def place(self, config: TaskConfig) -> Result[Placement, DomainError]:
-        wants_gpu = config.min_gpu_memory_gb is not None
-        if config.instance_type is not None:
-            parsed = parse_instance_type(config.instance_type)
-            if isinstance(parsed, Failure):
-                return Failure(parsed.failure())
-            wants_gpu = parsed.unwrap() != CPU_INSTANCE
-        if wants_gpu:
-            asked = config.instance_type or f"min_gpu_memory_gb={config.min_gpu_memory_gb}"
+        # This machine has no region: a cloud region in the config is not a reason to refuse.
+        chosen = choose_offer(evolve(config, region=None), self.offers())
+        if isinstance(chosen, Failure):
+            error = chosen.failure()
+            has = ", ".join(short_name(o.instance_type) for o in self.offers())
             return Failure(
-                DomainError(
-                    reason=ErrorReason.RESOURCE_NOT_AVAILABLE,
-                    message=f"This machine has no GPU that can serve {asked}: no NVIDIA GPUs were found",
+                evolve(
+                    error,
+                    message=f"{error.message} This machine offers: {has}.",
                     suggestions=(
+                        *error.suggestions,
                         "leave out instance_type and min_gpu_memory_gb to run on this machine's CPUs",
                         "run on a provider with GPUs, e.g. provider='slurm' or provider='mithril'",
                     ),
-                    metadata=(("provider", self.name), ("gpus", "0")),
+                    metadata=(*error.metadata, ("provider", self.name)),
                 )
             )
-        return Success(Placement(instance_type=format_instance_type(CPU_INSTANCE)))
+        offer = chosen.unwrap()
+        return Success(
+            Placement(
+                instance_type=format_instance_type(offer.instance_type),
+                cost_per_hour_micros=offer.price_per_hour_micros,
+            )
+        )
 
     # --- launching --------------------------------------------------------------------------
 

@@ -192,7 +192,6 @@ class TaskSpec(_message.Message):
     UPLOAD_CODE_FIELD_NUMBER: _builtins.int
     DATA_MOUNTS_FIELD_NUMBER: _builtins.int
     CODE_ROOT_FIELD_NUMBER: _builtins.int
-    SECRET_ENV_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Alphanumeric, dash and underscore. Empty: flowd derives one."""
     instance_type: _builtins.str
@@ -241,10 +240,6 @@ class TaskSpec(_message.Message):
     def data_mounts(self) -> _containers.RepeatedCompositeFieldContainer[Global___MountSpec]:
         """Read-only data sources synced or bound into the task."""
 
-    @_builtins.property
-    def secret_env(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Names of env entries whose values are secret: never shown in listings or logs."""
-
     def __init__(
         self,
         *,
@@ -266,11 +261,10 @@ class TaskSpec(_message.Message):
         upload_code: _builtins.bool = ...,
         data_mounts: _abc.Iterable[Global___MountSpec] | None = ...,
         code_root: _builtins.str = ...,
-        secret_env: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_max_price_per_hour_micros", b"_max_price_per_hour_micros", "_max_run_time_hours", b"_max_run_time_hours", "_min_gpu_memory_gb", b"_min_gpu_memory_gb", "_script", b"_script", "_shell", b"_shell", "max_price_per_hour_micros", b"max_price_per_hour_micros", "max_run_time_hours", b"max_run_time_hours", "min_gpu_memory_gb", b"min_gpu_memory_gb", "script", b"script", "shell", b"shell"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_price_per_hour_micros", b"_max_price_per_hour_micros", "_max_run_time_hours", b"_max_run_time_hours", "_min_gpu_memory_gb", b"_min_gpu_memory_gb", "_script", b"_script", "_shell", b"_shell", "code_root", b"code_root", "command", b"command", "data_mounts", b"data_mounts", "env", b"env", "image", b"image", "instance_type", b"instance_type", "max_price_per_hour_micros", b"max_price_per_hour_micros", "max_run_time_hours", b"max_run_time_hours", "min_gpu_memory_gb", b"min_gpu_memory_gb", "name", b"name", "num_instances", b"num_instances", "region", b"region", "script", b"script", "secret_env", b"secret_env", "shell", b"shell", "ssh_keys", b"ssh_keys", "upload_code", b"upload_code", "volumes", b"volumes", "working_dir", b"working_dir"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_price_per_hour_micros", b"_max_price_per_hour_micros", "_max_run_time_hours", b"_max_run_time_hours", "_min_gpu_memory_gb", b"_min_gpu_memory_gb", "_script", b"_script", "_shell", b"_shell", "code_root", b"code_root", "command", b"command", "data_mounts", b"data_mounts", "env", b"env", "image", b"image", "instance_type", b"instance_type", "max_price_per_hour_micros", b"max_price_per_hour_micros", "max_run_time_hours", b"max_run_time_hours", "min_gpu_memory_gb", b"min_gpu_memory_gb", "name", b"name", "num_instances", b"num_instances", "region", b"region", "script", b"script", "shell", b"shell", "ssh_keys", b"ssh_keys", "upload_code", b"upload_code", "volumes", b"volumes", "working_dir", b"working_dir"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_price_per_hour_micros: _TypeAlias = _typing.Literal["max_price_per_hour_micros"]  # noqa: Y015
     _WhichOneofArgType__max_price_per_hour_micros: _TypeAlias = _typing.Literal["_max_price_per_hour_micros", b"_max_price_per_hour_micros"]  # noqa: Y015

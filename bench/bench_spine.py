@@ -1,0 +1,405 @@
+"""Times Flow's spine end to end against a real flowd: submit -> done, log streaming, CLI start-up.
+
+Run: python bench/bench_spine.py [--quick]      (with the project's .venv python)
+
+One run starts a private flowd in a fresh FLOW_HOME under /tmp, measures every row against a
+floor measured in the same run on the same machine, prints one table (median, p90, floor, ratio)
+and one line per budget, then stops the daemon and removes its home. The budgets are what Flow
+aims for; they are reported, never asserted. Read the ratios: they say what Flow costs over the
+cheapest way to do the same thing here, whatever the machine.
+
+Rows:
+  sdk run(true)+wait       Flow.run(["true"]) then task.wait(), client warm; floor: subprocess.run(["true"])
+  cli flow run true        `flow run --no-upload true` as a whole process; floor: `python -c pass`
+  logs 200k lines          submit of a task printing 200,000 lines of 100 bytes (20 MB) to the last
+                           line out of `task.logs(follow=True)` (count and order checked); floor: the
+                           same program under subprocess.Popen, its pipe read line by line to EOF
+  cli flow --version       whole process; floor: `python -c "import grpc"`
+  cli flow status          whole process, a handful of tasks in the daemon; same floor
+  raw GetDaemonInfo        one unary call on a bare gRPC stub (the transport's own floor)
+  sdk get_task             Flow.get_task(id); floor: the raw GetDaemonInfo call
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+# Runnable from a checkout (the daemon and the CLI still need the package installed, as in .venv).
+REPO = Path(__file__).resolve().parents[1]
+for _part in (REPO / "gen" / "python", REPO / "daemon", REPO):
+    if str(_part) not in sys.path:
+        sys.path.insert(0, str(_part))
+
+import grpc
+
+from flow.client import Flow
+from flow.config import TaskConfig
+from flow.home import FlowHome
+from flow.task import TaskStatus
+from flowapi.v1 import daemon_service_pb2, daemon_service_pb2_grpc
+
+BIN = Path(sys.executable).parent
+LINES = 200_000
+LINE_TEXT = 90  # 8 digits, a space, 90 x and the newline: 100 bytes
+PRODUCER = f"import sys\nw = sys.stdout.write\nfor i in range({LINES}):\n    w(f'{{i:08d}} ' + 'x' * {LINE_TEXT} + '\\n')\n"
+SEED_TASKS = 5  # what `flow status` lists
+MARKER_PREFIX = "flow-task:"  # the local provider's argv marker on every task process
+
+
+@dataclass(frozen=True)
+class Reps:
+    sdk_run: int
+    cli_run: int
+    logs: int
+    cli_start: int
+    unary: int
+
+    @staticmethod
+    def of(quick: bool) -> Reps:
+        if quick:
+            return Reps(sdk_run=20, cli_run=5, logs=3, cli_start=5, unary=100)
+        return Reps(sdk_run=100, cli_run=20, logs=7, cli_start=20, unary=500)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """Repeated timings of one thing, in seconds."""
+
+    name: str
+    seconds: list[float]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+    @property
+    def p90(self) -> float:
+        if len(self.seconds) < 2:
+            return self.seconds[0]
+        return statistics.quantiles(self.seconds, n=10, method="inclusive")[8]
+
+
+@dataclass(frozen=True)
+class Row:
+    sample: Sample
+    floor: Sample | None
+
+
+@dataclass
+class Report:
+    rows: list[Row] = field(default_factory=list)
+    budgets: list[tuple[str, float, Sample]] = field(default_factory=list)
+
+
+def repeat(work: Callable[[], object], runs: int, name: str) -> Sample:
+    timings = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        work()
+        timings.append(time.perf_counter() - started)
+    return Sample(name, timings)
+
+
+# --- the daemon --------------------------------------------------------------------------------
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is gone for our purposes
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+class BenchDaemon:
+    """A real flowd for a private FLOW_HOME directly under /tmp (Unix socket paths stay short)."""
+
+    def __init__(self) -> None:
+        self.home = FlowHome(root=Path(tempfile.mkdtemp(prefix="flow-b-", dir="/tmp")))
+        self.pid: int | None = None
+
+    def env(self) -> dict[str, str]:
+        """For child processes: this FLOW_HOME, the default provider, and .pyc caches in use."""
+        env = dict(os.environ)
+        env["FLOW_HOME"] = str(self.home.root)
+        env.pop("FLOW_PROVIDER", None)
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        return env
+
+    def start(self) -> None:
+        done = subprocess.run(
+            [sys.executable, "-m", "flowd", "--detach", "--home", str(self.home.root)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=self.env(),
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"flowd did not start: {done.stderr.strip()}")
+        self.pid = int(self.home.lock.read_text().strip())
+
+    def stop(self) -> None:
+        """SIGTERM to flowd, then SIGKILL to any task process left, then the home goes."""
+        if self.pid is not None and pid_alive(self.pid):
+            os.kill(self.pid, signal.SIGTERM)
+            deadline = time.monotonic() + 15
+            while pid_alive(self.pid) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if pid_alive(self.pid):
+                os.kill(self.pid, signal.SIGKILL)
+        self.pid = None
+        markers = {f"{MARKER_PREFIX}{d.name}".encode() for d in self.home.tasks.glob("*")}
+        if markers:
+            for entry in os.listdir("/proc"):
+                if not entry.isdigit():
+                    continue
+                try:
+                    argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+                except OSError:
+                    continue
+                if markers.intersection(argv):
+                    with contextlib.suppress(OSError):
+                        os.killpg(int(entry), signal.SIGKILL)
+        shutil.rmtree(self.home.root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def running_daemon() -> Iterator[BenchDaemon]:
+    daemon = BenchDaemon()
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)  # so the finally below still stops the daemon
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        daemon.start()
+        yield daemon
+    finally:
+        daemon.stop()
+        signal.signal(signal.SIGTERM, previous)
+
+
+# --- the measurements ----------------------------------------------------------------------------
+
+
+def run_process(argv: list[str], env: dict[str, str], cwd: Path) -> None:
+    done = subprocess.run(argv, capture_output=True, env=env, cwd=cwd, timeout=120, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} exited {done.returncode}: {done.stderr.decode(errors='replace')}")
+
+
+def process_sample(name: str, argv: list[str], runs: int, env: dict[str, str], cwd: Path) -> Sample:
+    run_process(argv, env, cwd)  # once untimed: .pyc caches written, files in the page cache
+    return repeat(lambda: run_process(argv, env, cwd), runs, name)
+
+
+def sdk_run_true(flow: Flow) -> None:
+    task = flow.run(["true"], upload_code=False)
+    task.wait()
+    if task.last_status is not TaskStatus.COMPLETED:
+        raise RuntimeError(f"`true` ended {task.last_status}: {task.state_reason}")
+
+
+def check_lines(lines: list[str] | list[bytes], source: str) -> None:
+    """All 200,000 lines, each exactly once and in order (the counters are 0..N-1)."""
+    if len(lines) != LINES:
+        raise RuntimeError(f"{source}: {len(lines)} lines, expected {LINES}")
+    counters = [int(line[:8]) for line in lines]
+    if counters != list(range(LINES)):
+        first = next(i for i, c in enumerate(counters) if c != i)
+        raise RuntimeError(f"{source}: line {first} holds counter {counters[first]}")
+    sizes = {len(line.rstrip(b"\n") if isinstance(line, bytes) else line) for line in lines}
+    if sizes != {9 + LINE_TEXT}:
+        raise RuntimeError(f"{source}: line lengths {sorted(sizes)}, expected {9 + LINE_TEXT}")
+
+
+def stream_logs_once(flow: Flow, config: TaskConfig) -> float:
+    """Seconds from submit to the last line out of logs(follow=True); checks them afterwards."""
+    last = LINES - 1
+    lines: list[str] = []
+    append = lines.append
+    received = 0.0
+    started = time.perf_counter()
+    task = flow.run(config)
+    for i, line in enumerate(task.logs(follow=True)):
+        append(line)
+        if i == last:
+            received = time.perf_counter()
+    ended = time.perf_counter()
+    task.wait()
+    check_lines(lines, "logs(follow=True)")
+    if task.last_status is not TaskStatus.COMPLETED:
+        raise RuntimeError(f"the producer ended {task.last_status}: {task.state_reason}")
+    return (received or ended) - started
+
+
+def pipe_once(argv: list[str], env: dict[str, str]) -> float:
+    """Seconds from spawning the producer to EOF on its stdout pipe, read line by line."""
+    last = LINES - 1
+    lines: list[bytes] = []
+    append = lines.append
+    received = 0.0
+    started = time.perf_counter()
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env) as child:
+        assert child.stdout is not None
+        for i, line in enumerate(child.stdout):
+            append(line)
+            if i == last:
+                received = time.perf_counter()
+        ended = time.perf_counter()
+    check_lines(lines, "pipe floor")
+    if child.returncode != 0:
+        raise RuntimeError(f"the producer exited {child.returncode} under Popen")
+    return (received or ended) - started
+
+
+def measure_logs(flow: Flow, daemon: BenchDaemon, runs: int) -> Row:
+    config = TaskConfig(script=PRODUCER, upload_code=False)
+    # The task runs `python3 <script>` from flowd's PATH with PYTHONUNBUFFERED=1: the floor too.
+    script = daemon.home.root / "producer.py"
+    script.write_text(PRODUCER)
+    env = daemon.env()
+    env["PYTHONUNBUFFERED"] = "1"
+    python3 = shutil.which("python3", path=env.get("PATH")) or "python3"
+    argv = [python3, str(script)]
+    stream_logs_once(flow, config)  # warm both paths once
+    pipe_once(argv, env)
+    flow_times: list[float] = []
+    floor_times: list[float] = []
+    for _ in range(runs):  # interleaved, so drift on a noisy machine hits both alike
+        flow_times.append(stream_logs_once(flow, config))
+        floor_times.append(pipe_once(argv, env))
+    return Row(
+        Sample(f"logs {LINES // 1000}k lines (20 MB)", flow_times),
+        Sample("Popen pipe, line by line", floor_times),
+    )
+
+
+def measure_unary(flow: Flow, daemon: BenchDaemon, task_id: str, runs: int) -> tuple[Row, Row]:
+    channel = grpc.insecure_channel(daemon.home.address)
+    try:
+        stub = daemon_service_pb2_grpc.DaemonServiceStub(channel)
+        request = daemon_service_pb2.GetDaemonInfoRequest()
+
+        def info() -> None:
+            stub.GetDaemonInfo(request, timeout=10)
+
+        for _ in range(20):
+            info()
+        raw = repeat(info, runs, "raw GetDaemonInfo (unary)")
+    finally:
+        channel.close()
+    for _ in range(20):
+        flow.get_task(task_id)
+    sdk = repeat(lambda: flow.get_task(task_id), runs, "sdk get_task(id)")
+    return Row(raw, None), Row(sdk, raw)
+
+
+def measure(quick: bool) -> Report:
+    reps = Reps.of(quick)
+    report = Report()
+    flow_cli = BIN / "flow"
+    if not flow_cli.exists():
+        raise SystemExit(f"no `flow` next to {sys.executable}; run this with the project's .venv python")
+    with running_daemon() as daemon:
+        env = daemon.env()
+        cwd = daemon.home.root
+        flow = Flow(flow_home=daemon.home.root)
+        try:
+            seeded = [flow.run(["true"], upload_code=False).wait() for _ in range(SEED_TASKS)]
+
+            # (d) cold CLI start-up, while the daemon holds only the seeded tasks.
+            grpc_floor = process_sample('python -c "import grpc"', [sys.executable, "-c", "import grpc"], reps.cli_start, env, cwd)
+            version = process_sample("cli flow --version", [str(flow_cli), "--version"], reps.cli_start, env, cwd)
+            status = process_sample(f"cli flow status ({SEED_TASKS} tasks)", [str(flow_cli), "status"], reps.cli_start, env, cwd)
+
+            # (a) SDK submit -> COMPLETED, client warm.
+            for _ in range(5):
+                sdk_run_true(flow)
+            true_floor = repeat(lambda: subprocess.run(["true"], check=True), reps.sdk_run, 'subprocess.run(["true"])')
+            sdk = repeat(lambda: sdk_run_true(flow), reps.sdk_run, "sdk run(true)+wait")
+
+            # (b) the same through the CLI, as a whole process.
+            pass_floor = process_sample("python -c pass", [sys.executable, "-c", "pass"], reps.cli_run, env, cwd)
+            cli = process_sample("cli flow run --no-upload true", [str(flow_cli), "run", "--no-upload", "true"], reps.cli_run, env, cwd)
+
+            # (c) 20 MB of logs.
+            logs = measure_logs(flow, daemon, reps.logs)
+
+            raw, get_task = measure_unary(flow, daemon, seeded[0].task_id, reps.unary)
+        finally:
+            flow.close()
+
+    report.rows = [
+        Row(sdk, true_floor),
+        Row(cli, pass_floor),
+        logs,
+        Row(version, grpc_floor),
+        Row(status, grpc_floor),
+        raw,
+        get_task,
+    ]
+    report.budgets = [
+        ("sdk run(true)+wait", 0.015, sdk),
+        ("logs 200k lines", 1.0, logs.sample),
+        ("cli flow status", 0.150, status),
+    ]
+    return report
+
+
+# --- the table ----------------------------------------------------------------------------------
+
+
+def fmt(seconds: float) -> str:
+    if seconds >= 1.0:
+        return f"{seconds:.2f} s"
+    if seconds >= 0.001:
+        return f"{seconds * 1e3:.1f} ms"
+    return f"{seconds * 1e6:.0f} us"
+
+
+def print_report(report: Report, quick: bool) -> None:
+    print(f"flow spine benchmark ({'quick' if quick else 'full'}; python {sys.version.split()[0]}, {os.cpu_count()} cpus)")
+    print(f"{'benchmark':<34} {'n':>4} {'median':>10} {'p90':>10}   {'floor':<28} {'median':>10} {'ratio':>8}")
+    for row in report.rows:
+        s = row.sample
+        if row.floor is None:
+            floor = f"{'-':<28} {'-':>10} {'-':>8}"
+        else:
+            floor = f"{row.floor.name:<28} {fmt(row.floor.median):>10} {s.median / row.floor.median:>7.1f}x"
+        print(f"{s.name:<34} {len(s.seconds):>4} {fmt(s.median):>10} {fmt(s.p90):>10}   {floor}")
+    for label, budget, sample in report.budgets:
+        verdict = "ok" if sample.median <= budget else "over"
+        print(f"budget {fmt(budget)} for {label}: {fmt(sample.median)} ({verdict})")
+    print("(medians of repeated runs; floors measured in this run; budgets are reported, not asserted)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run)")
+    args = parser.parse_args()
+    report = measure(args.quick)
+    print_report(report, args.quick)
+
+
+if __name__ == "__main__":
+    main()
