@@ -22,7 +22,7 @@ $(STAMP_DEV): pyproject.toml | $(BIN)/python
 	touch $@ $(STAMP_RUN)
 
 run: $(STAMP_RUN)
-	cd examples && ../$(BIN)/flow run "python train.py --epochs 3"
+	cd examples && ../$(BIN)/flow run "python3 train.py --epochs 3"
 
 test: $(STAMP_DEV)
 	tools/check
