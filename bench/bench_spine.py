@@ -1,6 +1,6 @@
 """Times Flow's spine end to end against a real flowd: submit -> done, log streaming, CLI start-up.
 
-Run: python bench/bench_spine.py [--quick]      (with the project's .venv python)
+Run: .venv/bin/python bench/bench_spine.py [--quick]   (Flow installed, as `make bench` does)
 
 One run starts a private flowd in a fresh FLOW_HOME under /tmp, measures every row against a
 floor measured in the same run on the same machine, prints one table (median, p90, floor, ratio)
@@ -10,12 +10,14 @@ cheapest way to do the same thing here, whatever the machine.
 
 Rows:
   sdk run(true)+wait       Flow.run(["true"]) then task.wait(), client warm; floor: subprocess.run(["true"])
-  cli flow run true        `flow run --no-upload true` as a whole process; floor: `python -c pass`
+  cli flow run ... true    `flow run --no-upload true` as a whole process; floor: `python -c pass`
   logs 200k lines          submit of a task printing 200,000 lines of 100 bytes (20 MB) to the last
                            line out of `task.logs(follow=True)` (count and order checked); floor: the
                            same program under subprocess.Popen, its pipe read line by line to EOF
   cli flow --version       whole process; floor: `python -c "import grpc"`
   cli flow status          whole process, a handful of tasks in the daemon; same floor
+  python: import ...       context for the two rows above: the imports any gRPC client of flowd
+                           needs (grpc, protobuf, the flowapi stubs), and the SDK's (flow.client)
   raw GetDaemonInfo        one unary call on a bare gRPC stub (the transport's own floor)
   sdk get_task             Flow.get_task(id); floor: the raw GetDaemonInfo call
 """
@@ -37,12 +39,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-# Runnable from a checkout (the daemon and the CLI still need the package installed, as in .venv).
-REPO = Path(__file__).resolve().parents[1]
-for _part in (REPO / "gen" / "python", REPO / "daemon", REPO):
-    if str(_part) not in sys.path:
-        sys.path.insert(0, str(_part))
-
 import grpc
 
 from flow.client import Flow
@@ -51,12 +47,22 @@ from flow.home import FlowHome
 from flow.task import TaskStatus
 from flowapi.v1 import daemon_service_pb2, daemon_service_pb2_grpc
 
-BIN = Path(sys.executable).parent
+BIN = Path(sys.executable).parent  # the environment Flow is installed in (its `flow` script)
 LINES = 200_000
 LINE_TEXT = 90  # 8 digits, a space, 90 x and the newline: 100 bytes
-PRODUCER = f"import sys\nw = sys.stdout.write\nfor i in range({LINES}):\n    w(f'{{i:08d}} ' + 'x' * {LINE_TEXT} + '\\n')\n"
+PRODUCER = (
+    f"import sys\nw = sys.stdout.write\nfor i in range({LINES}):\n    w(f'{{i:08d}} ' + 'x' * {LINE_TEXT} + '\\n')\n"
+)
 SEED_TASKS = 5  # what `flow status` lists
 MARKER_PREFIX = "flow-task:"  # the local provider's argv marker on every task process
+SDK_RUN = "sdk run(true)+wait"
+TRUE_FLOOR = 'subprocess.run(["true"])'
+PASS_FLOOR = "python -c pass"
+GRPC_FLOOR = 'python -c "import grpc"'
+STATUS = f"cli flow status ({SEED_TASKS} tasks)"
+IMPORT_STUBS = (
+    "import grpc, grpc_status.rpc_status, flowapi.v1.task_service_pb2_grpc, flowapi.v1.daemon_service_pb2_grpc"
+)
 
 
 @dataclass(frozen=True)
@@ -102,15 +108,23 @@ class Row:
 class Report:
     rows: list[Row] = field(default_factory=list)
     budgets: list[tuple[str, float, Sample]] = field(default_factory=list)
+    home: str = ""  # the daemon's FLOW_HOME, gone by the time the report prints
 
 
 def repeat(work: Callable[[], object], runs: int, name: str) -> Sample:
-    timings = []
+    return interleaved({name: work}, runs)[name]
+
+
+def interleaved(works: dict[str, Callable[[], object]], runs: int) -> dict[str, Sample]:
+    """Times each work `runs` times, round-robin, so that a noisy neighbour's bursts hit a
+    measurement and its floor alike instead of skewing one ratio."""
+    timings: dict[str, list[float]] = {name: [] for name in works}
     for _ in range(runs):
-        started = time.perf_counter()
-        work()
-        timings.append(time.perf_counter() - started)
-    return Sample(name, timings)
+        for name, work in works.items():
+            started = time.perf_counter()
+            work()
+            timings[name].append(time.perf_counter() - started)
+    return {name: Sample(name, seconds) for name, seconds in timings.items()}
 
 
 # --- the daemon --------------------------------------------------------------------------------
@@ -207,9 +221,15 @@ def run_process(argv: list[str], env: dict[str, str], cwd: Path) -> None:
         raise RuntimeError(f"{' '.join(argv)} exited {done.returncode}: {done.stderr.decode(errors='replace')}")
 
 
-def process_sample(name: str, argv: list[str], runs: int, env: dict[str, str], cwd: Path) -> Sample:
-    run_process(argv, env, cwd)  # once untimed: .pyc caches written, files in the page cache
-    return repeat(lambda: run_process(argv, env, cwd), runs, name)
+def process_samples(commands: dict[str, list[str]], runs: int, env: dict[str, str], cwd: Path) -> dict[str, Sample]:
+    """Whole processes, timed from spawn to exit, interleaved."""
+    for argv in commands.values():
+        run_process(argv, env, cwd)  # once untimed: .pyc caches written, files in the page cache
+
+    def runner(argv: list[str]) -> Callable[[], None]:
+        return lambda: run_process(argv, env, cwd)
+
+    return interleaved({name: runner(argv) for name, argv in commands.items()}, runs)
 
 
 def sdk_run_true(flow: Flow) -> None:
@@ -321,26 +341,50 @@ def measure(quick: bool) -> Report:
     if not flow_cli.exists():
         raise SystemExit(f"no `flow` next to {sys.executable}; run this with the project's .venv python")
     with running_daemon() as daemon:
+        report.home = str(daemon.home.root)
         env = daemon.env()
         cwd = daemon.home.root
         flow = Flow(flow_home=daemon.home.root)
         try:
             seeded = [flow.run(["true"], upload_code=False).wait() for _ in range(SEED_TASKS)]
 
-            # (d) cold CLI start-up, while the daemon holds only the seeded tasks.
-            grpc_floor = process_sample('python -c "import grpc"', [sys.executable, "-c", "import grpc"], reps.cli_start, env, cwd)
-            version = process_sample("cli flow --version", [str(flow_cli), "--version"], reps.cli_start, env, cwd)
-            status = process_sample(f"cli flow status ({SEED_TASKS} tasks)", [str(flow_cli), "status"], reps.cli_start, env, cwd)
+            # (d) cold CLI start-up, while the daemon holds only the seeded tasks. The two
+            # `python: import` rows are context: what any gRPC client of flowd must import, and
+            # what the SDK imports (`flow status` is the latter, two unary calls and a table).
+            start_up = process_samples(
+                {
+                    GRPC_FLOOR: [sys.executable, "-c", "import grpc"],
+                    "cli flow --version": [str(flow_cli), "--version"],
+                    STATUS: [str(flow_cli), "status"],
+                    "python: import grpc+flowapi stubs": [sys.executable, "-c", IMPORT_STUBS],
+                    "python: import flow.client": [sys.executable, "-c", "import flow.client"],
+                },
+                reps.cli_start,
+                env,
+                cwd,
+            )
 
             # (a) SDK submit -> COMPLETED, client warm.
             for _ in range(5):
                 sdk_run_true(flow)
-            true_floor = repeat(lambda: subprocess.run(["true"], check=True), reps.sdk_run, 'subprocess.run(["true"])')
-            sdk = repeat(lambda: sdk_run_true(flow), reps.sdk_run, "sdk run(true)+wait")
+            submit = interleaved(
+                {
+                    TRUE_FLOOR: lambda: subprocess.run(["true"], check=True),
+                    SDK_RUN: lambda: sdk_run_true(flow),
+                },
+                reps.sdk_run,
+            )
 
             # (b) the same through the CLI, as a whole process.
-            pass_floor = process_sample("python -c pass", [sys.executable, "-c", "pass"], reps.cli_run, env, cwd)
-            cli = process_sample("cli flow run --no-upload true", [str(flow_cli), "run", "--no-upload", "true"], reps.cli_run, env, cwd)
+            cli_run = process_samples(
+                {
+                    PASS_FLOOR: [sys.executable, "-c", "pass"],
+                    "cli flow run --no-upload true": [str(flow_cli), "run", "--no-upload", "true"],
+                },
+                reps.cli_run,
+                env,
+                cwd,
+            )
 
             # (c) 20 MB of logs.
             logs = measure_logs(flow, daemon, reps.logs)
@@ -349,17 +393,20 @@ def measure(quick: bool) -> Report:
         finally:
             flow.close()
 
+    grpc_floor = start_up.pop(GRPC_FLOOR)
+    status = start_up[STATUS]
+    sdk = submit[SDK_RUN]
+    pass_floor = cli_run.pop(PASS_FLOOR)
     report.rows = [
-        Row(sdk, true_floor),
-        Row(cli, pass_floor),
+        Row(sdk, submit[TRUE_FLOOR]),
+        *(Row(sample, pass_floor) for sample in cli_run.values()),
         logs,
-        Row(version, grpc_floor),
-        Row(status, grpc_floor),
+        *(Row(sample, grpc_floor) for sample in start_up.values()),
         raw,
         get_task,
     ]
     report.budgets = [
-        ("sdk run(true)+wait", 0.015, sdk),
+        (SDK_RUN, 0.015, sdk),
         ("logs 200k lines", 1.0, logs.sample),
         ("cli flow status", 0.150, status),
     ]
@@ -378,7 +425,9 @@ def fmt(seconds: float) -> str:
 
 
 def print_report(report: Report, quick: bool) -> None:
-    print(f"flow spine benchmark ({'quick' if quick else 'full'}; python {sys.version.split()[0]}, {os.cpu_count()} cpus)")
+    print(
+        f"flow spine benchmark ({'quick' if quick else 'full'}; python {sys.version.split()[0]}, {os.cpu_count()} cpus)"
+    )
     print(f"{'benchmark':<34} {'n':>4} {'median':>10} {'p90':>10}   {'floor':<28} {'median':>10} {'ratio':>8}")
     for row in report.rows:
         s = row.sample
@@ -389,8 +438,10 @@ def print_report(report: Report, quick: bool) -> None:
         print(f"{s.name:<34} {len(s.seconds):>4} {fmt(s.median):>10} {fmt(s.p90):>10}   {floor}")
     for label, budget, sample in report.budgets:
         verdict = "ok" if sample.median <= budget else "over"
-        print(f"budget {fmt(budget)} for {label}: {fmt(sample.median)} ({verdict})")
+        limit = f"{budget:g} s" if budget >= 1.0 else f"{budget * 1e3:g} ms"
+        print(f"budget {limit} ({label}, median): {fmt(sample.median)} ({verdict})")
     print("(medians of repeated runs; floors measured in this run; budgets are reported, not asserted)")
+    print(f"flowd for FLOW_HOME={report.home}: stopped, home removed")
 
 
 def main() -> None:

@@ -6,32 +6,31 @@ import os
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import attrs
-from returns.result import Failure
-
-from flow.config import TaskConfig
 from flow.connection import DaemonConnection
-from flow.domain.matching import requirements_from_dict
 from flow.domain.task_state import TaskState
 from flow.errors import ValidationError
 from flow.home import resolve_home
 from flow.task import Task, TaskStatus
-from flow.wire.error_table import exception_from_domain_error
-from flow.wire.instance_codec import offer_dict_from_proto, requirements_to_proto
 from flow.wire.task_codec import task_config_to_proto, task_resource_name, task_state_to_proto
 from flowapi.v1 import daemon_service_pb2, task_service_pb2
 
-_CONFIG_FIELDS = frozenset(f.name for f in attrs.fields(TaskConfig))
+if TYPE_CHECKING:
+    from flow.config import TaskConfig
 
 
 def _as_config(task: TaskConfig | str | Sequence[str], overrides: dict[str, Any]) -> TaskConfig:
-    unknown = sorted(set(overrides) - _CONFIG_FIELDS)
+    import attrs  # here, not at the top: `flow status` never builds a config
+
+    from flow.config import TaskConfig
+
+    known = {f.name for f in attrs.fields(TaskConfig)}
+    unknown = sorted(set(overrides) - known)
     if unknown:
         raise ValidationError(
             f"Unknown TaskConfig field(s): {', '.join(unknown)}",
-            suggestions=[f"known fields: {', '.join(sorted(_CONFIG_FIELDS))}"],
+            suggestions=[f"known fields: {', '.join(sorted(known))}"],
         )
     if isinstance(task, TaskConfig):
         config = attrs.evolve(task, **overrides) if overrides else task
@@ -152,6 +151,12 @@ class Flow:
         gpu_memory_gb, max_price (USD/hour), region, gpu_type, min_gpu_count, instance_type.
         Each result has instance_type, price_per_hour, gpu_type, gpu_count, gpu_memory_gb,
         region, provider and available."""
+        from returns.result import Failure
+
+        from flow.domain.matching import requirements_from_dict
+        from flow.wire.error_table import exception_from_domain_error
+        from flow.wire.instance_codec import offer_dict_from_proto, requirements_to_proto
+
         wanted = dict(requirements or {})
         checked = requirements_from_dict(wanted)
         if isinstance(checked, Failure):

@@ -23,13 +23,12 @@ clients in other languages read from the `google.rpc.ErrorInfo` of a failed call
 from __future__ import annotations
 
 import builtins
+from typing import NamedTuple
 
-from attrs import frozen
 
-
-@frozen
-class Violation:
-    """One invalid field: its path (e.g. ``volumes[0].mount_path``) and what to do about it."""
+class Violation(NamedTuple):
+    """One invalid field: its path (e.g. ``volumes[0].mount_path``) and what to do about it.
+    (A NamedTuple, not attrs: every CLI command imports this module, so it must load fast.)"""
 
     field: str
     description: str

@@ -11,7 +11,6 @@ from attrs import frozen
 from google.protobuf.duration_pb2 import Duration
 
 from flow import errors
-from flow.config import TaskConfig
 from flow.domain.task_state import TaskState
 from flow.wire.task_codec import (
     micros_to_dollars,
@@ -23,6 +22,7 @@ from flow.wire.task_codec import (
 from flowapi.v1 import task_pb2, task_service_pb2
 
 if TYPE_CHECKING:
+    from flow.config import TaskConfig
     from flow.connection import DaemonConnection
 
 TaskStatus = TaskState
@@ -75,6 +75,8 @@ class Task:
 
     @property
     def config(self) -> TaskConfig:
+        from flow.config import TaskConfig
+
         return TaskConfig.from_core(task_config_from_proto(self._message.spec))
 
     @property

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -385,4 +386,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         code = EXIT_USAGE if isinstance(error, ValidationError) else EXIT_FAILED
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED
-    sys.exit(code)
+    # Skip interpreter teardown (60-100 ms of module finalizers and gRPC shutdown): the CLI has
+    # nothing left to flush but its two streams.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    main()

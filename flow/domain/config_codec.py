@@ -45,7 +45,7 @@ def _structure_spec(cls: type) -> Any:
         known = {k: v for k, v in value.items() if k in names}
         for f in attrs.fields(cls):
             if f.default is attrs.NOTHING and f.name not in known:
-                known[f.name] = None  # reported as "is required" by the key check
+                known[f.name] = None  # reported as "is required" by task_config_violations
         for name, sub in _NESTED.items():
             if name in known and name in names:
                 known[name] = converter.structure(known[name], sub)
@@ -90,7 +90,8 @@ def task_config_to_dict(cfg: TaskConfig) -> dict[str, Any]:
 
 
 def _key_violations(data: Mapping[object, object], cls: type, path: str) -> list[FieldViolation]:
-    """Unknown keys (with a "did you mean") and missing required keys, at every level."""
+    """Unknown keys (with a "did you mean"), at every level. Missing required keys become None,
+    which task_config_violations reports as "is required" (as it does for a key given as null)."""
     fields = {f.name: f for f in attrs.fields(cls)}
     found: list[FieldViolation] = []
     for key in data:
@@ -101,10 +102,7 @@ def _key_violations(data: Mapping[object, object], cls: type, path: str) -> list
         elif key not in fields:
             close = difflib.get_close_matches(key, list(fields), n=1)
             fix = f"did you mean {close[0]!r}?" if close else f"known fields: {', '.join(fields)}"
-            found.append(violation(_join(path, key), data[key], "is not a known field", fix))
-    for name, spec in fields.items():
-        if spec.default is attrs.NOTHING and name not in data:
-            found.append(violation(_join(path, name), None, "is required", f"give {name}"))
+            found.append(violation(_join(path, key or "''"), data[key], "is not a known field", fix))
     for name, item_cls in (("volumes", VolumeSpec), ("data_mounts", MountSpec)):
         items = data.get(name) if name in fields else None
         if isinstance(items, list | tuple):

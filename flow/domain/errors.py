@@ -64,7 +64,10 @@ MAX_SHOWN_VALUE = 80
 
 def show_value(value: object) -> str:
     """A short, printable rendering of a user value for error messages (never a whole blob)."""
-    text = repr(value)
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):  # ints of over 4300 digits, very deep nesting
+        return f"<unprintable {type(value).__name__}>"
     if len(text) > MAX_SHOWN_VALUE:
         text = text[: MAX_SHOWN_VALUE - 3] + "..."
     return text

@@ -21,8 +21,8 @@ from flow.domain.errors import (
     DomainError,
     ErrorReason,
     FieldViolation,
-    show_value,
     validation_error,
+    violation,
 )
 from flow.domain.gpu_catalog import lookup_model
 from flow.domain.instance_types import (
@@ -136,7 +136,7 @@ def requirements_from_dict(
     if not isinstance(requirements, Mapping):
         fix = f"pass a dict with some of the keys {', '.join(REQUIREMENT_KEYS)}"
         problem = "must be a mapping"
-        return Failure(validation_error([_violation("requirements", requirements, problem, fix)], _SUBJECT))
+        return Failure(validation_error([violation("requirements", requirements, problem, fix)], _SUBJECT))
     violations: list[FieldViolation] = []
     for key in requirements:
         if key not in REQUIREMENT_KEYS:
@@ -164,21 +164,12 @@ def requirements_from_dict(
     )
 
 
-def _violation(field: str, value: object, problem: str, fix: str) -> FieldViolation:
-    # Values come from users; repr fails on ints of over 4300 digits and on very deep nesting.
-    try:
-        shown = show_value(value)
-    except (ValueError, RecursionError):
-        shown = f"<unprintable {type(value).__name__}>"
-    return FieldViolation(field=field, value=shown, problem=problem, fix=fix)
-
-
 def _unknown_key(key: object) -> FieldViolation:
     field = key if isinstance(key, str) else "requirements"
     close = difflib.get_close_matches(key[:40], REQUIREMENT_KEYS, n=1) if isinstance(key, str) else []
     hint = f"did you mean {close[0]!r}? " if close else ""
     fix = f"{hint}known keys: {', '.join(REQUIREMENT_KEYS)}"
-    return _violation(field, key, "is not a known requirement", fix)
+    return violation(field, key, "is not a known requirement", fix)
 
 
 def _whole_number(value: object, field: str, least: int, most: int, violations: list[FieldViolation]) -> int | None:
@@ -186,14 +177,14 @@ def _whole_number(value: object, field: str, least: int, most: int, violations: 
         return None
     fix = f"give a whole number from {least} to {most}"
     if isinstance(value, bool) or not isinstance(value, int | float):
-        violations.append(_violation(field, value, "must be a whole number", fix))
+        violations.append(violation(field, value, "must be a whole number", fix))
         return None
     if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
-        violations.append(_violation(field, value, "must be a whole number", fix))
+        violations.append(violation(field, value, "must be a whole number", fix))
         return None
     number = int(value)
     if not least <= number <= most:
-        violations.append(_violation(field, value, f"is not between {least} and {most}", fix))
+        violations.append(violation(field, value, f"is not between {least} and {most}", fix))
         return None
     return number
 
@@ -203,7 +194,7 @@ def _price(value: object, violations: list[FieldViolation]) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         fix = "give dollars per hour as a number, e.g. 10.0"
-        violations.append(_violation("max_price", value, "must be a number", fix))
+        violations.append(violation("max_price", value, "must be a number", fix))
         return None
     converted = dollars_to_micros(value, field="max_price")
     if isinstance(converted, Failure):
@@ -217,7 +208,7 @@ def _region(value: object, violations: list[FieldViolation]) -> str | None:
         return None
     if not isinstance(value, str) or not value.strip():
         fix = 'give a region name, e.g. "us-central1-b"'
-        violations.append(_violation("region", value, "must be a non-empty string", fix))
+        violations.append(violation("region", value, "must be a non-empty string", fix))
         return None
     return value.strip()
 
@@ -227,7 +218,7 @@ def _gpu_type(value: object, violations: list[FieldViolation]) -> str | None:
         return None
     if not isinstance(value, str):
         fix = 'give a GPU model name, e.g. "a100"'
-        violations.append(_violation("gpu_type", value, "must be a string", fix))
+        violations.append(violation("gpu_type", value, "must be a string", fix))
         return None
     found = lookup_model(value, field="gpu_type")
     if isinstance(found, Failure):
@@ -245,7 +236,7 @@ def _instance_type(
         return None
     if not isinstance(value, str):
         fix = 'give an instance type such as "a100" or "4xa100"'
-        violations.append(_violation("instance_type", value, "must be a string", fix))
+        violations.append(violation("instance_type", value, "must be a string", fix))
         return None
     parsed = parse_instance_type(value, "instance_type", provider_defaults=provider_defaults)
     if isinstance(parsed, Failure):
@@ -265,13 +256,13 @@ def _conflicts(
     found: list[FieldViolation] = []
     if gpu_type is not None and gpu_type != instance_type.model:
         problem = f"conflicts with instance_type {name}, which is {instance_type.model}"
-        found.append(_violation("gpu_type", gpu_type, problem, "give only one of them"))
+        found.append(violation("gpu_type", gpu_type, problem, "give only one of them"))
     if memory is not None and memory > instance_type.memory_gb:
         problem = f"is more than instance_type {name} has ({instance_type.memory_gb} GB per GPU)"
-        found.append(_violation("gpu_memory_gb", memory, problem, "give only one of them"))
+        found.append(violation("gpu_memory_gb", memory, problem, "give only one of them"))
     if count is not None and count > instance_type.count:
         problem = f"is more than instance_type {name} has ({instance_type.count} GPUs)"
-        found.append(_violation("min_gpu_count", count, problem, "give only one of them"))
+        found.append(violation("min_gpu_count", count, problem, "give only one of them"))
     return found
 
 

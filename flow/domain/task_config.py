@@ -16,7 +16,7 @@ from typing import Any, Final
 from attrs import field, frozen
 from returns.result import Failure, Result, Success
 
-from flow.domain.errors import DomainError, FieldViolation, validation_error, violation
+from flow.domain.errors import DomainError, FieldViolation, show_value, validation_error, violation
 from flow.domain.instance_types import parse_instance_type
 
 NAME_PATTERN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
@@ -26,6 +26,7 @@ VOLUME_ID_PATTERN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 MAX_NUM_INSTANCES: Final = 1024
 MAX_RUN_TIME_HOURS: Final = 24.0 * 365
 MAX_PRICE_PER_HOUR: Final = 100_000.0
+MIN_PRICE_PER_HOUR: Final = 0.000001  # one micro-dollar: the wire carries prices as integer micros
 MAX_GPU_MEMORY_GB: Final = 4096
 MAX_VOLUME_GB: Final = 1_000_000
 MAX_IOPS: Final = 10_000_000
@@ -110,12 +111,25 @@ def _is_int(value: object) -> bool:
 
 
 def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(float(value))
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return _is_int(value)  # an int of any size: float() of a huge one would overflow
+
+
+def _not_utf8(value: str) -> bool:
+    """Lone surrogates (undecodable bytes from argv, os.environ or a file name) cannot be sent."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _text_problem(value: str, field_name: str, *, allow_newlines: bool = True) -> str | None:
     if "\x00" in value:
         return f"{field_name} contains a NUL byte, which no program can receive"
+    if _not_utf8(value):
+        return f"{field_name} is not valid UTF-8 text (it holds undecodable bytes)"
     if not allow_newlines and ("\n" in value or "\r" in value):
         return f"{field_name} contains a line break"
     if len(value) > MAX_TEXT:
@@ -162,7 +176,9 @@ def _check_name(out: list[FieldViolation], path: str, value: object, what: str) 
         out.append(violation(path, value, "is not a valid name", fix))
 
 
-def _check_positive_number(out: list[FieldViolation], path: str, value: object, limit: float, fix: str) -> None:
+def _check_positive_number(
+    out: list[FieldViolation], path: str, value: object, limit: float, fix: str, smallest: float = 0.0
+) -> None:
     if value is None:
         return
     if not _is_number(value):
@@ -171,6 +187,8 @@ def _check_positive_number(out: list[FieldViolation], path: str, value: object, 
     assert isinstance(value, (int, float))
     if value <= 0:
         out.append(violation(path, value, "must be greater than 0", fix))
+    elif value < smallest:
+        out.append(violation(path, value, f"must be at least {smallest:f}", fix))
     elif value > limit:
         out.append(violation(path, value, f"must be at most {limit:g}", fix))
 
@@ -220,6 +238,10 @@ def _check_program(out: list[FieldViolation], cfg: TaskConfig) -> None:
                 out.append(violation(f"command[{i}]", arg, f"must be a string, not {type(arg).__name__}", fix))
             elif "\x00" in arg:
                 out.append(violation(f"command[{i}]", arg, "contains a NUL byte", "remove the NUL byte"))
+            elif _not_utf8(arg):
+                out.append(
+                    violation(f"command[{i}]", arg, "is not valid UTF-8 text", "give the argument as UTF-8 text")
+                )
             elif i == 0 and not arg:
                 out.append(violation("command[0]", arg, "the program name is empty", fix))
     elif command is not None:
@@ -267,11 +289,13 @@ def _check_env(out: list[FieldViolation], env: object) -> None:
                     path,
                     value,
                     f"must be a string, not {type(value).__name__}",
-                    f'quote the value, e.g. {key}: "{value}"',
+                    f'quote the value, e.g. {key}: "{show_value(value)}"',
                 )
             )
         elif "\x00" in value:
             out.append(violation(path, "<value>", "contains a NUL byte", "remove the NUL byte"))
+        elif _not_utf8(value):
+            out.append(violation(path, "<value>", "is not valid UTF-8 text", "give the value as UTF-8 text"))
 
 
 def _at(path: str, name: str) -> str:
@@ -303,7 +327,7 @@ def _check_volume(out: list[FieldViolation], path: str, vol: object) -> None:
             if getattr(vol, extra) is not None:
                 out.append(
                     violation(
-                        f"{path}.{extra}",
+                        _at(path, extra),
                         getattr(vol, extra),
                         "cannot be set when attaching an existing volume",
                         f"remove {extra}; an existing volume keeps its own",
@@ -353,6 +377,9 @@ def _check_mount(out: list[FieldViolation], path: str, mount: object) -> None:
         )
         return
     fix = "give source as s3://bucket/prefix, file:///abs/path or /abs/path"
+    for name in ("source", "target"):
+        if getattr(mount, name) is None:
+            out.append(violation(_at(path, name), None, "is required", f"give {name}"))
     if _check_optional_str(out, _at(path, "source"), mount.source, fix):
         src = mount.source
         if src.startswith("s3://"):
@@ -465,7 +492,12 @@ def task_config_violations(cfg: TaskConfig) -> tuple[FieldViolation, ...]:
         for i, vol in enumerate(cfg.volumes):
             _check_volume(out, f"volumes[{i}]", vol)
     _check_positive_number(
-        out, "max_price_per_hour", cfg.max_price_per_hour, MAX_PRICE_PER_HOUR, "give dollars per hour, e.g. 10.0"
+        out,
+        "max_price_per_hour",
+        cfg.max_price_per_hour,
+        MAX_PRICE_PER_HOUR,
+        "give dollars per hour, e.g. 10.0",
+        smallest=MIN_PRICE_PER_HOUR,
     )
     _check_positive_number(
         out, "max_run_time_hours", cfg.max_run_time_hours, MAX_RUN_TIME_HOURS, "give hours, e.g. 24.0"
@@ -491,7 +523,7 @@ def task_config_violations(cfg: TaskConfig) -> tuple[FieldViolation, ...]:
         )
     if _check_list(out, "ssh_keys", cfg.ssh_keys, "give a list of key names"):
         for i, key in enumerate(cfg.ssh_keys):
-            if not isinstance(key, str) or not key.strip() or "\x00" in key or "\n" in key:
+            if not isinstance(key, str) or not key.strip() or "\x00" in key or "\n" in key or _not_utf8(key):
                 out.append(
                     violation(f"ssh_keys[{i}]", key, "is not a key name", "give the name of a registered SSH key")
                 )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from flow.domain.task_config import MountSpec, TaskConfig, VolumeSpec
@@ -132,9 +134,12 @@ def _timestamp(seconds: float | None) -> Timestamp | None:
     if seconds is None:
         return None
     stamp = Timestamp()
-    whole = int(seconds)
+    whole = math.floor(seconds)  # not int(): nanos must be non-negative before 1970 too
+    nanos = round((seconds - whole) * 1e9)
+    if nanos >= 1_000_000_000:  # x.9999999999 rounds up to the next whole second
+        whole, nanos = whole + 1, nanos - 1_000_000_000
     stamp.seconds = whole
-    stamp.nanos = round((seconds - whole) * 1e9) % 1_000_000_000
+    stamp.nanos = nanos
     return stamp
 
 

@@ -1,0 +1,3 @@
+from flow.cli.main import main
+
+main()

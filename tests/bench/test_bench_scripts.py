@@ -1,0 +1,84 @@
+"""The benchmark scripts run and print their tables. Timings are not checked: on a shared
+machine they say nothing about correctness; read them with `make bench`."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+RATIO = re.compile(r"\s\d+(\.\d+)?x$")
+
+SPINE_ROWS = (
+    "sdk run(true)+wait",
+    "cli flow run --no-upload true",
+    "logs 200k lines (20 MB)",
+    "cli flow --version",
+    "cli flow status (5 tasks)",
+    "python: import grpc+flowapi stubs",
+    "python: import flow.client",
+    "sdk get_task(id)",
+)
+DOMAIN_ROWS = (
+    "parse 100,000 instance types",
+    "match seed request x 10,000",
+    "match {} x 10,000 (rank all)",
+    "no match + explain x 10,000",
+)
+
+
+def run_script(*args: str, timeout: float) -> str:
+    env = dict(os.environ)
+    env.pop("FLOW_HOME", None)
+    env.pop("FLOW_PROVIDER", None)
+    done = subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, f"{args[0]} exited {done.returncode}\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+def row(output: str, name: str) -> str:
+    lines = [line for line in output.splitlines() if line.startswith(name + " ")]
+    assert len(lines) == 1, f"no single row {name!r} in:\n{output}"
+    return lines[0]
+
+
+def processes_mentioning(text: str) -> list[int]:
+    found = []
+    needle = text.encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if needle in Path(f"/proc/{entry}/cmdline").read_bytes():
+                found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.slow
+def test_spine_quick_prints_every_row_with_a_ratio_and_cleans_up() -> None:
+    output = run_script("bench/bench_spine.py", "--quick", timeout=240)
+    for name in SPINE_ROWS:
+        assert RATIO.search(row(output, name)), row(output, name)
+    assert re.search(r"\d", row(output, "raw GetDaemonInfo (unary)"))  # a floor itself: no ratio
+    budgets = [line for line in output.splitlines() if line.startswith("budget ")]
+    assert len(budgets) == 3, output
+    assert all(re.search(r": \d+(\.\d+)? (us|ms|s) \((ok|over)\)$", line) for line in budgets), budgets
+    # The daemon is stopped, its home removed, and nothing it started is left.
+    home = re.search(r"FLOW_HOME=(/tmp/\S+):", output)
+    assert home, output
+    assert not Path(home.group(1)).exists()
+    assert processes_mentioning(home.group(1)) == []
+
+
+@pytest.mark.slow
+def test_domain_prints_every_row_with_a_ratio() -> None:
+    output = run_script("bench/bench_domain.py", timeout=120)
+    for name in DOMAIN_ROWS:
+        assert RATIO.search(row(output, name)), row(output, name)
