@@ -16,6 +16,8 @@ from flow.version import __version__
 
 _EXPORTS: dict[str, str] = {
     "Flow": "flow.client",
+    "FlowApp": "flow.app",
+    "invoke": "flow.invoke",
     "Task": "flow.task",
     "TaskStatus": "flow.task",
     "TaskConfig": "flow.config",
@@ -43,6 +45,7 @@ __all__ = [
     "AuthenticationError",
     "DaemonUnavailableError",
     "Flow",
+    "FlowApp",
     "FlowError",
     "MountSpec",
     "NetworkError",
@@ -61,9 +64,11 @@ __all__ = [
     "VolumeError",
     "VolumeSpec",
     "__version__",
+    "invoke",
 ]
 
 if TYPE_CHECKING:
+    from flow.app import FlowApp
     from flow.client import Flow
     from flow.config import MountSpec, TaskConfig, VolumeSpec
     from flow.errors import (
@@ -83,6 +88,7 @@ if TYPE_CHECKING:
         ValidationError,
         VolumeError,
     )
+    from flow.invoke import invoke
     from flow.task import Task, TaskStatus
 
 

@@ -17,6 +17,7 @@ from flow.wire.task_codec import task_config_to_proto, task_resource_name, task_
 from flowapi.v1 import daemon_service_pb2, task_service_pb2
 
 if TYPE_CHECKING:
+    from flow.code_upload import Progress, Upload, UploadPlan
     from flow.config import TaskConfig
 
 
@@ -44,7 +45,7 @@ def _as_config(task: TaskConfig | str | Sequence[str], overrides: dict[str, Any]
             suggestions=['flow.run("python train.py")', 'flow.run(TaskConfig(command=["python", "train.py"]))'],
         )
     if config.upload_code and not config.code_root:
-        # The task runs in the code of the directory it was submitted from.
+        # The task runs in a snapshot of the directory it was submitted from.
         config = attrs.evolve(config, code_root=str(Path.cwd()))
     return config
 
@@ -88,24 +89,58 @@ class Flow:
     def run(self, task: TaskConfig | str | Sequence[str], **overrides: Any) -> Task:
         """Submits a task and returns at once (PENDING or RUNNING). `task` is a TaskConfig, a
         shell command string, or an argument list; keyword arguments set TaskConfig fields,
-        e.g. `flow.run("python train.py", instance_type="a100")`."""
-        config = _as_config(task, overrides)
+        e.g. `flow.run("python train.py", instance_type="a100")`. With upload_code (the
+        default), the task runs in a snapshot of code_root (the current directory) taken now."""
+        return self.submit(_as_config(task, overrides))
+
+    def submit(
+        self,
+        config: TaskConfig,
+        function_call: Any = None,
+        validate_only: bool = False,
+        progress: Progress | None = None,
+    ) -> Task:
+        """Submits a ready TaskConfig (and, for FlowApp and invoke, a function call)."""
+        spec = task_config_to_proto(config)
+        if config.upload_code and config.code_root:
+            spec.code_digest = self.upload_code(Path(config.code_root), progress=progress).digest
+        if function_call is not None:
+            from flow.wire.function_codec import function_call_to_proto
+
+            spec.function_call.CopyFrom(function_call_to_proto(function_call))
         request = task_service_pb2.CreateTaskRequest(
-            spec=task_config_to_proto(config),
-            request_id=uuid.uuid4().hex,  # a retry after a lost reply cannot launch twice
+            spec=spec,
+            request_id="" if validate_only else uuid.uuid4().hex,  # a retried create never launches twice
+            validate_only=validate_only,
             provider=self.provider,
         )
         reply = self._conn.call(lambda c: c.tasks.CreateTask(request, timeout=60))
         return Task(self._conn, reply.task)
 
     def validate(self, task: TaskConfig | str | Sequence[str], **overrides: Any) -> Task:
-        """Asks flowd to validate and place the task without launching it (a dry run)."""
-        config = _as_config(task, overrides)
-        request = task_service_pb2.CreateTaskRequest(
-            spec=task_config_to_proto(config), validate_only=True, provider=self.provider
-        )
-        reply = self._conn.call(lambda c: c.tasks.CreateTask(request, timeout=60))
-        return Task(self._conn, reply.task)
+        """Asks flowd to validate and place the task without launching it (a dry run). The code
+        is uploaded (only what flowd lacks), so a bad function path is caught too."""
+        return self.submit(_as_config(task, overrides), validate_only=True)
+
+    def upload_code(self, root: Path | str, progress: Progress | None = None) -> Upload:
+        """Uploads a snapshot of `root` (only files flowd has not seen) and returns it."""
+        from flow.code_upload import upload_code
+
+        return upload_code(self._conn, Path(root), self._conn.home.root / "upload-cache.db", progress)
+
+    def plan_upload(self, root: Path | str | None = None) -> UploadPlan:
+        """What a task submitted from `root` (default: the current directory) would upload."""
+        from flow.code_upload import plan_upload
+
+        return plan_upload(Path(root) if root is not None else Path.cwd(), private=[self._conn.home.root])
+
+    def local_python(self) -> str | None:
+        """The interpreter functions run with: this one when tasks run on this machine."""
+        import sys
+
+        kinds = {p["name"]: p["kind"] for p in self.daemon_info()["providers"]}
+        chosen = self.provider or next((p["name"] for p in self.daemon_info()["providers"] if p["default"]), "local")
+        return sys.executable if kinds.get(chosen) == "local" else None
 
     def get_task(self, task_id: str) -> Task:
         request = task_service_pb2.GetTaskRequest(name=task_resource_name(task_id))

@@ -21,6 +21,7 @@ from flow.errors import DaemonUnavailableError, FlowError
 from flow.home import FlowHome, resolve_home
 from flow.wire.error_table import exception_from_status
 from flowapi.v1 import (
+    code_service_pb2_grpc,
     daemon_service_pb2,
     daemon_service_pb2_grpc,
     instance_service_pb2_grpc,
@@ -117,6 +118,7 @@ class DaemonConnection:
         self.tasks = task_service_pb2_grpc.TaskServiceStub(self._channel)
         self.daemon = daemon_service_pb2_grpc.DaemonServiceStub(self._channel)
         self.instances = instance_service_pb2_grpc.InstanceServiceStub(self._channel)
+        self.code = code_service_pb2_grpc.CodeServiceStub(self._channel)
 
     def close(self) -> None:
         if self._channel is not None:

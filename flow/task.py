@@ -129,6 +129,17 @@ class Task:
         reply = self._conn.call(lambda c: c.tasks.WaitTask(request, timeout=seconds + 30))
         return reply.task
 
+    def result(self, timeout: float | None = None) -> Any:
+        """What the task's function returned (FlowApp `.spawn()`, `invoke`): waits for the task,
+        then returns the value, or raises what the function raised (with its remote traceback).
+        Works from any process that knows the task id: `Flow().get_task(task_id).result()`."""
+        from flow.remote_call import decode_result
+
+        self.wait(timeout=timeout)
+        request = task_service_pb2.GetTaskResultRequest(name=self._resource)
+        reply = self._conn.call(lambda c: c.tasks.GetTaskResult(request, timeout=120))
+        return decode_result(self.task_id, reply)
+
     def cancel(self) -> None:
         """Stops the task (SIGTERM to its processes, SIGKILL after a grace period). Cancelling a
         finished task does nothing."""

@@ -83,13 +83,17 @@ class Daemon:
         return Flow(flow_home=self.home.root, **kwargs)  # type: ignore[arg-type]
 
     def flow_cli(self, *args: str, timeout: float = 120, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+        """The CLI as a user runs it, from `cwd` (by default an empty project directory)."""
+        if cwd is None:
+            cwd = self.home.root.parent / f"{self.home.root.name}-project"
+            cwd.mkdir(exist_ok=True)
         return subprocess.run(
             [str(BIN / "flow"), *args],
             capture_output=True,
             text=True,
             timeout=timeout,
             env=self.env,
-            cwd=cwd or self.home.root,
+            cwd=cwd,
         )
 
 

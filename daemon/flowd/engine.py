@@ -19,11 +19,13 @@ from typing import Final
 from attrs import frozen
 from returns.result import Failure, Result, Success
 
+from flow.domain.code_manifest import Manifest, is_digest, parse_manifest
 from flow.domain.errors import DomainError, ErrorReason, not_found, validation_error, violation
+from flow.domain.function_call import FunctionCall, FunctionResult, function_call_violations, parse_result
 from flow.domain.log_cursor import decode_cursor, emit_length, encode_cursor
 from flow.domain.matching import MatchResult, match_offers, requirements_from_dict
 from flow.domain.page_token import decode_page_token, encode_page_token, page_size_of
-from flow.domain.task_config import TaskConfig, validate_task_config
+from flow.domain.task_config import TaskConfig, task_config_violations
 from flow.domain.task_state import (
     CancelRequested,
     LaunchFailed,
@@ -34,6 +36,7 @@ from flow.domain.task_state import (
     apply,
 )
 from flowd import logs
+from flowd.blobs import BlobStore
 from flowd.providers.base import LaunchError, Provider, Runtime
 from flowd.store import DuplicateRequestError, Store
 
@@ -78,10 +81,12 @@ class TaskEngine:
         store: Store,
         providers: dict[str, Provider],
         default_provider: str,
+        blobs: BlobStore,
         clock: Callable[[], float] = time.time,
         new_id: Callable[[], str] = new_task_id,
     ) -> None:
         self._store = store
+        self._blobs = blobs
         self._providers = providers
         self.default_provider = default_provider
         self._clock = clock
@@ -156,13 +161,63 @@ class TaskEngine:
             )
         return Success(None)
 
+    def _check_code(
+        self, config: TaskConfig, code_digest: str | None, call: FunctionCall | None
+    ) -> Result[None, DomainError]:
+        """Config, code snapshot and function call, judged together: every problem at once."""
+        problems = list(task_config_violations(config))
+        manifest = None
+        if code_digest is not None:
+            loaded = self._manifest(code_digest)
+            if isinstance(loaded, Failure):
+                problems.extend(loaded.failure().violations)
+            else:
+                manifest = loaded.unwrap()
+        if call is not None:
+            problems.extend(function_call_violations(call, manifest))
+            given = [n for n in ("command", "shell", "script") if getattr(config, n) is not None]
+            if given:
+                problems.append(
+                    violation(
+                        given[0],
+                        getattr(config, given[0]),
+                        "is given together with function_call",
+                        "a task runs either a command or a function, not both",
+                    )
+                )
+        if problems:
+            return Failure(validation_error(problems, subject="task configuration"))
+        return Success(None)
+
+    def _manifest(self, digest: str) -> Result[Manifest, DomainError]:
+        fix = "upload the code with CodeService (FindMissingBlobs, UploadBlobs) before CreateTask"
+        if not is_digest(digest) or not self._blobs.has(digest):
+            return Failure(validation_error([violation("code_digest", digest, "names no uploaded code snapshot", fix)]))
+        parsed = parse_manifest(self._blobs.read(digest))
+        if isinstance(parsed, Failure):
+            return parsed
+        manifest = parsed.unwrap()
+        missing = sorted(e.path for e in manifest.entries if not self._blobs.has(e.digest))
+        if missing:
+            shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+            return Failure(
+                validation_error([violation("code_digest", digest, f"lists files never uploaded: {shown}", fix)])
+            )
+        return Success(manifest)
+
     def create(
-        self, config: TaskConfig, request_id: str, validate_only: bool, provider_name: str
+        self,
+        config: TaskConfig,
+        request_id: str,
+        validate_only: bool,
+        provider_name: str,
+        code_digest: str | None = None,
+        function_call: FunctionCall | None = None,
     ) -> Result[TaskRecord, DomainError]:
         checked = self._check_request_id(request_id)
         if isinstance(checked, Failure):
             return Failure(checked.failure())
-        valid = validate_task_config(config)
+        valid = self._check_code(config, code_digest, function_call)
         if isinstance(valid, Failure):
             return Failure(valid.failure())
         chosen = self._provider(provider_name)
@@ -172,7 +227,7 @@ class TaskEngine:
         if request_id:
             existing = self._store.by_request_id(request_id)
             if existing is not None:
-                return self._same_request(existing.record, config)
+                return self._same_request(existing.record, config, code_digest, function_call)
         placed = provider.place(config)
         if isinstance(placed, Failure):
             return Failure(placed.failure())
@@ -185,6 +240,8 @@ class TaskEngine:
             instance_type=placement.instance_type,
             cost_per_hour_micros=placement.cost_per_hour_micros,
             request_id=request_id or None,
+            code_digest=code_digest,
+            function_call=function_call,
         )
         if validate_only:
             return Success(record)
@@ -193,13 +250,15 @@ class TaskEngine:
         except DuplicateRequestError:
             again = self._store.by_request_id(request_id)
             assert again is not None
-            return self._same_request(again.record, config)
+            return self._same_request(again.record, config, code_digest, function_call)
         with self._changed:
             self._live[record.task_id] = record
         return Success(self._launch(provider, record))
 
-    def _same_request(self, existing: TaskRecord, config: TaskConfig) -> Result[TaskRecord, DomainError]:
-        if existing.config == config:
+    def _same_request(
+        self, existing: TaskRecord, config: TaskConfig, code_digest: str | None, call: FunctionCall | None
+    ) -> Result[TaskRecord, DomainError]:
+        if (existing.config, existing.code_digest, existing.function_call) == (config, code_digest, call):
             return Success(self.get(existing.task_id).value_or(existing))
         return Failure(
             DomainError(
@@ -354,6 +413,40 @@ class TaskEngine:
             with self._changed:
                 self._changed.wait(pause)
             pause = min(pause * 2, FOLLOW_POLL_MAX)
+
+    def result(self, task_id: str) -> Result[FunctionResult, DomainError]:
+        """What a finished function-call task returned or raised."""
+        found = self.get(task_id)
+        if isinstance(found, Failure):
+            return Failure(found.failure())
+        record = found.unwrap()
+        if record.function_call is None:
+            return Failure(
+                DomainError(
+                    reason=ErrorReason.ILLEGAL_STATE,
+                    message=f"task {task_id} runs a command, not a function: it has no result",
+                    suggestions=(f"read its output with `flow logs {task_id}`",),
+                )
+            )
+        if not record.is_terminal:
+            return Failure(
+                DomainError(
+                    reason=ErrorReason.ILLEGAL_STATE,
+                    message=f"task {task_id} is {record.state}; its result exists once it has finished",
+                    suggestions=("wait for the task first (task.wait() or WaitTask)",),
+                )
+            )
+        data = self._providers[record.provider].read_result(task_id)
+        if data is None:
+            return Failure(
+                DomainError(
+                    reason=ErrorReason.TASK_EXECUTION_FAILED,
+                    message=f"task {task_id} ended {record.state} ({record.state_reason}) without returning a result",
+                    suggestions=(f"see what happened with `flow logs {task_id}`",),
+                    metadata=(("task_id", task_id), ("state", str(record.state))),
+                )
+            )
+        return parse_result(data, record.function_call.encoding)
 
     def find_instances(
         self, provider_name: str, requirements: dict[str, object], page_size: int

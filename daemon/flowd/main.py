@@ -110,7 +110,9 @@ def serve(home: FlowHome, ready: int | None) -> None:
     if ready is not None:
         os.write(ready, b"ok\n")
         os.close(ready)
-    while not stop.wait(3600):
+    # A short wait, not a long one: the kernel may deliver SIGTERM to any thread, and Python runs
+    # the handler only once the main thread wakes up.
+    while not stop.wait(0.2):
         pass
     log.info("flowd stopping")
     daemon.stop()

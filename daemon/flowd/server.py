@@ -15,6 +15,8 @@ from grpc_reflection.v1alpha import reflection
 from flow.home import FlowHome
 from flow.version import __version__
 from flowapi.v1 import (
+    code_service_pb2,
+    code_service_pb2_grpc,
     daemon_service_pb2,
     daemon_service_pb2_grpc,
     instance_service_pb2,
@@ -22,10 +24,11 @@ from flowapi.v1 import (
     task_service_pb2,
     task_service_pb2_grpc,
 )
+from flowd.blobs import BlobStore
 from flowd.engine import TaskEngine
 from flowd.providers.base import Provider
 from flowd.providers.local import LocalProvider
-from flowd.servicers import DaemonServicer, InstanceServicer, TaskServicer
+from flowd.servicers import CodeServicer, DaemonServicer, InstanceServicer, TaskServicer
 from flowd.store import Store
 
 # Streams that follow logs and server-side waits each hold a worker while they last.
@@ -34,6 +37,7 @@ SERVICE_NAMES = (
     task_service_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name,
     daemon_service_pb2.DESCRIPTOR.services_by_name["DaemonService"].full_name,
     instance_service_pb2.DESCRIPTOR.services_by_name["InstanceService"].full_name,
+    code_service_pb2.DESCRIPTOR.services_by_name["CodeService"].full_name,
 )
 
 
@@ -71,8 +75,9 @@ def build_daemon(home: FlowHome, shutdown: Callable[[], None]) -> Daemon:
     def report(task_id: str, event: object) -> None:
         engine_ref[0].report(task_id, event)  # type: ignore[arg-type]
 
-    providers["local"] = LocalProvider(tasks_root=home.tasks, reporter=report)
-    engine = TaskEngine(store, providers, default_provider="local")
+    blobs = BlobStore(home.root / "blobs")
+    providers["local"] = LocalProvider(tasks_root=home.tasks, reporter=report, blobs=blobs)
+    engine = TaskEngine(store, providers, default_provider="local", blobs=blobs)
     engine_ref.append(engine)
     engine.recover()
 
@@ -83,6 +88,7 @@ def build_daemon(home: FlowHome, shutdown: Callable[[], None]) -> Daemon:
     addresses = [home.address]
     task_service_pb2_grpc.add_TaskServiceServicer_to_server(TaskServicer(engine), server)
     instance_service_pb2_grpc.add_InstanceServiceServicer_to_server(InstanceServicer(engine), server)
+    code_service_pb2_grpc.add_CodeServiceServicer_to_server(CodeServicer(blobs), server)
     daemon_service_pb2_grpc.add_DaemonServiceServicer_to_server(
         DaemonServicer(engine, str(home.root), addresses, shutdown), server
     )

@@ -18,14 +18,18 @@ import grpc
 from grpc_status import rpc_status
 from returns.result import Failure, Result
 
+from flow.domain.code_manifest import is_digest
 from flow.domain.errors import DomainError, ErrorReason, validation_error, violation
 from flow.domain.matching import explain_no_match
 from flow.domain.page_token import DEFAULT_PAGE_SIZE, page_size_of
 from flow.version import __version__
 from flow.wire.error_table import domain_error_to_status
+from flow.wire.function_codec import function_call_from_proto, result_to_proto
 from flow.wire.instance_codec import offer_to_proto, requirements_from_proto
 from flow.wire.task_codec import task_config_from_proto, task_record_to_proto, task_state_from_proto
 from flowapi.v1 import (
+    code_service_pb2,
+    code_service_pb2_grpc,
     daemon_service_pb2,
     daemon_service_pb2_grpc,
     instance_service_pb2,
@@ -33,10 +37,12 @@ from flowapi.v1 import (
     task_service_pb2,
     task_service_pb2_grpc,
 )
+from flowd.blobs import BlobError, BlobStore, BlobWriter
 from flowd.engine import TaskEngine, task_id_from_name
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+MAX_BLOB_BYTES = 8 * 2**30
 INTERNAL = DomainError(
     reason=ErrorReason.INTERNAL,
     message="flowd hit an internal error; details are in its log ($FLOW_HOME/flowd.log)",
@@ -97,8 +103,16 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
         self, request: task_service_pb2.CreateTaskRequest, context: grpc.ServicerContext
     ) -> task_service_pb2.CreateTaskResponse:
         config = task_config_from_proto(request.spec)
+        spec = request.spec
         record = _unwrap(
-            self._engine.create(config, request.request_id, request.validate_only, request.provider),
+            self._engine.create(
+                config,
+                request.request_id,
+                request.validate_only,
+                request.provider,
+                code_digest=spec.code_digest or None,
+                function_call=function_call_from_proto(spec.function_call) if spec.HasField("function_call") else None,
+            ),
             context,
         )
         if record is None:
@@ -174,6 +188,16 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
             return task_service_pb2.WaitTaskResponse()
         return task_service_pb2.WaitTaskResponse(task=task_record_to_proto(record))
 
+    @guarded(task_service_pb2.GetTaskResultResponse)
+    def GetTaskResult(
+        self, request: task_service_pb2.GetTaskResultRequest, context: grpc.ServicerContext
+    ) -> task_service_pb2.GetTaskResultResponse:
+        task_id = self._task_id(request.name, context)
+        result = _unwrap(self._engine.result(task_id), context) if task_id else None
+        if result is None:
+            return task_service_pb2.GetTaskResultResponse()
+        return result_to_proto(result)
+
     @guarded_stream
     def StreamTaskLogs(
         self, request: task_service_pb2.StreamTaskLogsRequest, context: grpc.ServicerContext
@@ -189,6 +213,68 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
             return
         for chunk in chunks:
             yield task_service_pb2.StreamTaskLogsResponse(data=chunk.data, cursor=chunk.cursor)
+
+
+class CodeServicer(code_service_pb2_grpc.CodeServiceServicer):
+    """Content-addressed uploads into the daemon's blob store."""
+
+    def __init__(self, blobs: BlobStore) -> None:
+        self._blobs = blobs
+
+    @guarded(code_service_pb2.FindMissingBlobsResponse)
+    def FindMissingBlobs(
+        self, request: code_service_pb2.FindMissingBlobsRequest, context: grpc.ServicerContext
+    ) -> code_service_pb2.FindMissingBlobsResponse:
+        bad = [d for d in request.digests if not is_digest(d)]
+        if bad:
+            fail(
+                context,
+                validation_error(
+                    [
+                        violation("digests", d, "is not a sha256 digest", "send 'sha256:' and 64 lower-case hex digits")
+                        for d in bad[:10]
+                    ],
+                    subject="request",
+                ),
+            )
+            return code_service_pb2.FindMissingBlobsResponse()
+        return code_service_pb2.FindMissingBlobsResponse(
+            missing_digests=[d for d in dict.fromkeys(request.digests) if not self._blobs.has(d)]
+        )
+
+    @guarded(code_service_pb2.UploadBlobsResponse)
+    def UploadBlobs(
+        self, request_iterator: Iterator[code_service_pb2.UploadBlobsRequest], context: grpc.ServicerContext
+    ) -> code_service_pb2.UploadBlobsResponse:
+        stored: list[str] = []
+        writer: BlobWriter | None = None
+        digest = ""
+        try:
+            for request in request_iterator:
+                for chunk in request.chunks:
+                    if chunk.offset == 0:  # a new blob begins; the previous one must be whole
+                        if writer is not None:
+                            writer.commit()
+                            stored.append(digest)
+                        digest = chunk.digest
+                        if not is_digest(digest) or not 0 <= chunk.size <= MAX_BLOB_BYTES:
+                            raise BlobError(f"{digest!r} is not a sha256 digest with a size up to 8 GiB")
+                        writer = self._blobs.writer(digest, chunk.size)
+                    elif writer is None or chunk.digest != digest:
+                        raise BlobError(f"a piece of {chunk.digest!r} at offset {chunk.offset} came before its start")
+                    writer.write(chunk.data)
+            if writer is not None:
+                writer.commit()
+                stored.append(digest)
+        except BlobError as exc:
+            if writer is not None:
+                writer.abort()
+            fail(
+                context,
+                validation_error([violation("chunks", digest, str(exc), "upload the blob again")], subject="upload"),
+            )
+            return code_service_pb2.UploadBlobsResponse()
+        return code_service_pb2.UploadBlobsResponse(stored_digests=stored)
 
 
 class InstanceServicer(instance_service_pb2_grpc.InstanceServiceServicer):

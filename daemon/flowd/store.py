@@ -8,6 +8,7 @@ last commits), and keeps readers from blocking the writer.
 
 from __future__ import annotations
 
+import base64
 import json
 import sqlite3
 import threading
@@ -15,9 +16,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import attrs
 from attrs import frozen
 
 from flow.domain.config_codec import converter, task_config_to_dict
+from flow.domain.function_call import FunctionCall
 from flow.domain.task_config import TaskConfig
 from flow.domain.task_state import TERMINAL_STATES, TaskRecord, TaskState
 
@@ -63,16 +66,36 @@ def record_to_json(record: TaskRecord) -> str:
             "ended_at": record.ended_at,
             "cancel_requested": record.cancel_requested,
             "request_id": record.request_id,
+            "code_digest": record.code_digest,
+            "function_call": None if record.function_call is None else _call_to_json(record.function_call),
         },
         separators=(",", ":"),
     )
+
+
+def _call_to_json(call: FunctionCall) -> dict[str, Any]:
+    data = attrs.asdict(call)
+    data["pickled_arguments"] = base64.b64encode(call.pickled_arguments).decode()
+    data["args"] = list(call.args)
+    return data
+
+
+def _call_from_json(data: dict[str, Any]) -> FunctionCall:
+    data["pickled_arguments"] = base64.b64decode(data["pickled_arguments"])
+    return FunctionCall(**data)
 
 
 def record_from_json(text: str) -> TaskRecord:
     data = json.loads(text)
     # Structured without re-validating: a record accepted once stays readable after rules change.
     config = converter.structure(data.pop("config"), TaskConfig)
-    return TaskRecord(config=config, state=TaskState(data.pop("state")), **data)
+    call = data.pop("function_call", None)
+    return TaskRecord(
+        config=config,
+        state=TaskState(data.pop("state")),
+        function_call=None if call is None else _call_from_json(call),
+        **data,
+    )
 
 
 class Store:

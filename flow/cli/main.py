@@ -99,19 +99,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _config_from_args(args)
     flow = _client(args)
     if args.dry_run:
-        planned = flow.validate(config)
-        result = {
-            "valid": True,
-            "instance_type": planned.instance_type,
-            "provider": planned.provider,
-            "config": config.to_dict(),
-        }
-        if args.json:
-            _emit_json(result)
-        else:
-            print(f"valid: would run on {planned.provider} as {planned.instance_type}")
-        return 0
-    task = flow.run(config)
+        return _dry_run(flow, config, args.json)
+    from flow.code_upload import progress_bar
+
+    task = flow.submit(_with_code_root(config), progress=None if args.json else progress_bar())
     if args.detach:
         if args.json:
             _emit_json(task.to_dict())
@@ -137,6 +128,81 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         print(_summary(task), file=sys.stderr)
     return _exit_code_of(task)
+
+
+def _with_code_root(config: Any) -> Any:
+    import attrs
+
+    if config.upload_code and not config.code_root:
+        from pathlib import Path
+
+        return attrs.evolve(config, code_root=str(Path.cwd()))
+    return config
+
+
+def _dry_run(flow: Flow, config: Any, as_json: bool) -> int:
+    """Validates and places the task and lists the code it would upload; launches nothing."""
+    config = _with_code_root(config)
+    planned = flow.validate(config)
+    plan = flow.plan_upload(config.code_root) if config.upload_code else None
+    if as_json:
+        upload = None
+        if plan is not None:
+            upload = {
+                "root": str(plan.root),
+                "files": [{"path": f.path, "size": f.size} for f in plan.files],
+                "total_bytes": plan.total_size,
+                "excluded": plan.excluded,
+            }
+        _emit_json(
+            {
+                "valid": True,
+                "provider": planned.provider,
+                "instance_type": planned.instance_type,
+                "config": config.to_dict(),
+                "upload": upload,
+            }
+        )
+        return 0
+    print(f"valid: would run on {planned.provider} as {planned.instance_type}")
+    if plan is None:
+        print("no code upload (upload_code is off)")
+        return 0
+    size = plan.total_size / 1e6
+    print(f"would upload {len(plan.files)} files, {size:,.2f} MB from {plan.root} ({plan.excluded} left out)")
+    for f in sorted(plan.files, key=lambda f: -f.size)[:15]:
+        print(f"  {f.size / 1e6:10,.3f} MB  {f.path}")
+    if len(plan.files) > 15:
+        print(f"  ... and {len(plan.files) - 15} smaller files (--json lists them all)")
+    return 0
+
+
+def cmd_invoke(args: argparse.Namespace) -> int:
+    from flow.errors import ValidationError
+    from flow.invoke import spawn_invocation
+
+    try:
+        call_args = json.loads(args.args)
+        call_kwargs = json.loads(args.kwargs)
+    except json.JSONDecodeError as exc:
+        raise ValidationError(
+            f"--args/--kwargs must be JSON: {exc}", suggestions=["e.g. --args '[1, \"a\"]' --kwargs '{\"epochs\": 3}'"]
+        ) from None
+    if not isinstance(call_args, list) or not isinstance(call_kwargs, dict):
+        raise ValidationError(
+            "--args must be a JSON list and --kwargs a JSON object", suggestions=["e.g. --args '[1]' --kwargs '{}'"]
+        )
+    options: dict[str, Any] = {}
+    if args.name:
+        options["name"] = args.name
+    if args.max_run_time is not None:
+        options["max_run_time_hours"] = args.max_run_time
+    client = _client(args)
+    task = spawn_invocation(args.path, args.function, call_args, call_kwargs, args.gpu, flow=client, **options)
+    print(f"task {task.task_id} calls {args.function} from {args.path}", file=sys.stderr)
+    value = task.result()
+    _emit_json({"task_id": task.task_id, "result": value} if args.json else value)
+    return 0
 
 
 def _table(tasks: Sequence[Task]) -> str:
@@ -328,6 +394,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_json(wait)
     wait.set_defaults(handler=cmd_wait)
 
+    invoke = sub.add_parser("invoke", help="call a function from a Python file in a task; prints its JSON result")
+    invoke.add_argument("path", help="the .py file, relative to the current directory")
+    invoke.add_argument("function")
+    invoke.add_argument("--args", default="[]", help="positional arguments as a JSON list")
+    invoke.add_argument("--kwargs", default="{}", help="keyword arguments as a JSON object")
+    invoke.add_argument("--gpu", help="instance type, e.g. a100")
+    invoke.add_argument("-n", "--name")
+    invoke.add_argument("--max-run-time", type=float, metavar="HOURS")
+    invoke.add_argument("--provider")
+    _add_json(invoke)
+    invoke.set_defaults(handler=cmd_invoke)
+
     instances = sub.add_parser("instances", help="find instance types a provider offers, best first")
     instances.add_argument("--gpu-memory", type=int, metavar="GB", help="at least this much memory per GPU")
     instances.add_argument("--max-price", type=float, metavar="USD_PER_HOUR")
@@ -361,6 +439,9 @@ def _report(error: FlowError, as_json: bool) -> None:
             }
         )
         return
+    remote_traceback = getattr(error, "remote_traceback", None)
+    if remote_traceback:
+        print(remote_traceback.rstrip(), file=sys.stderr)
     print(f"error: {error.message}", file=sys.stderr)
     for tip in error.suggestions:
         print(f"  hint: {tip}", file=sys.stderr)

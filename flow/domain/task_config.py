@@ -28,6 +28,7 @@ MAX_RUN_TIME_HOURS: Final = 24.0 * 365
 MAX_PRICE_PER_HOUR: Final = 100_000.0
 MIN_PRICE_PER_HOUR: Final = 0.000001  # one micro-dollar: the wire carries prices as integer micros
 MAX_GPU_MEMORY_GB: Final = 4096
+MAX_MEMORY_MB: Final = 64 * 2**20  # 64 TB
 MAX_VOLUME_GB: Final = 1_000_000
 MAX_IOPS: Final = 10_000_000
 MAX_TEXT: Final = 1_000_000  # a script or shell string larger than 1 MB belongs in code upload
@@ -101,6 +102,7 @@ class TaskConfig:
     upload_code: bool = True
     data_mounts: tuple[MountSpec, ...] = field(default=(), converter=_as_tuple)
     code_root: str | None = None
+    memory_mb: int | None = None  # RAM the task needs per node
 
 
 # --- validation -------------------------------------------------------------------------------
@@ -534,6 +536,7 @@ def task_config_violations(cfg: TaskConfig) -> tuple[FieldViolation, ...]:
             _check_mount(out, f"data_mounts[{i}]", mount)
     _check_mount_points(out, cfg)
     _check_optional_str(out, "code_root", cfg.code_root, "give the directory to upload")
+    _check_positive_int(out, "memory_mb", cfg.memory_mb, MAX_MEMORY_MB, "give the RAM the task needs in MB, e.g. 32768")
     return tuple(out)
 
 

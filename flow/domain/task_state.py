@@ -20,6 +20,7 @@ from attrs import evolve, frozen
 from returns.result import Failure, Result, Success
 
 from flow.domain.errors import DomainError, ErrorReason
+from flow.domain.function_call import FunctionCall
 from flow.domain.task_config import TaskConfig
 
 
@@ -59,6 +60,8 @@ class TaskRecord:
     ended_at: float | None = None
     cancel_requested: bool = False
     request_id: str | None = None
+    code_digest: str | None = None  # the code snapshot the task runs in
+    function_call: FunctionCall | None = None  # a function to call instead of a command
 
     @property
     def name(self) -> str:

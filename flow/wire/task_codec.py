@@ -8,6 +8,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from flow.domain.task_config import MountSpec, TaskConfig, VolumeSpec
 from flow.domain.task_state import TaskRecord, TaskState
+from flow.wire.function_codec import function_call_to_proto
 from flowapi.v1 import task_pb2
 
 MICROS_PER_DOLLAR = 1_000_000
@@ -101,6 +102,8 @@ def task_config_to_proto(cfg: TaskConfig) -> task_pb2.TaskSpec:
         spec.max_price_per_hour_micros = dollars_to_micros(cfg.max_price_per_hour)
     if cfg.max_run_time_hours is not None:
         spec.max_run_time_hours = cfg.max_run_time_hours
+    if cfg.memory_mb is not None:
+        spec.memory_mb = cfg.memory_mb
     return spec
 
 
@@ -127,6 +130,7 @@ def task_config_from_proto(spec: task_pb2.TaskSpec) -> TaskConfig:
         upload_code=spec.upload_code,
         data_mounts=tuple(MountSpec(source=m.source, target=m.target) for m in spec.data_mounts),
         code_root=spec.code_root or None,
+        memory_mb=spec.memory_mb if spec.HasField("memory_mb") else None,
     )
 
 
@@ -148,6 +152,7 @@ def timestamp_to_seconds(stamp: Timestamp) -> float:
 
 
 def task_record_to_proto(record: TaskRecord) -> task_pb2.Task:
+    """The Task resource. A function call is shown without its arguments (they can be large)."""
     msg = task_pb2.Task(
         name=task_resource_name(record.task_id),
         task_id=record.task_id,
@@ -161,6 +166,10 @@ def task_record_to_proto(record: TaskRecord) -> task_pb2.Task:
         instance_type=record.instance_type,
         cost_per_hour_micros=record.cost_per_hour_micros,
     )
+    if record.code_digest:
+        msg.spec.code_digest = record.code_digest
+    if record.function_call is not None:
+        msg.spec.function_call.CopyFrom(function_call_to_proto(record.function_call, with_arguments=False))
     if record.exit_code is not None:
         msg.exit_code = record.exit_code
     return msg

@@ -55,10 +55,13 @@ def test_env_values_are_passed_verbatim(flow: Flow) -> None:
     assert task.logs().strip() == repr(value)
 
 
-def test_task_sees_its_identity_and_runs_in_the_submit_directory(flow: Flow, tmp_path: Path) -> None:
+def test_task_sees_its_identity_and_runs_in_a_snapshot_of_the_submit_directory(
+    flow: Flow, shared_daemon: object, tmp_path: Path
+) -> None:
     (tmp_path / "train.py").write_text("import os; print(os.environ['FLOW_TASK_ID'], os.getcwd())\n")
     task = flow.run("python3 train.py", code_root=str(tmp_path)).wait(timeout=30)
-    assert task.logs().split() == [task.task_id, str(tmp_path)]
+    home = shared_daemon.home  # type: ignore[attr-defined]
+    assert task.logs().split() == [task.task_id, str(home.task_dir(task.task_id) / "code")]
 
 
 def test_script_without_shebang_runs_as_python(flow: Flow) -> None:

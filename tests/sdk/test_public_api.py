@@ -13,6 +13,7 @@ PUBLIC = [
     "AuthenticationError",
     "DaemonUnavailableError",
     "Flow",
+    "FlowApp",
     "FlowError",
     "MountSpec",
     "NetworkError",
@@ -31,6 +32,7 @@ PUBLIC = [
     "VolumeError",
     "VolumeSpec",
     "__version__",
+    "invoke",
 ]
 
 

@@ -14,6 +14,7 @@ thread, so completion is seen the moment it happens, not at the next poll.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import selectors
@@ -28,7 +29,9 @@ from pathlib import Path
 from attrs import define, evolve, field
 from returns.result import Failure, Result, Success
 
-from flow.domain.errors import DomainError
+from flow.domain.code_manifest import parse_manifest
+from flow.domain.errors import DomainError, ErrorReason
+from flow.domain.function_call import invocation_document
 from flow.domain.instance_types import CPU_INSTANCE, format_instance_type, short_name
 from flow.domain.matching import Offer
 from flow.domain.placement import choose_offer
@@ -40,6 +43,8 @@ from flow.domain.task_state import (
     TimedOut,
     deadline_of,
 )
+from flow.runtime import runner
+from flowd.blobs import BlobStore
 from flowd.providers.base import LaunchError, Placement, Reporter, Runtime
 
 log = logging.getLogger(__name__)
@@ -51,6 +56,11 @@ MARKER_PREFIX = "flow-task:"
 OUTPUT_FILE = "output.log"
 EXIT_FILE = "exit_status"
 SCRIPT_FILE = "script"
+CODE_DIR = "code"
+RUNNER_FILE = "flow_runner.py"
+INVOCATION_FILE = "invocation.json"
+RESULT_FILE = "result.json"
+RUNNER_SOURCE = Path(runner.__file__)
 # Variables of flowd's own environment that must never reach a task.
 PRIVATE_ENV = frozenset({"MITHRIL_API_KEY", "FLOW_DAEMON_TOKEN", "FLOW_DAEMON_DETACHED"})
 DEFAULT_CANCEL_GRACE = 10.0
@@ -67,6 +77,14 @@ def process_start_ticks(pid: int) -> int | None:
     # Field 2 (comm) may contain spaces and parentheses; fields after it follow the last ')'.
     fields = raw[raw.rfind(b")") + 2 :].split()
     return int(fields[19])
+
+
+def machine_memory_mb() -> int:
+    with open("/proc/meminfo") as info:
+        for line in info:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) // 1024
+    return 0
 
 
 def find_process_by_marker(marker: str) -> int | None:
@@ -225,17 +243,20 @@ class LocalProvider:
         self,
         tasks_root: Path,
         reporter: Reporter,
+        blobs: BlobStore,
         name: str = "local",
         base_env: Mapping[str, str] | None = None,
         cancel_grace: float = DEFAULT_CANCEL_GRACE,
     ) -> None:
         self.name = name
         self._tasks_root = tasks_root
+        self._blobs = blobs
         self._report = reporter
         source = os.environ if base_env is None else base_env
         self._base_env = {k: v for k, v in source.items() if k not in PRIVATE_ENV}
         self._bash = shutil.which("bash", path=self._base_env.get("PATH")) or "/bin/sh"
         self._children: dict[str, subprocess.Popen[bytes]] = {}
+        self._memory_mb = machine_memory_mb()
         self._monitor = _Monitor(on_exit=self._on_exit, grace=cancel_grace)
         self._monitor.start()
 
@@ -255,6 +276,18 @@ class LocalProvider:
         )
 
     def place(self, config: TaskConfig) -> Result[Placement, DomainError]:
+        if config.memory_mb is not None and config.memory_mb > self._memory_mb:
+            return Failure(
+                DomainError(
+                    reason=ErrorReason.RESOURCE_NOT_AVAILABLE,
+                    message=f"The task needs {config.memory_mb} MB of RAM; this machine has {self._memory_mb} MB",
+                    suggestions=(
+                        f"ask for at most memory_mb={self._memory_mb}",
+                        "run on a provider with bigger machines",
+                    ),
+                    metadata=(("provider", self.name),),
+                )
+            )
         # This machine has no region: a cloud region in the config is not a reason to refuse.
         chosen = choose_offer(evolve(config, region=None), self.offers())
         if isinstance(chosen, Failure):
@@ -288,8 +321,18 @@ class LocalProvider:
     def log_path(self, task_id: str) -> Path:
         return self.task_dir(task_id) / OUTPUT_FILE
 
-    def _argv(self, config: TaskConfig, task_dir: Path) -> list[str]:
-        form, program = program_of(config)
+    def _argv(self, record: TaskRecord, task_dir: Path) -> list[str]:
+        call = record.function_call
+        if call is not None:
+            (task_dir / RUNNER_FILE).write_bytes(RUNNER_SOURCE.read_bytes())
+            (task_dir / INVOCATION_FILE).write_text(json.dumps(invocation_document(call)))
+            return [
+                call.python or "python3",
+                str(task_dir / RUNNER_FILE),
+                str(task_dir / INVOCATION_FILE),
+                str(task_dir / RESULT_FILE),
+            ]
+        form, program = program_of(record.config)
         if form == "command":
             assert isinstance(program, tuple)
             return list(program)
@@ -304,9 +347,11 @@ class LocalProvider:
             return [str(script)]
         return ["python3", str(script)]
 
-    def _cwd(self, config: TaskConfig, task_dir: Path) -> Path:
-        if config.upload_code and config.code_root:
-            base = Path(config.code_root)
+    def _cwd(self, record: TaskRecord, task_dir: Path) -> Path:
+        config = record.config
+        if record.code_digest is not None:
+            base = task_dir / CODE_DIR
+            self._materialize(record.code_digest, base)
         else:
             base = task_dir / "work"
             base.mkdir(exist_ok=True)
@@ -330,8 +375,8 @@ class LocalProvider:
     def launch(self, record: TaskRecord) -> Runtime:
         task_dir = self.task_dir(record.task_id)
         task_dir.mkdir(parents=True, exist_ok=True)
-        cwd = self._cwd(record.config, task_dir)
-        argv = self._argv(record.config, task_dir)
+        cwd = self._cwd(record, task_dir)
+        argv = self._argv(record, task_dir)
         marker = MARKER_PREFIX + record.task_id
         output = os.open(task_dir / OUTPUT_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         try:
@@ -350,6 +395,28 @@ class LocalProvider:
             os.close(output)
         self._children[record.task_id] = child
         return {"pid": child.pid, "start_ticks": process_start_ticks(child.pid), "task_dir": str(task_dir)}
+
+    def _materialize(self, digest: str, dest: Path) -> None:
+        """The task's private copy of its code snapshot: later edits to the blobs' sources, or by
+        other tasks, can never reach it."""
+        parsed = parse_manifest(self._blobs.read(digest))
+        if isinstance(parsed, Failure):
+            raise LaunchError(f"the code snapshot {digest} is unreadable: {parsed.failure().message}")
+        dest.mkdir(exist_ok=True)
+        made: set[Path] = {dest}
+        for entry in parsed.unwrap().entries:
+            target = dest / entry.path
+            if target.parent not in made:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                made.add(target.parent)
+            shutil.copyfile(self._blobs.path(entry.digest), target)
+            target.chmod(0o755 if entry.executable else 0o644)
+
+    def read_result(self, task_id: str) -> bytes | None:
+        try:
+            return (self.task_dir(task_id) / RESULT_FILE).read_bytes()
+        except FileNotFoundError:
+            return None
 
     def watch(self, record: TaskRecord, runtime: Runtime) -> None:
         pid = int(runtime["pid"])

@@ -6,6 +6,7 @@ isort:skip_file
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -65,6 +66,30 @@ TASK_STATE_CANCELLED: TaskState.ValueType  # 6
 TASK_STATE_PREEMPTED: TaskState.ValueType  # 7
 """The provider took the resources back."""
 Global___TaskState: _TypeAlias = TaskState  # noqa: Y015
+
+class _ValueEncoding:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ValueEncodingEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ValueEncoding.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    VALUE_ENCODING_UNSPECIFIED: _ValueEncoding.ValueType  # 0
+    """Treated as JSON."""
+    VALUE_ENCODING_JSON: _ValueEncoding.ValueType  # 1
+    """JSON values (google.protobuf.Value): callable from any language."""
+    VALUE_ENCODING_PICKLE: _ValueEncoding.ValueType  # 2
+    """cloudpickle: any Python object, Python clients only; the task needs cloudpickle installed."""
+
+class ValueEncoding(_ValueEncoding, metaclass=_ValueEncodingEnumTypeWrapper):
+    """How function arguments and results are encoded."""
+
+VALUE_ENCODING_UNSPECIFIED: ValueEncoding.ValueType  # 0
+"""Treated as JSON."""
+VALUE_ENCODING_JSON: ValueEncoding.ValueType  # 1
+"""JSON values (google.protobuf.Value): callable from any language."""
+VALUE_ENCODING_PICKLE: ValueEncoding.ValueType  # 2
+"""cloudpickle: any Python object, Python clients only; the task needs cloudpickle installed."""
+Global___ValueEncoding: _TypeAlias = ValueEncoding  # noqa: Y015
 
 @_typing.final
 class Task(_message.Message):
@@ -192,6 +217,9 @@ class TaskSpec(_message.Message):
     UPLOAD_CODE_FIELD_NUMBER: _builtins.int
     DATA_MOUNTS_FIELD_NUMBER: _builtins.int
     CODE_ROOT_FIELD_NUMBER: _builtins.int
+    CODE_DIGEST_FIELD_NUMBER: _builtins.int
+    FUNCTION_CALL_FIELD_NUMBER: _builtins.int
+    MEMORY_MB_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Alphanumeric, dash and underscore. Empty: flowd derives one."""
     instance_type: _builtins.str
@@ -219,7 +247,15 @@ class TaskSpec(_message.Message):
     upload_code: _builtins.bool
     """Upload the current directory (or code_root) as the task's working tree."""
     code_root: _builtins.str
-    """The directory whose snapshot is uploaded when upload_code is set."""
+    """The directory whose snapshot is uploaded when upload_code is set (informational: flowd runs
+    the task in the snapshot named by code_digest, never in this directory).
+    """
+    code_digest: _builtins.str
+    """The code snapshot the task runs in: the digest of a manifest uploaded with CodeService
+    ("sha256:<hex>"). Empty: the task runs in an empty directory of its own.
+    """
+    memory_mb: _builtins.int
+    """RAM the task needs per node, in MB."""
     @_builtins.property
     def command(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The command as an argument vector. At most one of command, shell and script."""
@@ -239,6 +275,12 @@ class TaskSpec(_message.Message):
     @_builtins.property
     def data_mounts(self) -> _containers.RepeatedCompositeFieldContainer[Global___MountSpec]:
         """Read-only data sources synced or bound into the task."""
+
+    @_builtins.property
+    def function_call(self) -> Global___FunctionCall:
+        """Run a Python function instead of a command: the task imports it from the code snapshot,
+        calls it, and hands the result to flowd (GetTaskResult).
+        """
 
     def __init__(
         self,
@@ -261,15 +303,20 @@ class TaskSpec(_message.Message):
         upload_code: _builtins.bool = ...,
         data_mounts: _abc.Iterable[Global___MountSpec] | None = ...,
         code_root: _builtins.str = ...,
+        code_digest: _builtins.str = ...,
+        function_call: Global___FunctionCall | None = ...,
+        memory_mb: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_price_per_hour_micros", b"_max_price_per_hour_micros", "_max_run_time_hours", b"_max_run_time_hours", "_min_gpu_memory_gb", b"_min_gpu_memory_gb", "_script", b"_script", "_shell", b"_shell", "max_price_per_hour_micros", b"max_price_per_hour_micros", "max_run_time_hours", b"max_run_time_hours", "min_gpu_memory_gb", b"min_gpu_memory_gb", "script", b"script", "shell", b"shell"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_price_per_hour_micros", b"_max_price_per_hour_micros", "_max_run_time_hours", b"_max_run_time_hours", "_memory_mb", b"_memory_mb", "_min_gpu_memory_gb", b"_min_gpu_memory_gb", "_script", b"_script", "_shell", b"_shell", "function_call", b"function_call", "max_price_per_hour_micros", b"max_price_per_hour_micros", "max_run_time_hours", b"max_run_time_hours", "memory_mb", b"memory_mb", "min_gpu_memory_gb", b"min_gpu_memory_gb", "script", b"script", "shell", b"shell"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_price_per_hour_micros", b"_max_price_per_hour_micros", "_max_run_time_hours", b"_max_run_time_hours", "_min_gpu_memory_gb", b"_min_gpu_memory_gb", "_script", b"_script", "_shell", b"_shell", "code_root", b"code_root", "command", b"command", "data_mounts", b"data_mounts", "env", b"env", "image", b"image", "instance_type", b"instance_type", "max_price_per_hour_micros", b"max_price_per_hour_micros", "max_run_time_hours", b"max_run_time_hours", "min_gpu_memory_gb", b"min_gpu_memory_gb", "name", b"name", "num_instances", b"num_instances", "region", b"region", "script", b"script", "shell", b"shell", "ssh_keys", b"ssh_keys", "upload_code", b"upload_code", "volumes", b"volumes", "working_dir", b"working_dir"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_price_per_hour_micros", b"_max_price_per_hour_micros", "_max_run_time_hours", b"_max_run_time_hours", "_memory_mb", b"_memory_mb", "_min_gpu_memory_gb", b"_min_gpu_memory_gb", "_script", b"_script", "_shell", b"_shell", "code_digest", b"code_digest", "code_root", b"code_root", "command", b"command", "data_mounts", b"data_mounts", "env", b"env", "function_call", b"function_call", "image", b"image", "instance_type", b"instance_type", "max_price_per_hour_micros", b"max_price_per_hour_micros", "max_run_time_hours", b"max_run_time_hours", "memory_mb", b"memory_mb", "min_gpu_memory_gb", b"min_gpu_memory_gb", "name", b"name", "num_instances", b"num_instances", "region", b"region", "script", b"script", "shell", b"shell", "ssh_keys", b"ssh_keys", "upload_code", b"upload_code", "volumes", b"volumes", "working_dir", b"working_dir"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_price_per_hour_micros: _TypeAlias = _typing.Literal["max_price_per_hour_micros"]  # noqa: Y015
     _WhichOneofArgType__max_price_per_hour_micros: _TypeAlias = _typing.Literal["_max_price_per_hour_micros", b"_max_price_per_hour_micros"]  # noqa: Y015
     _WhichOneofReturnType__max_run_time_hours: _TypeAlias = _typing.Literal["max_run_time_hours"]  # noqa: Y015
     _WhichOneofArgType__max_run_time_hours: _TypeAlias = _typing.Literal["_max_run_time_hours", b"_max_run_time_hours"]  # noqa: Y015
+    _WhichOneofReturnType__memory_mb: _TypeAlias = _typing.Literal["memory_mb"]  # noqa: Y015
+    _WhichOneofArgType__memory_mb: _TypeAlias = _typing.Literal["_memory_mb", b"_memory_mb"]  # noqa: Y015
     _WhichOneofReturnType__min_gpu_memory_gb: _TypeAlias = _typing.Literal["min_gpu_memory_gb"]  # noqa: Y015
     _WhichOneofArgType__min_gpu_memory_gb: _TypeAlias = _typing.Literal["_min_gpu_memory_gb", b"_min_gpu_memory_gb"]  # noqa: Y015
     _WhichOneofReturnType__script: _TypeAlias = _typing.Literal["script"]  # noqa: Y015
@@ -281,6 +328,8 @@ class TaskSpec(_message.Message):
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max_run_time_hours) -> _WhichOneofReturnType__max_run_time_hours | None: ...
     @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__memory_mb) -> _WhichOneofReturnType__memory_mb | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__min_gpu_memory_gb) -> _WhichOneofReturnType__min_gpu_memory_gb | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__script) -> _WhichOneofReturnType__script | None: ...
@@ -288,6 +337,62 @@ class TaskSpec(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__shell) -> _WhichOneofReturnType__shell | None: ...
 
 Global___TaskSpec: _TypeAlias = TaskSpec  # noqa: Y015
+
+@_typing.final
+class FunctionCall(_message.Message):
+    """A call of a Python function inside a task."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PATH_FIELD_NUMBER: _builtins.int
+    MODULE_FIELD_NUMBER: _builtins.int
+    FUNCTION_FIELD_NUMBER: _builtins.int
+    ARGS_FIELD_NUMBER: _builtins.int
+    KWARGS_FIELD_NUMBER: _builtins.int
+    ENCODING_FIELD_NUMBER: _builtins.int
+    PICKLED_ARGUMENTS_FIELD_NUMBER: _builtins.int
+    PYTHON_FIELD_NUMBER: _builtins.int
+    path: _builtins.str
+    """The file that defines the function, relative to the code root, e.g. "train.py". Either path
+    or module.
+    """
+    module: _builtins.str
+    """An importable module that defines the function, e.g. "mypkg.train"."""
+    function: _builtins.str
+    """The function's name in that file or module."""
+    encoding: Global___ValueEncoding.ValueType
+    """How arguments and the result cross the wire."""
+    pickled_arguments: _builtins.bytes
+    """cloudpickle of the tuple (args, kwargs) when encoding is PICKLE."""
+    python: _builtins.str
+    """The interpreter that runs the function. Empty: "python3"."""
+    @_builtins.property
+    def args(self) -> _struct_pb2.ListValue:
+        """Positional arguments (JSON encoding)."""
+
+    @_builtins.property
+    def kwargs(self) -> _struct_pb2.Struct:
+        """Keyword arguments (JSON encoding)."""
+
+    def __init__(
+        self,
+        *,
+        path: _builtins.str = ...,
+        module: _builtins.str = ...,
+        function: _builtins.str = ...,
+        args: _struct_pb2.ListValue | None = ...,
+        kwargs: _struct_pb2.Struct | None = ...,
+        encoding: Global___ValueEncoding.ValueType = ...,
+        pickled_arguments: _builtins.bytes = ...,
+        python: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "kwargs", b"kwargs"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "encoding", b"encoding", "function", b"function", "kwargs", b"kwargs", "module", b"module", "path", b"path", "pickled_arguments", b"pickled_arguments", "python", b"python"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FunctionCall: _TypeAlias = FunctionCall  # noqa: Y015
 
 @_typing.final
 class VolumeSpec(_message.Message):

@@ -24,39 +24,46 @@ _sym_db = _symbol_database.Default()
 
 from flowapi.v1 import task_pb2 as flowapi_dot_v1_dot_task__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x66lowapi/v1/task_service.proto\x12\nflowapi.v1\x1a\x15\x66lowapi/v1/task.proto\x1a\x1egoogle/protobuf/duration.proto\"\x9d\x01\n\x11\x43reateTaskRequest\x12(\n\x04spec\x18\x01 \x01(\x0b\x32\x14.flowapi.v1.TaskSpecR\x04spec\x12\x1d\n\nrequest_id\x18\x02 \x01(\tR\trequestId\x12#\n\rvalidate_only\x18\x03 \x01(\x08R\x0cvalidateOnly\x12\x1a\n\x08provider\x18\x04 \x01(\tR\x08provider\":\n\x12\x43reateTaskResponse\x12$\n\x04task\x18\x01 \x01(\x0b\x32\x10.flowapi.v1.TaskR\x04task\"$\n\x0eGetTaskRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\"7\n\x0fGetTaskResponse\x12$\n\x04task\x18\x01 \x01(\x0b\x32\x10.flowapi.v1.TaskR\x04task\"}\n\x10ListTasksRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\x12-\n\x06states\x18\x03 \x03(\x0e\x32\x15.flowapi.v1.TaskStateR\x06states\"c\n\x11ListTasksResponse\x12&\n\x05tasks\x18\x01 \x03(\x0b\x32\x10.flowapi.v1.TaskR\x05tasks\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\'\n\x11\x43\x61ncelTaskRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\":\n\x12\x43\x61ncelTaskResponse\x12$\n\x04task\x18\x01 \x01(\x0b\x32\x10.flowapi.v1.TaskR\x04task\"Z\n\x0fWaitTaskRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x33\n\x07timeout\x18\x02 \x01(\x0b\x32\x19.google.protobuf.DurationR\x07timeout\"8\n\x10WaitTaskResponse\x12$\n\x04task\x18\x01 \x01(\x0b\x32\x10.flowapi.v1.TaskR\x04task\"z\n\x15StreamTaskLogsRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n\x06\x63ursor\x18\x02 \x01(\tR\x06\x63ursor\x12\x16\n\x06\x66ollow\x18\x03 \x01(\x08R\x06\x66ollow\x12\x1d\n\ntail_lines\x18\x04 \x01(\x05R\ttailLines\"D\n\x16StreamTaskLogsResponse\x12\x12\n\x04\x64\x61ta\x18\x01 \x01(\x0cR\x04\x64\x61ta\x12\x16\n\x06\x63ursor\x18\x02 \x01(\tR\x06\x63ursor2\xd7\x03\n\x0bTaskService\x12K\n\nCreateTask\x12\x1d.flowapi.v1.CreateTaskRequest\x1a\x1e.flowapi.v1.CreateTaskResponse\x12\x42\n\x07GetTask\x12\x1a.flowapi.v1.GetTaskRequest\x1a\x1b.flowapi.v1.GetTaskResponse\x12H\n\tListTasks\x12\x1c.flowapi.v1.ListTasksRequest\x1a\x1d.flowapi.v1.ListTasksResponse\x12K\n\nCancelTask\x12\x1d.flowapi.v1.CancelTaskRequest\x1a\x1e.flowapi.v1.CancelTaskResponse\x12\x45\n\x08WaitTask\x12\x1b.flowapi.v1.WaitTaskRequest\x1a\x1c.flowapi.v1.WaitTaskResponse\x12Y\n\x0eStreamTaskLogs\x12!.flowapi.v1.StreamTaskLogsRequest\x1a\".flowapi.v1.StreamTaskLogsResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x66lowapi/v1/task_service.proto\x12\nflowapi.v1\x1a\x15\x66lowapi/v1/task.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\"\x9d\x01\n\x11\x43reateTaskRequest\x12(\n\x04spec\x18\x01 \x01(\x0b\x32\x14.flowapi.v1.TaskSpecR\x04spec\x12\x1d\n\nrequest_id\x18\x02 \x01(\tR\trequestId\x12#\n\rvalidate_only\x18\x03 \x01(\x08R\x0cvalidateOnly\x12\x1a\n\x08provider\x18\x04 \x01(\tR\x08provider\":\n\x12\x43reateTaskResponse\x12$\n\x04task\x18\x01 \x01(\x0b\x32\x10.flowapi.v1.TaskR\x04task\"$\n\x0eGetTaskRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\"7\n\x0fGetTaskResponse\x12$\n\x04task\x18\x01 \x01(\x0b\x32\x10.flowapi.v1.TaskR\x04task\"}\n\x10ListTasksRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\x12-\n\x06states\x18\x03 \x03(\x0e\x32\x15.flowapi.v1.TaskStateR\x06states\"c\n\x11ListTasksResponse\x12&\n\x05tasks\x18\x01 \x03(\x0b\x32\x10.flowapi.v1.TaskR\x05tasks\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\'\n\x11\x43\x61ncelTaskRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\":\n\x12\x43\x61ncelTaskResponse\x12$\n\x04task\x18\x01 \x01(\x0b\x32\x10.flowapi.v1.TaskR\x04task\"Z\n\x0fWaitTaskRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x33\n\x07timeout\x18\x02 \x01(\x0b\x32\x19.google.protobuf.DurationR\x07timeout\"8\n\x10WaitTaskResponse\x12$\n\x04task\x18\x01 \x01(\x0b\x32\x10.flowapi.v1.TaskR\x04task\"z\n\x15StreamTaskLogsRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n\x06\x63ursor\x18\x02 \x01(\tR\x06\x63ursor\x12\x16\n\x06\x66ollow\x18\x03 \x01(\x08R\x06\x66ollow\x12\x1d\n\ntail_lines\x18\x04 \x01(\x05R\ttailLines\"D\n\x16StreamTaskLogsResponse\x12\x12\n\x04\x64\x61ta\x18\x01 \x01(\x0cR\x04\x64\x61ta\x12\x16\n\x06\x63ursor\x18\x02 \x01(\tR\x06\x63ursor\"*\n\x14GetTaskResultRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\"\xd9\x01\n\x15GetTaskResultResponse\x12\x35\n\njson_value\x18\x01 \x01(\x0b\x32\x16.google.protobuf.ValueR\tjsonValue\x12#\n\rpickled_value\x18\x02 \x01(\x0cR\x0cpickledValue\x12-\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x17.flowapi.v1.RemoteErrorR\x05\x65rror\x12\x35\n\x08\x65ncoding\x18\x04 \x01(\x0e\x32\x19.flowapi.v1.ValueEncodingR\x08\x65ncoding\"\x86\x01\n\x0bRemoteError\x12\x12\n\x04type\x18\x01 \x01(\tR\x04type\x12\x18\n\x07message\x18\x02 \x01(\tR\x07message\x12\x1c\n\ttraceback\x18\x03 \x01(\tR\ttraceback\x12+\n\x11pickled_exception\x18\x04 \x01(\x0cR\x10pickledException2\xad\x04\n\x0bTaskService\x12K\n\nCreateTask\x12\x1d.flowapi.v1.CreateTaskRequest\x1a\x1e.flowapi.v1.CreateTaskResponse\x12\x42\n\x07GetTask\x12\x1a.flowapi.v1.GetTaskRequest\x1a\x1b.flowapi.v1.GetTaskResponse\x12H\n\tListTasks\x12\x1c.flowapi.v1.ListTasksRequest\x1a\x1d.flowapi.v1.ListTasksResponse\x12K\n\nCancelTask\x12\x1d.flowapi.v1.CancelTaskRequest\x1a\x1e.flowapi.v1.CancelTaskResponse\x12\x45\n\x08WaitTask\x12\x1b.flowapi.v1.WaitTaskRequest\x1a\x1c.flowapi.v1.WaitTaskResponse\x12Y\n\x0eStreamTaskLogs\x12!.flowapi.v1.StreamTaskLogsRequest\x1a\".flowapi.v1.StreamTaskLogsResponse0\x01\x12T\n\rGetTaskResult\x12 .flowapi.v1.GetTaskResultRequest\x1a!.flowapi.v1.GetTaskResultResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'flowapi.v1.task_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CREATETASKREQUEST']._serialized_start=101
-  _globals['_CREATETASKREQUEST']._serialized_end=258
-  _globals['_CREATETASKRESPONSE']._serialized_start=260
-  _globals['_CREATETASKRESPONSE']._serialized_end=318
-  _globals['_GETTASKREQUEST']._serialized_start=320
-  _globals['_GETTASKREQUEST']._serialized_end=356
-  _globals['_GETTASKRESPONSE']._serialized_start=358
-  _globals['_GETTASKRESPONSE']._serialized_end=413
-  _globals['_LISTTASKSREQUEST']._serialized_start=415
-  _globals['_LISTTASKSREQUEST']._serialized_end=540
-  _globals['_LISTTASKSRESPONSE']._serialized_start=542
-  _globals['_LISTTASKSRESPONSE']._serialized_end=641
-  _globals['_CANCELTASKREQUEST']._serialized_start=643
-  _globals['_CANCELTASKREQUEST']._serialized_end=682
-  _globals['_CANCELTASKRESPONSE']._serialized_start=684
-  _globals['_CANCELTASKRESPONSE']._serialized_end=742
-  _globals['_WAITTASKREQUEST']._serialized_start=744
-  _globals['_WAITTASKREQUEST']._serialized_end=834
-  _globals['_WAITTASKRESPONSE']._serialized_start=836
-  _globals['_WAITTASKRESPONSE']._serialized_end=892
-  _globals['_STREAMTASKLOGSREQUEST']._serialized_start=894
-  _globals['_STREAMTASKLOGSREQUEST']._serialized_end=1016
-  _globals['_STREAMTASKLOGSRESPONSE']._serialized_start=1018
-  _globals['_STREAMTASKLOGSRESPONSE']._serialized_end=1086
-  _globals['_TASKSERVICE']._serialized_start=1089
-  _globals['_TASKSERVICE']._serialized_end=1560
+  _globals['_CREATETASKREQUEST']._serialized_start=131
+  _globals['_CREATETASKREQUEST']._serialized_end=288
+  _globals['_CREATETASKRESPONSE']._serialized_start=290
+  _globals['_CREATETASKRESPONSE']._serialized_end=348
+  _globals['_GETTASKREQUEST']._serialized_start=350
+  _globals['_GETTASKREQUEST']._serialized_end=386
+  _globals['_GETTASKRESPONSE']._serialized_start=388
+  _globals['_GETTASKRESPONSE']._serialized_end=443
+  _globals['_LISTTASKSREQUEST']._serialized_start=445
+  _globals['_LISTTASKSREQUEST']._serialized_end=570
+  _globals['_LISTTASKSRESPONSE']._serialized_start=572
+  _globals['_LISTTASKSRESPONSE']._serialized_end=671
+  _globals['_CANCELTASKREQUEST']._serialized_start=673
+  _globals['_CANCELTASKREQUEST']._serialized_end=712
+  _globals['_CANCELTASKRESPONSE']._serialized_start=714
+  _globals['_CANCELTASKRESPONSE']._serialized_end=772
+  _globals['_WAITTASKREQUEST']._serialized_start=774
+  _globals['_WAITTASKREQUEST']._serialized_end=864
+  _globals['_WAITTASKRESPONSE']._serialized_start=866
+  _globals['_WAITTASKRESPONSE']._serialized_end=922
+  _globals['_STREAMTASKLOGSREQUEST']._serialized_start=924
+  _globals['_STREAMTASKLOGSREQUEST']._serialized_end=1046
+  _globals['_STREAMTASKLOGSRESPONSE']._serialized_start=1048
+  _globals['_STREAMTASKLOGSRESPONSE']._serialized_end=1116
+  _globals['_GETTASKRESULTREQUEST']._serialized_start=1118
+  _globals['_GETTASKRESULTREQUEST']._serialized_end=1160
+  _globals['_GETTASKRESULTRESPONSE']._serialized_start=1163
+  _globals['_GETTASKRESULTRESPONSE']._serialized_end=1380
+  _globals['_REMOTEERROR']._serialized_start=1383
+  _globals['_REMOTEERROR']._serialized_end=1517
+  _globals['_TASKSERVICE']._serialized_start=1520
+  _globals['_TASKSERVICE']._serialized_end=2077
 # @@protoc_insertion_point(module_scope)

@@ -8,6 +8,7 @@ from flowapi.v1 import task_pb2 as _task_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf.internal import containers as _containers
 import builtins as _builtins
 import sys
@@ -343,3 +344,97 @@ class StreamTaskLogsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StreamTaskLogsResponse: _TypeAlias = StreamTaskLogsResponse  # noqa: Y015
+
+@_typing.final
+class GetTaskResultRequest(_message.Message):
+    """Request for GetTaskResult."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """"tasks/{task_id}" of a task created with a function_call."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetTaskResultRequest: _TypeAlias = GetTaskResultRequest  # noqa: Y015
+
+@_typing.final
+class GetTaskResultResponse(_message.Message):
+    """Response for GetTaskResult: exactly one of the value fields, or error."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JSON_VALUE_FIELD_NUMBER: _builtins.int
+    PICKLED_VALUE_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    ENCODING_FIELD_NUMBER: _builtins.int
+    pickled_value: _builtins.bytes
+    """cloudpickle of the returned value, when the call used the PICKLE encoding."""
+    encoding: _task_pb2.ValueEncoding.ValueType
+    """The encoding of the value."""
+    @_builtins.property
+    def json_value(self) -> _struct_pb2.Value:
+        """The returned value, when the call used the JSON encoding."""
+
+    @_builtins.property
+    def error(self) -> Global___RemoteError:
+        """What the function raised, when it raised."""
+
+    def __init__(
+        self,
+        *,
+        json_value: _struct_pb2.Value | None = ...,
+        pickled_value: _builtins.bytes = ...,
+        error: Global___RemoteError | None = ...,
+        encoding: _task_pb2.ValueEncoding.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "json_value", b"json_value"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["encoding", b"encoding", "error", b"error", "json_value", b"json_value", "pickled_value", b"pickled_value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetTaskResultResponse: _TypeAlias = GetTaskResultResponse  # noqa: Y015
+
+@_typing.final
+class RemoteError(_message.Message):
+    """An exception raised inside a task."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    TRACEBACK_FIELD_NUMBER: _builtins.int
+    PICKLED_EXCEPTION_FIELD_NUMBER: _builtins.int
+    type: _builtins.str
+    """The exception's class, qualified, e.g. "builtins.ValueError" or "mypkg.errors.BadInput"."""
+    message: _builtins.str
+    """str() of the exception."""
+    traceback: _builtins.str
+    """The formatted traceback, as the task printed it."""
+    pickled_exception: _builtins.bytes
+    """cloudpickle of the exception object, when the call used the PICKLE encoding and it pickled."""
+    def __init__(
+        self,
+        *,
+        type: _builtins.str = ...,
+        message: _builtins.str = ...,
+        traceback: _builtins.str = ...,
+        pickled_exception: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "pickled_exception", b"pickled_exception", "traceback", b"traceback", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemoteError: _TypeAlias = RemoteError  # noqa: Y015

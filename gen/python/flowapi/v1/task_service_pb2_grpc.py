@@ -65,6 +65,11 @@ class TaskServiceStub:
                 request_serializer=flowapi_dot_v1_dot_task__service__pb2.StreamTaskLogsRequest.SerializeToString,
                 response_deserializer=flowapi_dot_v1_dot_task__service__pb2.StreamTaskLogsResponse.FromString,
                 _registered_method=True)
+        self.GetTaskResult = channel.unary_unary(
+                '/flowapi.v1.TaskService/GetTaskResult',
+                request_serializer=flowapi_dot_v1_dot_task__service__pb2.GetTaskResultRequest.SerializeToString,
+                response_deserializer=flowapi_dot_v1_dot_task__service__pb2.GetTaskResultResponse.FromString,
+                _registered_method=True)
 
 
 class TaskServiceServicer:
@@ -116,6 +121,13 @@ class TaskServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetTaskResult(self, request, context):
+        """The value returned (or the exception raised) by a finished function-call task.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TaskServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -148,6 +160,11 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     servicer.StreamTaskLogs,
                     request_deserializer=flowapi_dot_v1_dot_task__service__pb2.StreamTaskLogsRequest.FromString,
                     response_serializer=flowapi_dot_v1_dot_task__service__pb2.StreamTaskLogsResponse.SerializeToString,
+            ),
+            'GetTaskResult': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTaskResult,
+                    request_deserializer=flowapi_dot_v1_dot_task__service__pb2.GetTaskResultRequest.FromString,
+                    response_serializer=flowapi_dot_v1_dot_task__service__pb2.GetTaskResultResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -313,6 +330,33 @@ class TaskService:
             '/flowapi.v1.TaskService/StreamTaskLogs',
             flowapi_dot_v1_dot_task__service__pb2.StreamTaskLogsRequest.SerializeToString,
             flowapi_dot_v1_dot_task__service__pb2.StreamTaskLogsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTaskResult(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flowapi.v1.TaskService/GetTaskResult',
+            flowapi_dot_v1_dot_task__service__pb2.GetTaskResultRequest.SerializeToString,
+            flowapi_dot_v1_dot_task__service__pb2.GetTaskResultResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -50,6 +50,8 @@ class TaskServiceStub:
     carries a cursor; a client that reconnects with the last cursor it received gets every
     following byte exactly once.
     """
+    GetTaskResult: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.GetTaskResultRequest, _task_service_pb2.GetTaskResultResponse]
+    """The value returned (or the exception raised) by a finished function-call task."""
 
 @_typing.type_check_only
 class TaskServiceAsyncStub(TaskServiceStub):
@@ -73,6 +75,8 @@ class TaskServiceAsyncStub(TaskServiceStub):
     carries a cursor; a client that reconnects with the last cursor it received gets every
     following byte exactly once.
     """
+    GetTaskResult: _aio.UnaryUnaryMultiCallable[_task_service_pb2.GetTaskResultRequest, _task_service_pb2.GetTaskResultResponse]  # type: ignore[assignment]
+    """The value returned (or the exception raised) by a finished function-call task."""
 
 class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
     """Tasks: create, observe, stream the logs of, and cancel units of work."""
@@ -129,5 +133,13 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         carries a cursor; a client that reconnects with the last cursor it received gets every
         following byte exactly once.
         """
+
+    @_abc_1.abstractmethod
+    def GetTaskResult(
+        self,
+        request: _task_service_pb2.GetTaskResultRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_task_service_pb2.GetTaskResultResponse, _abc.Awaitable[_task_service_pb2.GetTaskResultResponse]]:
+        """The value returned (or the exception raised) by a finished function-call task."""
 
 def add_TaskServiceServicer_to_server(servicer: TaskServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

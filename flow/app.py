@@ -1,0 +1,201 @@
+"""FlowApp: Python functions that run as tasks.
+
+    app = FlowApp()
+
+    @app.function(gpu="a100", memory=32768)
+    def train_model(data_path: str, epochs: int = 100) -> dict: ...
+
+    train_model("./local.csv")                  # a plain local call
+    train_model.remote("s3://bucket/data")      # runs in a task, returns its value
+    task = train_model.spawn("s3://bucket/data"); task.result()
+    train_model.map(["a", "b", "c"])            # one task per input, results in order
+
+The task imports the function from a snapshot of the code root (the current directory) and
+calls it with the arguments; JSON values by default, any Python object with encoding="pickle".
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import sys
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+
+from flow.errors import ValidationError
+
+if TYPE_CHECKING:
+    from flow.client import Flow
+    from flow.config import TaskConfig
+    from flow.domain.function_call import FunctionCall
+    from flow.task import Task
+
+P = ParamSpec("P")
+R = TypeVar("R")
+DEFAULT_MAP_CONCURRENCY = 16
+
+
+def _function_location(fn: Callable[..., Any], code_root: Path) -> tuple[str | None, str | None]:
+    """(path, module) by which the task finds `fn` in the code snapshot."""
+    module = sys.modules.get(fn.__module__)
+    source = inspect.getsourcefile(fn)
+    if source is None:
+        raise ValidationError(
+            f"{fn.__qualname__} has no source file (defined in a notebook or the REPL?)",
+            suggestions=["define the function in a .py file under the code root"],
+        )
+    if "<locals>" in fn.__qualname__ or "." in fn.__qualname__:
+        raise ValidationError(
+            f"{fn.__qualname__} is not a top-level function, so a task cannot import it",
+            suggestions=["define it at the top level of its module"],
+        )
+    package = getattr(module, "__package__", None)
+    if fn.__module__ != "__main__" and package:
+        # A package module: import it by name, so its relative imports work.
+        top = fn.__module__.split(".")[0]
+        if (code_root / top).is_dir():
+            return None, fn.__module__
+    from flow.remote_call import relative_to_root
+
+    return relative_to_root(Path(source), code_root), None
+
+
+class RemoteFunction(Generic[P, R]):
+    """A function decorated with FlowApp.function. Calling it runs it here."""
+
+    def __init__(self, app: FlowApp, fn: Callable[P, R], options: dict[str, Any], encoding: str) -> None:
+        self._app = app
+        self._fn = fn
+        self._options = options
+        self._encoding = encoding
+        self.__flow_wrapped__ = fn  # the task's runner calls this, not the wrapper
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self._fn(*args, **kwargs)
+
+    def _config(self) -> TaskConfig:
+        from flow.config import TaskConfig
+
+        options = dict(self._options)
+        options.setdefault("name", self._fn.__name__.replace("_", "-")[:63])
+        options.setdefault("code_root", str(Path.cwd()))
+        return TaskConfig(upload_code=True, **options)
+
+    def _call(self, config: TaskConfig, args: tuple[Any, ...], kwargs: dict[str, Any], flow: Flow) -> FunctionCall:
+        from flow.domain.function_call import FunctionCall
+        from flow.remote_call import check_arguments, check_call
+
+        check_arguments(self._fn.__name__, inspect.signature(self._fn), args, kwargs)
+        path, module = _function_location(self._fn, Path(config.code_root or Path.cwd()))
+        pickled = b""
+        if self._encoding == "pickle":
+            import cloudpickle
+
+            pickled = cloudpickle.dumps((args, kwargs))
+        call = FunctionCall(
+            function=self._fn.__name__,
+            path=path,
+            module=module,
+            args=() if pickled else args,
+            kwargs={} if pickled else kwargs,
+            encoding=self._encoding,
+            pickled_arguments=pickled,
+            python=flow.local_python(),
+        )
+        check_call(call)
+        return call
+
+    def spawn(self, *args: P.args, **kwargs: P.kwargs) -> Task:
+        """Starts the call in a task and returns the Task; `task.result()` gives the value."""
+        from flow.remote_call import refuse_nested_import_call
+
+        refuse_nested_import_call(self._fn.__name__)
+        flow = self._app.flow
+        config = self._config()
+        return flow.submit(config, function_call=self._call(config, args, dict(kwargs), flow))
+
+    def remote(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Runs the call in a task and returns its value (or raises what it raised)."""
+        result: R = self.spawn(*args, **kwargs).result()
+        return result
+
+    def map(self, *iterables: Iterable[Any], max_concurrency: int = DEFAULT_MAP_CONCURRENCY) -> list[R]:
+        """One task per input (like builtins.map over several iterables), at most
+        `max_concurrency` at a time; results in input order. If a call raises, the tasks not yet
+        finished are cancelled and the first error (in input order) is raised."""
+        if max_concurrency < 1:
+            raise ValidationError(f"max_concurrency={max_concurrency} must be at least 1", suggestions=["use e.g. 16"])
+        inputs = list(zip(*iterables, strict=False))
+        spawned: list[Task] = []
+        lock = threading.Lock()
+        failed = threading.Event()
+
+        def run_one(item: tuple[Any, ...]) -> R:
+            if failed.is_set():
+                raise RuntimeError("skipped: an earlier call failed")
+            task = self.spawn(*item)  # type: ignore[call-arg]
+            with lock:
+                spawned.append(task)
+            try:
+                value: R = task.result()
+            except BaseException:
+                failed.set()
+                raise
+            return value
+
+        with ThreadPoolExecutor(max_workers=min(max_concurrency, max(1, len(inputs)))) as pool:
+            futures = [pool.submit(run_one, item) for item in inputs]
+            results: list[R] = []
+            for future in futures:
+                try:
+                    results.append(future.result())
+                except BaseException:
+                    failed.set()
+                    for task in list(spawned):
+                        task.cancel()
+                    raise
+        return results
+
+
+class FlowApp:
+    """A group of remote functions sharing one client."""
+
+    def __init__(self, name: str | None = None, flow: Flow | None = None) -> None:
+        self.name = name
+        self._flow = flow
+
+    @property
+    def flow(self) -> Flow:
+        if self._flow is None:
+            from flow.client import Flow
+
+            self._flow = Flow()
+        return self._flow
+
+    def function(
+        self,
+        gpu: str | None = None,
+        memory: int | None = None,
+        *,
+        encoding: str = "json",
+        **task_options: Any,
+    ) -> Callable[[Callable[P, R]], RemoteFunction[P, R]]:
+        """Marks a function to run in tasks. `gpu` is an instance type ("a100", "4xh100");
+        `memory` the RAM it needs in MB; other keywords are TaskConfig fields (image, env,
+        max_run_time_hours, max_price_per_hour, ...)."""
+        if encoding not in ("json", "pickle"):
+            raise ValidationError(f"encoding={encoding!r} is not an encoding", suggestions=["use 'json' or 'pickle'"])
+        options = dict(task_options)
+        if gpu is not None:
+            options["instance_type"] = gpu
+        if memory is not None:
+            options["memory_mb"] = memory
+
+        def decorate(fn: Callable[P, R]) -> RemoteFunction[P, R]:
+            return RemoteFunction(self, fn, options, encoding)
+
+        return decorate

@@ -1,0 +1,314 @@
+"""Uploading a code root as a content-addressed snapshot (the SDK side of CodeService).
+
+1. Walk the root and select files (`.flowignore` / `.gitignore`, see flow.code_selection).
+2. Hash them, reusing a local cache keyed by (path, size, mtime, ctime, inode), so an unchanged
+   tree costs one stat per file.
+3. Ask flowd which blobs it lacks; send only those; send the manifest; its digest names the
+   snapshot. A task runs in a copy of exactly these bytes, so edits made after submit never
+   reach it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import sqlite3
+import stat
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Final, TextIO
+
+from attrs import frozen
+
+from flow.code_walk import CodeFile, WalkResult, walk_code_root
+from flow.domain.code_manifest import ManifestEntry, digest_of, manifest_bytes
+from flow.errors import ValidationError
+from flowapi.v1 import code_service_pb2
+
+if TYPE_CHECKING:
+    from flow.connection import DaemonConnection
+
+DEFAULT_MAX_UPLOAD_BYTES: Final = 2 * 2**30
+CHUNK_BYTES: Final = 1024 * 1024
+HASH_WORKERS: Final = 4
+Progress = Callable[[int, int], None]  # (bytes sent, bytes to send)
+
+
+@frozen
+class PlannedFile:
+    path: str
+    size: int
+    executable: bool
+    source: Path  # what to read (a symlink's target file)
+
+
+@frozen
+class UploadPlan:
+    root: Path
+    files: tuple[PlannedFile, ...]
+    excluded: int  # files and directories left out
+
+    @property
+    def total_size(self) -> int:
+        return sum(f.size for f in self.files)
+
+
+@frozen
+class Upload:
+    digest: str
+    files: int
+    total_bytes: int
+    sent_files: int
+    sent_bytes: int
+    seconds: float
+
+
+def max_upload_bytes() -> int:
+    """2 GiB unless FLOW_MAX_UPLOAD_MB says otherwise."""
+    raw = os.environ.get("FLOW_MAX_UPLOAD_MB", "")
+    return int(raw) * 2**20 if raw.isdigit() else DEFAULT_MAX_UPLOAD_BYTES
+
+
+def _planned(root: Path, walked: WalkResult) -> tuple[list[PlannedFile], int]:
+    files: list[PlannedFile] = []
+    skipped = 0
+    for item in walked.files:
+        source = root / item.path
+        if item.is_symlink:  # upload what a file symlink points to; skip the rest
+            try:
+                target = source.stat()
+            except OSError:
+                skipped += 1
+                continue
+            if not stat.S_ISREG(target.st_mode):
+                skipped += 1
+                continue
+            files.append(PlannedFile(item.path, target.st_size, bool(target.st_mode & 0o111), source))
+        else:
+            files.append(PlannedFile(item.path, item.size, bool(item.mode & 0o111), source))
+    return files, skipped
+
+
+def _too_large(root: Path, files: Sequence[PlannedFile], limit: int) -> ValidationError:
+    total = sum(f.size for f in files)
+    by_dir: dict[str, int] = {}
+    for f in files:
+        top = f.path.split("/", 1)[0] + ("/" if "/" in f.path else "")
+        by_dir[top] = by_dir.get(top, 0) + f.size
+    largest = sorted(by_dir.items(), key=lambda kv: -kv[1])[:5]
+    biggest_files = sorted(files, key=lambda f: -f.size)[:5]
+    lines = [f"  {_mb(size)}  {name}" for name, size in largest]
+    lines += [f"  {_mb(f.size)}  {f.path}" for f in biggest_files if f.path not in by_dir]
+    first = largest[0][0] if largest else "data/"
+    return ValidationError(
+        f"The code in {root} is {_mb(total)}, above the upload limit of {_mb(limit)}. Largest:\n" + "\n".join(lines),
+        suggestions=[
+            f"add what the task does not need to {root / '.flowignore'} (e.g. a line '{first}')",
+            "put datasets on a volume or a data mount instead of uploading them",
+            "raise the limit with FLOW_MAX_UPLOAD_MB, or pass upload_code=False",
+        ],
+    )
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1e6:,.1f} MB"
+
+
+def plan_upload(root: Path, limit: int | None = None, private: Sequence[Path] = ()) -> UploadPlan:
+    """What a task submitted from `root` would upload; raises ValidationError above the limit.
+    Files under `private` (flowd's state directory, when it lies inside the root) never go."""
+    root = root.resolve()
+    if not root.is_dir():
+        raise ValidationError(
+            f"code_root {str(root)!r} is not a directory",
+            suggestions=["run from your project directory, or pass code_root=... or upload_code=False"],
+        )
+    walked = walk_code_root(root)
+    files, skipped = _planned(root, walked)
+    for directory in private:
+        inside = directory.resolve()
+        if inside.is_relative_to(root):
+            prefix = inside.relative_to(root).as_posix() + "/"
+            kept = [f for f in files if not f.path.startswith(prefix)]
+            skipped += len(files) - len(kept)
+            files = kept
+    cap = max_upload_bytes() if limit is None else limit
+    if sum(f.size for f in files) > cap:
+        raise _too_large(root, files, cap)
+    return UploadPlan(
+        root=root, files=tuple(files), excluded=len(walked.selection.excluded) + len(walked.pruned_dirs) + skipped
+    )
+
+
+class HashCache:
+    """Digests of files already hashed, keyed by what stat says about them ($FLOW_HOME)."""
+
+    def __init__(self, path: Path) -> None:
+        self._db = sqlite3.connect(str(path), check_same_thread=False)
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS digests (path TEXT PRIMARY KEY, identity TEXT NOT NULL, digest TEXT NOT NULL)"
+        )
+        os.chmod(path, 0o600)
+
+    def lookup(self, paths: Sequence[str]) -> dict[str, tuple[str, str]]:
+        found: dict[str, tuple[str, str]] = {}
+        for start in range(0, len(paths), 500):
+            batch = paths[start : start + 500]
+            marks = ",".join("?" * len(batch))
+            for path, identity, digest in self._db.execute(
+                f"SELECT path, identity, digest FROM digests WHERE path IN ({marks})", batch
+            ):
+                found[path] = (identity, digest)
+        return found
+
+    def store(self, rows: Sequence[tuple[str, str, str]]) -> None:
+        with self._db:
+            self._db.executemany("INSERT OR REPLACE INTO digests VALUES (?, ?, ?)", rows)
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def _identity(path: Path) -> str:
+    info = path.stat()
+    return f"{info.st_size}:{info.st_mtime_ns}:{info.st_ctime_ns}:{info.st_ino}"
+
+
+def _hash_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as source:
+        while chunk := source.read(CHUNK_BYTES):
+            digest.update(chunk)
+    return "sha256:" + digest.hexdigest()
+
+
+def hash_files(files: Sequence[PlannedFile], cache: HashCache) -> list[str]:
+    """Digest of each file, hashing only those that changed since the cache saw them."""
+    keys = [str(f.source) for f in files]  # absolute: plan_upload resolved the root
+    known = cache.lookup(keys)
+    identities = [_identity(f.source) for f in files]
+    digests: list[str | None] = [
+        known[k][1] if k in known and known[k][0] == ident else None for k, ident in zip(keys, identities, strict=True)
+    ]
+    stale = [i for i, d in enumerate(digests) if d is None]
+    with ThreadPoolExecutor(HASH_WORKERS) as pool:  # hashlib releases the GIL on large buffers
+        for i, digest in zip(stale, pool.map(lambda i: _hash_file(files[i].source), stale), strict=True):
+            digests[i] = digest
+    cache.store([(keys[i], identities[i], digests[i] or "") for i in stale])
+    return [d or "" for d in digests]
+
+
+def _messages(
+    blobs: Sequence[tuple[str, Path | bytes, int]], progress: Progress | None, total: int
+) -> Iterator[code_service_pb2.UploadBlobsRequest]:
+    """Packs blobs into messages of about CHUNK_BYTES: many small files per message, a large
+    file over several (one gRPC message per small file costs more than sending it)."""
+    pending: list[code_service_pb2.BlobChunk] = []
+    pending_bytes = 0
+    sent = 0
+    for digest, source, size in blobs:
+        with contextlib.ExitStack() as stack:
+            reader = None if isinstance(source, bytes) else stack.enter_context(open(source, "rb"))
+            offset = 0
+            while True:
+                data = source[offset : offset + CHUNK_BYTES] if isinstance(source, bytes) else reader.read(CHUNK_BYTES)  # type: ignore[union-attr]
+                if offset and not data:
+                    break
+                pending.append(code_service_pb2.BlobChunk(digest=digest, size=size, offset=offset, data=data))
+                pending_bytes += len(data) + 100
+                offset += len(data)
+                if pending_bytes >= CHUNK_BYTES:
+                    yield code_service_pb2.UploadBlobsRequest(chunks=pending)
+                    sent += pending_bytes
+                    pending, pending_bytes = [], 0
+                    if progress is not None:
+                        progress(min(sent, total), total)
+                if offset >= size:
+                    break
+    if pending:
+        yield code_service_pb2.UploadBlobsRequest(chunks=pending)
+    if progress is not None:
+        progress(total, total)
+
+
+def _send(
+    conn: DaemonConnection, plan: UploadPlan, digests: Sequence[str], progress: Progress | None
+) -> tuple[str, int, int]:
+    """Sends what flowd lacks; returns (manifest digest, blobs sent, bytes sent)."""
+    entries = [
+        ManifestEntry(path=f.path, digest=d, size=f.size, executable=f.executable)
+        for f, d in zip(plan.files, digests, strict=True)
+    ]
+    manifest = manifest_bytes(entries)
+    manifest_digest = digest_of(manifest)
+    request = code_service_pb2.FindMissingBlobsRequest(digests=sorted({*digests, manifest_digest}))
+    missing = set(conn.call(lambda c: c.code.FindMissingBlobs(request, timeout=60)).missing_digests)
+    blobs: list[tuple[str, Path | bytes, int]] = []
+    for f, d in zip(plan.files, digests, strict=True):
+        if d in missing:
+            blobs.append((d, f.source, f.size))
+            missing.discard(d)  # the same content under two names goes once
+    if manifest_digest in missing:
+        blobs.append((manifest_digest, manifest, len(manifest)))
+    total = sum(size for _, _, size in blobs)
+    if blobs:
+        conn.call(lambda c: c.code.UploadBlobs(_messages(blobs, progress, total), timeout=3600))
+    return manifest_digest, len(blobs), total
+
+
+def upload_code(
+    conn: DaemonConnection,
+    root: Path,
+    cache_path: Path,
+    progress: Progress | None = None,
+) -> Upload:
+    """Uploads the snapshot of `root` and returns its digest (only unseen files are sent)."""
+    started = time.monotonic()
+    plan = plan_upload(root, private=[cache_path.parent])
+    cache = HashCache(cache_path)
+    try:
+        digests = hash_files(plan.files, cache)
+        try:
+            digest, sent_files, sent_bytes = _send(conn, plan, digests, progress)
+        except ValidationError:
+            # A file changed between hashing and sending: forget what we knew, hash again, resend.
+            cache.store([(str(f.source), "", "") for f in plan.files])
+            digests = hash_files(plan.files, cache)
+            digest, sent_files, sent_bytes = _send(conn, plan, digests, progress)
+    finally:
+        cache.close()
+    return Upload(
+        digest=digest,
+        files=len(plan.files),
+        total_bytes=plan.total_size,
+        sent_files=sent_files,
+        sent_bytes=sent_bytes,
+        seconds=time.monotonic() - started,
+    )
+
+
+def progress_bar(stream: TextIO | None = None) -> Progress:
+    """A progress callback that draws a bar on stderr once an upload has taken 0.5 s."""
+    out = stream or sys.stderr
+    began = time.monotonic()
+    shown = [False]
+
+    def draw(sent: int, total: int) -> None:
+        if time.monotonic() - began < 0.5 and not shown[0]:
+            return
+        shown[0] = True
+        width = 30
+        done = int(width * sent / total) if total else width
+        out.write(f"\ruploading code [{'#' * done}{'.' * (width - done)}] {_mb(sent)} / {_mb(total)}")
+        if sent >= total:
+            out.write("\n")
+        out.flush()
+
+    return draw
+
+
+__all__ = ["CodeFile", "Upload", "UploadPlan", "plan_upload", "progress_bar", "upload_code"]

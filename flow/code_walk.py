@@ -1,0 +1,105 @@
+"""Lists the files of a code root that a task uploads: the effectful shell over `flow.code_selection`.
+
+The walk reads only what it needs: it never enters `.git` or a directory the rules exclude (git
+cannot re-include anything below an excluded directory, so pruning changes no answer), reads the
+ignore files of the directories it enters, and spots virtualenvs by their `pyvenv.cfg`. Directory
+symlinks are not followed; symlinks (to anything) are listed as files, as git lists them. Other
+special files (sockets, FIFOs, devices) are skipped. An unreadable directory raises OSError.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import attrs
+
+from flow.code_selection import (
+    GIT_DIR,
+    VIRTUALENV_MARKER,
+    IgnoreRules,
+    Selection,
+    is_excluded,
+    rules_file_name,
+    select_paths,
+)
+
+
+@attrs.frozen
+class CodeFile:
+    """One uploaded file, as `lstat` saw it (a symlink keeps its own mode and size)."""
+
+    path: str  # POSIX, relative to the code root
+    size: int
+    mode: int
+
+    @property
+    def is_symlink(self) -> bool:
+        return stat.S_ISLNK(self.mode)
+
+
+@attrs.frozen
+class WalkResult:
+    root: Path
+    rules: IgnoreRules
+    virtualenv_dirs: tuple[str, ...]  # directories holding a pyvenv.cfg, sorted
+    pruned_dirs: tuple[str, ...]  # excluded directories the walk did not enter (and `.git`s), sorted
+    selection: Selection  # over every file the walk listed (nothing inside `pruned_dirs`)
+    files: tuple[CodeFile, ...]  # the included files, sorted by path
+
+    @property
+    def total_size(self) -> int:
+        return sum(file.size for file in self.files)
+
+
+def walk_code_root(root: Path) -> WalkResult:
+    """Walk `root` (a directory) and select the files to upload with it."""
+    root_entries = _scan(root)
+    file_name = rules_file_name([entry.name for entry in root_entries if entry.is_file(follow_symlinks=False)])
+    rules = IgnoreRules(file_name)
+    virtualenvs: list[str] = []
+    pruned: list[str] = []
+    listed: dict[str, os.DirEntry[str]] = {}
+
+    pending: list[tuple[str, list[os.DirEntry[str]]]] = [("", root_entries)]
+    while pending:
+        directory, entries = pending.pop()
+        ignore_file = next((entry for entry in entries if entry.name == file_name), None)
+        if ignore_file is not None and ignore_file.is_file(follow_symlinks=False):
+            # git does not follow a symlinked .gitignore inside the tree; neither do we.
+            rules = rules.with_file(directory, _read_text(ignore_file.path))
+        for entry in entries:
+            path = f"{directory}/{entry.name}" if directory else entry.name
+            if entry.name == GIT_DIR:
+                pruned.append(path)
+            elif entry.is_dir(follow_symlinks=False):
+                if is_excluded(path, rules, virtualenvs, is_dir=True):
+                    pruned.append(path)
+                    continue
+                inside = _scan(Path(entry.path))
+                if any(child.name == VIRTUALENV_MARKER and not child.is_dir() for child in inside):
+                    virtualenvs.append(path)
+                    if is_excluded(path, rules, virtualenvs, is_dir=True):
+                        pruned.append(path)
+                        continue
+                pending.append((path, inside))
+            elif entry.is_symlink() or entry.is_file(follow_symlinks=False):
+                listed[path] = entry
+
+    selection = select_paths(list(listed), rules, virtualenvs)
+    files = []
+    for path in selection.included:
+        status = listed[path].stat(follow_symlinks=False)
+        files.append(CodeFile(path, status.st_size, status.st_mode))
+    return WalkResult(root, rules, tuple(sorted(virtualenvs)), tuple(sorted(pruned)), selection, tuple(files))
+
+
+def _scan(directory: Path) -> list[os.DirEntry[str]]:
+    with os.scandir(directory) as entries:
+        return list(entries)
+
+
+def _read_text(path: str) -> str:
+    with open(path, "rb") as handle:
+        return handle.read().decode("utf-8", "surrogateescape")

@@ -1,0 +1,87 @@
+"""Function calls and their results at the wire: FunctionCall <-> proto, FunctionResult -> proto.
+
+JSON values travel as google.protobuf.Value, whose numbers are doubles; `restore_integers`
+turns integral numbers back into ints on the way in, as json.loads would."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf import json_format, struct_pb2
+
+from flow.domain.function_call import FunctionCall, FunctionResult, restore_integers
+from flowapi.v1 import task_pb2, task_service_pb2
+
+_ENCODING_TO_PROTO = {"json": task_pb2.VALUE_ENCODING_JSON, "pickle": task_pb2.VALUE_ENCODING_PICKLE}
+_ENCODING_FROM_PROTO = {
+    task_pb2.VALUE_ENCODING_UNSPECIFIED: "json",
+    task_pb2.VALUE_ENCODING_JSON: "json",
+    task_pb2.VALUE_ENCODING_PICKLE: "pickle",
+}
+
+
+def encoding_from_proto(value: int) -> str:
+    return _ENCODING_FROM_PROTO.get(value, f"unknown({value})")  # type: ignore[call-overload, no-any-return]
+
+
+def encoding_to_proto(encoding: str) -> task_pb2.ValueEncoding.ValueType:
+    return _ENCODING_TO_PROTO.get(encoding, task_pb2.VALUE_ENCODING_UNSPECIFIED)
+
+
+def value_to_proto(value: Any) -> struct_pb2.Value:
+    message = struct_pb2.Value()
+    json_format.ParseDict(value, message)
+    return message
+
+
+def value_from_proto(message: struct_pb2.Value) -> Any:
+    return restore_integers(json_format.MessageToDict(message))
+
+
+def function_call_to_proto(call: FunctionCall, with_arguments: bool = True) -> task_pb2.FunctionCall:
+    """The wire form; `with_arguments=False` for task listings (arguments can be megabytes)."""
+    message = task_pb2.FunctionCall(
+        path=call.path or "",
+        module=call.module or "",
+        function=call.function,
+        encoding=encoding_to_proto(call.encoding),
+        python=call.python or "",
+    )
+    if with_arguments:
+        if call.encoding == "pickle":
+            message.pickled_arguments = call.pickled_arguments
+        else:
+            message.args.extend(list(call.args))
+            message.kwargs.update(dict(call.kwargs))
+    return message
+
+
+def function_call_from_proto(message: task_pb2.FunctionCall) -> FunctionCall:
+    return FunctionCall(
+        function=message.function,
+        path=message.path or None,
+        module=message.module or None,
+        args=tuple(restore_integers(json_format.MessageToDict(message.args))) if message.HasField("args") else (),
+        kwargs=restore_integers(json_format.MessageToDict(message.kwargs)) if message.HasField("kwargs") else {},
+        encoding=encoding_from_proto(message.encoding),
+        pickled_arguments=message.pickled_arguments,
+        python=message.python or None,
+    )
+
+
+def result_to_proto(result: FunctionResult) -> task_service_pb2.GetTaskResultResponse:
+    reply = task_service_pb2.GetTaskResultResponse(encoding=encoding_to_proto(result.encoding))
+    if result.error is not None:
+        reply.error.CopyFrom(
+            task_service_pb2.RemoteError(
+                type=result.error.type,
+                message=result.error.message,
+                traceback=result.error.traceback,
+                pickled_exception=result.error.pickled,
+            )
+        )
+    elif result.encoding == "pickle":
+        reply.pickled_value = result.pickled
+    else:
+        reply.json_value.CopyFrom(value_to_proto(result.value))
+    return reply

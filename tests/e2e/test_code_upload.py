@@ -1,0 +1,167 @@
+"""Code upload: the task runs in a snapshot taken at submit time, sent once, filtered by
+.flowignore/.gitignore."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from conftest import Daemon, wait_until
+from flow import Flow, TaskStatus
+from flow.errors import ValidationError
+
+
+def test_the_task_runs_in_the_snapshot_and_later_edits_never_reach_it(flow: Flow, tmp_path: Path) -> None:
+    (tmp_path / "data.txt").write_text("original\n")
+    gate = tmp_path.parent / f"{tmp_path.name}-gate"
+    task = flow.run(f"while [ ! -e {gate} ]; do sleep 0.02; done; cat data.txt; ls", code_root=str(tmp_path))
+    (tmp_path / "data.txt").write_text("edited after submit\n")  # the user keeps working
+    (tmp_path / "new.txt").write_text("new\n")
+    gate.write_text("")
+    assert task.wait(timeout=30).logs() == "original\ndata.txt\n"
+
+
+def test_ignore_rules_and_defaults_decide_what_is_uploaded(flow: Flow, tmp_path: Path) -> None:
+    (tmp_path / ".gitignore").write_text("*.log\n/build/\n!keep.log\n")
+    for name in (
+        "a.py",
+        "x.log",
+        "keep.log",
+        "build/out.bin",
+        "sub/build/inner.txt",
+        "__pycache__/a.pyc",
+        "node_modules/m.js",
+        ".git/HEAD",
+    ):
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(name)
+    venv = tmp_path / "myenv"
+    venv.mkdir()
+    (venv / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    (venv / "lib.py").write_text("x")
+    task = flow.run("find . -type f | sort", code_root=str(tmp_path)).wait(timeout=30)
+    assert task.logs().split() == ["./.gitignore", "./a.py", "./keep.log", "./sub/build/inner.txt"]
+
+
+def test_flowignore_replaces_gitignore(flow: Flow, tmp_path: Path) -> None:
+    (tmp_path / ".gitignore").write_text("*.py\n")
+    (tmp_path / ".flowignore").write_text("secret.txt\n")
+    (tmp_path / "train.py").write_text("print('hi')\n")
+    (tmp_path / "secret.txt").write_text("no\n")
+    task = flow.run("ls -A | sort", code_root=str(tmp_path)).wait(timeout=30)
+    assert task.logs().split() == [".flowignore", ".gitignore", "train.py"]
+
+
+def test_executable_bits_survive(flow: Flow, tmp_path: Path) -> None:
+    script = tmp_path / "run.sh"
+    script.write_text("#!/bin/sh\necho ran\n")
+    script.chmod(0o755)
+    assert flow.run(["./run.sh"], code_root=str(tmp_path)).wait(timeout=30).logs() == "ran\n"
+
+
+def test_an_unchanged_10000_file_tree_is_not_sent_again(daemon: Daemon, tmp_path: Path) -> None:
+    client: Flow = daemon.client()  # type: ignore[assignment]
+    for d in range(100):
+        folder = tmp_path / f"pkg{d:03d}"
+        folder.mkdir()
+        for f in range(100):
+            (folder / f"m{f:03d}.py").write_text(f"# module {d}/{f}\nVALUE = {d * 100 + f}\n")
+    first = client.upload_code(tmp_path)
+    assert (first.files, first.sent_files) == (10_000, 10_001)  # every file and the manifest
+    assert first.sent_bytes > first.total_bytes  # the files, then the manifest
+    again = client.upload_code(tmp_path)
+    assert again.digest == first.digest
+    assert (again.sent_files, again.sent_bytes) == (0, 0)
+    # One file changes: exactly that file and a new manifest travel.
+    (tmp_path / "pkg042" / "m007.py").write_text("VALUE = 'changed'\n")
+    changed = client.upload_code(tmp_path)
+    assert changed.digest != first.digest
+    assert changed.sent_files == 2
+    blobs = list((daemon.home.root / "blobs" / "sha256").iterdir())
+    assert len(blobs) == 10_003  # 10,000 files, the changed file, two manifests
+
+
+def test_identical_content_is_stored_once(daemon: Daemon, tmp_path: Path) -> None:
+    client: Flow = daemon.client()  # type: ignore[assignment]
+    for i in range(5):
+        (tmp_path / f"copy{i}.txt").write_text("same bytes\n")
+    upload = client.upload_code(tmp_path)
+    assert upload.sent_files == 2  # one content blob and the manifest
+
+
+def test_the_size_cap_names_the_largest_offenders(flow: Flow, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLOW_MAX_UPLOAD_MB", "1")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "big.bin").write_bytes(os.urandom(3 * 2**20))
+    (tmp_path / "train.py").write_text("print(1)\n")
+    before = len(flow.list_tasks(limit=1000))
+    with pytest.raises(ValidationError) as caught:
+        flow.run("python3 train.py", code_root=str(tmp_path))
+    message = str(caught.value)
+    assert "above the upload limit of 1.0 MB" in message
+    assert "data/" in message
+    assert any(".flowignore" in tip for tip in caught.value.suggestions)
+    assert len(flow.list_tasks(limit=1000)) == before  # nothing was launched
+
+
+def test_dry_run_lists_what_would_be_uploaded(shared_daemon: Daemon, tmp_path: Path) -> None:
+    (tmp_path / "train.py").write_text("print(1)\n")
+    (tmp_path / "x.log").write_text("noise\n")
+    (tmp_path / ".gitignore").write_text("*.log\n")
+    done = shared_daemon.flow_cli("run", "--dry-run", "--json", "python3 train.py", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    plan = json.loads(done.stdout)["upload"]
+    assert [f["path"] for f in plan["files"]] == [".gitignore", "train.py"]
+    assert plan["total_bytes"] == len("print(1)\n") + len("*.log\n")
+    text = shared_daemon.flow_cli("run", "--dry-run", "python3 train.py", cwd=tmp_path)
+    assert "would upload 2 files" in text.stdout
+
+
+def test_upload_code_false_runs_in_an_empty_private_directory(flow: Flow, tmp_path: Path) -> None:
+    (tmp_path / "train.py").write_text("print(1)\n")
+    task = flow.run("ls -A | wc -l", code_root=str(tmp_path), upload_code=False).wait(timeout=30)
+    assert task.logs().strip() == "0"
+
+
+def test_a_file_that_changes_while_uploading_is_retried(daemon: Daemon, tmp_path: Path) -> None:
+    """flowd refuses bytes that do not hash to their digest; the SDK re-hashes and resends."""
+    import grpc
+
+    from flowapi.v1 import code_service_pb2, code_service_pb2_grpc
+
+    channel = grpc.insecure_channel(daemon.home.address)
+    stub = code_service_pb2_grpc.CodeServiceStub(channel)
+    wrong = "sha256:" + "0" * 64
+    with pytest.raises(grpc.RpcError) as caught:
+        chunk = code_service_pb2.BlobChunk(digest=wrong, size=3, offset=0, data=b"abc")
+        stub.UploadBlobs(iter([code_service_pb2.UploadBlobsRequest(chunks=[chunk])]), timeout=10)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+    assert "changed while uploading" in caught.value.details()  # type: ignore[attr-defined]
+    assert not (daemon.home.root / "blobs" / "sha256" / ("0" * 64)).exists()
+    channel.close()
+
+
+def test_a_task_naming_code_that_was_never_uploaded_is_refused(daemon: Daemon) -> None:
+    import grpc
+
+    from flowapi.v1 import task_pb2, task_service_pb2, task_service_pb2_grpc
+
+    stub = task_service_pb2_grpc.TaskServiceStub(grpc.insecure_channel(daemon.home.address))
+    spec = task_pb2.TaskSpec(command=["true"], code_digest="sha256:" + "a" * 64)
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.CreateTask(task_service_pb2.CreateTaskRequest(spec=spec), timeout=10)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+    assert "names no uploaded code snapshot" in caught.value.details()  # type: ignore[attr-defined]
+
+
+def test_a_running_task_has_its_own_copy_of_the_code(flow: Flow, tmp_path: Path, shared_daemon: Daemon) -> None:
+    (tmp_path / "a.txt").write_text("x")
+    task = flow.run("sleep 600", code_root=str(tmp_path))
+    wait_until(lambda: task.status is TaskStatus.RUNNING, 10)
+    code_dir = shared_daemon.home.task_dir(task.task_id) / "code"
+    assert (code_dir / "a.txt").read_text() == "x"
+    task.cancel()
