@@ -6,8 +6,15 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP_RUN  := $(VENV)/.installed-run
 STAMP_DEV  := $(VENV)/.installed-dev
+# The TypeScript and Go clients (clients/, examples/ts, examples/go): `make test` and `make gen`
+# install their pinned tools; `make run` needs neither Node nor Go.
+STAMP_NPM  := node_modules/.installed
+GO_TOOLS   := build/go-tools
+STAMP_GO   := $(GO_TOOLS)/.installed
+GO         ?= go
+GO_BUILD   := $(GO) build -buildvcs=false
 
-.PHONY: run test check gen bench clean
+.PHONY: run test check gen bench bench-clients clients clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,17 +28,43 @@ $(STAMP_DEV): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@ $(STAMP_RUN)
 
+# npm ci: the exact versions of package-lock.json (pinned in clients/ts/package.json) into
+# ./node_modules, where gen/ts, clients/ts and examples/ts all find them.
+$(STAMP_NPM): package.json package-lock.json clients/ts/package.json
+	@command -v node >/dev/null && command -v npm >/dev/null || \
+	  { echo "make: Node.js 20+ with npm is required (the TypeScript client and its tests); install it" >&2; exit 1; }
+	npm ci --no-audit --no-fund
+	touch $@
+
+# Go: the modules of clients/go and examples/go, protoc-gen-go and protoc-gen-go-grpc at the
+# versions pinned in clients/go/go.mod (built into $(GO_TOOLS)/bin for tools/gen), and one build
+# of everything so the tests start from a warm build cache.
+$(STAMP_GO): clients/go/go.mod clients/go/go.sum examples/go/go.mod examples/go/go.sum
+	@command -v $(GO) >/dev/null || \
+	  { echo "make: Go 1.24+ is required (the Go client and its tests); install it" >&2; exit 1; }
+	mkdir -p $(GO_TOOLS)/bin
+	cd clients/go && $(GO) mod download && \
+	  $(GO_BUILD) -o ../../$(GO_TOOLS)/bin/ google.golang.org/protobuf/cmd/protoc-gen-go google.golang.org/grpc/cmd/protoc-gen-go-grpc && \
+	  $(GO_BUILD) ./...
+	cd examples/go && $(GO) mod download && $(GO_BUILD) ./...
+	touch $@
+
+clients: $(STAMP_NPM) $(STAMP_GO)
+
 run: $(STAMP_RUN)
 	cd examples && ../$(BIN)/flow run "python3 train.py --epochs 3"
 
-test: $(STAMP_DEV)
+test: $(STAMP_DEV) $(STAMP_NPM) $(STAMP_GO)
 	tools/check
 
-gen: $(STAMP_DEV)
+gen: $(STAMP_DEV) $(STAMP_NPM) $(STAMP_GO)
 	tools/gen
 
 bench: $(STAMP_DEV)
 	$(BIN)/python bench/run_all.py
 
+bench-clients: $(STAMP_DEV) $(STAMP_NPM) $(STAMP_GO)
+	$(BIN)/python bench/bench_clients.py
+
 clean:
-	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) build node_modules *.egg-info .mypy_cache .ruff_cache .pytest_cache
