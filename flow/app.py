@@ -17,11 +17,8 @@ calls it with the arguments; JSON values by default, any Python object with enco
 from __future__ import annotations
 
 import functools
-import inspect
 import sys
-import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
@@ -40,6 +37,8 @@ DEFAULT_MAP_CONCURRENCY = 16
 
 def _function_location(fn: Callable[..., Any], code_root: Path) -> tuple[str | None, str | None]:
     """(path, module) by which the task finds `fn` in the code snapshot."""
+    import inspect
+
     module = sys.modules.get(fn.__module__)
     source = inspect.getsourcefile(fn)
     if source is None:
@@ -86,6 +85,8 @@ class RemoteFunction(Generic[P, R]):
         return TaskConfig(upload_code=True, **options)
 
     def _call(self, config: TaskConfig, args: tuple[Any, ...], kwargs: dict[str, Any], flow: Flow) -> FunctionCall:
+        import inspect
+
         from flow.domain.function_call import FunctionCall
         from flow.remote_call import check_arguments, check_call
 
@@ -127,6 +128,9 @@ class RemoteFunction(Generic[P, R]):
         """One task per input (like builtins.map over several iterables), at most
         `max_concurrency` at a time; results in input order. If a call raises, the tasks not yet
         finished are cancelled and the first error (in input order) is raised."""
+        import threading
+        from concurrent.futures import ThreadPoolExecutor
+
         if max_concurrency < 1:
             raise ValidationError(f"max_concurrency={max_concurrency} must be at least 1", suggestions=["use e.g. 16"])
         inputs = list(zip(*iterables, strict=False))

@@ -74,6 +74,7 @@ class Flow:
         self.provider = provider or os.environ.get("FLOW_PROVIDER", "")
         self._conn = DaemonConnection(resolve_home(explicit=flow_home), auto_start=auto_start)
         self._conn.ensure_daemon()
+        self._local_python: tuple[str] | None = None
 
     def close(self) -> None:
         self._conn.close()
@@ -136,11 +137,14 @@ class Flow:
 
     def local_python(self) -> str | None:
         """The interpreter functions run with: this one when tasks run on this machine."""
-        import sys
+        if self._local_python is None:
+            import sys
 
-        kinds = {p["name"]: p["kind"] for p in self.daemon_info()["providers"]}
-        chosen = self.provider or next((p["name"] for p in self.daemon_info()["providers"] if p["default"]), "local")
-        return sys.executable if kinds.get(chosen) == "local" else None
+            providers = self.daemon_info()["providers"]
+            kinds = {p["name"]: p["kind"] for p in providers}
+            chosen = self.provider or next((p["name"] for p in providers if p["default"]), "local")
+            self._local_python = (sys.executable if kinds.get(chosen) == "local" else "",)
+        return self._local_python[0] or None
 
     def get_task(self, task_id: str) -> Task:
         request = task_service_pb2.GetTaskRequest(name=task_resource_name(task_id))
