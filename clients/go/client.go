@@ -1,7 +1,8 @@
 // Package flowclient connects Go programs to flowd, Flow's per-user daemon. The generated code
 // (flow.local/gen/go/flowapi/v1, from proto/ by `make gen`) is the API; this package adds only
-// what it lacks: the default socket ($FLOW_HOME/flowd.sock), a dialer for it, and *Error, a
-// failed call's google.rpc.Status details decoded.
+// what it lacks: the default socket ($FLOW_HOME/flowd.sock), a dialer for it, *Error (a failed
+// call's google.rpc.Status details decoded), code snapshots (UploadCode) and calls of Python
+// functions as tasks (Invoke).
 package flowclient
 
 import (
@@ -42,6 +43,7 @@ type Client struct {
 	Tasks     flowapiv1.TaskServiceClient
 	Instances flowapiv1.InstanceServiceClient
 	Daemon    flowapiv1.DaemonServiceClient
+	Code      flowapiv1.CodeServiceClient
 	// SocketPath is the socket this client talks to.
 	SocketPath string
 }
@@ -70,6 +72,7 @@ func Dial(socketPath string, options ...grpc.DialOption) (*Client, error) {
 		Tasks:      flowapiv1.NewTaskServiceClient(conn),
 		Instances:  flowapiv1.NewInstanceServiceClient(conn),
 		Daemon:     flowapiv1.NewDaemonServiceClient(conn),
+		Code:       flowapiv1.NewCodeServiceClient(conn),
 		SocketPath: socketPath,
 	}, nil
 }

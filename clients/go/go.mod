@@ -9,6 +9,7 @@ require (
 	flow.local/gen/go v0.0.0
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20260120221211-b8f7ae30c516
 	google.golang.org/grpc v1.80.0
+	google.golang.org/protobuf v1.36.12
 )
 
 require (
@@ -16,7 +17,6 @@ require (
 	golang.org/x/sys v0.40.0 // indirect
 	golang.org/x/text v0.33.0 // indirect
 	google.golang.org/grpc/cmd/protoc-gen-go-grpc v1.6.0 // indirect
-	google.golang.org/protobuf v1.36.12 // indirect
 )
 
 tool (

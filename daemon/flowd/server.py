@@ -12,6 +12,7 @@ from attrs import define
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from flow.domain.task_state import TaskEvent
 from flow.home import FlowHome
 from flow.version import __version__
 from flowapi.v1 import (
@@ -26,8 +27,7 @@ from flowapi.v1 import (
 )
 from flowd.blobs import BlobStore
 from flowd.engine import TaskEngine
-from flowd.providers.base import Provider
-from flowd.providers.local import LocalProvider
+from flowd.provider_registry import build_providers
 from flowd.servicers import CodeServicer, DaemonServicer, InstanceServicer, TaskServicer
 from flowd.store import Store
 
@@ -69,15 +69,14 @@ class Daemon:
 
 def build_daemon(home: FlowHome, shutdown: Callable[[], None]) -> Daemon:
     store = Store(home.database)
-    providers: dict[str, Provider] = {}
     engine_ref: list[TaskEngine] = []
 
-    def report(task_id: str, event: object) -> None:
-        engine_ref[0].report(task_id, event)  # type: ignore[arg-type]
+    def report(task_id: str, event: TaskEvent) -> None:
+        engine_ref[0].report(task_id, event)
 
     blobs = BlobStore(home.root / "blobs")
-    providers["local"] = LocalProvider(tasks_root=home.tasks, reporter=report, blobs=blobs)
-    engine = TaskEngine(store, providers, default_provider="local", blobs=blobs)
+    providers, default = build_providers(home, report, blobs, os.environ)
+    engine = TaskEngine(store, providers, default_provider=default, blobs=blobs)
     engine_ref.append(engine)
     engine.recover()
 

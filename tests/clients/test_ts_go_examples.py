@@ -1,6 +1,6 @@
 """The TypeScript and Go clients drive a real flowd: their examples run a task, stream its logs,
-wait for it and decode errors, and their conformance programs check every instance-type vector
-through the daemon's own validation.
+wait for it, decode errors, and call a Python function (code upload, invoke, the remote error);
+their conformance programs check every instance-type vector through the daemon's own validation.
 
 Node and Go are required, never skipped: `make test` installs node_modules and the Go modules
 first (and fails loudly when node or go is missing).
@@ -8,13 +8,15 @@ first (and fails loudly when node or go is missing).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -47,7 +49,10 @@ def go_bins() -> Iterator[Path]:
         pytest.fail("node_modules is missing: run `make test` (it runs npm ci)")
     out = short_tmpdir("flow-go-bin-")
     try:
-        builds = (("examples/go", ["./run_task", "./validation_error"]), ("clients/go", ["./cmd/conformance"]))
+        builds = (
+            ("examples/go", ["./run_task", "./validation_error", "./invoke"]),
+            ("clients/go", ["./cmd/conformance"]),
+        )
         for module, packages in builds:
             done = _run([_go(), "build", "-buildvcs=false", "-o", f"{out}/", *packages], cwd=REPO / module, timeout=280)
             assert done.returncode == 0, done.stderr
@@ -140,6 +145,130 @@ def test_a_missing_daemon_is_unavailable_with_a_hint(language: str, go_bins: Pat
     assert re.search("UNAVAILABLE|Unavailable", done.stderr), done.stderr
     assert f"no flowd is listening on {home}/flowd.sock" in done.stderr
     assert "flow daemon start" in done.stderr
+
+
+# --- invoke: a Python function called from TypeScript and Go ---------------------------------------
+
+
+def _train_model() -> Callable[..., Any]:
+    """examples/train.py's train_model, imported here to compute what the task must return."""
+    spec = importlib.util.spec_from_file_location("example_train", REPO / "examples" / "train.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    function: Callable[..., Any] = module.train_model
+    return function
+
+
+@pytest.fixture(scope="module")
+def invoke_outputs(shared_daemon: Daemon, go_bins: Path) -> dict[str, list[str]]:
+    """Each language's invoke example, run once with its default code root (examples/)."""
+    outputs = {}
+    for language in LANGUAGES:
+        done = _run(_program(language, "invoke", go_bins), env=shared_daemon.env)
+        assert done.returncode == 0, done.stdout + done.stderr
+        outputs[language] = done.stdout.splitlines()
+    return outputs
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_invoke_example_prints_the_json_result_and_the_remote_error(
+    language: str, invoke_outputs: dict[str, list[str]]
+) -> None:
+    train_model = _train_model()
+    expected = train_model("s3://bucket/data", epochs=2, steps=1)
+    with pytest.raises(TypeError) as raised:
+        train_model("s3://bucket/data", epochs="not a number")
+    lines = invoke_outputs[language]
+    assert len(lines) == 4, lines
+    assert re.fullmatch(r"snapshot=sha256:[0-9a-f]{64}", lines[0]), lines
+    assert lines[1] == "result=" + json.dumps(expected, sort_keys=True, separators=(",", ":"))
+    assert lines[1] == 'result={"accuracy":0.1813,"loss":1.62}'
+    assert lines[2] == f"remote_error type=builtins.TypeError message={raised.value}"
+    assert re.fullmatch(r'remote_traceback=File ".*/train\.py", line \d+, in train_model', lines[3]), lines[3]
+
+
+def test_invoke_examples_agree_across_languages(invoke_outputs: dict[str, list[str]]) -> None:
+    """The same snapshot digest, the same result line and the same error in both languages (the
+    traceback names each task's own directory)."""
+    assert invoke_outputs["ts"][:3] == invoke_outputs["go"][:3]
+
+
+def _tricky_tree(root: Path) -> None:
+    """train.py plus what a snapshot must get right: nesting, modes, an empty file, a file of
+    several pieces, duplicate content, names that need JSON escapes or sort differently by UTF-16
+    than by code point, symlinks, and directories every client skips."""
+    shutil.copy(REPO / "examples" / "train.py", root / "train.py")
+    (root / "pkg" / "sub").mkdir(parents=True)
+    script = root / "pkg" / "sub" / "run.sh"
+    script.write_text("#!/bin/sh\necho hi\n")
+    script.chmod(0o755)
+    (root / "empty.txt").write_bytes(b"")
+    big = os.urandom(2 * 1024 * 1024 + 12_345)  # fresh bytes: this tree's blobs are new to flowd
+    (root / "big.bin").write_bytes(big)
+    (root / "pkg" / "same-as-big.bin").write_bytes(big)
+    (root / "a.txt").write_text("a")
+    (root / "a-b").write_text("ab")
+    (root / "a").mkdir()
+    (root / "a" / "b.txt").write_text("a/b")
+    (root / "donn\u00e9es").mkdir()
+    (root / "donn\u00e9es" / "\u00e9t\u00e9.txt").write_text("\u00e9t\u00e9")
+    (root / "z\uff5e.txt").write_text("fullwidth tilde")
+    (root / "z\U0001f600.txt").write_text("emoji")
+    (root / 'q"b\\s\tt.txt').write_text("escapes")
+    (root / "link.txt").symlink_to("a.txt")  # a file symlink uploads its target
+    (root / "dangling").symlink_to("nowhere")  # skipped
+    (root / "dirlink").symlink_to("pkg")  # directory links are not followed
+    for skipped in (".git/config", "node_modules/x/index.js", "pkg/__pycache__/m.cpython-311.pyc"):
+        (root / skipped).parent.mkdir(parents=True, exist_ok=True)
+        (root / skipped).write_text("never uploaded")
+    (root / "env" / "lib").mkdir(parents=True)  # a virtualenv under any name
+    (root / "env" / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    (root / "env" / "lib" / "site.py").write_text("never uploaded")
+
+
+UPLOADED = (
+    "a-b",
+    "a.txt",
+    "a/b.txt",
+    "big.bin",
+    "donn\u00e9es/\u00e9t\u00e9.txt",
+    "empty.txt",
+    "link.txt",
+    "pkg/same-as-big.bin",
+    "pkg/sub/run.sh",
+    'q"b\\s\tt.txt',
+    "train.py",
+    "z\uff5e.txt",
+    "z\U0001f600.txt",
+)
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_uploaded_snapshot_is_the_one_the_python_sdk_makes(
+    language: str, shared_daemon: Daemon, flow: Flow, go_bins: Path
+) -> None:
+    root = short_tmpdir(f"flow-tree-{language}-")
+    try:
+        _tricky_tree(root)
+        done = _run([*_program(language, "invoke", go_bins), str(root)], env=shared_daemon.env)
+        assert done.returncode == 0, done.stdout + done.stderr
+        lines = done.stdout.splitlines()
+        assert lines[1] == 'result={"accuracy":0.1813,"loss":1.62}'  # train.py ran in this snapshot
+        # The same manifest bytes as Python's, and every blob already in flowd: the client sent
+        # them all (flowd checks each digest), so Python sends nothing.
+        python = flow.upload_code(root)
+        assert lines[0] == f"snapshot={python.digest}"
+        assert (python.sent_files, python.sent_bytes) == (0, 0)
+        manifest = json.loads((shared_daemon.home.root / "blobs" / "sha256" / python.digest[7:]).read_bytes())
+        by_path = {f["path"]: f for f in manifest["files"]}
+        assert sorted(by_path) == sorted(UPLOADED), "link.txt is a file symlink; the rest are skipped"
+        assert by_path["pkg/sub/run.sh"]["executable"] is True
+        assert by_path["train.py"]["executable"] is False
+        assert by_path["big.bin"]["digest"] == by_path["pkg/same-as-big.bin"]["digest"]
+        assert (by_path["empty.txt"]["size"], by_path["link.txt"]["size"]) == (0, 1)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 # --- conformance vectors through the daemon's validation -----------------------------------------

@@ -3,12 +3,16 @@
 import { connect } from "node:net";
 import { homedir } from "node:os";
 import { isAbsolute, join, resolve } from "node:path";
+import type { JsonObject, JsonValue } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
+import { CodeService } from "../../../gen/ts/flowapi/v1/code_service_pb.js";
 import { DaemonService } from "../../../gen/ts/flowapi/v1/daemon_service_pb.js";
 import { InstanceService } from "../../../gen/ts/flowapi/v1/instance_service_pb.js";
 import { TaskService } from "../../../gen/ts/flowapi/v1/task_service_pb.js";
+import { uploadCode } from "./code.js";
 import { FlowError } from "./errors.js";
+import { invoke, type InvokeOptions } from "./invoke.js";
 
 /** $FLOW_HOME (with a leading ~ expanded), else ~/.flow; always absolute. */
 export function flowHome(env: NodeJS.ProcessEnv = process.env): string {
@@ -70,12 +74,27 @@ export function createFlowTransport(socketPath: string = defaultSocketPath()): T
   });
 }
 
-/** Typed clients for each flowd service; every failed call throws a FlowError. */
+/** Typed clients for each flowd service, and two helpers; every failed call throws a FlowError. */
 export interface FlowClients {
   readonly tasks: Client<typeof TaskService>;
   readonly instances: Client<typeof InstanceService>;
   readonly daemon: Client<typeof DaemonService>;
+  readonly code: Client<typeof CodeService>;
   readonly socketPath: string;
+  /** Uploads a snapshot of the directory `root` and returns its digest for TaskSpec.codeDigest (see code.ts). */
+  uploadCode(root: string): Promise<string>;
+  /**
+   * Runs `fn(*args, **kwargs)` from the Python file `path` (relative to `root`) as a task in a
+   * snapshot of `root` and returns its JSON result; throws a RemoteCallError when it raised.
+   */
+  invoke(
+    root: string,
+    path: string,
+    fn: string,
+    args?: readonly JsonValue[],
+    kwargs?: JsonObject,
+    options?: InvokeOptions,
+  ): Promise<JsonValue>;
 }
 
 /**
@@ -85,10 +104,16 @@ export interface FlowClients {
  */
 export function connectFlow(socketPath: string = defaultSocketPath()): FlowClients {
   const transport = createFlowTransport(socketPath);
-  return {
+  const services = {
     tasks: createClient(TaskService, transport),
     instances: createClient(InstanceService, transport),
     daemon: createClient(DaemonService, transport),
+    code: createClient(CodeService, transport),
     socketPath,
+  };
+  return {
+    ...services,
+    uploadCode: (root) => uploadCode(services.code, root),
+    invoke: (root, path, fn, args, kwargs, options) => invoke(services, root, path, fn, args, kwargs, options),
   };
 }
