@@ -114,7 +114,7 @@ class TaskEngine:
             self._live[record.task_id] = record
         self._changed.notify_all()
 
-    def report(self, task_id: str, event: TaskEvent) -> None:
+    def report(self, task_id: str, event: TaskEvent, runtime: Runtime | None = None) -> None:
         """What providers call when they observe something about a task."""
         with self._changed:
             record = self._live.get(task_id)
@@ -125,7 +125,7 @@ class TaskEngine:
             if isinstance(result, Failure):
                 log.info("ignoring event for task %s: %s", task_id, result.failure().message)
                 return
-            self._commit(result.unwrap())
+            self._commit(result.unwrap(), runtime)
 
     # --- requests ---------------------------------------------------------------------------
 
@@ -284,6 +284,15 @@ class TaskEngine:
                     return current
                 self._commit(failed.unwrap())
                 return failed.unwrap()
+        if runtime.get("queued"):
+            with self._changed:  # waits for resources; the provider reports Started later
+                current = self._live.get(record.task_id, record)
+                self._store.update(current, runtime)
+                self._runtimes[record.task_id] = runtime
+                stop = current.is_terminal
+            if stop:  # cancelled while it was being queued
+                provider.cancel(current, runtime)
+            return current
         with self._changed:
             live = self._live.get(record.task_id)
             started = apply(live, Started(), self._clock()) if live is not None else None
@@ -339,10 +348,10 @@ class TaskEngine:
             record = self._live.get(task_id)
             if record is None:
                 return found  # already terminal: cancelling is a no-op
+            runtime = self._runtimes.get(task_id)  # before the commit, which forgets it if terminal
             updated = apply(record, CancelRequested(), self._clock()).unwrap()
             self._commit(updated)
-            runtime = self._runtimes.get(task_id)
-        if runtime is not None and not updated.is_terminal:
+        if runtime is not None:  # running, or waiting in a provider's queue
             self._providers[record.provider].cancel(updated, runtime)
         return Success(updated)
 
@@ -482,6 +491,10 @@ class TaskEngine:
                 continue
             if runtime is None:
                 continue
+            if runtime.get("queued"):
+                with self._changed:
+                    self._runtimes[record.task_id] = runtime
+                continue
             with self._changed:
                 current = self._live.get(record.task_id)
                 if current is None:
@@ -493,6 +506,8 @@ class TaskEngine:
                 provider.watch(current, runtime)
             if current.cancel_requested:
                 provider.cancel(current, runtime)
+        for provider in self._providers.values():
+            provider.recovered()
 
     def close(self) -> None:
         with self._changed:

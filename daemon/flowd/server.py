@@ -28,6 +28,7 @@ from flowapi.v1 import (
 from flowd.blobs import BlobStore
 from flowd.engine import TaskEngine
 from flowd.provider_registry import build_providers
+from flowd.providers.base import Runtime
 from flowd.servicers import CodeServicer, DaemonServicer, InstanceServicer, TaskServicer
 from flowd.store import Store
 
@@ -71,8 +72,8 @@ def build_daemon(home: FlowHome, shutdown: Callable[[], None]) -> Daemon:
     store = Store(home.database)
     engine_ref: list[TaskEngine] = []
 
-    def report(task_id: str, event: TaskEvent) -> None:
-        engine_ref[0].report(task_id, event)
+    def report(task_id: str, event: TaskEvent, runtime: Runtime | None = None) -> None:
+        engine_ref[0].report(task_id, event, runtime)
 
     blobs = BlobStore(home.root / "blobs")
     providers, default = build_providers(home, report, blobs, os.environ)

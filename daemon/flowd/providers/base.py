@@ -7,7 +7,6 @@ themselves: they report what they observe (`Started`, `Exited`, `Lost`, ...) thr
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -19,7 +18,14 @@ from flow.domain.matching import Offer
 from flow.domain.task_config import TaskConfig
 from flow.domain.task_state import TaskEvent, TaskRecord
 
-Reporter = Callable[[str, TaskEvent], None]
+
+class Reporter(Protocol):
+    """How providers tell the engine what they observed; `runtime` replaces the facts stored
+    for the task (e.g. the pid of a task that waited for GPUs and has just started)."""
+
+    def __call__(self, task_id: str, event: TaskEvent, runtime: Runtime | None = None) -> None: ...
+
+
 Runtime = dict[str, Any]
 
 
@@ -48,7 +54,9 @@ class Provider(Protocol):
         ...
 
     def launch(self, record: TaskRecord) -> Runtime:
-        """Starts the task and returns the facts needed to find it again (raises LaunchError)."""
+        """Starts the task and returns the facts needed to find it again (raises LaunchError).
+        A runtime with "queued": True means it waits (for GPUs, in a Slurm queue): the task stays
+        PENDING until the provider reports Started."""
         ...
 
     def watch(self, record: TaskRecord, runtime: Runtime) -> None:
@@ -63,6 +71,10 @@ class Provider(Protocol):
         """After a daemon restart: report how a task that ended meanwhile ended (and return
         None), or return the runtime of a task that is running, found running, or had never
         started and was launched now; the engine then watches it."""
+        ...
+
+    def recovered(self) -> None:
+        """Called once every unfinished task has been through `recover` after a restart."""
         ...
 
     def log_path(self, task_id: str) -> Path: ...

@@ -23,7 +23,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from attrs import define, evolve, field
@@ -32,13 +32,16 @@ from returns.result import Failure, Result, Success
 from flow.domain.code_manifest import parse_manifest
 from flow.domain.errors import DomainError, ErrorReason
 from flow.domain.function_call import invocation_document
-from flow.domain.instance_types import CPU_INSTANCE, format_instance_type, short_name
-from flow.domain.matching import Offer
-from flow.domain.placement import choose_offer
+from flow.domain.gpu_inventory import Gpu, describe_inventory, local_offers
+from flow.domain.gpu_scheduler import GpuRequest, next_starts
+from flow.domain.instance_types import format_instance_type, parse_instance_type
+from flow.domain.matching import Offer, Requirements, explain_no_match, match_offers
 from flow.domain.task_config import TaskConfig, program_of
 from flow.domain.task_state import (
     Exited,
+    LaunchFailed,
     Lost,
+    Started,
     TaskRecord,
     TimedOut,
     deadline_of,
@@ -64,7 +67,6 @@ RUNNER_SOURCE = Path(runner.__file__)
 # Variables of flowd's own environment that must never reach a task.
 PRIVATE_ENV = frozenset({"MITHRIL_API_KEY", "FLOW_DAEMON_TOKEN", "FLOW_DAEMON_DETACHED"})
 DEFAULT_CANCEL_GRACE = 10.0
-LOCAL_REGION = "local"
 
 
 def process_start_ticks(pid: int) -> int | None:
@@ -140,6 +142,7 @@ class _Monitor:
     _lock: threading.Lock = field(factory=threading.Lock)
     _pending: list[Callable[[], None]] = field(factory=list)
     _watched: dict[str, _Watched] = field(factory=dict)
+    _doomed: dict[str, bool] = field(factory=dict)  # terminate() before add(): task -> timed out
     _wake_r: int = -1
     _wake_w: int = -1
     _thread: threading.Thread | None = None
@@ -170,6 +173,10 @@ class _Monitor:
         def register() -> None:
             self._watched[watched.task_id] = watched
             self._selector.register(watched.pidfd, selectors.EVENT_READ, watched)
+            if watched.task_id in self._doomed:
+                watched.timed_out = self._doomed.pop(watched.task_id)
+                self._signal(watched, signal.SIGTERM)
+                watched.kill_at = self.clock() + self.grace
 
         self._call_soon(register)
 
@@ -177,6 +184,7 @@ class _Monitor:
         def send() -> None:
             watched = self._watched.get(task_id)
             if watched is None:
+                self._doomed[task_id] = timed_out  # not watched yet: stop it once it is
                 return
             watched.timed_out = watched.timed_out or timed_out
             self._signal(watched, signal.SIGTERM)
@@ -247,6 +255,7 @@ class LocalProvider:
         name: str = "local",
         base_env: Mapping[str, str] | None = None,
         cancel_grace: float = DEFAULT_CANCEL_GRACE,
+        gpus: Sequence[Gpu] = (),
     ) -> None:
         self.name = name
         self._tasks_root = tasks_root
@@ -257,23 +266,42 @@ class LocalProvider:
         self._bash = shutil.which("bash", path=self._base_env.get("PATH")) or "/bin/sh"
         self._children: dict[str, subprocess.Popen[bytes]] = {}
         self._memory_mb = machine_memory_mb()
+        self._gpus = tuple(gpus)
+        self._lock = threading.Lock()  # guards the GPU queue and who holds which GPUs
+        self._queue: list[tuple[GpuRequest, TaskRecord]] = []
+        self._busy: dict[str, tuple[int, ...]] = {}
         self._monitor = _Monitor(on_exit=self._on_exit, grace=cancel_grace)
         self._monitor.start()
 
     # --- placement --------------------------------------------------------------------------
 
+    @property
+    def gpus(self) -> tuple[Gpu, ...]:
+        return self._gpus
+
     def offers(self) -> tuple[Offer, ...]:
-        # GPU offers join here once the machine's GPUs are discovered (NVML); CPUs always.
-        return (
-            Offer(
-                offer_id="local-cpu",
-                provider=self.name,
-                instance_type=CPU_INSTANCE,
-                price_per_hour_micros=0,
-                region=LOCAL_REGION,
-                available=1,
-            ),
-        )
+        return local_offers(self._gpus, self.name)
+
+    def _requirements(self, config: TaskConfig) -> Result[Requirements, DomainError]:
+        """What the task needs, in the matcher's terms. Form factor is not a constraint here:
+        "a100" runs on this machine's A100s whether they are SXM or PCIe."""
+        price = None if config.max_price_per_hour is None else round(config.max_price_per_hour * 1_000_000)
+        if config.instance_type is not None:
+            parsed = parse_instance_type(config.instance_type)
+            if isinstance(parsed, Failure):
+                return Failure(parsed.failure())
+            wanted = parsed.unwrap()
+            if wanted.is_cpu:
+                return Success(Requirements(instance_type=wanted, max_price_micros=price))
+            return Success(
+                Requirements(
+                    gpu_type=wanted.model,
+                    gpu_memory_gb=wanted.memory_gb,
+                    min_gpu_count=wanted.count,
+                    max_price_micros=price,
+                )
+            )
+        return Success(Requirements(gpu_memory_gb=config.min_gpu_memory_gb, max_price_micros=price))
 
     def place(self, config: TaskConfig) -> Result[Placement, DomainError]:
         if config.memory_mb is not None and config.memory_mb > self._memory_mb:
@@ -289,14 +317,16 @@ class LocalProvider:
                 )
             )
         # This machine has no region: a cloud region in the config is not a reason to refuse.
-        chosen = choose_offer(evolve(config, region=None), self.offers())
-        if isinstance(chosen, Failure):
-            error = chosen.failure()
-            has = ", ".join(short_name(o.instance_type) for o in self.offers())
+        required = self._requirements(config)
+        if isinstance(required, Failure):
+            return Failure(required.failure())
+        result = match_offers(required.unwrap(), self.offers())
+        if not result.matches:
+            error = explain_no_match(required.unwrap(), result, price_field="max_price_per_hour")
             return Failure(
                 evolve(
                     error,
-                    message=f"{error.message} This machine offers: {has}.",
+                    message=f"{error.message} This machine has {describe_inventory(self._gpus)}.",
                     suggestions=(
                         *error.suggestions,
                         "leave out instance_type and min_gpu_memory_gb to run on this machine's CPUs",
@@ -305,7 +335,7 @@ class LocalProvider:
                     metadata=(*error.metadata, ("provider", self.name)),
                 )
             )
-        offer = chosen.unwrap()
+        offer = result.matches[0]
         return Success(
             Placement(
                 instance_type=format_instance_type(offer.instance_type),
@@ -364,15 +394,88 @@ class LocalProvider:
             )
         return base
 
-    def _env(self, record: TaskRecord) -> dict[str, str]:
+    def _env(self, record: TaskRecord, gpus: tuple[int, ...]) -> dict[str, str]:
         env = dict(self._base_env)
         env.setdefault("PYTHONUNBUFFERED", "1")  # live logs from Python programs
         env.update(record.config.env)
         env["FLOW_TASK_ID"] = record.task_id
         env["FLOW_TASK_NAME"] = record.name
+        # A task sees exactly its GPUs (none for a CPU task), numbered as NVML numbers them.
+        visible = ",".join(str(i) for i in gpus)
+        env["CUDA_VISIBLE_DEVICES"] = visible
+        env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
+        env["NVIDIA_VISIBLE_DEVICES"] = visible or "void"
         return env
 
+    # --- GPU queue ----------------------------------------------------------------------------
+
+    def _gpu_request(self, record: TaskRecord) -> GpuRequest | None:
+        config = record.config
+        if config.instance_type is not None:
+            parsed = parse_instance_type(config.instance_type)
+            if isinstance(parsed, Success) and not parsed.unwrap().is_cpu:
+                wanted = parsed.unwrap()
+                return GpuRequest(record.task_id, wanted.count, wanted.model, wanted.memory_gb)
+            return None
+        if config.min_gpu_memory_gb is not None:
+            return GpuRequest(record.task_id, 1, None, config.min_gpu_memory_gb)
+        return None
+
     def launch(self, record: TaskRecord) -> Runtime:
+        """Starts a CPU task now; a GPU task now if its GPUs are free, else it waits its turn
+        (the runtime says "queued") and is reported Started when it gets them."""
+        request = self._gpu_request(record)
+        if request is None:
+            return self._spawn(record, ())
+        with self._lock:
+            self._queue.append((request, record))
+            starts = dict(next_starts(self._gpus, self._busy, [r for r, _ in self._queue]))
+            mine = starts.get(record.task_id)
+            if mine is None:
+                return {"queued": True, "task_dir": str(self.task_dir(record.task_id))}
+            self._queue = [(r, t) for r, t in self._queue if r.task_id != record.task_id]
+            self._busy[record.task_id] = mine
+        try:
+            return self._spawn(record, mine)
+        except BaseException:
+            self._release(record.task_id)
+            raise
+
+    def _release(self, task_id: str) -> None:
+        """A task let go of its GPUs (or left the queue): start whoever's turn it is now."""
+        with self._lock:
+            freed = self._busy.pop(task_id, None)
+            before = len(self._queue)
+            self._queue = [(r, t) for r, t in self._queue if r.task_id != task_id]
+            if freed is None and len(self._queue) == before:
+                return
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        with self._lock:
+            starts = next_starts(self._gpus, self._busy, [r for r, _ in self._queue])
+            chosen: list[tuple[TaskRecord, tuple[int, ...]]] = []
+            for task_id, gpus in starts:
+                record = next(t for r, t in self._queue if r.task_id == task_id)
+                self._queue = [(r, t) for r, t in self._queue if r.task_id != task_id]
+                self._busy[task_id] = gpus
+                chosen.append((record, gpus))
+        for record, gpus in chosen:
+            try:
+                runtime = self._spawn(record, gpus)
+            except (LaunchError, OSError) as exc:
+                self._report(record.task_id, LaunchFailed(reason=str(exc)))
+                self._release(record.task_id)
+                continue
+            # Reported before it is watched, so its end can never arrive before its start.
+            self._report(record.task_id, Started(), runtime)
+            self.watch(record, runtime)
+
+    def recovered(self) -> None:
+        """Every task is known again after a restart: start the queue moving."""
+        self._dispatch()
+
+    def _spawn(self, record: TaskRecord, gpus: tuple[int, ...]) -> Runtime:
         task_dir = self.task_dir(record.task_id)
         task_dir.mkdir(parents=True, exist_ok=True)
         cwd = self._cwd(record, task_dir)
@@ -386,7 +489,7 @@ class LocalProvider:
                 stdout=output,
                 stderr=output,
                 cwd=cwd,
-                env=self._env(record),
+                env=self._env(record, gpus),
                 start_new_session=True,
             )
         except OSError as exc:
@@ -394,7 +497,12 @@ class LocalProvider:
         finally:
             os.close(output)
         self._children[record.task_id] = child
-        return {"pid": child.pid, "start_ticks": process_start_ticks(child.pid), "task_dir": str(task_dir)}
+        return {
+            "pid": child.pid,
+            "start_ticks": process_start_ticks(child.pid),
+            "task_dir": str(task_dir),
+            "gpus": list(gpus),
+        }
 
     def _materialize(self, digest: str, dest: Path) -> None:
         """The task's private copy of its code snapshot: later edits to the blobs' sources, or by
@@ -441,7 +549,13 @@ class LocalProvider:
         )
 
     def cancel(self, record: TaskRecord, runtime: Runtime) -> None:
-        self._monitor.terminate(record.task_id)
+        with self._lock:
+            waiting = any(r.task_id == record.task_id for r, _ in self._queue)
+        if waiting:
+            self._release(record.task_id)  # it never started: it only leaves the queue
+        else:
+            # Running, or being started right now: the monitor stops it as soon as it is watched.
+            self._monitor.terminate(record.task_id)
 
     # --- endings ----------------------------------------------------------------------------
 
@@ -454,6 +568,7 @@ class LocalProvider:
                 os.killpg(watched.pid, signal.SIGKILL)
             status = shell_exit_code(watched.child.wait())
         self._report_end(watched.task_id, watched.task_dir, status, watched.timed_out)
+        self._release(watched.task_id)
 
     def _report_end(self, task_id: str, task_dir: Path, status: int | None, timed_out: bool) -> None:
         recorded = read_exit_status(task_dir)
@@ -470,17 +585,25 @@ class LocalProvider:
 
     def recover(self, record: TaskRecord, runtime: Runtime) -> Runtime | None:
         task_dir = self.task_dir(record.task_id)
+        if runtime.get("queued"):
+            request = self._gpu_request(record)
+            if request is not None:
+                with self._lock:  # back in line, in submission order (the engine recovers in it)
+                    self._queue.append((request, record))
+            return None
         pid = runtime.get("pid")
         if pid is None:
             # Launched (maybe) just before a crash, before its pid was saved.
             found = find_process_by_marker(MARKER_PREFIX + record.task_id)
             if found is not None:
-                return {"pid": found, "start_ticks": process_start_ticks(found), "task_dir": str(task_dir)}
+                return {"pid": found, "start_ticks": process_start_ticks(found), "task_dir": str(task_dir), "gpus": []}
             if read_exit_status(task_dir) is not None:
                 self._report_end(record.task_id, task_dir, None, timed_out=False)
                 return None
             return self.launch(record)  # it never started: start it now
         if process_start_ticks(int(pid)) == runtime.get("start_ticks"):
+            with self._lock:
+                self._busy[record.task_id] = tuple(runtime.get("gpus", ()))
             return runtime
         self._report_end(record.task_id, task_dir, None, timed_out=False)
         return None
