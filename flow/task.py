@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, overload
 
@@ -24,6 +25,7 @@ from flowapi.v1 import task_pb2, task_service_pb2
 if TYPE_CHECKING:
     from flow.config import TaskConfig
     from flow.connection import DaemonConnection
+    from flow.exec_client import ExecResult
 
 TaskStatus = TaskState
 WAIT_SLICE = 30.0  # one WaitTask call waits at most this long on the server
@@ -139,6 +141,24 @@ class Task:
         request = task_service_pb2.GetTaskResultRequest(name=self._resource)
         reply = self._conn.call(lambda c: c.tasks.GetTaskResult(request, timeout=120))
         return decode_result(self.task_id, reply)
+
+    def ssh(self, command: str | Sequence[str] | None = None) -> int:
+        """Opens an interactive terminal in the running task (no command), or runs one command
+        there, its output on this terminal; returns the exit code. The command runs in the task's
+        working directory with its environment and GPUs. Works on every provider."""
+        from flow import exec_client
+
+        argv = exec_client.as_argv(command)
+        if command is None and sys.stdin.isatty():
+            return exec_client.interactive(self._conn, self._resource, argv)
+        stdin = None if command is not None or sys.stdin.isatty() else sys.stdin.buffer.read()
+        return exec_client.run(self._conn, self._resource, argv, stdin, sys.stdout.buffer, sys.stderr.buffer).exit_code
+
+    def exec(self, command: str | Sequence[str], stdin: bytes | None = None) -> ExecResult:
+        """Runs a command in the running task and returns its exit code and output."""
+        from flow import exec_client
+
+        return exec_client.run(self._conn, self._resource, exec_client.as_argv(command), stdin)
 
     def cancel(self) -> None:
         """Stops the task (SIGTERM to its processes, SIGKILL after a grace period). Cancelling a

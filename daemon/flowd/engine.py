@@ -12,7 +12,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -37,6 +37,7 @@ from flow.domain.task_state import (
 )
 from flowd import logs
 from flowd.blobs import BlobStore
+from flowd.exec_session import ExecSession
 from flowd.providers.base import LaunchError, Provider, Runtime
 from flowd.store import DuplicateRequestError, Store
 
@@ -456,6 +457,46 @@ class TaskEngine:
                 )
             )
         return parse_result(data, record.function_call.encoding)
+
+    def exec(
+        self, task_id: str, argv: Sequence[str], tty: bool, rows: int, columns: int, term: str
+    ) -> Result[ExecSession, DomainError]:
+        """A command started inside a running task's environment (flow ssh)."""
+        bad = [
+            violation(f"command[{i}]", arg, "contains a NUL byte", "remove it")
+            for i, arg in enumerate(argv)
+            if "\x00" in arg
+        ]
+        if argv and not argv[0]:
+            bad.append(violation("command[0]", "", "the program name is empty", "give a program, e.g. ['nvidia-smi']"))
+        if bad or "\x00" in term:
+            return Failure(
+                validation_error(
+                    bad or [violation("term", term, "contains a NUL byte", "remove it")], subject="exec request"
+                )
+            )
+        found = self.get(task_id)
+        if isinstance(found, Failure):
+            return Failure(found.failure())
+        record = found.unwrap()
+        with self._changed:
+            runtime = self._runtimes.get(task_id)
+        if record.state is not TaskState.RUNNING or runtime is None or runtime.get("queued"):
+            return Failure(
+                DomainError(
+                    reason=ErrorReason.ILLEGAL_STATE,
+                    message=f"task {task_id} is {record.state}; commands run only in a RUNNING task",
+                    suggestions=("wait until it is RUNNING (flow status)",) if not record.is_terminal else (),
+                )
+            )
+        try:
+            return Success(self._providers[record.provider].exec(record, runtime, argv, tty, rows, columns, term))
+        except LaunchError as exc:
+            return Failure(
+                DomainError(
+                    reason=ErrorReason.TASK_EXECUTION_FAILED, message=str(exc), suggestions=("check the command",)
+                )
+            )
 
     def find_instances(
         self, provider_name: str, requirements: dict[str, object], page_size: int

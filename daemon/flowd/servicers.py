@@ -6,9 +6,11 @@ exception is logged here and reaches the client as a plain INTERNAL error, never
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -197,6 +199,63 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
         if result is None:
             return task_service_pb2.GetTaskResultResponse()
         return result_to_proto(result)
+
+    @guarded_stream
+    def ExecTask(
+        self, request_iterator: Iterator[task_service_pb2.ExecTaskRequest], context: grpc.ServicerContext
+    ) -> Iterator[task_service_pb2.ExecTaskResponse]:
+        first = next(request_iterator, None)
+        if first is None or first.WhichOneof("kind") != "start":
+            fail(
+                context,
+                validation_error(
+                    [violation("start", "<missing>", "the first message must be start", "send ExecStart first")],
+                    subject="exec request",
+                ),
+            )
+            return
+        start = first.start
+        task_id = self._task_id(start.name, context)
+        if task_id is None:
+            return
+        session = _unwrap(
+            self._engine.exec(
+                task_id, list(start.command), start.tty, start.window.rows or 24, start.window.columns or 80, start.term
+            ),
+            context,
+        )
+        if session is None:
+            return
+        context.add_callback(session.kill)  # the client went away: end what it started
+
+        def forward_input() -> None:
+            with contextlib.suppress(grpc.RpcError, ValueError):
+                for request in request_iterator:
+                    kind = request.WhichOneof("kind")
+                    if kind == "stdin":
+                        session.write(request.stdin)
+                    elif kind == "resize":
+                        session.resize(request.resize.rows, request.resize.columns)
+                    elif kind == "stdin_closed":
+                        session.close_stdin()
+
+        threading.Thread(target=forward_input, name="exec-input", daemon=True).start()
+        while True:
+            try:
+                item = session.read(timeout=0.5)
+            except queue.Empty:
+                if context.is_active():
+                    continue
+                session.kill()  # the client is gone, or the daemon is stopping
+                return
+            if item is None:
+                break
+            stream, data = item
+            if stream == "stderr":
+                yield task_service_pb2.ExecTaskResponse(stderr=data)
+            else:
+                yield task_service_pb2.ExecTaskResponse(stdout=data)
+        yield task_service_pb2.ExecTaskResponse(exit_code=session.wait())
 
     @guarded_stream
     def StreamTaskLogs(

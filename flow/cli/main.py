@@ -329,6 +329,19 @@ def cmd_instances(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ssh(args: argparse.Namespace) -> int:
+    from flow import exec_client
+
+    task = _client(args).get_task(args.task)
+    words: list[str] = args.command[1:] if args.command[:1] == ["--"] else args.command
+    conn = task._conn
+    resource = f"tasks/{task.task_id}"
+    if args.tty or (not words and sys.stdin.isatty()):
+        return exec_client.interactive(conn, resource, words)
+    stdin = None if sys.stdin.isatty() else sys.stdin.buffer.read()
+    return exec_client.run(conn, resource, words, stdin, sys.stdout.buffer, sys.stderr.buffer).exit_code
+
+
 def cmd_daemon(args: argparse.Namespace) -> int:
     from flow import daemon_control
 
@@ -393,6 +406,13 @@ def build_parser() -> argparse.ArgumentParser:
     wait.add_argument("--timeout", type=float, metavar="SECONDS")
     _add_json(wait)
     wait.set_defaults(handler=cmd_wait)
+
+    ssh = sub.add_parser("ssh", help="a shell in a running task, or run one command there (after --)")
+    ssh.add_argument("task")
+    ssh.add_argument("command", nargs=argparse.REMAINDER, help="the command (argv) to run; none: a shell")
+    ssh.add_argument("-t", "--tty", action="store_true", help="give the command a terminal")
+    ssh.add_argument("--provider")
+    ssh.set_defaults(handler=cmd_ssh, json=False)
 
     invoke = sub.add_parser("invoke", help="call a function from a Python file in a task; prints its JSON result")
     invoke.add_argument("path", help="the .py file, relative to the current directory")

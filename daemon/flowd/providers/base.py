@@ -7,6 +7,7 @@ themselves: they report what they observe (`Started`, `Exited`, `Lost`, ...) thr
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -17,6 +18,7 @@ from flow.domain.errors import DomainError
 from flow.domain.matching import Offer
 from flow.domain.task_config import TaskConfig
 from flow.domain.task_state import TaskEvent, TaskRecord
+from flowd.exec_session import ExecSession
 
 
 class Reporter(Protocol):
@@ -71,6 +73,13 @@ class Provider(Protocol):
         """After a daemon restart: report how a task that ended meanwhile ended (and return
         None), or return the runtime of a task that is running, found running, or had never
         started and was launched now; the engine then watches it."""
+        ...
+
+    def exec(
+        self, record: TaskRecord, runtime: Runtime, argv: Sequence[str], tty: bool, rows: int, columns: int, term: str
+    ) -> ExecSession:
+        """Starts `argv` (empty: a shell) inside the running task's environment; raises
+        LaunchError when it cannot."""
         ...
 
     def recovered(self) -> None:

@@ -48,6 +48,7 @@ from flow.domain.task_state import (
 )
 from flow.runtime import runner
 from flowd.blobs import BlobStore
+from flowd.exec_session import ExecError, ExecSession
 from flowd.providers.base import LaunchError, Placement, Reporter, Runtime
 
 log = logging.getLogger(__name__)
@@ -502,6 +503,7 @@ class LocalProvider:
             "start_ticks": process_start_ticks(child.pid),
             "task_dir": str(task_dir),
             "gpus": list(gpus),
+            "cwd": str(cwd),
         }
 
     def _materialize(self, digest: str, dest: Path) -> None:
@@ -547,6 +549,18 @@ class LocalProvider:
                 deadline=deadline_of(record),
             )
         )
+
+    def exec(
+        self, record: TaskRecord, runtime: Runtime, argv: Sequence[str], tty: bool, rows: int, columns: int, term: str
+    ) -> ExecSession:
+        cwd = Path(runtime.get("cwd") or self.task_dir(record.task_id))
+        env = self._env(record, tuple(runtime.get("gpus", ())))
+        if tty:
+            env["TERM"] = term or "xterm-256color"
+        try:
+            return ExecSession(list(argv) or [self._bash], cwd, env, tty, rows, columns)
+        except ExecError as exc:
+            raise LaunchError(str(exc)) from exc
 
     def cancel(self, record: TaskRecord, runtime: Runtime) -> None:
         with self._lock:

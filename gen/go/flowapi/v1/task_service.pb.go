@@ -866,6 +866,368 @@ func (x *RemoteError) GetPickledException() []byte {
 	return nil
 }
 
+// Request for ExecTask: one message of the client's side of the session.
+type ExecTaskRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What this message carries.
+	//
+	// Types that are valid to be assigned to Kind:
+	//
+	//	*ExecTaskRequest_Start
+	//	*ExecTaskRequest_Stdin
+	//	*ExecTaskRequest_Resize
+	//	*ExecTaskRequest_StdinClosed
+	Kind          isExecTaskRequest_Kind `protobuf_oneof:"kind"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExecTaskRequest) Reset() {
+	*x = ExecTaskRequest{}
+	mi := &file_flowapi_v1_task_service_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExecTaskRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExecTaskRequest) ProtoMessage() {}
+
+func (x *ExecTaskRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flowapi_v1_task_service_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExecTaskRequest.ProtoReflect.Descriptor instead.
+func (*ExecTaskRequest) Descriptor() ([]byte, []int) {
+	return file_flowapi_v1_task_service_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ExecTaskRequest) GetKind() isExecTaskRequest_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return nil
+}
+
+func (x *ExecTaskRequest) GetStart() *ExecStart {
+	if x != nil {
+		if x, ok := x.Kind.(*ExecTaskRequest_Start); ok {
+			return x.Start
+		}
+	}
+	return nil
+}
+
+func (x *ExecTaskRequest) GetStdin() []byte {
+	if x != nil {
+		if x, ok := x.Kind.(*ExecTaskRequest_Stdin); ok {
+			return x.Stdin
+		}
+	}
+	return nil
+}
+
+func (x *ExecTaskRequest) GetResize() *WindowSize {
+	if x != nil {
+		if x, ok := x.Kind.(*ExecTaskRequest_Resize); ok {
+			return x.Resize
+		}
+	}
+	return nil
+}
+
+func (x *ExecTaskRequest) GetStdinClosed() bool {
+	if x != nil {
+		if x, ok := x.Kind.(*ExecTaskRequest_StdinClosed); ok {
+			return x.StdinClosed
+		}
+	}
+	return false
+}
+
+type isExecTaskRequest_Kind interface {
+	isExecTaskRequest_Kind()
+}
+
+type ExecTaskRequest_Start struct {
+	// The first message: what to run and where.
+	Start *ExecStart `protobuf:"bytes,1,opt,name=start,proto3,oneof"`
+}
+
+type ExecTaskRequest_Stdin struct {
+	// Bytes for the command's standard input.
+	Stdin []byte `protobuf:"bytes,2,opt,name=stdin,proto3,oneof"`
+}
+
+type ExecTaskRequest_Resize struct {
+	// The client's terminal changed size.
+	Resize *WindowSize `protobuf:"bytes,3,opt,name=resize,proto3,oneof"`
+}
+
+type ExecTaskRequest_StdinClosed struct {
+	// No more standard input.
+	StdinClosed bool `protobuf:"varint,4,opt,name=stdin_closed,json=stdinClosed,proto3,oneof"`
+}
+
+func (*ExecTaskRequest_Start) isExecTaskRequest_Kind() {}
+
+func (*ExecTaskRequest_Stdin) isExecTaskRequest_Kind() {}
+
+func (*ExecTaskRequest_Resize) isExecTaskRequest_Kind() {}
+
+func (*ExecTaskRequest_StdinClosed) isExecTaskRequest_Kind() {}
+
+// What ExecTask runs.
+type ExecStart struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "tasks/{task_id}" of a RUNNING task.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The command as an argument vector; empty: the user's login shell.
+	Command []string `protobuf:"bytes,2,rep,name=command,proto3" json:"command,omitempty"`
+	// Allocate a pseudo-terminal (interactive sessions); stdout then carries stderr too.
+	Tty bool `protobuf:"varint,3,opt,name=tty,proto3" json:"tty,omitempty"`
+	// The terminal's size, when tty is set.
+	Window *WindowSize `protobuf:"bytes,4,opt,name=window,proto3" json:"window,omitempty"`
+	// The value of TERM for a tty session (default "xterm-256color").
+	Term          string `protobuf:"bytes,5,opt,name=term,proto3" json:"term,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExecStart) Reset() {
+	*x = ExecStart{}
+	mi := &file_flowapi_v1_task_service_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExecStart) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExecStart) ProtoMessage() {}
+
+func (x *ExecStart) ProtoReflect() protoreflect.Message {
+	mi := &file_flowapi_v1_task_service_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExecStart.ProtoReflect.Descriptor instead.
+func (*ExecStart) Descriptor() ([]byte, []int) {
+	return file_flowapi_v1_task_service_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ExecStart) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ExecStart) GetCommand() []string {
+	if x != nil {
+		return x.Command
+	}
+	return nil
+}
+
+func (x *ExecStart) GetTty() bool {
+	if x != nil {
+		return x.Tty
+	}
+	return false
+}
+
+func (x *ExecStart) GetWindow() *WindowSize {
+	if x != nil {
+		return x.Window
+	}
+	return nil
+}
+
+func (x *ExecStart) GetTerm() string {
+	if x != nil {
+		return x.Term
+	}
+	return ""
+}
+
+// A terminal size.
+type WindowSize struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Rows.
+	Rows uint32 `protobuf:"varint,1,opt,name=rows,proto3" json:"rows,omitempty"`
+	// Columns.
+	Columns       uint32 `protobuf:"varint,2,opt,name=columns,proto3" json:"columns,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WindowSize) Reset() {
+	*x = WindowSize{}
+	mi := &file_flowapi_v1_task_service_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WindowSize) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WindowSize) ProtoMessage() {}
+
+func (x *WindowSize) ProtoReflect() protoreflect.Message {
+	mi := &file_flowapi_v1_task_service_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WindowSize.ProtoReflect.Descriptor instead.
+func (*WindowSize) Descriptor() ([]byte, []int) {
+	return file_flowapi_v1_task_service_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *WindowSize) GetRows() uint32 {
+	if x != nil {
+		return x.Rows
+	}
+	return 0
+}
+
+func (x *WindowSize) GetColumns() uint32 {
+	if x != nil {
+		return x.Columns
+	}
+	return 0
+}
+
+// Response for ExecTask: output, then the exit code.
+type ExecTaskResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What this message carries.
+	//
+	// Types that are valid to be assigned to Kind:
+	//
+	//	*ExecTaskResponse_Stdout
+	//	*ExecTaskResponse_Stderr
+	//	*ExecTaskResponse_ExitCode
+	Kind          isExecTaskResponse_Kind `protobuf_oneof:"kind"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExecTaskResponse) Reset() {
+	*x = ExecTaskResponse{}
+	mi := &file_flowapi_v1_task_service_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExecTaskResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExecTaskResponse) ProtoMessage() {}
+
+func (x *ExecTaskResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_flowapi_v1_task_service_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExecTaskResponse.ProtoReflect.Descriptor instead.
+func (*ExecTaskResponse) Descriptor() ([]byte, []int) {
+	return file_flowapi_v1_task_service_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ExecTaskResponse) GetKind() isExecTaskResponse_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return nil
+}
+
+func (x *ExecTaskResponse) GetStdout() []byte {
+	if x != nil {
+		if x, ok := x.Kind.(*ExecTaskResponse_Stdout); ok {
+			return x.Stdout
+		}
+	}
+	return nil
+}
+
+func (x *ExecTaskResponse) GetStderr() []byte {
+	if x != nil {
+		if x, ok := x.Kind.(*ExecTaskResponse_Stderr); ok {
+			return x.Stderr
+		}
+	}
+	return nil
+}
+
+func (x *ExecTaskResponse) GetExitCode() int32 {
+	if x != nil {
+		if x, ok := x.Kind.(*ExecTaskResponse_ExitCode); ok {
+			return x.ExitCode
+		}
+	}
+	return 0
+}
+
+type isExecTaskResponse_Kind interface {
+	isExecTaskResponse_Kind()
+}
+
+type ExecTaskResponse_Stdout struct {
+	// Bytes the command wrote to standard output (with a tty: all of its output).
+	Stdout []byte `protobuf:"bytes,1,opt,name=stdout,proto3,oneof"`
+}
+
+type ExecTaskResponse_Stderr struct {
+	// Bytes the command wrote to standard error (never with a tty).
+	Stderr []byte `protobuf:"bytes,2,opt,name=stderr,proto3,oneof"`
+}
+
+type ExecTaskResponse_ExitCode struct {
+	// The command's exit status; the last message (128+N when killed by signal N).
+	ExitCode int32 `protobuf:"varint,3,opt,name=exit_code,json=exitCode,proto3,oneof"`
+}
+
+func (*ExecTaskResponse_Stdout) isExecTaskResponse_Kind() {}
+
+func (*ExecTaskResponse_Stderr) isExecTaskResponse_Kind() {}
+
+func (*ExecTaskResponse_ExitCode) isExecTaskResponse_Kind() {}
+
 var File_flowapi_v1_task_service_proto protoreflect.FileDescriptor
 
 const file_flowapi_v1_task_service_proto_rawDesc = "" +
@@ -922,7 +1284,28 @@ const file_flowapi_v1_task_service_proto_rawDesc = "" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x1c\n" +
 	"\ttraceback\x18\x03 \x01(\tR\ttraceback\x12+\n" +
-	"\x11pickled_exception\x18\x04 \x01(\fR\x10pickledException2\xad\x04\n" +
+	"\x11pickled_exception\x18\x04 \x01(\fR\x10pickledException\"\xb7\x01\n" +
+	"\x0fExecTaskRequest\x12-\n" +
+	"\x05start\x18\x01 \x01(\v2\x15.flowapi.v1.ExecStartH\x00R\x05start\x12\x16\n" +
+	"\x05stdin\x18\x02 \x01(\fH\x00R\x05stdin\x120\n" +
+	"\x06resize\x18\x03 \x01(\v2\x16.flowapi.v1.WindowSizeH\x00R\x06resize\x12#\n" +
+	"\fstdin_closed\x18\x04 \x01(\bH\x00R\vstdinClosedB\x06\n" +
+	"\x04kind\"\x8f\x01\n" +
+	"\tExecStart\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\acommand\x18\x02 \x03(\tR\acommand\x12\x10\n" +
+	"\x03tty\x18\x03 \x01(\bR\x03tty\x12.\n" +
+	"\x06window\x18\x04 \x01(\v2\x16.flowapi.v1.WindowSizeR\x06window\x12\x12\n" +
+	"\x04term\x18\x05 \x01(\tR\x04term\":\n" +
+	"\n" +
+	"WindowSize\x12\x12\n" +
+	"\x04rows\x18\x01 \x01(\rR\x04rows\x12\x18\n" +
+	"\acolumns\x18\x02 \x01(\rR\acolumns\"m\n" +
+	"\x10ExecTaskResponse\x12\x18\n" +
+	"\x06stdout\x18\x01 \x01(\fH\x00R\x06stdout\x12\x18\n" +
+	"\x06stderr\x18\x02 \x01(\fH\x00R\x06stderr\x12\x1d\n" +
+	"\texit_code\x18\x03 \x01(\x05H\x00R\bexitCodeB\x06\n" +
+	"\x04kind2\xf8\x04\n" +
 	"\vTaskService\x12K\n" +
 	"\n" +
 	"CreateTask\x12\x1d.flowapi.v1.CreateTaskRequest\x1a\x1e.flowapi.v1.CreateTaskResponse\x12B\n" +
@@ -932,7 +1315,8 @@ const file_flowapi_v1_task_service_proto_rawDesc = "" +
 	"CancelTask\x12\x1d.flowapi.v1.CancelTaskRequest\x1a\x1e.flowapi.v1.CancelTaskResponse\x12E\n" +
 	"\bWaitTask\x12\x1b.flowapi.v1.WaitTaskRequest\x1a\x1c.flowapi.v1.WaitTaskResponse\x12Y\n" +
 	"\x0eStreamTaskLogs\x12!.flowapi.v1.StreamTaskLogsRequest\x1a\".flowapi.v1.StreamTaskLogsResponse0\x01\x12T\n" +
-	"\rGetTaskResult\x12 .flowapi.v1.GetTaskResultRequest\x1a!.flowapi.v1.GetTaskResultResponseB\x93\x01\n" +
+	"\rGetTaskResult\x12 .flowapi.v1.GetTaskResultRequest\x1a!.flowapi.v1.GetTaskResultResponse\x12I\n" +
+	"\bExecTask\x12\x1b.flowapi.v1.ExecTaskRequest\x1a\x1c.flowapi.v1.ExecTaskResponse(\x010\x01B\x93\x01\n" +
 	"\x0ecom.flowapi.v1B\x10TaskServiceProtoP\x01Z&flow.local/gen/go/flowapi/v1;flowapiv1\xa2\x02\x03FXX\xaa\x02\n" +
 	"Flowapi.V1\xca\x02\n" +
 	"Flowapi\\V1\xe2\x02\x16Flowapi\\V1\\GPBMetadata\xea\x02\vFlowapi::V1b\x06proto3"
@@ -949,7 +1333,7 @@ func file_flowapi_v1_task_service_proto_rawDescGZIP() []byte {
 	return file_flowapi_v1_task_service_proto_rawDescData
 }
 
-var file_flowapi_v1_task_service_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_flowapi_v1_task_service_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_flowapi_v1_task_service_proto_goTypes = []any{
 	(*CreateTaskRequest)(nil),      // 0: flowapi.v1.CreateTaskRequest
 	(*CreateTaskResponse)(nil),     // 1: flowapi.v1.CreateTaskResponse
@@ -966,44 +1350,53 @@ var file_flowapi_v1_task_service_proto_goTypes = []any{
 	(*GetTaskResultRequest)(nil),   // 12: flowapi.v1.GetTaskResultRequest
 	(*GetTaskResultResponse)(nil),  // 13: flowapi.v1.GetTaskResultResponse
 	(*RemoteError)(nil),            // 14: flowapi.v1.RemoteError
-	(*TaskSpec)(nil),               // 15: flowapi.v1.TaskSpec
-	(*Task)(nil),                   // 16: flowapi.v1.Task
-	(TaskState)(0),                 // 17: flowapi.v1.TaskState
-	(*durationpb.Duration)(nil),    // 18: google.protobuf.Duration
-	(*structpb.Value)(nil),         // 19: google.protobuf.Value
-	(ValueEncoding)(0),             // 20: flowapi.v1.ValueEncoding
+	(*ExecTaskRequest)(nil),        // 15: flowapi.v1.ExecTaskRequest
+	(*ExecStart)(nil),              // 16: flowapi.v1.ExecStart
+	(*WindowSize)(nil),             // 17: flowapi.v1.WindowSize
+	(*ExecTaskResponse)(nil),       // 18: flowapi.v1.ExecTaskResponse
+	(*TaskSpec)(nil),               // 19: flowapi.v1.TaskSpec
+	(*Task)(nil),                   // 20: flowapi.v1.Task
+	(TaskState)(0),                 // 21: flowapi.v1.TaskState
+	(*durationpb.Duration)(nil),    // 22: google.protobuf.Duration
+	(*structpb.Value)(nil),         // 23: google.protobuf.Value
+	(ValueEncoding)(0),             // 24: flowapi.v1.ValueEncoding
 }
 var file_flowapi_v1_task_service_proto_depIdxs = []int32{
-	15, // 0: flowapi.v1.CreateTaskRequest.spec:type_name -> flowapi.v1.TaskSpec
-	16, // 1: flowapi.v1.CreateTaskResponse.task:type_name -> flowapi.v1.Task
-	16, // 2: flowapi.v1.GetTaskResponse.task:type_name -> flowapi.v1.Task
-	17, // 3: flowapi.v1.ListTasksRequest.states:type_name -> flowapi.v1.TaskState
-	16, // 4: flowapi.v1.ListTasksResponse.tasks:type_name -> flowapi.v1.Task
-	16, // 5: flowapi.v1.CancelTaskResponse.task:type_name -> flowapi.v1.Task
-	18, // 6: flowapi.v1.WaitTaskRequest.timeout:type_name -> google.protobuf.Duration
-	16, // 7: flowapi.v1.WaitTaskResponse.task:type_name -> flowapi.v1.Task
-	19, // 8: flowapi.v1.GetTaskResultResponse.json_value:type_name -> google.protobuf.Value
+	19, // 0: flowapi.v1.CreateTaskRequest.spec:type_name -> flowapi.v1.TaskSpec
+	20, // 1: flowapi.v1.CreateTaskResponse.task:type_name -> flowapi.v1.Task
+	20, // 2: flowapi.v1.GetTaskResponse.task:type_name -> flowapi.v1.Task
+	21, // 3: flowapi.v1.ListTasksRequest.states:type_name -> flowapi.v1.TaskState
+	20, // 4: flowapi.v1.ListTasksResponse.tasks:type_name -> flowapi.v1.Task
+	20, // 5: flowapi.v1.CancelTaskResponse.task:type_name -> flowapi.v1.Task
+	22, // 6: flowapi.v1.WaitTaskRequest.timeout:type_name -> google.protobuf.Duration
+	20, // 7: flowapi.v1.WaitTaskResponse.task:type_name -> flowapi.v1.Task
+	23, // 8: flowapi.v1.GetTaskResultResponse.json_value:type_name -> google.protobuf.Value
 	14, // 9: flowapi.v1.GetTaskResultResponse.error:type_name -> flowapi.v1.RemoteError
-	20, // 10: flowapi.v1.GetTaskResultResponse.encoding:type_name -> flowapi.v1.ValueEncoding
-	0,  // 11: flowapi.v1.TaskService.CreateTask:input_type -> flowapi.v1.CreateTaskRequest
-	2,  // 12: flowapi.v1.TaskService.GetTask:input_type -> flowapi.v1.GetTaskRequest
-	4,  // 13: flowapi.v1.TaskService.ListTasks:input_type -> flowapi.v1.ListTasksRequest
-	6,  // 14: flowapi.v1.TaskService.CancelTask:input_type -> flowapi.v1.CancelTaskRequest
-	8,  // 15: flowapi.v1.TaskService.WaitTask:input_type -> flowapi.v1.WaitTaskRequest
-	10, // 16: flowapi.v1.TaskService.StreamTaskLogs:input_type -> flowapi.v1.StreamTaskLogsRequest
-	12, // 17: flowapi.v1.TaskService.GetTaskResult:input_type -> flowapi.v1.GetTaskResultRequest
-	1,  // 18: flowapi.v1.TaskService.CreateTask:output_type -> flowapi.v1.CreateTaskResponse
-	3,  // 19: flowapi.v1.TaskService.GetTask:output_type -> flowapi.v1.GetTaskResponse
-	5,  // 20: flowapi.v1.TaskService.ListTasks:output_type -> flowapi.v1.ListTasksResponse
-	7,  // 21: flowapi.v1.TaskService.CancelTask:output_type -> flowapi.v1.CancelTaskResponse
-	9,  // 22: flowapi.v1.TaskService.WaitTask:output_type -> flowapi.v1.WaitTaskResponse
-	11, // 23: flowapi.v1.TaskService.StreamTaskLogs:output_type -> flowapi.v1.StreamTaskLogsResponse
-	13, // 24: flowapi.v1.TaskService.GetTaskResult:output_type -> flowapi.v1.GetTaskResultResponse
-	18, // [18:25] is the sub-list for method output_type
-	11, // [11:18] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	24, // 10: flowapi.v1.GetTaskResultResponse.encoding:type_name -> flowapi.v1.ValueEncoding
+	16, // 11: flowapi.v1.ExecTaskRequest.start:type_name -> flowapi.v1.ExecStart
+	17, // 12: flowapi.v1.ExecTaskRequest.resize:type_name -> flowapi.v1.WindowSize
+	17, // 13: flowapi.v1.ExecStart.window:type_name -> flowapi.v1.WindowSize
+	0,  // 14: flowapi.v1.TaskService.CreateTask:input_type -> flowapi.v1.CreateTaskRequest
+	2,  // 15: flowapi.v1.TaskService.GetTask:input_type -> flowapi.v1.GetTaskRequest
+	4,  // 16: flowapi.v1.TaskService.ListTasks:input_type -> flowapi.v1.ListTasksRequest
+	6,  // 17: flowapi.v1.TaskService.CancelTask:input_type -> flowapi.v1.CancelTaskRequest
+	8,  // 18: flowapi.v1.TaskService.WaitTask:input_type -> flowapi.v1.WaitTaskRequest
+	10, // 19: flowapi.v1.TaskService.StreamTaskLogs:input_type -> flowapi.v1.StreamTaskLogsRequest
+	12, // 20: flowapi.v1.TaskService.GetTaskResult:input_type -> flowapi.v1.GetTaskResultRequest
+	15, // 21: flowapi.v1.TaskService.ExecTask:input_type -> flowapi.v1.ExecTaskRequest
+	1,  // 22: flowapi.v1.TaskService.CreateTask:output_type -> flowapi.v1.CreateTaskResponse
+	3,  // 23: flowapi.v1.TaskService.GetTask:output_type -> flowapi.v1.GetTaskResponse
+	5,  // 24: flowapi.v1.TaskService.ListTasks:output_type -> flowapi.v1.ListTasksResponse
+	7,  // 25: flowapi.v1.TaskService.CancelTask:output_type -> flowapi.v1.CancelTaskResponse
+	9,  // 26: flowapi.v1.TaskService.WaitTask:output_type -> flowapi.v1.WaitTaskResponse
+	11, // 27: flowapi.v1.TaskService.StreamTaskLogs:output_type -> flowapi.v1.StreamTaskLogsResponse
+	13, // 28: flowapi.v1.TaskService.GetTaskResult:output_type -> flowapi.v1.GetTaskResultResponse
+	18, // 29: flowapi.v1.TaskService.ExecTask:output_type -> flowapi.v1.ExecTaskResponse
+	22, // [22:30] is the sub-list for method output_type
+	14, // [14:22] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_flowapi_v1_task_service_proto_init() }
@@ -1012,13 +1405,24 @@ func file_flowapi_v1_task_service_proto_init() {
 		return
 	}
 	file_flowapi_v1_task_proto_init()
+	file_flowapi_v1_task_service_proto_msgTypes[15].OneofWrappers = []any{
+		(*ExecTaskRequest_Start)(nil),
+		(*ExecTaskRequest_Stdin)(nil),
+		(*ExecTaskRequest_Resize)(nil),
+		(*ExecTaskRequest_StdinClosed)(nil),
+	}
+	file_flowapi_v1_task_service_proto_msgTypes[18].OneofWrappers = []any{
+		(*ExecTaskResponse_Stdout)(nil),
+		(*ExecTaskResponse_Stderr)(nil),
+		(*ExecTaskResponse_ExitCode)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flowapi_v1_task_service_proto_rawDesc), len(file_flowapi_v1_task_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   15,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

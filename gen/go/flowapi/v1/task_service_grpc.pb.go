@@ -26,6 +26,7 @@ const (
 	TaskService_WaitTask_FullMethodName       = "/flowapi.v1.TaskService/WaitTask"
 	TaskService_StreamTaskLogs_FullMethodName = "/flowapi.v1.TaskService/StreamTaskLogs"
 	TaskService_GetTaskResult_FullMethodName  = "/flowapi.v1.TaskService/GetTaskResult"
+	TaskService_ExecTask_FullMethodName       = "/flowapi.v1.TaskService/ExecTask"
 )
 
 // TaskServiceClient is the client API for TaskService service.
@@ -51,6 +52,10 @@ type TaskServiceClient interface {
 	StreamTaskLogs(ctx context.Context, in *StreamTaskLogsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[StreamTaskLogsResponse], error)
 	// The value returned (or the exception raised) by a finished function-call task.
 	GetTaskResult(ctx context.Context, in *GetTaskResultRequest, opts ...grpc.CallOption) (*GetTaskResultResponse, error)
+	// Runs a command inside a running task's environment (its working directory, environment and
+	// GPUs): `task.ssh()` and `flow ssh`. The first request must be `start`; then stdin, window
+	// sizes and end-of-input; the responses carry output and, last, the exit code.
+	ExecTask(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ExecTaskRequest, ExecTaskResponse], error)
 }
 
 type taskServiceClient struct {
@@ -140,6 +145,19 @@ func (c *taskServiceClient) GetTaskResult(ctx context.Context, in *GetTaskResult
 	return out, nil
 }
 
+func (c *taskServiceClient) ExecTask(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ExecTaskRequest, ExecTaskResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &TaskService_ServiceDesc.Streams[1], TaskService_ExecTask_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ExecTaskRequest, ExecTaskResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type TaskService_ExecTaskClient = grpc.BidiStreamingClient[ExecTaskRequest, ExecTaskResponse]
+
 // TaskServiceServer is the server API for TaskService service.
 // All implementations must embed UnimplementedTaskServiceServer
 // for forward compatibility.
@@ -163,6 +181,10 @@ type TaskServiceServer interface {
 	StreamTaskLogs(*StreamTaskLogsRequest, grpc.ServerStreamingServer[StreamTaskLogsResponse]) error
 	// The value returned (or the exception raised) by a finished function-call task.
 	GetTaskResult(context.Context, *GetTaskResultRequest) (*GetTaskResultResponse, error)
+	// Runs a command inside a running task's environment (its working directory, environment and
+	// GPUs): `task.ssh()` and `flow ssh`. The first request must be `start`; then stdin, window
+	// sizes and end-of-input; the responses carry output and, last, the exit code.
+	ExecTask(grpc.BidiStreamingServer[ExecTaskRequest, ExecTaskResponse]) error
 	mustEmbedUnimplementedTaskServiceServer()
 }
 
@@ -193,6 +215,9 @@ func (UnimplementedTaskServiceServer) StreamTaskLogs(*StreamTaskLogsRequest, grp
 }
 func (UnimplementedTaskServiceServer) GetTaskResult(context.Context, *GetTaskResultRequest) (*GetTaskResultResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetTaskResult not implemented")
+}
+func (UnimplementedTaskServiceServer) ExecTask(grpc.BidiStreamingServer[ExecTaskRequest, ExecTaskResponse]) error {
+	return status.Error(codes.Unimplemented, "method ExecTask not implemented")
 }
 func (UnimplementedTaskServiceServer) mustEmbedUnimplementedTaskServiceServer() {}
 func (UnimplementedTaskServiceServer) testEmbeddedByValue()                     {}
@@ -334,6 +359,13 @@ func _TaskService_GetTaskResult_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _TaskService_ExecTask_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(TaskServiceServer).ExecTask(&grpc.GenericServerStream[ExecTaskRequest, ExecTaskResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type TaskService_ExecTaskServer = grpc.BidiStreamingServer[ExecTaskRequest, ExecTaskResponse]
+
 // TaskService_ServiceDesc is the grpc.ServiceDesc for TaskService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -371,6 +403,12 @@ var TaskService_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "StreamTaskLogs",
 			Handler:       _TaskService_StreamTaskLogs_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "ExecTask",
+			Handler:       _TaskService_ExecTask_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
 		},
 	},
 	Metadata: "flowapi/v1/task_service.proto",

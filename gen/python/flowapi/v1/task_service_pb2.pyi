@@ -438,3 +438,143 @@ class RemoteError(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RemoteError: _TypeAlias = RemoteError  # noqa: Y015
+
+@_typing.final
+class ExecTaskRequest(_message.Message):
+    """Request for ExecTask: one message of the client's side of the session."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_FIELD_NUMBER: _builtins.int
+    STDIN_FIELD_NUMBER: _builtins.int
+    RESIZE_FIELD_NUMBER: _builtins.int
+    STDIN_CLOSED_FIELD_NUMBER: _builtins.int
+    stdin: _builtins.bytes
+    """Bytes for the command's standard input."""
+    stdin_closed: _builtins.bool
+    """No more standard input."""
+    @_builtins.property
+    def start(self) -> Global___ExecStart:
+        """The first message: what to run and where."""
+
+    @_builtins.property
+    def resize(self) -> Global___WindowSize:
+        """The client's terminal changed size."""
+
+    def __init__(
+        self,
+        *,
+        start: Global___ExecStart | None = ...,
+        stdin: _builtins.bytes = ...,
+        resize: Global___WindowSize | None = ...,
+        stdin_closed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "resize", b"resize", "start", b"start", "stdin", b"stdin", "stdin_closed", b"stdin_closed"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "resize", b"resize", "start", b"start", "stdin", b"stdin", "stdin_closed", b"stdin_closed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["start", "stdin", "resize", "stdin_closed"]  # noqa: Y015
+    _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
+
+Global___ExecTaskRequest: _TypeAlias = ExecTaskRequest  # noqa: Y015
+
+@_typing.final
+class ExecStart(_message.Message):
+    """What ExecTask runs."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    COMMAND_FIELD_NUMBER: _builtins.int
+    TTY_FIELD_NUMBER: _builtins.int
+    WINDOW_FIELD_NUMBER: _builtins.int
+    TERM_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """"tasks/{task_id}" of a RUNNING task."""
+    tty: _builtins.bool
+    """Allocate a pseudo-terminal (interactive sessions); stdout then carries stderr too."""
+    term: _builtins.str
+    """The value of TERM for a tty session (default "xterm-256color")."""
+    @_builtins.property
+    def command(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The command as an argument vector; empty: the user's login shell."""
+
+    @_builtins.property
+    def window(self) -> Global___WindowSize:
+        """The terminal's size, when tty is set."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        command: _abc.Iterable[_builtins.str] | None = ...,
+        tty: _builtins.bool = ...,
+        window: Global___WindowSize | None = ...,
+        term: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["window", b"window"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "name", b"name", "term", b"term", "tty", b"tty", "window", b"window"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExecStart: _TypeAlias = ExecStart  # noqa: Y015
+
+@_typing.final
+class WindowSize(_message.Message):
+    """A terminal size."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROWS_FIELD_NUMBER: _builtins.int
+    COLUMNS_FIELD_NUMBER: _builtins.int
+    rows: _builtins.int
+    """Rows."""
+    columns: _builtins.int
+    """Columns."""
+    def __init__(
+        self,
+        *,
+        rows: _builtins.int = ...,
+        columns: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns", "rows", b"rows"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WindowSize: _TypeAlias = WindowSize  # noqa: Y015
+
+@_typing.final
+class ExecTaskResponse(_message.Message):
+    """Response for ExecTask: output, then the exit code."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STDOUT_FIELD_NUMBER: _builtins.int
+    STDERR_FIELD_NUMBER: _builtins.int
+    EXIT_CODE_FIELD_NUMBER: _builtins.int
+    stdout: _builtins.bytes
+    """Bytes the command wrote to standard output (with a tty: all of its output)."""
+    stderr: _builtins.bytes
+    """Bytes the command wrote to standard error (never with a tty)."""
+    exit_code: _builtins.int
+    """The command's exit status; the last message (128+N when killed by signal N)."""
+    def __init__(
+        self,
+        *,
+        stdout: _builtins.bytes = ...,
+        stderr: _builtins.bytes = ...,
+        exit_code: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["exit_code", b"exit_code", "kind", b"kind", "stderr", b"stderr", "stdout", b"stdout"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["exit_code", b"exit_code", "kind", b"kind", "stderr", b"stderr", "stdout", b"stdout"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["stdout", "stderr", "exit_code"]  # noqa: Y015
+    _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
+
+Global___ExecTaskResponse: _TypeAlias = ExecTaskResponse  # noqa: Y015

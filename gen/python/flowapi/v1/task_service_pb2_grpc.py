@@ -70,6 +70,11 @@ class TaskServiceStub:
                 request_serializer=flowapi_dot_v1_dot_task__service__pb2.GetTaskResultRequest.SerializeToString,
                 response_deserializer=flowapi_dot_v1_dot_task__service__pb2.GetTaskResultResponse.FromString,
                 _registered_method=True)
+        self.ExecTask = channel.stream_stream(
+                '/flowapi.v1.TaskService/ExecTask',
+                request_serializer=flowapi_dot_v1_dot_task__service__pb2.ExecTaskRequest.SerializeToString,
+                response_deserializer=flowapi_dot_v1_dot_task__service__pb2.ExecTaskResponse.FromString,
+                _registered_method=True)
 
 
 class TaskServiceServicer:
@@ -128,6 +133,15 @@ class TaskServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExecTask(self, request_iterator, context):
+        """Runs a command inside a running task's environment (its working directory, environment and
+        GPUs): `task.ssh()` and `flow ssh`. The first request must be `start`; then stdin, window
+        sizes and end-of-input; the responses carry output and, last, the exit code.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TaskServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -165,6 +179,11 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     servicer.GetTaskResult,
                     request_deserializer=flowapi_dot_v1_dot_task__service__pb2.GetTaskResultRequest.FromString,
                     response_serializer=flowapi_dot_v1_dot_task__service__pb2.GetTaskResultResponse.SerializeToString,
+            ),
+            'ExecTask': grpc.stream_stream_rpc_method_handler(
+                    servicer.ExecTask,
+                    request_deserializer=flowapi_dot_v1_dot_task__service__pb2.ExecTaskRequest.FromString,
+                    response_serializer=flowapi_dot_v1_dot_task__service__pb2.ExecTaskResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -357,6 +376,33 @@ class TaskService:
             '/flowapi.v1.TaskService/GetTaskResult',
             flowapi_dot_v1_dot_task__service__pb2.GetTaskResultRequest.SerializeToString,
             flowapi_dot_v1_dot_task__service__pb2.GetTaskResultResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExecTask(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/flowapi.v1.TaskService/ExecTask',
+            flowapi_dot_v1_dot_task__service__pb2.ExecTaskRequest.SerializeToString,
+            flowapi_dot_v1_dot_task__service__pb2.ExecTaskResponse.FromString,
             options,
             channel_credentials,
             insecure,

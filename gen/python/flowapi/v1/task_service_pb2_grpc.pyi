@@ -52,6 +52,11 @@ class TaskServiceStub:
     """
     GetTaskResult: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.GetTaskResultRequest, _task_service_pb2.GetTaskResultResponse]
     """The value returned (or the exception raised) by a finished function-call task."""
+    ExecTask: _grpc.StreamStreamMultiCallable[_task_service_pb2.ExecTaskRequest, _task_service_pb2.ExecTaskResponse]
+    """Runs a command inside a running task's environment (its working directory, environment and
+    GPUs): `task.ssh()` and `flow ssh`. The first request must be `start`; then stdin, window
+    sizes and end-of-input; the responses carry output and, last, the exit code.
+    """
 
 @_typing.type_check_only
 class TaskServiceAsyncStub(TaskServiceStub):
@@ -77,6 +82,11 @@ class TaskServiceAsyncStub(TaskServiceStub):
     """
     GetTaskResult: _aio.UnaryUnaryMultiCallable[_task_service_pb2.GetTaskResultRequest, _task_service_pb2.GetTaskResultResponse]  # type: ignore[assignment]
     """The value returned (or the exception raised) by a finished function-call task."""
+    ExecTask: _aio.StreamStreamMultiCallable[_task_service_pb2.ExecTaskRequest, _task_service_pb2.ExecTaskResponse]  # type: ignore[assignment]
+    """Runs a command inside a running task's environment (its working directory, environment and
+    GPUs): `task.ssh()` and `flow ssh`. The first request must be `start`; then stdin, window
+    sizes and end-of-input; the responses carry output and, last, the exit code.
+    """
 
 class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
     """Tasks: create, observe, stream the logs of, and cancel units of work."""
@@ -141,5 +151,16 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_task_service_pb2.GetTaskResultResponse, _abc.Awaitable[_task_service_pb2.GetTaskResultResponse]]:
         """The value returned (or the exception raised) by a finished function-call task."""
+
+    @_abc_1.abstractmethod
+    def ExecTask(
+        self,
+        request_iterator: _MaybeAsyncIterator[_task_service_pb2.ExecTaskRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_task_service_pb2.ExecTaskResponse], _abc.AsyncIterator[_task_service_pb2.ExecTaskResponse]]:
+        """Runs a command inside a running task's environment (its working directory, environment and
+        GPUs): `task.ssh()` and `flow ssh`. The first request must be `start`; then stdin, window
+        sizes and end-of-input; the responses carry output and, last, the exit code.
+        """
 
 def add_TaskServiceServicer_to_server(servicer: TaskServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

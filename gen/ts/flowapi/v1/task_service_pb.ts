@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file flowapi/v1/task_service.proto.
  */
 export const file_flowapi_v1_task_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch1mbG93YXBpL3YxL3Rhc2tfc2VydmljZS5wcm90bxIKZmxvd2FwaS52MSJ0ChFDcmVhdGVUYXNrUmVxdWVzdBIiCgRzcGVjGAEgASgLMhQuZmxvd2FwaS52MS5UYXNrU3BlYxISCgpyZXF1ZXN0X2lkGAIgASgJEhUKDXZhbGlkYXRlX29ubHkYAyABKAgSEAoIcHJvdmlkZXIYBCABKAkiNAoSQ3JlYXRlVGFza1Jlc3BvbnNlEh4KBHRhc2sYASABKAsyEC5mbG93YXBpLnYxLlRhc2siHgoOR2V0VGFza1JlcXVlc3QSDAoEbmFtZRgBIAEoCSIxCg9HZXRUYXNrUmVzcG9uc2USHgoEdGFzaxgBIAEoCzIQLmZsb3dhcGkudjEuVGFzayJgChBMaXN0VGFza3NSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJEiUKBnN0YXRlcxgDIAMoDjIVLmZsb3dhcGkudjEuVGFza1N0YXRlIk0KEUxpc3RUYXNrc1Jlc3BvbnNlEh8KBXRhc2tzGAEgAygLMhAuZmxvd2FwaS52MS5UYXNrEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIhChFDYW5jZWxUYXNrUmVxdWVzdBIMCgRuYW1lGAEgASgJIjQKEkNhbmNlbFRhc2tSZXNwb25zZRIeCgR0YXNrGAEgASgLMhAuZmxvd2FwaS52MS5UYXNrIksKD1dhaXRUYXNrUmVxdWVzdBIMCgRuYW1lGAEgASgJEioKB3RpbWVvdXQYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iMgoQV2FpdFRhc2tSZXNwb25zZRIeCgR0YXNrGAEgASgLMhAuZmxvd2FwaS52MS5UYXNrIlkKFVN0cmVhbVRhc2tMb2dzUmVxdWVzdBIMCgRuYW1lGAEgASgJEg4KBmN1cnNvchgCIAEoCRIOCgZmb2xsb3cYAyABKAgSEgoKdGFpbF9saW5lcxgEIAEoBSI2ChZTdHJlYW1UYXNrTG9nc1Jlc3BvbnNlEgwKBGRhdGEYASABKAwSDgoGY3Vyc29yGAIgASgJIiQKFEdldFRhc2tSZXN1bHRSZXF1ZXN0EgwKBG5hbWUYASABKAkirwEKFUdldFRhc2tSZXN1bHRSZXNwb25zZRIqCgpqc29uX3ZhbHVlGAEgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEhUKDXBpY2tsZWRfdmFsdWUYAiABKAwSJgoFZXJyb3IYAyABKAsyFy5mbG93YXBpLnYxLlJlbW90ZUVycm9yEisKCGVuY29kaW5nGAQgASgOMhkuZmxvd2FwaS52MS5WYWx1ZUVuY29kaW5nIloKC1JlbW90ZUVycm9yEgwKBHR5cGUYASABKAkSDwoHbWVzc2FnZRgCIAEoCRIRCgl0cmFjZWJhY2sYAyABKAkSGQoRcGlja2xlZF9leGNlcHRpb24YBCABKAwyrQQKC1Rhc2tTZXJ2aWNlEksKCkNyZWF0ZVRhc2sSHS5mbG93YXBpLnYxLkNyZWF0ZVRhc2tSZXF1ZXN0Gh4uZmxvd2FwaS52MS5DcmVhdGVUYXNrUmVzcG9uc2USQgoHR2V0VGFzaxIaLmZsb3dhcGkudjEuR2V0VGFza1JlcXVlc3QaGy5mbG93YXBpLnYxLkdldFRhc2tSZXNwb25zZRJICglMaXN0VGFza3MSHC5mbG93YXBpLnYxLkxpc3RUYXNrc1JlcXVlc3QaHS5mbG93YXBpLnYxLkxpc3RUYXNrc1Jlc3BvbnNlEksKCkNhbmNlbFRhc2sSHS5mbG93YXBpLnYxLkNhbmNlbFRhc2tSZXF1ZXN0Gh4uZmxvd2FwaS52MS5DYW5jZWxUYXNrUmVzcG9uc2USRQoIV2FpdFRhc2sSGy5mbG93YXBpLnYxLldhaXRUYXNrUmVxdWVzdBocLmZsb3dhcGkudjEuV2FpdFRhc2tSZXNwb25zZRJZCg5TdHJlYW1UYXNrTG9ncxIhLmZsb3dhcGkudjEuU3RyZWFtVGFza0xvZ3NSZXF1ZXN0GiIuZmxvd2FwaS52MS5TdHJlYW1UYXNrTG9nc1Jlc3BvbnNlMAESVAoNR2V0VGFza1Jlc3VsdBIgLmZsb3dhcGkudjEuR2V0VGFza1Jlc3VsdFJlcXVlc3QaIS5mbG93YXBpLnYxLkdldFRhc2tSZXN1bHRSZXNwb25zZWIGcHJvdG8z", [file_flowapi_v1_task, file_google_protobuf_duration, file_google_protobuf_struct]);
+  fileDesc("Ch1mbG93YXBpL3YxL3Rhc2tfc2VydmljZS5wcm90bxIKZmxvd2FwaS52MSJ0ChFDcmVhdGVUYXNrUmVxdWVzdBIiCgRzcGVjGAEgASgLMhQuZmxvd2FwaS52MS5UYXNrU3BlYxISCgpyZXF1ZXN0X2lkGAIgASgJEhUKDXZhbGlkYXRlX29ubHkYAyABKAgSEAoIcHJvdmlkZXIYBCABKAkiNAoSQ3JlYXRlVGFza1Jlc3BvbnNlEh4KBHRhc2sYASABKAsyEC5mbG93YXBpLnYxLlRhc2siHgoOR2V0VGFza1JlcXVlc3QSDAoEbmFtZRgBIAEoCSIxCg9HZXRUYXNrUmVzcG9uc2USHgoEdGFzaxgBIAEoCzIQLmZsb3dhcGkudjEuVGFzayJgChBMaXN0VGFza3NSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJEiUKBnN0YXRlcxgDIAMoDjIVLmZsb3dhcGkudjEuVGFza1N0YXRlIk0KEUxpc3RUYXNrc1Jlc3BvbnNlEh8KBXRhc2tzGAEgAygLMhAuZmxvd2FwaS52MS5UYXNrEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIhChFDYW5jZWxUYXNrUmVxdWVzdBIMCgRuYW1lGAEgASgJIjQKEkNhbmNlbFRhc2tSZXNwb25zZRIeCgR0YXNrGAEgASgLMhAuZmxvd2FwaS52MS5UYXNrIksKD1dhaXRUYXNrUmVxdWVzdBIMCgRuYW1lGAEgASgJEioKB3RpbWVvdXQYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iMgoQV2FpdFRhc2tSZXNwb25zZRIeCgR0YXNrGAEgASgLMhAuZmxvd2FwaS52MS5UYXNrIlkKFVN0cmVhbVRhc2tMb2dzUmVxdWVzdBIMCgRuYW1lGAEgASgJEg4KBmN1cnNvchgCIAEoCRIOCgZmb2xsb3cYAyABKAgSEgoKdGFpbF9saW5lcxgEIAEoBSI2ChZTdHJlYW1UYXNrTG9nc1Jlc3BvbnNlEgwKBGRhdGEYASABKAwSDgoGY3Vyc29yGAIgASgJIiQKFEdldFRhc2tSZXN1bHRSZXF1ZXN0EgwKBG5hbWUYASABKAkirwEKFUdldFRhc2tSZXN1bHRSZXNwb25zZRIqCgpqc29uX3ZhbHVlGAEgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEhUKDXBpY2tsZWRfdmFsdWUYAiABKAwSJgoFZXJyb3IYAyABKAsyFy5mbG93YXBpLnYxLlJlbW90ZUVycm9yEisKCGVuY29kaW5nGAQgASgOMhkuZmxvd2FwaS52MS5WYWx1ZUVuY29kaW5nIloKC1JlbW90ZUVycm9yEgwKBHR5cGUYASABKAkSDwoHbWVzc2FnZRgCIAEoCRIRCgl0cmFjZWJhY2sYAyABKAkSGQoRcGlja2xlZF9leGNlcHRpb24YBCABKAwilAEKD0V4ZWNUYXNrUmVxdWVzdBImCgVzdGFydBgBIAEoCzIVLmZsb3dhcGkudjEuRXhlY1N0YXJ0SAASDwoFc3RkaW4YAiABKAxIABIoCgZyZXNpemUYAyABKAsyFi5mbG93YXBpLnYxLldpbmRvd1NpemVIABIWCgxzdGRpbl9jbG9zZWQYBCABKAhIAEIGCgRraW5kIm0KCUV4ZWNTdGFydBIMCgRuYW1lGAEgASgJEg8KB2NvbW1hbmQYAiADKAkSCwoDdHR5GAMgASgIEiYKBndpbmRvdxgEIAEoCzIWLmZsb3dhcGkudjEuV2luZG93U2l6ZRIMCgR0ZXJtGAUgASgJIisKCldpbmRvd1NpemUSDAoEcm93cxgBIAEoDRIPCgdjb2x1bW5zGAIgASgNIlMKEEV4ZWNUYXNrUmVzcG9uc2USEAoGc3Rkb3V0GAEgASgMSAASEAoGc3RkZXJyGAIgASgMSAASEwoJZXhpdF9jb2RlGAMgASgFSABCBgoEa2luZDL4BAoLVGFza1NlcnZpY2USSwoKQ3JlYXRlVGFzaxIdLmZsb3dhcGkudjEuQ3JlYXRlVGFza1JlcXVlc3QaHi5mbG93YXBpLnYxLkNyZWF0ZVRhc2tSZXNwb25zZRJCCgdHZXRUYXNrEhouZmxvd2FwaS52MS5HZXRUYXNrUmVxdWVzdBobLmZsb3dhcGkudjEuR2V0VGFza1Jlc3BvbnNlEkgKCUxpc3RUYXNrcxIcLmZsb3dhcGkudjEuTGlzdFRhc2tzUmVxdWVzdBodLmZsb3dhcGkudjEuTGlzdFRhc2tzUmVzcG9uc2USSwoKQ2FuY2VsVGFzaxIdLmZsb3dhcGkudjEuQ2FuY2VsVGFza1JlcXVlc3QaHi5mbG93YXBpLnYxLkNhbmNlbFRhc2tSZXNwb25zZRJFCghXYWl0VGFzaxIbLmZsb3dhcGkudjEuV2FpdFRhc2tSZXF1ZXN0GhwuZmxvd2FwaS52MS5XYWl0VGFza1Jlc3BvbnNlElkKDlN0cmVhbVRhc2tMb2dzEiEuZmxvd2FwaS52MS5TdHJlYW1UYXNrTG9nc1JlcXVlc3QaIi5mbG93YXBpLnYxLlN0cmVhbVRhc2tMb2dzUmVzcG9uc2UwARJUCg1HZXRUYXNrUmVzdWx0EiAuZmxvd2FwaS52MS5HZXRUYXNrUmVzdWx0UmVxdWVzdBohLmZsb3dhcGkudjEuR2V0VGFza1Jlc3VsdFJlc3BvbnNlEkkKCEV4ZWNUYXNrEhsuZmxvd2FwaS52MS5FeGVjVGFza1JlcXVlc3QaHC5mbG93YXBpLnYxLkV4ZWNUYXNrUmVzcG9uc2UoATABYgZwcm90bzM", [file_flowapi_v1_task, file_google_protobuf_duration, file_google_protobuf_struct]);
 
 /**
  * Request for CreateTask.
@@ -451,6 +451,181 @@ export const RemoteErrorSchema: GenMessage<RemoteError> = /*@__PURE__*/
   messageDesc(file_flowapi_v1_task_service, 14);
 
 /**
+ * Request for ExecTask: one message of the client's side of the session.
+ *
+ * @generated from message flowapi.v1.ExecTaskRequest
+ */
+export type ExecTaskRequest = Message<"flowapi.v1.ExecTaskRequest"> & {
+  /**
+   * What this message carries.
+   *
+   * @generated from oneof flowapi.v1.ExecTaskRequest.kind
+   */
+  kind: {
+    /**
+     * The first message: what to run and where.
+     *
+     * @generated from field: flowapi.v1.ExecStart start = 1;
+     */
+    value: ExecStart;
+    case: "start";
+  } | {
+    /**
+     * Bytes for the command's standard input.
+     *
+     * @generated from field: bytes stdin = 2;
+     */
+    value: Uint8Array;
+    case: "stdin";
+  } | {
+    /**
+     * The client's terminal changed size.
+     *
+     * @generated from field: flowapi.v1.WindowSize resize = 3;
+     */
+    value: WindowSize;
+    case: "resize";
+  } | {
+    /**
+     * No more standard input.
+     *
+     * @generated from field: bool stdin_closed = 4;
+     */
+    value: boolean;
+    case: "stdinClosed";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message flowapi.v1.ExecTaskRequest.
+ * Use `create(ExecTaskRequestSchema)` to create a new message.
+ */
+export const ExecTaskRequestSchema: GenMessage<ExecTaskRequest> = /*@__PURE__*/
+  messageDesc(file_flowapi_v1_task_service, 15);
+
+/**
+ * What ExecTask runs.
+ *
+ * @generated from message flowapi.v1.ExecStart
+ */
+export type ExecStart = Message<"flowapi.v1.ExecStart"> & {
+  /**
+   * "tasks/{task_id}" of a RUNNING task.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * The command as an argument vector; empty: the user's login shell.
+   *
+   * @generated from field: repeated string command = 2;
+   */
+  command: string[];
+
+  /**
+   * Allocate a pseudo-terminal (interactive sessions); stdout then carries stderr too.
+   *
+   * @generated from field: bool tty = 3;
+   */
+  tty: boolean;
+
+  /**
+   * The terminal's size, when tty is set.
+   *
+   * @generated from field: flowapi.v1.WindowSize window = 4;
+   */
+  window?: WindowSize | undefined;
+
+  /**
+   * The value of TERM for a tty session (default "xterm-256color").
+   *
+   * @generated from field: string term = 5;
+   */
+  term: string;
+};
+
+/**
+ * Describes the message flowapi.v1.ExecStart.
+ * Use `create(ExecStartSchema)` to create a new message.
+ */
+export const ExecStartSchema: GenMessage<ExecStart> = /*@__PURE__*/
+  messageDesc(file_flowapi_v1_task_service, 16);
+
+/**
+ * A terminal size.
+ *
+ * @generated from message flowapi.v1.WindowSize
+ */
+export type WindowSize = Message<"flowapi.v1.WindowSize"> & {
+  /**
+   * Rows.
+   *
+   * @generated from field: uint32 rows = 1;
+   */
+  rows: number;
+
+  /**
+   * Columns.
+   *
+   * @generated from field: uint32 columns = 2;
+   */
+  columns: number;
+};
+
+/**
+ * Describes the message flowapi.v1.WindowSize.
+ * Use `create(WindowSizeSchema)` to create a new message.
+ */
+export const WindowSizeSchema: GenMessage<WindowSize> = /*@__PURE__*/
+  messageDesc(file_flowapi_v1_task_service, 17);
+
+/**
+ * Response for ExecTask: output, then the exit code.
+ *
+ * @generated from message flowapi.v1.ExecTaskResponse
+ */
+export type ExecTaskResponse = Message<"flowapi.v1.ExecTaskResponse"> & {
+  /**
+   * What this message carries.
+   *
+   * @generated from oneof flowapi.v1.ExecTaskResponse.kind
+   */
+  kind: {
+    /**
+     * Bytes the command wrote to standard output (with a tty: all of its output).
+     *
+     * @generated from field: bytes stdout = 1;
+     */
+    value: Uint8Array;
+    case: "stdout";
+  } | {
+    /**
+     * Bytes the command wrote to standard error (never with a tty).
+     *
+     * @generated from field: bytes stderr = 2;
+     */
+    value: Uint8Array;
+    case: "stderr";
+  } | {
+    /**
+     * The command's exit status; the last message (128+N when killed by signal N).
+     *
+     * @generated from field: int32 exit_code = 3;
+     */
+    value: number;
+    case: "exitCode";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message flowapi.v1.ExecTaskResponse.
+ * Use `create(ExecTaskResponseSchema)` to create a new message.
+ */
+export const ExecTaskResponseSchema: GenMessage<ExecTaskResponse> = /*@__PURE__*/
+  messageDesc(file_flowapi_v1_task_service, 18);
+
+/**
  * Tasks: create, observe, stream the logs of, and cancel units of work.
  *
  * @generated from service flowapi.v1.TaskService
@@ -528,6 +703,18 @@ export const TaskService: GenService<{
     methodKind: "unary";
     input: typeof GetTaskResultRequestSchema;
     output: typeof GetTaskResultResponseSchema;
+  },
+  /**
+   * Runs a command inside a running task's environment (its working directory, environment and
+   * GPUs): `task.ssh()` and `flow ssh`. The first request must be `start`; then stdin, window
+   * sizes and end-of-input; the responses carry output and, last, the exit code.
+   *
+   * @generated from rpc flowapi.v1.TaskService.ExecTask
+   */
+  execTask: {
+    methodKind: "bidi_streaming";
+    input: typeof ExecTaskRequestSchema;
+    output: typeof ExecTaskResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_flowapi_v1_task_service, 0);

@@ -1,0 +1,151 @@
+"""The client side of ExecTask: `task.ssh()`, `task.exec()` and `flow ssh`.
+
+A session is one bidirectional stream: the first message says what to run; then stdin bytes,
+window sizes and end-of-input go up while output and, last, the exit code come down.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import shutil
+import signal
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, BinaryIO
+
+from attrs import frozen
+
+from flow.errors import TaskExecutionError
+from flowapi.v1 import task_service_pb2
+
+if TYPE_CHECKING:
+    from flow.connection import DaemonConnection
+
+_DONE = object()
+
+
+@frozen
+class ExecResult:
+    exit_code: int
+    stdout: bytes
+    stderr: bytes
+
+
+def as_argv(command: str | Sequence[str] | None) -> list[str]:
+    """A string is a shell command line (as with ssh); a list runs as it is; None: a shell."""
+    if command is None:
+        return []
+    if isinstance(command, str):
+        return ["/bin/sh", "-c", command]
+    return list(command)
+
+
+class _Session:
+    def __init__(self, conn: DaemonConnection, resource: str, argv: list[str], tty: bool) -> None:
+        size = shutil.get_terminal_size()
+        self._outbox: queue.Queue[object] = queue.Queue()
+        start = task_service_pb2.ExecStart(
+            name=resource,
+            command=argv,
+            tty=tty,
+            window=task_service_pb2.WindowSize(rows=size.lines, columns=size.columns),
+            term=os.environ.get("TERM", "xterm-256color"),
+        )
+        self._outbox.put(task_service_pb2.ExecTaskRequest(start=start))
+        self._conn = conn
+        self._call = conn.tasks.ExecTask(self._requests())
+
+    def _requests(self) -> Iterator[task_service_pb2.ExecTaskRequest]:
+        while (item := self._outbox.get()) is not _DONE:
+            assert isinstance(item, task_service_pb2.ExecTaskRequest)
+            yield item
+
+    def send(self, data: bytes) -> None:
+        self._outbox.put(task_service_pb2.ExecTaskRequest(stdin=data))
+
+    def close_stdin(self) -> None:
+        self._outbox.put(task_service_pb2.ExecTaskRequest(stdin_closed=True))
+
+    def resize(self, rows: int, columns: int) -> None:
+        self._outbox.put(
+            task_service_pb2.ExecTaskRequest(resize=task_service_pb2.WindowSize(rows=rows, columns=columns))
+        )
+
+    def responses(self) -> Iterator[task_service_pb2.ExecTaskResponse]:
+        try:
+            yield from self._conn.stream(lambda: self._call)
+        finally:
+            self._outbox.put(_DONE)
+
+
+def run(
+    conn: DaemonConnection,
+    resource: str,
+    argv: list[str],
+    stdin: bytes | None = None,
+    out: BinaryIO | None = None,
+    err: BinaryIO | None = None,
+) -> ExecResult:
+    """Runs a command without a terminal; output is collected, and also copied to out/err."""
+    session = _Session(conn, resource, argv, tty=False)
+    if stdin:
+        session.send(stdin)
+    session.close_stdin()
+    stdout, stderr = bytearray(), bytearray()
+    code: int | None = None
+    for reply in session.responses():
+        kind = reply.WhichOneof("kind")
+        if kind == "stdout":
+            stdout += reply.stdout
+            if out is not None:
+                out.write(reply.stdout)
+                out.flush()
+        elif kind == "stderr":
+            stderr += reply.stderr
+            if err is not None:
+                err.write(reply.stderr)
+                err.flush()
+        elif kind == "exit_code":
+            code = reply.exit_code
+    if code is None:
+        raise TaskExecutionError("the exec session ended without an exit status", suggestions=["try again"])
+    return ExecResult(exit_code=code, stdout=bytes(stdout), stderr=bytes(stderr))
+
+
+def interactive(conn: DaemonConnection, resource: str, argv: list[str]) -> int:
+    """A terminal session: this terminal in raw mode, keys up, screen down, resizes followed."""
+    import termios
+    import tty
+
+    fd = sys.stdin.fileno()
+    saved = termios.tcgetattr(fd)
+    session = _Session(conn, resource, argv, tty=True)
+
+    def on_resize(*_: object) -> None:
+        size = shutil.get_terminal_size()
+        session.resize(size.lines, size.columns)
+
+    def forward_keys() -> None:
+        with contextlib.suppress(OSError):
+            while data := os.read(fd, 4096):
+                session.send(data)
+        session.close_stdin()
+
+    previous = signal.signal(signal.SIGWINCH, on_resize)
+    tty.setraw(fd)
+    try:
+        threading.Thread(target=forward_keys, name="exec-keys", daemon=True).start()
+        code = 255
+        for reply in session.responses():
+            kind = reply.WhichOneof("kind")
+            if kind == "stdout":
+                os.write(sys.stdout.fileno(), reply.stdout)
+            elif kind == "exit_code":
+                code = reply.exit_code
+        return code
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+        signal.signal(signal.SIGWINCH, previous)
