@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flow.connection import DaemonConnection
+from flow.connection import DaemonConnection, Remote
 from flow.domain.task_state import TaskState
 from flow.errors import ValidationError
 from flow.home import resolve_home
@@ -72,7 +72,8 @@ class Flow:
         auto_start: bool = True,
     ) -> None:
         self.provider = provider or os.environ.get("FLOW_PROVIDER", "")
-        self._conn = DaemonConnection(resolve_home(explicit=flow_home), auto_start=auto_start)
+        remote = Remote.from_env(os.environ)  # FLOW_DAEMON_ADDRESS: a daemon on another machine
+        self._conn = DaemonConnection(resolve_home(explicit=flow_home), auto_start=auto_start, remote=remote)
         self._conn.ensure_daemon()
         self._local_python: tuple[str] | None = None
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Final, TypeVar
 
 import grpc
+from attrs import frozen
 from grpc_status import rpc_status
 
-from flow.errors import DaemonUnavailableError, FlowError
+from flow.errors import DaemonUnavailableError, FlowError, ValidationError
 from flow.home import FlowHome, resolve_home
 from flow.wire.error_table import exception_from_status
 from flowapi.v1 import (
@@ -98,23 +99,99 @@ def _is_daemon_gone(error: grpc.RpcError) -> bool:
     return bool(hasattr(call, "code") and call.code() == grpc.StatusCode.UNAVAILABLE and not _has_status_details(call))
 
 
+@frozen
+class Remote:
+    """A flowd reached over TCP: `tcp://host:port` (loopback) or `tls://host:port`, its token,
+    and for TLS the CA certificate (PEM) that signed the daemon's certificate."""
+
+    address: str
+    token: str
+    tls: bool = False
+    ca_file: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Remote | None:
+        """FLOW_DAEMON_ADDRESS, FLOW_DAEMON_TOKEN and FLOW_DAEMON_CA; None: the local socket."""
+        target = env.get("FLOW_DAEMON_ADDRESS", "")
+        if not target or target.startswith("unix:"):
+            return None
+        scheme, sep, rest = target.partition("://")
+        if not sep or scheme not in ("tcp", "tls") or not rest:
+            raise ValidationError(
+                f"FLOW_DAEMON_ADDRESS={target!r} is not tcp://HOST:PORT or tls://HOST:PORT",
+                suggestions=["e.g. FLOW_DAEMON_ADDRESS=tls://gpu-box:50051 (and FLOW_DAEMON_TOKEN, FLOW_DAEMON_CA)"],
+            )
+        token = env.get("FLOW_DAEMON_TOKEN", "")
+        if not token:
+            raise ValidationError(
+                "FLOW_DAEMON_TOKEN is not set: a TCP daemon answers only calls that carry its token",
+                suggestions=["copy it from $FLOW_HOME/daemon-token on the daemon's machine"],
+            )
+        return cls(address=rest, token=token, tls=scheme == "tls", ca_file=env.get("FLOW_DAEMON_CA") or None)
+
+
+class _BearerToken(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
+    """Adds `authorization: Bearer <token>` to every call (works with and without TLS)."""
+
+    def __init__(self, token: str) -> None:
+        self._header = ("authorization", f"Bearer {token}")
+
+    def _details(self, details: Any) -> Any:
+        metadata: list[tuple[str, str]] = [*(details.metadata or ()), self._header]
+        return details._replace(metadata=metadata) if hasattr(details, "_replace") else _Details(details, metadata)
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._details(details), request)
+
+    def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return continuation(self._details(details), requests)
+
+    def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return continuation(self._details(details), requests)
+
+
+class _Details(grpc.ClientCallDetails):
+    def __init__(self, base: Any, metadata: list[tuple[str, str]]) -> None:
+        self.method = base.method
+        self.timeout = base.timeout
+        self.metadata = tuple(metadata)
+        self.credentials = base.credentials
+        self.wait_for_ready = base.wait_for_ready
+        self.compression = getattr(base, "compression", None)
+
+
+CHANNEL_OPTIONS: Final = [("grpc.max_receive_message_length", 64 * 1024 * 1024), ("grpc.enable_retries", 0)]
+
+
 class DaemonConnection:
-    def __init__(self, home: FlowHome | None = None, auto_start: bool = True) -> None:
+    def __init__(self, home: FlowHome | None = None, auto_start: bool = True, remote: Remote | None = None) -> None:
         self.home = home or resolve_home()
-        self.auto_start = auto_start
+        self.remote = remote
+        self.auto_start = auto_start and remote is None  # a remote daemon is not ours to start
         self._channel: grpc.Channel | None = None
         self._open()
 
     def _open(self) -> None:
         if self._channel is not None:
             self._channel.close()
-        self._channel = grpc.insecure_channel(
-            self.home.address,
-            options=[
-                ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-                ("grpc.enable_retries", 0),
-            ],
-        )
+        remote = self.remote
+        if remote is None:
+            self._channel = grpc.insecure_channel(self.home.address, options=CHANNEL_OPTIONS)
+        else:
+            if remote.tls:
+                ca = open(remote.ca_file, "rb").read() if remote.ca_file else None  # noqa: SIM115
+                base = grpc.secure_channel(remote.address, grpc.ssl_channel_credentials(ca), options=CHANNEL_OPTIONS)
+            else:
+                base = grpc.insecure_channel(remote.address, options=CHANNEL_OPTIONS)
+            self._channel = grpc.intercept_channel(base, _BearerToken(remote.token))
         self.tasks = task_service_pb2_grpc.TaskServiceStub(self._channel)
         self.daemon = daemon_service_pb2_grpc.DaemonServiceStub(self._channel)
         self.instances = instance_service_pb2_grpc.InstanceServiceStub(self._channel)

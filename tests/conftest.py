@@ -56,9 +56,9 @@ class Daemon:
         env.pop("FLOW_PROVIDER", None)
         return env
 
-    def start(self) -> None:
+    def start(self, *extra: str) -> None:
         done = subprocess.run(
-            [sys.executable, "-m", "flowd", "--detach", "--home", str(self.home.root)],
+            [sys.executable, "-m", "flowd", "--detach", "--home", str(self.home.root), *extra],
             capture_output=True,
             text=True,
             timeout=60,

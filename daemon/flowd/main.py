@@ -21,6 +21,7 @@ import threading
 from typing import IO
 
 from flow.home import MAX_SOCKET_PATH, FlowHome, resolve_home
+from flowd.tcp_settings import AccessConfigError, TcpSettings, tcp_settings
 
 EXIT_ALREADY_RUNNING = 3
 EXIT_FAILED = 1
@@ -97,12 +98,12 @@ def detach() -> int:
     return write_end
 
 
-def serve(home: FlowHome, ready: int | None) -> None:
+def serve(home: FlowHome, ready: int | None, tcp: TcpSettings | None) -> None:
     """Runs the daemon until SIGTERM/SIGINT or a ShutdownDaemon call."""
     from flowd.server import build_daemon  # grpc is imported only after any fork
 
     stop = threading.Event()
-    daemon = build_daemon(home, shutdown=stop.set)
+    daemon = build_daemon(home, shutdown=stop.set, tcp=tcp)
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     daemon.start()
@@ -124,6 +125,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--detach", action="store_true", help="run in the background; exit once serving")
     parser.add_argument("--log-level", default=os.environ.get("FLOW_LOG_LEVEL", "info"))
     parser.add_argument("--version", action="store_true", help="print the version and exit")
+    parser.add_argument(
+        "--tcp",
+        default=os.environ.get("FLOW_DAEMON_TCP"),
+        metavar="HOST:PORT",
+        help="also listen on TCP (off by default); calls need the token in $FLOW_HOME/daemon-token",
+    )
+    parser.add_argument("--tls-cert", default=os.environ.get("FLOW_DAEMON_TLS_CERT"), help="TLS certificate (PEM)")
+    parser.add_argument("--tls-key", default=os.environ.get("FLOW_DAEMON_TLS_KEY"), help="TLS private key (PEM)")
     args = parser.parse_args(argv)
     if args.version:
         from flow.version import __version__
@@ -133,12 +142,13 @@ def main(argv: list[str] | None = None) -> None:
     os.umask(0o077)  # everything flowd creates (socket, state, logs) is private to the user
     home = resolve_home(explicit=args.home)
     try:
+        tcp = tcp_settings(args.tcp, args.tls_cert, args.tls_key)
         prepare_home(home)
         lock = take_lock(home)
     except AlreadyRunningError as exc:
         sys.stderr.write(f"already running: {exc}\n")
         sys.exit(EXIT_ALREADY_RUNNING)
-    except OSError as exc:
+    except (OSError, AccessConfigError) as exc:
         sys.stderr.write(f"flowd cannot start: {exc}\n")
         sys.exit(EXIT_FAILED)
     ready = detach() if args.detach else None
@@ -150,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
         lock.flush()
     configure_logging(home, detached=args.detach, level=args.log_level)
     try:
-        serve(home, ready)
+        serve(home, ready, tcp)
     except Exception as exc:
         log.exception("flowd failed")
         if ready is not None:

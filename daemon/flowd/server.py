@@ -31,6 +31,8 @@ from flowd.provider_registry import build_providers
 from flowd.providers.base import Runtime
 from flowd.servicers import CodeServicer, DaemonServicer, InstanceServicer, TaskServicer
 from flowd.store import Store
+from flowd.tcp_access import TokenInterceptor, credentials
+from flowd.tcp_settings import TcpSettings, load_or_create_token
 
 # Streams that follow logs and server-side waits each hold a worker while they last.
 MAX_WORKERS = 256
@@ -44,7 +46,7 @@ SERVICE_NAMES = (
 
 @define
 class Daemon:
-    server: grpc.Server
+    servers: list[grpc.Server]
     engine: TaskEngine
     store: Store
     health: health.HealthServicer
@@ -53,7 +55,8 @@ class Daemon:
     version: str = __version__
 
     def start(self) -> None:
-        self.server.start()
+        for server in self.servers:
+            server.start()
         os.chmod(self.socket_path, 0o600)
         self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         for name in SERVICE_NAMES:
@@ -62,13 +65,31 @@ class Daemon:
     def stop(self) -> None:
         self.health.enter_graceful_shutdown()
         self.engine.close()
-        self.server.stop(grace=1.0).wait()
+        stopping = [server.stop(grace=1.0) for server in self.servers]
+        for done in stopping:
+            done.wait()
         self.store.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.socket_path)
 
 
-def build_daemon(home: FlowHome, shutdown: Callable[[], None]) -> Daemon:
+def _serve_all(
+    server: grpc.Server,
+    engine: TaskEngine,
+    blobs: BlobStore,
+    health_servicer: health.HealthServicer,
+    daemon_servicer: DaemonServicer,
+) -> None:
+    task_service_pb2_grpc.add_TaskServiceServicer_to_server(TaskServicer(engine), server)
+    instance_service_pb2_grpc.add_InstanceServiceServicer_to_server(InstanceServicer(engine), server)
+    code_service_pb2_grpc.add_CodeServiceServicer_to_server(CodeServicer(blobs), server)
+    daemon_service_pb2_grpc.add_DaemonServiceServicer_to_server(daemon_servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+
+
+def build_daemon(home: FlowHome, shutdown: Callable[[], None], tcp: TcpSettings | None = None) -> Daemon:
+    """The daemon for `home`: always its Unix socket; a token-guarded TCP listener when asked."""
     store = Store(home.database)
     engine_ref: list[TaskEngine] = []
 
@@ -81,23 +102,33 @@ def build_daemon(home: FlowHome, shutdown: Callable[[], None]) -> Daemon:
     engine_ref.append(engine)
     engine.recover()
 
-    server = grpc.server(
+    addresses = [home.address]
+    if tcp is not None:
+        addresses.append(f"{'tls' if tcp.tls_cert else 'tcp'}://{tcp.address}")
+    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    daemon_servicer = DaemonServicer(engine, str(home.root), addresses, shutdown)
+    local = grpc.server(
         futures.ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="rpc"),
         options=[("grpc.so_reuseport", 0)],
     )
-    addresses = [home.address]
-    task_service_pb2_grpc.add_TaskServiceServicer_to_server(TaskServicer(engine), server)
-    instance_service_pb2_grpc.add_InstanceServiceServicer_to_server(InstanceServicer(engine), server)
-    code_service_pb2_grpc.add_CodeServiceServicer_to_server(CodeServicer(blobs), server)
-    daemon_service_pb2_grpc.add_DaemonServiceServicer_to_server(
-        DaemonServicer(engine, str(home.root), addresses, shutdown), server
-    )
-    health_servicer = health.HealthServicer(experimental_non_blocking=True)
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    server.add_insecure_port(home.address)
+    _serve_all(local, engine, blobs, health_servicer, daemon_servicer)
+    local.add_insecure_port(home.address)
+    servers = [local]
+    if tcp is not None:
+        remote = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=MAX_WORKERS // 4, thread_name_prefix="tcp"),
+            interceptors=[TokenInterceptor(load_or_create_token(home.root, os.environ))],
+            options=[("grpc.so_reuseport", 0)],
+        )
+        _serve_all(remote, engine, blobs, health_servicer, daemon_servicer)
+        creds = credentials(tcp)
+        if creds is None:
+            remote.add_insecure_port(tcp.address)
+        else:
+            remote.add_secure_port(tcp.address, creds)
+        servers.append(remote)
     return Daemon(
-        server=server,
+        servers=servers,
         engine=engine,
         store=store,
         health=health_servicer,
