@@ -53,6 +53,7 @@ type plannedFile struct {
 // `.git`, `node_modules`, `__pycache__` and virtualenvs (directories holding a `pyvenv.cfg`).
 // Unlike the Python SDK it reads no `.gitignore` or `.flowignore`: this is a thin client; keep
 // big data out of the root. A symlink to a file uploads that file; other symlinks are skipped.
+// No hash cache is kept: each UploadCode reads every file.
 func listFiles(root string) ([]plannedFile, error) {
 	var files []plannedFile
 	err := filepath.WalkDir(root, func(path string, entry fs.DirEntry, err error) error {

@@ -24,6 +24,13 @@ SPINE_ROWS = (
     "python: import flow.client",
     "sdk get_task(id)",
 )
+FUNCTIONS_ROWS = (
+    ".remote() noop",
+    "invoke() noop",
+    "upload_code first",
+    "upload_code unchanged",
+    "materialize snapshot",
+)
 DOMAIN_ROWS = (
     "parse 100,000 instance types",
     "match seed request x 10,000",
@@ -75,6 +82,24 @@ def test_spine_quick_prints_every_row_with_a_ratio_and_cleans_up() -> None:
     assert home, output
     assert not Path(home.group(1)).exists()
     assert processes_mentioning(home.group(1)) == []
+
+
+@pytest.mark.slow
+def test_functions_quick_prints_every_row_with_a_ratio_and_cleans_up() -> None:
+    output = run_script("bench/bench_functions.py", "--quick", timeout=240)
+    for name in FUNCTIONS_ROWS:
+        assert RATIO.search(row(output, name)), row(output, name)
+    assert re.search(r"\d", row(output, "run(true), no upload"))  # context for materialize: no ratio
+    assert "sent by upload_code unchanged: 0 bytes in 0 blobs" in output  # what it sends, not how fast
+    budgets = [line for line in output.splitlines() if line.startswith("budget ")]
+    assert len(budgets) == 1 and re.search(r": \d+(\.\d+)? (us|ms|s) \((ok|over)\)$", budgets[0]), output
+    # Every daemon is stopped with its home removed, the project and tree are gone, nothing is left.
+    homes = re.findall(r"FLOW_HOME=(/tmp/\S+):", output)
+    work = re.search(r"project and tree in (/tmp/\S+): removed", output)
+    assert homes and work, output
+    for path in [*homes, work.group(1)]:
+        assert not Path(path).exists(), path
+        assert processes_mentioning(path) == [], path
 
 
 @pytest.mark.slow

@@ -215,7 +215,7 @@ def _tricky_tree(root: Path) -> None:
     (root / "donn\u00e9es" / "\u00e9t\u00e9.txt").write_text("\u00e9t\u00e9")
     (root / "z\uff5e.txt").write_text("fullwidth tilde")
     (root / "z\U0001f600.txt").write_text("emoji")
-    (root / 'q"b\\s\tt.txt').write_text("escapes")
+    (root / 'q"t\tt.txt').write_text("escapes")  # flowd refuses a backslash in a path
     (root / "link.txt").symlink_to("a.txt")  # a file symlink uploads its target
     (root / "dangling").symlink_to("nowhere")  # skipped
     (root / "dirlink").symlink_to("pkg")  # directory links are not followed
@@ -237,7 +237,7 @@ UPLOADED = (
     "link.txt",
     "pkg/same-as-big.bin",
     "pkg/sub/run.sh",
-    'q"b\\s\tt.txt',
+    'q"t\tt.txt',
     "train.py",
     "z\uff5e.txt",
     "z\U0001f600.txt",

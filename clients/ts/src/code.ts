@@ -7,8 +7,9 @@
 // What goes is simpler than in the Python SDK: every file under the root except `.git`,
 // `node_modules`, `__pycache__` and virtualenvs (a directory holding a `pyvenv.cfg`).
 // `.gitignore` and `.flowignore` are NOT read; keep big data out of the root. A symlink to a file
-// uploads the file it points to; other symlinks, directory links included, are skipped. For a
-// tree with no ignore files, the manifest is byte for byte the one the Python SDK makes.
+// uploads the file it points to; other symlinks, directory links included, are skipped. No hash
+// cache is kept: each call reads every file. For a tree with no ignore files, the manifest is
+// byte for byte the one the Python SDK makes.
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { open, readdir, stat } from "node:fs/promises";
