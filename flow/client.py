@@ -103,7 +103,13 @@ class Flow:
         progress: Progress | None = None,
     ) -> Task:
         """Submits a ready TaskConfig (and, for FlowApp and invoke, a function call)."""
-        spec = task_config_to_proto(config)
+        missing = [name for name in config.secret_env if not os.environ.get(name)]
+        if missing:
+            raise ValidationError(
+                f"secret_env names {', '.join(missing)}, not set in this environment",
+                suggestions=[f"export {missing[0]}=... before submitting (its value is never stored in the config)"],
+            )
+        spec = task_config_to_proto(config, {name: os.environ[name] for name in config.secret_env})
         if config.upload_code and config.code_root:
             spec.code_digest = self.upload_code(Path(config.code_root), progress=progress).digest
         if function_call is not None:

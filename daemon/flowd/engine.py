@@ -12,7 +12,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -214,10 +214,24 @@ class TaskEngine:
         provider_name: str,
         code_digest: str | None = None,
         function_call: FunctionCall | None = None,
+        secrets: Mapping[str, str] | None = None,
     ) -> Result[TaskRecord, DomainError]:
         checked = self._check_request_id(request_id)
         if isinstance(checked, Failure):
             return Failure(checked.failure())
+        secrets = dict(secrets or {})
+        bad_secret = [
+            violation(
+                f"secret_env[{name!r}]",
+                "<secret>",
+                "has no value, or contains a NUL byte",
+                f"set {name} when submitting",
+            )
+            for name in config.secret_env
+            if isinstance(name, str) and (not secrets.get(name) or "\x00" in secrets[name])
+        ]
+        if bad_secret:
+            return Failure(validation_error(bad_secret, subject="task configuration"))
         valid = self._check_code(config, code_digest, function_call)
         if isinstance(valid, Failure):
             return Failure(valid.failure())
@@ -243,6 +257,7 @@ class TaskEngine:
             request_id=request_id or None,
             code_digest=code_digest,
             function_call=function_call,
+            secrets={name: secrets[name] for name in config.secret_env},
         )
         if validate_only:
             return Success(record)

@@ -113,6 +113,7 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
                 request.validate_only,
                 request.provider,
                 code_digest=spec.code_digest or None,
+                secrets=dict(spec.secret_env),
                 function_call=function_call_from_proto(spec.function_call) if spec.HasField("function_call") else None,
             ),
             context,

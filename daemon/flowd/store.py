@@ -67,6 +67,7 @@ def record_to_json(record: TaskRecord) -> str:
             "cancel_requested": record.cancel_requested,
             "request_id": record.request_id,
             "code_digest": record.code_digest,
+            "secrets": record.secrets,  # the database is 0600 in a 0700 directory
             "function_call": None if record.function_call is None else _call_to_json(record.function_call),
         },
         separators=(",", ":"),

@@ -103,6 +103,9 @@ class TaskConfig:
     data_mounts: tuple[MountSpec, ...] = field(default=(), converter=_as_tuple)
     code_root: str | None = None
     memory_mb: int | None = None  # RAM the task needs per node
+    # Names of environment variables whose values are secret: taken from the submitter's
+    # environment at submit time, given to the task, never stored in the config, never shown.
+    secret_env: tuple[str, ...] = field(default=(), converter=_as_tuple)
 
 
 # --- validation -------------------------------------------------------------------------------
@@ -537,6 +540,21 @@ def task_config_violations(cfg: TaskConfig) -> tuple[FieldViolation, ...]:
     _check_mount_points(out, cfg)
     _check_optional_str(out, "code_root", cfg.code_root, "give the directory to upload")
     _check_positive_int(out, "memory_mb", cfg.memory_mb, MAX_MEMORY_MB, "give the RAM the task needs in MB, e.g. 32768")
+    if _check_list(out, "secret_env", cfg.secret_env, "give a list of variable names, e.g. ['WANDB_API_KEY']"):
+        for i, name in enumerate(cfg.secret_env):
+            if not isinstance(name, str) or not ENV_NAME_PATTERN.fullmatch(name):
+                out.append(
+                    violation(f"secret_env[{i}]", name, "is not an environment variable name", "e.g. WANDB_API_KEY")
+                )
+            elif isinstance(cfg.env, dict) and name in cfg.env:
+                out.append(
+                    violation(
+                        f"secret_env[{i}]",
+                        name,
+                        "is also in env, in clear",
+                        f"remove {name} from env; secret_env sets it",
+                    )
+                )
     return tuple(out)
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import enum
 from typing import Final
 
-from attrs import evolve, frozen
+from attrs import evolve, field, frozen
 from returns.result import Failure, Result, Success
 
 from flow.domain.errors import DomainError, ErrorReason
@@ -61,6 +61,8 @@ class TaskRecord:
     cancel_requested: bool = False
     request_id: str | None = None
     code_digest: str | None = None  # the code snapshot the task runs in
+    # Values of config.secret_env; never shown (repr, listings, logs).
+    secrets: dict[str, str] = field(factory=dict, hash=False, repr=False)
     function_call: FunctionCall | None = None  # a function to call instead of a command
 
     @property

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -72,8 +73,10 @@ def volume_spec_from_proto(msg: task_pb2.VolumeSpec) -> VolumeSpec:
     )
 
 
-def task_config_to_proto(cfg: TaskConfig) -> task_pb2.TaskSpec:
-    """The wire form of a valid config. A string `command` travels as `shell`."""
+def task_config_to_proto(cfg: TaskConfig, secrets: Mapping[str, str] | None = None) -> task_pb2.TaskSpec:
+    """The wire form of a valid config. A string `command` travels as `shell`. The values of
+    `secret_env` travel only when given (submitting); otherwise the names alone, with empty
+    values (every answer flowd sends)."""
     spec = task_pb2.TaskSpec(
         name=cfg.name or "",
         instance_type=cfg.instance_type or "",
@@ -104,6 +107,8 @@ def task_config_to_proto(cfg: TaskConfig) -> task_pb2.TaskSpec:
         spec.max_run_time_hours = cfg.max_run_time_hours
     if cfg.memory_mb is not None:
         spec.memory_mb = cfg.memory_mb
+    for name in cfg.secret_env:
+        spec.secret_env[name] = (secrets or {}).get(name, "")
     return spec
 
 
@@ -131,6 +136,7 @@ def task_config_from_proto(spec: task_pb2.TaskSpec) -> TaskConfig:
         data_mounts=tuple(MountSpec(source=m.source, target=m.target) for m in spec.data_mounts),
         code_root=spec.code_root or None,
         memory_mb=spec.memory_mb if spec.HasField("memory_mb") else None,
+        secret_env=tuple(sorted(spec.secret_env)),
     )
 
 

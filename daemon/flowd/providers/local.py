@@ -399,6 +399,7 @@ class LocalProvider:
         env = dict(self._base_env)
         env.setdefault("PYTHONUNBUFFERED", "1")  # live logs from Python programs
         env.update(record.config.env)
+        env.update(record.secrets)
         env["FLOW_TASK_ID"] = record.task_id
         env["FLOW_TASK_NAME"] = record.name
         # A task sees exactly its GPUs (none for a CPU task), numbered as NVML numbers them.

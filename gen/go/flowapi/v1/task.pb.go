@@ -346,7 +346,10 @@ type TaskSpec struct {
 	// calls it, and hands the result to flowd (GetTaskResult).
 	FunctionCall *FunctionCall `protobuf:"bytes,20,opt,name=function_call,json=functionCall,proto3" json:"function_call,omitempty"`
 	// RAM the task needs per node, in MB.
-	MemoryMb      *int32 `protobuf:"varint,21,opt,name=memory_mb,json=memoryMb,proto3,oneof" json:"memory_mb,omitempty"`
+	MemoryMb *int32 `protobuf:"varint,21,opt,name=memory_mb,json=memoryMb,proto3,oneof" json:"memory_mb,omitempty"`
+	// Secret environment variables: name -> value. flowd gives them to the task and stores them
+	// privately, but never returns the values: in a Task they come back as empty strings.
+	SecretEnv     map[string]string `protobuf:"bytes,22,rep,name=secret_env,json=secretEnv,proto3" json:"secret_env,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -526,6 +529,13 @@ func (x *TaskSpec) GetMemoryMb() int32 {
 		return *x.MemoryMb
 	}
 	return 0
+}
+
+func (x *TaskSpec) GetSecretEnv() map[string]string {
+	if x != nil {
+		return x.SecretEnv
+	}
+	return nil
 }
 
 // A call of a Python function inside a task.
@@ -807,7 +817,7 @@ const file_flowapi_v1_task_proto_rawDesc = "" +
 	"\rinstance_type\x18\v \x01(\tR\finstanceType\x12/\n" +
 	"\x14cost_per_hour_micros\x18\f \x01(\x03R\x11costPerHourMicrosB\f\n" +
 	"\n" +
-	"_exit_code\"\xc6\a\n" +
+	"_exit_code\"\xc8\b\n" +
 	"\bTaskSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12#\n" +
 	"\rinstance_type\x18\x02 \x01(\tR\finstanceType\x12.\n" +
@@ -834,8 +844,13 @@ const file_flowapi_v1_task_proto_rawDesc = "" +
 	"\vcode_digest\x18\x13 \x01(\tR\n" +
 	"codeDigest\x12=\n" +
 	"\rfunction_call\x18\x14 \x01(\v2\x18.flowapi.v1.FunctionCallR\ffunctionCall\x12 \n" +
-	"\tmemory_mb\x18\x15 \x01(\x05H\x05R\bmemoryMb\x88\x01\x01\x1a6\n" +
+	"\tmemory_mb\x18\x15 \x01(\x05H\x05R\bmemoryMb\x88\x01\x01\x12B\n" +
+	"\n" +
+	"secret_env\x18\x16 \x03(\v2#.flowapi.v1.TaskSpec.SecretEnvEntryR\tsecretEnv\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a<\n" +
+	"\x0eSecretEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x14\n" +
 	"\x12_min_gpu_memory_gbB\b\n" +
@@ -896,7 +911,7 @@ func file_flowapi_v1_task_proto_rawDescGZIP() []byte {
 }
 
 var file_flowapi_v1_task_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_flowapi_v1_task_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_flowapi_v1_task_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_flowapi_v1_task_proto_goTypes = []any{
 	(TaskState)(0),                // 0: flowapi.v1.TaskState
 	(ValueEncoding)(0),            // 1: flowapi.v1.ValueEncoding
@@ -906,28 +921,30 @@ var file_flowapi_v1_task_proto_goTypes = []any{
 	(*VolumeSpec)(nil),            // 5: flowapi.v1.VolumeSpec
 	(*MountSpec)(nil),             // 6: flowapi.v1.MountSpec
 	nil,                           // 7: flowapi.v1.TaskSpec.EnvEntry
-	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
-	(*structpb.ListValue)(nil),    // 9: google.protobuf.ListValue
-	(*structpb.Struct)(nil),       // 10: google.protobuf.Struct
+	nil,                           // 8: flowapi.v1.TaskSpec.SecretEnvEntry
+	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
+	(*structpb.ListValue)(nil),    // 10: google.protobuf.ListValue
+	(*structpb.Struct)(nil),       // 11: google.protobuf.Struct
 }
 var file_flowapi_v1_task_proto_depIdxs = []int32{
 	3,  // 0: flowapi.v1.Task.spec:type_name -> flowapi.v1.TaskSpec
 	0,  // 1: flowapi.v1.Task.state:type_name -> flowapi.v1.TaskState
-	8,  // 2: flowapi.v1.Task.create_time:type_name -> google.protobuf.Timestamp
-	8,  // 3: flowapi.v1.Task.start_time:type_name -> google.protobuf.Timestamp
-	8,  // 4: flowapi.v1.Task.end_time:type_name -> google.protobuf.Timestamp
+	9,  // 2: flowapi.v1.Task.create_time:type_name -> google.protobuf.Timestamp
+	9,  // 3: flowapi.v1.Task.start_time:type_name -> google.protobuf.Timestamp
+	9,  // 4: flowapi.v1.Task.end_time:type_name -> google.protobuf.Timestamp
 	7,  // 5: flowapi.v1.TaskSpec.env:type_name -> flowapi.v1.TaskSpec.EnvEntry
 	5,  // 6: flowapi.v1.TaskSpec.volumes:type_name -> flowapi.v1.VolumeSpec
 	6,  // 7: flowapi.v1.TaskSpec.data_mounts:type_name -> flowapi.v1.MountSpec
 	4,  // 8: flowapi.v1.TaskSpec.function_call:type_name -> flowapi.v1.FunctionCall
-	9,  // 9: flowapi.v1.FunctionCall.args:type_name -> google.protobuf.ListValue
-	10, // 10: flowapi.v1.FunctionCall.kwargs:type_name -> google.protobuf.Struct
-	1,  // 11: flowapi.v1.FunctionCall.encoding:type_name -> flowapi.v1.ValueEncoding
-	12, // [12:12] is the sub-list for method output_type
-	12, // [12:12] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	8,  // 9: flowapi.v1.TaskSpec.secret_env:type_name -> flowapi.v1.TaskSpec.SecretEnvEntry
+	10, // 10: flowapi.v1.FunctionCall.args:type_name -> google.protobuf.ListValue
+	11, // 11: flowapi.v1.FunctionCall.kwargs:type_name -> google.protobuf.Struct
+	1,  // 12: flowapi.v1.FunctionCall.encoding:type_name -> flowapi.v1.ValueEncoding
+	13, // [13:13] is the sub-list for method output_type
+	13, // [13:13] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_flowapi_v1_task_proto_init() }
@@ -943,7 +960,7 @@ func file_flowapi_v1_task_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flowapi_v1_task_proto_rawDesc), len(file_flowapi_v1_task_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   6,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -199,6 +199,26 @@ class TaskSpec(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class SecretEnvEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     NAME_FIELD_NUMBER: _builtins.int
     INSTANCE_TYPE_FIELD_NUMBER: _builtins.int
     MIN_GPU_MEMORY_GB_FIELD_NUMBER: _builtins.int
@@ -220,6 +240,7 @@ class TaskSpec(_message.Message):
     CODE_DIGEST_FIELD_NUMBER: _builtins.int
     FUNCTION_CALL_FIELD_NUMBER: _builtins.int
     MEMORY_MB_FIELD_NUMBER: _builtins.int
+    SECRET_ENV_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Alphanumeric, dash and underscore. Empty: flowd derives one."""
     instance_type: _builtins.str
@@ -282,6 +303,12 @@ class TaskSpec(_message.Message):
         calls it, and hands the result to flowd (GetTaskResult).
         """
 
+    @_builtins.property
+    def secret_env(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Secret environment variables: name -> value. flowd gives them to the task and stores them
+        privately, but never returns the values: in a Task they come back as empty strings.
+        """
+
     def __init__(
         self,
         *,
@@ -306,10 +333,11 @@ class TaskSpec(_message.Message):
         code_digest: _builtins.str = ...,
         function_call: Global___FunctionCall | None = ...,
         memory_mb: _builtins.int | None = ...,
+        secret_env: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_max_price_per_hour_micros", b"_max_price_per_hour_micros", "_max_run_time_hours", b"_max_run_time_hours", "_memory_mb", b"_memory_mb", "_min_gpu_memory_gb", b"_min_gpu_memory_gb", "_script", b"_script", "_shell", b"_shell", "function_call", b"function_call", "max_price_per_hour_micros", b"max_price_per_hour_micros", "max_run_time_hours", b"max_run_time_hours", "memory_mb", b"memory_mb", "min_gpu_memory_gb", b"min_gpu_memory_gb", "script", b"script", "shell", b"shell"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_price_per_hour_micros", b"_max_price_per_hour_micros", "_max_run_time_hours", b"_max_run_time_hours", "_memory_mb", b"_memory_mb", "_min_gpu_memory_gb", b"_min_gpu_memory_gb", "_script", b"_script", "_shell", b"_shell", "code_digest", b"code_digest", "code_root", b"code_root", "command", b"command", "data_mounts", b"data_mounts", "env", b"env", "function_call", b"function_call", "image", b"image", "instance_type", b"instance_type", "max_price_per_hour_micros", b"max_price_per_hour_micros", "max_run_time_hours", b"max_run_time_hours", "memory_mb", b"memory_mb", "min_gpu_memory_gb", b"min_gpu_memory_gb", "name", b"name", "num_instances", b"num_instances", "region", b"region", "script", b"script", "shell", b"shell", "ssh_keys", b"ssh_keys", "upload_code", b"upload_code", "volumes", b"volumes", "working_dir", b"working_dir"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_price_per_hour_micros", b"_max_price_per_hour_micros", "_max_run_time_hours", b"_max_run_time_hours", "_memory_mb", b"_memory_mb", "_min_gpu_memory_gb", b"_min_gpu_memory_gb", "_script", b"_script", "_shell", b"_shell", "code_digest", b"code_digest", "code_root", b"code_root", "command", b"command", "data_mounts", b"data_mounts", "env", b"env", "function_call", b"function_call", "image", b"image", "instance_type", b"instance_type", "max_price_per_hour_micros", b"max_price_per_hour_micros", "max_run_time_hours", b"max_run_time_hours", "memory_mb", b"memory_mb", "min_gpu_memory_gb", b"min_gpu_memory_gb", "name", b"name", "num_instances", b"num_instances", "region", b"region", "script", b"script", "secret_env", b"secret_env", "shell", b"shell", "ssh_keys", b"ssh_keys", "upload_code", b"upload_code", "volumes", b"volumes", "working_dir", b"working_dir"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_price_per_hour_micros: _TypeAlias = _typing.Literal["max_price_per_hour_micros"]  # noqa: Y015
     _WhichOneofArgType__max_price_per_hour_micros: _TypeAlias = _typing.Literal["_max_price_per_hour_micros", b"_max_price_per_hour_micros"]  # noqa: Y015
