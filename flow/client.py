@@ -122,7 +122,8 @@ class Flow:
             validate_only=validate_only,
             provider=self.provider,
         )
-        reply = self._conn.call(lambda c: c.tasks.CreateTask(request, timeout=60))
+        # Generous: flowd copies the code snapshot for the task before it answers.
+        reply = self._conn.call(lambda c: c.tasks.CreateTask(request, timeout=600))
         return Task(self._conn, reply.task)
 
     def validate(self, task: TaskConfig | str | Sequence[str], **overrides: Any) -> Task:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -109,6 +110,12 @@ def wait_until(predicate: object, timeout: float, interval: float = 0.02) -> Non
 def _cleanup(daemon: Daemon) -> None:
     """Stops the daemon and every task process it started (tests must leave nothing behind)."""
     daemon.stop()
+    kill_task_processes(daemon)
+    shutil.rmtree(daemon.home.root, ignore_errors=True)
+    shutil.rmtree(daemon.home.root.parent / f"{daemon.home.root.name}-project", ignore_errors=True)
+
+
+def kill_task_processes(daemon: Daemon) -> None:
     for task_dir in daemon.home.tasks.glob("*"):
         marker = f"flow-task:{task_dir.name}".encode()
         for entry in os.listdir("/proc"):

@@ -175,7 +175,7 @@ class TaskEngine:
             else:
                 manifest = loaded.unwrap()
         if call is not None:
-            problems.extend(function_call_violations(call, manifest))
+            problems.extend(function_call_violations(call, manifest, code_given=code_digest is not None))
             given = [n for n in ("command", "shell", "script") if getattr(config, n) is not None]
             if given:
                 problems.append(

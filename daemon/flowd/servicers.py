@@ -334,6 +334,10 @@ class CodeServicer(code_service_pb2_grpc.CodeServiceServicer):
                 validation_error([violation("chunks", digest, str(exc), "upload the blob again")], subject="upload"),
             )
             return code_service_pb2.UploadBlobsResponse()
+        except BaseException:
+            if writer is not None:  # a client gone mid-blob leaves no partial file behind
+                writer.abort()
+            raise
         return code_service_pb2.UploadBlobsResponse(stored_digests=stored)
 
 

@@ -100,8 +100,11 @@ def _json_problem(value: object, depth: int = 0) -> str | None:
     return f"holds a {type(value).__name__}, which JSON cannot carry"
 
 
-def function_call_violations(call: FunctionCall, manifest: Manifest | None = None) -> tuple[FieldViolation, ...]:
-    """Every problem with a call; with the code snapshot's manifest, a missing file too."""
+def function_call_violations(
+    call: FunctionCall, manifest: Manifest | None = None, code_given: bool = False
+) -> tuple[FieldViolation, ...]:
+    """Every problem with a call; with the code snapshot's manifest, a missing file too.
+    `code_given`: a snapshot was named (even one that failed to load, which is its own error)."""
     out: list[FieldViolation] = []
     where = "function_call"
     if not _identifier(call.function):
@@ -147,7 +150,7 @@ def function_call_violations(call: FunctionCall, manifest: Manifest | None = Non
                     f"run from the directory that holds it, or check .flowignore; Python files uploaded: {shown}",
                 )
             )
-        elif manifest is None:
+        elif manifest is None and not code_given:
             out.append(
                 violation(
                     f"{where}.path",

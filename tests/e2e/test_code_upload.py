@@ -165,3 +165,31 @@ def test_a_running_task_has_its_own_copy_of_the_code(flow: Flow, tmp_path: Path,
     code_dir = shared_daemon.home.task_dir(task.task_id) / "code"
     assert (code_dir / "a.txt").read_text() == "x"
     task.cancel()
+
+
+def test_odd_file_names_travel(flow: Flow, tmp_path: Path) -> None:
+    for name in ("back\\slash.txt", "space name.txt", "ünï.txt", "-dash.txt"):
+        (tmp_path / name).write_text(name)
+    task = flow.run(["sh", "-c", "ls -A | sort"], code_root=str(tmp_path)).wait(timeout=30)
+    assert task.last_status is TaskStatus.COMPLETED, task.state_reason
+    assert task.logs().splitlines() == sorted(["back\\slash.txt", "space name.txt", "ünï.txt", "-dash.txt"])
+
+
+def test_an_upload_broken_off_mid_blob_leaves_nothing_behind(daemon: Daemon) -> None:
+    import grpc
+
+    from flowapi.v1 import code_service_pb2, code_service_pb2_grpc
+
+    stub = code_service_pb2_grpc.CodeServiceStub(grpc.insecure_channel(daemon.home.address))
+    digest = "sha256:" + "1" * 64
+
+    def requests():  # type: ignore[no-untyped-def]
+        yield code_service_pb2.UploadBlobsRequest(
+            chunks=[code_service_pb2.BlobChunk(digest=digest, size=4 * 2**20, offset=0, data=b"x" * 2**20)]
+        )
+        raise RuntimeError("the client dies mid-blob")
+
+    with pytest.raises(grpc.RpcError):
+        stub.UploadBlobs(requests(), timeout=10)
+    incoming = daemon.home.root / "blobs" / "incoming"
+    wait_until(lambda: not any(incoming.iterdir()), 10)
