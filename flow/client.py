@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flow.connection import DaemonConnection, Remote
-from flow.domain.task_state import TaskState
+from flow.domain.task_status import TaskState
 from flow.errors import ValidationError
 from flow.home import resolve_home
 from flow.task import Task, TaskStatus
-from flow.wire.task_codec import task_config_to_proto, task_resource_name, task_state_to_proto
+from flow.wire.task_state_codec import task_resource_name, task_state_to_proto
 from flowapi.v1 import daemon_service_pb2, task_service_pb2
 
 if TYPE_CHECKING:
@@ -109,6 +109,8 @@ class Flow:
                 f"secret_env names {', '.join(missing)}, not set in this environment",
                 suggestions=[f"export {missing[0]}=... before submitting (its value is never stored in the config)"],
             )
+        from flow.wire.task_codec import task_config_to_proto
+
         spec = task_config_to_proto(config, {name: os.environ[name] for name in config.secret_env})
         if config.upload_code and config.code_root:
             spec.code_digest = self.upload_code(Path(config.code_root), progress=progress).digest

@@ -12,10 +12,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, Final, TypeVar
+from typing import Any, Final, NamedTuple, TypeVar
 
 import grpc
-from attrs import frozen
 from grpc_status import rpc_status
 
 from flow.errors import DaemonUnavailableError, FlowError, ValidationError
@@ -99,8 +98,7 @@ def _is_daemon_gone(error: grpc.RpcError) -> bool:
     return bool(hasattr(call, "code") and call.code() == grpc.StatusCode.UNAVAILABLE and not _has_status_details(call))
 
 
-@frozen
-class Remote:
+class Remote(NamedTuple):
     """A flowd reached over TCP: `tcp://host:port` (loopback) or `tls://host:port`, its token,
     and for TLS the CA certificate (PEM) that signed the daemon's certificate."""
 

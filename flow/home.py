@@ -7,15 +7,15 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-
-from attrs import frozen
+from typing import NamedTuple
 
 # sockaddr_un holds 108 bytes including the NUL; grpc fails obscurely beyond it.
 MAX_SOCKET_PATH = 107
 
 
-@frozen
-class FlowHome:
+class FlowHome(NamedTuple):
+    """(A NamedTuple rather than attrs: every CLI command builds one, and attrs costs ~20 ms.)"""
+
     root: Path
 
     @property

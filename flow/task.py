@@ -6,16 +6,14 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, overload
 
-from attrs import frozen
 from google.protobuf.duration_pb2 import Duration
 
 from flow import errors
-from flow.domain.task_state import TaskState
-from flow.wire.task_codec import (
+from flow.domain.task_status import TaskState
+from flow.wire.task_state_codec import (
     micros_to_dollars,
-    task_config_from_proto,
     task_resource_name,
     task_state_from_proto,
     timestamp_to_seconds,
@@ -31,8 +29,7 @@ TaskStatus = TaskState
 WAIT_SLICE = 30.0  # one WaitTask call waits at most this long on the server
 
 
-@frozen
-class LogChunk:
+class LogChunk(NamedTuple):
     """Whole lines of output and the cursor that resumes right after them."""
 
     data: bytes
@@ -78,6 +75,7 @@ class Task:
     @property
     def config(self) -> TaskConfig:
         from flow.config import TaskConfig
+        from flow.wire.task_codec import task_config_from_proto
 
         return TaskConfig.from_core(task_config_from_proto(self._message.spec))
 

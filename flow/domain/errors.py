@@ -8,29 +8,9 @@ name every mistake in a config at once.
 
 from __future__ import annotations
 
-import enum
-
 from attrs import frozen
 
-
-class ErrorReason(enum.Enum):
-    """Why something was refused. Mirrors `flowapi.v1.ErrorReason` (one name each)."""
-
-    VALIDATION_FAILED = "VALIDATION_FAILED"
-    TASK_NOT_FOUND = "TASK_NOT_FOUND"
-    RESOURCE_NOT_FOUND = "RESOURCE_NOT_FOUND"
-    RESOURCE_NOT_AVAILABLE = "RESOURCE_NOT_AVAILABLE"
-    QUOTA_EXCEEDED = "QUOTA_EXCEEDED"
-    AUTHENTICATION_FAILED = "AUTHENTICATION_FAILED"
-    VOLUME_ERROR = "VOLUME_ERROR"
-    PROVIDER_ERROR = "PROVIDER_ERROR"
-    TIMEOUT = "TIMEOUT"
-    TASK_EXECUTION_FAILED = "TASK_EXECUTION_FAILED"
-    ILLEGAL_STATE = "ILLEGAL_STATE"
-    ALREADY_EXISTS = "ALREADY_EXISTS"
-    NETWORK_ERROR = "NETWORK_ERROR"
-    API_ERROR = "API_ERROR"
-    INTERNAL = "INTERNAL"
+from flow.domain.error_reasons import ErrorReason as ErrorReason
 
 
 @frozen

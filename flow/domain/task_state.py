@@ -13,34 +13,14 @@ Like Slurm's job states, each terminal state carries a reason a human can act on
 
 from __future__ import annotations
 
-import enum
-from typing import Final
-
 from attrs import evolve, field, frozen
 from returns.result import Failure, Result, Success
 
 from flow.domain.errors import DomainError, ErrorReason
 from flow.domain.function_call import FunctionCall
 from flow.domain.task_config import TaskConfig
-
-
-class TaskState(enum.StrEnum):
-    """Also the SDK's public `flow.TaskStatus`; prints as its name, e.g. "RUNNING"."""
-
-    PENDING = "PENDING"
-    PROVISIONING = "PROVISIONING"
-    RUNNING = "RUNNING"
-    COMPLETED = "COMPLETED"
-    FAILED = "FAILED"
-    CANCELLED = "CANCELLED"
-    PREEMPTED = "PREEMPTED"
-
-    @property
-    def is_terminal(self) -> bool:
-        return self in TERMINAL_STATES
-
-
-TERMINAL_STATES: Final = frozenset({TaskState.COMPLETED, TaskState.FAILED, TaskState.CANCELLED, TaskState.PREEMPTED})
+from flow.domain.task_status import TERMINAL_STATES as TERMINAL_STATES
+from flow.domain.task_status import TaskState as TaskState
 
 
 @frozen

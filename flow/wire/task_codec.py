@@ -1,4 +1,5 @@
-"""TaskConfig <-> TaskSpec and TaskRecord -> Task: the one converter at the task boundary."""
+"""TaskConfig <-> TaskSpec and TaskRecord -> Task: the one converter at the task boundary.
+(States, names and money are in task_state_codec, which the CLI's start-up needs alone.)"""
 
 from __future__ import annotations
 
@@ -8,47 +9,17 @@ from collections.abc import Mapping
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from flow.domain.task_config import MountSpec, TaskConfig, VolumeSpec
-from flow.domain.task_state import TaskRecord, TaskState
+from flow.domain.task_state import TaskRecord
 from flow.wire.function_codec import function_call_to_proto
+from flow.wire.task_state_codec import (
+    dollars_to_micros,
+    micros_to_dollars,
+    task_resource_name,
+    task_state_from_proto,
+    task_state_to_proto,
+    timestamp_to_seconds,
+)
 from flowapi.v1 import task_pb2
-
-MICROS_PER_DOLLAR = 1_000_000
-TASK_NAME_PREFIX = "tasks/"
-
-_STATE_TO_PROTO: dict[TaskState, task_pb2.TaskState.ValueType] = {
-    TaskState.PENDING: task_pb2.TASK_STATE_PENDING,
-    TaskState.PROVISIONING: task_pb2.TASK_STATE_PROVISIONING,
-    TaskState.RUNNING: task_pb2.TASK_STATE_RUNNING,
-    TaskState.COMPLETED: task_pb2.TASK_STATE_COMPLETED,
-    TaskState.FAILED: task_pb2.TASK_STATE_FAILED,
-    TaskState.CANCELLED: task_pb2.TASK_STATE_CANCELLED,
-    TaskState.PREEMPTED: task_pb2.TASK_STATE_PREEMPTED,
-}
-_STATE_FROM_PROTO = {v: k for k, v in _STATE_TO_PROTO.items()}
-
-
-def task_state_to_proto(state: TaskState) -> task_pb2.TaskState.ValueType:
-    return _STATE_TO_PROTO[state]
-
-
-def task_state_from_proto(value: int) -> TaskState | None:
-    """None for UNSPECIFIED and for numbers this version does not know."""
-    for proto_value, state in _STATE_FROM_PROTO.items():
-        if proto_value == value:
-            return state
-    return None
-
-
-def task_resource_name(task_id: str) -> str:
-    return f"{TASK_NAME_PREFIX}{task_id}"
-
-
-def dollars_to_micros(dollars: float) -> int:
-    return round(dollars * MICROS_PER_DOLLAR)
-
-
-def micros_to_dollars(micros: int) -> float:
-    return micros / MICROS_PER_DOLLAR
 
 
 def volume_spec_to_proto(vol: VolumeSpec) -> task_pb2.VolumeSpec:
@@ -153,10 +124,6 @@ def _timestamp(seconds: float | None) -> Timestamp | None:
     return stamp
 
 
-def timestamp_to_seconds(stamp: Timestamp) -> float:
-    return stamp.seconds + stamp.nanos / 1e9
-
-
 def task_record_to_proto(record: TaskRecord) -> task_pb2.Task:
     """The Task resource. A function call is shown without its arguments (they can be large)."""
     msg = task_pb2.Task(
@@ -179,3 +146,16 @@ def task_record_to_proto(record: TaskRecord) -> task_pb2.Task:
     if record.exit_code is not None:
         msg.exit_code = record.exit_code
     return msg
+
+
+__all__ = [
+    "dollars_to_micros",
+    "micros_to_dollars",
+    "task_config_from_proto",
+    "task_config_to_proto",
+    "task_record_to_proto",
+    "task_resource_name",
+    "task_state_from_proto",
+    "task_state_to_proto",
+    "timestamp_to_seconds",
+]
