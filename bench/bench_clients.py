@@ -19,24 +19,26 @@ their raw timings as JSON. Figures are reported, never asserted.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
-import signal
-import statistics
 import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 from google.protobuf import duration_pb2
 
 from flowapi.v1 import task_pb2, task_service_pb2, task_service_pb2_grpc
+
+if TYPE_CHECKING:  # mypy resolves bench/ as a namespace package; as a script, bench/ is sys.path[0]
+    from bench.harness import Sample, running_daemon
+else:
+    from harness import Sample, running_daemon
 
 REPO = Path(__file__).resolve().parents[1]
 LINES = 200_000
@@ -52,24 +54,6 @@ MARKER_PREFIX = "flow-task:"  # the local provider's argv marker on every task p
 
 
 @dataclass(frozen=True)
-class Sample:
-    """Repeated timings of one thing, in seconds."""
-
-    name: str
-    seconds: list[float]
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.seconds)
-
-    @property
-    def p90(self) -> float:
-        if len(self.seconds) < 2:
-            return self.seconds[0]
-        return statistics.quantiles(self.seconds, n=10, method="inclusive")[8]
-
-
-@dataclass(frozen=True)
 class ClientRun:
     """What one language measured: GetTask round trips and full log reads."""
 
@@ -78,62 +62,6 @@ class ClientRun:
 
 
 # --- the daemon --------------------------------------------------------------------------------
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie is gone for our purposes
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-@contextlib.contextmanager
-def running_daemon() -> Iterator[Path]:
-    """A private flowd; yields its FLOW_HOME and afterwards stops it and removes the home."""
-    home = Path(tempfile.mkdtemp(prefix="flow-bc-", dir="/tmp"))  # socket paths stay short
-    env = dict(os.environ, FLOW_HOME=str(home))
-    env.pop("FLOW_PROVIDER", None)
-    pid: int | None = None
-    try:
-        done = subprocess.run(
-            [sys.executable, "-m", "flowd", "--detach", "--home", str(home)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=env,
-            check=False,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"flowd did not start: {done.stderr.strip()}")
-        pid = int((home / "flowd.lock").read_text().strip())
-        yield home
-    finally:
-        if pid is not None and pid_alive(pid):
-            os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + 15
-            while pid_alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.02)
-            if pid_alive(pid):
-                os.kill(pid, signal.SIGKILL)
-        markers = {f"{MARKER_PREFIX}{d.name}".encode() for d in (home / "tasks").glob("*")}
-        for entry in os.listdir("/proc") if markers else []:
-            if not entry.isdigit():
-                continue
-            try:
-                argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if markers.intersection(argv):
-                with contextlib.suppress(OSError):
-                    os.killpg(int(entry), signal.SIGKILL)
-        shutil.rmtree(home, ignore_errors=True)
 
 
 def finished_producer(stub: task_service_pb2_grpc.TaskServiceStub) -> str:
@@ -224,7 +152,8 @@ def measure(quick: bool) -> list[tuple[Sample, Sample]]:
         raise SystemExit("needs node_modules (npm ci) and go on PATH: run `make clients` first")
     with tempfile.TemporaryDirectory(prefix="flow-bc-bin-") as scratch:
         go = go_binary(Path(scratch))
-        with running_daemon() as home:
+        with running_daemon() as daemon:
+            home = daemon.home.root
             socket = home / "flowd.sock"
             with grpc.insecure_channel(f"unix:{socket}") as channel:
                 name = finished_producer(task_service_pb2_grpc.TaskServiceStub(channel))

@@ -47,9 +47,9 @@ from flow.invoke import invoke
 from flow.task import Task, TaskStatus
 
 if TYPE_CHECKING:  # mypy resolves bench/ as a namespace package; as a script, bench/ is sys.path[0]
-    from bench.bench_spine import BenchDaemon, Row, Sample, fmt, interleaved, running_daemon
+    from bench.harness import BenchDaemon, Row, Sample, fmt, interleaved, running_daemon
 else:
-    from bench_spine import BenchDaemon, Row, Sample, fmt, interleaved, running_daemon
+    from harness import BenchDaemon, Row, Sample, fmt, interleaved, running_daemon
 
 T = TypeVar("T")
 REMOTE = ".remote() noop"

@@ -25,27 +25,27 @@ Rows:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import shutil
-import signal
-import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
+from typing import TYPE_CHECKING
 
 import grpc
 
 from flow.client import Flow
 from flow.config import TaskConfig
-from flow.home import FlowHome
 from flow.task import TaskStatus
 from flowapi.v1 import daemon_service_pb2, daemon_service_pb2_grpc
+
+if TYPE_CHECKING:  # mypy resolves bench/ as a namespace package; as a script, bench/ is sys.path[0]
+    from bench.harness import BenchDaemon, Row, Sample, fmt, interleaved, repeat, running_daemon
+else:
+    from harness import BenchDaemon, Row, Sample, fmt, interleaved, repeat, running_daemon
 
 BIN = Path(sys.executable).parent  # the environment Flow is installed in (its `flow` script)
 LINES = 200_000
@@ -80,136 +80,11 @@ class Reps:
         return Reps(sdk_run=100, cli_run=20, logs=7, cli_start=20, unary=500)
 
 
-@dataclass(frozen=True)
-class Sample:
-    """Repeated timings of one thing, in seconds."""
-
-    name: str
-    seconds: list[float]
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.seconds)
-
-    @property
-    def p90(self) -> float:
-        if len(self.seconds) < 2:
-            return self.seconds[0]
-        return statistics.quantiles(self.seconds, n=10, method="inclusive")[8]
-
-
-@dataclass(frozen=True)
-class Row:
-    sample: Sample
-    floor: Sample | None
-
-
 @dataclass
 class Report:
     rows: list[Row] = field(default_factory=list)
     budgets: list[tuple[str, float, Sample]] = field(default_factory=list)
     home: str = ""  # the daemon's FLOW_HOME, gone by the time the report prints
-
-
-def repeat(work: Callable[[], object], runs: int, name: str) -> Sample:
-    return interleaved({name: work}, runs)[name]
-
-
-def interleaved(works: dict[str, Callable[[], object]], runs: int) -> dict[str, Sample]:
-    """Times each work `runs` times, round-robin, so that a noisy neighbour's bursts hit a
-    measurement and its floor alike instead of skewing one ratio."""
-    timings: dict[str, list[float]] = {name: [] for name in works}
-    for _ in range(runs):
-        for name, work in works.items():
-            started = time.perf_counter()
-            work()
-            timings[name].append(time.perf_counter() - started)
-    return {name: Sample(name, seconds) for name, seconds in timings.items()}
-
-
-# --- the daemon --------------------------------------------------------------------------------
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie is gone for our purposes
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-class BenchDaemon:
-    """A real flowd for a private FLOW_HOME directly under /tmp (Unix socket paths stay short)."""
-
-    def __init__(self) -> None:
-        self.home = FlowHome(root=Path(tempfile.mkdtemp(prefix="flow-b-", dir="/tmp")))
-        self.pid: int | None = None
-
-    def env(self) -> dict[str, str]:
-        """For child processes: this FLOW_HOME, the default provider, and .pyc caches in use."""
-        env = dict(os.environ)
-        env["FLOW_HOME"] = str(self.home.root)
-        env.pop("FLOW_PROVIDER", None)
-        env.pop("PYTHONDONTWRITEBYTECODE", None)
-        return env
-
-    def start(self) -> None:
-        done = subprocess.run(
-            [sys.executable, "-m", "flowd", "--detach", "--home", str(self.home.root)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=self.env(),
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"flowd did not start: {done.stderr.strip()}")
-        self.pid = int(self.home.lock.read_text().strip())
-
-    def stop(self) -> None:
-        """SIGTERM to flowd, then SIGKILL to any task process left, then the home goes."""
-        if self.pid is not None and pid_alive(self.pid):
-            os.kill(self.pid, signal.SIGTERM)
-            deadline = time.monotonic() + 15
-            while pid_alive(self.pid) and time.monotonic() < deadline:
-                time.sleep(0.02)
-            if pid_alive(self.pid):
-                os.kill(self.pid, signal.SIGKILL)
-        self.pid = None
-        markers = {f"{MARKER_PREFIX}{d.name}".encode() for d in self.home.tasks.glob("*")}
-        if markers:
-            for entry in os.listdir("/proc"):
-                if not entry.isdigit():
-                    continue
-                try:
-                    argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
-                except OSError:
-                    continue
-                if markers.intersection(argv):
-                    with contextlib.suppress(OSError):
-                        os.killpg(int(entry), signal.SIGKILL)
-        shutil.rmtree(self.home.root, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def running_daemon() -> Iterator[BenchDaemon]:
-    daemon = BenchDaemon()
-
-    def on_term(signum: int, frame: FrameType | None) -> None:
-        raise SystemExit(128 + signum)  # so the finally below still stops the daemon
-
-    previous = signal.signal(signal.SIGTERM, on_term)
-    try:
-        daemon.start()
-        yield daemon
-    finally:
-        daemon.stop()
-        signal.signal(signal.SIGTERM, previous)
 
 
 # --- the measurements ----------------------------------------------------------------------------
@@ -414,14 +289,6 @@ def measure(quick: bool) -> Report:
 
 
 # --- the table ----------------------------------------------------------------------------------
-
-
-def fmt(seconds: float) -> str:
-    if seconds >= 1.0:
-        return f"{seconds:.2f} s"
-    if seconds >= 0.001:
-        return f"{seconds * 1e3:.1f} ms"
-    return f"{seconds * 1e6:.0f} us"
 
 
 def print_report(report: Report, quick: bool) -> None:
