@@ -65,7 +65,14 @@ def _config_from_args(args: argparse.Namespace) -> Any:
     from flow.config import TaskConfig
 
     words: list[str] = args.command[1:] if args.command[:1] == ["--"] else args.command
-    if len(words) == 1 and words[0].endswith((".yaml", ".yml")) and Path(words[0]).is_file():
+    if len(words) == 1 and words[0].endswith((".yaml", ".yml")) and " " not in words[0]:
+        if not Path(words[0]).is_file():
+            from flow.errors import ValidationError
+
+            raise ValidationError(
+                f"No job file {words[0]!r} (in {Path.cwd()})",
+                suggestions=["give the path of a YAML job file, e.g. flow run job.yaml", "or quote a shell command"],
+            )
         config = TaskConfig.from_yaml(Path(words[0]))
     elif len(words) == 1:
         config = TaskConfig(command=words[0])  # one word: a shell string, as typed
@@ -342,6 +349,63 @@ def cmd_ssh(args: argparse.Namespace) -> int:
     return exec_client.run(conn, resource, words, stdin, sys.stdout.buffer, sys.stderr.buffer).exit_code
 
 
+def cmd_slurm_submit(args: argparse.Namespace) -> int:
+    """`flow slurm submit job.sbatch`: an existing sbatch script as Flow task(s), on any provider."""
+    from flow.slurm import submit_sbatch
+
+    flow = _client(args)
+    tasks = submit_sbatch(
+        flow,
+        args.script,
+        provider=args.provider,
+        instance_type=args.instance_type,
+        upload_code=not args.no_upload,
+        validate_only=args.dry_run,
+        on_warning=lambda text: print(f"warning: {text}", file=sys.stderr),
+    )
+    if args.dry_run:
+        if args.json:
+            _emit_json([{"valid": True, "provider": t.provider, "instance_type": t.instance_type} for t in tasks])
+        else:
+            for t in tasks:
+                print(f"valid: {t.name} would run on {t.provider} as {t.instance_type}")
+        return 0
+    if len(tasks) == 1 and not args.detach:
+        task = tasks[0]
+        print(f"task {task.task_id} submitted; streaming its logs (Ctrl-C detaches)", file=sys.stderr)
+        out = sys.stderr if args.json else sys.stdout
+        try:
+            for chunk in task.log_chunks(follow=True):
+                out.buffer.write(chunk.data)
+                out.flush()
+            task.wait()
+        except KeyboardInterrupt:
+            print(f"\ndetached; task {task.task_id} keeps running (flow logs {task.task_id} -f)", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        if args.json:
+            _emit_json(task.to_dict())
+        else:
+            print(_summary(task), file=sys.stderr)
+        return _exit_code_of(task)
+    if args.detach:
+        if args.json:
+            _emit_json([t.to_dict() for t in tasks])
+        else:
+            print("\n".join(t.task_id for t in tasks))
+        return 0
+    print(f"{len(tasks)} tasks submitted (one per array element); waiting for them", file=sys.stderr)
+    try:
+        for task in tasks:
+            task.wait()
+            if not args.json:
+                print(_summary(task))
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    if args.json:
+        _emit_json([t.to_dict() for t in tasks])
+    return 0 if all(str(t.last_status) == "COMPLETED" for t in tasks) else EXIT_FAILED
+
+
 def cmd_daemon(args: argparse.Namespace) -> int:
     from flow import daemon_control
 
@@ -437,6 +501,23 @@ def build_parser() -> argparse.ArgumentParser:
     instances.add_argument("--limit", type=int, default=20)
     _add_json(instances)
     instances.set_defaults(handler=cmd_instances)
+
+    slurm = sub.add_parser("slurm", help="run existing Slurm batch scripts as Flow tasks")
+    slurm_sub = slurm.add_subparsers(dest="slurm_cmd", metavar="COMMAND")
+    submit = slurm_sub.add_parser(
+        "submit",
+        help="submit an #SBATCH script (on any provider; natively on a slurm provider)",
+        description="Reads the script's #SBATCH directives into a task (one per --array element) and runs the "
+        "script on the provider; on a slurm provider the directives are submitted as they are.",
+    )
+    submit.add_argument("script", help="the sbatch script, e.g. job.sbatch")
+    submit.add_argument("--provider", help="where to run it (default: $FLOW_PROVIDER or the daemon's default)")
+    submit.add_argument("-i", "--instance-type", help="GPUs for providers other than slurm, e.g. 8xa100")
+    submit.add_argument("--no-upload", action="store_true", help="do not run in a snapshot of this directory")
+    submit.add_argument("-d", "--detach", action="store_true", help="print the task ids and return at once")
+    submit.add_argument("--dry-run", action="store_true", help="validate and place, launch nothing")
+    _add_json(submit)
+    submit.set_defaults(handler=cmd_slurm_submit)
 
     daemon = sub.add_parser("daemon", help="manage flowd, the per-user daemon")
     daemon.add_argument("action", choices=["start", "stop", "status"])

@@ -107,3 +107,24 @@ def test_domain_prints_every_row_with_a_ratio() -> None:
     output = run_script("bench/bench_domain.py", timeout=120)
     for name in DOMAIN_ROWS:
         assert RATIO.search(row(output, name)), row(output, name)
+
+
+SLURM_ROWS = (
+    "submit->RUNNING (1 task)",
+    "20 tasks submit->all RUNNING",
+    "squeue calls per poll (20 live)",
+)
+
+
+@pytest.mark.slow
+def test_slurm_quick_prints_every_row_with_a_ratio_and_cleans_up() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("bench_slurm starts the test Slurm (tools/test-stack), which needs root; CI runs as root")
+    output = run_script("bench/bench_slurm.py", "--quick", timeout=600)
+    for name in SLURM_ROWS:
+        assert RATIO.search(row(output, name)), row(output, name)
+    assert re.search(r"squeue calls, 20 job ids each", output), output  # one query for every live job
+    home = re.search(r"FLOW_HOME=(/tmp/\S+):", output)
+    assert home, output
+    assert not Path(home.group(1)).exists()
+    assert processes_mentioning(home.group(1)) == []

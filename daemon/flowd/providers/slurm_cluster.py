@@ -1,0 +1,304 @@
+"""How the slurm provider reaches a cluster's login node: this machine (local CLI mode) or SSH.
+
+Both run bash scripts (`bash -s`, the script on stdin, one process or one SSH exec each) and move
+files. Over SSH there is one connection per provider, opened on first use and again after it
+breaks; at most MAX_CHANNELS commands share it at once (sshd's MaxSessions is 10 by default).
+Host keys are checked against a known_hosts file and unknown ones are refused (never
+AutoAddPolicy): a login node Flow cannot authenticate gets none of your code or commands.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import stat
+import subprocess
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+import paramiko  # type: ignore[import-untyped]
+from attrs import frozen
+
+from flow.domain.daemon_config import SshSettings
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT: Final = 120.0
+MAX_CHANNELS: Final = 8
+# Variables of flowd's own environment that must never reach a job (local mode passes the rest,
+# as sbatch's default --export=ALL would from a login shell).
+PRIVATE_ENV: Final = frozenset({"MITHRIL_API_KEY", "FLOW_DAEMON_TOKEN", "FLOW_DAEMON_DETACHED"})
+
+
+class ClusterError(Exception):
+    """The cluster could not be reached, or a command could not be run there (not: the command
+    ran and failed, which is a Completed with its status)."""
+
+
+@frozen
+class Completed:
+    rc: int
+    stdout: bytes
+    stderr: bytes
+
+    @property
+    def error_text(self) -> str:
+        return self.stderr.decode("utf-8", "replace").strip()
+
+
+def _grouped(script: str) -> bytes:
+    """The script as one brace group with stdin from /dev/null: bash reads all of it before
+    running any of it, so no command can swallow the rest of the script from stdin."""
+    return ("{\n" + script + "\n} </dev/null\n").encode()
+
+
+class Cluster(Protocol):
+    local: bool
+    description: str
+
+    def run(self, script: str, timeout: float = DEFAULT_TIMEOUT) -> Completed: ...
+
+    def put_file(self, local: Path, remote: str) -> None: ...
+
+    def read_file(self, remote: str) -> bytes | None: ...
+
+    def close(self) -> None: ...
+
+
+class LocalCluster:
+    """Flow runs on the login node: scripts run here, files are files."""
+
+    local = True
+    description = "this machine"
+
+    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+        source = os.environ if env is None else env
+        self._env = {k: v for k, v in source.items() if k not in PRIVATE_ENV}
+
+    def run(self, script: str, timeout: float = DEFAULT_TIMEOUT) -> Completed:
+        try:
+            done = subprocess.run(
+                ["bash", "-s"], input=_grouped(script), capture_output=True, env=self._env, timeout=timeout
+            )
+        except subprocess.TimeoutExpired:
+            raise ClusterError(f"a Slurm command took longer than {timeout:g} s") from None
+        except OSError as exc:
+            raise ClusterError(f"cannot run bash: {exc.strerror}") from None
+        return Completed(rc=done.returncode, stdout=done.stdout, stderr=done.stderr)
+
+    def put_file(self, local: Path, remote: str) -> None:
+        raise NotImplementedError("local mode writes files directly")
+
+    def read_file(self, remote: str) -> bytes | None:
+        try:
+            return Path(remote).read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise ClusterError(f"cannot read {remote}: {exc.strerror}") from None
+
+    def close(self) -> None:
+        pass
+
+
+def _expand(path: str | None) -> str | None:
+    return None if path is None else os.path.expanduser(path)
+
+
+class SshCluster:
+    """The login node over one shared SSH connection (paramiko)."""
+
+    local = False
+
+    def __init__(self, settings: SshSettings, user: str, known_hosts: str) -> None:
+        self._settings = settings
+        self._user = user
+        self._known_hosts = known_hosts
+        self._lock = threading.Lock()
+        self._sftp_lock = threading.Lock()
+        self._channels = threading.BoundedSemaphore(MAX_CHANNELS)
+        self._client: Any = None
+        self._sftp: Any = None
+        self.description = f"{user}@{settings.host}:{settings.port}"
+
+    # --- the connection ------------------------------------------------------------------
+
+    def _connect(self) -> Any:
+        with self._lock:
+            client = self._client
+            if client is not None:
+                transport = client.get_transport()
+                if transport is not None and transport.is_active():
+                    return client
+                self._drop_locked()
+            self._client = self._open()
+            return self._client
+
+    def _open(self) -> Any:
+        s = self._settings
+        client = paramiko.SSHClient()
+        if s.host_key_checking:
+            try:
+                client.load_host_keys(self._known_hosts)
+            except FileNotFoundError:
+                raise ClusterError(
+                    f"the known_hosts file {self._known_hosts} does not exist; add the login node's key "
+                    f"to it (ssh-keyscan -p {s.port} {s.host}, after checking the fingerprint)"
+                ) from None
+            except (OSError, paramiko.SSHException) as exc:
+                raise ClusterError(f"cannot read the known_hosts file {self._known_hosts}: {exc}") from None
+            client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        else:
+            log.warning("host key checking is off for %s: its identity is not verified", self.description)
+            client.set_missing_host_key_policy(paramiko.WarningPolicy())
+        key_file = _expand(s.key_file)
+        try:
+            client.connect(
+                s.host,
+                port=s.port,
+                username=self._user,
+                key_filename=key_file,
+                look_for_keys=key_file is None,
+                allow_agent=key_file is None,
+                timeout=s.connect_timeout,
+                banner_timeout=s.connect_timeout,
+                auth_timeout=s.connect_timeout,
+            )
+        except paramiko.BadHostKeyException:
+            client.close()
+            raise ClusterError(
+                f"the host key of {s.host}:{s.port} does not match {self._known_hosts}: the login node changed "
+                "its key, or someone is intercepting the connection; check with your cluster's admins"
+            ) from None
+        except paramiko.AuthenticationException as exc:
+            client.close()
+            raise ClusterError(f"{self.description} refused the key: {exc}") from None
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            client.close()
+            if "not found in known_hosts" in str(exc):
+                raise ClusterError(
+                    f"{s.host}:{s.port} is not in {self._known_hosts}: add its key (ssh-keyscan -p {s.port} "
+                    f"{s.host} >> {self._known_hosts}, after checking the fingerprint)"
+                ) from None
+            raise ClusterError(f"cannot connect to {self.description}: {exc}") from None
+        transport = client.get_transport()
+        if transport is not None:
+            transport.set_keepalive(30)
+        return client
+
+    def _drop_locked(self) -> None:
+        with contextlib.suppress(Exception):
+            if self._sftp is not None:
+                self._sftp.close()
+        with contextlib.suppress(Exception):
+            if self._client is not None:
+                self._client.close()
+        self._sftp = None
+        self._client = None
+
+    def _drop(self, client: Any) -> None:
+        with self._lock:
+            if self._client is client:
+                self._drop_locked()
+
+    # --- commands ------------------------------------------------------------------------
+
+    def run(self, script: str, timeout: float = DEFAULT_TIMEOUT) -> Completed:
+        deadline = time.monotonic() + timeout
+        with self._channels:
+            client = self._connect()
+            channel: Any = None
+            try:
+                channel = client.get_transport().open_session(timeout=min(timeout, 30.0))
+                channel.exec_command("bash -s")
+                channel.sendall(_grouped(script))
+                channel.shutdown_write()
+                out, err = self._drain(channel, deadline)
+                rc = int(channel.recv_exit_status())
+            except ClusterError:
+                self._drop(client)
+                raise
+            except (paramiko.SSHException, OSError, EOFError) as exc:
+                self._drop(client)
+                raise ClusterError(f"lost the connection to {self.description}: {exc}") from None
+            finally:
+                if channel is not None:
+                    with contextlib.suppress(Exception):
+                        channel.close()
+        return Completed(rc=rc, stdout=out, stderr=err)
+
+    def _drain(self, channel: Any, deadline: float) -> tuple[bytes, bytes]:
+        """stdout to its end, and stderr alongside it (one shared window: an unread stream can
+        stall the other)."""
+        out = bytearray()
+        err = bytearray()
+        channel.settimeout(0.05)
+        while True:
+            while channel.recv_stderr_ready():
+                err += channel.recv_stderr(65536)
+            try:
+                data = channel.recv(65536)
+            except TimeoutError:
+                if time.monotonic() > deadline:
+                    raise ClusterError(f"a command on {self.description} did not finish in time") from None
+                continue
+            if not data:
+                break
+            out += data
+        while not channel.exit_status_ready() or channel.recv_stderr_ready():
+            if channel.recv_stderr_ready():
+                err += channel.recv_stderr(65536)
+                continue
+            if time.monotonic() > deadline:
+                raise ClusterError(f"a command on {self.description} did not finish in time")
+            time.sleep(0.002)
+        return bytes(out), bytes(err)
+
+    # --- files ---------------------------------------------------------------------------
+
+    def _sftp_client(self) -> tuple[Any, Any]:
+        client = self._connect()
+        if self._sftp is None:
+            try:
+                self._sftp = client.open_sftp()
+            except (paramiko.SSHException, OSError, EOFError) as exc:
+                self._drop(client)
+                raise ClusterError(f"cannot open SFTP on {self.description}: {exc}") from None
+        return client, self._sftp
+
+    def put_file(self, local: Path, remote: str) -> None:
+        with self._sftp_lock:
+            client, sftp = self._sftp_client()
+            try:
+                sftp.put(str(local), remote, confirm=True)
+                sftp.chmod(remote, stat.S_IRUSR | stat.S_IWUSR)
+            except (paramiko.SSHException, OSError, EOFError) as exc:
+                self._sftp = None
+                if isinstance(exc, OSError) and exc.errno is not None:
+                    raise ClusterError(f"cannot write {remote} on {self.description}: {exc}") from None
+                self._drop(client)
+                raise ClusterError(f"lost the connection to {self.description}: {exc}") from None
+
+    def read_file(self, remote: str) -> bytes | None:
+        with self._sftp_lock:
+            client, sftp = self._sftp_client()
+            try:
+                with sftp.open(remote, "rb") as handle:
+                    handle.prefetch()
+                    return bytes(handle.read())
+            except FileNotFoundError:
+                return None
+            except (paramiko.SSHException, OSError, EOFError) as exc:
+                self._sftp = None
+                if isinstance(exc, OSError) and exc.errno is not None:
+                    raise ClusterError(f"cannot read {remote} on {self.description}: {exc}") from None
+                self._drop(client)
+                raise ClusterError(f"lost the connection to {self.description}: {exc}") from None
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop_locked()

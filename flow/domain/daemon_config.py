@@ -1,0 +1,351 @@
+"""flowd's configuration file ($FLOW_HOME/config.yaml) as values, and every rule it must obey.
+
+    default_provider: cluster        # optional; "local" when left out
+    providers:
+      cluster:
+        kind: slurm
+        mode: ssh                    # or "local": Flow runs on the login node itself
+        host: login.example.org
+        port: 22
+        user: alice
+        key_file: ~/.ssh/id_ed25519
+        known_hosts: ~/.ssh/known_hosts
+        partition: gpu
+        work_dir: /home/alice/flow   # snapshots, outputs and exit markers go here
+        gpu_type: a100               # what the cluster's untyped "gpu" GRES are
+
+`daemon_config_from_dict` takes the parsed document (plain dicts, lists and scalars) and returns
+the settings or one error naming every problem at once: the field path (`providers.cluster.port`),
+the value given and a fix; unknown keys get a "did you mean". The shell that read the file maps the
+paths back to line numbers. Nothing here touches the file system: whether a key file exists is the
+shell's question.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from collections.abc import Mapping
+from typing import Final
+
+from attrs import frozen
+from returns.result import Failure, Result, Success
+
+from flow.domain.errors import DomainError, FieldViolation, validation_error, violation
+from flow.domain.instance_types import InstanceType, parse_instance_type
+
+PROVIDER_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
+# Partition, account and QoS names end up in #SBATCH lines: nothing a directive would misread.
+SLURM_NAME: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:+-]{0,127}")
+HOST: Final = re.compile(r"[A-Za-z0-9_.:\[\]-]{1,253}")
+USER: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}\$?")
+# A cluster path that is safe in a #SBATCH line, an --output pattern and an unquoted `read`:
+# no whitespace, quotes, '#', '%' (an --output pattern character), '\\' or control characters.
+PLAIN_PATH: Final = re.compile(r"/[A-Za-z0-9_./+@,:=~-]*")
+KINDS: Final = ("local", "slurm")
+MODES: Final = ("local", "ssh")
+LOCAL: Final = "local"
+DEFAULT_POLL_INTERVAL: Final = 1.0
+MIN_POLL_INTERVAL: Final = 0.05
+MAX_POLL_INTERVAL: Final = 300.0
+DEFAULT_CONNECT_TIMEOUT: Final = 10.0
+SUBJECT: Final = "daemon configuration"
+
+TOP_KEYS: Final = ("default_provider", "providers")
+SLURM_KEYS: Final = (
+    "kind",
+    "mode",
+    "host",
+    "port",
+    "user",
+    "key_file",
+    "known_hosts",
+    "host_key_checking",
+    "connect_timeout",
+    "partition",
+    "account",
+    "qos",
+    "work_dir",
+    "slurm_conf",
+    "bin_dir",
+    "poll_interval",
+    "gpu_type",
+    "python",
+)
+SSH_ONLY_KEYS: Final = ("host", "port", "user", "key_file", "known_hosts", "host_key_checking", "connect_timeout")
+
+
+@frozen
+class SshSettings:
+    """How to reach the login node. `user` None: the local user name; `known_hosts` None:
+    ~/.ssh/known_hosts; `key_file` None: ssh-agent and the default keys."""
+
+    host: str
+    port: int = 22
+    user: str | None = None
+    key_file: str | None = None
+    known_hosts: str | None = None
+    host_key_checking: bool = True
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+
+
+@frozen
+class SlurmSettings:
+    """One Slurm cluster. `ssh` is None in local mode (Flow runs on the login node)."""
+
+    name: str
+    ssh: SshSettings | None = None
+    work_dir: str | None = None  # None: $FLOW_HOME/slurm/<name> (local mode only)
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    slurm_conf: str | None = None
+    bin_dir: str | None = None
+    poll_interval: float = DEFAULT_POLL_INTERVAL
+    gpu: InstanceType | None = None  # the model of untyped GPU GRES (one GPU of it)
+    python: str = "python3"
+
+    @property
+    def mode(self) -> str:
+        return "local" if self.ssh is None else "ssh"
+
+
+@frozen
+class LocalSettings:
+    name: str
+
+
+ProviderSettings = LocalSettings | SlurmSettings
+
+
+@frozen
+class DaemonConfig:
+    default_provider: str = LOCAL
+    providers: tuple[ProviderSettings, ...] = ()
+
+
+def _unknown(path: str, key: object, known: tuple[str, ...]) -> FieldViolation:
+    name = key if isinstance(key, str) else repr(key)
+    close = difflib.get_close_matches(name, list(known), n=1) if isinstance(key, str) else []
+    fix = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(known)}"
+    return violation(f"{path}.{name}" if path else name, key, "is not a known setting", fix)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+class _Reader:
+    """Reads typed settings out of one mapping, collecting every problem."""
+
+    def __init__(self, data: Mapping[str, object], path: str, out: list[FieldViolation]) -> None:
+        self.data = data
+        self.path = path
+        self.out = out
+
+    def at(self, key: str) -> str:
+        return f"{self.path}.{key}"
+
+    def text(self, key: str, pattern: re.Pattern[str] | None, fix: str) -> str | None:
+        value = self.data.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            self.out.append(violation(self.at(key), value, f"must be a string, not {type(value).__name__}", fix))
+            return None
+        if pattern is not None and not pattern.fullmatch(value):
+            self.out.append(violation(self.at(key), value, "is not valid here", fix))
+            return None
+        return value
+
+    def path_value(self, key: str, *, plain: bool, local_file: bool) -> str | None:
+        """An absolute path (or ~/... for files on this machine); `plain` ones are used in
+        #SBATCH lines and scripts, so they must not hold characters those would misread."""
+        what = "a file on this machine" if local_file else "a path on the cluster"
+        fix = f"give {what} as an absolute path, e.g. /home/you/flow"
+        if plain:
+            fix += " (letters, digits and / . _ - + @ , : = ~ only)"
+        value = self.text(key, None, fix)
+        if value is None:
+            return None
+        starts = ("/", "~/") if local_file else ("/",)
+        if not value.startswith(starts):
+            self.out.append(violation(self.at(key), value, "must be an absolute path", fix))
+        elif "\x00" in value or "\n" in value or "\r" in value:
+            self.out.append(violation(self.at(key), value, "contains a line break or NUL byte", fix))
+        elif any(part == ".." for part in value.split("/")):
+            self.out.append(violation(self.at(key), value, "must not contain '..'", fix))
+        elif plain and not PLAIN_PATH.fullmatch(value):
+            self.out.append(violation(self.at(key), value, "contains characters Slurm scripts would misread", fix))
+        else:
+            return value.rstrip("/") or "/"
+        return None
+
+    def number(self, key: str, least: float, most: float, default: float, fix: str) -> float:
+        value = self.data.get(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            self.out.append(violation(self.at(key), value, "must be a number", fix))
+            return default
+        if not least <= value <= most:
+            self.out.append(violation(self.at(key), value, f"must be between {least:g} and {most:g}", fix))
+            return default
+        return float(value)
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self.data.get(key)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            self.out.append(violation(self.at(key), value, "must be true or false", f"write {key}: true"))
+            return default
+        return value
+
+
+def _slurm(name: str, data: Mapping[str, object], path: str, out: list[FieldViolation]) -> SlurmSettings:
+    read = _Reader(data, path, out)
+    mode = data.get("mode", "local")
+    if mode not in MODES:
+        fix = "use mode: local (Flow runs on the login node) or mode: ssh (Flow reaches it over SSH)"
+        out.append(violation(read.at("mode"), mode, "is not a mode", fix))
+        mode = "local"
+    ssh: SshSettings | None = None
+    if mode == "ssh":
+        host = read.text("host", HOST, "give the login node's host name or address, e.g. login.example.org")
+        if "host" not in data:
+            out.append(
+                violation(
+                    read.at("host"),
+                    None,
+                    "is required in mode: ssh",
+                    "give the login node, e.g. host: login.example.org",
+                )
+            )
+        port = data.get("port", 22)
+        if not _is_int(port) or not 1 <= port <= 65535:  # type: ignore[operator]
+            out.append(violation(read.at("port"), port, "is not a TCP port", "give a port from 1 to 65535, e.g. 22"))
+            port = 22
+        assert isinstance(port, int)
+        ssh = SshSettings(
+            host=host or "",
+            port=port,
+            user=read.text("user", USER, "give the user name on the cluster, e.g. alice"),
+            key_file=read.path_value("key_file", plain=False, local_file=True),
+            known_hosts=read.path_value("known_hosts", plain=False, local_file=True),
+            host_key_checking=read.boolean("host_key_checking", True),
+            connect_timeout=read.number("connect_timeout", 0.5, 300, DEFAULT_CONNECT_TIMEOUT, "give seconds, e.g. 10"),
+        )
+        if "work_dir" not in data:
+            out.append(
+                violation(
+                    read.at("work_dir"),
+                    None,
+                    "is required in mode: ssh",
+                    "give a directory on the cluster that its compute nodes see, e.g. work_dir: /home/alice/flow",
+                )
+            )
+    else:
+        for key in SSH_ONLY_KEYS:
+            if key in data:
+                fix = f"remove {key}, or set mode: ssh to reach the cluster over SSH"
+                out.append(violation(read.at(key), data[key], "only applies in mode: ssh", fix))
+    gpu = None
+    gpu_type = read.text("gpu_type", None, 'give the model of the cluster\'s GPUs, e.g. "a100" or "a100-40gb"')
+    if gpu_type is not None:
+        parsed = parse_instance_type(gpu_type, field=read.at("gpu_type"))
+        if isinstance(parsed, Failure):
+            out.extend(parsed.failure().violations)
+        elif parsed.unwrap().is_cpu or parsed.unwrap().count != 1:
+            fix = 'name one GPU model without a count, e.g. "a100"; counts come from the cluster\'s GRES'
+            out.append(violation(read.at("gpu_type"), gpu_type, "is not a single GPU model", fix))
+        else:
+            gpu = parsed.unwrap()
+    slurm_name_fix = "give the name as Slurm knows it (letters, digits, _ . : + -)"
+    return SlurmSettings(
+        name=name,
+        ssh=ssh,
+        work_dir=read.path_value("work_dir", plain=True, local_file=False),
+        partition=read.text("partition", SLURM_NAME, slurm_name_fix),
+        account=read.text("account", SLURM_NAME, slurm_name_fix),
+        qos=read.text("qos", SLURM_NAME, slurm_name_fix),
+        slurm_conf=read.path_value("slurm_conf", plain=True, local_file=False),
+        bin_dir=read.path_value("bin_dir", plain=True, local_file=False),
+        poll_interval=read.number(
+            "poll_interval",
+            MIN_POLL_INTERVAL,
+            MAX_POLL_INTERVAL,
+            DEFAULT_POLL_INTERVAL,
+            f"give seconds between status queries, from {MIN_POLL_INTERVAL:g} to {MAX_POLL_INTERVAL:g}, e.g. 1.0",
+        ),
+        gpu=gpu,
+        python=read.text(
+            "python",
+            re.compile(r"[A-Za-z0-9_./+-]{1,255}"),
+            "give the Python interpreter on the cluster, e.g. python3 or /opt/conda/bin/python",
+        )
+        or "python3",
+    )
+
+
+def _provider(name: object, data: object, out: list[FieldViolation]) -> ProviderSettings | None:
+    if not isinstance(name, str) or not PROVIDER_NAME.fullmatch(name):
+        fix = "name providers with letters, digits, '-' and '_', e.g. cluster"
+        out.append(violation(f"providers.{name}", name, "is not a valid provider name", fix))
+        return None
+    path = f"providers.{name}"
+    if not isinstance(data, Mapping):
+        fix = "give the provider's settings as key: value pairs, starting with kind: slurm"
+        out.append(violation(path, data, "must be a mapping", fix))
+        return None
+    kind = data.get("kind")
+    if kind not in KINDS:
+        fix = f"give kind: slurm (or kind: local); known kinds: {', '.join(KINDS)}"
+        problem = "is required" if kind is None else "is not a provider kind"
+        out.append(violation(f"{path}.kind", kind, problem, fix))
+        return None
+    if name == LOCAL and kind != LOCAL:
+        fix = "the name 'local' is the embedded local provider; give this provider another name, e.g. cluster"
+        out.append(violation(f"{path}.kind", kind, "cannot be used for the provider named 'local'", fix))
+        return None
+    if kind == LOCAL and name != LOCAL:
+        fix = "there is one local provider (this machine, its GPUs shared by its tasks): name it 'local'"
+        out.append(violation(f"{path}.kind", kind, "is the kind of the one provider named 'local'", fix))
+        return None
+    known = ("kind",) if kind == LOCAL else SLURM_KEYS
+    out.extend(_unknown(path, key, known) for key in data if key not in known)
+    if kind == LOCAL:
+        return LocalSettings(name=name)
+    return _slurm(name, {k: v for k, v in data.items() if isinstance(k, str)}, path, out)
+
+
+def daemon_config_from_dict(data: object) -> Result[DaemonConfig, DomainError]:
+    """The daemon's settings from the parsed config file, or every problem with it at once."""
+    if data is None:
+        return Success(DaemonConfig())
+    out: list[FieldViolation] = []
+    if not isinstance(data, Mapping):
+        fix = "write the file as key: value pairs, e.g. providers: {cluster: {kind: slurm, ...}}"
+        return Failure(validation_error([violation("config", data, "must be a mapping", fix)], subject=SUBJECT))
+    out.extend(_unknown("", key, TOP_KEYS) for key in data if key not in TOP_KEYS)
+    providers: list[ProviderSettings] = []
+    raw = data.get("providers")
+    if raw is not None and not isinstance(raw, Mapping):
+        fix = "give providers as a mapping of names to settings, e.g. providers: {cluster: {kind: slurm}}"
+        out.append(violation("providers", raw, "must be a mapping", fix))
+    elif isinstance(raw, Mapping):
+        for name, settings in raw.items():
+            found = _provider(name, settings, out)
+            if found is not None:
+                providers.append(found)
+    default = data.get("default_provider")
+    names = [LOCAL, *(p.name for p in providers if p.name != LOCAL)]
+    if default is not None and (not isinstance(default, str) or default not in names):
+        close = difflib.get_close_matches(default, names, n=1) if isinstance(default, str) else []
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        fix = f"{hint}name a configured provider: {', '.join(names)}"
+        out.append(violation("default_provider", default, "names no configured provider", fix))
+    if out:
+        return Failure(validation_error(out, subject=SUBJECT))
+    return Success(DaemonConfig(default_provider=default or LOCAL, providers=tuple(providers)))

@@ -1,0 +1,906 @@
+"""#SBATCH scripts, both ways: reading an existing script's directives into TaskConfigs that run on
+any provider, and writing the job script the slurm provider submits for a TaskConfig.
+
+Reading follows sbatch itself (src/sbatch/opt.c): directives are lines that begin with `#SBATCH`
+at column 0; they end at the first line holding a command (blank lines and other comments do not
+end them); each line may hold several options, `--opt=value`, `--opt value`, `-N2` or `-N 2`;
+quotes group, a backslash escapes, and an unquoted `#` starts a comment.
+
+Writing quotes every user value for bash (`shlex.quote`), never builds a heredoc, and writes the
+program's exit status to a marker file (the durable record for clusters without sacct).
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import posixpath
+import re
+import shlex
+from collections.abc import Mapping
+from typing import Final
+
+from attrs import evolve, field, frozen
+from returns.result import Failure, Result, Success
+
+from flow.domain.errors import DomainError, FieldViolation, validation_error, violation
+from flow.domain.instance_types import MAX_GPUS_PER_INSTANCE, parse_instance_type, short_name
+from flow.domain.slurm_states import model_of_gres_type, parse_gres
+from flow.domain.task_config import ENV_NAME_PATTERN, MAX_NUM_INSTANCES, NAME_PATTERN, TaskConfig, program_of
+
+MAGIC: Final = "#SBATCH"
+OLD_MAGIC: Final = "#SLURM"
+MAX_ARRAY_TASKS: Final = 1000
+# Paths Flow writes into #SBATCH lines and --output patterns: nothing sbatch or bash would misread.
+PLAIN_PATH: Final = re.compile(r"/[A-Za-z0-9_./+@,:=~-]*")
+
+# Files of one task in its directory on the cluster.
+JOB_FILE: Final = "job.sbatch"
+SCRIPT_FILE: Final = "script"
+OUTPUT_FILE: Final = "output.log"
+EXIT_FILE: Final = "exit_status"
+JOB_ID_FILE: Final = "job_id"
+CODE_DIR: Final = "code"
+WORK_DIR: Final = "work"
+RUNNER_FILE: Final = "flow_runner.py"
+INVOCATION_FILE: Final = "invocation.json"
+RESULT_FILE: Final = "result.json"
+SECRETS_FILE: Final = "secrets.env"
+
+# --- the options sbatch knows ----------------------------------------------------------------
+# long name -> (short letter, argument: "required" | "optional" | "none")
+
+_ARG = "required"
+_OPT = "optional"
+_NONE = "none"
+OPTIONS: Final[Mapping[str, tuple[str | None, str]]] = {
+    "account": ("A", _ARG),
+    "acctg-freq": (None, _ARG),
+    "array": ("a", _ARG),
+    "batch": (None, _ARG),
+    "bb": (None, _ARG),
+    "bbf": (None, _ARG),
+    "begin": ("b", _ARG),
+    "chdir": ("D", _ARG),
+    "cluster-constraint": (None, _ARG),
+    "clusters": ("M", _ARG),
+    "comment": (None, _ARG),
+    "constraint": ("C", _ARG),
+    "container": (None, _ARG),
+    "contiguous": (None, _NONE),
+    "core-spec": ("S", _ARG),
+    "cores-per-socket": (None, _ARG),
+    "cpu-freq": (None, _ARG),
+    "cpus-per-gpu": (None, _ARG),
+    "cpus-per-task": ("c", _ARG),
+    "deadline": (None, _ARG),
+    "delay-boot": (None, _ARG),
+    "dependency": ("d", _ARG),
+    "distribution": ("m", _ARG),
+    "error": ("e", _ARG),
+    "exclude": ("x", _ARG),
+    "exclusive": (None, _OPT),
+    "export": (None, _ARG),
+    "export-file": (None, _ARG),
+    "extra-node-info": ("B", _ARG),
+    "get-user-env": (None, _OPT),
+    "gid": (None, _ARG),
+    "gpu-bind": (None, _ARG),
+    "gpu-freq": (None, _ARG),
+    "gpus": ("G", _ARG),
+    "gpus-per-node": (None, _ARG),
+    "gpus-per-socket": (None, _ARG),
+    "gpus-per-task": (None, _ARG),
+    "gres": (None, _ARG),
+    "gres-flags": (None, _ARG),
+    "hint": (None, _ARG),
+    "hold": ("H", _NONE),
+    "ignore-pbs": (None, _NONE),
+    "input": ("i", _ARG),
+    "job-name": ("J", _ARG),
+    "kill-on-invalid-dep": (None, _ARG),
+    "licenses": ("L", _ARG),
+    "mail-type": (None, _ARG),
+    "mail-user": (None, _ARG),
+    "mcs-label": (None, _ARG),
+    "mem": (None, _ARG),
+    "mem-bind": (None, _ARG),
+    "mem-per-cpu": (None, _ARG),
+    "mem-per-gpu": (None, _ARG),
+    "mincpus": (None, _ARG),
+    "network": (None, _ARG),
+    "nice": (None, _OPT),
+    "no-kill": ("k", _OPT),
+    "no-requeue": (None, _NONE),
+    "nodefile": ("F", _ARG),
+    "nodelist": ("w", _ARG),
+    "nodes": ("N", _ARG),
+    "ntasks": ("n", _ARG),
+    "ntasks-per-core": (None, _ARG),
+    "ntasks-per-gpu": (None, _ARG),
+    "ntasks-per-node": (None, _ARG),
+    "ntasks-per-socket": (None, _ARG),
+    "open-mode": (None, _ARG),
+    "output": ("o", _ARG),
+    "overcommit": ("O", _NONE),
+    "oversubscribe": ("s", _NONE),
+    "parsable": (None, _NONE),
+    "partition": ("p", _ARG),
+    "power": (None, _ARG),
+    "priority": (None, _ARG),
+    "profile": (None, _ARG),
+    "propagate": (None, _OPT),
+    "qos": ("q", _ARG),
+    "quiet": ("Q", _NONE),
+    "reboot": (None, _NONE),
+    "requeue": (None, _NONE),
+    "reservation": (None, _ARG),
+    "signal": (None, _ARG),
+    "sockets-per-node": (None, _ARG),
+    "spread-job": (None, _NONE),
+    "switches": (None, _ARG),
+    "test-only": (None, _NONE),
+    "thread-spec": (None, _ARG),
+    "threads-per-core": (None, _ARG),
+    "time": ("t", _ARG),
+    "time-min": (None, _ARG),
+    "tmp": (None, _ARG),
+    "uid": (None, _ARG),
+    "use-min-nodes": (None, _NONE),
+    "verbose": ("v", _NONE),
+    "wait": ("W", _NONE),
+    "wait-all-nodes": (None, _ARG),
+    "wckey": (None, _ARG),
+    "wrap": (None, _ARG),
+}
+_SHORT: Final = {short: name for name, (short, _) in OPTIONS.items() if short}
+# Read into TaskConfig fields (or, for the task counts, used to work out GPUs per node).
+MAPPED: Final = frozenset(
+    {
+        "job-name",
+        "gres",
+        "gpus",
+        "gpus-per-node",
+        "gpus-per-task",
+        "nodes",
+        "ntasks",
+        "ntasks-per-node",
+        "cpus-per-task",
+        "mem",
+        "time",
+        "output",
+        "error",
+        "array",
+        "export",
+        "chdir",
+    }
+)
+# Directives that make no sense in a script Flow runs: refused with a reason.
+REFUSED: Final[Mapping[str, str]] = {
+    "wrap": "--wrap only exists on the sbatch command line; put the command in the script body",
+    "test-only": "--test-only would never run the job; use `flow run --dry-run` to validate",
+    "wait": "--wait blocks sbatch; Flow already follows the task (flow logs -f, flow wait)",
+    "batch": "--batch selects node features for a federation; not supported",
+    "uid": "--uid submits as another user; run Flow as that user",
+    "gid": "--gid submits as another group; run Flow as that user",
+}
+# Directives the task counts only matter to Slurm: they are native-only, but also parsed.
+_TASK_COUNTS: Final = ("ntasks", "ntasks-per-node", "cpus-per-task")
+_GPU_OPTIONS: Final = ("gres", "gpus", "gpus-per-node", "gpus-per-task")
+_MEMORY_OPTIONS: Final = ("mem", "mem-per-cpu", "mem-per-gpu")
+
+
+@frozen
+class Directive:
+    """One option of an #SBATCH line: its long name, its value (None for flags), the line."""
+
+    option: str
+    value: str | None
+    line: int
+    spelled: str  # as written: "-t", "--time"
+
+    @property
+    def label(self) -> str:
+        shown = self.spelled if self.value is None else f"{self.spelled} {self.value}"
+        return f"#SBATCH {shown} (line {self.line})"
+
+    @property
+    def field(self) -> str:
+        return f"#SBATCH {self.spelled} (line {self.line})"
+
+
+@frozen
+class SbatchScript:
+    """The directives of a script, where they end, and any problems reading them."""
+
+    directives: tuple[Directive, ...]
+    directive_lines: tuple[int, ...]  # 1-based numbers of the #SBATCH lines
+    problems: tuple[FieldViolation, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+
+def _tokens(text: str) -> tuple[list[str], str | None]:
+    """sbatch's _get_argument over one directive line: the arguments, or why it is unreadable."""
+    found: list[str] = []
+    i, n = 0, len(text)
+    while True:
+        while i < n and text[i].isspace():
+            i += 1
+        if i >= n:
+            return found, None
+        current: list[str] = []
+        quote = ""
+        escaped = False
+        has = False
+        while i < n and (quote or not text[i].isspace()):
+            ch = text[i]
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+                i += 1
+                continue
+            elif quote:
+                if ch == quote:
+                    quote = ""
+                    i += 1
+                    continue
+            elif ch in "\"'":
+                quote = ch
+                has = True
+                i += 1
+                continue
+            elif ch == "#":
+                if has or current:
+                    found.append("".join(current))
+                return found, None
+            current.append(ch)
+            has = True
+            i += 1
+        if quote:
+            return found, f"has an unmatched {quote}"
+        if has or current:
+            found.append("".join(current))
+
+
+def _getopt(tokens: list[str], line: int, out: list[FieldViolation]) -> list[Directive]:
+    """getopt_long over one line's arguments (a line's last option may not take the next line's
+    argument: sbatch passes all lines at once, but nobody writes a value on the next line)."""
+    found: list[Directive] = []
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        i += 1
+        if token.startswith("--") and len(token) > 2:
+            name, eq, value = token[2:].partition("=")
+            spec = OPTIONS.get(name)
+            if spec is None:
+                close = difflib.get_close_matches(name, list(OPTIONS), n=1)
+                fix = f"did you mean --{close[0]}?" if close else "see `man sbatch` for the options it knows"
+                out.append(violation(f"#SBATCH --{name} (line {line})", token, "is not an sbatch option", fix))
+                continue
+            _, arg = spec
+            if arg == _NONE and eq:
+                out.append(
+                    violation(f"#SBATCH --{name} (line {line})", token, "takes no value", f"write just --{name}")
+                )
+                continue
+            if arg == _ARG and not eq:
+                if i >= len(tokens):
+                    fix = f"write --{name}=VALUE"
+                    out.append(violation(f"#SBATCH --{name} (line {line})", token, "needs a value", fix))
+                    continue
+                value, eq = tokens[i], "="
+                i += 1
+            found.append(Directive(option=name, value=value if eq else None, line=line, spelled=f"--{name}"))
+        elif token.startswith("-") and len(token) > 1 and token != "--":
+            j = 1
+            while j < len(token):
+                letter = token[j]
+                name = _SHORT.get(letter, "")
+                if not name:
+                    fix = "see `man sbatch` for the options it knows"
+                    out.append(violation(f"#SBATCH -{letter} (line {line})", token, "is not an sbatch option", fix))
+                    break
+                arg = OPTIONS[name][1]
+                if arg == _NONE or (arg == _OPT and j + 1 >= len(token)):
+                    found.append(Directive(option=name, value=None, line=line, spelled=f"-{letter}"))
+                    j += 1
+                    continue
+                value = token[j + 1 :]
+                if not value and arg == _ARG:
+                    if i >= len(tokens):
+                        fix = f"write -{letter} VALUE"
+                        out.append(violation(f"#SBATCH -{letter} (line {line})", token, "needs a value", fix))
+                        break
+                    value = tokens[i]
+                    i += 1
+                found.append(Directive(option=name, value=value, line=line, spelled=f"-{letter}"))
+                break
+        else:
+            fix = "write options such as --time=10 or -N 2; put commands below the directives"
+            out.append(violation(f"#SBATCH (line {line})", token, "is not an option", fix))
+    return found
+
+
+def read_directives(text: str) -> SbatchScript:
+    """The #SBATCH directives of a script, as sbatch reads them."""
+    directives: list[Directive] = []
+    lines: list[int] = []
+    problems: list[FieldViolation] = []
+    warnings: list[str] = []
+    for number, line in enumerate(text.split("\n"), 1):
+        if line.startswith(MAGIC):
+            rest = line[len(MAGIC) :]
+        elif line.startswith(OLD_MAGIC):
+            rest = line[len(OLD_MAGIC) :]
+            if not warnings:
+                warnings.append(
+                    f"line {number}: #SLURM is an old spelling of #SBATCH; write #SBATCH (sbatch warns too)"
+                )
+        else:
+            stripped = line.lstrip()
+            if stripped and not stripped.startswith("#"):
+                break  # the first command ends the directives
+            continue
+        lines.append(number)
+        if re.search(r"\b(hetjob|packjob)\b", rest, re.IGNORECASE):
+            fix = "split the heterogeneous job into separate scripts (one task each)"
+            problems.append(
+                violation(f"#SBATCH (line {number})", rest.strip(), "heterogeneous jobs are not supported", fix)
+            )
+            continue
+        tokens, problem = _tokens(rest)
+        if problem:
+            fix = "close the quote, or escape it with a backslash"
+            problems.append(violation(f"#SBATCH (line {number})", rest.strip(), problem, fix))
+            continue
+        directives.extend(_getopt(tokens, number, problems))
+    return SbatchScript(
+        directives=tuple(directives),
+        directive_lines=tuple(lines),
+        problems=tuple(problems),
+        warnings=tuple(warnings),
+    )
+
+
+def has_directives(script: str | None) -> bool:
+    """Whether a script carries #SBATCH directives (the slurm provider then honours them)."""
+    return bool(script) and bool(read_directives(script or "").directive_lines)
+
+
+# --- values ----------------------------------------------------------------------------------
+
+
+def parse_time_minutes(text: str) -> int | None:
+    """An sbatch --time as whole minutes (rounded up): 'M', 'M:S', 'H:M:S', 'D-H', 'D-H:M',
+    'D-H:M:S'; 0 for 'UNLIMITED'/'INFINITE'. None when it is none of these."""
+    value = text.strip()
+    if value.lower() in ("unlimited", "infinite", "-1"):
+        return 0
+    days = 0
+    if "-" in value:
+        head, _, value = value.partition("-")
+        if not head.isdigit():
+            return None
+        days = int(head)
+        parts = value.split(":")
+        if not 1 <= len(parts) <= 3 or not all(p.isdigit() for p in parts):
+            return None
+        hours, minutes, seconds = ([int(p) for p in parts] + [0, 0])[:3]
+    else:
+        parts = value.split(":")
+        if not 1 <= len(parts) <= 3 or not all(p.isdigit() for p in parts):
+            return None
+        numbers = [int(p) for p in parts]
+        if len(numbers) == 1:
+            hours, minutes, seconds = 0, numbers[0], 0
+        elif len(numbers) == 2:
+            hours, minutes, seconds = 0, numbers[0], numbers[1]
+        else:
+            hours, minutes, seconds = numbers
+    return days * 1440 + hours * 60 + minutes + math.ceil(seconds / 60)
+
+
+def parse_memory_mb(text: str) -> int | None:
+    """An sbatch --mem ('4000', '32G', '500M', '1T', '2048K') in MB; None when unreadable."""
+    match = re.fullmatch(r"\s*(\d+)\s*([KMGT]?)B?\s*", text, re.IGNORECASE)
+    if match is None:
+        return None
+    number, unit = int(match.group(1)), match.group(2).upper()
+    factor = {"K": 1 / 1024, "": 1, "M": 1, "G": 1024, "T": 1024 * 1024}[unit]
+    return math.ceil(number * factor)
+
+
+def parse_array(text: str) -> tuple[tuple[int, ...], int | None, int | None] | None:
+    """An --array spec ('0-15', '1,3,5', '0-15:4', '1-5%2') as (indices, step, throttle)."""
+    spec, _, throttle_text = text.strip().partition("%")
+    throttle = None
+    if throttle_text:
+        if not throttle_text.isdigit():
+            return None
+        throttle = int(throttle_text)
+    indices: set[int] = set()
+    step_seen = None
+    items = spec.split(",")
+    for item in items:
+        match = re.fullmatch(r"(\d+)(?:-(\d+)(?::(\d+))?)?", item.strip())
+        if match is None:
+            return None
+        start = int(match.group(1))
+        end = int(match.group(2)) if match.group(2) else start
+        step = int(match.group(3)) if match.group(3) else 1
+        if end < start or step < 1 or (end - start) // step >= MAX_ARRAY_TASKS:
+            return None
+        indices.update(range(start, end + 1, step))
+        if match.group(3) and len(items) == 1:
+            step_seen = step  # Slurm sets SLURM_ARRAY_TASK_STEP for a single stepped range only
+        if len(indices) > MAX_ARRAY_TASKS:
+            return None
+    return tuple(sorted(indices)), step_seen, throttle
+
+
+def _gpu_count(text: str) -> tuple[str | None, int] | None:
+    """'[type:]count' (--gpus, --gpus-per-node, --gpus-per-task)."""
+    kind, _, count = text.strip().rpartition(":")
+    if not count.isdigit():
+        return None
+    return (kind or None), int(count)
+
+
+# --- sbatch script -> TaskConfigs -----------------------------------------------------------
+
+
+@frozen
+class SbatchJob:
+    """What an sbatch script asks for, as Flow tasks (one per --array element)."""
+
+    configs: tuple[TaskConfig, ...]
+    directives: tuple[Directive, ...]
+    warnings: tuple[str, ...] = ()
+    # Directives only Slurm honours (partition, ntasks, mail, ...): the slurm provider keeps them
+    # in the script it submits; other providers ignore them (the caller warns).
+    native_only: tuple[Directive, ...] = ()
+    # GPUs per node asked for without a model Flow knows (an untyped `--gres=gpu:2`): fine on
+    # Slurm, where the directive itself is submitted; other providers need an instance type.
+    generic_gpus: int | None = None
+    gpu_directive: Directive | None = None
+
+
+def _sanitized_name(text: str) -> str:
+    name = re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-_")[:63]
+    return name if name and NAME_PATTERN.fullmatch(name) else ""
+
+
+def _quote_for_directive(token: str) -> str:
+    """A token as sbatch's directive reader reads it back."""
+    if token and not re.search(r"[\s\"'#\\]", token):
+        return token
+    return '"' + token.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _without_array(script: str, array: Directive, index: int, count: int) -> str:
+    """The script with its --array option taken out of its #SBATCH line (each element is its own
+    task), so that the slurm provider does not submit every element as an array again."""
+    lines = script.split("\n")
+    line = lines[array.line - 1]
+    magic = MAGIC if line.startswith(MAGIC) else OLD_MAGIC
+    tokens, _ = _tokens(line[len(magic) :])
+    kept: list[str] = []
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        if token in ("--array", "-a"):
+            i += 2
+            continue
+        if token.startswith(("--array=", "-a")):
+            i += 1
+            continue
+        kept.append(token)
+        i += 1
+    note = f"flow: --array expanded into {count} tasks; this one is element {index}"
+    if kept:
+        lines[array.line - 1] = f"{magic} {' '.join(_quote_for_directive(t) for t in kept)}  # {note}"
+    else:
+        lines[array.line - 1] = f"# {note}"
+    return "\n".join(lines)
+
+
+def _int_value(d: Directive, out: list[FieldViolation], what: str) -> int | None:
+    value = (d.value or "").strip()
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    out.append(violation(d.field, d.value, f"is not a {what}", f"give a whole number above 0, e.g. {d.spelled} 2"))
+    return None
+
+
+def sbatch_to_configs(
+    text: str,
+    *,
+    name: str = "",
+    environ: Mapping[str, str] | None = None,
+    gpu_model: str | None = None,
+) -> Result[SbatchJob, DomainError]:
+    """The Flow tasks an sbatch script asks for. The script runs as it is (`script` = the whole
+    file, directives included: they are comments to bash, and the slurm provider submits them
+    natively); the directives Flow understands also become TaskConfig fields, so the task runs
+    the same on any provider.
+
+    `name`: the task name when the script gives no --job-name (e.g. the file's stem).
+    `environ`: the submitting environment, for `--export=NAME` without a value.
+    `gpu_model`: the GPU model of untyped GPU requests (`--gres=gpu:2`), e.g. "a100".
+    """
+    out: list[FieldViolation] = []
+    warnings: list[str] = []
+    subject = "sbatch script"
+    if not text.startswith("#!"):
+        first = text.split("\n", 1)[0]
+        fix = "start the script with an interpreter line such as #!/bin/bash (sbatch requires it too)"
+        out.append(violation("script (line 1)", first, "does not start with #!", fix))
+        return Failure(validation_error(out, subject=subject))
+    if "\r\n" in text:
+        line = text[: text.index("\r\n")].count("\n") + 1
+        fix = "convert the file to Unix line breaks, e.g. with dos2unix (sbatch refuses it too)"
+        out.append(violation(f"script (line {line})", "\\r\\n", "has DOS line breaks", fix))
+        return Failure(validation_error(out, subject=subject))
+    read = read_directives(text)
+    out.extend(read.problems)
+    warnings.extend(read.warnings)
+    last: dict[str, Directive] = {}
+    native: list[Directive] = []
+    for each in read.directives:
+        if each.option in REFUSED:
+            out.append(violation(each.field, each.value, "is not supported", REFUSED[each.option]))
+            continue
+        last[each.option] = each  # like sbatch: a later directive overrides an earlier one
+        if each.option not in MAPPED or each.option in _TASK_COUNTS:
+            native.append(each)
+    d: Directive | None
+    fields: dict[str, object] = {}
+    job_name = last.get("job-name")
+    if job_name is not None:
+        clean = _sanitized_name(job_name.value or "")
+        if not clean:
+            fix = "use letters, digits, '-' and '_' in the job name"
+            out.append(violation(job_name.field, job_name.value, "leaves no usable task name", fix))
+        elif clean != job_name.value:
+            warnings.append(
+                f"{job_name.label}: the task is named {clean!r} (Flow task names use letters, digits, - and _)"
+            )
+        fields["name"] = clean
+    elif name:
+        fields["name"] = _sanitized_name(name) or None
+    nodes = 1
+    if (d := last.get("nodes")) is not None:
+        match = re.fullmatch(r"\s*(\d+)(?:-(\d+))?\s*", d.value or "")
+        if match is None or int(match.group(1)) < 1:
+            out.append(violation(d.field, d.value, "is not a node count", "give the number of nodes, e.g. --nodes=2"))
+        elif match.group(2) and match.group(2) != match.group(1):
+            fix = f"give a fixed count, e.g. --nodes={match.group(1)}; Flow starts one command per node"
+            out.append(violation(d.field, d.value, "is a range of node counts", fix))
+        elif int(match.group(1)) > MAX_NUM_INSTANCES:
+            out.append(violation(d.field, d.value, f"is more than {MAX_NUM_INSTANCES} nodes", "ask for fewer nodes"))
+        else:
+            nodes = int(match.group(1))
+            fields["num_instances"] = nodes
+    tasks_per_node = None
+    if (d := last.get("ntasks-per-node")) is not None:
+        tasks_per_node = _int_value(d, out, "task count")
+    ntasks = None
+    if (d := last.get("ntasks")) is not None:
+        ntasks = _int_value(d, out, "task count")
+    if (d := last.get("cpus-per-task")) is not None:
+        _int_value(d, out, "CPU count")
+    # GPUs per node, and their type, from whichever GPU directives there are.
+    per_node: list[tuple[Directive, str | None, int]] = []
+    if (d := last.get("gres")) is not None:
+        gpu, others = parse_gres(d.value or "")
+        if others:
+            native.append(d)
+            warnings.append(f"{d.label}: only the GPU part is understood by Flow; {', '.join(others)} is left to Slurm")
+        if gpu is not None:
+            per_node.append((d, gpu.type, gpu.count))
+        elif not others and (d.value or "").strip().lower() not in ("none", ""):
+            fix = "write e.g. --gres=gpu:2 or --gres=gpu:a100:2"
+            out.append(violation(d.field, d.value, "is not a GPU GRES request", fix))
+    if (d := last.get("gpus-per-node")) is not None:
+        parsed = _gpu_count(d.value or "")
+        if parsed is None:
+            out.append(violation(d.field, d.value, "is not a GPU count", "write e.g. --gpus-per-node=4 or a100:4"))
+        else:
+            per_node.append((d, *parsed))
+    if (d := last.get("gpus")) is not None:
+        parsed = _gpu_count(d.value or "")
+        if parsed is None:
+            out.append(violation(d.field, d.value, "is not a GPU count", "write e.g. --gpus=4 or --gpus=a100:4"))
+        elif parsed[1] % nodes:
+            fix = f"ask for a multiple of the {nodes} nodes, or use --gpus-per-node"
+            out.append(violation(d.field, d.value, f"does not split evenly over {nodes} nodes", fix))
+        else:
+            per_node.append((d, parsed[0], parsed[1] // nodes))
+    if (d := last.get("gpus-per-task")) is not None:
+        parsed = _gpu_count(d.value or "")
+        tasks = tasks_per_node or (ntasks // nodes if ntasks and ntasks % nodes == 0 else None)
+        if parsed is None:
+            out.append(violation(d.field, d.value, "is not a GPU count", "write e.g. --gpus-per-task=1"))
+        elif tasks is None:
+            fix = "add --ntasks-per-node (or --ntasks), or ask with --gpus-per-node instead"
+            out.append(violation(d.field, d.value, "needs the number of tasks per node", fix))
+        else:
+            per_node.append((d, parsed[0], parsed[1] * tasks))
+    generic_gpus = None
+    gpu_directive = None
+    counts = {count for _, _, count in per_node}
+    if len(counts) > 1:
+        shown = " and ".join(f"{asked.label} ({count} per node)" for asked, _, count in per_node)
+        first_gpu = per_node[0][0]
+        fix = "ask for GPUs in one way, e.g. only --gres=gpu:N"
+        out.append(violation(first_gpu.field, first_gpu.value, f"disagrees with the other GPU requests: {shown}", fix))
+    elif per_node and per_node[0][2] > 0:
+        d, count = per_node[0][0], per_node[0][2]
+        gpu_directive = d
+        types = {kind for _, kind, _ in per_node if kind}
+        model = None
+        if len(types) == 1:
+            known = model_of_gres_type(next(iter(types)))
+            model = None if known is None else short_name(known)
+        if model is None and gpu_model:
+            model = gpu_model
+        if count > MAX_GPUS_PER_INSTANCE:
+            fix = f"ask for at most {MAX_GPUS_PER_INSTANCE} GPUs per node, and more nodes"
+            out.append(violation(d.field, d.value, f"asks for {count} GPUs on one node", fix))
+        elif model is None:
+            generic_gpus = count
+        else:
+            wanted = model if count == 1 else f"{count}x{model}"
+            parsed_type = parse_instance_type(wanted, field=d.field)
+            if isinstance(parsed_type, Failure):
+                out.extend(parsed_type.failure().violations)
+            else:
+                fields["instance_type"] = wanted
+    if (d := last.get("mem")) is not None:
+        mb = parse_memory_mb(d.value or "")
+        if mb is None:
+            out.append(violation(d.field, d.value, "is not an amount of memory", "write e.g. --mem=32G or --mem=4000"))
+        elif mb == 0:
+            native.append(d)  # "all the node's memory": only Slurm knows what that is
+        else:
+            fields["memory_mb"] = mb
+    if (d := last.get("time")) is not None:
+        minutes = parse_time_minutes(d.value or "")
+        if minutes is None:
+            fix = "write minutes, H:M:S or D-H:M:S, e.g. --time=2:00:00"
+            out.append(violation(d.field, d.value, "is not a time limit", fix))
+        elif minutes:
+            fields["max_run_time_hours"] = minutes / 60
+    for option in ("output", "error"):
+        if (d := last.get(option)) is not None:
+            warnings.append(
+                f"{d.label}: Flow keeps the job's output and errors in the task's log (flow logs); "
+                "this file is not written"
+            )
+    env: dict[str, str] = {}
+    if (d := last.get("export")) is not None:
+        for item in (d.value or "").split(","):
+            key, eq, value = item.strip().partition("=")
+            if not key or (not eq and key.upper() in ("ALL", "NONE", "NIL")):
+                if key.upper() in ("NONE", "NIL"):
+                    native.append(d)
+                continue
+            if not ENV_NAME_PATTERN.fullmatch(key):
+                fix = "name variables with letters, digits and '_', e.g. --export=ALL,BATCH=256"
+                out.append(violation(d.field, key, "is not an environment variable name", fix))
+            elif eq:
+                env[key] = value
+            elif environ is not None and key in environ:
+                env[key] = environ[key]
+            else:
+                warnings.append(f"{d.label}: {key} is not set where you submit, so the task does not get it")
+    if env:
+        fields["env"] = env
+    if (d := last.get("chdir")) is not None:
+        fields["working_dir"] = d.value
+    if out:
+        return Failure(validation_error(out, subject=subject))
+    base = TaskConfig(script=text, **fields)  # type: ignore[arg-type]
+    configs: tuple[TaskConfig, ...] = (base,)
+    if (d := last.get("array")) is not None:
+        parsed_array = parse_array(d.value or "")
+        if parsed_array is None:
+            fix = f"write e.g. --array=0-15, --array=1,3,5 or --array=0-15:4 (at most {MAX_ARRAY_TASKS} elements)"
+            return Failure(
+                validation_error([violation(d.field, d.value, "is not an array spec", fix)], subject=subject)
+            )
+        indices, step, throttle = parsed_array
+        if throttle is not None:
+            warnings.append(
+                f"{d.label}: Flow submits all {len(indices)} elements at once; the %{throttle} limit is not applied"
+            )
+        array_env = {
+            "SLURM_ARRAY_TASK_COUNT": str(len(indices)),
+            "SLURM_ARRAY_TASK_MIN": str(indices[0]),
+            "SLURM_ARRAY_TASK_MAX": str(indices[-1]),
+        }
+        if step is not None:
+            array_env["SLURM_ARRAY_TASK_STEP"] = str(step)
+        stem = base.name or _sanitized_name(name) or "array"
+        configs = tuple(
+            evolve(
+                base,
+                name=f"{stem[: 62 - len(str(index))]}-{index}",
+                script=_without_array(text, d, index, len(indices)),
+                env={**base.env, **array_env, "SLURM_ARRAY_TASK_ID": str(index)},
+            )
+            for index in indices
+        )
+    return Success(
+        SbatchJob(
+            configs=configs,
+            directives=read.directives,
+            warnings=tuple(warnings),
+            native_only=tuple(native),
+            generic_gpus=generic_gpus,
+            gpu_directive=gpu_directive,
+        )
+    )
+
+
+# --- TaskConfig -> the job script the slurm provider submits --------------------------------
+
+
+def time_limit_minutes(hours: float) -> int:
+    """max_run_time_hours as whole minutes for --time: rounded up, at least 1 (Slurm's unit)."""
+    return max(1, math.ceil(round(hours * 60, 6)))
+
+
+@frozen
+class JobRequest:
+    """Everything the job script depends on. Paths are absolute paths on the cluster."""
+
+    task_id: str
+    name: str
+    config: TaskConfig
+    task_dir: str
+    code_dir: str | None = None  # the code snapshot (None: the task runs in task_dir/work)
+    gres: str | None = None  # "gpu:2" or "gpu:a100:2"; None: no GPUs
+    partition: str | None = None  # the provider's setting (a script's own directive wins)
+    account: str | None = None
+    qos: str | None = None
+    function_call: bool = False
+    python: str = "python3"
+    # Values of the task's secret_env. They go to their own file (0600), which the job script
+    # sources, never into job.sbatch: Slurm keeps batch scripts in its state, and shows them
+    # (scontrol write batch_script) to the job's owner and the administrators.
+    secrets: Mapping[str, str] = field(factory=dict)
+
+
+@frozen
+class JobFiles:
+    job_script: str  # job.sbatch
+    user_script: str | None = None  # the task's `script`, run by its #! line (or python)
+    secrets: str | None = None  # secrets.env
+
+
+def working_dir_of(request: JobRequest) -> str:
+    """Where the program starts: working_dir, relative to the code snapshot (or the task's own
+    work directory without one); an absolute working_dir is taken as it is."""
+    base = request.code_dir or f"{request.task_dir}/{WORK_DIR}"
+    wanted = request.config.working_dir
+    if not wanted:
+        return base
+    return posixpath.normpath(posixpath.join(base, wanted))
+
+
+def _program(request: JobRequest) -> list[str]:
+    td = request.task_dir
+    if request.function_call:
+        return [request.python, f"{td}/{RUNNER_FILE}", f"{td}/{INVOCATION_FILE}", f"{td}/{RESULT_FILE}"]
+    form, program = program_of(request.config)
+    if form == "command":
+        assert isinstance(program, tuple)
+        return list(program)
+    if form == "shell":
+        assert isinstance(program, str)
+        return ["bash", "-c", program]
+    assert isinstance(program, str)
+    if program.startswith("#!"):
+        return [f"{td}/{SCRIPT_FILE}"]
+    return [request.python, f"{td}/{SCRIPT_FILE}"]
+
+
+def render_job(request: JobRequest) -> Result[JobFiles, DomainError]:
+    """The job script for a (valid) task. Directives the task's own script carries (a script from
+    `flow slurm submit`) are submitted as they are; Flow adds only what they leave out, plus the
+    output file it reads the log from."""
+    cfg = request.config
+    problems: list[FieldViolation] = []
+    if not PLAIN_PATH.fullmatch(request.task_dir):
+        fix = "configure a work_dir of letters, digits and / . _ - only"
+        problems.append(violation("work_dir", request.task_dir, "is not a plain absolute path", fix))
+    native = read_directives(cfg.script) if cfg.script and cfg.script.startswith("#!") else None
+    given: set[str] = set()
+    if native is not None:
+        problems.extend(native.problems)
+        for d in native.directives:
+            given.add(d.option)
+            if d.option == "array":
+                fix = "submit it with `flow slurm submit`, which makes one task per array element"
+                problems.append(violation(f"script: {d.field}", d.value, "asks for a job array", fix))
+    if problems:
+        return Failure(validation_error(problems, subject="task configuration"))
+    td = request.task_dir
+    q = shlex.quote
+    lines = ["#!/bin/bash"]
+
+    def directive(option: str, value: str | int | None = None) -> None:
+        lines.append(f"#SBATCH --{option}" if value is None else f"#SBATCH --{option}={value}")
+
+    # The provider's defaults come first, so a script's own directive overrides them.
+    if request.partition and not cfg.region:
+        directive("partition", request.partition)
+    if request.account:
+        directive("account", request.account)
+    if request.qos:
+        directive("qos", request.qos)
+    if native is not None and native.directive_lines:
+        script_lines = (cfg.script or "").split("\n")
+        lines.extend(script_lines[n - 1].rstrip("\r") for n in native.directive_lines)
+    if cfg.region:
+        directive("partition", cfg.region)  # asked for in this task: it wins
+    if "job-name" not in given:
+        directive("job-name", request.name)
+    if "nodes" not in given:
+        directive("nodes", cfg.num_instances)
+    if request.gres and not given.intersection(_GPU_OPTIONS):
+        directive("gres", request.gres)
+    if cfg.max_run_time_hours and "time" not in given:
+        directive("time", time_limit_minutes(cfg.max_run_time_hours))
+    if cfg.memory_mb and not given.intersection(_MEMORY_OPTIONS):
+        directive("mem", f"{cfg.memory_mb}M")
+    if not given.intersection(("requeue", "no-requeue")):
+        directive("no-requeue")  # a node failure or preemption ends the task; Flow does not rerun it
+    # Flow's own, always last: the log Flow streams is this file.
+    directive("output", f"{td}/{OUTPUT_FILE}")
+    directive("error", f"{td}/{OUTPUT_FILE}")
+    directive("open-mode", "append")
+    marker = q(f"{td}/{EXIT_FILE}")
+    cwd = working_dir_of(request)
+    lines += [
+        f"# Written by Flow for task {request.task_id}. The program's exit status goes to {EXIT_FILE}.",
+        # Trapped (not ignored: the program keeps the default) so this shell outlives a TERM
+        # from scancel or the time limit and records how the program ended.
+        "trap : TERM INT",
+        "export PYTHONUNBUFFERED=1",
+    ]
+    lines += [f"export {key}={q(value)}" for key, value in cfg.env.items()]
+    if request.secrets:
+        lines.append(f". {q(f'{td}/{SECRETS_FILE}')} || exit 1")
+    lines += [f"export FLOW_TASK_ID={q(request.task_id)}", f"export FLOW_TASK_NAME={q(request.name)}"]
+    argv = _program(request)
+    program = " ".join(q(a) for a in argv)
+    if cfg.num_instances > 1 and not given:
+        # torchrun's variables, derived from Slurm's; the program runs once per node. (A script
+        # with its own directives runs as written: it starts its own srun steps.)
+        lines += [
+            'MASTER_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"',
+            "export MASTER_ADDR",
+            'export MASTER_PORT="${MASTER_PORT:-$((20000 + SLURM_JOB_ID % 20000))}"',
+            'export NNODES="$SLURM_NNODES" WORLD_SIZE="$SLURM_NNODES"',
+        ]
+        per_node = q('export NODE_RANK="$SLURM_NODEID"; exec "$@"')
+        program = (
+            'srun --nodes="$SLURM_NNODES" --ntasks="$SLURM_NNODES" --ntasks-per-node=1 --kill-on-bad-exit=1 '
+            f"bash -c {per_node} flow-node {program}"
+        )
+    lines += [
+        f"cd -- {q(cwd)} || {{ printf 'flow: cannot enter the working directory %s\\n' {q(cwd)} >&2; "
+        f"printf '1\\n' > {marker}; exit 1; }}",
+        program,
+        "rc=$?",
+        f"printf '%s\\n' \"$rc\" > {marker}",
+        'exit "$rc"',
+        "",
+    ]
+    user_script = cfg.script if not request.function_call and program_of(cfg)[0] == "script" else None
+    secrets = "".join(f"export {key}={q(value)}\n" for key, value in sorted(request.secrets.items())) or None
+    return Success(JobFiles(job_script="\n".join(lines), user_script=user_script, secrets=secrets))

@@ -1,0 +1,290 @@
+"""The bash scripts the slurm provider runs on the cluster (on the login node, locally or over
+SSH), and readers for what they print.
+
+Each provider action is one script fed to `bash -s`, so it costs one process (or one SSH exec)
+whatever the number of tasks: one poll asks squeue about every live job at once, reads every exit
+marker and, over SSH, every log's new bytes. Every value from outside (paths, names, digests) is
+quoted with shlex.quote; the output uses a line protocol of `@@flow ...` records, with byte counts
+before binary payloads, so any bytes a task prints survive.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Iterable, Sequence
+from typing import Final
+
+from attrs import frozen
+
+from flow.domain.code_manifest import ManifestEntry
+from flow.domain.sbatch import EXIT_FILE, JOB_FILE, JOB_ID_FILE, OUTPUT_FILE
+from flow.domain.slurm_states import SACCT_FIELDS, SINFO_FORMAT, SQUEUE_FORMAT
+
+RECORD: Final = b"@@flow "
+# Per poll, at most this many new log bytes of one task travel (the rest follows next poll).
+MAX_LOG_BYTES_PER_POLL: Final = 1 << 20
+# Lines of `mkdir -p`/`chmod` arguments: well under any ARG_MAX.
+_ARGS_PER_COMMAND: Final = 200
+
+q = shlex.quote
+
+
+def prelude(slurm_conf: str | None, bin_dir: str | None) -> str:
+    """Lines every script starts with: the cluster's Slurm config and tool directory, if set."""
+    lines = []
+    if slurm_conf:
+        lines.append(f"export SLURM_CONF={q(slurm_conf)}")
+    if bin_dir:
+        lines.append(f'export PATH={q(bin_dir)}:"$PATH"')
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def _chunks(items: Sequence[str], size: int = _ARGS_PER_COMMAND) -> Iterable[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+# --- code snapshots --------------------------------------------------------------------------
+
+
+def missing_blobs_script(blob_dir: str, digests: Iterable[str]) -> str:
+    """Prints the digests (hex) the cluster's blob store lacks: `[ -f ]` is a shell builtin, so
+    this costs one process for any number of blobs, and only the missing ones travel back."""
+    hexes = sorted({d.removeprefix("sha256:") for d in digests})
+    words = " ".join(q(h) for h in hexes)
+    return (
+        f"cd -- {q(blob_dir)} 2>/dev/null || {{ printf '%s\\n' {words}; exit 0; }}\n"
+        f'for d in {words}; do [ -f "$d" ] || printf \'%s\\n\' "$d"; done\n'
+    )
+
+
+def snapshot_lines(blob_dir: str, code_dir: str, entries: Sequence[ManifestEntry]) -> list[str]:
+    """Lines that build a task's private copy of its code snapshot from the blob store."""
+    lines = [f"rm -rf -- {q(code_dir)}", f"mkdir -p -- {q(code_dir)}"]
+    dirs = sorted({f"{code_dir}/{e.path.rsplit('/', 1)[0]}" for e in entries if "/" in e.path})
+    for group in _chunks(dirs):
+        lines.append("mkdir -p -- " + " ".join(q(d) for d in group))
+    for e in entries:
+        source = f"{blob_dir}/{e.digest.removeprefix('sha256:')}"
+        lines.append(f"cp -- {q(source)} {q(code_dir + '/' + e.path)} || exit 93")
+    executables = [f"{code_dir}/{e.path}" for e in entries if e.executable]
+    for group in _chunks(executables):
+        lines.append("chmod 700 -- " + " ".join(q(p) for p in group))
+    return lines
+
+
+@frozen
+class SubmitPlan:
+    """What one submission does on the cluster (all paths absolute, on the cluster)."""
+
+    task_dir: str
+    submit_dir: str  # where sbatch runs: the job's SLURM_SUBMIT_DIR (the code snapshot)
+    pack: str | None = None  # an uploaded tar of new blobs (blobs/) and task files (task/)
+    blob_dir: str | None = None
+    snapshot: tuple[ManifestEntry, ...] | None = None  # materialized from blob_dir into code_dir
+    code_dir: str | None = None
+    check_dir: str | None = None  # a working directory that must exist before submitting
+    make_work_dir: str | None = None
+
+
+# Exit statuses of the submit script, each with what went wrong.
+SUBMIT_ERRORS: Final = {
+    90: "cannot create the task's directory on the cluster",
+    91: "cannot unpack the uploaded code on the cluster",
+    93: "cannot build the code snapshot on the cluster",
+    94: "the working directory does not exist in the code snapshot",
+    95: "sbatch refused the job",
+}
+
+
+def submit_script(plan: SubmitPlan) -> str:
+    """Unpacks what was uploaded, builds the snapshot and runs sbatch; prints the job id.
+    Idempotent: a task already submitted (its job_id file exists) prints that id again."""
+    td = q(plan.task_dir)
+    lines = [
+        "umask 077",
+        f"mkdir -p -- {td} || exit 90",
+        f"if [ -s {td}/{JOB_ID_FILE} ]; then cat -- {td}/{JOB_ID_FILE}; exit 0; fi",
+    ]
+    if plan.pack is not None:
+        assert plan.blob_dir is not None
+        pack = q(plan.pack)
+        lines += [
+            f"mkdir -p -- {q(plan.blob_dir)} || exit 91",
+            f"tmp=$(mktemp -d {pack}.XXXXXX) || exit 91",
+            f'tar -xf {pack} -C "$tmp" || exit 91',
+            # Blobs are whole before they are renamed into the store (a rename is atomic), so
+            # a blob that exists there is always complete.
+            f'if [ -d "$tmp/blobs" ]; then find "$tmp/blobs" -type f -exec mv -f -t {q(plan.blob_dir)} -- {{}} + '
+            "|| exit 91; fi",
+            f'if [ -d "$tmp/task" ]; then cp -pR -- "$tmp/task/." {td}/ || exit 91; fi',
+            f'rm -rf -- "$tmp" {pack}',
+        ]
+    if plan.snapshot is not None:
+        assert plan.blob_dir is not None and plan.code_dir is not None
+        lines += snapshot_lines(plan.blob_dir, plan.code_dir, plan.snapshot)
+    if plan.make_work_dir is not None:
+        lines.append(f"mkdir -p -- {q(plan.make_work_dir)} || exit 90")
+    if plan.check_dir is not None:
+        lines.append(f"[ -d {q(plan.check_dir)} ] || exit 94")
+    lines += [
+        f"cd -- {q(plan.submit_dir)} || exit 94",
+        f"out=$(sbatch --parsable -- {td}/{JOB_FILE}) || exit 95",
+        "jid=${out%%;*}",
+        f"printf '%s\\n' \"$jid\" > {td}/{JOB_ID_FILE}.tmp && mv -f -- {td}/{JOB_ID_FILE}.tmp {td}/{JOB_ID_FILE}",
+        "printf '%s\\n' \"$jid\"",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def job_id_script(task_dir: str) -> str:
+    """Prints the job id a task was submitted as (after a crash between sbatch and saving it)."""
+    return f"cat -- {q(task_dir)}/{JOB_ID_FILE} 2>/dev/null || true\n"
+
+
+# --- status ----------------------------------------------------------------------------------
+
+
+@frozen
+class PolledJob:
+    task_id: str
+    job_id: str
+    task_dir: str
+    log_offset: int | None = None  # bytes of the log already mirrored; None: do not mirror
+
+
+def poll_script(jobs: Sequence[PolledJob], max_log_bytes: int = MAX_LOG_BYTES_PER_POLL) -> str:
+    """ONE squeue for every job, then every exit marker, then each log's new bytes: squeue runs
+    first, so a job it reports ended has its marker and its whole log read after."""
+    ids = ",".join(sorted({j.job_id for j in jobs}, key=lambda i: (len(i), i)))
+    lines = [
+        f"squeue -h -t all -j {q(ids)} -o {q(SQUEUE_FORMAT)}",
+        'echo "@@flow squeue $?"',
+    ]
+    for j in jobs:
+        marker = q(f"{j.task_dir}/{EXIT_FILE}")
+        lines.append(
+            f'if [ -s {marker} ]; then x=; read -r x < {marker} || true; echo "@@flow exit {j.task_id} $x"; fi'
+        )
+    mirrored = [j for j in jobs if j.log_offset is not None]
+    if mirrored:
+        offsets = " ".join(f"[{q(j.task_dir + '/' + OUTPUT_FILE)}]={int(j.log_offset or 0)}" for j in mirrored)
+        owners = " ".join(f"[{q(j.task_dir + '/' + OUTPUT_FILE)}]={q(j.task_id)}" for j in mirrored)
+        files = " ".join(q(j.task_dir + "/" + OUTPUT_FILE) for j in mirrored)
+        lines += [
+            f"declare -A off=({offsets}) owner=({owners})",
+            "while read -r size path; do",
+            '  o=${off[$path]:-0}; [ "$size" -gt "$o" ] || continue',
+            f'  n=$((size - o)); [ "$n" -gt {int(max_log_bytes)} ] && n={int(max_log_bytes)}',
+            '  echo "@@flow log ${owner[$path]} $o $n $size"',
+            '  tail -c +$((o + 1)) -- "$path" | head -c "$n"',
+            f"done < <(stat -c '%s %n' -- {files} 2>/dev/null)",
+        ]
+    lines.append('echo "@@flow end"')
+    return "\n".join(lines) + "\n"
+
+
+@frozen
+class LogChunk:
+    offset: int
+    data: bytes
+    size: int  # the file's size when it was read
+
+    @property
+    def complete(self) -> bool:
+        return self.offset + len(self.data) >= self.size
+
+
+@frozen
+class PollOutput:
+    squeue: str
+    squeue_rc: int | None
+    exits: dict[str, int | None]
+    logs: dict[str, LogChunk]
+    complete: bool  # the script ran to its end (a cut connection leaves this False)
+
+
+def parse_poll_output(data: bytes) -> PollOutput:
+    squeue: list[bytes] = []
+    rc: int | None = None
+    exits: dict[str, int | None] = {}
+    logs: dict[str, LogChunk] = {}
+    complete = False
+    pos = 0
+    in_squeue = True
+    while pos < len(data):
+        end = data.find(b"\n", pos)
+        if end < 0:
+            break
+        line = data[pos:end]
+        pos = end + 1
+        if not line.startswith(RECORD):
+            if in_squeue:
+                squeue.append(line)
+            continue
+        words = line[len(RECORD) :].decode("utf-8", "replace").split(" ")
+        kind = words[0]
+        if kind == "squeue" and len(words) == 2:
+            in_squeue = False
+            rc = int(words[1]) if words[1].lstrip("-").isdigit() else None
+        elif kind == "exit" and len(words) >= 2:
+            value = words[2].strip() if len(words) > 2 else ""
+            exits[words[1]] = int(value) if value.lstrip("-").isdigit() else None
+        elif kind == "log" and len(words) == 5 and all(w.isdigit() for w in words[2:]):
+            offset, count, size = int(words[2]), int(words[3]), int(words[4])
+            chunk = data[pos : pos + count]
+            if len(chunk) < count:
+                break  # cut short: take nothing of it
+            logs[words[1]] = LogChunk(offset=offset, data=chunk, size=size)
+            pos += count
+        elif kind == "end":
+            complete = True
+    return PollOutput(
+        squeue=b"\n".join(squeue).decode("utf-8", "replace"),
+        squeue_rc=rc,
+        exits=exits,
+        logs=logs,
+        complete=complete,
+    )
+
+
+def final_states_script(job_ids: Sequence[str], accounting: bool, jobcomp_file: str | None) -> str:
+    """How jobs that left squeue's view ended: sacct where accounting exists, and the
+    jobcomp/filetxt log (one grep over the file for all of them)."""
+    ids = sorted(set(job_ids), key=lambda i: (len(i), i))
+    lines = []
+    if accounting:
+        lines += [
+            "echo '@@flow sacct'",
+            f"sacct -n -P -X -j {q(','.join(ids))} -o {q(SACCT_FIELDS)} 2>/dev/null",
+        ]
+    if jobcomp_file:
+        pattern = "^JobId=(" + "|".join(ids) + ") "
+        lines += ["echo '@@flow jobcomp'", f"grep -E -- {q(pattern)} {q(jobcomp_file)} 2>/dev/null"]
+    lines.append("echo '@@flow end'")
+    return "\n".join(lines) + "\n"
+
+
+def split_sections(text: str) -> dict[str, str]:
+    """The '@@flow NAME' sections of a script's output."""
+    sections: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in text.splitlines():
+        if line.startswith("@@flow "):
+            current = sections.setdefault(line[len("@@flow ") :].strip(), [])
+            continue
+        if current is not None:
+            current.append(line)
+    return {name: "\n".join(body) for name, body in sections.items()}
+
+
+def cancel_script(job_ids: Sequence[str]) -> str:
+    return "scancel -- " + " ".join(q(i) for i in job_ids) + "\n"
+
+
+def sinfo_script() -> str:
+    return f"sinfo -h -N -o {q(SINFO_FORMAT)}\n"
+
+
+def config_script() -> str:
+    return "scontrol show config\n"

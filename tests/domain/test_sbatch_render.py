@@ -1,0 +1,191 @@
+"""The job scripts the slurm provider submits: what they ask Slurm for, and that no value a user
+gives can change what runs. The quoting is proven by running the rendered script with real bash
+(the #SBATCH lines are comments to it) and a stub program that writes what it received."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from returns.result import Failure
+
+from flow.domain.sbatch import EXIT_FILE, SECRETS_FILE, JobFiles, JobRequest, render_job
+from flow.domain.task_config import TaskConfig
+
+STUB = (
+    "import json, os, sys\n"
+    "json.dump({'argv': sys.argv[2:], 'env': {k: v for k, v in os.environ.items() if k.startswith('FLOW_T_')},"
+    " 'cwd': os.getcwd()}, open(sys.argv[1], 'w'))\n"
+)
+TEXT = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=40)
+ENV_NAMES = st.from_regex(r"FLOW_T_[A-Za-z0-9_]{1,12}", fullmatch=True)
+
+
+def render(config: TaskConfig, task_dir: Path, **kwargs: object) -> JobFiles:
+    request = JobRequest(task_id="t-test", name="job", config=config, task_dir=str(task_dir), **kwargs)  # type: ignore[arg-type]
+    rendered = render_job(request)
+    assert not isinstance(rendered, Failure), rendered
+    return rendered.unwrap()
+
+
+def run_job(files: JobFiles, task_dir: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    (task_dir / "work").mkdir(parents=True, exist_ok=True)
+    job = task_dir / "job.sbatch"
+    job.write_text(files.job_script)
+    if files.secrets is not None:
+        (task_dir / SECRETS_FILE).write_text(files.secrets)
+    if files.user_script is not None:
+        (task_dir / "script").write_text(files.user_script)
+        (task_dir / "script").chmod(0o700)
+    base = {"PATH": os.environ["PATH"], "LANG": "C.UTF-8"}
+    return subprocess.run(["bash", str(job)], capture_output=True, text=True, env={**base, **(env or {})}, timeout=30)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(args=st.lists(TEXT, max_size=6), env=st.dictionaries(ENV_NAMES, TEXT, max_size=4), secret=TEXT)
+def test_any_argument_env_value_or_secret_reaches_the_program_unchanged(
+    tmp_path: Path, args: list[str], env: dict[str, str], secret: str
+) -> None:
+    task_dir = tmp_path / "task"
+    out = tmp_path / "out.json"
+    out.unlink(missing_ok=True)
+    config = TaskConfig(command=["python3", "-S", "-c", STUB, str(out), *args], env=env)
+    files = render(config, task_dir, secrets={"FLOW_T_SECRET": secret} if secret else {})
+    done = run_job(files, task_dir)
+    assert done.returncode == 0, done.stderr
+    got = json.loads(out.read_bytes())
+    expected_env = {**env, **({"FLOW_T_SECRET": secret} if secret else {})}
+    assert got == {"argv": args, "env": expected_env, "cwd": str(task_dir / "work")}
+    assert (task_dir / EXIT_FILE).read_text() == "0\n"
+    assert "FLOW_T_SECRET" not in files.job_script  # secrets travel in their own file
+
+
+def test_the_exit_status_is_recorded_and_returned(tmp_path: Path) -> None:
+    files = render(TaskConfig(command="echo out; echo err >&2; exit 7"), tmp_path)
+    done = run_job(files, tmp_path)
+    assert (done.returncode, done.stdout, done.stderr) == (7, "out\n", "err\n")
+    assert (tmp_path / EXIT_FILE).read_text() == "7\n"
+
+
+def test_a_missing_working_directory_fails_clearly(tmp_path: Path) -> None:
+    files = render(TaskConfig(command="true", working_dir="/nonexistent/dir"), tmp_path)
+    done = run_job(files, tmp_path)
+    assert done.returncode == 1
+    assert "flow: cannot enter the working directory /nonexistent/dir" in done.stderr
+    assert (tmp_path / EXIT_FILE).read_text() == "1\n"
+
+
+def test_scripts_run_by_their_interpreter_line(tmp_path: Path) -> None:
+    files = render(TaskConfig(script="#!/bin/sh\necho from-sh\n"), tmp_path)
+    assert files.user_script == "#!/bin/sh\necho from-sh\n"
+    assert run_job(files, tmp_path).stdout == "from-sh\n"
+    python = render(TaskConfig(script="print('from python')\n"), tmp_path / "py")
+    assert run_job(python, tmp_path / "py").stdout == "from python\n"
+
+
+def test_what_the_job_asks_slurm_for(tmp_path: Path) -> None:
+    config = TaskConfig(
+        command=["python", "train.py"], name="train", num_instances=1, max_run_time_hours=0.26, memory_mb=4096
+    )
+    script = render(config, Path("/w/tasks/t-test"), gres="gpu:a100:2", partition="gpu", account="proj", qos="hi")
+    directives = [line for line in script.job_script.splitlines() if line.startswith("#SBATCH")]
+    assert directives == [
+        "#SBATCH --partition=gpu",
+        "#SBATCH --account=proj",
+        "#SBATCH --qos=hi",
+        "#SBATCH --job-name=job",
+        "#SBATCH --nodes=1",
+        "#SBATCH --gres=gpu:a100:2",
+        "#SBATCH --time=16",
+        "#SBATCH --mem=4096M",
+        "#SBATCH --no-requeue",
+        "#SBATCH --output=/w/tasks/t-test/output.log",
+        "#SBATCH --error=/w/tasks/t-test/output.log",
+        "#SBATCH --open-mode=append",
+    ]
+    with_region = render(TaskConfig(command="true", region="debug"), Path("/w/t"), partition="gpu")
+    assert "#SBATCH --partition=debug" in with_region.job_script
+    assert "#SBATCH --partition=gpu" not in with_region.job_script
+
+
+def test_a_scripts_own_directives_are_submitted_as_they_are(tmp_path: Path) -> None:
+    script = (
+        "#!/bin/bash\n#SBATCH -J mine --time=90\n#SBATCH --gpus-per-node=4 # four\n#SBATCH --mem-per-cpu=2G\nsrun x\n"
+    )
+    files = render(
+        TaskConfig(script=script, instance_type="4xa100", max_run_time_hours=1.5, memory_mb=10),
+        Path("/w/t"),
+        gres="gpu:4",
+        partition="default-part",
+    )
+    directives = [line for line in files.job_script.splitlines() if line.startswith("#SBATCH")]
+    assert directives == [
+        "#SBATCH --partition=default-part",  # the provider's default first: the script's own wins
+        "#SBATCH -J mine --time=90",
+        "#SBATCH --gpus-per-node=4 # four",
+        "#SBATCH --mem-per-cpu=2G",
+        "#SBATCH --nodes=1",
+        "#SBATCH --no-requeue",
+        "#SBATCH --output=/w/t/output.log",
+        "#SBATCH --error=/w/t/output.log",
+        "#SBATCH --open-mode=append",
+    ]
+    assert files.user_script == script
+
+
+def test_secrets_stay_out_of_the_job_script(tmp_path: Path) -> None:
+    files = render(TaskConfig(command="true", env={"PLAIN": "visible"}), tmp_path, secrets={"TOKEN": "s3cr3t"})
+    assert "s3cr3t" not in files.job_script and "visible" in files.job_script
+    assert files.secrets == "export TOKEN=s3cr3t\n"
+
+
+def test_flow_identity_wins_over_user_env(tmp_path: Path) -> None:
+    files = render(TaskConfig(command="echo $FLOW_TASK_ID", env={"FLOW_TASK_ID": "spoof"}), tmp_path)
+    assert run_job(files, tmp_path).stdout == "t-test\n"
+
+
+def test_function_calls_run_the_runner(tmp_path: Path) -> None:
+    files = render(TaskConfig(), Path("/w/t"), function_call=True, python="/opt/py/bin/python")
+    assert "/opt/py/bin/python /w/t/flow_runner.py /w/t/invocation.json /w/t/result.json" in files.job_script
+
+
+def test_arrays_and_unplain_paths_are_refused() -> None:
+    array = render_job(JobRequest("t", "n", TaskConfig(script="#!/bin/bash\n#SBATCH -a 0-3\ntrue\n"), "/w/t"))
+    assert isinstance(array, Failure)
+    assert "flow slurm submit" in array.failure().violations[0].fix
+    spaced = render_job(JobRequest("t", "n", TaskConfig(command="true"), "/w/my dir/t"))
+    assert isinstance(spaced, Failure)
+    assert spaced.failure().violations[0].field == "work_dir"
+
+
+def test_multi_node_tasks_run_once_per_node_with_torchrun_variables(tmp_path: Path) -> None:
+    """srun and scontrol are stubs here (two nodes); the variables come from Slurm's."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text('#!/bin/sh\n[ "$1 $2" = "show hostnames" ] && printf "gpu-a\\ngpu-b\\n"\n')
+    (bin_dir / "srun").write_text(
+        "#!/bin/bash\n"
+        'while [ "${1#--}" != "$1" ]; do shift; done\n'  # drop srun's own options
+        'for n in 0 1; do SLURM_NODEID=$n "$@" || exit $?; done\n'
+    )
+    for tool in ("scontrol", "srun"):
+        (bin_dir / tool).chmod(stat.S_IRWXU)
+    out = tmp_path / "nodes"
+    program = f'echo $NODE_RANK $MASTER_ADDR $MASTER_PORT $WORLD_SIZE $NNODES "$1" >> {out}'
+    config = TaskConfig(command=["bash", "-c", program, "prog", "an arg"], num_instances=2)
+    files = render(config, tmp_path / "task")
+    env = {
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "SLURM_JOB_NODELIST": "gpu-[a-b]",
+        "SLURM_NNODES": "2",
+        "SLURM_JOB_ID": "1234",
+    }
+    done = run_job(files, tmp_path / "task", env)
+    assert done.returncode == 0, done.stderr
+    assert out.read_text().splitlines() == ["0 gpu-a 21234 2 2 an arg", "1 gpu-a 21234 2 2 an arg"]
+    assert "#SBATCH --nodes=2" in files.job_script

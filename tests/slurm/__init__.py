@@ -1,0 +1,1 @@
+"""Tests of the slurm provider against a real Slurm and sshd (tools/test-stack)."""
