@@ -11,14 +11,24 @@ import hashlib
 import itertools
 import os
 from pathlib import Path
+from typing import NoReturn
 
 from flow.domain.code_manifest import is_digest
+from flowd.store import state_write_error
 
 _serial = itertools.count()  # next() on a count is atomic under the GIL
 
 
 class BlobError(Exception):
     """An upload that does not match its digest or size."""
+
+
+def _write_failed(exc: OSError, root: Path) -> NoReturn:
+    """A full or read-only disk as a StateWriteError (its message says so); else exc as it came."""
+    error = state_write_error(exc, root)
+    if error is None:
+        raise exc
+    raise error from exc
 
 
 class BlobStore:
@@ -53,7 +63,11 @@ class BlobWriter:
         self._written = 0
         # A name no other writer uses (tempfile.mkstemp costs ~10x more, for thousands of blobs).
         self._partial = store.root / "incoming" / f"{digest[7:23]}.{os.getpid()}.{next(_serial)}"
-        fd = os.open(self._partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        self._root = store.root
+        try:
+            fd = os.open(self._partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            _write_failed(exc, store.root)
         self._file = os.fdopen(fd, "wb")
 
     def write(self, data: bytes) -> None:
@@ -61,7 +75,10 @@ class BlobWriter:
         if self._written > self._size:
             raise BlobError(f"blob {self._digest} is larger than its declared {self._size} bytes")
         self._hash.update(data)
-        self._file.write(data)
+        try:
+            self._file.write(data)
+        except OSError as exc:  # a full disk: StateWriteError says so
+            _write_failed(exc, self._root)
 
     def commit(self) -> None:
         actual = "sha256:" + self._hash.hexdigest()
@@ -71,8 +88,11 @@ class BlobWriter:
                 f"blob {self._digest} arrived as {self._written} bytes hashing to {actual} "
                 f"(declared {self._size} bytes): it changed while uploading, or was corrupted"
             )
-        self._file.close()
-        os.replace(self._partial, self._target)  # atomic: a blob that exists is always whole
+        try:
+            self._file.close()
+            os.replace(self._partial, self._target)  # atomic: a blob that exists is always whole
+        except OSError as exc:
+            _write_failed(exc, self._root)
 
     def abort(self) -> None:
         with contextlib.suppress(OSError):

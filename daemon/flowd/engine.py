@@ -39,7 +39,7 @@ from flowd import logs
 from flowd.blobs import BlobStore
 from flowd.exec_session import ExecSession
 from flowd.providers.base import LaunchError, Provider, Runtime
-from flowd.store import DuplicateRequestError, Store
+from flowd.store import DuplicateRequestError, StateWriteError, Store
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ MAX_REQUEST_ID: Final = 128
 TASK_ID_ALPHABET: Final = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, no look-alikes
 FOLLOW_POLL_MIN: Final = 0.002
 FOLLOW_POLL_MAX: Final = 0.05
+MAX_WINDOW_SIZE: Final = 65535  # a terminal's rows and columns are 16-bit (struct winsize)
 
 
 def new_task_id() -> str:
@@ -64,6 +65,19 @@ def _bad_name(name: str) -> DomainError:
     return validation_error(
         [violation("name", name, "is not a task name", "give 'tasks/<task_id>', e.g. 'tasks/t-3kq9x2m4zr'")],
         subject="request",
+    )
+
+
+def state_write_failure(exc: StateWriteError) -> DomainError:
+    """What the caller of a request that could not be saved is told (exc's message says why)."""
+    return DomainError(
+        reason=ErrorReason.QUOTA_EXCEEDED if exc.full else ErrorReason.ILLEGAL_STATE,
+        message=str(exc),
+        suggestions=(
+            "free space on the disk that holds $FLOW_HOME" if exc.full else "make $FLOW_HOME writable again",
+            "or stop flowd and set FLOW_HOME to a directory on another disk",
+            "then retry: tasks and logs saved so far are intact",
+        ),
     )
 
 
@@ -95,6 +109,7 @@ class TaskEngine:
         self._changed = threading.Condition()
         self._live: dict[str, TaskRecord] = {}
         self._runtimes: dict[str, Runtime] = {}
+        self._unsaved: dict[str, tuple[TaskRecord, Runtime | None]] = {}  # observed, not yet written
         self._closing = False
 
     @property
@@ -103,9 +118,17 @@ class TaskEngine:
 
     # --- state changes: one path ------------------------------------------------------------
 
-    def _commit(self, record: TaskRecord, runtime: Runtime | None = None) -> None:
-        """Persists a record (and runtime) and wakes waiters. Callers hold self._changed."""
-        self._store.update(record, runtime)
+    def _commit(self, record: TaskRecord, runtime: Runtime | None = None, *, requested: bool = False) -> None:
+        """Persists a record (and runtime) and wakes waiters. Callers hold self._changed.
+
+        A change a user `requested` that cannot be saved (disk full, state read-only) raises
+        StateWriteError and changes nothing. What a provider observed is applied even then (it
+        is true whether saved or not): it is kept and written with the next write that succeeds,
+        and a daemon restarted before that learns it again from the task."""
+        if requested:
+            self._save(record, runtime)
+        else:
+            self._save_observed(record, runtime)
         if runtime is not None:
             self._runtimes[record.task_id] = runtime
         if record.is_terminal:
@@ -114,6 +137,33 @@ class TaskEngine:
         else:
             self._live[record.task_id] = record
         self._changed.notify_all()
+
+    def _save(self, record: TaskRecord, runtime: Runtime | None) -> None:
+        """Writes a record (or raises StateWriteError), after those that could not be written
+        before. Callers hold self._changed."""
+        self._save_unsaved()
+        stale = self._unsaved.get(record.task_id)
+        self._store.update(record, runtime if runtime is not None or stale is None else stale[1])
+        self._unsaved.pop(record.task_id, None)
+
+    def _save_observed(self, record: TaskRecord, runtime: Runtime | None) -> None:
+        try:
+            self._save(record, runtime)
+        except StateWriteError as exc:  # kept, and written with the next write that succeeds
+            log.warning("task %s is %s, but flowd could not save that yet: %s", record.task_id, record.state, exc)
+            stale = self._unsaved.get(record.task_id)
+            kept = runtime if runtime is not None or stale is None else stale[1]
+            self._unsaved[record.task_id] = (record, kept)
+
+    def _save_unsaved(self) -> None:
+        """Writes what could not be written before (the disk was full), oldest first, while it
+        can. Callers hold self._changed."""
+        for task_id, (record, runtime) in list(self._unsaved.items()):
+            try:
+                self._store.update(record, runtime)
+            except StateWriteError:
+                return
+            del self._unsaved[task_id]
 
     def report(self, task_id: str, event: TaskEvent, runtime: Runtime | None = None) -> None:
         """What providers call when they observe something about a task."""
@@ -263,6 +313,8 @@ class TaskEngine:
             return Success(record)
         try:
             self._store.insert(record)
+        except StateWriteError as exc:
+            return Failure(state_write_failure(exc))
         except DuplicateRequestError:
             again = self._store.by_request_id(request_id)
             assert again is not None
@@ -303,7 +355,7 @@ class TaskEngine:
         if runtime.get("queued"):
             with self._changed:  # waits for resources; the provider reports Started later
                 current = self._live.get(record.task_id, record)
-                self._store.update(current, runtime)
+                self._save_observed(current, runtime)
                 self._runtimes[record.task_id] = runtime
                 stop = current.is_terminal
             if stop:  # cancelled while it was being queued
@@ -317,7 +369,7 @@ class TaskEngine:
                 self._commit(result, runtime)
             else:  # cancelled while it was being launched: it must not keep running
                 result, stop = self._store_get(record.task_id) or record, True
-                self._store.update(result, runtime)
+                self._save_observed(result, runtime)
             # Watched before the lock is released, so a cancel that follows finds it watched.
             provider.watch(result, runtime)
         if stop:
@@ -328,9 +380,14 @@ class TaskEngine:
         stored = self._store.get(task_id)
         return stored.record if stored else None
 
+    def _known(self, task_id: str) -> TaskRecord | None:
+        """The record held in memory: live, or not yet written. Callers hold self._changed."""
+        unsaved = self._unsaved.get(task_id)
+        return self._live.get(task_id) or (unsaved[0] if unsaved else None)
+
     def get(self, task_id: str) -> Result[TaskRecord, DomainError]:
         with self._changed:
-            live = self._live.get(task_id)
+            live = self._known(task_id)
         if live is not None:
             return Success(live)
         record = self._store_get(task_id)
@@ -339,8 +396,16 @@ class TaskEngine:
         return Success(record)
 
     def list(
-        self, states: tuple[TaskState, ...], page_size: int, page_token: str
+        self,
+        states: tuple[TaskState, ...],
+        page_size: int,
+        page_token: str,
+        size_of: Callable[[TaskRecord], int] = lambda _: 0,
+        max_bytes: int = 0,
     ) -> Result[tuple[list[TaskRecord], str], DomainError]:
+        """A page of tasks, newest first. With `max_bytes`, the page also ends before the tasks'
+        `size_of` adds up to more (a task can hold megabytes of arguments; gRPC clients refuse
+        answers above 4 MB by default); it always holds at least one task."""
         size = page_size_of(page_size)
         if isinstance(size, Failure):
             return Failure(size.failure())
@@ -348,11 +413,20 @@ class TaskEngine:
         if isinstance(before, Failure):
             return Failure(before.failure())
         limit = size.unwrap()
+        with self._changed:
+            self._save_unsaved()
         rows = self._store.page(states, before.unwrap(), limit + 1)
         more = len(rows) > limit
         rows = rows[:limit]
         with self._changed:
-            records = [self._live.get(r.record.task_id, r.record) for r in rows]
+            records = [self._known(r.record.task_id) or r.record for r in rows]
+        if max_bytes:
+            total = 0
+            for kept, record in enumerate(records):
+                total += size_of(record)
+                if total > max_bytes and kept > 0:
+                    records, rows, more = records[:kept], rows[:kept], True
+                    break
         token = encode_page_token(rows[-1].seq) if more and rows else ""
         return Success((records, token))
 
@@ -366,7 +440,10 @@ class TaskEngine:
                 return found  # already terminal: cancelling is a no-op
             runtime = self._runtimes.get(task_id)  # before the commit, which forgets it if terminal
             updated = apply(record, CancelRequested(), self._clock()).unwrap()
-            self._commit(updated)
+            try:
+                self._commit(updated, requested=True)
+            except StateWriteError as exc:
+                return Failure(state_write_failure(exc))
         if runtime is not None:  # running, or waiting in a provider's queue
             self._providers[record.provider].cancel(updated, runtime)
         return Success(updated)
@@ -414,6 +491,20 @@ class TaskEngine:
             )
         path = self._providers[found.unwrap().provider].log_path(task_id)
         offset = start.unwrap()
+        if offset > logs.size_of(path):  # output only grows: no cursor of ours points past its end
+            return Failure(
+                validation_error(
+                    [
+                        violation(
+                            "cursor",
+                            cursor,
+                            f"points past the end of the task's output ({logs.size_of(path)} bytes)",
+                            "pass back the cursor of the last chunk you received, or '' to start over",
+                        )
+                    ],
+                    subject="log request",
+                )
+            )
         if not cursor and tail_lines:
             offset = logs.tail_offset(path, tail_lines)
         return Success(self._chunks(task_id, path, offset, follow, is_active))
@@ -484,6 +575,11 @@ class TaskEngine:
         ]
         if argv and not argv[0]:
             bad.append(violation("command[0]", "", "the program name is empty", "give a program, e.g. ['nvidia-smi']"))
+        bad.extend(
+            violation(f"window.{name}", size, f"must be at most {MAX_WINDOW_SIZE}", "give the terminal's real size")
+            for name, size in (("rows", rows), ("columns", columns))
+            if not 0 <= size <= MAX_WINDOW_SIZE
+        )
         if bad or "\x00" in term:
             return Failure(
                 validation_error(
@@ -568,6 +664,7 @@ class TaskEngine:
     def close(self) -> None:
         with self._changed:
             self._closing = True
+            self._save_unsaved()
             self._changed.notify_all()
         for provider in self._providers.values():
             provider.close()

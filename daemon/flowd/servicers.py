@@ -24,6 +24,7 @@ from flow.domain.code_manifest import is_digest
 from flow.domain.errors import DomainError, ErrorReason, validation_error, violation
 from flow.domain.matching import explain_no_match
 from flow.domain.page_token import DEFAULT_PAGE_SIZE, page_size_of
+from flow.domain.task_state import TaskRecord
 from flow.version import __version__
 from flow.wire.error_table import domain_error_to_status
 from flow.wire.function_codec import function_call_from_proto, result_to_proto
@@ -36,15 +37,18 @@ from flowapi.v1 import (
     daemon_service_pb2_grpc,
     instance_service_pb2,
     instance_service_pb2_grpc,
+    task_pb2,
     task_service_pb2,
     task_service_pb2_grpc,
 )
 from flowd.blobs import BlobError, BlobStore, BlobWriter
-from flowd.engine import TaskEngine, task_id_from_name
+from flowd.engine import MAX_WINDOW_SIZE, TaskEngine, state_write_failure, task_id_from_name
+from flowd.store import StateWriteError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 MAX_BLOB_BYTES = 8 * 2**30
+MAX_PAGE_BYTES = 3 * 2**20  # a ListTasks answer stays below gRPC clients' default 4 MB limit
 INTERNAL = DomainError(
     reason=ErrorReason.INTERNAL,
     message="flowd hit an internal error; details are in its log ($FLOW_HOME/flowd.log)",
@@ -59,6 +63,16 @@ def fail(context: grpc.ServicerContext, error: DomainError) -> None:
     context.set_trailing_metadata(status.trailing_metadata)
 
 
+def _end_if_answered(context: grpc.ServicerContext) -> None:
+    """Ends a call that was answered already without answering it again. gRPC answers a message
+    it cannot parse (INTERNAL "Exception deserializing request!") while the handler of a
+    client-streaming method still runs; a second answer then leaves the call unfinished for
+    good (a worker lost, and the server never stops). Aborting ends it; the client keeps the
+    first answer. Also right for a call the client cancelled: nobody is listening."""
+    if not context.is_active():
+        context.abort(grpc.StatusCode.CANCELLED, "the call had already ended")
+
+
 def guarded(empty: Callable[[], Any]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Catches what a handler did not expect: logged here, INTERNAL for the client."""
 
@@ -66,11 +80,17 @@ def guarded(empty: Callable[[], Any]) -> Callable[[Callable[..., Any]], Callable
         @functools.wraps(handler)
         def unary(self: object, request: object, context: grpc.ServicerContext) -> Any:
             try:
-                return handler(self, request, context)
+                reply = handler(self, request, context)
+            except StateWriteError as exc:  # the disk is full or read-only: the message says so
+                log.warning("%s failed: %s", handler.__name__, exc)
+                fail(context, state_write_failure(exc))
+                reply = empty()
             except Exception:
                 log.exception("%s failed", handler.__name__)
                 fail(context, INTERNAL)
-                return empty()
+                reply = empty()
+            _end_if_answered(context)
+            return reply
 
         return unary
 
@@ -82,9 +102,13 @@ def guarded_stream(handler: Callable[..., Iterator[T]]) -> Callable[..., Iterato
     def stream(self: object, request: object, context: grpc.ServicerContext) -> Iterator[T]:
         try:
             yield from handler(self, request, context)
+        except StateWriteError as exc:
+            log.warning("%s failed: %s", handler.__name__, exc)
+            fail(context, state_write_failure(exc))
         except Exception:
             log.exception("%s failed", handler.__name__)
             fail(context, INTERNAL)
+        _end_if_answered(context)
 
     return stream
 
@@ -157,12 +181,20 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
                 ),
             )
             return task_service_pb2.ListTasksResponse()
-        page = _unwrap(self._engine.list(known, request.page_size, request.page_token), context)
+        converted: dict[str, task_pb2.Task] = {}
+
+        def size_of(record: TaskRecord) -> int:
+            converted[record.task_id] = task_record_to_proto(record)
+            return converted[record.task_id].ByteSize()
+
+        page = _unwrap(
+            self._engine.list(known, request.page_size, request.page_token, size_of, MAX_PAGE_BYTES), context
+        )
         if page is None:
             return task_service_pb2.ListTasksResponse()
         records, token = page
         return task_service_pb2.ListTasksResponse(
-            tasks=[task_record_to_proto(r) for r in records], next_page_token=token
+            tasks=[converted.get(r.task_id) or task_record_to_proto(r) for r in records], next_page_token=token
         )
 
     @guarded(task_service_pb2.CancelTaskResponse)
@@ -235,8 +267,9 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
                     kind = request.WhichOneof("kind")
                     if kind == "stdin":
                         session.write(request.stdin)
-                    elif kind == "resize":
-                        session.resize(request.resize.rows, request.resize.columns)
+                    elif kind == "resize":  # clamped: a terminal's size is 16-bit
+                        rows, columns = request.resize.rows, request.resize.columns
+                        session.resize(min(rows, MAX_WINDOW_SIZE), min(columns, MAX_WINDOW_SIZE))
                     elif kind == "stdin_closed":
                         session.close_stdin()
 
@@ -333,6 +366,11 @@ class CodeServicer(code_service_pb2_grpc.CodeServiceServicer):
                 context,
                 validation_error([violation("chunks", digest, str(exc), "upload the blob again")], subject="upload"),
             )
+            return code_service_pb2.UploadBlobsResponse()
+        except StateWriteError as exc:  # the disk is full: what was written of this blob goes
+            if writer is not None:
+                writer.abort()
+            fail(context, state_write_failure(exc))
             return code_service_pb2.UploadBlobsResponse()
         except BaseException:
             if writer is not None:  # a client gone mid-blob leaves no partial file behind

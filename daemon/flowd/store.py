@@ -9,12 +9,13 @@ last commits), and keeps readers from blocking the writer.
 from __future__ import annotations
 
 import base64
+import errno
 import json
 import sqlite3
 import threading
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import attrs
 from attrs import frozen
@@ -37,10 +38,45 @@ CREATE INDEX IF NOT EXISTS tasks_by_state ON tasks(state);
 """
 
 _TERMINAL_NAMES = tuple(s.value for s in TERMINAL_STATES)
+MAX_SEQ = 2**63 - 1  # SQLite's largest integer
 
 
 class DuplicateRequestError(Exception):
     """A task with this request_id exists already."""
+
+
+class StateWriteError(Exception):
+    """flowd could not write its state: the disk is full, or the state directory is read-only.
+    The message says so and what to do; `full` tells the two apart."""
+
+    def __init__(self, message: str, full: bool) -> None:
+        super().__init__(message)
+        self.full = full
+
+
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+_READ_ONLY_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def state_write_error(exc: BaseException, where: Path) -> StateWriteError | None:
+    """The StateWriteError for a write into `where` that failed with `exc` (an OSError or an
+    sqlite3 error), or None when it failed for another reason."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    number = exc.errno if isinstance(exc, OSError) else None
+    if name == "SQLITE_FULL" or number in _FULL_ERRNOS:
+        return StateWriteError(
+            f"flowd cannot save its state: the disk that holds {where} is full. Free some space there "
+            f"(see `df -h {where}`), then retry; this request changed nothing.",
+            full=True,
+        )
+    if name.startswith("SQLITE_READONLY") or number in _READ_ONLY_ERRNOS:
+        return StateWriteError(
+            f"flowd cannot save its state: {where} is read-only. Make it writable for flowd's user (is "
+            "its file system mounted read-only? do its files have another owner or mode?), then retry; "
+            "this request changed nothing.",
+            full=False,
+        )
+    return None
 
 
 @frozen
@@ -101,6 +137,7 @@ def record_from_json(text: str) -> TaskRecord:
 
 class Store:
     def __init__(self, path: Path) -> None:
+        self._path = path
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -121,8 +158,23 @@ class Store:
                 )
         except sqlite3.IntegrityError as exc:
             raise DuplicateRequestError(record.request_id) from exc
+        except sqlite3.Error as exc:
+            self._raise_write_error(exc)
+
+    def _raise_write_error(self, exc: sqlite3.Error) -> NoReturn:
+        """A StateWriteError for a disk that is full or read-only; else the error as it came."""
+        error = state_write_error(exc, self._path.parent)
+        if error is None:
+            raise exc
+        raise error from exc
 
     def update(self, record: TaskRecord, runtime: dict[str, Any] | None = None) -> None:
+        try:
+            self._update(record, runtime)
+        except sqlite3.Error as exc:
+            self._raise_write_error(exc)
+
+    def _update(self, record: TaskRecord, runtime: dict[str, Any] | None) -> None:
         with self._lock:
             if runtime is None:
                 self._db.execute(
@@ -154,7 +206,7 @@ class Store:
         params: list[object] = []
         if before_seq is not None:
             clauses.append("seq < ?")
-            params.append(before_seq)
+            params.append(min(before_seq, MAX_SEQ))  # a forged token past any task: from the newest
         if states:
             clauses.append(f"state IN ({','.join('?' * len(states))})")
             params.extend(s.value for s in states)

@@ -11,13 +11,17 @@ in other languages read the same details.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
+import attrs
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from flow import errors
-from flow.domain.errors import DomainError, ErrorReason
+from flow.domain.error_reasons import ErrorReason
+
+if TYPE_CHECKING:
+    from flow.domain.errors import DomainError
 from flowapi.v1 import error_reason_pb2
 
 ERROR_DOMAIN: Final = "flow"
@@ -75,7 +79,73 @@ def status_code_of(error: DomainError) -> int:
     return ERROR_TABLE[error.reason][0]
 
 
+# gRPC carries a status in trailing metadata (grpc-message, percent-encoded, and
+# grpc-status-details-bin), which clients refuse above ~8 KiB: a status too large for that
+# would reach the caller as a bare RESOURCE_EXHAUSTED "metadata size exceeds limit" instead.
+MAX_STATUS_COST: Final = 6144
+_MAX_ITEMS: Final = 10
+_MAX_ITEM_CHARS: Final = 300
+_CUT: Final = " [...]"
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: max(0, limit - len(_CUT))] + _CUT
+
+
+def _status_cost(status: status_pb2.Status) -> int:
+    """What the status costs in trailing metadata: the percent-encoded message and the details
+    (counted as base64, as some transports send binary headers)."""
+    encoded = sum(1 if 0x20 <= b <= 0x7E and b != 0x25 else 3 for b in status.message.encode())
+    return encoded + len(status.SerializeToString()) * 4 // 3 + 128
+
+
+def _bounded(error: DomainError) -> DomainError:
+    """The error cut down to fit MAX_STATUS_COST (only ever needed for huge user values): each
+    part shortened, then violations and suggestions dropped from the end, then the message cut."""
+    violations = [
+        attrs.evolve(
+            v,
+            field=_clip(v.field, 100),
+            value=_clip(v.value, 100),
+            problem=_clip(v.problem, _MAX_ITEM_CHARS),
+            fix=_clip(v.fix, _MAX_ITEM_CHARS),
+        )
+        for v in error.violations[:_MAX_ITEMS]
+    ]
+    suggestions = [_clip(s, _MAX_ITEM_CHARS) for s in error.suggestions[:_MAX_ITEMS]]
+    metadata = tuple((_clip(k, 64), _clip(v, 64)) for k, v in error.metadata[:4])
+    limit = min(len(error.message), 2000)
+
+    def build() -> DomainError:
+        message = error.message if limit >= len(error.message) else _clip(error.message, limit)
+        hidden = len(error.violations) - len(violations)
+        if hidden:
+            message += f"\n  ({hidden} more problems not shown)"
+        return attrs.evolve(
+            error, message=message, violations=tuple(violations), suggestions=tuple(suggestions), metadata=metadata
+        )
+
+    while _status_cost(_status_of(build())) > MAX_STATUS_COST:
+        if len(violations) > 1 and len(violations) >= len(suggestions):
+            violations.pop()
+        elif len(suggestions) > 1:
+            suggestions.pop()
+        elif limit > 0:
+            limit //= 2
+        else:
+            break
+    return build()
+
+
 def domain_error_to_status(error: DomainError) -> status_pb2.Status:
+    if len(error.message) <= MAX_STATUS_COST:
+        status = _status_of(error)
+        if _status_cost(status) <= MAX_STATUS_COST:
+            return status
+    return _status_of(_bounded(error))
+
+
+def _status_of(error: DomainError) -> status_pb2.Status:
     code = status_code_of(error)
     info = error_details_pb2.ErrorInfo(
         reason=proto_reason_name(error.reason), domain=ERROR_DOMAIN, metadata=dict(error.metadata)

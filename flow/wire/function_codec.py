@@ -56,13 +56,30 @@ def function_call_to_proto(call: FunctionCall, with_arguments: bool = True) -> t
     return message
 
 
+def _plain(message: struct_pb2.Value | struct_pb2.ListValue | struct_pb2.Struct) -> Any:
+    """A Value, ListValue or Struct as plain Python. Unlike json_format this keeps NaN and
+    infinity (which json_format refuses with a ValueError), so validation names them instead."""
+    if isinstance(message, struct_pb2.Struct):
+        return {key: _plain(value) for key, value in message.fields.items()}
+    if isinstance(message, struct_pb2.ListValue):
+        return [_plain(value) for value in message.values]
+    kind = message.WhichOneof("kind")
+    if kind == "struct_value":
+        return _plain(message.struct_value)
+    if kind == "list_value":
+        return _plain(message.list_value)
+    if kind in ("number_value", "string_value", "bool_value"):
+        return getattr(message, kind)
+    return None  # null_value, or no kind at all
+
+
 def function_call_from_proto(message: task_pb2.FunctionCall) -> FunctionCall:
     return FunctionCall(
         function=message.function,
         path=message.path or None,
         module=message.module or None,
-        args=tuple(restore_integers(json_format.MessageToDict(message.args))) if message.HasField("args") else (),
-        kwargs=restore_integers(json_format.MessageToDict(message.kwargs)) if message.HasField("kwargs") else {},
+        args=tuple(restore_integers(_plain(message.args))) if message.HasField("args") else (),
+        kwargs=restore_integers(_plain(message.kwargs)) if message.HasField("kwargs") else {},
         encoding=encoding_from_proto(message.encoding),
         pickled_arguments=message.pickled_arguments,
         python=message.python or None,
