@@ -193,6 +193,13 @@ class Flow:
         task = self.get_task(task_id)
         return task.logs(follow=True, tail=tail) if follow else task.logs(tail=tail)
 
+    def slurm_submit(self, path: str | os.PathLike[str], provider: str | None = None, **options: Any) -> list[Task]:
+        """Runs an existing #SBATCH script (`flow slurm submit`): natively on a Slurm provider,
+        translated into TaskConfig settings on any other. One Task, or one per array element."""
+        from flow.slurm import submit_sbatch
+
+        return submit_sbatch(self, path, provider, **options)
+
     # --- instances --------------------------------------------------------------------------
 
     def find_instances(self, requirements: Mapping[str, Any] | None = None, limit: int = 100) -> FoundInstances:

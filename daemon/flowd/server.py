@@ -67,7 +67,7 @@ class Daemon:
         self.engine.close()
         stopping = [server.stop(grace=1.0) for server in self.servers]
         for done in stopping:
-            done.wait()
+            done.wait(timeout=5)  # a call that never ends must not keep the daemon alive
         self.store.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.socket_path)

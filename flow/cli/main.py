@@ -116,25 +116,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         else:
             print(task.task_id)
         return 0
-    print(f"task {task.task_id} submitted; streaming its logs (Ctrl-C detaches)", file=sys.stderr)
-    out = sys.stderr if args.json else sys.stdout
-    try:
-        for chunk in task.log_chunks(follow=True):
-            out.buffer.write(chunk.data)
-            out.flush()
-        task.wait()
-    except KeyboardInterrupt:
-        print(
-            f"\ndetached; task {task.task_id} keeps running. Follow it with `flow logs {task.task_id} -f`, "
-            f"stop it with `flow cancel {task.task_id}`",
-            file=sys.stderr,
-        )
-        return EXIT_INTERRUPTED
-    if args.json:
-        _emit_json(task.to_dict())
-    else:
-        print(_summary(task), file=sys.stderr)
-    return _exit_code_of(task)
+    return _attach(task, args.json)
 
 
 def _with_code_root(config: Any) -> Any:
@@ -210,6 +192,29 @@ def cmd_invoke(args: argparse.Namespace) -> int:
     value = task.result()
     _emit_json({"task_id": task.task_id, "result": value} if args.json else value)
     return 0
+
+
+def _attach(task: Task, as_json: bool) -> int:
+    """Streams a submitted task's output until it ends (Ctrl-C detaches); exits like the task."""
+    print(f"task {task.task_id} submitted; streaming its logs (Ctrl-C detaches)", file=sys.stderr)
+    out = sys.stderr if as_json else sys.stdout
+    try:
+        for chunk in task.log_chunks(follow=True):
+            out.buffer.write(chunk.data)
+            out.flush()
+        task.wait()
+    except KeyboardInterrupt:
+        print(
+            f"\ndetached; task {task.task_id} keeps running. Follow it with `flow logs {task.task_id} -f`, "
+            f"stop it with `flow cancel {task.task_id}`",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    if as_json:
+        _emit_json(task.to_dict())
+    else:
+        print(_summary(task), file=sys.stderr)
+    return _exit_code_of(task)
 
 
 def _table(tasks: Sequence[Task]) -> str:
@@ -371,22 +376,7 @@ def cmd_slurm_submit(args: argparse.Namespace) -> int:
                 print(f"valid: {t.name} would run on {t.provider} as {t.instance_type}")
         return 0
     if len(tasks) == 1 and not args.detach:
-        task = tasks[0]
-        print(f"task {task.task_id} submitted; streaming its logs (Ctrl-C detaches)", file=sys.stderr)
-        out = sys.stderr if args.json else sys.stdout
-        try:
-            for chunk in task.log_chunks(follow=True):
-                out.buffer.write(chunk.data)
-                out.flush()
-            task.wait()
-        except KeyboardInterrupt:
-            print(f"\ndetached; task {task.task_id} keeps running (flow logs {task.task_id} -f)", file=sys.stderr)
-            return EXIT_INTERRUPTED
-        if args.json:
-            _emit_json(task.to_dict())
-        else:
-            print(_summary(task), file=sys.stderr)
-        return _exit_code_of(task)
+        return _attach(tasks[0], args.json)
     if args.detach:
         if args.json:
             _emit_json([t.to_dict() for t in tasks])

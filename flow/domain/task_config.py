@@ -227,6 +227,8 @@ def _check_program(out: list[FieldViolation], cfg: TaskConfig) -> None:
         problem = _text_problem(command, "command")
         if problem or not command.strip():
             out.append(violation("command", command, problem or "is empty", "give a command such as 'python train.py'"))
+        elif _too_long_for_exec(command):
+            out.append(violation("command", command, TOO_LONG, "put it in a script file, or use script=..."))
     elif isinstance(command, tuple):
         if not command:
             out.append(
@@ -249,6 +251,8 @@ def _check_program(out: list[FieldViolation], cfg: TaskConfig) -> None:
                 )
             elif i == 0 and not arg:
                 out.append(violation("command[0]", arg, "the program name is empty", fix))
+            elif _too_long_for_exec(arg):
+                out.append(violation(f"command[{i}]", arg, TOO_LONG, "pass large data in a file (code upload) instead"))
     elif command is not None:
         out.append(
             violation(
@@ -265,6 +269,18 @@ def _check_program(out: list[FieldViolation], cfg: TaskConfig) -> None:
             assert isinstance(value, str)
             if not value.strip():
                 out.append(violation(name, value, "is empty", fix))
+            elif name == "shell" and _too_long_for_exec(value):
+                out.append(violation(name, value, TOO_LONG, "use script=... for long programs"))
+
+
+# Linux refuses to start a program when one argument or NAME=value is 128 KiB or more
+# (MAX_ARG_STRLEN): "Argument list too long". Better said before anything is launched.
+MAX_EXEC_STRING_BYTES: Final = 128 * 1024 - 1
+TOO_LONG = "is 128 KiB or more, longer than Linux lets one argument or environment variable be"
+
+
+def _too_long_for_exec(text: str) -> bool:
+    return len(text) > MAX_EXEC_STRING_BYTES // 4 and len(text.encode("utf-8", "surrogatepass")) > MAX_EXEC_STRING_BYTES
 
 
 def _check_env(out: list[FieldViolation], env: object) -> None:
@@ -299,6 +315,8 @@ def _check_env(out: list[FieldViolation], env: object) -> None:
             )
         elif "\x00" in value:
             out.append(violation(path, "<value>", "contains a NUL byte", "remove the NUL byte"))
+        elif _too_long_for_exec(f"{key}={value}"):
+            out.append(violation(path, "<value>", TOO_LONG, "pass large values in a file (code upload) instead"))
         elif _not_utf8(value):
             out.append(violation(path, "<value>", "is not valid UTF-8 text", "give the value as UTF-8 text"))
 

@@ -513,3 +513,17 @@ def test_program_of_examples() -> None:
     assert program_of(TaskConfig(shell="ls | wc")) == ("shell", "ls | wc")
     assert program_of(TaskConfig(script="print(1)")) == ("script", "print(1)")
     assert program_of(TaskConfig()) == ("command", ("sleep", "infinity"))
+
+
+def test_strings_linux_cannot_exec_are_refused_before_launch() -> None:
+    big = "x" * (128 * 1024)
+    cases = {
+        "command[1]": TaskConfig(command=("echo", big)),
+        "command": TaskConfig(command=big),
+        "shell": TaskConfig(shell=big),
+        "env['DATA']": TaskConfig(env={"DATA": big}),
+    }
+    for field_path, cfg in cases.items():
+        assert [v.field for v in task_config_violations(cfg)] == [field_path]
+    assert task_config_violations(TaskConfig(command=("echo", "x" * 100_000))) == ()
+    assert task_config_violations(TaskConfig(script=big)) == ()  # a script is a file: any size

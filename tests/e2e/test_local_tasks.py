@@ -217,3 +217,17 @@ def test_task_environment_does_not_leak_daemon_secrets(monkeypatch: pytest.Monke
         assert "fkey_canary_secret" not in task.logs()
     finally:
         _cleanup(d)
+
+
+def test_settings_the_local_provider_cannot_honour_are_refused_not_ignored(flow: Flow) -> None:
+    from flow import MountSpec, VolumeSpec
+
+    with pytest.raises(ValidationError) as caught:
+        flow.run(
+            "true",
+            image="pytorch/pytorch:2.1.0",
+            volumes=[VolumeSpec(name="data", size_gb=10)],
+            data_mounts=[MountSpec(source="s3://bucket/x", target="/data")],
+            upload_code=False,
+        )
+    assert [v.field for v in caught.value.violations] == ["image", "volumes", "data_mounts"]

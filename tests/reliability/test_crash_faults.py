@@ -48,12 +48,6 @@ def test_a_retry_after_a_restart_returns_the_task_the_lost_reply_announced(daemo
         client.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="local provider: _on_exit kills what a task left in its process group only for tasks it "
-    "spawned itself (child is not None); after a restart, an adopted task's background processes "
-    "outlive it (daemon/flowd/providers/local.py)",
-)
 def test_a_task_adopted_after_a_restart_takes_its_background_processes_with_it(daemon: Daemon) -> None:
     client = soak.Client(daemon.home.address)
     try:

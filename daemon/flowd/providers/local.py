@@ -30,7 +30,7 @@ from attrs import define, evolve, field
 from returns.result import Failure, Result, Success
 
 from flow.domain.code_manifest import parse_manifest
-from flow.domain.errors import DomainError, ErrorReason
+from flow.domain.errors import DomainError, ErrorReason, validation_error, violation
 from flow.domain.function_call import invocation_document
 from flow.domain.gpu_inventory import Gpu, describe_inventory, local_offers
 from flow.domain.gpu_scheduler import GpuRequest, next_starts
@@ -305,6 +305,18 @@ class LocalProvider:
         return Success(Requirements(gpu_memory_gb=config.min_gpu_memory_gb, max_price_micros=price))
 
     def place(self, config: TaskConfig) -> Result[Placement, DomainError]:
+        # Refused rather than silently ignored: the task would run without them.
+        unsupported = [
+            violation(name, value, "is not supported by the local provider yet", fix)
+            for name, value, fix in (
+                ("image", config.image, "leave image out to run on this machine's own environment"),
+                ("volumes", list(config.volumes), "leave volumes out, or run on a provider that has them"),
+                ("data_mounts", list(config.data_mounts), "copy the data into the code directory, or leave them out"),
+            )
+            if value
+        ]
+        if unsupported:
+            return Failure(validation_error(unsupported, subject="task configuration for the local provider"))
         if config.memory_mb is not None and config.memory_mb > self._memory_mb:
             return Failure(
                 DomainError(
@@ -576,11 +588,12 @@ class LocalProvider:
 
     def _on_exit(self, watched: _Watched) -> None:
         status: int | None = None
+        # Take stragglers the task left in its process group down with it, as Slurm does. Our
+        # own child is still a zombie here; an adopted one is gone, but Linux never hands out a
+        # pid still used as a process group id, so the group is still the task's.
+        with contextlib.suppress(OSError):
+            os.killpg(watched.pid, signal.SIGKILL)
         if watched.child is not None:
-            # Still a zombie, so its pid (our process group id) cannot be reused yet: take
-            # stragglers the task left behind in its group down with it, as Slurm does.
-            with contextlib.suppress(OSError):
-                os.killpg(watched.pid, signal.SIGKILL)
             status = shell_exit_code(watched.child.wait())
         self._report_end(watched.task_id, watched.task_dir, status, watched.timed_out)
         self._release(watched.task_id)

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final, Protocol
 
-import paramiko  # type: ignore[import-untyped]
+import paramiko
 from attrs import frozen
 
 from flow.domain.daemon_config import SshSettings
