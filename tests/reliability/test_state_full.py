@@ -24,6 +24,7 @@ from reliability_support import bench_reliability as tools
 from reliability_support import channel, clean_failure, healthy
 
 from conftest import Daemon, _cleanup, short_tmpdir
+from flow import TaskConfig
 from flowapi.v1 import code_service_pb2, code_service_pb2_grpc, task_pb2, task_service_pb2, task_service_pb2_grpc
 from flowd.store import Store
 
@@ -142,7 +143,7 @@ def test_a_full_disk_refuses_writes_clearly_and_keeps_what_was_saved(small_home:
     filler = daemon.home.root / "filler"
     fill(filler)
 
-    big = task_pb2.TaskSpec(shell="echo big # " + "x" * 900_000, upload_code=False)
+    big = task_pb2.TaskSpec(script="print('big')\n# " + "x" * 900_000, upload_code=False)
     code, details = refused(lambda: client.tasks.CreateTask(task_service_pb2.CreateTaskRequest(spec=big), timeout=60))
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "is full" in details and str(daemon.home.root) in details
@@ -245,7 +246,7 @@ def test_the_refusal_names_the_state_directory(small_home: Daemon) -> None:
     flow = small_home.client()
     fill(small_home.home.root / "filler")
     with pytest.raises(QuotaExceededError) as caught:
-        flow.run(["echo", "x" * 900_000], upload_code=False)  # type: ignore[attr-defined]
+        flow.run(TaskConfig(script="print('big')\n# " + "x" * 900_000, upload_code=False))  # type: ignore[attr-defined]
     message = str(caught.value)
     assert "is full" in message and str(small_home.home.root) in message
     assert "free space" in message.lower()
