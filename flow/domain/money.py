@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import decimal
 import re
+from typing import TYPE_CHECKING
 
-from returns.result import Failure, Result, Success
+if TYPE_CHECKING:
+    from returns.result import Failure, Result
 
-from flow.domain.errors import DomainError, validation_error, violation
+    from flow.domain.errors import DomainError
 
 MICROS_PER_DOLLAR = 1_000_000
 
@@ -18,8 +20,17 @@ MAX_DOLLARS = decimal.Decimal(1_000_000)
 _DECIMAL_TEXT = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)", re.ASCII)
 
 
+def price_to_micros(dollars: float) -> int:
+    """An already valid price in dollars as micro-dollars (the wire and the matcher use micros)."""
+    return round(dollars * MICROS_PER_DOLLAR)
+
+
 def dollars_to_micros(amount: float | str, field: str = "max_price") -> Result[int, DomainError]:
-    """Dollars (10, 10.5 or "10.50", "$10.50") as micro-dollars, rounded to the nearest micro."""
+    """Dollars (10, 10.5 or "10.50", "$10.50") as micro-dollars, rounded to the nearest micro.
+    (returns and the error values are imported here, not at the top: the CLI's start-up reads
+    prices through this module and should not pay for them.)"""
+    from returns.result import Success
+
     dollars = _to_decimal(amount)
     if dollars is None:
         return _refuse(field, amount, "is not a number of dollars")
@@ -51,6 +62,10 @@ def _to_decimal(amount: object) -> decimal.Decimal | None:
 
 
 def _refuse(field: str, amount: object, problem: str) -> Failure[DomainError]:
+    from returns.result import Failure
+
+    from flow.domain.errors import validation_error, violation
+
     fix = "give dollars per hour as a non-negative number, e.g. 10.0"
     shown = amount
     if isinstance(amount, int) and amount.bit_length() > 64:

@@ -11,6 +11,7 @@ from returns.result import Failure, Result, Success
 from flow.domain.errors import DomainError
 from flow.domain.instance_types import parse_instance_type
 from flow.domain.matching import Offer, Requirements, explain_no_match, match_offers
+from flow.domain.money import price_to_micros
 from flow.domain.task_config import TaskConfig
 
 
@@ -28,7 +29,7 @@ def requirements_of(
     return Success(
         Requirements(
             gpu_memory_gb=config.min_gpu_memory_gb,
-            max_price_micros=None if price is None else round(price * 1_000_000),
+            max_price_micros=None if price is None else price_to_micros(price),
             region=config.region,
             instance_type=wanted,
         )

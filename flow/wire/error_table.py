@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
-import attrs
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
@@ -102,6 +101,8 @@ def _status_cost(status: status_pb2.Status) -> int:
 def _bounded(error: DomainError) -> DomainError:
     """The error cut down to fit MAX_STATUS_COST (only ever needed for huge user values): each
     part shortened, then violations and suggestions dropped from the end, then the message cut."""
+    import attrs  # only for errors this large; every CLI command loads this module
+
     violations = [
         attrs.evolve(
             v,

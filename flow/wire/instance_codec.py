@@ -7,10 +7,8 @@ from typing import Any
 
 from flow.domain.instance_types import format_instance_type, short_name
 from flow.domain.matching import Offer
-from flow.domain.money import micros_to_dollars
+from flow.domain.money import micros_to_dollars, price_to_micros
 from flowapi.v1 import instance_service_pb2
-
-MICROS_PER_DOLLAR = 1_000_000
 
 
 def requirements_to_proto(
@@ -21,7 +19,7 @@ def requirements_to_proto(
     if requirements.get("gpu_memory_gb") is not None:
         msg.gpu_memory_gb = int(requirements["gpu_memory_gb"])
     if requirements.get("max_price") is not None:
-        msg.max_price_micros = round(float(requirements["max_price"]) * MICROS_PER_DOLLAR)
+        msg.max_price_micros = price_to_micros(float(requirements["max_price"]))
     if requirements.get("min_gpu_count") is not None:
         msg.min_gpu_count = int(requirements["min_gpu_count"])
     for key in ("region", "gpu_type", "instance_type"):
@@ -36,7 +34,7 @@ def requirements_from_proto(msg: instance_service_pb2.FindInstancesRequest) -> d
     if msg.HasField("gpu_memory_gb"):
         found["gpu_memory_gb"] = msg.gpu_memory_gb
     if msg.HasField("max_price_micros"):
-        found["max_price"] = msg.max_price_micros / MICROS_PER_DOLLAR
+        found["max_price"] = micros_to_dollars(msg.max_price_micros)
     if msg.HasField("min_gpu_count"):
         found["min_gpu_count"] = msg.min_gpu_count
     for key in ("region", "gpu_type", "instance_type"):

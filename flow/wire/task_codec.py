@@ -12,8 +12,8 @@ from flow.domain.task_config import MountSpec, TaskConfig, VolumeSpec
 from flow.domain.task_state import TaskRecord
 from flow.wire.function_codec import function_call_to_proto
 from flow.wire.task_state_codec import (
-    dollars_to_micros,
     micros_to_dollars,
+    price_to_micros,
     task_resource_name,
     task_state_from_proto,
     task_state_to_proto,
@@ -73,7 +73,7 @@ def task_config_to_proto(cfg: TaskConfig, secrets: Mapping[str, str] | None = No
     if cfg.script is not None:
         spec.script = cfg.script
     if cfg.max_price_per_hour is not None:
-        spec.max_price_per_hour_micros = dollars_to_micros(cfg.max_price_per_hour)
+        spec.max_price_per_hour_micros = price_to_micros(cfg.max_price_per_hour)
     if cfg.max_run_time_hours is not None:
         spec.max_run_time_hours = cfg.max_run_time_hours
     if cfg.memory_mb is not None:
@@ -149,8 +149,8 @@ def task_record_to_proto(record: TaskRecord) -> task_pb2.Task:
 
 
 __all__ = [
-    "dollars_to_micros",
     "micros_to_dollars",
+    "price_to_micros",
     "task_config_from_proto",
     "task_config_to_proto",
     "task_record_to_proto",

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from flow.domain.money import micros_to_dollars as micros_to_dollars
+from flow.domain.money import price_to_micros as price_to_micros
 from flow.domain.task_status import TaskState
 from flowapi.v1 import task_pb2
 
-MICROS_PER_DOLLAR = 1_000_000
 TASK_NAME_PREFIX = "tasks/"
 
 _STATE_TO_PROTO: dict[TaskState, task_pb2.TaskState.ValueType] = {
@@ -37,14 +38,6 @@ def task_state_from_proto(value: int) -> TaskState | None:
 
 def task_resource_name(task_id: str) -> str:
     return f"{TASK_NAME_PREFIX}{task_id}"
-
-
-def dollars_to_micros(dollars: float) -> int:
-    return round(dollars * MICROS_PER_DOLLAR)
-
-
-def micros_to_dollars(micros: int) -> float:
-    return micros / MICROS_PER_DOLLAR
 
 
 def timestamp_to_seconds(stamp: Timestamp) -> float:

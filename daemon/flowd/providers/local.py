@@ -36,6 +36,7 @@ from flow.domain.gpu_inventory import Gpu, describe_inventory, local_offers
 from flow.domain.gpu_scheduler import GpuRequest, next_starts
 from flow.domain.instance_types import format_instance_type, parse_instance_type
 from flow.domain.matching import Offer, Requirements, explain_no_match, match_offers
+from flow.domain.money import price_to_micros
 from flow.domain.task_config import TaskConfig, program_of
 from flow.domain.task_state import (
     Exited,
@@ -286,7 +287,7 @@ class LocalProvider:
     def _requirements(self, config: TaskConfig) -> Result[Requirements, DomainError]:
         """What the task needs, in the matcher's terms. Form factor is not a constraint here:
         "a100" runs on this machine's A100s whether they are SXM or PCIe."""
-        price = None if config.max_price_per_hour is None else round(config.max_price_per_hour * 1_000_000)
+        price = None if config.max_price_per_hour is None else price_to_micros(config.max_price_per_hour)
         if config.instance_type is not None:
             parsed = parse_instance_type(config.instance_type)
             if isinstance(parsed, Failure):
