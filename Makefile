@@ -13,8 +13,11 @@ GO_TOOLS   := build/go-tools
 STAMP_GO   := $(GO_TOOLS)/.installed
 GO         ?= go
 GO_BUILD   := $(GO) build -buildvcs=false
+# torch for the multi-node all-reduce test (tests/e2e/test_multinode.py), kept out of .venv.
+TORCH_VENV := build/torch-venv
+STAMP_TORCH := $(TORCH_VENV)/.installed
 
-.PHONY: run test check gen bench bench-clients clients clean
+.PHONY: run test check gen bench bench-clients clients clean torch-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,12 +52,19 @@ $(STAMP_GO): clients/go/go.mod clients/go/go.sum examples/go/go.mod examples/go/
 	cd examples/go && $(GO) mod download && $(GO_BUILD) ./...
 	touch $@
 
+$(STAMP_TORCH):
+	$(PYTHON) -m venv $(TORCH_VENV)
+	$(TORCH_VENV)/bin/python -m pip install -q torch==2.15.0
+	touch $@
+
+torch-venv: $(STAMP_TORCH)
+
 clients: $(STAMP_NPM) $(STAMP_GO)
 
 run: $(STAMP_RUN)
 	cd examples && ../$(BIN)/flow run "python3 train.py --epochs 3"
 
-test: $(STAMP_DEV) $(STAMP_NPM) $(STAMP_GO)
+test: $(STAMP_DEV) $(STAMP_NPM) $(STAMP_GO) $(STAMP_TORCH)
 	tools/check
 
 gen: $(STAMP_DEV) $(STAMP_NPM) $(STAMP_GO)

@@ -9,7 +9,10 @@ measured against a floor measured in the same run, on the same machine; one tabl
 
 Rows:
   .remote() noop           FlowApp `def noop(x): return x` (its module imports flow), call to value,
-                           client warm; floor: `python -c pass`, the interpreter start every call pays
+                           client warm; floor: `python -c pass`, the interpreter start a cold call pays
+                           (flowd runs function tasks on a warm interpreter: warm_python.py)
+  cold .remote() noop      the same call on a flowd with FLOW_WARM_PYTHON=0 (every call starts
+                           `python`), for comparison; same floor
   invoke() noop            the same function in a file that imports nothing; same floor
   upload_code first        flow.upload_code(tree) into a fresh daemon (no blobs, cold hash cache):
                            hash, FindMissingBlobs, send everything; floor: `tar -cf - -C tree .`
@@ -28,6 +31,7 @@ uses 10 directories (1,000 files, 20 MB) and fewer repetitions.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import os
 import shutil
@@ -35,12 +39,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from flow.app import FlowApp
 from flow.client import Flow
 from flow.code_upload import Upload
 from flow.invoke import invoke
@@ -53,6 +58,7 @@ else:
 
 T = TypeVar("T")
 REMOTE = ".remote() noop"
+REMOTE_COLD = "cold .remote() noop"
 INVOKE = "invoke() noop"
 PASS_FLOOR = "python -c pass"
 FIRST = "upload_code first"
@@ -126,11 +132,11 @@ def expect(value: object, wanted: object, what: str) -> None:
         raise RuntimeError(f"{what} returned {value!r}, expected {wanted!r}")
 
 
-def measure_calls(flow: Flow, daemon: BenchDaemon, project: Path, runs: int) -> dict[str, Sample]:
+def measure_calls(flow: Flow, daemon: BenchDaemon, cold: Flow, project: Path, runs: int) -> dict[str, Sample]:
     saved = {name: os.environ.pop(name, None) for name in ("FLOW_HOME", "FLOW_PROVIDER")}
     os.environ["FLOW_HOME"] = str(daemon.home.root)  # FlowApp's client is Flow(): it finds this daemon
     try:
-        return measure_calls_here(flow, project, runs)
+        return measure_calls_here(flow, cold, project, runs)
     finally:
         for name, value in saved.items():
             os.environ.pop(name, None)
@@ -138,12 +144,17 @@ def measure_calls(flow: Flow, daemon: BenchDaemon, project: Path, runs: int) -> 
                 os.environ[name] = value
 
 
-def measure_calls_here(flow: Flow, project: Path, runs: int) -> dict[str, Sample]:
+def measure_calls_here(flow: Flow, cold: Flow, project: Path, runs: int) -> dict[str, Sample]:
     app = write_project(project)
     plain = project / "noop_plain.py"
+    # The same function of the same module, its calls sent to the flowd without warm interpreters.
+    cold_noop = FlowApp(flow=cold).function(code_root=str(project))(app.noop.__flow_wrapped__)
 
     def remote() -> None:
         expect(app.noop.remote(7), 7, REMOTE)
+
+    def remote_cold() -> None:
+        expect(cold_noop.remote(7), 7, REMOTE_COLD)
 
     def invoked() -> None:
         expect(invoke(plain, "noop", args=[7], flow=flow, code_root=str(project)), 7, INVOKE)
@@ -153,10 +164,11 @@ def measure_calls_here(flow: Flow, project: Path, runs: int) -> dict[str, Sample
 
     for _ in range(3):  # warm: imports, .pyc caches, the hash cache, the daemon's blobs
         remote()
+        remote_cold()
         invoked()
         floor()
     try:
-        return interleaved({PASS_FLOOR: floor, REMOTE: remote, INVOKE: invoked}, runs)
+        return interleaved({PASS_FLOOR: floor, REMOTE: remote, REMOTE_COLD: remote_cold, INVOKE: invoked}, runs)
     finally:
         app.app.flow.close()
 
@@ -264,6 +276,24 @@ def measure_snapshots(tree: Path, scratch: Path, reps: Reps, report: Report) -> 
     ]
 
 
+@contextlib.contextmanager
+def cold_daemon() -> Iterator[BenchDaemon]:
+    """A private flowd that starts every function task cold (FLOW_WARM_PYTHON=0)."""
+    daemon = BenchDaemon()
+    saved = os.environ.get("FLOW_WARM_PYTHON")
+    os.environ["FLOW_WARM_PYTHON"] = "0"  # BenchDaemon hands its own environment to flowd
+    try:
+        daemon.start()
+    finally:
+        os.environ.pop("FLOW_WARM_PYTHON")
+        if saved is not None:
+            os.environ["FLOW_WARM_PYTHON"] = saved
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
+
+
 def measure(quick: bool) -> Report:
     reps = Reps.of(quick)
     work = Path(tempfile.mkdtemp(prefix="flow-bf-", dir="/tmp"))  # the project and the tree
@@ -271,16 +301,18 @@ def measure(quick: bool) -> Report:
     try:
         project = work / "project"
         project.mkdir()
-        with running_daemon() as daemon:
-            report.homes.append(str(daemon.home.root))
+        with running_daemon() as daemon, cold_daemon() as no_warm:
+            report.homes += [str(daemon.home.root), str(no_warm.home.root)]
             flow = Flow(flow_home=daemon.home.root)
+            cold = Flow(flow_home=no_warm.home.root)
             try:
-                calls = measure_calls(flow, daemon, project, reps.calls)
+                calls = measure_calls(flow, daemon, cold, project, reps.calls)
             finally:
                 flow.close()
+                cold.close()
         floor = calls[PASS_FLOOR]
         report.remote = calls[REMOTE]
-        report.rows += [Row(calls[REMOTE], floor), Row(calls[INVOKE], floor)]
+        report.rows += [Row(calls[REMOTE], floor), Row(calls[REMOTE_COLD], floor), Row(calls[INVOKE], floor)]
 
         tree = work / "tree"
         files, size = make_tree(tree, reps.dirs)

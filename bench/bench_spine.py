@@ -1,6 +1,6 @@
 """Times Flow's spine end to end against a real flowd: submit -> done, log streaming, CLI start-up.
 
-Run: .venv/bin/python bench/bench_spine.py [--quick]   (Flow installed, as `make bench` does)
+Run: .venv/bin/python bench/bench_spine.py [--quick] [--only status|logs]   (Flow installed, as `make bench` does)
 
 One run starts a private flowd in a fresh FLOW_HOME under /tmp, measures every row against a
 floor measured in the same run on the same machine, prints one table (median, p90, floor, ratio)
@@ -15,7 +15,9 @@ Rows:
                            line out of `task.logs(follow=True)` (count and order checked); floor: the
                            same program under subprocess.Popen, its pipe read line by line to EOF
   cli flow --version       whole process; floor: `python -c "import grpc"`
-  cli flow status          whole process, a handful of tasks in the daemon; same floor
+  cli flow status          whole process, a handful of tasks in the daemon; same floor. It answers
+                           without grpcio (flow.local_reads); the next row is the same command
+                           forced onto the grpcio path (FLOW_CLI_FASTPATH=0), for comparison
   python: import ...       context for the two rows above: the imports any gRPC client of flowd
                            needs (grpc, protobuf, the flowapi stubs), and the SDK's (flow.client)
   raw GetDaemonInfo        one unary call on a bare gRPC stub (the transport's own floor)
@@ -60,6 +62,7 @@ TRUE_FLOOR = 'subprocess.run(["true"])'
 PASS_FLOOR = "python -c pass"
 GRPC_FLOOR = 'python -c "import grpc"'
 STATUS = f"cli flow status ({SEED_TASKS} tasks)"
+STATUS_GRPC = "cli flow status, grpcio path"
 IMPORT_STUBS = (
     "import grpc, grpc_status.rpc_status, flowapi.v1.task_service_pb2_grpc, flowapi.v1.daemon_service_pb2_grpc"
 )
@@ -96,15 +99,23 @@ def run_process(argv: list[str], env: dict[str, str], cwd: Path) -> None:
         raise RuntimeError(f"{' '.join(argv)} exited {done.returncode}: {done.stderr.decode(errors='replace')}")
 
 
-def process_samples(commands: dict[str, list[str]], runs: int, env: dict[str, str], cwd: Path) -> dict[str, Sample]:
-    """Whole processes, timed from spawn to exit, interleaved."""
-    for argv in commands.values():
-        run_process(argv, env, cwd)  # once untimed: .pyc caches written, files in the page cache
+def process_samples(
+    commands: dict[str, list[str]],
+    runs: int,
+    env: dict[str, str],
+    cwd: Path,
+    extra_env: dict[str, dict[str, str]] | None = None,
+) -> dict[str, Sample]:
+    """Whole processes, timed from spawn to exit, interleaved; `extra_env` adds variables for
+    the commands it names."""
+    envs = {name: {**env, **(extra_env or {}).get(name, {})} for name in commands}
+    for name, argv in commands.items():
+        run_process(argv, envs[name], cwd)  # once untimed: .pyc caches written, files in the page cache
 
-    def runner(argv: list[str]) -> Callable[[], None]:
-        return lambda: run_process(argv, env, cwd)
+    def runner(name: str, argv: list[str]) -> Callable[[], None]:
+        return lambda: run_process(argv, envs[name], cwd)
 
-    return interleaved({name: runner(argv) for name, argv in commands.items()}, runs)
+    return interleaved({name: runner(name, argv) for name, argv in commands.items()}, runs)
 
 
 def sdk_run_true(flow: Flow) -> None:
@@ -209,7 +220,8 @@ def measure_unary(flow: Flow, daemon: BenchDaemon, task_id: str, runs: int) -> t
     return Row(raw, None), Row(sdk, raw)
 
 
-def measure(quick: bool) -> Report:
+def measure(quick: bool, only: str | None = None) -> Report:
+    """Every row; with `only`, just the `flow status` rows ("status") or the log rows ("logs")."""
     reps = Reps.of(quick)
     report = Report()
     flow_cli = BIN / "flow"
@@ -222,6 +234,26 @@ def measure(quick: bool) -> Report:
         flow = Flow(flow_home=daemon.home.root)
         try:
             seeded = [flow.run(["true"], upload_code=False).wait() for _ in range(SEED_TASKS)]
+            if only == "logs":
+                report.rows = [measure_logs(flow, daemon, reps.logs)]
+                report.budgets = [("logs 200k lines", 1.0, report.rows[0].sample)]
+                return report
+            if only == "status":
+                picked = process_samples(
+                    {
+                        GRPC_FLOOR: [sys.executable, "-c", "import grpc"],
+                        STATUS: [str(flow_cli), "status"],
+                        STATUS_GRPC: [str(flow_cli), "status"],
+                    },
+                    reps.cli_start,
+                    env,
+                    cwd,
+                    {STATUS_GRPC: {"FLOW_CLI_FASTPATH": "0"}},
+                )
+                floor = picked.pop(GRPC_FLOOR)
+                report.rows = [Row(sample, floor) for sample in picked.values()]
+                report.budgets = [("cli flow status", 0.150, picked[STATUS])]
+                return report
 
             # (d) cold CLI start-up, while the daemon holds only the seeded tasks. The two
             # `python: import` rows are context: what any gRPC client of flowd must import, and
@@ -231,12 +263,14 @@ def measure(quick: bool) -> Report:
                     GRPC_FLOOR: [sys.executable, "-c", "import grpc"],
                     "cli flow --version": [str(flow_cli), "--version"],
                     STATUS: [str(flow_cli), "status"],
+                    STATUS_GRPC: [str(flow_cli), "status"],
                     "python: import grpc+flowapi stubs": [sys.executable, "-c", IMPORT_STUBS],
                     "python: import flow.client": [sys.executable, "-c", "import flow.client"],
                 },
                 reps.cli_start,
                 env,
                 cwd,
+                {STATUS_GRPC: {"FLOW_CLI_FASTPATH": "0"}},
             )
 
             # (a) SDK submit -> COMPLETED, client warm.
@@ -314,8 +348,9 @@ def print_report(report: Report, quick: bool) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run)")
+    parser.add_argument("--only", choices=["status", "logs"], help="only the `flow status` rows, or only the log rows")
     args = parser.parse_args()
-    report = measure(args.quick)
+    report = measure(args.quick, args.only)
     print_report(report, args.quick)
 
 

@@ -22,7 +22,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
-from flow.errors import ValidationError
+# flow.errors is imported where it is raised: a task imports this module with the user's (to
+# decorate the functions), and every millisecond of that import is paid on every call.
 
 if TYPE_CHECKING:
     from flow.client import Flow
@@ -38,6 +39,8 @@ DEFAULT_MAP_CONCURRENCY = 16
 def _function_location(fn: Callable[..., Any], code_root: Path) -> tuple[str | None, str | None]:
     """(path, module) by which the task finds `fn` in the code snapshot."""
     import inspect
+
+    from flow.errors import ValidationError
 
     module = sys.modules.get(fn.__module__)
     source = inspect.getsourcefile(fn)
@@ -132,6 +135,8 @@ class RemoteFunction(Generic[P, R]):
         from concurrent.futures import ThreadPoolExecutor
 
         if max_concurrency < 1:
+            from flow.errors import ValidationError
+
             raise ValidationError(f"max_concurrency={max_concurrency} must be at least 1", suggestions=["use e.g. 16"])
         inputs = list(zip(*iterables, strict=False))
         spawned: list[Task] = []
@@ -192,6 +197,8 @@ class FlowApp:
         `memory` the RAM it needs in MB; other keywords are TaskConfig fields (image, env,
         max_run_time_hours, max_price_per_hour, ...)."""
         if encoding not in ("json", "pickle"):
+            from flow.errors import ValidationError
+
             raise ValidationError(f"encoding={encoding!r} is not an encoding", suggestions=["use 'json' or 'pickle'"])
         options = dict(task_options)
         if gpu is not None:

@@ -19,6 +19,9 @@ from flowapi.v1 import daemon_service_pb2, task_service_pb2
 if TYPE_CHECKING:
     from flow.code_upload import Progress, Upload, UploadPlan
     from flow.config import TaskConfig
+    from flow.providers.local import LocalProvider
+    from flow.providers.mithril import MithrilProvider
+    from flow.volumes import Volume
 
 
 def _as_config(task: TaskConfig | str | Sequence[str], overrides: dict[str, Any]) -> TaskConfig:
@@ -66,16 +69,52 @@ class Flow:
 
     def __init__(
         self,
-        provider: str | None = None,
+        provider: str | LocalProvider | MithrilProvider | None = None,
         *,
         flow_home: str | os.PathLike[str] | None = None,
         auto_start: bool = True,
     ) -> None:
-        self.provider = provider or os.environ.get("FLOW_PROVIDER", "")
+        named = provider if provider is None or isinstance(provider, str) else provider.name
+        self.provider = named or os.environ.get("FLOW_PROVIDER", "")
         remote = Remote.from_env(os.environ)  # FLOW_DAEMON_ADDRESS: a daemon on another machine
         self._conn = DaemonConnection(resolve_home(explicit=flow_home), auto_start=auto_start, remote=remote)
         self._conn.ensure_daemon()
         self._local_python: tuple[str] | None = None
+        if provider is not None and not isinstance(provider, str) and provider.kind == "mithril":
+            from flow.providers.mithril import MithrilProvider
+
+            assert isinstance(provider, MithrilProvider)
+            self._configure_provider(provider)
+        elif not self.provider and os.environ.get("MITHRIL_API_KEY"):
+            self._pick_mithril()
+
+    def _configure_provider(self, provider: MithrilProvider) -> None:
+        """Hands the provider's settings to flowd (which keeps the key in a 0600 file)."""
+        from flowapi.v1 import provider_pb2, provider_pb2_grpc
+
+        request = provider_pb2.ConfigureProviderRequest(
+            name=provider.name, kind=provider.kind, settings=provider.settings()
+        )
+
+        def configure(c: DaemonConnection) -> provider_pb2.ConfigureProviderResponse:
+            assert c._channel is not None
+            return provider_pb2_grpc.ProviderServiceStub(c._channel).ConfigureProvider(request, timeout=60)
+
+        self._conn.call(configure)
+        self.provider = provider.name
+
+    def _pick_mithril(self) -> None:
+        """`Flow()` with MITHRIL_API_KEY set: Mithril, as flowd has it configured or from the
+        environment."""
+        info = self.daemon_info()
+        kinds = {p["name"]: p["kind"] for p in info["providers"]}
+        if "mithril" in kinds.values():
+            if kinds.get(info["default_provider"]) != "mithril":
+                self.provider = next(name for name, kind in kinds.items() if kind == "mithril")
+            return
+        from flow.providers.mithril import MithrilProvider
+
+        self._configure_provider(MithrilProvider())
 
     def close(self) -> None:
         self._conn.close()
@@ -199,6 +238,32 @@ class Flow:
         from flow.slurm import submit_sbatch
 
         return submit_sbatch(self, path, provider, **options)
+
+    # --- volumes ----------------------------------------------------------------------------
+
+    def create_volume(self, size_gb: int, name: str, interface: str = "block", *, iops: int | None = None) -> Volume:
+        """Creates persistent storage: `flow.create_volume(size_gb=100, name="checkpoints")`.
+        A `block` volume attaches to one running task at a time, a `file` volume to many."""
+        from flow.volumes import create_volume
+
+        return create_volume(self._conn, size_gb, name, interface, iops, self.provider)
+
+    def get_volume(self, volume_id: str) -> Volume:
+        from flow.volumes import get_volume
+
+        return get_volume(self._conn, volume_id)
+
+    def list_volumes(self, limit: int = 100) -> list[Volume]:
+        """Volumes, newest first, each with the live tasks it is attached to."""
+        from flow.volumes import list_volumes
+
+        return list_volumes(self._conn, limit)
+
+    def delete_volume(self, volume_id: str) -> bool:
+        """Deletes a volume and its data (VolumeError while a live task uses it)."""
+        from flow.volumes import delete_volume
+
+        return delete_volume(self._conn, volume_id)
 
     # --- instances --------------------------------------------------------------------------
 

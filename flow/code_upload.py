@@ -16,6 +16,7 @@ import os
 import sqlite3
 import stat
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -145,7 +146,8 @@ def plan_upload(root: Path, limit: int | None = None, private: Sequence[Path] = 
 
 
 class HashCache:
-    """Digests of files already hashed, keyed by what stat says about them ($FLOW_HOME)."""
+    """Digests of files already hashed, keyed by what stat says about them ($FLOW_HOME), with
+    what this process has seen kept in memory too (a repeated call costs no query)."""
 
     def __init__(self, path: Path) -> None:
         self._db = sqlite3.connect(str(path), check_same_thread=False)
@@ -153,24 +155,58 @@ class HashCache:
             "CREATE TABLE IF NOT EXISTS digests (path TEXT PRIMARY KEY, identity TEXT NOT NULL, digest TEXT NOT NULL)"
         )
         os.chmod(path, 0o600)
+        self._lock = threading.Lock()
+        self._seen: dict[str, tuple[str, str]] = {}  # path -> (identity, digest), as in the table
 
     def lookup(self, paths: Sequence[str]) -> dict[str, tuple[str, str]]:
-        found: dict[str, tuple[str, str]] = {}
-        for start in range(0, len(paths), 500):
-            batch = paths[start : start + 500]
-            marks = ",".join("?" * len(batch))
-            for path, identity, digest in self._db.execute(
-                f"SELECT path, identity, digest FROM digests WHERE path IN ({marks})", batch
-            ):
-                found[path] = (identity, digest)
-        return found
+        with self._lock:
+            found = {p: self._seen[p] for p in paths if p in self._seen}
+            if len(found) == len(paths):
+                return found
+            rest = [p for p in paths if p not in found]
+            for start in range(0, len(rest), 500):
+                batch = rest[start : start + 500]
+                marks = ",".join("?" * len(batch))
+                for path, identity, digest in self._db.execute(
+                    f"SELECT path, identity, digest FROM digests WHERE path IN ({marks})", batch
+                ):
+                    found[path] = self._seen[path] = (identity, digest)
+            return found
 
     def store(self, rows: Sequence[tuple[str, str, str]]) -> None:
-        with self._db:
+        if not rows:
+            return
+        with self._lock, self._db:
             self._db.executemany("INSERT OR REPLACE INTO digests VALUES (?, ?, ?)", rows)
+            for path, identity, digest in rows:
+                self._seen[path] = (identity, digest)
 
     def close(self) -> None:
         self._db.close()
+
+
+_open_caches: dict[Path, HashCache] = {}  # one per cache file, open for the life of the process
+_open_caches_lock = threading.Lock()
+_abandoned: list[HashCache] = []
+
+
+def _forget_open_caches() -> None:
+    """In a forked child: SQLite connections must not cross a fork, and the lock may be held."""
+    global _open_caches_lock
+    _abandoned.extend(_open_caches.values())  # never used, nor closed, here: they are the parent's
+    _open_caches.clear()
+    _open_caches_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_open_caches)
+
+
+def _hash_cache(path: Path) -> HashCache:
+    with _open_caches_lock:
+        cache = _open_caches.get(path)
+        if cache is None:
+            cache = _open_caches[path] = HashCache(path)
+        return cache
 
 
 def _identity(path: Path) -> str:
@@ -269,18 +305,15 @@ def upload_code(
     """Uploads the snapshot of `root` and returns its digest (only unseen files are sent)."""
     started = time.monotonic()
     plan = plan_upload(root, private=[cache_path.parent])
-    cache = HashCache(cache_path)
+    cache = _hash_cache(cache_path)
+    digests = hash_files(plan.files, cache)
     try:
+        digest, sent_files, sent_bytes = _send(conn, plan, digests, progress)
+    except ValidationError:
+        # A file changed between hashing and sending: forget what we knew, hash again, resend.
+        cache.store([(str(f.source), "", "") for f in plan.files])
         digests = hash_files(plan.files, cache)
-        try:
-            digest, sent_files, sent_bytes = _send(conn, plan, digests, progress)
-        except ValidationError:
-            # A file changed between hashing and sending: forget what we knew, hash again, resend.
-            cache.store([(str(f.source), "", "") for f in plan.files])
-            digests = hash_files(plan.files, cache)
-            digest, sent_files, sent_bytes = _send(conn, plan, digests, progress)
-    finally:
-        cache.close()
+        digest, sent_files, sent_bytes = _send(conn, plan, digests, progress)
     return Upload(
         digest=digest,
         files=len(plan.files),
@@ -292,20 +325,29 @@ def upload_code(
 
 
 def progress_bar(stream: TextIO | None = None) -> Progress:
-    """A progress callback that draws a bar on stderr once an upload has taken 0.5 s."""
+    """A progress callback that draws a bar on stderr once an upload has taken 0.5 s. Where
+    stderr is not a terminal (CI logs, pipes) it writes one line when the upload starts to show
+    and one when it ends, instead of a redraw per message."""
     out = stream or sys.stderr
+    live = out.isatty()
     began = time.monotonic()
     shown = [False]
+    finished = [False]
 
     def draw(sent: int, total: int) -> None:
-        if time.monotonic() - began < 0.5 and not shown[0]:
+        if finished[0] or (time.monotonic() - began < 0.5 and not shown[0]):
             return
+        done_now = sent >= total
+        if live:
+            width = 30
+            done = int(width * sent / total) if total else width
+            out.write(f"\ruploading code [{'#' * done}{'.' * (width - done)}] {_mb(sent)} / {_mb(total)}")
+            if done_now:
+                out.write("\n")
+        elif not shown[0] or done_now:
+            out.write(f"uploading code: {_mb(sent)} / {_mb(total)}\n")
         shown[0] = True
-        width = 30
-        done = int(width * sent / total) if total else width
-        out.write(f"\ruploading code [{'#' * done}{'.' * (width - done)}] {_mb(sent)} / {_mb(total)}")
-        if sent >= total:
-            out.write("\n")
+        finished[0] = done_now
         out.flush()
 
     return draw

@@ -26,6 +26,7 @@ from flowapi.v1 import (
     daemon_service_pb2_grpc,
     instance_service_pb2_grpc,
     task_service_pb2_grpc,
+    volume_pb2_grpc,
 )
 
 T = TypeVar("T")
@@ -194,6 +195,7 @@ class DaemonConnection:
         self.daemon = daemon_service_pb2_grpc.DaemonServiceStub(self._channel)
         self.instances = instance_service_pb2_grpc.InstanceServiceStub(self._channel)
         self.code = code_service_pb2_grpc.CodeServiceStub(self._channel)
+        self.volumes = volume_pb2_grpc.VolumeServiceStub(self._channel)
 
     def close(self) -> None:
         if self._channel is not None:

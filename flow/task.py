@@ -165,12 +165,15 @@ class Task:
         reply = self._conn.call(lambda c: c.tasks.CancelTask(request, timeout=30))
         self._update(reply.task)
 
-    def log_chunks(self, cursor: str = "", follow: bool = True, tail: int = 0) -> Iterator[LogChunk]:
+    def log_chunks(
+        self, cursor: str = "", follow: bool = True, tail: int = 0, node: int | None = None
+    ) -> Iterator[LogChunk]:
         """The output as chunks of whole lines, each with a cursor. Pass a chunk's cursor back to
-        resume right after it; if the daemon restarts meanwhile, the stream resumes by itself."""
+        resume right after it; if the daemon restarts meanwhile, the stream resumes by itself.
+        `node` selects one node of a multi-node task (None: all, each line "[node K] ...")."""
         while True:
             try:
-                for chunk in self._stream_once(cursor, follow, tail):
+                for chunk in self._stream_once(cursor, follow, tail, node):
                     cursor = chunk.cursor
                     yield chunk
                 return
@@ -179,29 +182,34 @@ class Task:
                     raise
                 self._conn.ensure_daemon()
 
-    def _stream_once(self, cursor: str, follow: bool, tail: int) -> Iterator[LogChunk]:
+    def _stream_once(self, cursor: str, follow: bool, tail: int, node: int | None = None) -> Iterator[LogChunk]:
         request = task_service_pb2.StreamTaskLogsRequest(
             name=self._resource, cursor=cursor, follow=follow, tail_lines=0 if cursor else tail
         )
+        if node is not None:
+            request.node = node
         for reply in self._conn.stream(lambda: self._conn.tasks.StreamTaskLogs(request)):
             yield LogChunk(data=reply.data, cursor=reply.cursor)
 
     @overload
-    def logs(self, follow: Literal[False] = False, tail: int | None = None) -> str: ...
+    def logs(self, follow: Literal[False] = False, tail: int | None = None, node: int | None = None) -> str: ...
 
     @overload
-    def logs(self, follow: Literal[True], tail: int | None = None) -> Iterator[str]: ...
+    def logs(self, follow: Literal[True], tail: int | None = None, node: int | None = None) -> Iterator[str]: ...
 
-    def logs(self, follow: bool = False, tail: int | None = None) -> str | Iterator[str]:
+    def logs(self, follow: bool = False, tail: int | None = None, node: int | None = None) -> str | Iterator[str]:
         """The task's output (stdout and stderr). With follow=True, an iterator of lines (without
         their newline) that ends when the task is terminal; otherwise the output so far as one
-        string. `tail` limits it to the last N lines."""
+        string. `tail` limits it to the last N lines. For a multi-node task (num_instances > 1),
+        `node=K` gives node K's output alone; by default every node's, each line prefixed with
+        "[node K] " (and `tail` counts per node)."""
         if follow:
-            return self._follow_lines(tail or 0)
-        return b"".join(c.data for c in self.log_chunks(follow=False, tail=tail or 0)).decode("utf-8", errors="replace")
+            return self._follow_lines(tail or 0, node)
+        chunks = self.log_chunks(follow=False, tail=tail or 0, node=node)
+        return b"".join(c.data for c in chunks).decode("utf-8", errors="replace")
 
-    def _follow_lines(self, tail: int) -> Iterator[str]:
-        for chunk in self.log_chunks(follow=True, tail=tail):
+    def _follow_lines(self, tail: int, node: int | None = None) -> Iterator[str]:
+        for chunk in self.log_chunks(follow=True, tail=tail, node=node):
             yield from chunk.lines
 
     def to_dict(self) -> dict[str, Any]:

@@ -8,11 +8,12 @@ state machine, so a task's state has one writer path whatever happens.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, MutableSequence, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -24,8 +25,9 @@ from flow.domain.errors import DomainError, ErrorReason, not_found, validation_e
 from flow.domain.function_call import FunctionCall, FunctionResult, function_call_violations, parse_result
 from flow.domain.log_cursor import decode_cursor, emit_length, encode_cursor
 from flow.domain.matching import MatchResult, match_offers, requirements_from_dict
+from flow.domain.multinode import check_node, decode_merged_cursor, encode_merged_cursor, label_lines
 from flow.domain.page_token import decode_page_token, encode_page_token, page_size_of
-from flow.domain.task_config import TaskConfig, task_config_violations
+from flow.domain.task_config import TaskConfig, VolumeSpec, task_config_violations
 from flow.domain.task_state import (
     CancelRequested,
     LaunchFailed,
@@ -40,6 +42,7 @@ from flowd.blobs import BlobStore
 from flowd.exec_session import ExecSession
 from flowd.providers.base import LaunchError, Provider, Runtime
 from flowd.store import DuplicateRequestError, StateWriteError, Store
+from flowd.volumes import VolumeManager
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +102,9 @@ class TaskEngine:
         blobs: BlobStore,
         clock: Callable[[], float] = time.time,
         new_id: Callable[[], str] = new_task_id,
+        volumes: VolumeManager | None = None,
     ) -> None:
+        self._volumes = volumes
         self._store = store
         self._blobs = blobs
         self._providers = providers
@@ -115,6 +120,15 @@ class TaskEngine:
     @property
     def providers(self) -> dict[str, Provider]:
         return self._providers
+
+    @property
+    def volumes(self) -> VolumeManager | None:
+        return self._volumes
+
+    def live_volume_specs(self) -> dict[str, tuple[VolumeSpec, ...]]:
+        """The volumes named by each live task (they hold them), oldest task first."""
+        with self._changed:
+            return {t: r.config.volumes for t, r in self._live.items() if r.config.volumes}
 
     # --- state changes: one path ------------------------------------------------------------
 
@@ -297,30 +311,36 @@ class TaskEngine:
         if isinstance(placed, Failure):
             return Failure(placed.failure())
         placement = placed.unwrap()
-        record = TaskRecord(
-            task_id="" if validate_only else self._new_id(),
-            config=config,
-            provider=provider.name,
-            created_at=self._clock(),
-            instance_type=placement.instance_type,
-            cost_per_hour_micros=placement.cost_per_hour_micros,
-            request_id=request_id or None,
-            code_digest=code_digest,
-            function_call=function_call,
-            secrets={name: secrets[name] for name in config.secret_env},
-        )
-        if validate_only:
-            return Success(record)
-        try:
-            self._store.insert(record)
-        except StateWriteError as exc:
-            return Failure(state_write_failure(exc))
-        except DuplicateRequestError:
-            again = self._store.by_request_id(request_id)
-            assert again is not None
-            return self._same_request(again.record, config, code_digest, function_call)
-        with self._changed:
-            self._live[record.task_id] = record
+        # Held until the task is live, so two tasks never both take one block volume.
+        with self._volumes.claiming() if self._volumes is not None else contextlib.nullcontext():
+            if self._volumes is not None and config.volumes:
+                attached = self._volumes.resolve(config, provider.name, create=not validate_only)
+                if isinstance(attached, Failure):
+                    return Failure(attached.failure())
+            record = TaskRecord(
+                task_id="" if validate_only else self._new_id(),
+                config=config,
+                provider=provider.name,
+                created_at=self._clock(),
+                instance_type=placement.instance_type,
+                cost_per_hour_micros=placement.cost_per_hour_micros,
+                request_id=request_id or None,
+                code_digest=code_digest,
+                function_call=function_call,
+                secrets={name: secrets[name] for name in config.secret_env},
+            )
+            if validate_only:
+                return Success(record)
+            try:
+                self._store.insert(record)
+            except StateWriteError as exc:
+                return Failure(state_write_failure(exc))
+            except DuplicateRequestError:
+                again = self._store.by_request_id(request_id)
+                assert again is not None
+                return self._same_request(again.record, config, code_digest, function_call)
+            with self._changed:
+                self._live[record.task_id] = record
         return Success(self._launch(provider, record))
 
     def _same_request(
@@ -468,10 +488,25 @@ class TaskEngine:
         follow: bool,
         tail_lines: int,
         is_active: Callable[[], bool],
+        node: int | None = None,
     ) -> Result[Iterator[LogChunk], DomainError]:
+        """A task's output from `cursor` on. A multi-node task keeps one output per node: `node`
+        selects one, None merges them all with a "[node K] " prefix on each line."""
         found = self.get(task_id)
         if isinstance(found, Failure):
             return Failure(found.failure())
+        provider = self._providers[found.unwrap().provider]
+        # Providers with one output file per node (local) have node_log_path; others one file.
+        node_log_path: Callable[[str, int], Path] | None = getattr(provider, "node_log_path", None)
+        num_nodes = found.unwrap().config.num_instances if node_log_path is not None else 1
+        checked = check_node(node, max(1, num_nodes))
+        if isinstance(checked, Failure):
+            return Failure(checked.failure())
+        paths = [provider.log_path(task_id)]
+        if node_log_path is not None and num_nodes > 1:
+            paths = [node_log_path(task_id, k) for k in range(num_nodes)]
+        if len(paths) > 1 and node is None:
+            return self._stream_merged(task_id, paths, cursor, follow, tail_lines, is_active)
         start = decode_cursor(cursor)
         if isinstance(start, Failure):
             return Failure(start.failure())
@@ -489,7 +524,7 @@ class TaskEngine:
                     subject="log request",
                 )
             )
-        path = self._providers[found.unwrap().provider].log_path(task_id)
+        path = paths[node or 0]
         offset = start.unwrap()
         if offset > logs.size_of(path):  # output only grows: no cursor of ours points past its end
             return Failure(
@@ -509,15 +544,92 @@ class TaskEngine:
             offset = logs.tail_offset(path, tail_lines)
         return Success(self._chunks(task_id, path, offset, follow, is_active))
 
+    def _stream_merged(
+        self,
+        task_id: str,
+        paths: Sequence[Path],
+        cursor: str,
+        follow: bool,
+        tail_lines: int,
+        is_active: Callable[[], bool],
+    ) -> Result[Iterator[LogChunk], DomainError]:
+        decoded = decode_merged_cursor(cursor, len(paths))
+        if isinstance(decoded, Failure):
+            return Failure(decoded.failure())
+        offsets = list(decoded.unwrap())
+        past = [k for k, path in enumerate(paths) if offsets[k] > logs.size_of(path)]
+        if past or tail_lines < 0:
+            return Failure(
+                validation_error(
+                    [
+                        violation(
+                            "cursor",
+                            cursor,
+                            f"points past the end of node {past[0]}'s output",
+                            "pass back the cursor of the last chunk you received, or '' to start over",
+                        )
+                        if past
+                        else violation(
+                            "tail_lines",
+                            tail_lines,
+                            "must not be negative",
+                            "give 0 for everything, or N for the last N lines",
+                        )
+                    ],
+                    subject="log request",
+                )
+            )
+        if not cursor and tail_lines:  # the last N lines of every node
+            offsets = [logs.tail_offset(path, tail_lines) for path in paths]
+        return Success(self._merged_chunks(task_id, paths, offsets, follow, is_active))
+
+    def _merged_chunks(
+        self,
+        task_id: str,
+        paths: Sequence[Path],
+        offsets: MutableSequence[int],
+        follow: bool,
+        is_active: Callable[[], bool],
+    ) -> Iterator[LogChunk]:
+        """Whole lines of every node, each labelled with its node, round-robin; one cursor holds
+        every node's offset."""
+        pause = FOLLOW_POLL_MIN
+        while is_active() and not self._closing:
+            with self._changed:
+                final = task_id not in self._live or not follow
+            sent = False
+            for node, path in enumerate(paths):
+                data = logs.read_at(path, offsets[node])
+                take = emit_length(data, final and len(data) < logs.CHUNK_BYTES)
+                if take:
+                    offsets[node] += take
+                    sent = True
+                    yield LogChunk(data=label_lines(data[:take], node), cursor=encode_merged_cursor(offsets))
+            if sent:
+                pause = FOLLOW_POLL_MIN
+                continue
+            if final:
+                return
+            with self._changed:
+                self._changed.wait(pause)
+            pause = min(pause * 2, FOLLOW_POLL_MAX)
+
     def _chunks(
         self, task_id: str, path: Path, offset: int, follow: bool, is_active: Callable[[], bool]
     ) -> Iterator[LogChunk]:
         pause = FOLLOW_POLL_MIN
+        settled = False
         while is_active() and not self._closing:
             # Terminal before the read means no byte can follow what this read returns.
             with self._changed:
                 final = task_id not in self._live or not follow
             data = logs.read_at(path, offset)
+            if logs.worth_settling(len(data), final, settled):  # fewer, larger messages
+                settled = True
+                with self._changed:
+                    self._changed.wait(logs.SETTLE_SECONDS)
+                continue
+            settled = False
             take = emit_length(data, final and len(data) < logs.CHUNK_BYTES)
             if take:
                 offset += take
@@ -668,3 +780,5 @@ class TaskEngine:
             self._changed.notify_all()
         for provider in self._providers.values():
             provider.close()
+        if self._volumes is not None:
+            self._volumes.close()  # host mounts only: running tasks keep theirs

@@ -12,7 +12,9 @@ must not be readable by others (OpenSSH's own rule for private keys).
 
 from __future__ import annotations
 
+import contextlib
 import getpass
+import json
 import logging
 import os
 import stat
@@ -20,15 +22,20 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
-from returns.result import Failure
+from returns.result import Failure, Result, Success
 
 from flow.domain.daemon_config import (
     LOCAL,
+    MITHRIL_ENV,
+    PROVIDER_NAME,
     DaemonConfig,
+    MithrilSettings,
     SlurmSettings,
     daemon_config_from_dict,
+    mithril_from_env,
+    mithril_settings,
 )
-from flow.domain.errors import FieldViolation, validation_error, violation
+from flow.domain.errors import DomainError, ErrorReason, FieldViolation, validation_error, violation
 from flow.domain.sbatch import PLAIN_PATH
 from flow.domain.source_lines import locate
 from flow.home import FlowHome
@@ -141,6 +148,165 @@ def _slurm(
     )
 
 
+def _request_timeout(env: Mapping[str, str]) -> float:
+    try:
+        return max(0.1, min(float(env.get("FLOW_MITHRIL_TIMEOUT", "30")), 300.0))
+    except ValueError:
+        return 30.0
+
+
+def _with_keys(found: list[MithrilSettings]) -> list[MithrilSettings]:
+    for s in found:
+        if not s.api_key:
+            raise DaemonConfigError(
+                f"provider {s.name} (kind: mithril) has no API key: set MITHRIL_API_KEY for flowd, "
+                "or api_key in $FLOW_HOME/config.yaml (chmod 600)"
+            )
+    return found
+
+
+def _mithril_settings(config: DaemonConfig, home: FlowHome, env: Mapping[str, str]) -> list[MithrilSettings]:
+    """The Mithril providers: those of the config file, with the MITHRIL_* variables overriding
+    their settings, or one named "mithril" when only the variables configure it. A file that
+    holds an API key must be private (0600)."""
+    found = [s for s in config.providers if isinstance(s, MithrilSettings)]
+    overlay = {key: env[variable] for variable, key in reversed(list(MITHRIL_ENV.items())) if env.get(variable)}
+    if found:
+        if home.config.stat().st_mode & 0o077 and any(s.api_key and "api_key" not in overlay for s in found):
+            raise DaemonConfigError(
+                f"{home.config} holds a Mithril API key and other users can read it; "
+                f"fix it with: chmod 600 {home.config}"
+            )
+        if not overlay:
+            return _with_keys(found)
+        from flow.config import load_yaml_with_lines
+
+        data, _ = load_yaml_with_lines(home.config.read_text(), str(home.config))
+        out: list[FieldViolation] = []
+        merged = [
+            mithril_settings(s.name, {**data["providers"][s.name], **overlay}, f"providers.{s.name}", out)
+            for s in found
+        ]
+        if out:
+            raise DaemonConfigError(validation_error(out, subject=SUBJECT).message)
+        return _with_keys(merged)
+    from_env = mithril_from_env(env)
+    if isinstance(from_env, Failure):
+        raise DaemonConfigError(from_env.failure().message)
+    settings = from_env.unwrap()
+    return [settings] if settings is not None else []
+
+
+RUNTIME_PROVIDERS: Final = "providers.d"  # under $FLOW_HOME: providers clients configured (0600 files)
+
+
+def _typed_settings(settings: Mapping[str, str]) -> dict[str, object]:
+    """ConfigureProvider's string settings with the types config.yaml would give them."""
+    typed: dict[str, object] = dict(settings)
+    if "host_key_checking" in typed:
+        typed["host_key_checking"] = {"true": True, "false": False}.get(
+            settings["host_key_checking"].lower(), settings["host_key_checking"]
+        )
+    if "poll_interval" in typed:
+        with contextlib.suppress(ValueError):
+            typed["poll_interval"] = float(settings["poll_interval"])
+    return typed
+
+
+def _runtime_settings(name: str, kind: str, settings: Mapping[str, str]) -> Result[MithrilSettings, DomainError]:
+    out: list[FieldViolation] = []
+    if kind != "mithril":
+        out.append(
+            violation("kind", kind, "cannot be configured by a client", "configure it in $FLOW_HOME/config.yaml")
+        )
+    if name == LOCAL or not PROVIDER_NAME.fullmatch(name):
+        out.append(
+            violation("name", name, "is not a name for a new provider", "use letters, digits, - and _, e.g. mithril")
+        )
+    if out:
+        return Failure(validation_error(out, subject="provider settings"))
+    found = mithril_settings(name, _typed_settings(settings), "settings", out)
+    if not found.api_key and not out:
+        out.append(violation("settings.api_key", None, "is required", "give the fkey_... key of your Mithril account"))
+    if out:
+        return Failure(validation_error(out, subject="provider settings"))
+    return Success(found)
+
+
+def _mithril_provider(
+    settings: MithrilSettings, home: FlowHome, reporter: Reporter, blobs: BlobStore, env: Mapping[str, str]
+) -> Provider:
+    from flowd.providers.mithril import MithrilProvider  # httpx only where Mithril is used
+
+    return MithrilProvider(
+        settings=settings,
+        tasks_root=home.tasks,
+        state_root=home.root / "mithril",
+        reporter=reporter,
+        blobs=blobs,
+        request_timeout=_request_timeout(env),
+    )
+
+
+def configure_provider(
+    home: FlowHome,
+    providers: dict[str, Provider],
+    name: str,
+    kind: str,
+    settings: Mapping[str, str],
+    reporter: Reporter,
+    blobs: BlobStore,
+) -> Result[Provider, DomainError]:
+    """Adds the provider a client configured (ConfigureProvider), and keeps its settings in a
+    0600 file so that a restarted flowd finds its tasks again. The same settings again are a
+    no-op; other settings under a taken name are refused."""
+    parsed = _runtime_settings(name, kind, settings)
+    if isinstance(parsed, Failure):
+        return Failure(parsed.failure())
+    wanted = parsed.unwrap()
+    existing = providers.get(name)
+    if existing is not None:
+        if getattr(existing, "settings", None) == wanted:
+            return Success(existing)
+        return Failure(
+            DomainError(
+                reason=ErrorReason.ALREADY_EXISTS,
+                message=f"flowd already has a provider named {name!r}, configured differently",
+                suggestions=(
+                    "give this one another name, e.g. MithrilProvider(..., name='mithril-2')",
+                    "or change the settings of the existing one in $FLOW_HOME/config.yaml (then flow daemon stop)",
+                ),
+                metadata=(("provider", name),),
+            )
+        )
+    folder = home.root / RUNTIME_PROVIDERS
+    folder.mkdir(mode=0o700, exist_ok=True)
+    path = folder / f"{name}.json"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump({"name": name, "kind": kind, "settings": dict(settings)}, handle)
+    provider = _mithril_provider(wanted, home, reporter, blobs, os.environ)
+    providers[name] = provider
+    return Success(provider)
+
+
+def _runtime_providers(home: FlowHome, taken: set[str]) -> list[MithrilSettings]:
+    """The providers clients configured before this start, unless the config now names them."""
+    found: list[MithrilSettings] = []
+    for path in sorted((home.root / RUNTIME_PROVIDERS).glob("*.json")):
+        try:
+            data = json.loads(path.read_text())
+            parsed = _runtime_settings(str(data["name"]), str(data["kind"]), dict(data["settings"]))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("ignoring %s: %s", path, exc)
+            continue
+        if isinstance(parsed, Failure):
+            log.warning("ignoring %s: %s", path, parsed.failure().message)
+        elif parsed.unwrap().name not in taken:
+            found.append(parsed.unwrap())
+    return found
+
+
 def build_providers(
     home: FlowHome, reporter: Reporter, blobs: BlobStore, env: Mapping[str, str]
 ) -> tuple[dict[str, Provider], str]:
@@ -160,6 +326,12 @@ def build_providers(
         if isinstance(settings, SlurmSettings):
             providers[settings.name] = _slurm(settings, home, reporter, blobs, env)
     default = config.default_provider
+    for mithril in _mithril_settings(config, home, env):
+        providers[mithril.name] = _mithril_provider(mithril, home, reporter, blobs, env)
+        if default == LOCAL and "default_provider" not in lines:
+            default = mithril.name  # a configured Mithril key makes Mithril the default
+    for mithril in _runtime_providers(home, set(providers)):
+        providers[mithril.name] = _mithril_provider(mithril, home, reporter, blobs, env)
     wanted = env.get("FLOW_PROVIDER", "")
     if wanted:
         if wanted in providers:

@@ -22,17 +22,24 @@ from flowapi.v1 import (
     daemon_service_pb2_grpc,
     instance_service_pb2,
     instance_service_pb2_grpc,
+    provider_pb2,
     task_service_pb2,
     task_service_pb2_grpc,
+    volume_pb2,
+    volume_pb2_grpc,
 )
 from flowd.blobs import BlobStore
 from flowd.engine import TaskEngine
 from flowd.provider_registry import build_providers
+from flowd.provider_service import add_provider_service
 from flowd.providers.base import Runtime
+from flowd.providers.local import LocalProvider
 from flowd.servicers import CodeServicer, DaemonServicer, InstanceServicer, TaskServicer
 from flowd.store import Store
 from flowd.tcp_access import TokenInterceptor, credentials
 from flowd.tcp_settings import TcpSettings, load_or_create_token
+from flowd.volume_service import VolumeServicer
+from flowd.volumes import VolumeManager
 
 # Streams that follow logs and server-side waits each hold a worker while they last.
 MAX_WORKERS = 256
@@ -41,6 +48,8 @@ SERVICE_NAMES = (
     daemon_service_pb2.DESCRIPTOR.services_by_name["DaemonService"].full_name,
     instance_service_pb2.DESCRIPTOR.services_by_name["InstanceService"].full_name,
     code_service_pb2.DESCRIPTOR.services_by_name["CodeService"].full_name,
+    volume_pb2.DESCRIPTOR.services_by_name["VolumeService"].full_name,
+    provider_pb2.DESCRIPTOR.services_by_name["ProviderService"].full_name,
 )
 
 
@@ -83,6 +92,10 @@ def _serve_all(
     task_service_pb2_grpc.add_TaskServiceServicer_to_server(TaskServicer(engine), server)
     instance_service_pb2_grpc.add_InstanceServiceServicer_to_server(InstanceServicer(engine), server)
     code_service_pb2_grpc.add_CodeServiceServicer_to_server(CodeServicer(blobs), server)
+    if engine.volumes is not None:
+        volume_pb2_grpc.add_VolumeServiceServicer_to_server(
+            VolumeServicer(engine.volumes, engine.default_provider), server
+        )
     daemon_service_pb2_grpc.add_DaemonServiceServicer_to_server(daemon_servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
@@ -98,7 +111,12 @@ def build_daemon(home: FlowHome, shutdown: Callable[[], None], tcp: TcpSettings 
 
     blobs = BlobStore(home.root / "blobs")
     providers, default = build_providers(home, report, blobs, os.environ)
-    engine = TaskEngine(store, providers, default_provider=default, blobs=blobs)
+    volumes = VolumeManager(store, home.root / "volumes")
+    for provider in providers.values():
+        if isinstance(provider, LocalProvider):
+            provider.volumes = volumes
+    engine = TaskEngine(store, providers, default_provider=default, blobs=blobs, volumes=volumes)
+    volumes.live_specs = engine.live_volume_specs
     engine_ref.append(engine)
     engine.recover()
 
@@ -112,6 +130,7 @@ def build_daemon(home: FlowHome, shutdown: Callable[[], None], tcp: TcpSettings 
         options=[("grpc.so_reuseport", 0)],
     )
     _serve_all(local, engine, blobs, health_servicer, daemon_servicer)
+    add_provider_service(local, engine, home, report, blobs)
     local.add_insecure_port(home.address)
     servers = [local]
     if tcp is not None:
@@ -121,6 +140,7 @@ def build_daemon(home: FlowHome, shutdown: Callable[[], None], tcp: TcpSettings 
             options=[("grpc.so_reuseport", 0)],
         )
         _serve_all(remote, engine, blobs, health_servicer, daemon_servicer)
+        add_provider_service(remote, engine, home, report, blobs)
         creds = credentials(tcp)
         if creds is None:
             remote.add_insecure_port(tcp.address)

@@ -299,7 +299,14 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
         if task_id is None:
             return
         chunks = _unwrap(
-            self._engine.stream_logs(task_id, request.cursor, request.follow, request.tail_lines, context.is_active),
+            self._engine.stream_logs(
+                task_id,
+                request.cursor,
+                request.follow,
+                request.tail_lines,
+                context.is_active,
+                node=request.node if request.HasField("node") else None,
+            ),
             context,
         )
         if chunks is None:

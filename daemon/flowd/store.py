@@ -35,6 +35,13 @@ CREATE TABLE IF NOT EXISTS tasks (
     runtime    TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS tasks_by_state ON tasks(state);
+CREATE TABLE IF NOT EXISTS volumes (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    volume_id  TEXT NOT NULL UNIQUE,
+    name       TEXT NOT NULL UNIQUE,
+    request_id TEXT UNIQUE,
+    record     TEXT NOT NULL
+);
 """
 
 _TERMINAL_NAMES = tuple(s.value for s in TERMINAL_STATES)
@@ -222,6 +229,38 @@ class Store:
             f"SELECT seq, record, runtime FROM tasks WHERE state NOT IN ({marks}) ORDER BY seq",
             _TERMINAL_NAMES,
         )
+
+    # --- volumes (rows of flowd.volumes, which owns their JSON) ------------------------------
+
+    def insert_volume(self, volume_id: str, name: str, request_id: str | None, record: str) -> None:
+        """Raises DuplicateRequestError when the id, name or request_id is taken."""
+        try:
+            with self._lock:
+                self._db.execute(
+                    "INSERT INTO volumes (volume_id, name, request_id, record) VALUES (?, ?, ?, ?)",
+                    (volume_id, name, request_id, record),
+                )
+        except sqlite3.IntegrityError as exc:
+            raise DuplicateRequestError(name) from exc
+        except sqlite3.Error as exc:
+            self._raise_write_error(exc)
+
+    def volume_rows(self, before_seq: int | None = None, limit: int = -1) -> list[tuple[int, str]]:
+        """(seq, record) of volumes, newest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, record FROM volumes WHERE seq < ? ORDER BY seq DESC LIMIT ?",
+                (MAX_SEQ if before_seq is None else min(before_seq, MAX_SEQ), limit),
+            ).fetchall()
+        return [(int(seq), str(record)) for seq, record in rows]
+
+    def delete_volume(self, volume_id: str) -> bool:
+        try:
+            with self._lock:
+                done = self._db.execute("DELETE FROM volumes WHERE volume_id = ?", (volume_id,))
+        except sqlite3.Error as exc:
+            self._raise_write_error(exc)
+        return done.rowcount > 0
 
     def integrity_check(self) -> str:
         with self._lock:

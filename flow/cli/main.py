@@ -241,16 +241,44 @@ def _table(tasks: Sequence[Task]) -> str:
     )
 
 
+def _status_fast(args: argparse.Namespace) -> list[Task] | None:
+    """The tasks `flow status` shows, read without grpcio (flow.local_reads); None when that
+    path cannot answer, and the grpcio path must. Raises the same errors as that path."""
+    from flow import local_reads
+
+    if not local_reads.enabled():
+        return None
+    from flow.home import resolve_home
+    from flow.task import Task
+
+    home = resolve_home()
+    conn: Any = local_reads.DeferredConnection(home)
+    try:
+        if args.task:
+            return [Task(conn, local_reads.get_task(home, args.task))]
+        return [Task(conn, message) for message in local_reads.list_tasks(home, args.limit)]
+    except local_reads.FastPathUnusableError:
+        return None
+
+
 def cmd_status(args: argparse.Namespace) -> int:
+    fast = _status_fast(args)
+    if fast is not None:
+        return _show_status(args, fast)
     flow = _client(args)
     if args.task:
-        task = flow.get_task(args.task)
+        return _show_status(args, [flow.get_task(args.task)])
+    return _show_status(args, flow.list_tasks(limit=args.limit))
+
+
+def _show_status(args: argparse.Namespace, tasks: list[Task]) -> int:
+    if args.task:
+        task = tasks[0]
         if args.json:
             _emit_json(task.to_dict())
         else:
             sys.stdout.write(_table([task]))
         return 0
-    tasks = flow.list_tasks(limit=args.limit)
     if args.json:
         _emit_json([t.to_dict() for t in tasks])
     elif tasks:
@@ -263,7 +291,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_logs(args: argparse.Namespace) -> int:
     task = _client(args).get_task(args.task)
     try:
-        for chunk in task.log_chunks(follow=args.follow, tail=args.tail or 0):
+        for chunk in task.log_chunks(follow=args.follow, tail=args.tail or 0, node=args.node):
             if args.json:
                 _emit_json({"cursor": chunk.cursor, "lines": chunk.lines})
             else:
@@ -396,6 +424,12 @@ def cmd_slurm_submit(args: argparse.Namespace) -> int:
     return 0 if all(str(t.last_status) == "COMPLETED" for t in tasks) else EXIT_FAILED
 
 
+def cmd_volumes(args: argparse.Namespace) -> int:
+    from flow.volumes import run_volumes_command
+
+    return run_volumes_command(_client(args), args)
+
+
 def cmd_daemon(args: argparse.Namespace) -> int:
     from flow import daemon_control
 
@@ -446,6 +480,9 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("task")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing until the task ends")
     logs.add_argument("--tail", type=int, metavar="N", help="start with the last N lines")
+    logs.add_argument(
+        "--node", type=int, metavar="K", help="one node of a multi-node task (default: all, prefixed [node K])"
+    )
     _add_json(logs)
     logs.set_defaults(handler=cmd_logs)
 
@@ -508,6 +545,21 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--dry-run", action="store_true", help="validate and place, launch nothing")
     _add_json(submit)
     submit.set_defaults(handler=cmd_slurm_submit)
+
+    volumes = sub.add_parser("volumes", help="persistent storage: create, list and delete volumes")
+    volumes_sub = volumes.add_subparsers(dest="volumes_cmd", metavar="COMMAND", required=True)
+    create_volume = volumes_sub.add_parser("create", help="create a volume")
+    create_volume.add_argument("name", help="letters, digits, '-' and '_', e.g. checkpoints")
+    create_volume.add_argument("--size", type=int, required=True, metavar="GB", help="capacity in GB")
+    create_volume.add_argument("--interface", choices=["block", "file"], default="block")
+    create_volume.add_argument("--provider")
+    list_volumes = volumes_sub.add_parser("list", help="list volumes, newest first")
+    list_volumes.add_argument("--limit", type=int, default=100)
+    delete_volume = volumes_sub.add_parser("delete", help="delete volumes and their data")
+    delete_volume.add_argument("volume_ids", nargs="+", metavar="VOLUME_ID")
+    for command in (create_volume, list_volumes, delete_volume):
+        _add_json(command)
+        command.set_defaults(handler=cmd_volumes)
 
     daemon = sub.add_parser("daemon", help="manage flowd, the per-user daemon")
     daemon.add_argument("action", choices=["start", "stop", "status"])

@@ -29,7 +29,7 @@ import re
 from collections.abc import Mapping
 from typing import Final
 
-from attrs import frozen
+from attrs import field, frozen
 from returns.result import Failure, Result, Success
 
 from flow.domain.errors import DomainError, FieldViolation, validation_error, violation
@@ -43,7 +43,7 @@ USER: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}\$?")
 # A cluster path that is safe in a #SBATCH line, an --output pattern and an unquoted `read`:
 # no whitespace, quotes, '#', '%' (an --output pattern character), '\\' or control characters.
 PLAIN_PATH: Final = re.compile(r"/[A-Za-z0-9_./+@,:=~-]*")
-KINDS: Final = ("local", "slurm")
+KINDS: Final = ("local", "slurm", "mithril")
 MODES: Final = ("local", "ssh")
 LOCAL: Final = "local"
 DEFAULT_POLL_INTERVAL: Final = 1.0
@@ -73,6 +73,32 @@ SLURM_KEYS: Final = (
     "gpu_type",
     "python",
 )
+MITHRIL_KEYS: Final = (
+    "kind",
+    "api_key",
+    "project",
+    "region",
+    "api_url",
+    "ssh_key_file",
+    "ssh_keys",
+    "ssh_user",
+    "known_hosts",
+    "host_key_checking",
+    "poll_interval",
+)
+MITHRIL_API_URL: Final = "https://api.mithril.ai"
+MITHRIL_KEY: Final = re.compile(r"fkey_[A-Za-z0-9]{20,}")
+MITHRIL_ENV: Final = {
+    "MITHRIL_API_KEY": "api_key",
+    "MITHRIL_PROJECT": "project",
+    "MITHRIL_DEFAULT_PROJECT": "project",
+    "MITHRIL_REGION": "region",
+    "MITHRIL_DEFAULT_REGION": "region",
+    "MITHRIL_API_URL": "api_url",
+    "MITHRIL_SSH_KEY": "ssh_key_file",
+    "MITHRIL_SSH_KEYS": "ssh_keys",
+    "MITHRIL_SSH_USER": "ssh_user",
+}
 SSH_ONLY_KEYS: Final = ("host", "port", "user", "key_file", "known_hosts", "host_key_checking", "connect_timeout")
 
 
@@ -116,7 +142,24 @@ class LocalSettings:
     name: str
 
 
-ProviderSettings = LocalSettings | SlurmSettings
+@frozen
+class MithrilSettings:
+    """Mithril's GPU cloud. The API key is never shown (repr, logs, errors)."""
+
+    name: str
+    api_key: str = field(default="", repr=False)
+    project: str | None = None  # a name or a proj_ fid; None: the account's only project
+    region: str | None = None  # None: chosen by availability and price
+    api_url: str = MITHRIL_API_URL
+    ssh_key_file: str | None = None  # the private key flowd logs in to instances with
+    ssh_keys: tuple[str, ...] = ()  # names or sshkey_ fids of keys to put on instances
+    ssh_user: str = "ubuntu"
+    known_hosts: str | None = None  # None: instances' keys are learnt on first use
+    host_key_checking: bool = True
+    poll_interval: float = 2.0
+
+
+ProviderSettings = LocalSettings | SlurmSettings | MithrilSettings
 
 
 @frozen
@@ -289,6 +332,66 @@ def _slurm(name: str, data: Mapping[str, object], path: str, out: list[FieldViol
     )
 
 
+def _key_problem(value: object) -> str | None:
+    if not isinstance(value, str) or not MITHRIL_KEY.fullmatch(value):
+        return "is not a Mithril API key (fkey_ followed by at least 20 letters or digits)"
+    return None
+
+
+def mithril_settings(name: str, data: Mapping[str, object], path: str, out: list[FieldViolation]) -> MithrilSettings:
+    """A Mithril provider's settings (from the config file, or the MITHRIL_* variables mapped to
+    the same keys); the key's value never appears in a violation."""
+    read = _Reader(data, path, out)
+    key = data.get("api_key")
+    if key is None:
+        key = ""  # MITHRIL_API_KEY may give it; flowd refuses to start when nothing does
+    elif (problem := _key_problem(key)) is not None:
+        fix = "copy the whole key from the Mithril console; it starts with fkey_"
+        out.append(violation(read.at("api_key"), "<hidden>", problem, fix))
+        key = ""
+    assert isinstance(key, str)
+    api_url = read.text(
+        "api_url", re.compile(r"https?://[A-Za-z0-9_.:\[\]/-]{1,300}"), "give a URL, e.g. https://api.mithril.ai"
+    )
+    ssh_keys = data.get("ssh_keys", ())
+    if isinstance(ssh_keys, str):
+        ssh_keys = tuple(k.strip() for k in ssh_keys.split(",") if k.strip())
+    if not isinstance(ssh_keys, (list, tuple)) or not all(isinstance(k, str) and k for k in ssh_keys):
+        out.append(violation(read.at("ssh_keys"), ssh_keys, "must be a list of key names", "e.g. ssh_keys: [my-key]"))
+        ssh_keys = ()
+    name_fix = "give a name of letters, digits, _ . -"
+    return MithrilSettings(
+        name=name,
+        api_key=key,
+        project=read.text("project", re.compile(r"[A-Za-z0-9_.-][A-Za-z0-9 _.-]{0,127}"), name_fix),
+        region=read.text("region", re.compile(r"[a-z0-9-]{1,64}"), "give a region, e.g. us-central1-b"),
+        api_url=(api_url or MITHRIL_API_URL).rstrip("/"),
+        ssh_key_file=read.path_value("ssh_key_file", plain=False, local_file=True),
+        ssh_keys=tuple(str(k) for k in ssh_keys),
+        ssh_user=read.text("ssh_user", USER, "give the user instances log in as, e.g. ubuntu") or "ubuntu",
+        known_hosts=read.path_value("known_hosts", plain=False, local_file=True),
+        host_key_checking=read.boolean("host_key_checking", True),
+        poll_interval=read.number(
+            "poll_interval", MIN_POLL_INTERVAL, MAX_POLL_INTERVAL, 2.0, "give seconds between status queries, e.g. 2"
+        ),
+    )
+
+
+def mithril_from_env(env: Mapping[str, str], name: str = "mithril") -> Result[MithrilSettings | None, DomainError]:
+    """The Mithril provider the MITHRIL_* variables configure (None without MITHRIL_API_KEY)."""
+    if not env.get("MITHRIL_API_KEY"):
+        return Success(None)
+    data: dict[str, object] = {}
+    for variable, key in MITHRIL_ENV.items():
+        if env.get(variable) and key not in data:
+            data[key] = env[variable]
+    out: list[FieldViolation] = []
+    settings = mithril_settings(name, data, "environment", out)
+    if out:
+        return Failure(validation_error(out, subject="Mithril settings"))
+    return Success(settings)
+
+
 def _provider(name: object, data: object, out: list[FieldViolation]) -> ProviderSettings | None:
     if not isinstance(name, str) or not PROVIDER_NAME.fullmatch(name):
         fix = "name providers with letters, digits, '-' and '_', e.g. cluster"
@@ -313,10 +416,12 @@ def _provider(name: object, data: object, out: list[FieldViolation]) -> Provider
         fix = "there is one local provider (this machine, its GPUs shared by its tasks): name it 'local'"
         out.append(violation(f"{path}.kind", kind, "is the kind of the one provider named 'local'", fix))
         return None
-    known = ("kind",) if kind == LOCAL else SLURM_KEYS
+    known = ("kind",) if kind == LOCAL else MITHRIL_KEYS if kind == "mithril" else SLURM_KEYS
     out.extend(_unknown(path, key, known) for key in data if key not in known)
     if kind == LOCAL:
         return LocalSettings(name=name)
+    if kind == "mithril":
+        return mithril_settings(name, {k: v for k, v in data.items() if isinstance(k, str)}, path, out)
     return _slurm(name, {k: v for k, v in data.items() if isinstance(k, str)}, path, out)
 
 

@@ -210,5 +210,213 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+# --- the warm interpreter -----------------------------------------------------------------------
+#
+# flowd (daemon/flowd/providers/warm_python.py) keeps this file running as a fork server, started
+# by the same interpreter with the same environment (minus the per-task variables) as a task's
+# own `python flow_runner.py ...` would be, and stopped at the start of main(): everything a cold
+# start does before it calls a function is done once. Each call forks a wrapper (the /bin/sh
+# wrapper's part: its own session, the task's directory and output, the exit status file) which
+# forks the task's process; that one takes the task's environment, argv and sys.path[0], then
+# runs the task's copy of this file as __main__, exactly as `python` would.
+
+SERVE_FLAG = "--serve"
+TITLE_ROOM = 4096  # the zygote's last argument: room for the titles its children give themselves
+
+
+def _signals() -> Any:
+    return importlib.import_module("_signal")  # loaded by every interpreter at start-up
+
+
+def _read_frame(fd: int) -> Any:
+    """One length-prefixed JSON message, or None at EOF (flowd went away)."""
+    data = b""
+    need = 4
+    length = -1
+    while True:
+        while len(data) < need:
+            chunk = os.read(fd, need - len(data))
+            if not chunk:
+                return None
+            data += chunk
+        if length < 0:
+            length = int.from_bytes(data, "big")
+            data, need = b"", length
+            continue
+        return json.loads(data)
+
+
+def _write_frame(fd: int, message: Any) -> None:
+    data = json.dumps(message).encode()
+    data = len(data).to_bytes(4, "big") + data
+    while data:
+        data = data[os.write(fd, data) :]
+
+
+def title_area() -> tuple[int, int]:
+    """Where this process's command line lives in its memory (forked children share it)."""
+    try:
+        with open("/proc/self/stat", "rb") as stat:
+            raw = stat.read()
+        fields = raw[raw.rfind(b")") + 2 :].split()
+        return int(fields[45]), int(fields[46])
+    except (OSError, ValueError, IndexError):
+        return 0, 0
+
+
+def retitle(parts: list[str], area: tuple[int, int]) -> None:
+    """Rewrites this process's command line (what /proc/PID/cmdline and ps show), in the memory
+    the kernel reads it from. Best effort: the room is the zygote's original argv."""
+    start, end = area
+    if end <= start:
+        return
+    data = b"\0".join(p.encode() for p in parts)[: end - start - 1]
+    try:
+        with open("/proc/self/mem", "r+b", buffering=0) as mem:
+            mem.seek(start)
+            mem.write(data + b"\0" * (end - start - len(data)))
+    except OSError:
+        pass
+
+
+def _retarget(code: types.CodeType, filename: str) -> types.CodeType:
+    consts = tuple(_retarget(c, filename) if isinstance(c, types.CodeType) else c for c in code.co_consts)
+    return code.replace(co_filename=filename, co_consts=consts)
+
+
+def _run_task(
+    request: dict[str, Any], compiled: tuple[bytes, types.CodeType], baseline: set[str], area: tuple[int, int]
+) -> None:
+    """In the task's process: become what a cold `python flow_runner.py ...` is, then run it."""
+    signals = _signals()
+    signals.signal(signals.SIGTERM, signals.SIG_DFL)
+    signals.signal(signals.SIGINT, signals.default_int_handler)
+    signals.signal(signals.SIGHUP, signals.SIG_IGN)  # as under the sh wrapper's `trap "" HUP`
+    argv = list(request["argv"])  # [python, runner, invocation, result]
+    retitle(argv, area)
+    env = request["env"]  # the zygote's environment is this one without the per-task variables
+    for name in [name for name in os.environ if name not in env]:
+        del os.environ[name]
+    for name, value in env.items():
+        if os.environ.get(name) != value:
+            os.environ[name] = value
+    os.environ["PWD"] = os.getcwd()  # as the sh wrapper of a cold task exports it
+    sys.argv = argv[1:]
+    sys.orig_argv = list(argv)
+    sys.path[0] = os.path.dirname(argv[1])
+    for name in set(sys.modules) - baseline:  # what serving needed (gc): not in a cold start's state
+        del sys.modules[name]
+    with open(argv[1], "rb") as source:
+        text = source.read()
+    # The zygote compiled this very source once; only the file name differs (tracebacks name the
+    # task's copy, as in a cold start).
+    code = _retarget(compiled[1], argv[1]) if text == compiled[0] else compile(text, argv[1], "exec")
+    main_module = sys.modules["__main__"]
+    namespace = vars(main_module)
+    builtins = namespace["__builtins__"]
+    loader = type(namespace["__loader__"])("__main__", argv[1])  # a SourceFileLoader, as for any script
+    namespace.clear()
+    namespace.update(
+        __name__="__main__",
+        __doc__=None,
+        __package__=None,
+        __spec__=None,
+        __loader__=loader,
+        __file__=argv[1],
+        __cached__=None,
+        __builtins__=builtins,
+    )
+    exec(code, namespace)  # ends with sys.exit(main(sys.argv)): SystemExit, as in a cold start
+
+
+def _wrapper(
+    request: dict[str, Any],
+    ready: int,
+    inherited: tuple[int, ...],
+    compiled: tuple[bytes, types.CodeType],
+    baseline: set[str],
+    area: tuple[int, int],
+) -> None:
+    """The forked wrapper: what `/bin/sh -c WRAPPER` does for a cold task. Returns only in the
+    task's process (to run it); the wrapper itself ends with os._exit."""
+    try:
+        for fd in inherited:
+            os.close(fd)
+        os.setsid()
+        signals = _signals()
+        signals.signal(signals.SIGCHLD, signals.SIG_DFL)
+        for name in ("SIGTERM", "SIGINT", "SIGHUP"):  # outlive the program to record its status
+            signals.signal(getattr(signals, name), signals.SIG_IGN)
+        os.chdir(request["cwd"])
+        output = os.open(request["output"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.dup2(output, 1)
+        os.dup2(output, 2)
+        os.close(output)
+        pid = os.fork()
+    except BaseException as exc:  # noqa: BLE001 - reported to flowd, which fails the launch
+        with contextlib.suppress(OSError):
+            os.write(ready, f"E{exc}".encode())
+        os._exit(127)
+    if pid == 0:
+        os.close(ready)
+        _run_task(request, compiled, baseline, area)
+        raise SystemExit(0)
+    os.write(ready, b"ok")
+    os.close(ready)
+    # Found by its marker, as a cold task's wrapper is (restart recovery before its pid was
+    # saved); done after answering, off the launch's path: flowd cannot restart within it.
+    retitle(["flow-warm-python", request["marker"]], area)
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            break
+        except ChildProcessError:
+            status = 127 << 8
+            break
+    code = os.waitstatus_to_exitcode(status)
+    code = 128 - code if code < 0 else code
+    with contextlib.suppress(OSError):
+        fd = os.open(request["exit_file"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)  # as `>"$f"`
+        os.write(fd, f"{code}\n".encode())
+        os.close(fd)
+    os._exit(code & 0xFF)
+
+
+def serve(requests: int, replies: int) -> None:
+    """The fork server's loop: one request (JSON) per task, answered with the wrapper's pid once
+    the wrapper has its own session and the task's process exists. Ends when flowd closes the
+    pipe. Children are reaped by the kernel (SIGCHLD ignored here; the wrapper resets it)."""
+    baseline = set(sys.modules)
+    signals = _signals()
+    signals.signal(signals.SIGCHLD, signals.SIG_IGN)
+    with open(__file__, "rb") as source:
+        text = source.read()
+    compiled = (text, compile(text, __file__, "exec"))
+    area = title_area()
+    _write_frame(replies, {"pid": os.getpid(), "paths": list(sys.path)})
+    # What exists now is the zygote's: a task's collector need not walk it (or copy its pages).
+    importlib.import_module("gc").freeze()
+    while True:
+        request = _read_frame(requests)
+        if request is None:
+            os._exit(0)
+        ready_r, ready_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(ready_r)
+            _wrapper(request, ready_w, (requests, replies), compiled, baseline, area)
+            return  # the task's process: back to the top level, which runs nothing more
+        os.close(ready_w)
+        answer = os.read(ready_r, 4096)
+        os.close(ready_r)
+        if answer == b"ok":
+            _write_frame(replies, {"pid": pid})
+        else:
+            _write_frame(replies, {"error": answer[1:].decode(errors="replace") or "the wrapper died"})
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    if sys.argv[1:2] == [SERVE_FLAG]:
+        serve(int(sys.argv[2]), int(sys.argv[3]))
+    else:
+        sys.exit(main(sys.argv))

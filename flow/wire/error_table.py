@@ -48,6 +48,7 @@ ERROR_TABLE: Final[dict[ErrorReason, tuple[int, type[errors.FlowError]]]] = {
     ErrorReason.NETWORK_ERROR: (code_pb2.UNAVAILABLE, errors.NetworkError),
     ErrorReason.API_ERROR: (code_pb2.UNKNOWN, errors.APIError),
     ErrorReason.INTERNAL: (code_pb2.INTERNAL, errors.FlowError),
+    ErrorReason.API_VALIDATION_FAILED: (code_pb2.INVALID_ARGUMENT, errors.ValidationAPIError),
 }
 
 # For statuses that carry no ErrorInfo (a proxy, grpc itself): the closest exception by code.

@@ -128,3 +128,67 @@ def test_slurm_quick_prints_every_row_with_a_ratio_and_cleans_up() -> None:
     assert home, output
     assert not Path(home.group(1)).exists()
     assert processes_mentioning(home.group(1)) == []
+
+
+LOCAL_GPUS_ROWS = (
+    "schedule 1,000 on 8 GPUs",
+    "one scheduling decision",
+    'exec "true" round trip',
+    "2-node run(true)+wait",
+)
+
+
+@pytest.mark.slow
+def test_local_gpus_quick_prints_every_row_with_a_ratio_and_cleans_up() -> None:
+    output = run_script("bench/bench_local_gpus.py", "--quick", timeout=240)
+    for name in LOCAL_GPUS_ROWS:
+        assert RATIO.search(row(output, name)), row(output, name)
+    home = re.search(r"FLOW_HOME=(/tmp/\S+):", output)
+    assert home, output
+    assert not Path(home.group(1)).exists()
+    assert processes_mentioning(home.group(1)) == []
+
+
+VOLUMES_ROWS = (
+    "run(true) + 2 volumes",
+    "task + s3 mount (small)",
+    "s3 sync N small files",
+    "s3 sync one large file",
+)
+
+
+@pytest.mark.slow
+def test_volumes_quick_prints_every_row_with_a_ratio_and_cleans_up() -> None:
+    before = subprocess.run(["losetup", "-nO", "NAME", "-l"], capture_output=True, text=True).stdout.split()
+    output = run_script("bench/bench_volumes.py", "--quick", timeout=300)
+    for name in VOLUMES_ROWS:
+        assert RATIO.search(row(output, name)), row(output, name)
+    assert re.search(r"s3 sync throughput: \d+ files/s", output), output
+    home = re.search(r"FLOW_HOME=(/tmp/\S+):", output)
+    work = re.search(r"S3 server and data in (/tmp/\S+):", output)
+    assert home and work, output
+    for path in (home.group(1), work.group(1)):
+        assert not Path(path).exists(), path
+        assert processes_mentioning(path) == [], path
+    # Every loop device the volumes used is released.
+    after = subprocess.run(["losetup", "-nO", "NAME", "-l"], capture_output=True, text=True).stdout.split()
+    assert sorted(after) == sorted(before)
+
+
+MITHRIL_ROWS = (
+    "submit->RUNNING (1 task)",
+    "API requests per poll (20 live)",
+)
+
+
+@pytest.mark.slow
+def test_mithril_quick_prints_every_row_with_a_ratio_and_cleans_up() -> None:
+    output = run_script("bench/bench_mithril.py", "--quick", timeout=600)
+    for name in MITHRIL_ROWS:
+        assert RATIO.search(row(output, name)), row(output, name)
+    assert "requests by path: {'GET /v2/spot/bids'" in output  # each poll is batched listings
+    assert "violations: 0" in output  # every request the provider made fits the spec
+    home = re.search(r"FLOW_HOME=(/tmp/\S+):", output)
+    assert home, output
+    assert not Path(home.group(1)).exists()
+    assert processes_mentioning(home.group(1)) == []

@@ -207,14 +207,16 @@ def test_many_short_tasks_all_complete_with_their_own_output(flow: Flow) -> None
 def test_task_environment_does_not_leak_daemon_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     from conftest import Daemon, _cleanup, short_tmpdir
 
-    monkeypatch.setenv("MITHRIL_API_KEY", "fkey_canary_secret")
+    canary = "fkey_" + "canary0secret0" * 2  # a well-formed key: flowd configures Mithril from it
+    monkeypatch.setenv("MITHRIL_API_KEY", canary)
     d = Daemon(short_tmpdir("flow-s-"))
     d.start()
     try:
-        client: Flow = d.client()  # type: ignore[assignment]
+        client: Flow = d.client(provider="local")  # type: ignore[assignment]
         task = client.run(["sh", "-c", "echo ${MITHRIL_API_KEY:-unset}; env"], upload_code=False).wait(timeout=30)
         assert task.logs().splitlines()[0] == "unset"
-        assert "fkey_canary_secret" not in task.logs()
+        assert canary not in task.logs()
+        assert canary not in d.home.daemon_log.read_text()
     finally:
         _cleanup(d)
 
@@ -222,7 +224,10 @@ def test_task_environment_does_not_leak_daemon_secrets(monkeypatch: pytest.Monke
 def test_settings_the_local_provider_cannot_honour_are_refused_not_ignored(flow: Flow) -> None:
     from flow import MountSpec, VolumeSpec
 
-    with pytest.raises(ValidationError) as caught:
+    # Volumes and data mounts are supported (tests/volumes) and images run where a container
+    # engine works (tests/e2e/test_images.py); this machine has none, so the image is refused
+    # before anything is created, saying how to run on the host instead.
+    with pytest.raises(ResourceNotAvailableError) as caught:
         flow.run(
             "true",
             image="pytorch/pytorch:2.1.0",
@@ -230,4 +235,4 @@ def test_settings_the_local_provider_cannot_honour_are_refused_not_ignored(flow:
             data_mounts=[MountSpec(source="s3://bucket/x", target="/data")],
             upload_code=False,
         )
-    assert [v.field for v in caught.value.violations] == ["image", "volumes", "data_mounts"]
+    assert "image" in str(caught.value)

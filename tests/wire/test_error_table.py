@@ -41,6 +41,7 @@ EXPECTED = {
     ErrorReason.NETWORK_ERROR: (code_pb2.UNAVAILABLE, flow.errors.NetworkError),
     ErrorReason.API_ERROR: (code_pb2.UNKNOWN, flow.errors.APIError),
     ErrorReason.INTERNAL: (code_pb2.INTERNAL, flow.errors.FlowError),
+    ErrorReason.API_VALIDATION_FAILED: (code_pb2.INVALID_ARGUMENT, flow.errors.ValidationAPIError),
 }
 
 

@@ -30,13 +30,14 @@ from attrs import define, evolve, field
 from returns.result import Failure, Result, Success
 
 from flow.domain.code_manifest import parse_manifest
-from flow.domain.errors import DomainError, ErrorReason, validation_error, violation
+from flow.domain.errors import DomainError, ErrorReason
 from flow.domain.function_call import invocation_document
 from flow.domain.gpu_inventory import Gpu, describe_inventory, local_offers
-from flow.domain.gpu_scheduler import GpuRequest, next_starts
+from flow.domain.gpu_scheduler import GpuRequest, fits_ever, next_starts
 from flow.domain.instance_types import format_instance_type, parse_instance_type
 from flow.domain.matching import Offer, Requirements, explain_no_match, match_offers
 from flow.domain.money import price_to_micros
+from flow.domain.multinode import node_env, split_gpus
 from flow.domain.task_config import TaskConfig, program_of
 from flow.domain.task_state import (
     Exited,
@@ -48,9 +49,14 @@ from flow.domain.task_state import (
     deadline_of,
 )
 from flow.runtime import runner
+from flowd import volume_namespace
 from flowd.blobs import BlobStore
 from flowd.exec_session import ExecError, ExecSession
+from flowd.providers import warm_python
 from flowd.providers.base import LaunchError, Placement, Reporter, Runtime
+from flowd.providers.local_containers import EngineProbe, containerize, no_engine_error, remove_container
+from flowd.providers.local_nodes import NodeTracker, free_port, node_dir, node_key, split_node_key
+from flowd.volumes import VolumeManager
 
 log = logging.getLogger(__name__)
 
@@ -248,6 +254,7 @@ class LocalProvider:
     """Runs tasks as processes on this machine. See the module docstring."""
 
     kind = "local"
+    volumes: VolumeManager | None = None  # set by the daemon: where volumes' data lives
 
     def __init__(
         self,
@@ -272,6 +279,9 @@ class LocalProvider:
         self._lock = threading.Lock()  # guards the GPU queue and who holds which GPUs
         self._queue: list[tuple[GpuRequest, TaskRecord]] = []
         self._busy: dict[str, tuple[int, ...]] = {}
+        self._nodes = NodeTracker()  # multi-node tasks: which nodes have ended (local_nodes.py)
+        self._engines = EngineProbe(path=self._base_env.get("PATH"))  # docker/podman, asked once
+        self._containers: dict[str, str] = {}  # watched key -> container name (image tasks)
         self._monitor = _Monitor(on_exit=self._on_exit, grace=cancel_grace)
         self._monitor.start()
 
@@ -306,23 +316,21 @@ class LocalProvider:
         return Success(Requirements(gpu_memory_gb=config.min_gpu_memory_gb, max_price_micros=price))
 
     def place(self, config: TaskConfig) -> Result[Placement, DomainError]:
-        # Refused rather than silently ignored: the task would run without them.
-        unsupported = [
-            violation(name, value, "is not supported by the local provider yet", fix)
-            for name, value, fix in (
-                ("image", config.image, "leave image out to run on this machine's own environment"),
-                ("volumes", list(config.volumes), "leave volumes out, or run on a provider that has them"),
-                ("data_mounts", list(config.data_mounts), "copy the data into the code directory, or leave them out"),
-            )
-            if value
-        ]
-        if unsupported:
-            return Failure(validation_error(unsupported, subject="task configuration for the local provider"))
-        if config.memory_mb is not None and config.memory_mb > self._memory_mb:
+        if config.image:  # runs in its image through docker or podman, when one works here
+            engine, why = self._engines.find()
+            if engine is None:
+                return Failure(no_engine_error(config.image, why, self.name))
+        mountable = volume_namespace.check_supported(config, self.name)  # volumes, data_mounts
+        if isinstance(mountable, Failure):
+            return Failure(mountable.failure())
+        nodes = config.num_instances
+        if config.memory_mb is not None and config.memory_mb * nodes > self._memory_mb:
             return Failure(
                 DomainError(
                     reason=ErrorReason.RESOURCE_NOT_AVAILABLE,
-                    message=f"The task needs {config.memory_mb} MB of RAM; this machine has {self._memory_mb} MB",
+                    message=f"The task needs {config.memory_mb * nodes} MB of RAM"
+                    + (f" ({nodes} nodes x {config.memory_mb} MB)" if nodes > 1 else "")
+                    + f"; this machine has {self._memory_mb} MB",
                     suggestions=(
                         f"ask for at most memory_mb={self._memory_mb}",
                         "run on a provider with bigger machines",
@@ -350,6 +358,22 @@ class LocalProvider:
                 )
             )
         offer = result.matches[0]
+        request = self._gpu_request_of(config, "")
+        if request is not None and nodes > 1 and not fits_ever(request, self._gpus):
+            return Failure(
+                DomainError(
+                    reason=ErrorReason.RESOURCE_NOT_AVAILABLE,
+                    message=(
+                        f"num_instances={nodes} nodes of {request.count // nodes}x {request.model or 'GPU'} each need "
+                        f"{request.describe()} at once; this machine has {describe_inventory(self._gpus)}."
+                    ),
+                    suggestions=(
+                        f"ask for fewer nodes or fewer GPUs per node (at most {len(self._gpus)} GPUs in all)",
+                        "run on a provider with more machines, e.g. provider='slurm' or provider='mithril'",
+                    ),
+                    metadata=(("provider", self.name), ("num_instances", str(nodes))),
+                )
+            )
         return Success(
             Placement(
                 instance_type=format_instance_type(offer.instance_type),
@@ -399,7 +423,7 @@ class LocalProvider:
         else:
             base = task_dir / "work"
             base.mkdir(exist_ok=True)
-        if config.working_dir:
+        if config.working_dir and not config.image:  # in an image, working_dir is the container's
             base = base / config.working_dir  # an absolute working_dir replaces the base
         if not base.is_dir():
             raise LaunchError(
@@ -425,15 +449,21 @@ class LocalProvider:
     # --- GPU queue ----------------------------------------------------------------------------
 
     def _gpu_request(self, record: TaskRecord) -> GpuRequest | None:
-        config = record.config
+        return self._gpu_request_of(record.config, record.task_id)
+
+    @staticmethod
+    def _gpu_request_of(config: TaskConfig, task_id: str) -> GpuRequest | None:
+        """The GPUs the whole task needs: a multi-node task takes num_instances x the per-node
+        count at once (all or nothing), queued like any other request."""
+        nodes = max(1, config.num_instances)
         if config.instance_type is not None:
             parsed = parse_instance_type(config.instance_type)
             if isinstance(parsed, Success) and not parsed.unwrap().is_cpu:
                 wanted = parsed.unwrap()
-                return GpuRequest(record.task_id, wanted.count, wanted.model, wanted.memory_gb)
+                return GpuRequest(task_id, wanted.count * nodes, wanted.model, wanted.memory_gb)
             return None
         if config.min_gpu_memory_gb is not None:
-            return GpuRequest(record.task_id, 1, None, config.min_gpu_memory_gb)
+            return GpuRequest(task_id, nodes, None, config.min_gpu_memory_gb)
         return None
 
     def launch(self, record: TaskRecord) -> Runtime:
@@ -491,20 +521,43 @@ class LocalProvider:
         self._dispatch()
 
     def _spawn(self, record: TaskRecord, gpus: tuple[int, ...]) -> Runtime:
+        if record.config.num_instances > 1:
+            return self._spawn_nodes(record, gpus)
         task_dir = self.task_dir(record.task_id)
         task_dir.mkdir(parents=True, exist_ok=True)
         cwd = self._cwd(record, task_dir)
         argv = self._argv(record, task_dir)
         marker = MARKER_PREFIX + record.task_id
         output = os.open(task_dir / OUTPUT_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        env = self._env(record, gpus)
+        if record.config.image:  # in its image, through docker or podman (local_containers.py)
+            argv, env = self._in_container(record, task_dir, cwd, argv, gpus, None)
+        # Function tasks start on a warm interpreter where that is indistinguishable (warm_python.py).
+        warm = warm_python.launch(
+            self._tasks_root, record, argv, cwd, env, task_dir / OUTPUT_FILE, task_dir / EXIT_FILE, marker
+        )
+        if warm is not None:
+            os.close(output)
+            return {
+                "pid": warm,
+                "start_ticks": process_start_ticks(warm),
+                "task_dir": str(task_dir),
+                "gpus": list(gpus),
+                "cwd": str(cwd),
+            }
         try:
             child = subprocess.Popen(
-                ["/bin/sh", "-c", WRAPPER, marker, str(task_dir / EXIT_FILE), *argv],
+                volume_namespace.namespace_command(
+                    record.config,
+                    ["/bin/sh", "-c", WRAPPER, marker, str(task_dir / EXIT_FILE), *argv],
+                    self.volumes,
+                    task_dir,
+                ),
                 stdin=subprocess.DEVNULL,
                 stdout=output,
                 stderr=output,
                 cwd=cwd,
-                env=self._env(record, gpus),
+                env=env,
                 start_new_session=True,
             )
         except OSError as exc:
@@ -519,6 +572,113 @@ class LocalProvider:
             "gpus": list(gpus),
             "cwd": str(cwd),
         }
+
+    def _spawn_nodes(self, record: TaskRecord, gpus: tuple[int, ...]) -> Runtime:
+        """N node processes, each under the wrapper in its own process group, with its own GPUs,
+        output and exit status (nodes/K/), and the torchrun variables (flow.domain.multinode)."""
+        task_dir = self.task_dir(record.task_id)
+        task_dir.mkdir(parents=True, exist_ok=True)
+        cwd = self._cwd(record, task_dir)
+        argv = self._argv(record, task_dir)
+        num_nodes = record.config.num_instances
+        port = free_port()
+        marker = MARKER_PREFIX + record.task_id
+        started: list[subprocess.Popen[bytes]] = []
+        nodes: list[dict[str, object]] = []
+        try:
+            for node, share in enumerate(split_gpus(gpus, num_nodes)):
+                directory = node_dir(task_dir, node)
+                directory.mkdir(parents=True, exist_ok=True)
+                env = self._env(record, share)
+                env.update(node_env(node, num_nodes, port))
+                # Node 0's result is the task's; the others keep theirs in their own directory.
+                shared_result = str(task_dir / RESULT_FILE)
+                command = [str(directory / RESULT_FILE) if a == shared_result and node else a for a in argv]
+                if record.config.image:
+                    command, env = self._in_container(record, task_dir, cwd, command, share, (node, env))
+                output = os.open(directory / OUTPUT_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+                try:
+                    child = subprocess.Popen(
+                        volume_namespace.namespace_command(
+                            record.config,
+                            ["/bin/sh", "-c", WRAPPER, marker, str(directory / EXIT_FILE), *command],
+                            self.volumes,
+                            task_dir,
+                        ),
+                        stdin=subprocess.DEVNULL,
+                        stdout=output,
+                        stderr=output,
+                        cwd=cwd,
+                        env=env,
+                        start_new_session=True,
+                    )
+                except OSError as exc:
+                    raise LaunchError(f"could not start node {node} with /bin/sh: {exc.strerror}") from exc
+                finally:
+                    os.close(output)
+                started.append(child)
+                self._children[node_key(record.task_id, node)] = child
+                nodes.append({"pid": child.pid, "start_ticks": process_start_ticks(child.pid), "gpus": list(share)})
+        except BaseException:
+            for child in started:  # all or nothing: no node outlives a failed launch
+                with contextlib.suppress(OSError):
+                    os.killpg(child.pid, signal.SIGKILL)
+                child.wait()
+            for node in range(len(started)):
+                self._children.pop(node_key(record.task_id, node), None)
+            raise
+        return {
+            "pid": started[0].pid,
+            "start_ticks": nodes[0]["start_ticks"],
+            "task_dir": str(task_dir),
+            "gpus": list(gpus),
+            "cwd": str(cwd),
+            "master_port": port,
+            "nodes": nodes,
+        }
+
+    def _in_container(
+        self,
+        record: TaskRecord,
+        task_dir: Path,
+        code_dir: Path,
+        argv: Sequence[str],
+        gpus: Sequence[int],
+        node: tuple[int, Mapping[str, str]] | None,
+    ) -> tuple[list[str], dict[str, str]]:
+        """`docker|podman run ... image argv` for the task (or node K of it), and the client's
+        environment. The task's variables are its own (env, secrets, Flow's, the nodes'), not
+        flowd's environment: PATH and the like belong to the image."""
+        engine, why = self._engines.find()
+        if engine is None:  # it worked at submit time and stopped since
+            raise LaunchError(no_engine_error(record.config.image or "", why, self.name).message)
+        task_vars = {"PYTHONUNBUFFERED": "1", **record.config.env, **record.secrets}
+        task_vars.update(FLOW_TASK_ID=record.task_id, FLOW_TASK_NAME=record.name)
+        if node is not None:
+            rank, node_vars = node
+            task_vars.update({k: node_vars[k] for k in node_env(rank, 1, 0)})
+        programs = {self._bash: "bash"}
+        if record.function_call is not None and record.function_call.python:
+            programs[record.function_call.python] = "python3"
+        name = f"flow-{record.task_id}" + (f"-node{node[0]}" if node is not None else "")
+        return containerize(
+            engine=engine,
+            image=record.config.image or "",
+            name=name,
+            argv=argv,
+            task_env=task_vars,
+            client_env=self._base_env,
+            task_dir=task_dir,
+            code_dir=code_dir,
+            working_dir=record.config.working_dir,
+            gpus=gpus,
+            host_network=record.config.num_instances > 1,
+            host_programs=programs,
+        )
+
+    def node_log_path(self, task_id: str, node: int) -> Path:
+        """Node K's output (multi-node tasks; a single-node task's is log_path)."""
+        return node_dir(self.task_dir(task_id), node) / OUTPUT_FILE
 
     def _materialize(self, digest: str, dest: Path) -> None:
         """The task's private copy of its code snapshot: later edits to the blobs' sources, or by
@@ -543,6 +703,13 @@ class LocalProvider:
             return None
 
     def watch(self, record: TaskRecord, runtime: Runtime) -> None:
+        if record.config.image:  # its container is removed when it ends, however it ends
+            keys = [node_key(record.task_id, k) for k in range(len(runtime.get("nodes") or ()))] or [record.task_id]
+            for key in keys:
+                self._containers[key] = "flow-" + key.replace("@", "-node")
+        if runtime.get("nodes"):
+            self._watch_nodes(record, runtime)
+            return
         pid = int(runtime["pid"])
         child = self._children.pop(record.task_id, None)
         self._watch(record, pid, child)
@@ -564,15 +731,69 @@ class LocalProvider:
             )
         )
 
+    def _watch_nodes(self, record: TaskRecord, runtime: Runtime) -> None:
+        """Watches every node of a multi-node task; a node already gone (it ended while flowd
+        was down) counts as ended with the status it recorded."""
+        task_dir = self.task_dir(record.task_id)
+        self._nodes.begin(record.task_id, len(runtime["nodes"]))
+        gone: list[tuple[int, Path]] = []
+        for node, facts in enumerate(runtime["nodes"]):
+            key = node_key(record.task_id, node)
+            directory = node_dir(task_dir, node)
+            child = self._children.pop(key, None)
+            pid = int(facts["pid"])
+            try:
+                if child is None and process_start_ticks(pid) != facts.get("start_ticks"):
+                    raise ProcessLookupError(pid)
+                pidfd = os.pidfd_open(pid)
+            except ProcessLookupError:
+                gone.append((node, directory))
+                continue
+            self._monitor.add(
+                _Watched(
+                    task_id=key, pid=pid, pidfd=pidfd, task_dir=directory, child=child, deadline=deadline_of(record)
+                )
+            )
+        for node, directory in gone:
+            self._node_ended(record.task_id, node, read_exit_status(directory), timed_out=False)
+
+    def _node_ended(self, task_id: str, node: int, code: int | None, timed_out: bool) -> None:
+        tracked = self._nodes.ended(task_id, node, code, timed_out)
+        if tracked is None:
+            return
+        outcome, stop, any_timed_out = tracked
+        if stop:  # one node failed: the task has failed, the others are stopped
+            log.info("task %s: node %s ended with status %s; stopping nodes %s", task_id, node, code, stop)
+            for other in stop:
+                self._monitor.terminate(node_key(task_id, other))
+        if not outcome.finished:
+            return
+        if any_timed_out:
+            self._report(task_id, TimedOut(exit_code=outcome.exit_code))
+        elif outcome.exit_code is not None:
+            self._report(task_id, Exited(exit_code=outcome.exit_code))
+        else:
+            self._report(
+                task_id,
+                Lost(reason=f"node {outcome.failed_node} ended while flowd was not running and left no exit status"),
+            )
+        self._release(task_id)
+
     def exec(
         self, record: TaskRecord, runtime: Runtime, argv: Sequence[str], tty: bool, rows: int, columns: int, term: str
     ) -> ExecSession:
         cwd = Path(runtime.get("cwd") or self.task_dir(record.task_id))
-        env = self._env(record, tuple(runtime.get("gpus", ())))
+        nodes = runtime.get("nodes")  # a multi-node task: the command runs beside node 0
+        env = self._env(record, tuple(nodes[0]["gpus"] if nodes else runtime.get("gpus", ())))
         if tty:
             env["TERM"] = term or "xterm-256color"
+        command = volume_namespace.enter_command(record.config, runtime, list(argv) or [self._bash])
+        engine, _ = self._engines.find() if record.config.image else (None, "")
+        if engine is not None:  # an image task: into its container (node 0's)
+            name = f"flow-{record.task_id}" + ("-node0" if nodes else "")
+            command = [engine, "exec", "-i", *(["-t", "--env", "TERM"] if tty else []), name, *(argv or ["bash"])]
         try:
-            return ExecSession(list(argv) or [self._bash], cwd, env, tty, rows, columns)
+            return ExecSession(command, cwd, env, tty, rows, columns)
         except ExecError as exc:
             raise LaunchError(str(exc)) from exc
 
@@ -581,6 +802,9 @@ class LocalProvider:
             waiting = any(r.task_id == record.task_id for r, _ in self._queue)
         if waiting:
             self._release(record.task_id)  # it never started: it only leaves the queue
+        elif record.config.num_instances > 1:  # every node still running (or being started)
+            for node in self._nodes.running(record.task_id, record.config.num_instances):
+                self._monitor.terminate(node_key(record.task_id, node))
         else:
             # Running, or being started right now: the monitor stops it as soon as it is watched.
             self._monitor.terminate(record.task_id)
@@ -596,6 +820,14 @@ class LocalProvider:
             os.killpg(watched.pid, signal.SIGKILL)
         if watched.child is not None:
             status = shell_exit_code(watched.child.wait())
+        container = self._containers.pop(watched.task_id, None)
+        if container is not None:  # killed clients leave their container running: remove it
+            remove_container(self._engines.find()[0], container)
+        node = split_node_key(watched.task_id)
+        if node is not None:  # one node of a multi-node task
+            recorded = read_exit_status(watched.task_dir)
+            self._node_ended(node[0], node[1], recorded if recorded is not None else status, watched.timed_out)
+            return
         self._report_end(watched.task_id, watched.task_dir, status, watched.timed_out)
         self._release(watched.task_id)
 
@@ -620,7 +852,26 @@ class LocalProvider:
                 with self._lock:  # back in line, in submission order (the engine recovers in it)
                     self._queue.append((request, record))
             return None
+        if runtime.get("nodes"):  # multi-node: watch() sorts out which nodes still run
+            with self._lock:
+                self._busy[record.task_id] = tuple(runtime.get("gpus", ()))
+            return runtime
         pid = runtime.get("pid")
+        if pid is None and record.config.num_instances > 1:
+            # Started (maybe) just before a crash, before the nodes' pids were saved: a partly
+            # started group cannot be completed, so its nodes are stopped and it ends LOST.
+            found = find_process_by_marker(MARKER_PREFIX + record.task_id)
+            if found is None and not (task_dir / "nodes").exists():
+                return self.launch(record)  # it never started: start it now
+            while found is not None:
+                with contextlib.suppress(OSError):
+                    os.killpg(found, signal.SIGKILL)
+                time.sleep(0.01)
+                found = find_process_by_marker(MARKER_PREFIX + record.task_id)
+            self._report(
+                record.task_id, Lost(reason="flowd stopped while it was starting the nodes; they were stopped")
+            )
+            return None
         if pid is None:
             # Launched (maybe) just before a crash, before its pid was saved.
             found = find_process_by_marker(MARKER_PREFIX + record.task_id)

@@ -59,6 +59,9 @@ const (
 	ErrorReason_ERROR_REASON_API_ERROR ErrorReason = 14
 	// A bug in flowd.
 	ErrorReason_ERROR_REASON_INTERNAL ErrorReason = 15
+	// A provider API refused the request as invalid (HTTP 422); a google.rpc.BadRequest lists the
+	// fields it named.
+	ErrorReason_ERROR_REASON_API_VALIDATION_FAILED ErrorReason = 16
 )
 
 // Enum value maps for ErrorReason.
@@ -80,6 +83,7 @@ var (
 		13: "ERROR_REASON_NETWORK_ERROR",
 		14: "ERROR_REASON_API_ERROR",
 		15: "ERROR_REASON_INTERNAL",
+		16: "ERROR_REASON_API_VALIDATION_FAILED",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED":            0,
@@ -98,6 +102,7 @@ var (
 		"ERROR_REASON_NETWORK_ERROR":          13,
 		"ERROR_REASON_API_ERROR":              14,
 		"ERROR_REASON_INTERNAL":               15,
+		"ERROR_REASON_API_VALIDATION_FAILED":  16,
 	}
 )
 
@@ -181,7 +186,7 @@ const file_flowapi_v1_error_reason_proto_rawDesc = "" +
 	"\x1dflowapi/v1/error_reason.proto\x12\n" +
 	"flowapi.v1\"4\n" +
 	"\x10ErrorSuggestions\x12 \n" +
-	"\vsuggestions\x18\x01 \x03(\tR\vsuggestions*\xa1\x04\n" +
+	"\vsuggestions\x18\x01 \x03(\tR\vsuggestions*\xc9\x04\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\"\n" +
 	"\x1eERROR_REASON_VALIDATION_FAILED\x10\x01\x12\x1f\n" +
@@ -199,7 +204,8 @@ const file_flowapi_v1_error_reason_proto_rawDesc = "" +
 	"\x1bERROR_REASON_ALREADY_EXISTS\x10\f\x12\x1e\n" +
 	"\x1aERROR_REASON_NETWORK_ERROR\x10\r\x12\x1a\n" +
 	"\x16ERROR_REASON_API_ERROR\x10\x0e\x12\x19\n" +
-	"\x15ERROR_REASON_INTERNAL\x10\x0fB\x93\x01\n" +
+	"\x15ERROR_REASON_INTERNAL\x10\x0f\x12&\n" +
+	"\"ERROR_REASON_API_VALIDATION_FAILED\x10\x10B\x93\x01\n" +
 	"\x0ecom.flowapi.v1B\x10ErrorReasonProtoP\x01Z&flow.local/gen/go/flowapi/v1;flowapiv1\xa2\x02\x03FXX\xaa\x02\n" +
 	"Flowapi.V1\xca\x02\n" +
 	"Flowapi\\V1\xe2\x02\x16Flowapi\\V1\\GPBMetadata\xea\x02\vFlowapi::V1b\x06proto3"

@@ -556,7 +556,12 @@ type StreamTaskLogsRequest struct {
 	// Keep the stream open and send new output until the task is terminal.
 	Follow bool `protobuf:"varint,3,opt,name=follow,proto3" json:"follow,omitempty"`
 	// With an empty cursor: start at the last tail_lines lines instead of the beginning.
-	TailLines     int32 `protobuf:"varint,4,opt,name=tail_lines,json=tailLines,proto3" json:"tail_lines,omitempty"`
+	TailLines int32 `protobuf:"varint,4,opt,name=tail_lines,json=tailLines,proto3" json:"tail_lines,omitempty"`
+	// A multi-node task (num_instances > 1) keeps one output per node. Set: only that node's
+	// output (node rank, 0..num_instances-1), as the node wrote it. Unset: every node's output,
+	// each line prefixed with "[node K] " (tail_lines then counts per node). A single-node task
+	// has node 0 only. Cursors are only valid with the same node setting they came with.
+	Node          *int32 `protobuf:"varint,5,opt,name=node,proto3,oneof" json:"node,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -615,6 +620,13 @@ func (x *StreamTaskLogsRequest) GetFollow() bool {
 func (x *StreamTaskLogsRequest) GetTailLines() int32 {
 	if x != nil {
 		return x.TailLines
+	}
+	return 0
+}
+
+func (x *StreamTaskLogsRequest) GetNode() int32 {
+	if x != nil && x.Node != nil {
+		return *x.Node
 	}
 	return 0
 }
@@ -1262,13 +1274,15 @@ const file_flowapi_v1_task_service_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x123\n" +
 	"\atimeout\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"8\n" +
 	"\x10WaitTaskResponse\x12$\n" +
-	"\x04task\x18\x01 \x01(\v2\x10.flowapi.v1.TaskR\x04task\"z\n" +
+	"\x04task\x18\x01 \x01(\v2\x10.flowapi.v1.TaskR\x04task\"\x9c\x01\n" +
 	"\x15StreamTaskLogsRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06cursor\x18\x02 \x01(\tR\x06cursor\x12\x16\n" +
 	"\x06follow\x18\x03 \x01(\bR\x06follow\x12\x1d\n" +
 	"\n" +
-	"tail_lines\x18\x04 \x01(\x05R\ttailLines\"D\n" +
+	"tail_lines\x18\x04 \x01(\x05R\ttailLines\x12\x17\n" +
+	"\x04node\x18\x05 \x01(\x05H\x00R\x04node\x88\x01\x01B\a\n" +
+	"\x05_node\"D\n" +
 	"\x16StreamTaskLogsResponse\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\x12\x16\n" +
 	"\x06cursor\x18\x02 \x01(\tR\x06cursor\"*\n" +
@@ -1405,6 +1419,7 @@ func file_flowapi_v1_task_service_proto_init() {
 		return
 	}
 	file_flowapi_v1_task_proto_init()
+	file_flowapi_v1_task_service_proto_msgTypes[10].OneofWrappers = []any{}
 	file_flowapi_v1_task_service_proto_msgTypes[15].OneofWrappers = []any{
 		(*ExecTaskRequest_Start)(nil),
 		(*ExecTaskRequest_Stdin)(nil),

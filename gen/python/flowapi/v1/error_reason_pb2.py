@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x66lowapi/v1/error_reason.proto\x12\nflowapi.v1\"4\n\x10\x45rrorSuggestions\x12 \n\x0bsuggestions\x18\x01 \x03(\tR\x0bsuggestions*\xa1\x04\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\"\n\x1e\x45RROR_REASON_VALIDATION_FAILED\x10\x01\x12\x1f\n\x1b\x45RROR_REASON_TASK_NOT_FOUND\x10\x02\x12#\n\x1f\x45RROR_REASON_RESOURCE_NOT_FOUND\x10\x03\x12\'\n#ERROR_REASON_RESOURCE_NOT_AVAILABLE\x10\x04\x12\x1f\n\x1b\x45RROR_REASON_QUOTA_EXCEEDED\x10\x05\x12&\n\"ERROR_REASON_AUTHENTICATION_FAILED\x10\x06\x12\x1d\n\x19\x45RROR_REASON_VOLUME_ERROR\x10\x07\x12\x1f\n\x1b\x45RROR_REASON_PROVIDER_ERROR\x10\x08\x12\x18\n\x14\x45RROR_REASON_TIMEOUT\x10\t\x12&\n\"ERROR_REASON_TASK_EXECUTION_FAILED\x10\n\x12\x1e\n\x1a\x45RROR_REASON_ILLEGAL_STATE\x10\x0b\x12\x1f\n\x1b\x45RROR_REASON_ALREADY_EXISTS\x10\x0c\x12\x1e\n\x1a\x45RROR_REASON_NETWORK_ERROR\x10\r\x12\x1a\n\x16\x45RROR_REASON_API_ERROR\x10\x0e\x12\x19\n\x15\x45RROR_REASON_INTERNAL\x10\x0f\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x66lowapi/v1/error_reason.proto\x12\nflowapi.v1\"4\n\x10\x45rrorSuggestions\x12 \n\x0bsuggestions\x18\x01 \x03(\tR\x0bsuggestions*\xc9\x04\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\"\n\x1e\x45RROR_REASON_VALIDATION_FAILED\x10\x01\x12\x1f\n\x1b\x45RROR_REASON_TASK_NOT_FOUND\x10\x02\x12#\n\x1f\x45RROR_REASON_RESOURCE_NOT_FOUND\x10\x03\x12\'\n#ERROR_REASON_RESOURCE_NOT_AVAILABLE\x10\x04\x12\x1f\n\x1b\x45RROR_REASON_QUOTA_EXCEEDED\x10\x05\x12&\n\"ERROR_REASON_AUTHENTICATION_FAILED\x10\x06\x12\x1d\n\x19\x45RROR_REASON_VOLUME_ERROR\x10\x07\x12\x1f\n\x1b\x45RROR_REASON_PROVIDER_ERROR\x10\x08\x12\x18\n\x14\x45RROR_REASON_TIMEOUT\x10\t\x12&\n\"ERROR_REASON_TASK_EXECUTION_FAILED\x10\n\x12\x1e\n\x1a\x45RROR_REASON_ILLEGAL_STATE\x10\x0b\x12\x1f\n\x1b\x45RROR_REASON_ALREADY_EXISTS\x10\x0c\x12\x1e\n\x1a\x45RROR_REASON_NETWORK_ERROR\x10\r\x12\x1a\n\x16\x45RROR_REASON_API_ERROR\x10\x0e\x12\x19\n\x15\x45RROR_REASON_INTERNAL\x10\x0f\x12&\n\"ERROR_REASON_API_VALIDATION_FAILED\x10\x10\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,7 +32,7 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'flowapi.v1.error_reason_pb2
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ERRORREASON']._serialized_start=100
-  _globals['_ERRORREASON']._serialized_end=645
+  _globals['_ERRORREASON']._serialized_end=685
   _globals['_ERRORSUGGESTIONS']._serialized_start=45
   _globals['_ERRORSUGGESTIONS']._serialized_end=97
 # @@protoc_insertion_point(module_scope)

@@ -57,6 +57,10 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """A provider API answered with an error."""
     ERROR_REASON_INTERNAL: _ErrorReason.ValueType  # 15
     """A bug in flowd."""
+    ERROR_REASON_API_VALIDATION_FAILED: _ErrorReason.ValueType  # 16
+    """A provider API refused the request as invalid (HTTP 422); a google.rpc.BadRequest lists the
+    fields it named.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Why a call failed. Every non-OK status from flowd carries a google.rpc.ErrorInfo whose
@@ -96,6 +100,10 @@ ERROR_REASON_API_ERROR: ErrorReason.ValueType  # 14
 """A provider API answered with an error."""
 ERROR_REASON_INTERNAL: ErrorReason.ValueType  # 15
 """A bug in flowd."""
+ERROR_REASON_API_VALIDATION_FAILED: ErrorReason.ValueType  # 16
+"""A provider API refused the request as invalid (HTTP 422); a google.rpc.BadRequest lists the
+fields it named.
+"""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 
 @_typing.final

@@ -295,6 +295,7 @@ class StreamTaskLogsRequest(_message.Message):
     CURSOR_FIELD_NUMBER: _builtins.int
     FOLLOW_FIELD_NUMBER: _builtins.int
     TAIL_LINES_FIELD_NUMBER: _builtins.int
+    NODE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """"tasks/{task_id}"."""
     cursor: _builtins.str
@@ -303,6 +304,12 @@ class StreamTaskLogsRequest(_message.Message):
     """Keep the stream open and send new output until the task is terminal."""
     tail_lines: _builtins.int
     """With an empty cursor: start at the last tail_lines lines instead of the beginning."""
+    node: _builtins.int
+    """A multi-node task (num_instances > 1) keeps one output per node. Set: only that node's
+    output (node rank, 0..num_instances-1), as the node wrote it. Unset: every node's output,
+    each line prefixed with "[node K] " (tail_lines then counts per node). A single-node task
+    has node 0 only. Cursors are only valid with the same node setting they came with.
+    """
     def __init__(
         self,
         *,
@@ -310,12 +317,15 @@ class StreamTaskLogsRequest(_message.Message):
         cursor: _builtins.str = ...,
         follow: _builtins.bool = ...,
         tail_lines: _builtins.int = ...,
+        node: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_node", b"_node", "node", b"node"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "follow", b"follow", "name", b"name", "tail_lines", b"tail_lines"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_node", b"_node", "cursor", b"cursor", "follow", b"follow", "name", b"name", "node", b"node", "tail_lines", b"tail_lines"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__node: _TypeAlias = _typing.Literal["node"]  # noqa: Y015
+    _WhichOneofArgType__node: _TypeAlias = _typing.Literal["_node", b"_node"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__node) -> _WhichOneofReturnType__node | None: ...
 
 Global___StreamTaskLogsRequest: _TypeAlias = StreamTaskLogsRequest  # noqa: Y015
 

@@ -1,0 +1,62 @@
+"""ProviderService: providers a client configures at run time (`Flow(provider=MithrilProvider(...))`).
+
+Decodes the request, asks the provider registry, encodes the answer. The settings' secret (the
+API key) is never logged or echoed: the answer carries only the provider's name and kind.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+from returns.result import Failure
+
+from flow.home import FlowHome
+from flowapi.v1 import daemon_service_pb2, provider_pb2, provider_pb2_grpc
+from flowd.blobs import BlobStore
+from flowd.engine import TaskEngine
+from flowd.provider_registry import configure_provider
+from flowd.providers.base import Reporter
+from flowd.servicers import fail, guarded
+
+log = logging.getLogger(__name__)
+
+
+class ProviderServicer(provider_pb2_grpc.ProviderServiceServicer):
+    def __init__(self, engine: TaskEngine, home: FlowHome, reporter: Reporter, blobs: BlobStore) -> None:
+        self._engine = engine
+        self._home = home
+        self._reporter = reporter
+        self._blobs = blobs
+
+    @guarded(provider_pb2.ConfigureProviderResponse)
+    def ConfigureProvider(  # noqa: N802 - the contract names it
+        self, request: provider_pb2.ConfigureProviderRequest, context: grpc.ServicerContext
+    ) -> provider_pb2.ConfigureProviderResponse:
+        done = configure_provider(
+            self._home,
+            self._engine.providers,
+            request.name,
+            request.kind,
+            dict(request.settings),
+            self._reporter,
+            self._blobs,
+        )
+        if isinstance(done, Failure):
+            fail(context, done.failure())
+            return provider_pb2.ConfigureProviderResponse()
+        provider = done.unwrap()
+        log.info("provider %s (%s) configured by a client", provider.name, provider.kind)
+        return provider_pb2.ConfigureProviderResponse(
+            provider=daemon_service_pb2.Provider(
+                name=f"providers/{provider.name}",
+                kind=provider.kind,
+                is_default=provider.name == self._engine.default_provider,
+            )
+        )
+
+
+def add_provider_service(
+    server: grpc.Server, engine: TaskEngine, home: FlowHome, reporter: Reporter, blobs: BlobStore
+) -> None:
+    provider_pb2_grpc.add_ProviderServiceServicer_to_server(ProviderServicer(engine, home, reporter, blobs), server)

@@ -1,0 +1,137 @@
+"""Volumes and data mounts for local tasks: a private mount namespace per task.
+
+The local provider calls `check_supported` when placing a task and `namespace_command` when
+launching it. A task without volumes or data mounts runs exactly as before. One with them runs
+under `unshare --mount --propagation private`, whose /bin/sh binds each volume's host mount
+(flowd's loop mount of its image) and each data source at its target, then execs the task's
+usual wrapper: the pid, the marker in argv and the exit-status file are unchanged, and nothing
+is mounted on the host.
+
+Where the machine cannot do that (flowd not root, no `unshare`), the task is refused before
+anything is created, with the reason and what to do: volumes are never mounted elsewhere.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from returns.result import Failure, Result, Success
+
+from flow.domain.errors import DomainError, ErrorReason
+from flow.domain.task_config import TaskConfig
+from flow.domain.volume_mounts import Bind, namespace_argv, namespace_script
+from flow.domain.volumes import resolve_volumes
+from flowd.providers.base import LaunchError
+from flowd.volume_s3 import s3_available, sync_s3
+from flowd.volumes import VolumeManager, VolumeStorageError
+
+DATA_DIR = "data"
+
+
+@functools.cache
+def namespace_problem() -> str | None:
+    """Why this machine cannot give tasks private mount namespaces, or None when it can."""
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        return "`unshare` (util-linux) is not installed"
+    if os.geteuid() != 0:
+        return (
+            f"flowd runs as uid {os.geteuid()}, not root: loop-mounting volume images and binding them "
+            "into a task's mount namespace need root (CAP_SYS_ADMIN)"
+        )
+    probe = subprocess.run(
+        [unshare, "--mount", "--propagation", "private", "/bin/sh", "-c", "mount -t tmpfs flow-probe /mnt"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    if probe.returncode != 0:
+        return f"this machine refuses private mount namespaces: {probe.stderr.strip() or probe.returncode}"
+    return None
+
+
+def check_supported(config: TaskConfig, provider: str) -> Result[None, DomainError]:
+    """Volumes and data mounts need a private mount namespace; say why when there is none."""
+    if not config.volumes and not config.data_mounts:
+        return Success(None)
+    problem = namespace_problem()
+    if config.image:
+        problem = "volumes and data mounts are not given to image (container) tasks on the local provider yet"
+    if problem is None and any(m.source.startswith("s3://") for m in config.data_mounts) and not s3_available():
+        problem = "s3:// data mounts need boto3 in flowd's environment (pip install 'flow-gpu[s3]')"
+    if problem is None:
+        return Success(None)
+    fields = " and ".join(n for n in ("volumes", "data_mounts") if getattr(config, n))
+    return Failure(
+        DomainError(
+            reason=ErrorReason.VOLUME_ERROR,
+            message=f"The local provider cannot give this task its {fields}: {problem}",
+            suggestions=(
+                "run flowd as root (e.g. `sudo flowd`), where mount namespaces and loop devices are available",
+                f"or leave {fields} out and read the data from the task's code directory",
+                "or run on a provider with volumes",
+            ),
+            metadata=(("provider", provider),),
+        )
+    )
+
+
+def _binds(config: TaskConfig, volumes: VolumeManager | None, task_dir: Path) -> list[Bind]:
+    binds: list[Bind] = []
+    if config.volumes:
+        if volumes is None:
+            raise LaunchError("this flowd has no volume storage configured")
+        resolved = resolve_volumes(config.volumes, volumes.all(), iter(()), 0.0)
+        if isinstance(resolved, Failure):
+            raise LaunchError(resolved.failure().message)
+        for mount in resolved.unwrap():
+            try:
+                host = volumes.host_path(mount.volume.volume_id)
+            except VolumeStorageError as exc:
+                raise LaunchError(f"volume {mount.volume.name} ({mount.volume.volume_id}): {exc}") from exc
+            binds.append(Bind(str(host), mount.mount_path))
+    for i, data in enumerate(config.data_mounts):
+        if data.source.startswith("s3://"):
+            local = task_dir / DATA_DIR / str(i)
+            sync_s3(data.source, local)
+            binds.append(Bind(str(local), data.target, read_only=True))
+            continue
+        source = data.source.removeprefix("file://")
+        if not os.path.isdir(source):
+            raise LaunchError(
+                f"data_mounts[{i}].source {data.source!r} is not a directory on this machine; "
+                "give an existing directory"
+            )
+        binds.append(Bind(source, data.target, read_only=True))
+    return binds
+
+
+def namespace_command(
+    config: TaskConfig, command: Sequence[str], volumes: VolumeManager | None, task_dir: Path
+) -> list[str]:
+    """`command` itself, or `command` inside a private mount namespace with the task's volumes
+    and data mounts (raises LaunchError when one cannot be prepared)."""
+    if not config.volumes and not config.data_mounts:
+        return list(command)
+    problem = namespace_problem()
+    if problem is not None:
+        raise LaunchError(problem)
+    unshare = shutil.which("unshare") or "unshare"
+    return namespace_argv(unshare, namespace_script(_binds(config, volumes, task_dir)), command)
+
+
+def enter_command(config: TaskConfig, runtime: Mapping[str, Any], command: list[str]) -> list[str]:
+    """`command` run inside a running task's mount namespace (flow ssh sees its volumes and
+    data), or as it is for a task without one."""
+    pid = runtime.get("pid")
+    if (not config.volumes and not config.data_mounts) or pid is None:
+        return command
+    nsenter = shutil.which("nsenter") or "nsenter"
+    return [nsenter, f"--target={int(pid)}", "--mount", "--wd", "--", *command]  # --wd: the task's cwd

@@ -1,0 +1,292 @@
+"""The startup script of a Mithril task, from pure functions.
+
+The platform runs `launch_specification.startup_script` once, at first boot, and keeps it where
+anyone with access to the project can read it: it never holds a secret (secret_env values, API
+keys). It must stay under 10,000 characters; Flow keeps a 1 KB margin.
+
+Every task has a directory on the instance, `~<ssh user>/.flow/tasks/<task id>`, that the SSH
+user owns and Flow reads over SSH:
+
+    output.log   what the command prints (stdout and stderr): the task's log
+    startup.log  Flow's own setup messages (code unpacking, GPU check, docker)
+    exit_code    the command's exit status, written once it has ended (atomically)
+    timed_out    present when max_run_time_hours stopped it
+    code/        the code snapshot, the command's working directory
+
+Two ways to deliver the work, chosen by `startup_script`:
+
+- inline: the whole script (with the code snapshot when it is tiny), gzipped and base64-encoded
+  inside a one-line bash bootstrap;
+- upload: when the inline script would not fit, or the code is not tiny, or there are secrets, the
+  startup script only makes the directory and waits for `ready`; flowd uploads `payload.sh`,
+  `code.tar.gz` and `secrets.env` (0600) over SFTP once SSH answers, then creates `ready`.
+
+Every user value is quoted for bash (`shlex.quote`); nothing is a heredoc.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import posixpath
+import shlex
+from collections.abc import Mapping
+from typing import Final
+
+from attrs import field, frozen
+
+from flow.domain.task_config import TaskConfig, program_of
+
+SCRIPT_LIMIT: Final = 10_000
+SCRIPT_MARGIN: Final = 1_024
+MAX_SCRIPT: Final = SCRIPT_LIMIT - SCRIPT_MARGIN
+EMBED_CODE_LIMIT: Final = 8 * 1024  # compressed bytes of code that may ride in the script
+TASKS_DIR: Final = ".flow/tasks"  # under the SSH user's home
+OUTPUT_FILE: Final = "output.log"
+STARTUP_LOG: Final = "startup.log"
+EXIT_FILE: Final = "exit_code"
+TIMED_OUT_FILE: Final = "timed_out"
+READY_FILE: Final = "ready"
+PAYLOAD_FILE: Final = "payload.sh"
+CODE_ARCHIVE: Final = "code.tar.gz"
+SECRETS_FILE: Final = "secrets.env"
+RUNNER_FILE: Final = "flow_runner.py"
+INVOCATION_FILE: Final = "invocation.json"
+RESULT_FILE: Final = "result.json"
+DEFAULT_MASTER_PORT: Final = 29500
+KILL_GRACE_SECONDS: Final = 30
+READY_WAIT_SECONDS: Final = 3600
+
+q = shlex.quote
+
+# The non-loopback IPv4 lines of /etc/hosts ("ip name"), and a node's rank among them.
+_HOSTS_AWK: Final = '$1 ~ /^[0-9]+[.][0-9]+[.][0-9]+[.][0-9]+$/ && $1 !~ /^127[.]/ {print $1 " " $2}'
+_RANK_AWK: Final = '$2 == h || index($2, h ".") == 1 {print NR-1; exit}'
+
+
+@frozen
+class StartupRequest:
+    task_id: str
+    task_name: str
+    config: TaskConfig
+    ssh_user: str
+    code_archive: bytes | None = None  # the snapshot as tar.gz, when the task has one
+    secrets: Mapping[str, str] = field(factory=dict, repr=False)
+    # A function call (.remote(), invoke): the runner and its invocation, uploaded over SFTP;
+    # the runner writes result.json, which flowd fetches when the task ends.
+    runner: bytes | None = None
+    invocation: bytes | None = None
+    python: str = "python3"
+
+
+@frozen
+class StartupPlan:
+    """`startup_script` goes into the bid; in upload mode, `uploads` (name -> content, mode) go
+    to the task directory over SFTP, then `ready`."""
+
+    startup_script: str
+    uploads: tuple[tuple[str, bytes, int], ...] = ()
+
+    @property
+    def needs_upload(self) -> bool:
+        return bool(self.uploads)
+
+
+def task_dir(task_id: str) -> str:
+    """The task directory, relative to the SSH user's home (SFTP and SSH commands start there)."""
+    return f"{TASKS_DIR}/{task_id}"
+
+
+def _prelude(request: StartupRequest) -> list[str]:
+    """Finds (and makes) the task directory; the script runs as root on Mithril, as the SSH user
+    elsewhere: either way the SSH user owns what Flow reads."""
+    return [
+        f"T={q(request.task_id)}",
+        f"U={q(request.ssh_user)}",
+        'H="$(getent passwd "$U" | cut -d: -f6)"',
+        '[ -n "$H" ] || H="$HOME"',
+        f'D="$H/{TASKS_DIR}/$T"',
+        'mkdir -p "$D" && chmod 700 "$D" || exit 1',
+        f'touch "$D/{OUTPUT_FILE}" "$D/{STARTUP_LOG}"',
+        'if [ "$(id -u)" = 0 ] && [ "$U" != root ]; then chown -R "$U" "$H/.flow"; fi',
+        f'exec 3>>"$D/{STARTUP_LOG}"',
+    ]
+
+
+def _quoted_argv(argv: tuple[str, ...] | list[str]) -> str:
+    return " ".join(q(a) for a in argv)
+
+
+def _program(config: TaskConfig) -> list[str]:
+    form, program = program_of(config)
+    if form == "command":
+        assert isinstance(program, tuple)
+        return list(program)
+    assert isinstance(program, str)
+    if form == "shell":
+        return ["bash", "-c", program]
+    return [
+        "bash",
+        "-c",
+        'f="$(mktemp)"; printf %s "$1" > "$f"; chmod 700 "$f"; '
+        'case "$1" in "#!"*) exec "$f";; *) exec python3 "$f";; esac',
+        "flow-script",
+        program,
+    ]
+
+
+def _working_dir(config: TaskConfig, inside: str) -> str:
+    wanted = config.working_dir
+    if not wanted:
+        return inside
+    return posixpath.normpath(posixpath.join(inside, wanted))
+
+
+def _multi_node(config: TaskConfig) -> list[str]:
+    """torchrun's variables. One node: rank 0 on localhost. Several: the /etc/hosts rendezvous
+    (the platform writes every instance of the bid there; the last non-loopback line is the head,
+    ranks count up from the bottom)."""
+    n = config.num_instances
+    lines = [
+        f"export NUM_NODES={n} NNODES={n} WORLD_SIZE={n}",
+        f'export MASTER_PORT="${{MASTER_PORT:-{DEFAULT_MASTER_PORT}}}"',
+    ]
+    if n == 1:
+        return [*lines, "export NODE_RANK=0 RANK=0", 'export MASTER_ADDR="${MASTER_ADDR:-127.0.0.1}"']
+    return [
+        *lines,
+        f"hosts=$(awk {q(_HOSTS_AWK)} /etc/hosts | tac)",
+        f'[ "$(printf "%s\\n" "$hosts" | grep -c .)" = {n} ] || echo "flow: /etc/hosts lists not {n} nodes" >&3',
+        f'NODE_RANK=$(printf "%s\\n" "$hosts" | awk -v h="$(hostname -s)" {q(_RANK_AWK)})',
+        'export NODE_RANK="${NODE_RANK:-0}" RANK="${NODE_RANK:-0}"',
+        'export MASTER_ADDR="${MASTER_ADDR:-$(printf "%s\\n" "$hosts" | head -n 1 | cut -d" " -f1)}"',
+    ]
+
+
+def _body(request: StartupRequest, code_b64: str | None, uploaded: bool) -> list[str]:
+    """What runs the task, after the prelude. `code_b64`: the snapshot embedded; `uploaded`: the
+    code and secrets arrive as files."""
+    cfg = request.config
+    lines = [
+        "nvidia-smi -L >&3 2>&1 || echo 'flow: nvidia-smi failed' >&3",
+        'mkdir -p "$D/code"',
+    ]
+    if code_b64 is not None:
+        lines.append(f'printf %s {q(code_b64)} | base64 -d | tar -xzf - -C "$D/code" >&3 2>&1 || exit 1')
+    elif uploaded and request.code_archive is not None:
+        lines.append(f'tar -xzf "$D/{CODE_ARCHIVE}" -C "$D/code" >&3 2>&1 && rm -f "$D/{CODE_ARCHIVE}" || exit 1')
+    if uploaded and request.secrets:
+        lines.append(f'set -a; . "$D/{SECRETS_FILE}" || exit 1; set +a; rm -f "$D/{SECRETS_FILE}"')
+    lines += [f"export {key}={q(value)}" for key, value in cfg.env.items()]
+    lines += [
+        "export PYTHONUNBUFFERED=1",
+        f"export FLOW_TASK_ID={q(request.task_id)} FLOW_TASK_NAME={q(request.task_name)}",
+        *_multi_node(cfg),
+    ]
+    argv = _program(cfg)
+    runner = None
+    if request.runner is not None:
+        runner = f'{q(request.python)} "$D/{RUNNER_FILE}" "$D/{INVOCATION_FILE}" "$D/{RESULT_FILE}"'
+    if cfg.image:
+        inside = _working_dir(cfg, "/workspace")
+        names = [
+            *cfg.env,
+            *(request.secrets if uploaded else {}),
+            "PYTHONUNBUFFERED",
+            "FLOW_TASK_ID",
+            "FLOW_TASK_NAME",
+            "NUM_NODES",
+            "NNODES",
+            "WORLD_SIZE",
+            "MASTER_PORT",
+            "NODE_RANK",
+            "RANK",
+            "MASTER_ADDR",
+        ]
+        env_flags = " ".join(f"-e {q(n)}" for n in dict.fromkeys(names))  # values from the environment
+        program = _quoted_argv(argv) if runner is None else runner.replace('"$D/', '"/flow/')
+        command = (
+            f"docker run --rm --name flow-$T --gpus all --network host "
+            "-e NVIDIA_VISIBLE_DEVICES=all -e NVIDIA_DRIVER_CAPABILITIES=compute,utility "
+            f'{env_flags} -v "$D/code:/workspace" -v "$D:/flow" -w {q(inside)} {q(cfg.image)} {program}'
+        )
+        lines.append(f"docker pull {q(cfg.image)} >&3 2>&1 || echo 'flow: docker pull failed' >&3")
+        cwd = '"$D/code"'
+    else:
+        command = _quoted_argv(argv) if runner is None else runner
+        wd = cfg.working_dir
+        if wd and wd.startswith("/"):
+            cwd = q(posixpath.normpath(wd))
+        elif wd:
+            cwd = f'"$D/code"/{q(posixpath.normpath(wd))}'
+        else:
+            cwd = '"$D/code"'
+    limit = cfg.max_run_time_hours
+    if limit:
+        seconds = max(1, int(limit * 3600))
+        command = f"timeout -k {KILL_GRACE_SECONDS} {seconds} {command}"
+    exit_file = f'"$D/{EXIT_FILE}"'
+    lines += [
+        f"cd -- {cwd} || {{ echo 'flow: cannot enter the working directory' >>\"$D/{OUTPUT_FILE}\"; "
+        f"printf '1\\n' > {exit_file}.tmp; mv {exit_file}.tmp {exit_file}; exit 1; }}",
+        f'{command} >>"$D/{OUTPUT_FILE}" 2>&1 </dev/null',
+        "rc=$?",
+    ]
+    if limit:
+        lines.append(f'if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then touch "$D/{TIMED_OUT_FILE}"; fi')
+    lines += [f"printf '%s\\n' \"$rc\" > {exit_file}.tmp && mv {exit_file}.tmp {exit_file}", 'exit "$rc"']
+    return lines
+
+
+def _script(lines: list[str]) -> str:
+    return "#!/bin/bash\n" + "\n".join(lines) + "\n"
+
+
+def bootstrap(script: str) -> str:
+    """A one-line bash script that runs `script`, gzipped and base64-encoded."""
+    packed = base64.b64encode(gzip.compress(script.encode(), mtime=0)).decode()
+    return f'#!/bin/bash\nexec bash -c "$(printf %s {packed} | base64 -d | gzip -dc)" flow-startup\n'
+
+
+def inline_script(request: StartupRequest) -> str | None:
+    """The whole task in the startup script, or None when it cannot go there (secrets, code that
+    is not tiny, or a script over the limit)."""
+    if request.secrets or request.runner is not None:
+        return None
+    code_b64 = None
+    if request.code_archive is not None:
+        if len(request.code_archive) > EMBED_CODE_LIMIT:
+            return None
+        code_b64 = base64.b64encode(request.code_archive).decode()
+    script = bootstrap(_script([*_prelude(request), *_body(request, code_b64, uploaded=False)]))
+    return script if len(script) <= MAX_SCRIPT else None
+
+
+def waiting_script(request: StartupRequest) -> str:
+    """The startup script of upload mode: the task directory, then wait for flowd's upload."""
+    ready = f'"$D/{READY_FILE}"'
+    lines = [
+        *_prelude(request),
+        "echo 'flow: waiting for the upload over SSH' >&3",
+        f"i=0; while [ ! -e {ready} ]; do sleep 1; i=$((i+1)); "
+        f"if [ $i -ge {READY_WAIT_SECONDS} ]; then echo 'flow: no upload came' >&3; exit 1; fi; done",
+        f'exec bash "$D/{PAYLOAD_FILE}"',
+    ]
+    return bootstrap(_script(lines))
+
+
+def startup_plan(request: StartupRequest) -> StartupPlan:
+    """The startup script, and what must be uploaded when it cannot carry everything."""
+    inline = inline_script(request)
+    if inline is not None:
+        return StartupPlan(startup_script=inline)
+    payload = _script([*_prelude(request), *_body(request, None, uploaded=True)])
+    uploads: list[tuple[str, bytes, int]] = [(PAYLOAD_FILE, payload.encode(), 0o700)]
+    if request.code_archive is not None:
+        uploads.append((CODE_ARCHIVE, request.code_archive, 0o600))
+    if request.runner is not None and request.invocation is not None:
+        uploads += [(RUNNER_FILE, request.runner, 0o600), (INVOCATION_FILE, request.invocation, 0o600)]
+    if request.secrets:
+        text = "".join(f"{key}={q(value)}\n" for key, value in sorted(request.secrets.items()))
+        uploads.append((SECRETS_FILE, text.encode(), 0o600))
+    return StartupPlan(startup_script=waiting_script(request), uploads=tuple(uploads))
