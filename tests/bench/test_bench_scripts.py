@@ -20,12 +20,14 @@ SPINE_ROWS = (
     "logs 200k lines (20 MB)",
     "cli flow --version",
     "cli flow status (5 tasks)",
+    "cli flow status, grpcio path",
     "python: import grpc+flowapi stubs",
     "python: import flow.client",
     "sdk get_task(id)",
 )
 FUNCTIONS_ROWS = (
     ".remote() noop",
+    "cold .remote() noop",
     "invoke() noop",
     "upload_code first",
     "upload_code unchanged",
