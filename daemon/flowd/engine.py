@@ -126,9 +126,14 @@ class TaskEngine:
         return self._volumes
 
     def live_volume_specs(self) -> dict[str, tuple[VolumeSpec, ...]]:
-        """The volumes named by each live task (they hold them), oldest task first."""
+        """The flowd-managed volumes named by each live task (they hold them), oldest task first.
+        Tasks of providers that own their volumes (Mithril's live in its API) hold none here."""
         with self._changed:
-            return {t: r.config.volumes for t, r in self._live.items() if r.config.volumes}
+            return {
+                t: r.config.volumes
+                for t, r in self._live.items()
+                if r.config.volumes and not getattr(self._providers.get(r.provider), "own_volumes", False)
+            }
 
     # --- state changes: one path ------------------------------------------------------------
 
@@ -313,7 +318,8 @@ class TaskEngine:
         placement = placed.unwrap()
         # Held until the task is live, so two tasks never both take one block volume.
         with self._volumes.claiming() if self._volumes is not None else contextlib.nullcontext():
-            if self._volumes is not None and config.volumes:
+            # A provider with its own volumes (mithril: /v2/volumes) resolves them itself.
+            if self._volumes is not None and config.volumes and not getattr(provider, "own_volumes", False):
                 attached = self._volumes.resolve(config, provider.name, create=not validate_only)
                 if isinstance(attached, Failure):
                     return Failure(attached.failure())
@@ -375,8 +381,10 @@ class TaskEngine:
         if runtime.get("queued"):
             with self._changed:  # waits for resources; the provider reports Started later
                 current = self._live.get(record.task_id, record)
-                self._save_observed(current, runtime)
-                self._runtimes[record.task_id] = runtime
+                if not current.is_terminal and current.state is not TaskState.RUNNING:
+                    # (a provider that starts it in the background may have reported Started already)
+                    self._save_observed(current, runtime)
+                    self._runtimes[record.task_id] = runtime
                 stop = current.is_terminal
             if stop:  # cancelled while it was being queued
                 provider.cancel(current, runtime)
@@ -757,7 +765,9 @@ class TaskEngine:
                 continue
             if runtime.get("queued"):
                 with self._changed:
-                    self._runtimes[record.task_id] = runtime
+                    current = self._live.get(record.task_id)
+                    if current is not None and current.state is not TaskState.RUNNING:  # (see _launch)
+                        self._runtimes[record.task_id] = runtime
                 continue
             with self._changed:
                 current = self._live.get(record.task_id)

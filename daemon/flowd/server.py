@@ -34,6 +34,7 @@ from flowd.provider_registry import build_providers
 from flowd.provider_service import add_provider_service
 from flowd.providers.base import Runtime
 from flowd.providers.local import LocalProvider
+from flowd.request_decoding import RequestDecodingInterceptor
 from flowd.servicers import CodeServicer, DaemonServicer, InstanceServicer, TaskServicer
 from flowd.store import Store
 from flowd.tcp_access import TokenInterceptor, credentials
@@ -94,7 +95,7 @@ def _serve_all(
     code_service_pb2_grpc.add_CodeServiceServicer_to_server(CodeServicer(blobs), server)
     if engine.volumes is not None:
         volume_pb2_grpc.add_VolumeServiceServicer_to_server(
-            VolumeServicer(engine.volumes, engine.default_provider), server
+            VolumeServicer(engine.volumes, engine.default_provider, lambda: engine.providers), server
         )
     daemon_service_pb2_grpc.add_DaemonServiceServicer_to_server(daemon_servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -127,6 +128,7 @@ def build_daemon(home: FlowHome, shutdown: Callable[[], None], tcp: TcpSettings 
     daemon_servicer = DaemonServicer(engine, str(home.root), addresses, shutdown)
     local = grpc.server(
         futures.ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="rpc"),
+        interceptors=[RequestDecodingInterceptor()],  # unparseable requests: INVALID_ARGUMENT, named
         options=[("grpc.so_reuseport", 0)],
     )
     _serve_all(local, engine, blobs, health_servicer, daemon_servicer)
@@ -136,7 +138,7 @@ def build_daemon(home: FlowHome, shutdown: Callable[[], None], tcp: TcpSettings 
     if tcp is not None:
         remote = grpc.server(
             futures.ThreadPoolExecutor(max_workers=MAX_WORKERS // 4, thread_name_prefix="tcp"),
-            interceptors=[TokenInterceptor(load_or_create_token(home.root, os.environ))],
+            interceptors=[TokenInterceptor(load_or_create_token(home.root, os.environ)), RequestDecodingInterceptor()],
             options=[("grpc.so_reuseport", 0)],
         )
         _serve_all(remote, engine, blobs, health_servicer, daemon_servicer)

@@ -43,6 +43,7 @@ from flowapi.v1 import (
 )
 from flowd.blobs import BlobError, BlobStore, BlobWriter
 from flowd.engine import MAX_WINDOW_SIZE, TaskEngine, state_write_failure, task_id_from_name
+from flowd.request_decoding import UndecodableRequestError
 from flowd.store import StateWriteError
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,8 @@ def guarded(empty: Callable[[], Any]) -> Callable[[Callable[..., Any]], Callable
         def unary(self: object, request: object, context: grpc.ServicerContext) -> Any:
             try:
                 reply = handler(self, request, context)
+            except UndecodableRequestError:  # answered by flowd.request_decoding, not an internal error
+                raise
             except StateWriteError as exc:  # the disk is full or read-only: the message says so
                 log.warning("%s failed: %s", handler.__name__, exc)
                 fail(context, state_write_failure(exc))
@@ -102,6 +105,8 @@ def guarded_stream(handler: Callable[..., Iterator[T]]) -> Callable[..., Iterato
     def stream(self: object, request: object, context: grpc.ServicerContext) -> Iterator[T]:
         try:
             yield from handler(self, request, context)
+        except UndecodableRequestError:  # answered by flowd.request_decoding, not an internal error
+            raise
         except StateWriteError as exc:
             log.warning("%s failed: %s", handler.__name__, exc)
             fail(context, state_write_failure(exc))

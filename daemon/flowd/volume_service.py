@@ -1,20 +1,75 @@
-"""VolumeService: decode the request, ask the VolumeManager, encode the answer."""
+"""VolumeService: decode the request, ask the VolumeManager (local volumes) or the provider that
+keeps its own volumes (mithril: /v2/volumes), encode the answer.
+
+Which one: CreateVolume by `provider` (else the daemon's default); Get and Delete by the id
+(Mithril fids start `vol_`, Flow's local ids `vol-`); ListVolumes lists the local volumes page by
+page and then, on the last page, every volume of each provider that keeps its own."""
 # ruff: noqa: N802 - gRPC method names come from the contract
 
 from __future__ import annotations
 
-import grpc
+from collections.abc import Callable, Mapping
+from typing import Protocol
 
+import grpc
+from returns.result import Failure, Result
+
+from flow.domain.errors import DomainError
+from flow.domain.mithril_volumes import is_mithril_volume_id
+from flow.domain.volumes import Volume, volume_not_found
 from flow.wire.volume_codec import interface_from_proto, volume_to_proto
 from flowapi.v1 import volume_pb2, volume_pb2_grpc
 from flowd.servicers import _unwrap, guarded
 from flowd.volumes import VolumeManager
 
 
+class VolumeProvider(Protocol):
+    """A provider that keeps its own volumes (the mithril provider)."""
+
+    kind: str
+
+    def create_volume(
+        self, name: object, size_gb: object, interface: object, iops: object, region: str | None = None
+    ) -> Result[Volume, DomainError]: ...
+
+    def list_volumes(self) -> Result[list[tuple[Volume, tuple[str, ...]]], DomainError]: ...
+
+    def get_volume(self, volume_id: str) -> Result[tuple[Volume, tuple[str, ...]], DomainError]: ...
+
+    def delete_volume(self, volume_id: str) -> Result[Volume, DomainError]: ...
+
+
+OWN_VOLUMES = frozenset({"mithril"})  # provider kinds whose volumes live on their platform
+
+
 class VolumeServicer(volume_pb2_grpc.VolumeServiceServicer):
-    def __init__(self, volumes: VolumeManager, default_provider: str) -> None:
+    def __init__(
+        self,
+        volumes: VolumeManager,
+        default_provider: str,
+        providers: Callable[[], Mapping[str, object]] = dict,
+    ) -> None:
         self._volumes = volumes
         self._default_provider = default_provider
+        self._providers = providers
+
+    def _own(self, name: str | None = None) -> list[VolumeProvider]:
+        """The providers that keep their own volumes (only `name`, when given)."""
+        found: list[VolumeProvider] = []
+        for key, provider in self._providers().items():
+            if getattr(provider, "kind", None) in OWN_VOLUMES and name in (None, key):
+                found.append(provider)  # type: ignore[arg-type]
+        return found
+
+    def _find(self, volume_id: str) -> Result[tuple[VolumeProvider, tuple[Volume, tuple[str, ...]]], DomainError]:
+        error: DomainError = volume_not_found(volume_id)
+        for provider in self._own():
+            found = provider.get_volume(volume_id)
+            if not isinstance(found, Failure):
+                return found.map(lambda pair, p=provider: (p, pair))  # type: ignore[misc]
+            if found.failure().reason is not volume_not_found(volume_id).reason:
+                error = found.failure()
+        return Failure(error)
 
     def _attached(self, volume_id: str) -> tuple[str, ...]:
         return self._volumes.holders().get(volume_id, ())
@@ -24,6 +79,16 @@ class VolumeServicer(volume_pb2_grpc.VolumeServiceServicer):
         self, request: volume_pb2.CreateVolumeRequest, context: grpc.ServicerContext
     ) -> volume_pb2.CreateVolumeResponse:
         provider = request.provider or self._default_provider
+        own = self._own(provider)
+        if own:
+            interface = interface_from_proto(request.interface)
+            created = _unwrap(
+                own[0].create_volume(request.name, int(request.size_gb), interface, int(request.iops) or None),
+                context,
+            )
+            if created is None:
+                return volume_pb2.CreateVolumeResponse()
+            return volume_pb2.CreateVolumeResponse(volume=volume_to_proto(created))
         made = _unwrap(
             self._volumes.create(
                 request.name,
@@ -43,6 +108,12 @@ class VolumeServicer(volume_pb2_grpc.VolumeServiceServicer):
     def GetVolume(
         self, request: volume_pb2.GetVolumeRequest, context: grpc.ServicerContext
     ) -> volume_pb2.GetVolumeResponse:
+        if is_mithril_volume_id(request.volume_id):
+            pair = _unwrap(self._find(request.volume_id), context)
+            if pair is None:
+                return volume_pb2.GetVolumeResponse()
+            volume, holders = pair[1]
+            return volume_pb2.GetVolumeResponse(volume=volume_to_proto(volume, holders))
         found = _unwrap(self._volumes.get(request.volume_id), context)
         if found is None:
             return volume_pb2.GetVolumeResponse()
@@ -57,14 +128,27 @@ class VolumeServicer(volume_pb2_grpc.VolumeServiceServicer):
             return volume_pb2.ListVolumesResponse()
         volumes, token = page
         holders = self._volumes.holders()
-        return volume_pb2.ListVolumesResponse(
-            volumes=[volume_to_proto(v, holders.get(v.volume_id, ())) for v in volumes], next_page_token=token
-        )
+        out = [volume_to_proto(v, holders.get(v.volume_id, ())) for v in volumes]
+        if not token:  # the last local page: then the platforms' volumes
+            for provider in self._own():
+                listed = _unwrap(provider.list_volumes(), context)
+                if listed is None:
+                    return volume_pb2.ListVolumesResponse()
+                out += [volume_to_proto(v, held) for v, held in listed]
+        return volume_pb2.ListVolumesResponse(volumes=out, next_page_token=token)
 
     @guarded(volume_pb2.DeleteVolumeResponse)
     def DeleteVolume(
         self, request: volume_pb2.DeleteVolumeRequest, context: grpc.ServicerContext
     ) -> volume_pb2.DeleteVolumeResponse:
+        if is_mithril_volume_id(request.volume_id):
+            pair = _unwrap(self._find(request.volume_id), context)
+            if pair is None:
+                return volume_pb2.DeleteVolumeResponse()
+            gone = _unwrap(pair[0].delete_volume(request.volume_id), context)
+            if gone is None:
+                return volume_pb2.DeleteVolumeResponse()
+            return volume_pb2.DeleteVolumeResponse(volume_id=gone.volume_id)
         gone = _unwrap(self._volumes.delete(request.volume_id), context)
         if gone is None:
             return volume_pb2.DeleteVolumeResponse()

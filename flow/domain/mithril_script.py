@@ -35,6 +35,7 @@ from typing import Final
 
 from attrs import field, frozen
 
+from flow.domain.mithril_volumes import VolumeAttachment, mount_lines
 from flow.domain.task_config import TaskConfig, program_of
 
 SCRIPT_LIMIT: Final = 10_000
@@ -77,6 +78,8 @@ class StartupRequest:
     runner: bytes | None = None
     invocation: bytes | None = None
     python: str = "python3"
+    # The bid's volumes (launch_specification.volumes), mounted before the command runs.
+    volumes: tuple[VolumeAttachment, ...] = ()
 
 
 @frozen
@@ -171,6 +174,12 @@ def _body(request: StartupRequest, code_b64: str | None, uploaded: bool) -> list
         "nvidia-smi -L >&3 2>&1 || echo 'flow: nvidia-smi failed' >&3",
         'mkdir -p "$D/code"',
     ]
+    if request.volumes:
+        lines.append(
+            f'flow_fail() {{ echo "flow: $1" >>"$D/{OUTPUT_FILE}"; '
+            f'printf \'1\\n\' > "$D/{EXIT_FILE}.tmp"; mv "$D/{EXIT_FILE}.tmp" "$D/{EXIT_FILE}"; exit 1; }}'
+        )
+        lines += mount_lines(request.volumes, "flow_fail")
     if code_b64 is not None:
         lines.append(f'printf %s {q(code_b64)} | base64 -d | tar -xzf - -C "$D/code" >&3 2>&1 || exit 1')
     elif uploaded and request.code_archive is not None:
@@ -205,10 +214,11 @@ def _body(request: StartupRequest, code_b64: str | None, uploaded: bool) -> list
         ]
         env_flags = " ".join(f"-e {q(n)}" for n in dict.fromkeys(names))  # values from the environment
         program = _quoted_argv(argv) if runner is None else runner.replace('"$D/', '"/flow/')
+        volume_flags = "".join(f"-v {q(v.mount_path + ':' + v.mount_path)} " for v in request.volumes)
         command = (
             f"docker run --rm --name flow-$T --gpus all --network host "
             "-e NVIDIA_VISIBLE_DEVICES=all -e NVIDIA_DRIVER_CAPABILITIES=compute,utility "
-            f'{env_flags} -v "$D/code:/workspace" -v "$D:/flow" -w {q(inside)} {q(cfg.image)} {program}'
+            f'{env_flags} {volume_flags}-v "$D/code:/workspace" -v "$D:/flow" -w {q(inside)} {q(cfg.image)} {program}'
         )
         lines.append(f"docker pull {q(cfg.image)} >&3 2>&1 || echo 'flow: docker pull failed' >&3")
         cwd = '"$D/code"'

@@ -63,6 +63,14 @@ class Provisioning:
 
 
 @frozen
+class Preparing:
+    """The task has not started yet and says why in its state_reason (e.g. its data is being
+    copied in: "syncing s3://bucket/prefix (3 files, 65.0 MB)"). The reason goes when it starts."""
+
+    reason: str
+
+
+@frozen
 class Started:
     """The command is running."""
 
@@ -105,7 +113,7 @@ class Lost:
     reason: str
 
 
-TaskEvent = Provisioning | Started | Exited | CancelRequested | TimedOut | Preempted | LaunchFailed | Lost
+TaskEvent = Provisioning | Preparing | Started | Exited | CancelRequested | TimedOut | Preempted | LaunchFailed | Lost
 
 
 def _illegal(record: TaskRecord, event: TaskEvent) -> Result[TaskRecord, DomainError]:
@@ -146,9 +154,13 @@ def apply(record: TaskRecord, event: TaskEvent, now: float) -> Result[TaskRecord
             if state is TaskState.PENDING:
                 return Success(evolve(record, state=TaskState.PROVISIONING))
             return _illegal(record, event)
+        case Preparing(reason=why):
+            if state in (TaskState.PENDING, TaskState.PROVISIONING):
+                return Success(evolve(record, state_reason=why))
+            return _illegal(record, event)
         case Started():
             if state in (TaskState.PENDING, TaskState.PROVISIONING):
-                return Success(evolve(record, state=TaskState.RUNNING, started_at=now))
+                return Success(evolve(record, state=TaskState.RUNNING, started_at=now, state_reason=""))
             return _illegal(record, event)
         case CancelRequested():
             if state is TaskState.RUNNING:

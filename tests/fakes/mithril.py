@@ -64,8 +64,15 @@ nvidia-smi shim). A script with a `#!` line runs by it, else by bash. Terminatin
 (DELETE, preemption, `stop()`) SIGKILLs its process group, every process of the user whose
 environment carries its FAKE_MITHRIL_INSTANCE (what escaped with setsid) and its docker-shim
 containers. ~/.fake-mithril/bin holds the `docker` and `nvidia-smi` shims (tests/fakes/shims/;
-their docstrings say exactly what they emulate); the stack puts that directory first on PATH for
-SSH commands too. Nothing assumes one instance per host: key what you write by task or bid.
+their docstrings say exactly what they emulate), and `lsblk`, `blkid`, `mkfs.ext4` and `mount`
+(shims/disks.py): the bid's volumes appear to the startup script as the platform doc describes
+(Block volumes as virtio disks of their exact size, lettered in the REVERSE of the attach order;
+File volumes as NFS shares), stored per volume fid in `fake.volume_dir(fid)` so their data
+outlives instances; a mount makes the mount point a link to that storage (the instances share a
+host and run as `ubuntu`, so the tests mount below its home). FAKE_MITHRIL_DISKS (in the startup
+script's environment) names the instance's disk table; without it the disk shims run the real
+programs. The stack puts ~/.fake-mithril/bin first on PATH for SSH commands too. Nothing assumes
+one instance per host: key what you write by task or bid.
 
 **Fault injection** (thread-safe): `inject(method, path_regex, status=None, count=1, delay_s=0.0,
 body=None, headers=None)`: the next `count` requests whose method matches (or "*") and whose path
@@ -127,6 +134,8 @@ from fakes.openapi import (
 
 JSON = Any
 SHIMS = Path(__file__).resolve().parent / "shims"
+DISK_SHIMS = ("lsblk", "blkid", "mkfs.ext4", "mount")  # shims/disks.py: a bid's volumes as disks
+ROOT_DISK_BYTES = 100 * 10**9
 STARTUP_SCRIPT_LIMIT = 10_000
 API_KEY = re.compile(r"^fkey_[A-Za-z0-9]{20,}$")
 MONEY = re.compile(r"^\$(\d+|\d{1,3}(,\d{3})+)\.\d{2}$")
@@ -696,7 +705,9 @@ class FakeMithril:
         for directory in (base, base / "bin", base / "docker"):
             directory.mkdir(exist_ok=True)
             os.chown(directory, user.pw_uid, user.pw_gid)
-        for source, name in ((SHIMS / "docker.py", "docker"), (SHIMS / "nvidia_smi.py", "nvidia-smi")):
+        shims = [(SHIMS / "docker.py", "docker"), (SHIMS / "nvidia_smi.py", "nvidia-smi")]
+        shims += [(SHIMS / "disks.py", name) for name in DISK_SHIMS]
+        for source, name in shims:
             tmp = base / "bin" / f".{name}.{os.getpid()}.{threading.get_ident()}"
             tmp.write_bytes(source.read_bytes())
             tmp.chmod(0o755)
@@ -734,6 +745,9 @@ class FakeMithril:
             path = idir / "startup_script.sh"
             path.write_text(script)
             path.chmod(0o755)
+            disks = idir / "disks.json"
+            disks.write_text(json.dumps(self._disks_of(bid, user)))
+            disks.chmod(0o644)
             spec = self._type_specs[bid["instance_type"]]
             env = {
                 "HOME": user.pw_dir,
@@ -743,6 +757,7 @@ class FakeMithril:
                 "LANG": "C.UTF-8",
                 "PATH": f"{user.pw_dir}/.fake-mithril/bin:{VM_PATH}",
                 "FAKE_MITHRIL_INSTANCE": inst_fid,
+                "FAKE_MITHRIL_DISKS": str(disks),
                 "FAKE_MITHRIL_GPU_NAME": spec.gpu_name,
                 "FAKE_MITHRIL_GPU_COUNT": str(spec.num_gpus),
                 "FAKE_MITHRIL_GPU_MEMORY_MIB": str(spec.gpu_memory_gb * 1024),
@@ -773,6 +788,41 @@ class FakeMithril:
                 os.killpg(proc.pid, signal.SIGKILL)
         reaper = threading.Thread(target=self._reap, args=(inst_fid, run), name=f"reap-{inst_fid}", daemon=True)
         reaper.start()
+
+    def volume_dir(self, vol_fid: str) -> Path:
+        """Where the fake keeps a volume's storage: `fs/` is its data, `label` its filesystem label
+        (present once formatted), `mount.<inst_fid>` where an instance mounted it."""
+        assert self.tmpdir is not None
+        return self.tmpdir / "volumes" / vol_fid
+
+    def _disks_of(self, bid: dict[str, Any], user: pwd.struct_passwd) -> dict[str, Any]:
+        """The bid's volumes as the instance sees them (read by shims/disks.py): the root disk,
+        then one virtio disk per Block volume in the reverse of the attach order, and the File
+        volumes' NFS shares."""
+        disks: list[dict[str, Any]] = [{"name": "/dev/vda", "size": ROOT_DISK_BYTES, "serial": "", "dir": None}]
+        shares: dict[str, str] = {}
+        with self._lock:
+            volumes = [self._volumes[f] for f in bid["launch_specification"]["volumes"] if f in self._volumes]
+        block = [v for v in volumes if v["interface"] == "Block"]
+        for vol in volumes:
+            where = self.volume_dir(vol["fid"])
+            where.parent.mkdir(mode=0o755, exist_ok=True)
+            where.mkdir(mode=0o700, exist_ok=True)
+            os.chown(where, user.pw_uid, user.pw_gid)
+        for i, vol in enumerate(reversed(block)):
+            name = "/dev/vd" + string.ascii_lowercase[1 + i]
+            disks.append(
+                {
+                    "name": name,
+                    "size": vol["capacity_gb"] * 10**9,
+                    "serial": "",
+                    "dir": str(self.volume_dir(vol["fid"])),
+                }
+            )
+        for vol in volumes:
+            if vol["interface"] == "File":
+                shares[f"fileshare-{vol['fid']}.mithril.internal:/"] = str(self.volume_dir(vol["fid"]))
+        return {"disks": disks, "shares": shares}
 
     def _reap(self, inst_fid: str, run: _InstanceRun) -> None:
         assert run.proc is not None

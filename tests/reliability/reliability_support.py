@@ -30,9 +30,6 @@ CLEAN_CODES = frozenset(
         grpc.StatusCode.RESOURCE_EXHAUSTED,  # a message above gRPC's 4 MB limit, refused by gRPC itself
     }
 )
-# gRPC answers a request it cannot parse (invalid UTF-8 in a string field, corrupt wire format,
-# nesting beyond protobuf's recursion limit) with this fixed text before flowd sees it.
-UNPARSABLE = (grpc.StatusCode.INTERNAL, "Exception deserializing request!")
 
 
 def channel(daemon: Daemon) -> grpc.Channel:
@@ -53,8 +50,8 @@ def healthy(daemon: Daemon, timeout: float = 30) -> bool:
 
 def clean_failure(code: grpc.StatusCode, details: str) -> str | None:
     """Why a call's outcome is not a clean answer (None when it is)."""
-    if (code, details) == UNPARSABLE:
-        return None
+    # (flowd decodes requests itself: one it cannot parse is INVALID_ARGUMENT naming the type,
+    # never gRPC's INTERNAL "Exception deserializing request!"; tests/reliability/test_garbage_requests.py)
     if code not in CLEAN_CODES:
         return f"status {code.name}: {details[:300]!r}"
     if "Traceback" in details or 'File "' in details:

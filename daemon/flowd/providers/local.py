@@ -43,6 +43,7 @@ from flow.domain.task_state import (
     Exited,
     LaunchFailed,
     Lost,
+    Preparing,
     Started,
     TaskRecord,
     TimedOut,
@@ -56,6 +57,7 @@ from flowd.providers import warm_python
 from flowd.providers.base import LaunchError, Placement, Reporter, Runtime
 from flowd.providers.local_containers import EngineProbe, containerize, no_engine_error, remove_container
 from flowd.providers.local_nodes import NodeTracker, free_port, node_dir, node_key, split_node_key
+from flowd.volume_s3 import TaskDataSyncs, s3_sources
 from flowd.volumes import VolumeManager
 
 log = logging.getLogger(__name__)
@@ -284,6 +286,7 @@ class LocalProvider:
         self._containers: dict[str, str] = {}  # watched key -> container name (image tasks)
         self._monitor = _Monitor(on_exit=self._on_exit, grace=cancel_grace)
         self._monitor.start()
+        self._syncs = TaskDataSyncs()  # s3:// data mounts, copied in before the command starts
 
     # --- placement --------------------------------------------------------------------------
 
@@ -467,6 +470,37 @@ class LocalProvider:
         return None
 
     def launch(self, record: TaskRecord) -> Runtime:
+        """A task with s3:// data mounts waits PENDING ("syncing ...") while its data is copied in
+        the background (volume_s3.TaskDataSyncs), then starts as any other (the runtime says
+        "queued" and "syncing"; Started is reported later). Any other starts as below."""
+        sources = s3_sources(record.config)
+        if not sources:
+            return self._launch_now(record)
+        task_id = record.task_id
+        data = self.task_dir(task_id) / volume_namespace.DATA_DIR
+        self._syncs.start(
+            task_id,
+            [(url, data / str(i)) for i, url in sources],
+            progress=lambda reason: self._report(task_id, Preparing(reason=reason)),
+            failed=lambda reason: self._report(task_id, LaunchFailed(reason=reason)),
+            ready=lambda: self._start_synced(record),
+        )
+        return {"queued": True, "syncing": True, "task_dir": str(self.task_dir(task_id))}
+
+    def _start_synced(self, record: TaskRecord) -> None:
+        """Its data is all there: start it now, or queue it for its GPUs."""
+        try:
+            runtime = self._launch_now(record)
+        except (LaunchError, OSError) as exc:
+            self._report(record.task_id, LaunchFailed(reason=str(exc)))
+            return
+        if runtime.get("queued"):
+            return  # _dispatch reports it Started when its GPUs are free
+        # Reported before it is watched, so its end can never arrive before its start.
+        self._report(record.task_id, Started(), runtime)
+        self.watch(record, runtime)
+
+    def _launch_now(self, record: TaskRecord) -> Runtime:
         """Starts a CPU task now; a GPU task now if its GPUs are free, else it waits its turn
         (the runtime says "queued") and is reported Started when it gets them."""
         request = self._gpu_request(record)
@@ -798,6 +832,8 @@ class LocalProvider:
             raise LaunchError(str(exc)) from exc
 
     def cancel(self, record: TaskRecord, runtime: Runtime) -> None:
+        if self._syncs.cancel(record.task_id):
+            return  # its data was still being copied: it stops there, and nothing starts
         with self._lock:
             waiting = any(r.task_id == record.task_id for r, _ in self._queue)
         if waiting:
@@ -846,6 +882,11 @@ class LocalProvider:
 
     def recover(self, record: TaskRecord, runtime: Runtime) -> Runtime | None:
         task_dir = self.task_dir(record.task_id)
+        if runtime.get("syncing"):
+            # flowd stopped while its data was being copied, or after (waiting for GPUs, or being
+            # started): found by its marker if it started; else synced again (only what was not
+            # whole yet is copied) and started, by the never-started path below.
+            runtime = {"task_dir": str(task_dir)}
         if runtime.get("queued"):
             request = self._gpu_request(record)
             if request is not None:
@@ -889,4 +930,5 @@ class LocalProvider:
         return None
 
     def close(self) -> None:
+        self._syncs.close()
         self._monitor.stop()

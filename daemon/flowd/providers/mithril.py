@@ -33,19 +33,20 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Final
 
+import attrs
 import paramiko
 from attrs import define
 from returns.result import Failure, Result, Success
 
 from flow.domain.code_manifest import parse_manifest
 from flow.domain.daemon_config import MithrilSettings, SshSettings
-from flow.domain.errors import DomainError, ErrorReason, validation_error, violation
+from flow.domain.errors import DomainError, ErrorReason, FieldViolation, validation_error, violation
 from flow.domain.function_call import invocation_document
 from flow.domain.instance_types import format_instance_type
 from flow.domain.matching import Offer
 from flow.domain.mithril_bid import BidPlan, bid_name, bid_request, plan_bid, price_too_low
 from flow.domain.mithril_catalog import Catalog, catalog_of, limit_price_text
-from flow.domain.mithril_errors import is_price_too_low
+from flow.domain.mithril_errors import detail_text, is_price_too_low, network_error
 from flow.domain.mithril_script import (
     EXIT_FILE,
     OUTPUT_FILE,
@@ -57,6 +58,18 @@ from flow.domain.mithril_script import (
     task_dir,
 )
 from flow.domain.mithril_status import Phase, observe, parse_destination, parse_exit_code
+from flow.domain.mithril_volumes import (
+    VolumeAttachment,
+    attached_error,
+    check_regions,
+    checked_create_body,
+    live_bids_of,
+    name_violations,
+    new_mithril_volume_violations,
+    size_violations,
+    volume_of,
+    volumes_of,
+)
 from flow.domain.task_config import TaskConfig
 from flow.domain.task_state import (
     Exited,
@@ -68,6 +81,15 @@ from flow.domain.task_state import (
     TaskState,
     TimedOut,
     deadline_of,
+)
+from flow.domain.volumes import (
+    Volume,
+    VolumeMount,
+    check_attach,
+    check_delete,
+    name_taken,
+    resolve_volumes,
+    volume_not_found,
 )
 from flow.runtime import runner
 from flowd.blobs import BlobStore
@@ -109,6 +131,7 @@ class _Bid:
 
 class MithrilProvider:
     kind = "mithril"
+    own_volumes = True  # TaskConfig volumes are Mithril's (/v2/volumes), resolved here, not by flowd
 
     def __init__(
         self,
@@ -204,31 +227,204 @@ class MithrilProvider:
             log.warning("provider %s: cannot list offers: %s", self.name, exc)
             return ()
 
+    # --- volumes (/v2/volumes) -------------------------------------------------------------
+
+    def _volume_region(self) -> str:
+        """Where a volume made outside a task goes: the configured region, else the region of the
+        cheapest offer (where a task without a region would most likely run)."""
+        if self._settings.region:
+            return self._settings.region
+        offers = sorted(self._catalog_now().offers, key=lambda o: (o.offer.price_per_hour_micros, o.offer.region))
+        if not offers:
+            raise MithrilError(
+                DomainError(
+                    reason=ErrorReason.RESOURCE_NOT_AVAILABLE,
+                    message="Mithril lists no region with spot capacity to put the volume in",
+                    suggestions=("set region (MITHRIL_REGION) for the provider",),
+                )
+            )
+        return offers[0].offer.region
+
+    def _volume_models(self) -> list[dict[str, Any]]:
+        return self.api.listing("/v2/volumes", "list volumes", params={"project": self._project_fid()})
+
+    def _holders(self, model: dict[str, Any]) -> tuple[str, ...]:
+        bids = set(live_bids_of(model))
+        with self._bids_lock:
+            return tuple(b.task_id for b in self._bids.values() if b.bid_fid in bids)
+
+    def list_volumes(self) -> Result[list[tuple[Volume, tuple[str, ...]]], DomainError]:
+        """Every volume of the project, with the ids of the live tasks whose bids hold it."""
+        try:
+            models = self._volume_models()
+        except MithrilError as exc:
+            return Failure(exc.error)
+        out = []
+        for model in models:
+            volume = volume_of(model, self.name)
+            if volume is not None:
+                out.append((volume, self._holders(model)))
+        return Success(out)
+
+    def get_volume(self, volume_id: str) -> Result[tuple[Volume, tuple[str, ...]], DomainError]:
+        listed = self.list_volumes()
+        if isinstance(listed, Failure):
+            return listed
+        found = next((pair for pair in listed.unwrap() if pair[0].volume_id == volume_id), None)
+        return Success(found) if found is not None else Failure(volume_not_found(volume_id))
+
+    def create_volume(
+        self, name: object, size_gb: object, interface: object, iops: object, region: str | None = None
+    ) -> Result[Volume, DomainError]:
+        """POST /v2/volumes once: a name already in use is ALREADY_EXISTS (asked first), and a
+        create whose answer was lost (timeout, 5xx) is looked up by name before anything else."""
+        problems = new_mithril_volume_violations(name, size_gb, interface, iops)
+        if problems:
+            return Failure(validation_error(problems, subject="volume"))
+        try:
+            existing = volumes_of(self._volume_models(), self.name)
+            taken = next((v for v in existing if v.name == name), None)
+            if taken is not None:
+                return Failure(name_taken(taken))
+            made = checked_create_body(
+                name, size_gb, interface, iops, region or self._volume_region(), self._project_fid()
+            )
+            if isinstance(made, Failure):
+                return Failure(made.failure())
+            try:
+                created = self.api.call("POST", "/v2/volumes", "create the volume", body=made.unwrap(), retry=False)
+            except MithrilError as exc:
+                if not exc.retryable:
+                    raise
+                again = next((v for v in volumes_of(self._volume_models(), self.name) if v.name == name), None)
+                if again is None:
+                    raise
+                return Success(again)
+        except MithrilError as exc:
+            return Failure(exc.error)
+        volume = volume_of(created, self.name) if isinstance(created, dict) else None
+        if volume is None:
+            return Failure(network_error(self.api.base_url, "create the volume", "the answer held no volume"))
+        log.info("provider %s: created volume %s (%s, %s GB)", self.name, volume.volume_id, volume.name, volume.size_gb)
+        return Success(volume)
+
+    def delete_volume(self, volume_id: str) -> Result[Volume, DomainError]:
+        """DELETE /v2/volumes/{fid}; one a live bid holds is refused (VOLUME_ERROR, data intact)."""
+        found = self.get_volume(volume_id)
+        if isinstance(found, Failure):
+            return Failure(found.failure())
+        volume, holders = found.unwrap()
+        if holders:
+            return check_delete(volume, {volume.volume_id: holders}).map(lambda _: volume)
+        try:
+            self.api.call("DELETE", f"/v2/volumes/{volume_id}", "delete the volume")
+        except MithrilError as exc:
+            if exc.status == 404:
+                return Failure(volume_not_found(volume_id))
+            if exc.status == 400 and "attached" in exc.raw.lower():
+                return Failure(attached_error(volume.volume_id, volume.name, detail_text(exc.body, exc.raw)))
+            return Failure(exc.error)
+        log.info("provider %s: deleted volume %s (%s)", self.name, volume.volume_id, volume.name)
+        return Success(volume)
+
     # --- placement -----------------------------------------------------------------------
 
     def _unsupported(self, config: TaskConfig) -> list[Any]:
         found = []
-        for i, vol in enumerate(config.volumes):
-            fix = "remove volumes for now; keep data in the code snapshot or fetch it from your task"
-            found.append(
-                violation(
-                    f"volumes[{i}]", vol.name or vol.volume_id, "is not supported yet by the mithril provider", fix
-                )
-            )
         for i, mount in enumerate(config.data_mounts):
             fix = "fetch the data from your task (e.g. aws s3 cp) instead"
             found.append(violation(f"data_mounts[{i}]", mount.source, "is not supported by the mithril provider", fix))
         return found
 
-    def _plan(self, config: TaskConfig, name: str, task_id: str) -> Result[tuple[BidPlan, Catalog], DomainError]:
+    def _task_volumes(self, config: TaskConfig) -> Result[tuple[VolumeMount, ...], DomainError]:
+        """The task's volumes against the project's (reuse by name, attach by id, create on first
+        use: the core's rules), Mithril's name and size rules for the new ones, and a block volume
+        held by another live bid refused. Nothing is created here."""
+        problems: list[FieldViolation] = []
+        for i, spec in enumerate(config.volumes):
+            if spec.volume_id is None:
+                problems += name_violations(spec.name, f"volumes[{i}].name")
+                problems += size_violations(spec.size_gb, f"volumes[{i}].size_gb")
+            if spec.iops is not None:
+                problems.append(violation(f"volumes[{i}].iops", spec.iops, "cannot be set on Mithril", "leave out"))
+        if problems:
+            return Failure(validation_error(problems, subject=f"task for provider {self.name}"))
+        models = self._volume_models()
+        existing = volumes_of(models, self.name)
+        pending = (f"vol_pending{i}" for i in range(len(config.volumes)))
+        resolved = resolve_volumes(config.volumes, existing, pending, 0.0, self.name)
+        if isinstance(resolved, Failure):
+            return resolved
+        holders: dict[str, tuple[str, ...]] = {}
+        for model in models:
+            live = live_bids_of(model)
+            if live:
+                ours = self._holders(model)
+                holders[str(model.get("fid"))] = ours or live
+        allowed = check_attach(resolved.unwrap(), holders)
+        if isinstance(allowed, Failure):
+            return Failure(allowed.failure())
+        if config.num_instances > 1:  # a Block volume attaches to one instance
+            blocks = [
+                violation(
+                    f"volumes[{i}].interface",
+                    m.volume.interface,
+                    f"is a block volume, which Mithril attaches to one instance, and the task has "
+                    f"{config.num_instances} (num_instances)",
+                    "use a volume with interface='file' for multi-node tasks",
+                )
+                for i, m in enumerate(resolved.unwrap())
+                if m.volume.interface == "block"
+            ]
+            if blocks:
+                return Failure(validation_error(blocks, subject=f"task for provider {self.name}"))
+        return resolved
+
+    def _plan(
+        self, config: TaskConfig, name: str, task_id: str
+    ) -> Result[tuple[BidPlan, Catalog, tuple[VolumeMount, ...]], DomainError]:
         problems = self._unsupported(config)
         if problems:
             return Failure(validation_error(problems, subject=f"task for provider {self.name}"))
+        mounts: tuple[VolumeMount, ...] = ()
+        if config.volumes:
+            resolved = self._task_volumes(config)
+            if isinstance(resolved, Failure):
+                return Failure(resolved.failure())
+            mounts = resolved.unwrap()
+            # Existing volumes pin the bid to their region (a volume attaches only there).
+            pinned = sorted({m.volume.region for m in mounts if not m.created and m.volume.region})
+            if config.region is None and len(pinned) == 1:
+                config = attrs.evolve(config, region=pinned[0])
         catalog = self._catalog_now()
         planned = plan_bid(config, catalog, name, task_id)
         if isinstance(planned, Failure):
             return Failure(planned.failure())
-        return Success((planned.unwrap(), catalog))
+        plan = planned.unwrap()
+        paths = [(f"volumes[{i}]", m.volume) for i, m in enumerate(mounts) if not m.created]
+        in_region = check_regions(paths, plan.region)
+        if isinstance(in_region, Failure):
+            return Failure(in_region.failure())
+        return Success((plan, catalog, mounts))
+
+    def _attach(self, mounts: Sequence[VolumeMount], region: str) -> tuple[VolumeAttachment, ...]:
+        """The task's volumes as the bid attaches them: the new ones created now, in its region."""
+        out = []
+        for mount in mounts:
+            volume = mount.volume
+            if mount.created:
+                made = self.create_volume(volume.name, volume.size_gb, volume.interface, None, region)
+                if isinstance(made, Failure):
+                    error = made.failure()
+                    if error.reason is not ErrorReason.ALREADY_EXISTS:  # made meanwhile: reuse it
+                        raise LaunchError(error.message)
+                    again = self.get_volume(dict(error.metadata).get("volume_id", ""))
+                    if isinstance(again, Failure):
+                        raise LaunchError(error.message)
+                    made = Success(again.unwrap()[0])
+                volume = made.unwrap()
+            out.append(VolumeAttachment(volume.volume_id, volume.interface, volume.size_gb, mount.mount_path))
+        return tuple(out)
 
     def _check_minimum(self, plan: BidPlan, catalog: Catalog) -> DomainError | None:
         """The platform's minimum price for the chosen type and region, asked before submitting."""
@@ -254,7 +450,7 @@ class MithrilProvider:
             planned = self._plan(config, config.name or "task", "check")
             if isinstance(planned, Failure):
                 return Failure(planned.failure())
-            plan, catalog = planned.unwrap()
+            plan, catalog, _ = planned.unwrap()
             self._project_fid()
             too_low = self._check_minimum(plan, catalog)
         except MithrilError as exc:
@@ -354,8 +550,9 @@ class MithrilProvider:
         planned = self._plan(record.config, record.name, record.task_id)
         if isinstance(planned, Failure):
             raise LaunchError(planned.failure().message)
-        plan, catalog = planned.unwrap()
+        plan, catalog, mounts = planned.unwrap()
         project = self._project_fid()
+        attached = self._attach(mounts, plan.region)
         call = record.function_call
         startup = startup_plan(
             StartupRequest(
@@ -368,11 +565,13 @@ class MithrilProvider:
                 runner=RUNNER_SOURCE.read_bytes() if call is not None else None,
                 invocation=json.dumps(invocation_document(call)).encode() if call is not None else None,
                 python=(call.python if call is not None and call.python else "python3"),
+                volumes=attached,
             )
         )
         if startup.needs_upload:
             self._stage_uploads(record.task_id, startup.uploads)
-        body = bid_request(plan, project, self._ssh_keys(project), (), startup.startup_script)
+        fids = [a.volume_id for a in attached]
+        body = bid_request(plan, project, self._ssh_keys(project), fids, startup.startup_script)
         try:
             bid = self.api.create_bid(body)
         except MithrilError as exc:
