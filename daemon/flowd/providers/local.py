@@ -579,11 +579,35 @@ class LocalProvider:
                 "gpus": list(gpus),
                 "cwd": str(cwd),
             }
+        child = self._start_wrapped(record, task_dir, marker, task_dir / EXIT_FILE, argv, output, cwd, env, "")
+        self._children[record.task_id] = child
+        return {
+            "pid": child.pid,
+            "start_ticks": process_start_ticks(child.pid),
+            "task_dir": str(task_dir),
+            "gpus": list(gpus),
+            "cwd": str(cwd),
+        }
+
+    def _start_wrapped(
+        self,
+        record: TaskRecord,
+        task_dir: Path,
+        marker: str,
+        exit_file: Path,
+        command: Sequence[str],
+        output: int,
+        cwd: Path,
+        env: Mapping[str, str],
+        what: str,
+    ) -> subprocess.Popen[bytes]:
+        """One process under the exit-status wrapper, in its own session (and, with volumes or
+        data mounts, its own mount namespace), writing to `output`, which this closes."""
         try:
-            child = subprocess.Popen(
+            return subprocess.Popen(
                 volume_namespace.namespace_command(
                     record.config,
-                    ["/bin/sh", "-c", WRAPPER, marker, str(task_dir / EXIT_FILE), *argv],
+                    ["/bin/sh", "-c", WRAPPER, marker, str(exit_file), *command],
                     self.volumes,
                     task_dir,
                 ),
@@ -595,17 +619,9 @@ class LocalProvider:
                 start_new_session=True,
             )
         except OSError as exc:
-            raise LaunchError(f"could not start /bin/sh: {exc.strerror}") from exc
+            raise LaunchError(f"could not start {what}/bin/sh: {exc.strerror}") from exc
         finally:
             os.close(output)
-        self._children[record.task_id] = child
-        return {
-            "pid": child.pid,
-            "start_ticks": process_start_ticks(child.pid),
-            "task_dir": str(task_dir),
-            "gpus": list(gpus),
-            "cwd": str(cwd),
-        }
 
     def _spawn_nodes(self, record: TaskRecord, gpus: tuple[int, ...]) -> Runtime:
         """N node processes, each under the wrapper in its own process group, with its own GPUs,
@@ -631,25 +647,9 @@ class LocalProvider:
                 if record.config.image:
                     command, env = self._in_container(record, task_dir, cwd, command, share, (node, env))
                 output = os.open(directory / OUTPUT_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
-                try:
-                    child = subprocess.Popen(
-                        volume_namespace.namespace_command(
-                            record.config,
-                            ["/bin/sh", "-c", WRAPPER, marker, str(directory / EXIT_FILE), *command],
-                            self.volumes,
-                            task_dir,
-                        ),
-                        stdin=subprocess.DEVNULL,
-                        stdout=output,
-                        stderr=output,
-                        cwd=cwd,
-                        env=env,
-                        start_new_session=True,
-                    )
-                except OSError as exc:
-                    raise LaunchError(f"could not start node {node} with /bin/sh: {exc.strerror}") from exc
-                finally:
-                    os.close(output)
+                child = self._start_wrapped(
+                    record, task_dir, marker, directory / EXIT_FILE, command, output, cwd, env, f"node {node} with "
+                )
                 started.append(child)
                 self._children[node_key(record.task_id, node)] = child
                 nodes.append({"pid": child.pid, "start_ticks": process_start_ticks(child.pid), "gpus": list(share)})
