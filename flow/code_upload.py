@@ -27,7 +27,7 @@ from attrs import frozen
 
 from flow.code_walk import CodeFile, WalkResult, walk_code_root
 from flow.domain.code_manifest import ManifestEntry, digest_of, manifest_bytes
-from flow.errors import ValidationError
+from flow.errors import FlowError, ValidationError
 from flowapi.v1 import code_service_pb2
 
 if TYPE_CHECKING:
@@ -239,7 +239,10 @@ def hash_files(files: Sequence[PlannedFile], cache: HashCache) -> list[str]:
 
 
 def _messages(
-    blobs: Sequence[tuple[str, Path | bytes, int]], progress: Progress | None, total: int
+    blobs: Sequence[tuple[str, Path | bytes, int]],
+    progress: Progress | None,
+    total: int,
+    vanished: list[str] | None = None,
 ) -> Iterator[code_service_pb2.UploadBlobsRequest]:
     """Packs blobs into messages of about CHUNK_BYTES: many small files per message, a large
     file over several (one gRPC message per small file costs more than sending it)."""
@@ -248,7 +251,14 @@ def _messages(
     sent = 0
     for digest, source, size in blobs:
         with contextlib.ExitStack() as stack:
-            reader = None if isinstance(source, bytes) else stack.enter_context(open(source, "rb"))
+            try:
+                reader = None if isinstance(source, bytes) else stack.enter_context(open(source, "rb"))
+            except FileNotFoundError:
+                # Deleted since it was hashed. (An exception here would reach the caller only as
+                # grpc's "Exception iterating requests!"; upload_code takes a new snapshot.)
+                if vanished is not None:
+                    vanished.append(str(source))
+                return
             offset = 0
             while True:
                 data = source[offset : offset + CHUNK_BYTES] if isinstance(source, bytes) else reader.read(CHUNK_BYTES)  # type: ignore[union-attr]
@@ -292,8 +302,23 @@ def _send(
         blobs.append((manifest_digest, manifest, len(manifest)))
     total = sum(size for _, _, size in blobs)
     if blobs:
-        conn.call(lambda c: c.code.UploadBlobs(_messages(blobs, progress, total), timeout=3600))
+        vanished: list[str] = []
+        try:
+            conn.call(lambda c: c.code.UploadBlobs(_messages(blobs, progress, total, vanished), timeout=3600))
+        except FlowError:
+            if vanished:
+                raise _TreeChangedError(vanished[0]) from None
+            raise
+        if vanished:
+            raise _TreeChangedError(vanished[0])
     return manifest_digest, len(blobs), total
+
+
+class _TreeChangedError(Exception):
+    """A file of the snapshot was deleted while it was being hashed or sent."""
+
+
+_ATTEMPTS: Final = 3
 
 
 def upload_code(
@@ -304,16 +329,33 @@ def upload_code(
 ) -> Upload:
     """Uploads the snapshot of `root` and returns its digest (only unseen files are sent)."""
     started = time.monotonic()
-    plan = plan_upload(root, private=[cache_path.parent])
     cache = _hash_cache(cache_path)
-    digests = hash_files(plan.files, cache)
-    try:
-        digest, sent_files, sent_bytes = _send(conn, plan, digests, progress)
-    except ValidationError:
-        # A file changed between hashing and sending: forget what we knew, hash again, resend.
-        cache.store([(str(f.source), "", "") for f in plan.files])
-        digests = hash_files(plan.files, cache)
-        digest, sent_files, sent_bytes = _send(conn, plan, digests, progress)
+    # A tree that changes under us (a running task writing into the project, an editor saving)
+    # gets a fresh snapshot: files deleted meanwhile are left out, changed ones hashed again.
+    for attempt in range(_ATTEMPTS):
+        plan = plan_upload(root, private=[cache_path.parent])
+        try:
+            try:
+                digests = hash_files(plan.files, cache)
+            except FileNotFoundError as exc:
+                raise _TreeChangedError(str(exc.filename)) from None
+            digest, sent_files, sent_bytes = _send(conn, plan, digests, progress)
+            break
+        except (_TreeChangedError, ValidationError) as exc:
+            # ValidationError: flowd found a blob whose content no longer matches its digest.
+            cache.store([(str(f.source), "", "") for f in plan.files])  # forget what we knew
+            if attempt == _ATTEMPTS - 1:
+                if isinstance(exc, ValidationError):
+                    raise
+                raise ValidationError(
+                    f"code_root {root} kept changing during the upload ({exc} was deleted while "
+                    f"it was being sent, {_ATTEMPTS} times)",
+                    suggestions=[
+                        "stop what writes into the project while you submit, or list the files it "
+                        "writes in .flowignore",
+                        "or point code_root at a directory that does not change",
+                    ],
+                ) from None
     return Upload(
         digest=digest,
         files=len(plan.files),

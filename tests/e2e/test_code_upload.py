@@ -145,6 +145,26 @@ def test_a_file_that_changes_while_uploading_is_retried(daemon: Daemon, tmp_path
     channel.close()
 
 
+def test_a_file_deleted_while_uploading_gives_a_fresh_snapshot_without_it(daemon: Daemon, tmp_path: Path) -> None:
+    """A task writing into the project, or an editor's temp file: the file is gone by the time
+    its bytes are read. The SDK takes a new snapshot (without it) instead of failing."""
+    client: Flow = daemon.client()  # type: ignore[assignment]
+    (tmp_path / "a-big.bin").write_bytes(os.urandom(3 << 20))  # sent first, over several messages
+    (tmp_path / "z-scratch.txt").write_text("short-lived\n")
+    (tmp_path / "train.py").write_text("print('ok')\n")
+    deleted: list[bool] = []
+
+    def delete_scratch_once(sent: int, total: int) -> None:
+        if not deleted:
+            (tmp_path / "z-scratch.txt").unlink()
+            deleted.append(True)
+
+    upload = client.upload_code(tmp_path, progress=delete_scratch_once)
+    assert deleted and upload.files == 2  # the snapshot has what exists: a-big.bin, train.py
+    again = client.upload_code(tmp_path)
+    assert again.digest == upload.digest and again.sent_files == 0  # and flowd has all of it
+
+
 def test_a_task_naming_code_that_was_never_uploaded_is_refused(daemon: Daemon) -> None:
     import grpc
 
