@@ -30,8 +30,8 @@ from pathlib import Path
 # Runnable from a checkout without installing the package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from flow.code_selection import IgnoreRules, select_paths
 from flow.code_walk import walk_code_root
+from flow.domain.code.selection import IgnoreRules, select_paths
 
 FILE_COUNT = 10_000
 ROOT_GITIGNORE = "# generated\n/data/raw/\n*.log\nbuild/\n/dist\n*.tmp\n!keep.tmp\n"

@@ -19,8 +19,8 @@ from pathlib import Path
 # Runnable from a checkout without installing the package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from flow.domain.instance_types import InstanceType, parse_instance_type
-from flow.domain.matching import Offer, Requirements, explain_no_match, match_offers
+from flow.domain.instances.instance_types import InstanceType, parse_instance_type
+from flow.domain.instances.matching import Offer, Requirements, explain_no_match, match_offers
 
 PARSE_COUNT = 100_000
 OFFER_COUNT = 10_000

@@ -7,7 +7,7 @@ is printed (median, p90, floor, ratio). Nothing is asserted. The daemon is priva
 FLOW_HOME directly under /tmp, and is stopped with its home removed at the end.
 
 Rows:
-  schedule 1,000 on 8 GPUs   the pure scheduler (flow.domain.gpu_scheduler.next_starts) drains a
+  schedule 1,000 on 8 GPUs   the pure scheduler (flow.domain.instances.gpu_scheduler.next_starts) drains a
                              queue of 1,000 requests (1, 2, 4 or 8 GPUs; some by model, some by
                              memory) on 8 synthetic GPUs of two kinds: decide, start what fits,
                              release the oldest running task, decide again, until all have run;
@@ -32,8 +32,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from flow.client import Flow
-from flow.domain.gpu_inventory import Gpu
-from flow.domain.gpu_scheduler import GpuRequest, next_starts
+from flow.domain.instances.gpu_inventory import Gpu
+from flow.domain.instances.gpu_scheduler import GpuRequest, next_starts
 from flow.task import TaskStatus
 
 if TYPE_CHECKING:  # mypy resolves bench/ as a namespace package; as a script, bench/ is sys.path[0]

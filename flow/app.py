@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 if TYPE_CHECKING:
     from flow.client import Flow
     from flow.config import TaskConfig
-    from flow.domain.function_call import FunctionCall
+    from flow.domain.task.function_call import FunctionCall
     from flow.task import Task
 
 P = ParamSpec("P")
@@ -90,7 +90,7 @@ class RemoteFunction(Generic[P, R]):
     def _call(self, config: TaskConfig, args: tuple[Any, ...], kwargs: dict[str, Any], flow: Flow) -> FunctionCall:
         import inspect
 
-        from flow.domain.function_call import FunctionCall
+        from flow.domain.task.function_call import FunctionCall
         from flow.remote_call import check_arguments, check_call
 
         check_arguments(self._fn.__name__, inspect.signature(self._fn), args, kwargs)

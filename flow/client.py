@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flow.connection import DaemonConnection, Remote
-from flow.domain.task_status import TaskState
+from flow.domain.task.states import TaskState
 from flow.errors import ValidationError
 from flow.home import resolve_home
 from flow.task import Task, TaskStatus
@@ -274,7 +274,7 @@ class Flow:
         region, provider and available."""
         from returns.result import Failure
 
-        from flow.domain.matching import requirements_from_dict
+        from flow.domain.instances.matching import requirements_from_dict
         from flow.wire.error_table import exception_from_domain_error
         from flow.wire.instance_codec import offer_dict_from_proto, requirements_to_proto
 

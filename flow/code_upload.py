@@ -1,6 +1,6 @@
 """Uploading a code root as a content-addressed snapshot (the SDK side of CodeService).
 
-1. Walk the root and select files (`.flowignore` / `.gitignore`, see flow.code_selection).
+1. Walk the root and select files (`.flowignore` / `.gitignore`, see flow.domain.code.selection).
 2. Hash them, reusing a local cache keyed by (path, size, mtime, ctime, inode), so an unchanged
    tree costs one stat per file.
 3. Ask flowd which blobs it lacks; send only those; send the manifest; its digest names the
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Final, TextIO
 from attrs import frozen
 
 from flow.code_walk import CodeFile, WalkResult, walk_code_root
-from flow.domain.code_manifest import ManifestEntry, digest_of, manifest_bytes
+from flow.domain.code.manifest import ManifestEntry, digest_of, manifest_bytes
 from flow.errors import FlowError, ValidationError
 from flowapi.v1 import code_service_pb2
 

@@ -1,4 +1,4 @@
-"""Lists the files of a code root that a task uploads: the effectful shell over `flow.code_selection`.
+"""Lists the files of a code root that a task uploads: the effectful shell over `flow.domain.code.selection`.
 
 The walk reads only what it needs: it never enters `.git` or a directory the rules exclude (git
 cannot re-include anything below an excluded directory, so pruning changes no answer), reads the
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import attrs
 
-from flow.code_selection import (
+from flow.domain.code.selection import (
     GIT_DIR,
     VIRTUALENV_MARKER,
     IgnoreRules,

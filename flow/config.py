@@ -1,6 +1,6 @@
 """The SDK's TaskConfig, VolumeSpec and MountSpec: the core's values, validated on construction.
 
-They are the frozen values of `flow.domain.task_config` with one addition: building an invalid
+They are the frozen values of `flow.domain.task.config` with one addition: building an invalid
 one raises `flow.errors.ValidationError` listing every problem at once (field, value, fix), so
 mistakes surface where they are made, not when the task is submitted. The rules themselves live
 only in the core; flowd applies the same ones to requests from any language.
@@ -14,10 +14,10 @@ from typing import Any
 import attrs
 from returns.result import Failure
 
-from flow.domain import config_codec
-from flow.domain import task_config as core
 from flow.domain.errors import FieldViolation, validation_error
 from flow.domain.source_lines import locate
+from flow.domain.task import config as core
+from flow.domain.task import config_codec
 from flow.errors import ValidationError
 from flow.wire.error_table import exception_from_domain_error
 

@@ -28,7 +28,7 @@ def spawn_invocation(
     """Starts `function(*args, **kwargs)` from `path` in a task and returns the Task."""
     from flow.client import Flow
     from flow.config import TaskConfig
-    from flow.domain.function_call import FunctionCall
+    from flow.domain.task.function_call import FunctionCall
     from flow.remote_call import check_call, check_file_function, relative_to_root
 
     args = list(args or [])

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flow.domain.function_call import FunctionCall, function_call_violations
+from flow.domain.task.function_call import FunctionCall, function_call_violations
 from flow.errors import TaskExecutionError, ValidationError
 from flow.runtime.runner import IMPORTING_ENV  # set while a task imports the user's file
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import attrs
 from returns.result import Failure
 
-from flow.domain.sbatch import SbatchJob, sbatch_to_configs
+from flow.domain.slurm.sbatch import SbatchJob, sbatch_to_configs
 from flow.domain.source_lines import locate
 from flow.errors import ValidationError
 from flow.wire.error_table import exception_from_domain_error

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple, overload
 from google.protobuf.duration_pb2 import Duration
 
 from flow import errors
-from flow.domain.task_status import TaskState
+from flow.domain.task.states import TaskState
 from flow.wire.task_state_codec import (
     micros_to_dollars,
     task_resource_name,

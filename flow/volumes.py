@@ -61,7 +61,7 @@ def create_volume(
 ) -> Volume:
     from returns.result import Failure
 
-    from flow.domain.volumes import make_volume
+    from flow.domain.volumes.rules import make_volume
     from flow.wire.error_table import exception_from_domain_error
     from flow.wire.volume_codec import interface_to_proto
 

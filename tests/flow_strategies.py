@@ -1,6 +1,6 @@
 """Hypothesis strategies for the pure core: valid TaskConfigs, JSON-like junk, junk config dicts.
 
-`valid_task_configs()` draws configs that every rule of `flow.domain.task_config` accepts, covering
+`valid_task_configs()` draws configs that every rule of `flow.domain.task.config` accepts, covering
 each field and each program form. `json_like()` and `arbitrary_config_dicts()` draw what a user,
 a YAML file or another-language client might send instead.
 """
@@ -13,7 +13,7 @@ from typing import Any
 import attrs
 from hypothesis import strategies as st
 
-from flow.domain.task_config import (
+from flow.domain.task.config import (
     MAX_GPU_MEMORY_GB,
     MAX_IOPS,
     MAX_NUM_INSTANCES,

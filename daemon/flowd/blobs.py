@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import NoReturn
 
-from flow.domain.code_manifest import is_digest
+from flow.domain.code.manifest import is_digest
 from flowd.store import state_write_error
 
 _serial = itertools.count()  # next() on a count is atomic under the GIL

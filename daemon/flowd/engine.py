@@ -20,15 +20,13 @@ from typing import Final
 from attrs import frozen
 from returns.result import Failure, Result, Success
 
-from flow.domain.code_manifest import Manifest, is_digest, parse_manifest
+from flow.domain.code.manifest import Manifest, is_digest, parse_manifest
 from flow.domain.errors import DomainError, ErrorReason, not_found, validation_error, violation
-from flow.domain.function_call import FunctionCall, FunctionResult, function_call_violations, parse_result
-from flow.domain.log_cursor import decode_cursor, emit_length, encode_cursor
-from flow.domain.matching import MatchResult, match_offers, requirements_from_dict
-from flow.domain.multinode import check_node, decode_merged_cursor, encode_merged_cursor, label_lines
+from flow.domain.instances.matching import MatchResult, match_offers, requirements_from_dict
 from flow.domain.page_token import decode_page_token, encode_page_token, page_size_of
-from flow.domain.task_config import TaskConfig, VolumeSpec, task_config_violations
-from flow.domain.task_state import (
+from flow.domain.task.config import TaskConfig, VolumeSpec, task_config_violations
+from flow.domain.task.function_call import FunctionCall, FunctionResult, function_call_violations, parse_result
+from flow.domain.task.lifecycle import (
     CancelRequested,
     LaunchFailed,
     Started,
@@ -37,6 +35,8 @@ from flow.domain.task_state import (
     TaskState,
     apply,
 )
+from flow.domain.task.log_cursor import decode_cursor, emit_length, encode_cursor
+from flow.domain.task.multinode import check_node, decode_merged_cursor, encode_merged_cursor, label_lines
 from flowd import logs
 from flowd.blobs import BlobStore
 from flowd.exec_session import ExecSession

@@ -14,7 +14,7 @@ import shutil
 import subprocess
 from collections.abc import Mapping
 
-from flow.domain.gpu_inventory import Gpu, gpu_from_device
+from flow.domain.instances.gpu_inventory import Gpu, gpu_from_device
 
 log = logging.getLogger(__name__)
 DECLARED_ENV = "FLOW_LOCAL_GPUS"

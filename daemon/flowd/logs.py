@@ -1,13 +1,13 @@
 """Reading task output files at byte offsets (the I/O half of log streaming).
 
-The rules of what to send (whole lines, cursors) are pure, in flow.domain.log_cursor."""
+The rules of what to send (whole lines, cursors) are pure, in flow.domain.task.log_cursor."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from flow.domain.log_cursor import tail_start
+from flow.domain.task.log_cursor import tail_start
 
 CHUNK_BYTES = 256 * 1024
 TAIL_WINDOW = 64 * 1024

@@ -36,7 +36,7 @@ from flow.domain.daemon_config import (
     mithril_settings,
 )
 from flow.domain.errors import DomainError, ErrorReason, FieldViolation, validation_error, violation
-from flow.domain.sbatch import PLAIN_PATH
+from flow.domain.slurm.sbatch import PLAIN_PATH
 from flow.domain.source_lines import locate
 from flow.home import FlowHome
 from flowd.blobs import BlobStore

@@ -12,7 +12,7 @@ from attrs import define
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from flow.domain.task_state import TaskEvent
+from flow.domain.task.lifecycle import TaskEvent
 from flow.home import FlowHome
 from flow.version import __version__
 from flowapi.v1 import (

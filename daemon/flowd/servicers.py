@@ -20,11 +20,11 @@ import grpc
 from grpc_status import rpc_status
 from returns.result import Failure, Result
 
-from flow.domain.code_manifest import is_digest
+from flow.domain.code.manifest import is_digest
 from flow.domain.errors import DomainError, ErrorReason, validation_error, violation
-from flow.domain.matching import explain_no_match
+from flow.domain.instances.matching import explain_no_match
 from flow.domain.page_token import DEFAULT_PAGE_SIZE, page_size_of
-from flow.domain.task_state import TaskRecord
+from flow.domain.task.lifecycle import TaskRecord
 from flow.version import __version__
 from flow.wire.error_table import domain_error_to_status
 from flow.wire.function_codec import function_call_from_proto, result_to_proto

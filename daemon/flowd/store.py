@@ -20,10 +20,10 @@ from typing import Any, NoReturn
 import attrs
 from attrs import frozen
 
-from flow.domain.config_codec import converter, task_config_to_dict
-from flow.domain.function_call import FunctionCall
-from flow.domain.task_config import TaskConfig
-from flow.domain.task_state import TERMINAL_STATES, TaskRecord, TaskState
+from flow.domain.task.config import TaskConfig
+from flow.domain.task.config_codec import converter, task_config_to_dict
+from flow.domain.task.function_call import FunctionCall
+from flow.domain.task.lifecycle import TERMINAL_STATES, TaskRecord, TaskState
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (

@@ -24,9 +24,9 @@ from typing import Any
 from returns.result import Failure, Result, Success
 
 from flow.domain.errors import DomainError, ErrorReason
-from flow.domain.task_config import TaskConfig
-from flow.domain.volume_mounts import Bind, namespace_argv, namespace_script
-from flow.domain.volumes import resolve_volumes
+from flow.domain.task.config import TaskConfig
+from flow.domain.volumes.mounts import Bind, namespace_argv, namespace_script
+from flow.domain.volumes.rules import resolve_volumes
 from flowd.providers.base import LaunchError
 from flowd.volume_s3 import s3_available, sync_s3
 from flowd.volumes import VolumeManager, VolumeStorageError

@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 from typing import Any, Final
 
-from flow.domain.task_config import TaskConfig
+from flow.domain.task.config import TaskConfig
 from flowd.providers.base import LaunchError
 
 log = logging.getLogger(__name__)

@@ -15,8 +15,8 @@ import grpc
 from returns.result import Failure, Result
 
 from flow.domain.errors import DomainError
-from flow.domain.mithril_volumes import is_mithril_volume_id
-from flow.domain.volumes import Volume, volume_not_found
+from flow.domain.mithril.volumes import is_mithril_volume_id
+from flow.domain.volumes.rules import Volume, volume_not_found
 from flow.wire.volume_codec import interface_from_proto, volume_to_proto
 from flowapi.v1 import volume_pb2, volume_pb2_grpc
 from flowd.servicers import _unwrap, guarded

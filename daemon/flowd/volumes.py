@@ -8,7 +8,7 @@ mounts lazily when it stops: a task still running keeps its own mount, and a res
 mounts the same loop device again rather than a second one of the same image.
 
 Decisions (names, sizes, reuse by name, who holds a block volume, whether a delete may go
-ahead) are the core's (flow.domain.volumes); this module gathers inputs and acts.
+ahead) are the core's (flow.domain.volumes.rules); this module gathers inputs and acts.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from returns.result import Failure, Result, Success
 
 from flow.domain.errors import DomainError, ErrorReason, validation_error, violation
 from flow.domain.page_token import decode_page_token, encode_page_token, page_size_of
-from flow.domain.task_config import TaskConfig, VolumeSpec
-from flow.domain.volumes import (
+from flow.domain.task.config import TaskConfig, VolumeSpec
+from flow.domain.volumes.rules import (
     VOLUME_ID_PREFIX,
     Volume,
     VolumeMount,

@@ -33,7 +33,7 @@ from attrs import field, frozen
 from returns.result import Failure, Result, Success
 
 from flow.domain.errors import DomainError, FieldViolation, validation_error, violation
-from flow.domain.instance_types import InstanceType, parse_instance_type
+from flow.domain.instances.instance_types import InstanceType, parse_instance_type
 
 PROVIDER_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
 # Partition, account and QoS names end up in #SBATCH lines: nothing a directive would misread.

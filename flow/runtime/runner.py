@@ -40,7 +40,7 @@ class CallError(Exception):
 
 def restore_integers(value: Any) -> Any:
     """JSON numbers travel as doubles (google.protobuf.Value): integral ones become int again,
-    as json.loads would have made them. (flow.domain.function_call has the same rule; this file
+    as json.loads would have made them. (flow.domain.task.function_call has the same rule; this file
     runs inside tasks without Flow installed, so it cannot import it.)"""
     if isinstance(value, float) and value.is_integer() and abs(value) <= MAX_SAFE_INTEGER:
         return int(value)

@@ -9,7 +9,7 @@ from typing import Any
 
 from google.protobuf import json_format, struct_pb2
 
-from flow.domain.function_call import FunctionCall, FunctionResult, restore_integers
+from flow.domain.task.function_call import FunctionCall, FunctionResult, restore_integers
 from flowapi.v1 import task_pb2, task_service_pb2
 
 _ENCODING_TO_PROTO = {"json": task_pb2.VALUE_ENCODING_JSON, "pickle": task_pb2.VALUE_ENCODING_PICKLE}

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from flow.domain.instance_types import format_instance_type, short_name
-from flow.domain.matching import Offer
+from flow.domain.instances.instance_types import format_instance_type, short_name
+from flow.domain.instances.matching import Offer
 from flow.domain.money import micros_to_dollars, price_to_micros
 from flowapi.v1 import instance_service_pb2
 

@@ -8,8 +8,8 @@ from collections.abc import Mapping
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from flow.domain.task_config import MountSpec, TaskConfig, VolumeSpec
-from flow.domain.task_state import TaskRecord
+from flow.domain.task.config import MountSpec, TaskConfig, VolumeSpec
+from flow.domain.task.lifecycle import TaskRecord
 from flow.wire.function_codec import function_call_to_proto
 from flow.wire.task_state_codec import (
     micros_to_dollars,

@@ -7,7 +7,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from flow.domain.money import micros_to_dollars as micros_to_dollars
 from flow.domain.money import price_to_micros as price_to_micros
-from flow.domain.task_status import TaskState
+from flow.domain.task.states import TaskState
 from flowapi.v1 import task_pb2
 
 TASK_NAME_PREFIX = "tasks/"

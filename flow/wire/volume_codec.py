@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
-from flow.domain.volumes import Volume
+from flow.domain.volumes.rules import Volume
 from flowapi.v1 import volume_pb2
 
 INTERFACE_TO_PROTO: Final = {

@@ -13,9 +13,9 @@ from returns.result import Failure, Success
 
 import flow.config
 import flow_strategies as fs
-from flow.domain.config_codec import task_config_from_dict, task_config_to_dict
 from flow.domain.errors import DomainError, ErrorReason
-from flow.domain.task_config import MountSpec, TaskConfig, VolumeSpec
+from flow.domain.task.config import MountSpec, TaskConfig, VolumeSpec
+from flow.domain.task.config_codec import task_config_from_dict, task_config_to_dict
 from flow.errors import ValidationError
 
 

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from returns.result import Failure
 
-from flow.domain.container_command import (
+from flow.domain.task.container_command import (
     ContainerSpec,
     Mount,
     container_argv,

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 from returns.result import Failure, Success
 
 from flow.domain.errors import ErrorReason
-from flow.domain.gpu_catalog import (
+from flow.domain.instances.gpu_catalog import (
     CATALOG,
     MODEL_NAMES,
     PCIE,

@@ -5,9 +5,9 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flow.domain.gpu_inventory import Gpu, describe_inventory, gpu_from_device, local_offers
-from flow.domain.gpu_scheduler import GpuRequest, choose_gpus, fits_ever, next_starts
-from flow.domain.matching import Requirements, match_offers
+from flow.domain.instances.gpu_inventory import Gpu, describe_inventory, gpu_from_device, local_offers
+from flow.domain.instances.gpu_scheduler import GpuRequest, choose_gpus, fits_ever, next_starts
+from flow.domain.instances.matching import Requirements, match_offers
 
 
 def gpu(index: int, model: str = "a100", memory: int = 80) -> Gpu:

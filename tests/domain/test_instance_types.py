@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from returns.result import Failure, Success
 
 from flow.domain.errors import DomainError, ErrorReason
-from flow.domain.gpu_catalog import CATALOG
-from flow.domain.instance_types import (
+from flow.domain.instances.gpu_catalog import CATALOG
+from flow.domain.instances.instance_types import (
     CPU_INSTANCE,
     MAX_GPUS_PER_INSTANCE,
     InstanceType,

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from returns.result import Failure, Success
 
 from flow.domain.errors import ErrorReason
-from flow.domain.log_cursor import decode_cursor, emit_length, encode_cursor, tail_start
+from flow.domain.task.log_cursor import decode_cursor, emit_length, encode_cursor, tail_start
 
 # Byte offsets of a real file: up to the largest file size (2**63 - 1).
 offsets = st.integers(min_value=0, max_value=2**63 - 1)

@@ -9,9 +9,9 @@ from hypothesis import strategies as st
 from returns.result import Failure, Success
 
 from flow.domain.errors import DomainError, ErrorReason
-from flow.domain.gpu_catalog import CATALOG
-from flow.domain.instance_types import CPU_INSTANCE, InstanceType, parse_instance_type
-from flow.domain.matching import (
+from flow.domain.instances.gpu_catalog import CATALOG
+from flow.domain.instances.instance_types import CPU_INSTANCE, InstanceType, parse_instance_type
+from flow.domain.instances.matching import (
     REQUIREMENT_KEYS,
     MatchResult,
     Miss,

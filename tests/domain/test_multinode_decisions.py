@@ -7,9 +7,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from returns.result import Failure, Success
 
-from flow.domain.gpu_inventory import Gpu
-from flow.domain.gpu_scheduler import GpuRequest, next_starts
-from flow.domain.multinode import (
+from flow.domain.instances.gpu_inventory import Gpu
+from flow.domain.instances.gpu_scheduler import GpuRequest, next_starts
+from flow.domain.task.multinode import (
     check_node,
     decode_merged_cursor,
     encode_merged_cursor,

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from returns.result import Success
 
-from flow.domain.config_codec import task_config_to_dict
-from flow.domain.sbatch import JobRequest, has_directives, read_directives, render_job, sbatch_to_configs
-from flow.domain.task_config import task_config_violations
+from flow.domain.slurm.sbatch import JobRequest, has_directives, read_directives, render_job, sbatch_to_configs
+from flow.domain.task.config import task_config_violations
+from flow.domain.task.config_codec import task_config_to_dict
 
 CORPUS = Path(__file__).resolve().parents[1] / "fixtures" / "sbatch"
 SCRIPTS = sorted(CORPUS.glob("*.sbatch"))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from returns.result import Failure, Success
 
-from flow.domain.sbatch import (
+from flow.domain.slurm.sbatch import (
     parse_array,
     parse_memory_mb,
     parse_time_minutes,

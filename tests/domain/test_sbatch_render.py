@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from returns.result import Failure
 
-from flow.domain.sbatch import EXIT_FILE, SECRETS_FILE, JobFiles, JobRequest, render_job
-from flow.domain.task_config import TaskConfig
+from flow.domain.slurm.sbatch import EXIT_FILE, SECRETS_FILE, JobFiles, JobRequest, render_job
+from flow.domain.task.config import TaskConfig
 
 STUB = (
     "import json, os, sys\n"

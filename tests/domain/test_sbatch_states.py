@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from flow.domain.code_manifest import ManifestEntry
-from flow.domain.instance_types import InstanceType, short_name
-from flow.domain.slurm_scripts import (
+from flow.domain.code.manifest import ManifestEntry
+from flow.domain.instances.instance_types import InstanceType, short_name
+from flow.domain.slurm.scripts import (
     PolledJob,
     SubmitPlan,
     final_states_script,
@@ -17,7 +17,7 @@ from flow.domain.slurm_scripts import (
     split_sections,
     submit_script,
 )
-from flow.domain.slurm_states import (
+from flow.domain.slurm.states import (
     GpuGres,
     event_for,
     gpu_of,
@@ -33,8 +33,8 @@ from flow.domain.slurm_states import (
     phase_of,
     squeue_says_gone,
 )
-from flow.domain.task_config import TaskConfig
-from flow.domain.task_state import (
+from flow.domain.task.config import TaskConfig
+from flow.domain.task.lifecycle import (
     CancelRequested,
     Exited,
     Lost,

@@ -1,4 +1,4 @@
-"""Every rule of flow.domain.task_config: the field path, the value shown, the problem and a fix."""
+"""Every rule of flow.domain.task.config: the field path, the value shown, the problem and a fix."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from returns.result import Failure, Success
 import flow.config
 import flow_strategies as fs
 from flow.domain.errors import ErrorReason, FieldViolation, show_value
-from flow.domain.task_config import (
+from flow.domain.task.config import (
     DEFAULT_COMMAND,
     MountSpec,
     TaskConfig,

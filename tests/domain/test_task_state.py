@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 from returns.result import Failure, Success
 
 from flow.domain.errors import ErrorReason
-from flow.domain.task_config import TaskConfig
-from flow.domain.task_state import (
+from flow.domain.task.config import TaskConfig
+from flow.domain.task.lifecycle import (
     TERMINAL_STATES,
     CancelRequested,
     Exited,

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from conftest import Daemon, _cleanup, pid_alive, short_tmpdir, wait_until
 from flow import Flow, TaskStatus, invoke
 from flow.config import TaskConfig
-from flow.domain.function_call import FunctionCall
+from flow.domain.task.function_call import FunctionCall
 from flow.errors import TaskExecutionError
 from flow.invoke import spawn_invocation
 

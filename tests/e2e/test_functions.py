@@ -279,7 +279,7 @@ def test_task_status_after_a_raising_function_is_failed(project: Path) -> None:
 def test_a_call_from_another_language_with_wrong_arguments_says_why(project: Path) -> None:
     """Clients in other languages skip the SDK's checks: the runner explains the mismatch."""
     from flow.config import TaskConfig
-    from flow.domain.function_call import FunctionCall
+    from flow.domain.task.function_call import FunctionCall
 
     flow = Flow()
     call = FunctionCall(function="train_model", path="train.py", args=(), kwargs={"epoch": 3})
@@ -292,7 +292,7 @@ def test_a_call_from_another_language_with_wrong_arguments_says_why(project: Pat
 
 def test_a_missing_function_found_only_in_the_task_is_reported(project: Path) -> None:
     from flow.config import TaskConfig
-    from flow.domain.function_call import FunctionCall
+    from flow.domain.task.function_call import FunctionCall
 
     flow = Flow()
     task = flow.submit(TaskConfig(code_root=str(project)), function_call=FunctionCall(function="nope", path="train.py"))
@@ -302,7 +302,7 @@ def test_a_missing_function_found_only_in_the_task_is_reported(project: Path) ->
 
 def test_a_function_path_missing_from_the_upload_is_refused_before_launch(project: Path) -> None:
     from flow.config import TaskConfig
-    from flow.domain.function_call import FunctionCall
+    from flow.domain.task.function_call import FunctionCall
 
     with pytest.raises(ValidationError, match="is not in the uploaded code"):
         Flow().submit(TaskConfig(code_root=str(project)), function_call=FunctionCall(function="f", path="ghost.py"))

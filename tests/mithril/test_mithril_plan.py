@@ -10,10 +10,10 @@ from hypothesis import strategies as st
 from returns.result import Failure, Success
 
 from flow.domain.errors import ErrorReason
-from flow.domain.instance_types import format_instance_type
-from flow.domain.mithril_bid import MARKET_MULTIPLIER, bid_name, bid_request, plan_bid, price_too_low
-from flow.domain.mithril_catalog import catalog_of, limit_price_text, parse_dollars
-from flow.domain.task_config import TaskConfig
+from flow.domain.instances.instance_types import format_instance_type
+from flow.domain.mithril.bid import MARKET_MULTIPLIER, bid_name, bid_request, plan_bid, price_too_low
+from flow.domain.mithril.catalog import catalog_of, limit_price_text, parse_dollars
+from flow.domain.task.config import TaskConfig
 from mithril.catalog_data import AVAILABILITY, TYPES
 
 CATALOG = catalog_of(TYPES, AVAILABILITY, "mithril")

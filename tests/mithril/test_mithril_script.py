@@ -17,7 +17,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flow.domain.mithril_script import (
+from flow.domain.mithril.startup_script import (
     CODE_ARCHIVE,
     EMBED_CODE_LIMIT,
     MAX_SCRIPT,
@@ -27,7 +27,7 @@ from flow.domain.mithril_script import (
     bootstrap,
     startup_plan,
 )
-from flow.domain.task_config import TaskConfig
+from flow.domain.task.config import TaskConfig
 
 NO_USER = "flow-no-such-user"  # getent fails: the script falls back to $HOME
 

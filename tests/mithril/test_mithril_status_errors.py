@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 from flow import errors
 from flow.domain.errors import ErrorReason
-from flow.domain.mithril_errors import api_error, is_price_too_low, network_error
-from flow.domain.mithril_status import Phase, observe, parse_destination, parse_exit_code
+from flow.domain.mithril.errors import api_error, is_price_too_low, network_error
+from flow.domain.mithril.status import Phase, observe, parse_destination, parse_exit_code
 from flow.wire.error_table import exception_from_domain_error
 
 

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from conftest import Daemon, wait_until
 from flow import MountSpec, TaskStatus, VolumeSpec, errors
-from flow.domain.mithril_volumes import VolumeAttachment, mount_lines
+from flow.domain.mithril.volumes import VolumeAttachment, mount_lines
 
 A100 = {"instance_type": "a100", "upload_code": False}
 

@@ -1,4 +1,4 @@
-"""flow.domain.mithril_volumes: the API's name and size rules, request bodies, VolumeModel ->
+"""flow.domain.mithril.volumes: the API's name and size rules, request bodies, VolumeModel ->
 Volume."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from returns.result import Failure, Success
 
 from flow.domain.errors import ErrorReason
-from flow.domain.mithril_volumes import (
+from flow.domain.mithril.volumes import (
     MAX_MITHRIL_VOLUME_GB,
     check_regions,
     checked_create_body,
@@ -20,7 +20,7 @@ from flow.domain.mithril_volumes import (
     new_mithril_volume_violations,
     volume_of,
 )
-from flow.domain.volumes import Volume
+from flow.domain.volumes.rules import Volume
 
 API_NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")  # the platform doc's rule, written out again
 

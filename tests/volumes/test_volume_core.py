@@ -1,4 +1,4 @@
-"""The pure core of volumes (flow.domain.volumes, flow.domain.volume_mounts), with hypothesis."""
+"""The pure core of volumes (flow.domain.volumes.rules, flow.domain.volumes.mounts), with hypothesis."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 from returns.result import Failure, Success
 
 from flow.domain.errors import ErrorReason
-from flow.domain.task_config import MAX_VOLUME_GB, NAME_PATTERN, VolumeSpec
-from flow.domain.volume_mounts import MOUNT_FAILED_EXIT, Bind, namespace_argv, namespace_script
-from flow.domain.volumes import (
+from flow.domain.task.config import MAX_VOLUME_GB, NAME_PATTERN, VolumeSpec
+from flow.domain.volumes.mounts import MOUNT_FAILED_EXIT, Bind, namespace_argv, namespace_script
+from flow.domain.volumes.rules import (
     Volume,
     VolumeMount,
     check_attach,

@@ -197,7 +197,7 @@ def test_the_state_machine_shows_a_reason_while_pending_and_drops_it_on_start() 
     """The core's rule the daemon relies on (pure: no daemon)."""
     from returns.result import Failure
 
-    from flow.domain.task_state import Preparing, Started, TaskRecord, TaskState, apply
+    from flow.domain.task.lifecycle import Preparing, Started, TaskRecord, TaskState, apply
 
     record = TaskRecord(task_id="t-1", config=TaskConfig(command="true"), provider="local", created_at=0.0)
     syncing = apply(record, Preparing(reason="syncing s3://b/p (1 file, 1.0 MB)"), 1.0).unwrap()

@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import flow_strategies as fs
-from flow.domain.task_config import MountSpec, TaskConfig, VolumeSpec, validate_task_config
-from flow.domain.task_state import TaskRecord, TaskState
+from flow.domain.task.config import MountSpec, TaskConfig, VolumeSpec, validate_task_config
+from flow.domain.task.lifecycle import TaskRecord, TaskState
 from flow.wire.task_codec import (
     task_config_from_proto,
     task_config_to_proto,

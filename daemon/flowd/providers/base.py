@@ -15,9 +15,9 @@ from attrs import frozen
 from returns.result import Result
 
 from flow.domain.errors import DomainError
-from flow.domain.matching import Offer
-from flow.domain.task_config import TaskConfig
-from flow.domain.task_state import TaskEvent, TaskRecord
+from flow.domain.instances.matching import Offer
+from flow.domain.task.config import TaskConfig
+from flow.domain.task.lifecycle import TaskEvent, TaskRecord
 from flowd.exec_session import ExecSession
 
 

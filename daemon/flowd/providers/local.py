@@ -29,17 +29,16 @@ from pathlib import Path
 from attrs import define, evolve, field
 from returns.result import Failure, Result, Success
 
-from flow.domain.code_manifest import parse_manifest
+from flow.domain.code.manifest import parse_manifest
 from flow.domain.errors import DomainError, ErrorReason
-from flow.domain.function_call import invocation_document
-from flow.domain.gpu_inventory import Gpu, describe_inventory, local_offers
-from flow.domain.gpu_scheduler import GpuRequest, fits_ever, next_starts
-from flow.domain.instance_types import format_instance_type, parse_instance_type
-from flow.domain.matching import Offer, Requirements, explain_no_match, match_offers
+from flow.domain.instances.gpu_inventory import Gpu, describe_inventory, local_offers
+from flow.domain.instances.gpu_scheduler import GpuRequest, fits_ever, next_starts
+from flow.domain.instances.instance_types import format_instance_type, parse_instance_type
+from flow.domain.instances.matching import Offer, Requirements, explain_no_match, match_offers
 from flow.domain.money import price_to_micros
-from flow.domain.multinode import node_env, split_gpus
-from flow.domain.task_config import TaskConfig, program_of
-from flow.domain.task_state import (
+from flow.domain.task.config import TaskConfig, program_of
+from flow.domain.task.function_call import invocation_document
+from flow.domain.task.lifecycle import (
     Exited,
     LaunchFailed,
     Lost,
@@ -49,6 +48,7 @@ from flow.domain.task_state import (
     TimedOut,
     deadline_of,
 )
+from flow.domain.task.multinode import node_env, split_gpus
 from flow.runtime import runner
 from flowd import volume_namespace
 from flowd.blobs import BlobStore
@@ -625,7 +625,7 @@ class LocalProvider:
 
     def _spawn_nodes(self, record: TaskRecord, gpus: tuple[int, ...]) -> Runtime:
         """N node processes, each under the wrapper in its own process group, with its own GPUs,
-        output and exit status (nodes/K/), and the torchrun variables (flow.domain.multinode)."""
+        output and exit status (nodes/K/), and the torchrun variables (flow.domain.task.multinode)."""
         task_dir = self.task_dir(record.task_id)
         task_dir.mkdir(parents=True, exist_ok=True)
         cwd = self._cwd(record, task_dir)

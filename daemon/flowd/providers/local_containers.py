@@ -1,6 +1,6 @@
 """Tasks with an `image` on the local provider: finding a working container engine (an effect,
 once per daemon start) and turning a task's program into `docker|podman run ...` through the
-pure flow.domain.container_command.
+pure flow.domain.task.container_command.
 
 In the container the task's code (its snapshot, or its work directory) is /workspace and the
 task's own directory (scripts, function-call files, results) is /flow/task; host paths in the
@@ -21,7 +21,8 @@ from typing import Final
 from attrs import define, field
 from returns.result import Failure
 
-from flow.domain.container_command import (
+from flow.domain.errors import DomainError, ErrorReason
+from flow.domain.task.container_command import (
     CONTAINER_CODE_DIR,
     ENGINES,
     ContainerSpec,
@@ -30,7 +31,6 @@ from flow.domain.container_command import (
     container_env,
     container_workdir,
 )
-from flow.domain.errors import DomainError, ErrorReason
 from flowd.providers.base import LaunchError
 
 CONTAINER_TASK_DIR: Final = "/flow/task"

@@ -1,4 +1,4 @@
-"""Multi-node tasks of the local provider: the effects around flow.domain.multinode.
+"""Multi-node tasks of the local provider: the effects around flow.domain.task.multinode.
 
 Node K of a task lives in `<task dir>/nodes/K/` (its output.log and exit_status, written by the
 same wrapper as a single-node task) and is watched under the key "<task id>@K". The tracker
@@ -15,7 +15,7 @@ from typing import Final
 
 from attrs import define, field
 
-from flow.domain.multinode import GroupOutcome, group_outcome
+from flow.domain.task.multinode import GroupOutcome, group_outcome
 
 NODES_DIR: Final = "nodes"
 NODE_KEY_SEPARATOR: Final = "@"

@@ -1,9 +1,9 @@
 """The mithril provider: a task is a spot bid on Mithril's GPU cloud; its instances are reached
 over SSH.
 
-Submitting plans the bid in the core (`flow.domain.mithril_bid`: instance type and region through
+Submitting plans the bid in the core (`flow.domain.mithril.bid`: instance type and region through
 the matcher, a limit price within max_price_per_hour, a unique name) and the startup script
-(`flow.domain.mithril_script`), then posts the bid once (`MithrilAPI.create_bid`). The task stays
+(`flow.domain.mithril.startup_script`), then posts the bid once (`MithrilAPI.create_bid`). The task stays
 PENDING while the bid is open, PROVISIONING while its instances start, RUNNING once they answer.
 
 One thread per provider polls every live bid with batched listings: the project's bids (newest
@@ -38,16 +38,15 @@ import paramiko
 from attrs import define
 from returns.result import Failure, Result, Success
 
-from flow.domain.code_manifest import parse_manifest
+from flow.domain.code.manifest import parse_manifest
 from flow.domain.daemon_config import MithrilSettings, SshSettings
 from flow.domain.errors import DomainError, ErrorReason, FieldViolation, validation_error, violation
-from flow.domain.function_call import invocation_document
-from flow.domain.instance_types import format_instance_type
-from flow.domain.matching import Offer
-from flow.domain.mithril_bid import BidPlan, bid_name, bid_request, plan_bid, price_too_low
-from flow.domain.mithril_catalog import Catalog, catalog_of, limit_price_text
-from flow.domain.mithril_errors import detail_text, is_price_too_low, network_error
-from flow.domain.mithril_script import (
+from flow.domain.instances.instance_types import format_instance_type
+from flow.domain.instances.matching import Offer
+from flow.domain.mithril.bid import BidPlan, bid_name, bid_request, plan_bid, price_too_low
+from flow.domain.mithril.catalog import Catalog, catalog_of, limit_price_text
+from flow.domain.mithril.errors import detail_text, is_price_too_low, network_error
+from flow.domain.mithril.startup_script import (
     EXIT_FILE,
     OUTPUT_FILE,
     READY_FILE,
@@ -57,8 +56,8 @@ from flow.domain.mithril_script import (
     startup_plan,
     task_dir,
 )
-from flow.domain.mithril_status import Phase, observe, parse_destination, parse_exit_code
-from flow.domain.mithril_volumes import (
+from flow.domain.mithril.status import Phase, observe, parse_destination, parse_exit_code
+from flow.domain.mithril.volumes import (
     VolumeAttachment,
     attached_error,
     check_regions,
@@ -70,8 +69,9 @@ from flow.domain.mithril_volumes import (
     volume_of,
     volumes_of,
 )
-from flow.domain.task_config import TaskConfig
-from flow.domain.task_state import (
+from flow.domain.task.config import TaskConfig
+from flow.domain.task.function_call import invocation_document
+from flow.domain.task.lifecycle import (
     Exited,
     Lost,
     Preempted,
@@ -82,7 +82,7 @@ from flow.domain.task_state import (
     TimedOut,
     deadline_of,
 )
-from flow.domain.volumes import (
+from flow.domain.volumes.rules import (
     Volume,
     VolumeMount,
     check_attach,

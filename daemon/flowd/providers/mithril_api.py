@@ -5,7 +5,7 @@
 - 5xx, timeouts and connection errors: retried with exponential backoff (capped) for reads and
   deletes. A create is never blindly re-posted: `create_bid` first looks the bid up by its unique
   name, and posts again only when the platform has no such bid.
-- Errors become `MithrilError`s carrying the core's `DomainError` (flow.domain.mithril_errors).
+- Errors become `MithrilError`s carrying the core's `DomainError` (flow.domain.mithril.errors).
 The key is in one header of one client; it is never logged, and no error message holds it.
 """
 
@@ -19,7 +19,7 @@ from typing import Any, Final
 import httpx
 
 from flow.domain.errors import DomainError
-from flow.domain.mithril_errors import api_error, network_error
+from flow.domain.mithril.errors import api_error, network_error
 from flow.version import __version__
 
 log = logging.getLogger(__name__)

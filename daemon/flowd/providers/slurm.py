@@ -2,7 +2,7 @@
 CLI mode) or from anywhere over SSH.
 
 Launching a task writes its directory on the cluster (`<work_dir>/tasks/<task_id>`): the job
-script rendered by the core (`flow.domain.sbatch`), the program's script or function call, and a
+script rendered by the core (`flow.domain.slurm.sbatch`), the program's script or function call, and a
 private copy of the code snapshot, built from a content-addressed blob store under
 `<work_dir>/blobs` that only ever receives the blobs it lacks (one query for the lot, one upload,
 one remote command). Then sbatch, in the snapshot's directory.
@@ -35,14 +35,13 @@ from typing import Final
 from attrs import define, evolve
 from returns.result import Failure, Result, Success
 
-from flow.domain.code_manifest import Manifest, parse_manifest
+from flow.domain.code.manifest import Manifest, parse_manifest
 from flow.domain.daemon_config import SlurmSettings
 from flow.domain.errors import DomainError, ErrorReason, FieldViolation, validation_error, violation
-from flow.domain.function_call import invocation_document
-from flow.domain.instance_types import format_instance_type, short_name
-from flow.domain.matching import Offer, rank_key
-from flow.domain.placement import choose_offer
-from flow.domain.sbatch import (
+from flow.domain.instances.instance_types import format_instance_type, short_name
+from flow.domain.instances.matching import Offer, rank_key
+from flow.domain.instances.placement import choose_offer
+from flow.domain.slurm.sbatch import (
     INVOCATION_FILE,
     JOB_FILE,
     OUTPUT_FILE,
@@ -58,7 +57,7 @@ from flow.domain.sbatch import (
     sbatch_to_configs,
     working_dir_of,
 )
-from flow.domain.slurm_scripts import (
+from flow.domain.slurm.scripts import (
     SUBMIT_ERRORS,
     PolledJob,
     PollOutput,
@@ -74,7 +73,7 @@ from flow.domain.slurm_scripts import (
     split_sections,
     submit_script,
 )
-from flow.domain.slurm_states import (
+from flow.domain.slurm.states import (
     GENERIC_GPU,
     NEEDS_EXIT_CODE,
     ClusterConfig,
@@ -92,8 +91,9 @@ from flow.domain.slurm_states import (
     phase_of,
     squeue_says_gone,
 )
-from flow.domain.task_config import TaskConfig
-from flow.domain.task_state import Lost, Started, TaskEvent, TaskRecord, TaskState
+from flow.domain.task.config import TaskConfig
+from flow.domain.task.function_call import invocation_document
+from flow.domain.task.lifecycle import Lost, Started, TaskEvent, TaskRecord, TaskState
 from flow.runtime import runner
 from flowd.blobs import BlobStore
 from flowd.exec_session import ExecError, ExecSession

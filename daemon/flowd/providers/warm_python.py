@@ -44,7 +44,7 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from flow.domain.task_state import TaskRecord
+from flow.domain.task.lifecycle import TaskRecord
 from flow.runtime import runner
 from flowd.providers.base import LaunchError
 

@@ -22,10 +22,10 @@ from typing import Final
 
 from attrs import frozen
 
-from flow.domain.gpu_catalog import CATALOG, find_model
-from flow.domain.instance_types import CPU_INSTANCE, InstanceType
-from flow.domain.matching import Offer
-from flow.domain.task_state import Exited, Lost, Preempted, Started, TaskEvent, TimedOut
+from flow.domain.instances.gpu_catalog import CATALOG, find_model
+from flow.domain.instances.instance_types import CPU_INSTANCE, InstanceType
+from flow.domain.instances.matching import Offer
+from flow.domain.task.lifecycle import Exited, Lost, Preempted, Started, TaskEvent, TimedOut
 
 PENDING_STATES: Final = frozenset(
     {

@@ -17,10 +17,10 @@ from attrs import evolve, field, frozen
 from returns.result import Failure, Result, Success
 
 from flow.domain.errors import DomainError, ErrorReason
-from flow.domain.function_call import FunctionCall
-from flow.domain.task_config import TaskConfig
-from flow.domain.task_status import TERMINAL_STATES as TERMINAL_STATES
-from flow.domain.task_status import TaskState as TaskState
+from flow.domain.task.config import TaskConfig
+from flow.domain.task.function_call import FunctionCall
+from flow.domain.task.states import TERMINAL_STATES as TERMINAL_STATES
+from flow.domain.task.states import TaskState as TaskState
 
 
 @frozen

@@ -19,7 +19,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flow.code_selection import (
+from flow.code_walk import walk_code_root
+from flow.domain.code.selection import (
     DEFAULT_PATTERNS,
     FLOWIGNORE,
     GITIGNORE,
@@ -30,7 +31,6 @@ from flow.code_selection import (
     rules_file_name,
     select_paths,
 )
-from flow.code_walk import walk_code_root
 
 GIT = shutil.which("git")
 needs_git = pytest.mark.skipif(GIT is None, reason="git is not installed")

@@ -18,9 +18,9 @@ from typing import Final
 from attrs import frozen
 from returns.result import Failure
 
-from flow.domain.gpu_catalog import find_model
-from flow.domain.instance_types import CPU_INSTANCE, InstanceType
-from flow.domain.matching import Offer
+from flow.domain.instances.gpu_catalog import find_model
+from flow.domain.instances.instance_types import CPU_INSTANCE, InstanceType
+from flow.domain.instances.matching import Offer
 from flow.domain.money import MICROS_PER_DOLLAR, dollars_to_micros, format_dollars
 
 _SOCKET: Final = re.compile(r"([a-z]+)")

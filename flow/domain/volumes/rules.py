@@ -21,7 +21,7 @@ from attrs import frozen
 from returns.result import Failure, Result, Success
 
 from flow.domain.errors import DomainError, ErrorReason, FieldViolation, not_found, validation_error, violation
-from flow.domain.task_config import (
+from flow.domain.task.config import (
     DEFAULT_VOLUME_ROOT,
     VOLUME_ID_PATTERN,
     VolumeSpec,

@@ -18,7 +18,7 @@ import cattrs
 from returns.result import Failure, Result, Success
 
 from flow.domain.errors import DomainError, FieldViolation, validation_error, violation
-from flow.domain.task_config import MountSpec, TaskConfig, VolumeSpec, task_config_violations
+from flow.domain.task.config import MountSpec, TaskConfig, VolumeSpec, task_config_violations
 
 
 def _passthrough(value: object, _: object) -> object:

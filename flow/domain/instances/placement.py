@@ -9,10 +9,10 @@ from collections.abc import Mapping, Sequence
 from returns.result import Failure, Result, Success
 
 from flow.domain.errors import DomainError
-from flow.domain.instance_types import parse_instance_type
-from flow.domain.matching import Offer, Requirements, explain_no_match, match_offers
+from flow.domain.instances.instance_types import parse_instance_type
+from flow.domain.instances.matching import Offer, Requirements, explain_no_match, match_offers
 from flow.domain.money import price_to_micros
-from flow.domain.task_config import TaskConfig
+from flow.domain.task.config import TaskConfig
 
 
 def requirements_of(

@@ -17,7 +17,7 @@ from attrs import field, frozen
 from returns.result import Failure, Result, Success
 
 from flow.domain.errors import DomainError, FieldViolation, show_value, validation_error, violation
-from flow.domain.instance_types import parse_instance_type
+from flow.domain.instances.instance_types import parse_instance_type
 
 NAME_PATTERN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
 ENV_NAME_PATTERN: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")

@@ -24,8 +24,8 @@ from flow.domain.errors import (
     validation_error,
     violation,
 )
-from flow.domain.gpu_catalog import lookup_model
-from flow.domain.instance_types import (
+from flow.domain.instances.gpu_catalog import lookup_model
+from flow.domain.instances.instance_types import (
     MAX_GPUS_PER_INSTANCE,
     InstanceType,
     format_instance_type,

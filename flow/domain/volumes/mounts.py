@@ -21,7 +21,7 @@ from typing import Final
 
 from attrs import frozen
 
-from flow.domain.task_config import DEFAULT_VOLUME_ROOT
+from flow.domain.task.config import DEFAULT_VOLUME_ROOT
 
 MOUNT_FAILED_EXIT: Final = 125
 

@@ -16,9 +16,9 @@ from typing import Final
 
 from attrs import frozen
 
-from flow.domain.code_manifest import ManifestEntry
-from flow.domain.sbatch import EXIT_FILE, JOB_FILE, JOB_ID_FILE, OUTPUT_FILE
-from flow.domain.slurm_states import SACCT_FIELDS, SINFO_FORMAT, SQUEUE_FORMAT
+from flow.domain.code.manifest import ManifestEntry
+from flow.domain.slurm.sbatch import EXIT_FILE, JOB_FILE, JOB_ID_FILE, OUTPUT_FILE
+from flow.domain.slurm.states import SACCT_FIELDS, SINFO_FORMAT, SQUEUE_FORMAT
 
 RECORD: Final = b"@@flow "
 # Per poll, at most this many new log bytes of one task travel (the rest follows next poll).

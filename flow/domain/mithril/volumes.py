@@ -20,7 +20,7 @@ from attrs import frozen
 from returns.result import Failure, Result, Success
 
 from flow.domain.errors import DomainError, ErrorReason, FieldViolation, validation_error, violation
-from flow.domain.volumes import Volume, new_volume_violations
+from flow.domain.volumes.rules import Volume, new_volume_violations
 
 NAME_PATTERN: Final = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 MAX_NAME: Final = 64

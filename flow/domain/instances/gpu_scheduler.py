@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 
 from attrs import frozen
 
-from flow.domain.gpu_inventory import Gpu
+from flow.domain.instances.gpu_inventory import Gpu
 
 
 @frozen

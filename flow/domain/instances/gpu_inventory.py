@@ -13,9 +13,9 @@ from typing import Final
 
 from attrs import frozen
 
-from flow.domain.gpu_catalog import CATALOG, PCIE, SXM
-from flow.domain.instance_types import CPU_INSTANCE, InstanceType
-from flow.domain.matching import Offer
+from flow.domain.instances.gpu_catalog import CATALOG, PCIE, SXM
+from flow.domain.instances.instance_types import CPU_INSTANCE, InstanceType
+from flow.domain.instances.matching import Offer
 
 LOCAL_REGION: Final = "local"
 _NAME_WORDS: Final = re.compile(r"[a-z0-9]+")

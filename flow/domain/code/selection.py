@@ -30,7 +30,7 @@ Semantics (those of git 2.x, `dir.c` and `wildmatch.c`)
 Patterns are compiled here, following git's wildmatch, rather than with `pathspec`: its
 GitIgnoreSpec (1.1.1) re-includes files under excluded directories (`d/` then `!d/f`), reads
 `a/**/` and `a**/b` differently from git, and raises on a trailing backslash. The differential test
-in tests/sdk/test_code_selection.py holds this module to `git ls-files` on random trees.
+in tests/domain/test_code_selection.py holds this module to `git ls-files` on random trees.
 
 Defaults (the only departure from git's matching)
 -------------------------------------------------

@@ -17,7 +17,7 @@ from typing import Any, Final
 from attrs import field, frozen
 from returns.result import Failure, Result, Success
 
-from flow.domain.code_manifest import Manifest, path_problem
+from flow.domain.code.manifest import Manifest, path_problem
 from flow.domain.errors import DomainError, ErrorReason, FieldViolation, violation
 
 ENCODINGS: Final = ("json", "pickle")

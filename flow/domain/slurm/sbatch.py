@@ -24,9 +24,9 @@ from attrs import evolve, field, frozen
 from returns.result import Failure, Result, Success
 
 from flow.domain.errors import DomainError, FieldViolation, validation_error, violation
-from flow.domain.instance_types import MAX_GPUS_PER_INSTANCE, parse_instance_type, short_name
-from flow.domain.slurm_states import model_of_gres_type, parse_gres
-from flow.domain.task_config import ENV_NAME_PATTERN, MAX_NUM_INSTANCES, NAME_PATTERN, TaskConfig, program_of
+from flow.domain.instances.instance_types import MAX_GPUS_PER_INSTANCE, parse_instance_type, short_name
+from flow.domain.slurm.states import model_of_gres_type, parse_gres
+from flow.domain.task.config import ENV_NAME_PATTERN, MAX_NUM_INSTANCES, NAME_PATTERN, TaskConfig, program_of
 
 MAGIC: Final = "#SBATCH"
 OLD_MAGIC: Final = "#SLURM"

@@ -15,7 +15,7 @@ from attrs import frozen
 from returns.result import Failure, Result, Success
 
 from flow.domain.errors import DomainError, FieldViolation, validation_error, violation
-from flow.domain.gpu_catalog import (
+from flow.domain.instances.gpu_catalog import (
     CATALOG,
     GpuModel,
     find_model,

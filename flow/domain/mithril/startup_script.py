@@ -35,8 +35,8 @@ from typing import Final
 
 from attrs import field, frozen
 
-from flow.domain.mithril_volumes import VolumeAttachment, mount_lines
-from flow.domain.task_config import TaskConfig, program_of
+from flow.domain.mithril.volumes import VolumeAttachment, mount_lines
+from flow.domain.task.config import TaskConfig, program_of
 
 SCRIPT_LIMIT: Final = 10_000
 SCRIPT_MARGIN: Final = 1_024

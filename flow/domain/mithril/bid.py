@@ -20,12 +20,12 @@ from attrs import frozen
 from returns.result import Failure, Result, Success
 
 from flow.domain.errors import DomainError, ErrorReason, validation_error, violation
-from flow.domain.instance_types import short_name
-from flow.domain.matching import Offer
-from flow.domain.mithril_catalog import CENT_MICROS, Catalog, MithrilOffer, limit_price_text
+from flow.domain.instances.instance_types import short_name
+from flow.domain.instances.matching import Offer
+from flow.domain.instances.placement import choose_offer
+from flow.domain.mithril.catalog import CENT_MICROS, Catalog, MithrilOffer, limit_price_text
 from flow.domain.money import format_price, price_to_micros
-from flow.domain.placement import choose_offer
-from flow.domain.task_config import TaskConfig
+from flow.domain.task.config import TaskConfig
 
 MARKET_MULTIPLIER: Final = 2
 _NAME_UNSAFE: Final = re.compile(r"[^a-z0-9-]+")

@@ -1,0 +1,1 @@
+"""Instance types, the GPU catalog, offers and matching, placement and the local GPU queue."""

@@ -1,0 +1,1 @@
+"""Mithril: catalog, bid planning, startup script, status and error mapping, volumes."""

@@ -1,0 +1,1 @@
+"""Slurm: #SBATCH parsing, job script rendering, Slurm states."""

@@ -1,0 +1,1 @@
+"""Volumes and data mounts: naming, creation and attachment rules, mount plans."""
