@@ -30,7 +30,7 @@ def test_second_daemon_on_the_same_home_refuses_and_the_first_keeps_serving(daem
     assert "already running" in second.stderr and str(daemon.home.root) in second.stderr
     assert f"pid {daemon.pid}" in second.stderr
     client: Flow = daemon.client()  # type: ignore[assignment]
-    assert client.daemon_info()["pid"] == daemon.pid
+    assert client.daemon_info().pid == daemon.pid
     assert client.run("echo still-here", upload_code=False).wait(timeout=30).logs() == "still-here\n"
 
 
@@ -84,9 +84,9 @@ def test_sdk_starts_the_daemon_on_first_use() -> None:
     d = Daemon(root)
     try:
         info = client.daemon_info()
-        d.pid = info["pid"]
-        assert pid_alive(info["pid"])
-        assert info["flow_home"] == str(root)
+        d.pid = info.pid
+        assert pid_alive(info.pid)
+        assert info.flow_home == str(root)
         assert client.run("echo auto", upload_code=False).wait(timeout=30).logs() == "auto\n"
     finally:
         client.close()
@@ -100,7 +100,7 @@ def test_two_clients_starting_at_once_share_one_daemon() -> None:
 
     def connect() -> None:
         try:
-            pids.append(Flow(flow_home=root).daemon_info()["pid"])
+            pids.append(Flow(flow_home=root).daemon_info().pid)
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
 

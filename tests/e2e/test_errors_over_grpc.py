@@ -10,8 +10,8 @@ from grpc_status import rpc_status
 
 from conftest import Daemon
 from flow import Flow
-from flow.connection import translate
 from flow.errors import TaskNotFoundError, ValidationError
+from flow.transport.grpc_channel import translate
 from flowapi.v1 import error_reason_pb2, task_pb2, task_service_pb2, task_service_pb2_grpc
 
 
@@ -59,7 +59,7 @@ def test_five_mistakes_come_back_as_one_error_listing_all_five(
     assert fields == ["name", "instance_type", "shell", "env['1BAD']", "volumes[0].mount_path"]
     assert any("did you mean 'a100'" in tip for tip in tips)
     # The SDK's mapping of the very same status.
-    sdk_error = translate(error, shared_daemon.home)
+    sdk_error = translate(error, str(shared_daemon.home.socket))
     assert isinstance(sdk_error, ValidationError)
     assert [v.field for v in sdk_error.violations] == fields
     assert sdk_error.error_code == "VALIDATION_FAILED"
@@ -86,7 +86,7 @@ def test_not_found_and_bad_names(stub: task_service_pb2_grpc.TaskServiceStub, sh
         stub.GetTask(task_service_pb2.GetTaskRequest(name="tasks/t-missing"), timeout=10)
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND  # type: ignore[attr-defined]
     assert _details(missing.value)[0].reason == "TASK_NOT_FOUND"
-    assert isinstance(translate(missing.value, shared_daemon.home), TaskNotFoundError)
+    assert isinstance(translate(missing.value, str(shared_daemon.home.socket)), TaskNotFoundError)
     for name in ("t-missing", "tasks/", "tasks/../../etc/passwd", "tasks/" + "x" * 500, ""):
         with pytest.raises(grpc.RpcError) as bad:
             stub.GetTask(task_service_pb2.GetTaskRequest(name=name), timeout=10)
