@@ -192,7 +192,7 @@ def test_the_daemon_validates_volume_requests_from_any_client(vdaemon: Daemon) -
         volume_pb2.CreateVolumeRequest(name="", size_gb=1),
         volume_pb2.CreateVolumeRequest(name="a b", size_gb=1),
         volume_pb2.CreateVolumeRequest(name="ok", size_gb=-5),
-        volume_pb2.CreateVolumeRequest(name="ok", size_gb=1, interface=7),  # type: ignore[arg-type]
+        volume_pb2.CreateVolumeRequest(name="ok", size_gb=1, interface=7),
         volume_pb2.CreateVolumeRequest(name="ok", size_gb=1, request_id="x" * 500),
     ):
         with pytest.raises(ValidationError):

@@ -151,8 +151,8 @@ times = st.floats(min_value=0, max_value=4_102_444_800, allow_nan=False)  # up t
 
 
 def _assert_time(stamp: object, seconds: float) -> None:
-    assert 0 <= stamp.nanos < 1_000_000_000  # type: ignore[attr-defined]
-    assert abs(seconds_from_proto(stamp) - seconds) < 1e-6  # type: ignore[arg-type]
+    assert 0 <= stamp.nanos < 1_000_000_000
+    assert abs(seconds_from_proto(stamp) - seconds) < 1e-6
 
 
 @settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow])
