@@ -11,6 +11,7 @@ import ast
 import builtins
 import inspect
 import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,11 @@ from typing import Any
 from flow.domain.task.function_call import FunctionCall, FunctionResult, RemoteError, function_call_violations
 from flow.errors import TaskExecutionError, ValidationError
 from flow.runtime.runner import IMPORTING_ENV  # set while a task imports the user's file
+
+# ast.parse from several threads at once (invoke in threads, FlowApp.map) can fail on CPython 3.11
+# with "SystemError: AST constructor recursion depth mismatch": the AST constructor's recursion
+# counter is shared (python/cpython gh-106905; seen here on 3.11.7). So parses take turns.
+_PARSE_LOCK = threading.Lock()
 
 
 def refuse_nested_import_call(name: str) -> None:
@@ -69,7 +75,9 @@ def check_file_function(path: Path, function: str, args: Sequence[Any], kwargs: 
             ],
         )
     try:
-        tree = ast.parse(path.read_bytes(), filename=str(path))
+        source = path.read_bytes()
+        with _PARSE_LOCK:
+            tree = ast.parse(source, filename=str(path))
     except SyntaxError as exc:
         raise ValidationError(
             f"{path} is not valid Python: {exc.msg} (line {exc.lineno})",
