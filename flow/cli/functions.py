@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -13,6 +12,8 @@ from flow.cli.output import emit_json
 
 
 def cmd_invoke(args: argparse.Namespace) -> int:
+    import json
+
     from flow.errors import ValidationError
     from flow.invoke import spawn_invocation
 
