@@ -21,7 +21,7 @@ def options(text: str) -> list[tuple[str, str | None, int]]:
 
 
 def problems(text: str, **kwargs: object) -> list[str]:
-    parsed = sbatch_to_configs(text, **kwargs)  # type: ignore[arg-type]
+    parsed = sbatch_to_configs(text, **kwargs)
     assert isinstance(parsed, Failure), parsed
     return [v.render() for v in parsed.failure().violations]
 

@@ -27,7 +27,7 @@ ENV_NAMES = st.from_regex(r"FLOW_T_[A-Za-z0-9_]{1,12}", fullmatch=True)
 
 
 def render(config: TaskConfig, task_dir: Path, **kwargs: object) -> JobFiles:
-    request = JobRequest(task_id="t-test", name="job", config=config, task_dir=str(task_dir), **kwargs)  # type: ignore[arg-type]
+    request = JobRequest(task_id="t-test", name="job", config=config, task_dir=str(task_dir), **kwargs)
     rendered = render_job(request)
     assert not isinstance(rendered, Failure), rendered
     return rendered.unwrap()

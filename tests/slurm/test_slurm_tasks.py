@@ -20,7 +20,7 @@ pytestmark = pytest.mark.parametrize("mode", MODES)
 
 
 def client(daemon: Daemon, mode: str) -> Flow:
-    return daemon.client(provider=mode)  # type: ignore[return-value]
+    return daemon.client(provider=mode)
 
 
 def job_of(stack: Stack, task_id: str) -> tuple[str, str]:

@@ -702,7 +702,7 @@ def sbatch_to_configs(
         fields["working_dir"] = d.value
     if out:
         return Failure(validation_error(out, subject=subject))
-    base = TaskConfig(script=text, **fields)  # type: ignore[arg-type]
+    base = TaskConfig(script=text, **fields)  # type: ignore[arg-type]  # each value checked above for its field
     configs: tuple[TaskConfig, ...] = (base,)
     if (d := last.get("array")) is not None:
         parsed_array = parse_array(d.value or "")
