@@ -1,6 +1,9 @@
 # The two commands of the README:
-#   make run    installs Flow into .venv and runs the example job as a task on the local provider
-#   make test   installs the development tools and runs every check and test (what CI runs)
+#   make run        installs Flow into .venv and runs the example job as a task on the local provider
+#   make test       installs the development tools and runs every check and test (what CI runs; root)
+# and, for a user account without root:
+#   make test-user  every check, and every test that needs no root (pytest -m "not root")
+# Each first checks what it needs (tools/prereqs) and says what is missing before installing anything.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -17,7 +20,7 @@ GO_BUILD   := $(GO) build -buildvcs=false
 TORCH_VENV := build/torch-venv
 STAMP_TORCH := $(TORCH_VENV)/.installed
 
-.PHONY: run test check gen bench bench-clients clients clean torch-venv
+.PHONY: run test test-user prereqs-run prereqs-test prereqs-test-user gen bench bench-clients clients clean torch-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -61,11 +64,20 @@ torch-venv: $(STAMP_TORCH)
 
 clients: $(STAMP_NPM) $(STAMP_GO)
 
-run: $(STAMP_RUN)
+# Prerequisites are made left to right: the check comes before any install.
+prereqs-run prereqs-test prereqs-test-user:
+	@PYTHON=$(PYTHON) GO=$(GO) tools/prereqs $(@:prereqs-%=%)
+
+run: prereqs-run $(STAMP_RUN)
 	cd examples && ../$(BIN)/flow run "python3 train.py --epochs 3"
 
-test: $(STAMP_DEV) $(STAMP_NPM) $(STAMP_GO) $(STAMP_TORCH)
+test: prereqs-test $(STAMP_DEV) $(STAMP_NPM) $(STAMP_GO) $(STAMP_TORCH)
 	tools/check
+
+# The tests that need root are marked `root` in one place (tests/conftest.py): the Slurm and sshd
+# test stack, loop-mounted volumes and mount namespaces, container engines, a second user account.
+test-user: prereqs-test-user $(STAMP_DEV) $(STAMP_NPM) $(STAMP_GO) $(STAMP_TORCH)
+	tools/check -m "not root"
 
 gen: $(STAMP_DEV) $(STAMP_NPM) $(STAMP_GO)
 	tools/gen
