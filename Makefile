@@ -30,8 +30,10 @@ $(STAMP_RUN): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q .
 	touch $@
 
+# PYTHONWARNINGS: setuptools says, on every editable install, that folders named like a package may
+# shadow it; that is how this repository is laid out on purpose (flow/, daemon/flowd, gen/python).
 $(STAMP_DEV): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@ $(STAMP_RUN)
 
 # npm ci: the exact versions of package-lock.json (pinned in clients/ts/package.json) into
