@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NoReturn
 
 from flow.cli import daemon, exit_status, functions, instances, slurm, tasks, volumes
-from flow.cli.arguments import CommandLine, CommandParser
+from flow.cli.arguments import CommandParser, split_program
 from flow.cli.output import emit_json
 
 if TYPE_CHECKING:
@@ -72,16 +72,16 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     """The command line as a Namespace; `program` holds the words after `--` (None without one).
     Usage errors print the command's usage and exit 2."""
     parser = build_parser()
-    line = CommandLine.split(argv)
-    args, unknown = parser.parse_known_args(line.flow_words)
+    flow_words, program = split_program(argv)
+    args, unknown = parser.parse_known_args(flow_words)
     command: argparse.ArgumentParser = getattr(args, "command_parser", parser)
     example: str = getattr(args, "takes_program", "")
     if unknown:
         hint = f"\n  hint: {command.prog}'s options go before `--`, the program's after: {example}" if example else ""
         command.error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
-    if line.program is not None and not example:
-        command.error(f"takes no program after `--` (given: {' '.join(line.program) or 'nothing'})")
-    args.program = line.program
+    if program is not None and not example:
+        command.error(f"takes no program after `--` (given: {' '.join(program) or 'nothing'})")
+    args.program = program
     return args
 
 

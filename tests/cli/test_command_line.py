@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from conftest import BIN, REPO
 from flow.cli import exit_status
-from flow.cli.arguments import CommandLine
+from flow.cli.arguments import split_program
 from flow.cli.hints import flags_of, in_cli_words
 from flow.cli.main import build_parser
 from flow.task import Task
@@ -107,12 +107,12 @@ def test_text_without_a_field_is_left_as_it_is(text: str) -> None:
 
 @given(st.lists(st.sampled_from(["run", "x", "-d", "--", "a b", "-i", "a100", "--json", ""]), max_size=12))
 def test_a_command_line_splits_at_its_first_double_dash(words: list[str]) -> None:
-    line = CommandLine.split(words)
+    flow_words, program = split_program(words)
     if "--" in words:
-        assert line.program is not None
-        assert [*line.flow_words, "--", *line.program] == words and "--" not in line.flow_words
+        assert program is not None
+        assert [*flow_words, "--", *program] == words and "--" not in flow_words
     else:
-        assert (line.flow_words, line.program) == (words, None)
+        assert (flow_words, program) == (words, None)
 
 
 def snapshot(state: S, exit_code: int | None) -> Task:
