@@ -41,7 +41,7 @@ $(STAMP_DEV): pyproject.toml | $(BIN)/python
 $(STAMP_NPM): package.json package-lock.json clients/ts/package.json
 	@command -v node >/dev/null && command -v npm >/dev/null || \
 	  { echo "make: Node.js 20+ with npm is required (the TypeScript client and its tests); install it" >&2; exit 1; }
-	npm ci --no-audit --no-fund
+	npm ci --no-audit --no-fund --no-update-notifier
 	touch $@
 
 # Go: the modules of clients/go and examples/go, protoc-gen-go and protoc-gen-go-grpc at the
