@@ -25,7 +25,8 @@ BIN = Path(sys.executable).parent
 # pytest -m "not root"): by the fixtures they use, the Slurm and sshd test stack (apt-get, useradd,
 # mknod), loop-mounted volumes in mount namespaces (and s3:// mounts, made there), a host's
 # container engine, flowd without CAP_SYS_ADMIN (setpriv); by where they live, the Kubernetes
-# cluster and real images, and the tests that skip themselves without root.
+# cluster and real images, the benchmarks of volumes, Slurm and Mithril, and the tests that skip
+# themselves without root. (Checked by running `make test-user` as `nobody`.)
 NEEDS_ROOT_FIXTURES = frozenset(
     {"slurm_stack", "mithril_stack", "vdaemon", "vshared", "s3_daemon", "capless_daemon", "host_daemon"}
 )
@@ -35,6 +36,8 @@ NEEDS_ROOT_TESTS = (
     "tests/reliability/test_state_full.py",
     "tests/daemon/test_access.py::test_another_user_cannot_reach_the_socket_or_the_state",
     "tests/bench/test_bench_scripts.py::test_slurm_quick_prints_every_row_with_a_ratio_and_cleans_up",
+    "tests/bench/test_bench_scripts.py::test_volumes_quick_prints_every_row_with_a_ratio_and_cleans_up",
+    "tests/bench/test_bench_scripts.py::test_mithril_quick_prints_every_row_with_a_ratio_and_cleans_up",
 )
 
 

@@ -50,8 +50,14 @@ def test_each_missing_tool_is_one_line_naming_the_version_needed() -> None:
 def test_the_check_comes_first_in_each_command() -> None:
     for goal in ("run", "test", "test-user"):
         # -B: as if nothing were installed yet, so every install step is listed after the check.
+        alone = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
         planned = subprocess.run(
-            ["make", "-n", "-B", goal], capture_output=True, text=True, timeout=60, cwd=REPO
+            ["make", "--no-print-directory", "-n", "-B", goal],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=REPO,
+            env=alone,
         ).stdout.splitlines()
         assert f"tools/prereqs {goal}" in planned[0], (goal, planned[:3])
         assert any("pip install" in line for line in planned), goal
