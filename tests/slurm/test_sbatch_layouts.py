@@ -101,9 +101,10 @@ def test_flow_derives_the_nodes_sbatch_test_only_does(
 
 
 def _sbatch_says(stack: Stack, *argv: str) -> str:
-    """What sbatch's option parsing says of `argv` (an empty script: nothing is ever submitted)."""
+    """What sbatch's option parsing says of `argv` (--test-only and an empty script: nothing is
+    ever submitted, not even by --wrap=x)."""
     done = subprocess.run(
-        ["sbatch", *argv], input="", capture_output=True, text=True, timeout=30, env={**os.environ, **stack.env}
+        ["sbatch", "--test-only", *argv], input="", capture_output=True, text=True, timeout=30, env={**os.environ, **stack.env}
     )
     return done.stderr
 
