@@ -104,7 +104,12 @@ def _sbatch_says(stack: Stack, *argv: str) -> str:
     """What sbatch's option parsing says of `argv` (--test-only and an empty script: nothing is
     ever submitted, not even by --wrap=x)."""
     done = subprocess.run(
-        ["sbatch", "--test-only", *argv], input="", capture_output=True, text=True, timeout=30, env={**os.environ, **stack.env}
+        ["sbatch", "--test-only", *argv],
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, **stack.env},
     )
     return done.stderr
 
