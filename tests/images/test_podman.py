@@ -14,10 +14,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
-from images.fixtures import Podman
 
 from conftest import wait_until
 from flow.domain.task.container_command import ContainerSpec, Mount, container_argv, container_env, container_workdir
+from images.fixtures import Podman
 
 
 def _name() -> str:

@@ -8,7 +8,10 @@ benchmarks running at once share one cluster, and the last lease out stops it (u
 started by hand). It yields a `Cluster`: the provider's kubeconfig (a client certificate with the
 RBAC a job launcher needs, not an administrator), an admin kubeconfig for the tests' own checks,
 kubectl, the base image every node has, and the node facts: one real node running real pods with
-2 fake `nvidia.com/gpu`, and a pool of KWOK nodes (8 GPUs each, tainted, pods never really run).
+2 fake `nvidia.com/gpu`, and a pool of KWOK nodes (8 GPUs each, tainted: a pod needs
+`Cluster.kwok_toleration`). KWOK pods have no process (no logs, no exec); KWOK marks them Running
+at once and, for pods of Jobs, Succeeded 1-6 s later, unless the pod's annotation
+`pod-complete.stage.kwok.x-k8s.io/delay` (e.g. "1h") says how long they run.
 
 `k8s_namespace` gives each test a namespace of its own (created with the admin identity, usable
 by the provider's), deleted at teardown with everything in it: tests never see each other's Jobs,
