@@ -67,9 +67,7 @@ def _run(podman: Podman, command: list[str], env: dict[str, str] | None = None) 
     )
 
 
-def test_the_code_is_at_workspace_and_the_task_sees_its_env_by_name(
-    podman: Podman, dirs: tuple[Path, Path]
-) -> None:
+def test_the_code_is_at_workspace_and_the_task_sees_its_env_by_name(podman: Podman, dirs: tuple[Path, Path]) -> None:
     code, task = dirs
     env = container_env({"A": "x y; $HOME", "WANDB_API_KEY": "wk-canary-123"}, ())
     command = _command(
