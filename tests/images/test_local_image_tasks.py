@@ -60,6 +60,11 @@ def podman_daemon(podman: Podman) -> Iterator[Daemon]:
                 os.environ[k] = v
     yield d
     _cleanup(d)
+    # A test that failed mid-task leaves its container running: flowd's client was killed, not it.
+    names = podman.run(["ps", "-a", "--format", "{{.Names}}"]).stdout.split()
+    ours = [n for n in names if any(n.startswith(f"flow-{t.name}") for t in d.home.tasks.glob("t-*"))]
+    if ours:
+        podman.run(["rm", "-f", "-t", "0", *ours])
 
 
 @pytest.fixture
