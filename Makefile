@@ -16,9 +16,9 @@ GO_BUILD   := $(GO) build -buildvcs=false
 # torch for the multi-node all-reduce test (tests/e2e/test_multinode.py), kept out of .venv.
 TORCH_VENV := build/torch-venv
 STAMP_TORCH := $(TORCH_VENV)/.installed
-# The real Kubernetes test cluster (tests/k8s): etcd, Kubernetes, KWOK and the pause image built
-# into build/k8s, the base image (Debian minbase + python3) into build/images, with the packages
-# they need (apt). Cold: about 13 minutes on 2 cores, once; the tests start the cluster themselves
+# The real Kubernetes test cluster (tests/k8s): etcd, Kubernetes, KWOK, CoreDNS and the pause image
+# built into build/k8s, the base image (Debian minbase + python3) into build/images, with the
+# packages they need (apt). Cold: about 15 minutes on 2 cores, once; the tests start the cluster themselves
 # (tools/k8s-stack start --lease, a session fixture). Root only: elsewhere tests/k8s skips.
 STAMP_K8S := build/k8s/.built
 # Debian's podman, configured for this machine class, with the base image loaded (tests/images,

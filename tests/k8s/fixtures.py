@@ -10,7 +10,9 @@ started by hand). It yields a `Cluster`: the provider's kubeconfig (a client cer
 RBAC a job launcher needs, not an administrator), an admin kubeconfig for the tests' own checks,
 kubectl, the base image every node has, and the node facts: one real node running real pods with
 2 fake `nvidia.com/gpu`, and a pool of KWOK nodes (8 GPUs each, tainted: a pod needs
-`Cluster.kwok_toleration`). KWOK pods have no process (no logs, no exec); KWOK marks them Running
+`Cluster.kwok_toleration`). Pods resolve cluster names (CoreDNS: a headless Service gives an
+Indexed Job's pods the names <job>-<index>.<service>); there is no kube-proxy, so ClusterIP
+Services do not route, and pods cannot reach the apiserver. KWOK pods have no process (no logs, no exec); KWOK marks them Running
 at once and, for pods of Jobs, Succeeded 1-6 s later, unless the pod's annotation
 `pod-complete.stage.kwok.x-k8s.io/delay` (e.g. "1h") says how long they run.
 

@@ -169,3 +169,53 @@ def test_the_providers_identity_launches_jobs_but_is_not_an_administrator(
     assert not can("create", "namespaces")
     assert not can("patch", "nodes")
     assert not can("create", "clusterrolebindings.rbac.authorization.k8s.io")
+
+
+def test_the_pods_of_an_indexed_job_find_each_other_by_name_through_a_headless_service(
+    k8s_cluster: Cluster, k8s_namespace: str
+) -> None:
+    """What a multi-node task needs: each pod knows its index, and reaches index 0 by the
+    hostname the Job gives it (<job>-0) under a headless Service, through the cluster's DNS."""
+    c, ns = k8s_cluster, k8s_namespace
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "nodes"},
+        "spec": {
+            "clusterIP": "None",
+            "selector": {"flow.test/job": "ranks"},
+            "publishNotReadyAddresses": True,  # names resolve while the pods start
+        },
+    }
+    c.create(service, ns)
+    script = (
+        "import os, socket, time\n"
+        "rank = int(os.environ['JOB_COMPLETION_INDEX'])\n"
+        "addr = ('ranks-0.nodes', 29500)\n"
+        "if rank == 0:\n"
+        "    conn, _ = socket.create_server(('', 29500)).accept()\n"
+        "    print('rank 0 got', conn.recv(100).decode(), flush=True)\n"
+        "else:\n"
+        "    deadline = time.monotonic() + 60\n"
+        "    while True:\n"
+        "        try:\n"
+        "            socket.create_connection(addr, timeout=5).sendall(f'hello from rank {rank}'.encode())\n"
+        "            break\n"
+        "        except OSError:\n"
+        "            if time.monotonic() > deadline:\n"
+        "                raise\n"
+        "            time.sleep(0.2)\n"
+        "    print('rank', rank, 'sent', flush=True)\n"
+    )
+    job = _job(c, "ranks", 'exec python3 -c "$SCRIPT"', gpus=1, subdomain="nodes")
+    job["spec"].update({"completionMode": "Indexed", "completions": 2, "parallelism": 2})
+    job["spec"]["template"]["spec"]["containers"][0]["env"] = [{"name": "SCRIPT", "value": script}]
+    c.create(job, ns)
+    wait_until(lambda: _job_done(c, ns, "ranks"), timeout=180, interval=0.2)
+    logs = {
+        p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"]: c.kubectl(
+            "-n", ns, "logs", p["metadata"]["name"]
+        ).stdout
+        for p in _pods(c, ns, "ranks")
+    }
+    assert logs == {"0": "rank 0 got hello from rank 1\n", "1": "rank 1 sent\n"}
