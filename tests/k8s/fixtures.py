@@ -12,9 +12,9 @@ kubectl, the base image every node has, and the node facts: one real node runnin
 2 fake `nvidia.com/gpu`, and a pool of KWOK nodes (8 GPUs each, tainted: a pod needs
 `Cluster.kwok_toleration`). Pods resolve cluster names (CoreDNS: a headless Service gives an
 Indexed Job's pods the names <job>-<index>.<service>); there is no kube-proxy, so ClusterIP
-Services do not route, and pods cannot reach the apiserver. KWOK pods have no process (no logs, no exec); KWOK marks them Running
-at once and, for pods of Jobs, Succeeded 1-6 s later, unless the pod's annotation
-`pod-complete.stage.kwok.x-k8s.io/delay` (e.g. "1h") says how long they run.
+Services do not route, and pods cannot reach the apiserver. KWOK pods have no process (no logs,
+no exec); KWOK marks them Running at once and, for pods of Jobs, Succeeded 1-6 s later, unless
+the pod's annotation `pod-complete.stage.kwok.x-k8s.io/delay` (e.g. "1h") says how long they run.
 
 `k8s_namespace` gives each test a namespace of its own (created with the admin identity, usable
 by the provider's), deleted at teardown with everything in it: tests never see each other's Jobs,
