@@ -120,14 +120,17 @@ class TaskConfig(core.TaskConfig):
 
 
 def job_file(program: str) -> TaskConfig | None:
-    """The TaskConfig of the YAML job file `program` names (one word ending in .yaml or .yml), as
-    `flow run job.yaml` and `Flow().run("job.yaml")` read it; None when `program` is a command."""
-    if not program.endswith(JOB_FILE_SUFFIXES) or any(c.isspace() for c in program):
+    """The TaskConfig of the YAML job file `program` names (an existing file ending in .yaml or .yml,
+    or one word so ending: a missing file is an error), as `flow run job.yaml` and
+    `Flow().run("job.yaml")` read it; None when `program` is a command."""
+    if not program.endswith(JOB_FILE_SUFFIXES):
         return None
     path = Path(program)
-    if not path.is_file():
-        raise ValidationError(
-            f"No job file {program!r} (in {Path.cwd()})",
-            suggestions=["give the path of a YAML job file (relative to the current directory)"],
-        )
-    return TaskConfig.from_yaml(path)
+    if path.is_file():
+        return TaskConfig.from_yaml(path)
+    if any(c.isspace() for c in program):
+        return None  # "python render.py out.yaml": a command that ends in a file name
+    raise ValidationError(
+        f"No job file {program!r} (in {Path.cwd()})",
+        suggestions=["give the path of a YAML job file (relative to the current directory)"],
+    )

@@ -48,6 +48,10 @@ def test_run_with_a_yaml_path_loads_it_as_the_cli_does(
     assert overridden.logs() == "loaded override\n"
     with pytest.raises(ValidationError, match=r"No job file 'nope\.yml'"):
         flow.run("nope.yml")
+    (tmp_path / "my job.yaml").write_text("command: echo spaced\nupload_code: false\n")
+    assert flow.run("my job.yaml").wait(timeout=60).logs() == "spaced\n"
+    command = flow.run("echo writes out.yaml", upload_code=False).wait(timeout=60)  # a command, not a file
+    assert command.logs() == "writes out.yaml\n"
 
 
 def test_a_working_dir_that_is_not_there_is_refused_at_submit(flow: Flow, tmp_path: Path) -> None:
