@@ -1,6 +1,9 @@
 # The two commands of the README:
-#   make run    installs Flow into .venv and runs the example job as a task on the local provider
-#   make test   installs the development tools and runs every check and test (what CI runs)
+#   make run        installs Flow into .venv and runs the example job as a task on the local provider
+#   make test       installs the development tools and runs every check and test (what CI runs; root)
+# and, for a user account without root:
+#   make test-user  every check, and every test that needs no root (pytest -m "not root")
+# Each first checks what it needs (tools/prereqs) and says what is missing before installing anything.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -25,7 +28,7 @@ STAMP_K8S := build/k8s/.built
 # the local provider's image= tasks). Root only, like the cluster.
 STAMP_PODMAN := build/images/.podman-ready
 
-.PHONY: run test check gen bench bench-clients clients clean torch-venv k8s podman
+.PHONY: run test test-user prereqs-run prereqs-test prereqs-test-user gen bench bench-clients clients clean torch-venv k8s podman
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,8 +38,10 @@ $(STAMP_RUN): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q .
 	touch $@
 
+# PYTHONWARNINGS: setuptools says, on every editable install, that folders named like a package may
+# shadow it; that is how this repository is laid out on purpose (flow/, daemon/flowd, gen/python).
 $(STAMP_DEV): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@ $(STAMP_RUN)
 
 # npm ci: the exact versions of package-lock.json (pinned in clients/ts/package.json) into
@@ -44,7 +49,7 @@ $(STAMP_DEV): pyproject.toml | $(BIN)/python
 $(STAMP_NPM): package.json package-lock.json clients/ts/package.json
 	@command -v node >/dev/null && command -v npm >/dev/null || \
 	  { echo "make: Node.js 20+ with npm is required (the TypeScript client and its tests); install it" >&2; exit 1; }
-	npm ci --no-audit --no-fund
+	npm ci --no-audit --no-fund --no-update-notifier
 	touch $@
 
 # Go: the modules of clients/go and examples/go, protoc-gen-go and protoc-gen-go-grpc at the
@@ -81,11 +86,21 @@ podman: $(STAMP_PODMAN)
 
 clients: $(STAMP_NPM) $(STAMP_GO)
 
-run: $(STAMP_RUN)
+# Prerequisites are made left to right: the check comes before any install.
+prereqs-run prereqs-test prereqs-test-user:
+	@PYTHON=$(PYTHON) GO=$(GO) tools/prereqs $(@:prereqs-%=%)
+
+run: prereqs-run $(STAMP_RUN)
 	cd examples && ../$(BIN)/flow run "python3 train.py --epochs 3"
 
-test: $(STAMP_DEV) $(STAMP_NPM) $(STAMP_GO) $(STAMP_TORCH) $(STAMP_K8S) $(STAMP_PODMAN)
+test: prereqs-test $(STAMP_DEV) $(STAMP_NPM) $(STAMP_GO) $(STAMP_TORCH) $(STAMP_K8S) $(STAMP_PODMAN)
 	tools/check
+
+# The tests that need root are marked `root` in one place (tests/conftest.py): the Slurm and sshd
+# test stack, loop-mounted volumes and mount namespaces, container engines, the Kubernetes cluster,
+# a second user account. So neither the cluster nor podman is set up here.
+test-user: prereqs-test-user $(STAMP_DEV) $(STAMP_NPM) $(STAMP_GO) $(STAMP_TORCH)
+	tools/check -m "not root"
 
 gen: $(STAMP_DEV) $(STAMP_NPM) $(STAMP_GO)
 	tools/gen

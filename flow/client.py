@@ -29,30 +29,39 @@ if TYPE_CHECKING:
 def _as_config(task: TaskConfig | str | Sequence[str], overrides: dict[str, Any]) -> TaskConfig:
     import attrs  # here, not at the top: `flow status` never builds a config
 
-    from flow.config import TaskConfig
+    from flow.config import TaskConfig, job_file
 
-    known = {f.name for f in attrs.fields(TaskConfig)}
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise ValidationError(
-            f"Unknown TaskConfig field(s): {', '.join(unknown)}",
-            suggestions=[f"known fields: {', '.join(sorted(known))}"],
-        )
+    if isinstance(task, str):
+        task = job_file(task) or TaskConfig(command=task)  # "job.yaml" is read as `flow run job.yaml` does
     if isinstance(task, TaskConfig):
-        config = attrs.evolve(task, **overrides) if overrides else task
-    elif isinstance(task, str):
-        config = TaskConfig(command=task, **overrides)
+        config = attrs.evolve(task, **overrides) if overrides else task  # a misspelt field: ValidationError
     elif isinstance(task, Sequence):
         config = TaskConfig(command=list(task), **overrides)
     else:
         raise ValidationError(
-            f"run() takes a TaskConfig, a command string or an argument list, not {type(task).__name__}",
+            f"run() takes a TaskConfig, a command string, a YAML job file or an argument list, not "
+            f"{type(task).__name__}",
             suggestions=['flow.run("python train.py")', 'flow.run(TaskConfig(command=["python", "train.py"]))'],
         )
     if config.upload_code and not config.code_root:
         # The task runs in a snapshot of the directory it was submitted from.
         config = attrs.evolve(config, code_root=str(Path.cwd()))
     return config
+
+
+def _check_snapshot_working_dir(config: TaskConfig) -> None:
+    """A relative working_dir is below the code snapshot: refused now when code_root lacks it."""
+    from returns.result import Failure
+
+    from flow.domain.task.working_dir import checked_working_dir, snapshot_working_dir
+    from flow.wire.error_table import exception_from_domain_error
+
+    inside = snapshot_working_dir(config)
+    if inside is None or not config.code_root:
+        return
+    checked = checked_working_dir(config, exists=(Path(config.code_root) / inside).is_dir())
+    if isinstance(checked, Failure):
+        raise exception_from_domain_error(checked.failure())
 
 
 class FoundInstances(list[dict[str, Any]]):
@@ -131,7 +140,8 @@ class Flow:
 
     def run(self, task: TaskConfig | str | Sequence[str], **overrides: Any) -> Task:
         """Submits a task and returns at once (PENDING or RUNNING). `task` is a TaskConfig, a
-        shell command string, or an argument list; keyword arguments set TaskConfig fields,
+        shell command string, the path of a YAML job file ("job.yaml", read as `flow run
+        job.yaml` reads it) or an argument list; keyword arguments set TaskConfig fields,
         e.g. `flow.run("python train.py", instance_type="a100")`. With upload_code (the
         default), the task runs in a snapshot of code_root (the current directory) taken now."""
         return self.submit(_as_config(task, overrides))
@@ -155,6 +165,7 @@ class Flow:
             )
         from flow.wire.task_codec import create_task_call
 
+        _check_snapshot_working_dir(config)
         digest = None
         if config.upload_code and config.code_root:
             digest = self.upload_code(Path(config.code_root), progress=progress).digest

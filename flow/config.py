@@ -2,14 +2,15 @@
 
 They are the frozen values of `flow.domain.task.config` with one addition: building an invalid
 one raises `flow.errors.ValidationError` listing every problem at once (field, value, fix), so
-mistakes surface where they are made, not when the task is submitted. The rules themselves live
-only in the core; flowd applies the same ones to requests from any language.
+mistakes surface where they are made, not when the task is submitted. A misspelt keyword is one
+of those mistakes (with a "did you mean"), not a bare TypeError. The rules themselves live only in
+the core; flowd applies the same ones to requests from any language.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, Self, cast
 
 import attrs
 from returns.result import Failure
@@ -18,19 +19,32 @@ from flow.domain.errors import FieldViolation, validation_error
 from flow.domain.source_lines import locate
 from flow.domain.task import config as core
 from flow.domain.task import config_codec
+from flow.errors import ValidationError
 from flow.wire.error_table import exception_from_domain_error
 from flow.yaml_document import load_yaml_with_lines
 
+JOB_FILE_SUFFIXES: Final = (".yaml", ".yml")
 
-def _raise_if(problems: tuple[FieldViolation, ...], subject: str) -> None:
+
+def _raise_if(problems: tuple[FieldViolation, ...] | list[FieldViolation], subject: str) -> None:
     if problems:
-        raise exception_from_domain_error(validation_error(problems, subject=subject))
+        raise exception_from_domain_error(validation_error(tuple(problems), subject=subject))
+
+
+def _known_keywords(cls: type, keywords: dict[str, Any], subject: str) -> None:
+    """Runs before attrs' __init__, which would raise a bare TypeError for an unknown keyword."""
+    if keywords.keys() - attrs.fields_dict(cls).keys():
+        _raise_if(config_codec.key_violations(cast(dict[object, object], keywords), cls), subject)
 
 
 @attrs.frozen
 class VolumeSpec(core.VolumeSpec):
     """Persistent storage: `VolumeSpec(name="data", size_gb=100)` creates one on first use;
     `VolumeSpec(volume_id="vol-abc123", mount_path="/data")` attaches an existing one."""
+
+    def __new__(cls, *_: Any, **keywords: Any) -> Self:
+        _known_keywords(cls, keywords, "volume spec")
+        return super().__new__(cls)
 
     def __attrs_post_init__(self) -> None:
         _raise_if(core.volume_spec_violations(self), "volume spec")
@@ -40,6 +54,10 @@ class VolumeSpec(core.VolumeSpec):
 class MountSpec(core.MountSpec):
     """Read-only data: `MountSpec(source="s3://bucket/data", target="/data")`."""
 
+    def __new__(cls, *_: Any, **keywords: Any) -> Self:
+        _known_keywords(cls, keywords, "mount spec")
+        return super().__new__(cls)
+
     def __attrs_post_init__(self) -> None:
         _raise_if(core.mount_spec_violations(self), "mount spec")
 
@@ -47,6 +65,10 @@ class MountSpec(core.MountSpec):
 @attrs.frozen
 class TaskConfig(core.TaskConfig):
     """What to run and where. See the field list in flow-sdk-api-design.md ("TaskConfig")."""
+
+    def __new__(cls, *_: Any, **keywords: Any) -> Self:
+        _known_keywords(cls, keywords, "task configuration")
+        return super().__new__(cls)
 
     def __attrs_post_init__(self) -> None:
         _raise_if(core.task_config_violations(self), "task configuration")
@@ -95,3 +117,20 @@ class TaskConfig(core.TaskConfig):
         import yaml
 
         return str(yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=False))
+
+
+def job_file(program: str) -> TaskConfig | None:
+    """The TaskConfig of the YAML job file `program` names (an existing file ending in .yaml or .yml,
+    or one word so ending: a missing file is an error), as `flow run job.yaml` and
+    `Flow().run("job.yaml")` read it; None when `program` is a command."""
+    if not program.endswith(JOB_FILE_SUFFIXES):
+        return None
+    path = Path(program)
+    if path.is_file():
+        return TaskConfig.from_yaml(path)
+    if any(c.isspace() for c in program):
+        return None  # "python render.py out.yaml": a command that ends in a file name
+    raise ValidationError(
+        f"No job file {program!r} (in {Path.cwd()})",
+        suggestions=["give the path of a YAML job file (relative to the current directory)"],
+    )

@@ -65,7 +65,7 @@ def check_supported(config: TaskConfig, provider: str) -> Result[None, DomainErr
     if config.image:
         problem = "volumes and data mounts are not given to image (container) tasks on the local provider yet"
     if problem is None and any(m.source.startswith("s3://") for m in config.data_mounts) and not s3_available():
-        problem = "s3:// data mounts need boto3 in flowd's environment (pip install 'flow-gpu[s3]')"
+        problem = "s3:// data mounts need boto3 in flowd's environment (pip install 'flow-launcher[s3]')"
     if problem is None:
         return Success(None)
     fields = " and ".join(n for n in ("volumes", "data_mounts") if getattr(config, n))

@@ -6,6 +6,7 @@ import argparse
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from flow.cli import exit_status
 from flow.cli.arguments import add_json
 from flow.cli.output import emit_json
 
@@ -56,14 +57,18 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         emit_json({"running": False, "flow_home": str(home.root)})
     else:
         print(f"flowd is not running (FLOW_HOME={home.root})")
-    return 1 if args.action == "status" else 0
+    return exit_status.DAEMON_UNAVAILABLE if args.action == "status" else 0
 
 
 def register(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
     daemon = add_parser("daemon", help="manage flowd, the per-user daemon")
-    daemon.add_argument("action", choices=["start", "stop", "status"])
+    daemon.add_argument(
+        "action",
+        choices=["start", "stop", "status"],
+        help="start it (if none runs), stop it (tasks keep running), or say whether it runs (exit 69 if not)",
+    )
     add_json(daemon)
-    daemon.set_defaults(handler=cmd_daemon)
+    daemon.set_defaults(handler=cmd_daemon, command_parser=daemon)
 
 
 __all__ = ["register"]

@@ -6,22 +6,15 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from flow.cli.arguments import add_json, client
+from flow.cli.arguments import add_json, add_provider, client
 from flow.cli.output import emit_json, table
 
 
 def cmd_instances(args: argparse.Namespace) -> int:
     wanted = {
-        key: value
-        for key, value in (
-            ("gpu_memory_gb", args.gpu_memory),
-            ("max_price", args.max_price),
-            ("region", args.region),
-            ("gpu_type", args.gpu_type),
-            ("min_gpu_count", args.min_gpus),
-            ("instance_type", args.instance_type),
-        )
-        if value is not None
+        key: getattr(args, key)
+        for key in ("gpu_memory_gb", "max_price", "region", "gpu_type", "min_gpu_count", "instance_type")
+        if getattr(args, key) is not None
     }
     found = client(args).find_instances(wanted, limit=args.limit)
     if args.json:
@@ -29,8 +22,10 @@ def cmd_instances(args: argparse.Namespace) -> int:
         return 0
     if not found:
         print(found.explanation or "no offers")
+        from flow.cli.hints import flags_of, in_cli_words
+
         for tip in found.suggestions:
-            print(f"  hint: {tip}")
+            print(f"  hint: {in_cli_words(tip, flags_of(args.command_parser))}")
         return 1
     rows = [("INSTANCE", "GPUS", "GPU MEM", "PRICE/H", "REGION", "PROVIDER", "AVAILABLE")]
     for o in found:
@@ -51,16 +46,19 @@ def cmd_instances(args: argparse.Namespace) -> int:
 
 def register(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
     instances = add_parser("instances", help="find instance types a provider offers, best first")
-    instances.add_argument("--gpu-memory", type=int, metavar="GB", help="at least this much memory per GPU")
-    instances.add_argument("--max-price", type=float, metavar="USD_PER_HOUR")
-    instances.add_argument("--region")
-    instances.add_argument("--gpu-type", help="e.g. h100")
-    instances.add_argument("--min-gpus", type=int, metavar="N")
-    instances.add_argument("-i", "--instance-type")
-    instances.add_argument("--provider")
-    instances.add_argument("--limit", type=int, default=20)
+    # dest = the find_instances requirement an option sets (and the name the core's hints use).
+    instances.add_argument(
+        "--gpu-memory", dest="gpu_memory_gb", type=int, metavar="GB", help="at least this much memory per GPU"
+    )
+    instances.add_argument("--max-price", type=float, metavar="USD_PER_HOUR", help="at most this price per hour")
+    instances.add_argument("--region", help="only offers in this region")
+    instances.add_argument("--gpu-type", help="a GPU model, e.g. h100")
+    instances.add_argument("--min-gpus", dest="min_gpu_count", type=int, metavar="N", help="at least N GPUs")
+    instances.add_argument("-i", "--instance-type", dest="instance_type", help="this instance type, e.g. 8xh100")
+    add_provider(instances)
+    instances.add_argument("--limit", type=int, default=20, metavar="N", help="show at most N offers (default 20)")
     add_json(instances)
-    instances.set_defaults(handler=cmd_instances)
+    instances.set_defaults(handler=cmd_instances, command_parser=instances)
 
 
 __all__ = ["register"]

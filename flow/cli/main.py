@@ -10,36 +10,46 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NoReturn
 
-from flow.cli import daemon, functions, instances, slurm, tasks, volumes
+from flow.cli import daemon, exit_status, functions, instances, slurm, tasks, volumes
+from flow.cli.arguments import CommandParser, split_program
 from flow.cli.output import emit_json
 
 if TYPE_CHECKING:
     from flow.errors import FlowError
 
-EXIT_USAGE = 2
-EXIT_FAILED = 1
-
 
 def build_parser() -> argparse.ArgumentParser:
     from flow import __version__
 
-    parser = argparse.ArgumentParser(prog="flow", description="Run code on GPUs: locally, on Slurm, or in the cloud.")
-    parser.add_argument("--version", action="version", version=f"flow {__version__}")
-    sub = parser.add_subparsers(dest="cmd", metavar="COMMAND")
+    parser = argparse.ArgumentParser(
+        prog="flow",
+        description="Run code on GPUs: locally, on Slurm, or in the cloud.",
+        epilog=exit_status.epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"flow {__version__}", help="print the version")
+    sub = parser.add_subparsers(
+        dest="cmd", metavar="COMMAND", parser_class=CommandParser, help="what to do (flow COMMAND --help for more)"
+    )
     for group in (tasks, functions, instances, slurm, volumes, daemon):
         group.register(sub.add_parser)
     return parser
 
 
-def _report(error: FlowError, as_json: bool) -> None:
-    if as_json:
+def _report(error: FlowError, args: argparse.Namespace) -> None:
+    from flow.cli.hints import flags_of, in_cli_words
+
+    command: argparse.ArgumentParser | None = getattr(args, "command_parser", None)
+    flags = flags_of(command) if command is not None else {}
+    hints = [in_cli_words(tip, flags) for tip in error.suggestions]
+    if getattr(args, "json", False):
         emit_json(
             {
                 "error": {
                     "code": error.error_code,
                     "type": type(error).__name__,
                     "message": error.message,
-                    "suggestions": error.suggestions,
+                    "suggestions": hints,
                     "violations": [{"field": v.field, "description": v.description} for v in error.violations],
                 }
             }
@@ -49,30 +59,46 @@ def _report(error: FlowError, as_json: bool) -> None:
     if remote_traceback:
         print(remote_traceback.rstrip(), file=sys.stderr)
     print(f"error: {error.message}", file=sys.stderr)
-    for tip in error.suggestions:
+    for tip in hints:
         print(f"  hint: {tip}", file=sys.stderr)
 
 
-def _fail(parser: argparse.ArgumentParser) -> NoReturn:
+def _usage(parser: argparse.ArgumentParser) -> NoReturn:
     parser.print_help(sys.stderr)
-    sys.exit(EXIT_USAGE)
+    sys.exit(exit_status.USAGE)
+
+
+def parse(argv: Sequence[str]) -> argparse.Namespace:
+    """The command line as a Namespace; `program` holds the words after `--` (None without one).
+    Usage errors print the command's usage and exit 2."""
+    parser = build_parser()
+    flow_words, program = split_program(argv)
+    args, unknown = parser.parse_known_args(flow_words)
+    command: argparse.ArgumentParser = getattr(args, "command_parser", parser)
+    example: str = getattr(args, "takes_program", "")
+    if unknown:
+        hint = f"\n  hint: {command.prog}'s options go before `--`, the program's after: {example}" if example else ""
+        command.error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
+    if program is not None and not example:
+        command.error(f"takes no program after `--` (given: {' '.join(program) or 'nothing'})")
+    args.program = program
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse(sys.argv[1:] if argv is None else argv)
     handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
     if handler is None:
-        _fail(parser)
-    from flow.errors import FlowError, ValidationError
+        _usage(getattr(args, "command_parser", None) or build_parser())
+    from flow.errors import FlowError
 
     try:
         code = handler(args)
     except FlowError as error:
-        _report(error, getattr(args, "json", False))
-        code = EXIT_USAGE if isinstance(error, ValidationError) else EXIT_FAILED
+        _report(error, args)
+        code = exit_status.of_error(error)
     except KeyboardInterrupt:
-        code = tasks.EXIT_INTERRUPTED
+        code = exit_status.DETACHED
     # Skip interpreter teardown (60-100 ms of module finalizers and gRPC shutdown): the CLI has
     # nothing left to flush but its two streams.
     sys.stdout.flush()

@@ -6,9 +6,10 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from flow.cli.arguments import add_json, client
+from flow.cli import exit_status
+from flow.cli.arguments import add_json, add_provider, client
 from flow.cli.output import emit_json
-from flow.cli.tasks import EXIT_FAILED, EXIT_INTERRUPTED, attach, summary
+from flow.cli.tasks import attach, summary
 
 
 def cmd_slurm_submit(args: argparse.Namespace) -> int:
@@ -19,7 +20,7 @@ def cmd_slurm_submit(args: argparse.Namespace) -> int:
         args.script,
         provider=args.provider,
         instance_type=args.instance_type,
-        upload_code=not args.no_upload,
+        upload_code=args.upload_code is not False,
         validate_only=args.dry_run,
         on_warning=lambda text: print(f"warning: {text}", file=sys.stderr),
     )
@@ -45,15 +46,16 @@ def cmd_slurm_submit(args: argparse.Namespace) -> int:
             if not args.json:
                 print(summary(task))
     except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
+        return exit_status.DETACHED
     if args.json:
         emit_json([t.to_dict() for t in tasks])
-    return 0 if all(str(t.last_status) == "COMPLETED" for t in tasks) else EXIT_FAILED
+    return max((exit_status.of_task(t) for t in tasks), key=lambda code: code != 0)  # the first that did not complete
 
 
 def register(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
     slurm = add_parser("slurm", help="run existing Slurm batch scripts as Flow tasks")
-    slurm_sub = slurm.add_subparsers(dest="slurm_cmd", metavar="COMMAND")
+    slurm.set_defaults(command_parser=slurm)
+    slurm_sub = slurm.add_subparsers(dest="slurm_cmd", metavar="COMMAND", help="submit: run an sbatch script")
     submit = slurm_sub.add_parser(
         "submit",
         help="submit an #SBATCH script (on any provider; natively on a slurm provider)",
@@ -61,13 +63,21 @@ def register(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
         "script on the provider; on a slurm provider the directives are submitted as they are.",
     )
     submit.add_argument("script", help="the sbatch script, e.g. job.sbatch")
-    submit.add_argument("--provider", help="where to run it (default: $FLOW_PROVIDER or the daemon's default)")
-    submit.add_argument("-i", "--instance-type", help="GPUs for providers other than slurm, e.g. 8xa100")
-    submit.add_argument("--no-upload", action="store_true", help="do not run in a snapshot of this directory")
+    add_provider(submit)
+    submit.add_argument(
+        "-i", "--instance-type", dest="instance_type", help="GPUs for providers other than slurm, e.g. 8xa100"
+    )
+    submit.add_argument(
+        "--no-upload",
+        dest="upload_code",
+        action="store_const",
+        const=False,
+        help="run in the task's own empty directory, not in a snapshot of this one",
+    )
     submit.add_argument("-d", "--detach", action="store_true", help="print the task ids and return at once")
     submit.add_argument("--dry-run", action="store_true", help="validate and place, launch nothing")
     add_json(submit)
-    submit.set_defaults(handler=cmd_slurm_submit)
+    submit.set_defaults(handler=cmd_slurm_submit, command_parser=submit)
 
 
 __all__ = ["register"]

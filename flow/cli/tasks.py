@@ -11,7 +11,8 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
-from flow.cli.arguments import add_json, client
+from flow.cli import exit_status
+from flow.cli.arguments import add_json, add_provider, client
 from flow.cli.output import emit_json, table
 
 if TYPE_CHECKING:
@@ -20,19 +21,12 @@ if TYPE_CHECKING:
     from flow.connection import DaemonConnection
     from flow.task import Task
 
-EXIT_FAILED: Final = 1
-EXIT_INTERRUPTED: Final = 130
 FASTPATH_ENV: Final = "FLOW_CLI_FASTPATH"  # "0" turns the fast path off (tests compare both paths)
-
-
-def exit_code_of(task: Task) -> int:
-    """Like a shell: 0 when COMPLETED, the task's own code when it failed with one, else 1."""
-    status = str(task.last_status)
-    if status == "COMPLETED":
-        return 0
-    if task.exit_code and 0 < task.exit_code < 256:
-        return task.exit_code
-    return EXIT_FAILED
+CANCEL_SETTLE: Final = 2.0  # seconds `flow cancel` waits to show the state reached before it says "stopping"
+NO_PROGRAM: Final = (
+    'no program to run: give a shell string (flow run "python train.py"), an argument vector after -- '
+    "(flow run -- python train.py --epochs 3) or a YAML job file (flow run job.yaml)"
+)
 
 
 def summary(task: Task) -> str:
@@ -52,48 +46,48 @@ def _parse_env(pairs: Sequence[str]) -> dict[str, str]:
     return env
 
 
-def _config_from_args(args: argparse.Namespace) -> TaskConfig:
-    from pathlib import Path
+def _program_config(args: argparse.Namespace) -> TaskConfig:
+    """The program of `flow run`: words before `--` (one: a shell string or a job.yaml; several:
+    an argument vector), or the argument vector after `--`. None at all is a usage error."""
+    from flow.config import TaskConfig, job_file
 
+    words: list[str] = args.command
+    if args.program is not None and words:
+        args.command_parser.error(
+            f"a program both before and after `--` ({' '.join(words)!r} and {' '.join(args.program)!r}): "
+            "give the whole program after --, or quote it as one shell string before it"
+        )
+    program: list[str] = words or args.program or []
+    if not program:
+        args.command_parser.error(NO_PROGRAM)
+    if args.program is None and len(program) == 1:
+        return job_file(program[0]) or TaskConfig(command=program[0])  # one word: a shell string, as typed
+    return TaskConfig(command=program)  # an argument vector, no shell
+
+
+def _config_from_args(args: argparse.Namespace) -> TaskConfig:
     import attrs
 
-    from flow.config import TaskConfig
-
-    words: list[str] = args.command[1:] if args.command[:1] == ["--"] else args.command
-    if len(words) == 1 and words[0].endswith((".yaml", ".yml")) and " " not in words[0]:
-        if not Path(words[0]).is_file():
-            from flow.errors import ValidationError
-
-            raise ValidationError(
-                f"No job file {words[0]!r} (in {Path.cwd()})",
-                suggestions=["give the path of a YAML job file, e.g. flow run job.yaml", "or quote a shell command"],
-            )
-        config = TaskConfig.from_yaml(Path(words[0]))
-    elif len(words) == 1:
-        config = TaskConfig(command=words[0])  # one word: a shell string, as typed
-    elif words:
-        config = TaskConfig(command=words)  # several: an argument vector, no shell
-    else:
-        config = TaskConfig()
-    overrides: dict[str, Any] = {}
-    for flag, field in (
-        ("instance_type", "instance_type"),
-        ("min_gpu_memory", "min_gpu_memory_gb"),
-        ("name", "name"),
-        ("max_run_time", "max_run_time_hours"),
-        ("max_price", "max_price_per_hour"),
-        ("region", "region"),
-        ("num_instances", "num_instances"),
-        ("working_dir", "working_dir"),
-        ("image", "image"),
-    ):
-        value = getattr(args, flag)
-        if value is not None:
-            overrides[field] = value
+    config = _program_config(args)
+    overrides: dict[str, Any] = {
+        name: getattr(args, name)
+        for name in (
+            "instance_type",
+            "min_gpu_memory_gb",
+            "name",
+            "max_run_time_hours",
+            "max_price_per_hour",
+            "region",
+            "num_instances",
+            "working_dir",
+            "image",
+            "memory_mb",
+            "upload_code",
+        )
+        if getattr(args, name) is not None
+    }
     if args.env:
         overrides["env"] = {**config.env, **_parse_env(args.env)}
-    if args.no_upload:
-        overrides["upload_code"] = False
     return attrs.evolve(config, **overrides) if overrides else config
 
 
@@ -176,12 +170,12 @@ def attach(task: Task, as_json: bool) -> int:
             f"stop it with `flow cancel {task.task_id}`",
             file=sys.stderr,
         )
-        return EXIT_INTERRUPTED
+        return exit_status.DETACHED
     if as_json:
         emit_json(task.to_dict())
     else:
         print(summary(task), file=sys.stderr)
-    return exit_code_of(task)
+    return exit_status.of_task(task)
 
 
 def _task_table(tasks: Sequence[Task]) -> str:
@@ -254,24 +248,45 @@ def cmd_logs(args: argparse.Namespace) -> int:
                 sys.stdout.buffer.write(chunk.data)
                 sys.stdout.flush()
     except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
+        return exit_status.DETACHED
     return 0
 
 
+def _settled(task: Task, seconds: float) -> bool:
+    """Waits up to `seconds` for the task to end; whether it has."""
+    from flow import errors
+
+    try:
+        task.wait(timeout=seconds)
+    except errors.TimeoutError:
+        return False
+    return True
+
+
 def cmd_cancel(args: argparse.Namespace) -> int:
+    """Cancels each task and says where it got: the state it reached (a task stops within the
+    provider's grace period: --wait waits for it), or that it is still stopping."""
     flow = client(args)
     cancelled = []
     for task_id in args.tasks:
         task = flow.get_task(task_id)
+        was_over = task.last_status.is_terminal
         task.cancel()
-        if args.wait:
-            task.wait(timeout=120)
+        ended = task.last_status.is_terminal or _settled(task, 120 if args.wait else CANCEL_SETTLE)
         cancelled.append(task)
+        if args.json:
+            continue
+        if was_over:
+            print(f"{summary(task)}: it had already ended, nothing to cancel")
+        elif ended:
+            print(summary(task))
+        else:
+            print(
+                f"task {task.task_id} is stopping (still {task.last_status}); `flow wait {task.task_id}` "
+                "waits until it has"
+            )
     if args.json:
         emit_json([t.to_dict() for t in cancelled])
-    else:
-        for task in cancelled:
-            print(summary(task))
     return 0
 
 
@@ -281,7 +296,7 @@ def cmd_wait(args: argparse.Namespace) -> int:
         emit_json(task.to_dict())
     else:
         print(summary(task))
-    return exit_code_of(task)
+    return exit_status.of_task(task)
 
 
 def cmd_ssh(args: argparse.Namespace) -> int:
@@ -291,7 +306,24 @@ def cmd_ssh(args: argparse.Namespace) -> int:
     flow = client(args)
     task_id = flow.get_task(args.task).task_id  # a task that does not exist fails here, by name
     conn = flow.connection
-    words: list[str] = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if args.program is not None and args.command:
+        args.command_parser.error("give the command either before `--` or after it, not both")
+    words: list[str] = args.command or args.program or []
+    if args.json:
+        if not words:
+            args.command_parser.error("--json needs a command to run (a terminal session prints no JSON)")
+        stdin = None if sys.stdin.isatty() else sys.stdin.buffer.read()
+        done = exec_client.run(conn, task_id, words, stdin)
+        emit_json(
+            {
+                "task_id": task_id,
+                "command": words,
+                "exit_code": done.exit_code,
+                "stdout": done.stdout.decode("utf-8", errors="replace"),
+                "stderr": done.stderr.decode("utf-8", errors="replace"),
+            }
+        )
+        return done.exit_code
     if args.tty or (not words and sys.stdin.isatty()):
         return exec_client.interactive(conn, task_id, words)
     stdin = None if sys.stdin.isatty() else sys.stdin.buffer.read()
@@ -299,63 +331,98 @@ def cmd_ssh(args: argparse.Namespace) -> int:
 
 
 def register(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
-    run = add_parser("run", help="run a command (or a job.yaml) as a task and stream its logs")
+    # dest = the TaskConfig field an option sets: _config_from_args reads them by that name, and
+    # the CLI's hints name the option where the core's name the field (flow.cli.hints).
+    run = add_parser(
+        "run",
+        help="run a program (or a job.yaml) as a task and stream its logs",
+        description="Runs a program as a task and streams its logs; exits as the task did (see `flow --help`). "
+        "Flow's options go anywhere before `--`; everything after `--` is the program's.",
+    )
     run.add_argument(
         "command",
-        nargs=argparse.REMAINDER,
-        help='a shell string ("python train.py"), a program and its arguments, or job.yaml; options go before it',
+        nargs="*",
+        metavar="PROGRAM",
+        help='one shell string ("python train.py --epochs 3"), a YAML job file (job.yaml), or a program and '
+        "its arguments (after --: flow run -- python train.py --epochs 3)",
     )
-    run.add_argument("-i", "--instance-type", help="e.g. a100, 4xa100, 8xh100, cpu")
-    run.add_argument("--min-gpu-memory", type=int, metavar="GB", help="any GPU with at least this much memory")
-    run.add_argument("-n", "--name")
-    run.add_argument("-e", "--env", action="append", default=[], metavar="NAME=VALUE")
-    run.add_argument("--max-run-time", type=float, metavar="HOURS")
-    run.add_argument("--max-price", type=float, metavar="USD_PER_HOUR")
-    run.add_argument("--region")
-    run.add_argument("--num-instances", type=int, metavar="N")
-    run.add_argument("--working-dir")
-    run.add_argument("--image")
-    run.add_argument("--no-upload", action="store_true", help="do not run in a snapshot of this directory")
-    run.add_argument("--provider", help="local, slurm, mithril, ... (default: $FLOW_PROVIDER or local)")
+    run.add_argument("-i", "--instance-type", dest="instance_type", help="GPUs to run on: a100, 4xa100, 8xh100, cpu")
+    run.add_argument(
+        "--min-gpu-memory", dest="min_gpu_memory_gb", type=int, metavar="GB", help="any GPU with this much memory"
+    )
+    run.add_argument("-n", "--name", help="a name for the task: letters, digits, '-' and '_'")
+    run.add_argument(
+        "-e", "--env", action="append", default=[], metavar="NAME=VALUE", help="an environment variable (repeatable)"
+    )
+    run.add_argument(
+        "--max-run-time", dest="max_run_time_hours", type=float, metavar="HOURS", help="stop the task after this long"
+    )
+    run.add_argument(
+        "--max-price", dest="max_price_per_hour", type=float, metavar="USD_PER_HOUR", help="the most to pay per hour"
+    )
+    run.add_argument("--region", help="where to run, e.g. us-central1-b (cloud providers); a partition on Slurm")
+    run.add_argument("--num-instances", type=int, metavar="N", help="nodes of a multi-node task (default 1)")
+    run.add_argument(
+        "--working-dir", metavar="DIR", help="where the program starts: absolute, or relative to the code snapshot"
+    )
+    run.add_argument("--image", help="a container image to run in, e.g. pytorch/pytorch:2.1.0-cuda12.1-cudnn8")
+    run.add_argument("--memory", dest="memory_mb", type=int, metavar="MB", help="RAM the task needs per node")
+    run.add_argument(
+        "--no-upload",
+        dest="upload_code",
+        action="store_const",
+        const=False,
+        help="run in the task's own empty directory, not in a snapshot of this one",
+    )
+    add_provider(run)
     run.add_argument("-d", "--detach", action="store_true", help="print the task id and return at once")
     run.add_argument("--dry-run", action="store_true", help="validate and place, launch nothing")
     add_json(run)
-    run.set_defaults(handler=cmd_run)
+    run.set_defaults(handler=cmd_run, command_parser=run, takes_program="flow run -- python train.py --epochs 3")
 
     status = add_parser("status", help="list tasks, or show one")
-    status.add_argument("task", nargs="?")
-    status.add_argument("--limit", type=int, default=50)
+    status.add_argument("task", nargs="?", metavar="TASK", help="a task id (default: the most recent tasks)")
+    status.add_argument("--limit", type=int, default=50, metavar="N", help="list at most N tasks (default 50)")
     add_json(status)
-    status.set_defaults(handler=cmd_status)
+    status.set_defaults(handler=cmd_status, command_parser=status)
 
     logs = add_parser("logs", help="print a task's output")
-    logs.add_argument("task")
+    logs.add_argument("task", metavar="TASK", help="the task id")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing until the task ends")
     logs.add_argument("--tail", type=int, metavar="N", help="start with the last N lines")
     logs.add_argument(
         "--node", type=int, metavar="K", help="one node of a multi-node task (default: all, prefixed [node K])"
     )
     add_json(logs)
-    logs.set_defaults(handler=cmd_logs)
+    logs.set_defaults(handler=cmd_logs, command_parser=logs)
 
-    cancel = add_parser("cancel", help="stop tasks")
-    cancel.add_argument("tasks", nargs="+", metavar="TASK")
+    cancel = add_parser("cancel", help="stop tasks; prints the state each reached")
+    cancel.add_argument("tasks", nargs="+", metavar="TASK", help="the task ids")
     cancel.add_argument("--wait", action="store_true", help="return once they have stopped")
     add_json(cancel)
-    cancel.set_defaults(handler=cmd_cancel)
+    cancel.set_defaults(handler=cmd_cancel, command_parser=cancel)
 
-    wait = add_parser("wait", help="wait for a task to finish; exits with its exit code")
-    wait.add_argument("task")
-    wait.add_argument("--timeout", type=float, metavar="SECONDS")
+    wait = add_parser("wait", help="wait for a task to finish; exits as the task did")
+    wait.add_argument("task", metavar="TASK", help="the task id")
+    wait.add_argument(
+        "--timeout", type=float, metavar="SECONDS", help="give up after this long (exit 124; the task keeps running)"
+    )
     add_json(wait)
-    wait.set_defaults(handler=cmd_wait)
+    wait.set_defaults(handler=cmd_wait, command_parser=wait)
 
-    ssh = add_parser("ssh", help="a shell in a running task, or run one command there (after --)")
-    ssh.add_argument("task")
-    ssh.add_argument("command", nargs=argparse.REMAINDER, help="the command (argv) to run; none: a shell")
+    ssh = add_parser(
+        "ssh",
+        help="a shell in a running task, or run one command there (after --)",
+        description="Opens a terminal in a running task, or runs one command there and exits with its code.",
+    )
+    ssh.add_argument("task", metavar="TASK", help="the task id")
+    ssh.add_argument(
+        "command", nargs="*", metavar="COMMAND", help="the command to run, best after -- (none: an interactive shell)"
+    )
     ssh.add_argument("-t", "--tty", action="store_true", help="give the command a terminal")
-    ssh.add_argument("--provider")
-    ssh.set_defaults(handler=cmd_ssh, json=False)
+    add_provider(ssh)
+    add_json(ssh)
+    ssh.set_defaults(handler=cmd_ssh, command_parser=ssh, takes_program="flow ssh TASK -- nvidia-smi -L")
 
 
-__all__ = ["EXIT_INTERRUPTED", "attach", "exit_code_of", "register", "summary"]
+__all__ = ["attach", "register", "summary"]

@@ -6,14 +6,14 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from flow.cli.arguments import add_json, client
+from flow.cli.arguments import add_json, add_provider, client
 from flow.cli.output import emit_json, table
 
 
 def cmd_volumes(args: argparse.Namespace) -> int:
     flow = client(args)
     if args.volumes_cmd == "create":
-        volume = flow.create_volume(size_gb=args.size, name=args.name, interface=args.interface)
+        volume = flow.create_volume(size_gb=args.size_gb, name=args.name, interface=args.interface)
         if args.json:
             emit_json(volume.to_dict())
         else:
@@ -52,19 +52,27 @@ def cmd_volumes(args: argparse.Namespace) -> int:
 
 def register(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
     volumes = add_parser("volumes", help="persistent storage: create, list and delete volumes")
-    volumes_sub = volumes.add_subparsers(dest="volumes_cmd", metavar="COMMAND", required=True)
+    volumes_sub = volumes.add_subparsers(
+        dest="volumes_cmd", metavar="COMMAND", required=True, help="create, list or delete"
+    )
     create = volumes_sub.add_parser("create", help="create a volume")
     create.add_argument("name", help="letters, digits, '-' and '_', e.g. checkpoints")
-    create.add_argument("--size", type=int, required=True, metavar="GB", help="capacity in GB")
-    create.add_argument("--interface", choices=["block", "file"], default="block")
-    create.add_argument("--provider")
+    create.add_argument("--size", dest="size_gb", type=int, required=True, metavar="GB", help="capacity in GB")
+    create.add_argument(
+        "--interface",
+        choices=["block", "file"],
+        default="block",
+        help="block: one running task at a time (default); file: shared by many",
+    )
+    add_provider(create)
     listing = volumes_sub.add_parser("list", help="list volumes, newest first")
-    listing.add_argument("--limit", type=int, default=100)
+    listing.add_argument("--limit", type=int, default=100, metavar="N", help="list at most N volumes (default 100)")
     delete = volumes_sub.add_parser("delete", help="delete volumes and their data")
-    delete.add_argument("volume_ids", nargs="+", metavar="VOLUME_ID")
+    delete.add_argument("volume_ids", nargs="+", metavar="VOLUME_ID", help="the volume ids (flow volumes list)")
+    volumes.set_defaults(command_parser=volumes)
     for command in (create, listing, delete):
         add_json(command)
-        command.set_defaults(handler=cmd_volumes)
+        command.set_defaults(handler=cmd_volumes, command_parser=command)
 
 
 __all__ = ["register"]

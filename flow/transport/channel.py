@@ -59,5 +59,28 @@ class Remote(NamedTuple):
             )
         return cls(address=rest, token=token, tls=scheme == "tls", ca_file=env.get("FLOW_DAEMON_CA") or None)
 
+    def settings(self) -> str:
+        """The settings in play, for errors (the token's length only, never the token)."""
+        scheme = "tls" if self.tls else "tcp"
+        if not self.tls:
+            trust = "no TLS"
+        elif self.ca_file:
+            trust = f"TLS trusting the CA in FLOW_DAEMON_CA={self.ca_file}"
+        else:
+            trust = "TLS trusting the system's CA certificates (FLOW_DAEMON_CA is not set)"
+        return (
+            f"FLOW_DAEMON_ADDRESS={scheme}://{self.address}, FLOW_DAEMON_TOKEN set ({len(self.token)} characters), "
+            + trust
+        )
+
+    def unreachable_hints(self) -> list[str]:
+        host = self.address.rpartition(":")[0] or self.address
+        listen = f"flowd --tcp {self.address}" + (" --tls-cert CERT --tls-key KEY" if self.tls else "")
+        hints = [f"check that flowd runs on {host} as `{listen}` and that this machine can reach it"]
+        if self.tls:
+            hints.append("check that FLOW_DAEMON_CA names the CA that signed the daemon's certificate")
+        hints.append("unset FLOW_DAEMON_ADDRESS to use the daemon of this machine ($FLOW_HOME/flowd.sock)")
+        return hints
+
 
 __all__ = ["Channel", "Remote"]

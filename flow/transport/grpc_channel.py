@@ -9,7 +9,7 @@ from typing import Any, Final
 
 import grpc
 
-from flow.errors import DaemonUnavailableError, FlowError
+from flow.errors import DaemonUnavailableError, FlowError, ValidationError
 from flow.home import FlowHome
 from flow.transport.channel import Remote
 from flow.wire.error_table import exception_from_call
@@ -23,13 +23,18 @@ def _status_details(call: Any) -> bytes | None:
     return next((value for key, value in metadata or () if key == STATUS_DETAILS), None)
 
 
-def translate(error: grpc.RpcError, where: str) -> FlowError:
-    """The SDK exception for a failed call to the daemon at `where`. UNAVAILABLE without a
-    status of flowd's is no daemon at all: DaemonUnavailableError."""
+def translate(error: grpc.RpcError, where: str, remote: Remote | None = None) -> FlowError:
+    """The SDK exception for a failed call to the daemon at `where` (`remote`: one reached over
+    TCP). UNAVAILABLE without a status of flowd's is no daemon at all: DaemonUnavailableError."""
     call: Any = error
     code = call.code() if hasattr(call, "code") else grpc.StatusCode.UNKNOWN
     message = (call.details() if hasattr(call, "details") else str(error)) or ""
     details = _status_details(call)
+    if code == grpc.StatusCode.UNAVAILABLE and details is None and remote is not None:
+        return DaemonUnavailableError(
+            f"cannot reach the remote flowd at {where}: {message or 'unavailable'} (settings: {remote.settings()})",
+            suggestions=remote.unreachable_hints(),
+        )
     if code == grpc.StatusCode.UNAVAILABLE and details is None:
         return DaemonUnavailableError(
             f"cannot reach flowd at {where}: {message or 'unavailable'}",
@@ -83,7 +88,13 @@ def _open(home: FlowHome, remote: Remote | None) -> grpc.Channel:
     if remote is None:
         return grpc.insecure_channel(home.address, options=CHANNEL_OPTIONS)
     if remote.tls:
-        ca = Path(remote.ca_file).read_bytes() if remote.ca_file else None
+        try:
+            ca = Path(remote.ca_file).read_bytes() if remote.ca_file else None
+        except OSError as exc:
+            raise ValidationError(
+                f"FLOW_DAEMON_CA={remote.ca_file!r} cannot be read: {exc.strerror or exc}",
+                suggestions=["give the PEM file of the CA that signed the daemon's certificate, or unset it"],
+            ) from None
         base = grpc.secure_channel(remote.address, grpc.ssl_channel_credentials(ca), options=CHANNEL_OPTIONS)
     else:
         base = grpc.insecure_channel(remote.address, options=CHANNEL_OPTIONS)
@@ -94,14 +105,15 @@ class GrpcChannel:
     """A Channel over grpcio. `GrpcChannel.open(home, remote)` reaches the user's daemon; tests
     may wrap a grpc.Channel of their own."""
 
-    def __init__(self, channel: grpc.Channel, where: str) -> None:
+    def __init__(self, channel: grpc.Channel, where: str, remote: Remote | None = None) -> None:
         self._channel = channel
         self._where = where  # the socket or host:port, for error messages
+        self._remote = remote  # and the settings that reach it, when over TCP
         self._unary: dict[str, Any] = {}
 
     @classmethod
     def open(cls, home: FlowHome, remote: Remote | None = None) -> GrpcChannel:
-        return cls(_open(home, remote), str(home.socket) if remote is None else remote.address)
+        return cls(_open(home, remote), str(home.socket) if remote is None else remote.address, remote)
 
     def unary(self, method: str, request: bytes, timeout: float, wait_for_ready: bool = False) -> bytes:
         call = self._unary.get(method)
@@ -110,7 +122,7 @@ class GrpcChannel:
         try:
             reply: bytes = call(request, timeout=timeout, wait_for_ready=wait_for_ready)
         except grpc.RpcError as error:
-            raise translate(error, self._where) from None
+            raise translate(error, self._where, self._remote) from None
         return reply
 
     def server_stream(self, method: str, request: bytes, timeout: float | None = None) -> Iterator[bytes]:
@@ -122,7 +134,7 @@ class GrpcChannel:
             call: grpc.StreamUnaryMultiCallable[bytes, bytes] = self._channel.stream_unary(method)
             reply: bytes = call(requests, timeout=timeout)
         except grpc.RpcError as error:
-            raise translate(error, self._where) from None
+            raise translate(error, self._where, self._remote) from None
         return reply
 
     def bidi_stream(self, method: str, requests: Iterator[bytes]) -> Iterator[bytes]:
@@ -133,7 +145,7 @@ class GrpcChannel:
         try:
             yield from open_stream()
         except grpc.RpcError as error:
-            raise translate(error, self._where) from None
+            raise translate(error, self._where, self._remote) from None
 
     def close(self) -> None:
         self._channel.close()

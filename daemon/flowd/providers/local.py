@@ -49,6 +49,7 @@ from flow.domain.task.lifecycle import (
     deadline_of,
 )
 from flow.domain.task.multinode import node_env, split_gpus
+from flow.domain.task.working_dir import checked_working_dir, host_working_dir
 from flow.runtime import runner
 from flowd import volume_namespace
 from flowd.blobs import BlobStore
@@ -319,6 +320,10 @@ class LocalProvider:
         return Success(Requirements(gpu_memory_gb=config.min_gpu_memory_gb, max_price_micros=price))
 
     def place(self, config: TaskConfig) -> Result[Placement, DomainError]:
+        # A working_dir that is not there is refused now, not when the task starts.
+        where = checked_working_dir(config, exists=os.path.isdir(host_working_dir(config) or "/"))
+        if isinstance(where, Failure):
+            return Failure(where.failure())
         if config.image:  # runs in its image through docker or podman, when one works here
             engine, why = self._engines.find()
             if engine is None:
