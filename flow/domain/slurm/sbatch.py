@@ -26,6 +26,7 @@ from returns.result import Failure, Result, Success
 from flow.domain.errors import DomainError, FieldViolation, validation_error, violation
 from flow.domain.instances.instance_types import MAX_GPUS_PER_INSTANCE, parse_instance_type, short_name
 from flow.domain.slurm.states import model_of_gres_type, parse_gres
+from flow.domain.task import task_files
 from flow.domain.task.config import ENV_NAME_PATTERN, MAX_NUM_INSTANCES, NAME_PATTERN, TaskConfig, program_of
 
 MAGIC: Final = "#SBATCH"
@@ -34,18 +35,18 @@ MAX_ARRAY_TASKS: Final = 1000
 # Paths Flow writes into #SBATCH lines and --output patterns: nothing sbatch or bash would misread.
 PLAIN_PATH: Final = re.compile(r"/[A-Za-z0-9_./+@,:=~-]*")
 
-# Files of one task in its directory on the cluster.
-JOB_FILE: Final = "job.sbatch"
-SCRIPT_FILE: Final = "script"
-OUTPUT_FILE: Final = "output.log"
-EXIT_FILE: Final = "exit_status"
-JOB_ID_FILE: Final = "job_id"
-CODE_DIR: Final = "code"
-WORK_DIR: Final = "work"
-RUNNER_FILE: Final = "flow_runner.py"
-INVOCATION_FILE: Final = "invocation.json"
-RESULT_FILE: Final = "result.json"
-SECRETS_FILE: Final = "secrets.env"
+# Files of one task in its directory on the cluster: named once, in flow.domain.task.task_files.
+JOB_FILE: Final = task_files.JOB
+SCRIPT_FILE: Final = task_files.SCRIPT
+OUTPUT_FILE: Final = task_files.OUTPUT
+EXIT_FILE: Final = task_files.EXIT_STATUS
+JOB_ID_FILE: Final = task_files.JOB_ID
+CODE_DIR: Final = task_files.CODE_DIR
+WORK_DIR: Final = task_files.WORK_DIR
+RUNNER_FILE: Final = task_files.RUNNER
+INVOCATION_FILE: Final = task_files.INVOCATION
+RESULT_FILE: Final = task_files.RESULT
+SECRETS_FILE: Final = task_files.SECRETS
 
 # --- the options sbatch knows ----------------------------------------------------------------
 # long name -> (short letter, argument: "required" | "optional" | "none")
