@@ -12,7 +12,7 @@ for, and released at once when its client goes away.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Final
 
@@ -20,6 +20,13 @@ from flow.domain.errors import DomainError, ErrorReason
 
 LONG_CALLS: Final = 4096
 SHORT_CALLS: Final = 128
+LIMIT_ENV: Final = "FLOW_DAEMON_LONG_CALLS"  # another budget for this flowd (e.g. a small machine)
+
+
+def long_call_limit(env: Mapping[str, str]) -> int:
+    """The budget of long-lived calls on the Unix socket: LONG_CALLS, or $FLOW_DAEMON_LONG_CALLS."""
+    text = env.get(LIMIT_ENV, "")
+    return max(1, min(int(text), 65536)) if text.isascii() and text.isdigit() else LONG_CALLS
 
 
 class CallBudget:

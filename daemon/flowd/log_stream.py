@@ -34,7 +34,7 @@ from flowd import logs
 from flowd.wakeups import Waiter, Wakeups
 
 LINE_LIMIT: Final = logs.CHUNK_BYTES
-IDLE_RECHECK: Final = 1.0  # a follower looks again this often even when nothing fired
+IDLE_RECHECK: Final = 5.0  # a follower looks again this often even when nothing fired
 WATCH_TICK: Final = 0.005  # LogWatch's pause between looks, with a few files followed
 STATS_PER_SECOND: Final = 20_000  # ... and with many, at most this many stats a second
 

@@ -28,7 +28,7 @@ from flowapi.v1 import (
     volume_pb2_grpc,
 )
 from flowd.blobs import BlobStore
-from flowd.call_budget import LONG_CALLS, SHORT_CALLS, CallBudget
+from flowd.call_budget import SHORT_CALLS, CallBudget, long_call_limit
 from flowd.engine import TaskEngine
 from flowd.lifecycle import TaskLifecycle
 from flowd.log_stream import LogStreams, LogWatch
@@ -143,12 +143,13 @@ def build_daemon(home: FlowHome, shutdown: Callable[[], None], tcp: TcpSettings 
         daemon=DaemonServicer(engine, str(home.root), addresses, shutdown),
     )
     # Unparseable requests: INVALID_ARGUMENT, named (flowd.request_decoding).
-    local = _server(services, CallBudget(LONG_CALLS), [RequestDecodingInterceptor()], "rpc")
+    long_calls = long_call_limit(os.environ)
+    local = _server(services, CallBudget(long_calls), [RequestDecodingInterceptor()], "rpc")
     local.add_insecure_port(home.address)
     servers = [local]
     if tcp is not None:
         token = TokenInterceptor(load_or_create_token(home.root, os.environ))
-        remote = _server(services, CallBudget(LONG_CALLS // 4), [token, RequestDecodingInterceptor()], "tcp")
+        remote = _server(services, CallBudget(max(1, long_calls // 4)), [token, RequestDecodingInterceptor()], "tcp")
         creds = credentials(tcp)
         if creds is None:
             remote.add_insecure_port(tcp.address)
