@@ -23,9 +23,11 @@ Threads and blocking
   waits: they may block on the provider (an sbatch, a POST), for seconds, never for minutes. They
   run concurrently for different tasks: guard shared state.
 - `watch`, `cancel`, `recover`, `recovered`, `log_files` and the capabilities' methods may be
-  called from any thread. `watch` and `cancel` must not block on the network: hand the work to
-  the provider's own thread (a monitor, a poller). `recover` runs at start-up, before any RPC
-  is served, once per unfinished task in submission order, and may block.
+  called from any thread. `watch` and `log_files` must not block: following a task is the work
+  of the provider's own thread (a monitor, a poller). `cancel` runs on the CancelTask RPC's
+  thread and may block on the provider for seconds (an scancel, a DELETE), not longer; the end
+  it causes is reported later, as any end. `recover` runs at start-up, before any RPC is served,
+  once per unfinished task in submission order, and may block.
 - The `Reporter` may be called from any thread, at any time after `launch` returned or after the
   provider reported Started itself; it never blocks on I/O other than flowd's own database.
   A report about a task that is terminal (or not live) is dropped: reporting twice is harmless.

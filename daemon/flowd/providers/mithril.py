@@ -41,7 +41,7 @@ from flow.domain.daemon_config import MithrilSettings
 from flow.domain.errors import DomainError, validation_error, violation
 from flow.domain.instances.instance_types import format_instance_type
 from flow.domain.instances.matching import Offer
-from flow.domain.mithril.bid import BidPlan, bid_name, bid_request, plan_bid, price_too_low
+from flow.domain.mithril.bid import BidPlan, bid_name, bid_request, memory_refusal, plan_bid, price_too_low
 from flow.domain.mithril.catalog import Catalog, limit_price_text
 from flow.domain.mithril.errors import is_price_too_low
 from flow.domain.mithril.startup_script import StartupRequest, startup_plan
@@ -138,6 +138,7 @@ class _Bid:
     limit_s: float | None = None  # max_run_time_hours, in seconds
     deadline: float | None = None  # when flowd stops it, whatever the instance did (epoch seconds)
     destination: str | None = None
+    cancelling: bool = False  # the user cancelled: the bid is deleted (again, until it is gone)
 
     @property
     def state(self) -> MithrilBid:
@@ -225,6 +226,9 @@ class MithrilProvider:
         if isinstance(planned, Failure):
             return Failure(planned.failure())
         plan = planned.unwrap()
+        too_little = memory_refusal(config, plan, catalog)
+        if too_little is not None:
+            return Failure(too_little)
         paths = [(f"volumes[{i}]", m.volume) for i, m in enumerate(mounts) if not m.created]
         in_region = check_regions(paths, plan.region)
         if isinstance(in_region, Failure):
@@ -316,7 +320,8 @@ class MithrilProvider:
             for name, data, _mode in startup.uploads:
                 staged.write(name, data)
         fids = [a.volume_id for a in attached]
-        body = bid_request(plan, project, self._account.ssh_keys(project), fids, startup.startup_script)
+        keys = self._account.ssh_keys(project, record.config.ssh_keys)
+        body = bid_request(plan, project, keys, fids, startup.startup_script)
         try:
             bid = self.api.create_bid(body)
         except MithrilError as exc:
@@ -348,15 +353,18 @@ class MithrilProvider:
         self._follow(record, state)
 
     def cancel(self, record: TaskRecord, state: MithrilBid) -> None:
+        """Deletes the bid; the task ends (CANCELLED) once the poller sees that the platform has
+        terminated its instances, as any end is reported."""
+        followed = self._poller.get(record.task_id)
+        if followed is not None:
+            followed.cancelling = True
         try:
             self._delete_bid(state.bid_fid)
-        except MithrilError as exc:
+        except MithrilError as exc:  # still followed: tried again at the next poll
             log.warning(
                 "provider %s: cannot cancel bid %s of task %s: %s", self.name, state.bid_fid, record.task_id, exc
             )
-            return  # still followed: its end is reported once the platform has ended it
-        self._forget(record.task_id)
-        self._report(record.task_id, Lost(reason="the bid was cancelled"))
+        self._poller.wake()
 
     def _delete_bid(self, fid: str) -> None:
         try:
@@ -434,6 +442,9 @@ class MithrilProvider:
     def _advance(self, bid: _Bid, seen: dict[str, Any], instances: list[dict[str, Any]]) -> None:
         observed = observe(seen, instances)
         phase = observed.phase
+        if bid.cancelling and phase not in (Phase.TERMINATED, Phase.FAILED, Phase.PREEMPTED):
+            self._delete_bid(bid.bid_fid)  # the cancel's delete failed before: again
+            return
         if phase is Phase.PROVISIONING and bid.reported == "":
             bid.reported = "provisioning"
             self._report(bid.task_id, Provisioning())

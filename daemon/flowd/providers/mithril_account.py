@@ -9,14 +9,14 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import paramiko
 
 from flow.domain.daemon_config import MithrilSettings
-from flow.domain.errors import DomainError, ErrorReason
+from flow.domain.errors import DomainError, ErrorReason, validation_error, violation
 from flow.domain.mithril.catalog import Catalog, catalog_of
 from flowd.providers.mithril_api import MithrilAPI, MithrilError
 
@@ -106,27 +106,44 @@ class MithrilAccount:
                 return f"{key.get_name()} {key.get_base64()}"
         return None
 
-    def ssh_keys(self, project: str) -> list[str]:
-        """The key fids for a bid: the configured names/fids, the key flowd logs in with
-        (registered once if the project lacks it), and the project's required keys. Raises
-        MithrilError (a configured key the project lacks is a VALIDATION_FAILED one)."""
+    def _keys(self, project: str) -> list[dict[str, Any]]:
+        return self._api.listing("/v2/ssh-keys", "list the project's SSH keys", params={"project": project})
+
+    def ssh_keys(self, project: str, wanted: Sequence[str] = ()) -> list[str]:
+        """The key fids for a bid: the provider's configured names/fids, the task's own
+        (TaskConfig.ssh_keys, `wanted`), the key flowd logs in with (registered once if the
+        project lacks it), and the project's required keys. Raises MithrilError (a named key the
+        project lacks is VALIDATION_FAILED, naming the field)."""
         with self._lock:
-            if self._ssh_key_fids is not None:
-                return self._ssh_key_fids
-        keys = self._api.listing("/v2/ssh-keys", "list the project's SSH keys", params={"project": project})
-        chosen: list[str] = []
-        for wanted in self._settings.ssh_keys:
-            match = [k for k in keys if wanted in (k.get("fid"), k.get("name"))]
-            if not match:
-                names = ", ".join(str(k.get("name")) for k in keys) or "none"
-                raise MithrilError(
-                    DomainError(
-                        reason=ErrorReason.VALIDATION_FAILED,
-                        message=f"The Mithril project has no SSH key {wanted!r} (it has: {names})",
-                        suggestions=("fix ssh_keys (MITHRIL_SSH_KEYS) for the provider",),
-                    )
-                )
-            chosen.append(str(match[0]["fid"]))
+            base = self._ssh_key_fids
+        keys = self._keys(project) if base is None or wanted else []
+        if base is None:
+            base = self._base_keys(project, keys)
+            with self._lock:
+                self._ssh_key_fids = base
+        extra = [
+            self._named(keys, name, "ssh_keys", "give names (or sshkey_ fids) of the project's SSH keys")
+            for name in wanted
+        ]
+        return list(dict.fromkeys([*base, *extra]))
+
+    @staticmethod
+    def _named(keys: list[dict[str, Any]], wanted: str, field: str, fix: str) -> str:
+        match = [k for k in keys if wanted in (k.get("fid"), k.get("name"))]
+        if match:
+            return str(match[0]["fid"])
+        names = ", ".join(str(k.get("name")) for k in keys) or "none"
+        raise MithrilError(
+            validation_error(
+                [violation(field, wanted, f"is not an SSH key of the Mithril project (it has: {names})", fix)]
+            )
+        )
+
+    def _base_keys(self, project: str, keys: list[dict[str, Any]]) -> list[str]:
+        chosen = [
+            self._named(keys, wanted, "ssh_keys (provider setting)", "fix ssh_keys (MITHRIL_SSH_KEYS) for the provider")
+            for wanted in self._settings.ssh_keys
+        ]
         public = self._public_key()
         if public is not None:
             match = [k for k in keys if " ".join(str(k.get("public_key", "")).split()[:2]) == public]
@@ -147,7 +164,4 @@ class MithrilAccount:
                 )
                 chosen.append(str(created["fid"]))
         chosen += [str(k["fid"]) for k in keys if k.get("required") is True]
-        fids = list(dict.fromkeys(chosen))
-        with self._lock:
-            self._ssh_key_fids = fids
-        return fids
+        return list(dict.fromkeys(chosen))

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from attrs import evolve, frozen
 from returns.result import Failure, Result, Success
 
-from flow.domain.errors import DomainError, ErrorReason
+from flow.domain.errors import DomainError, ErrorReason, validation_error, violation
 from flow.domain.instances.gpu_inventory import Gpu, describe_inventory, local_offers
 from flow.domain.instances.gpu_scheduler import GpuRequest, fits_ever
 from flow.domain.instances.instance_types import parse_instance_type
@@ -107,6 +107,10 @@ def _nodes_error(request: GpuRequest, nodes: int, gpus: Sequence[Gpu], provider:
 
 def place_locally(config: TaskConfig, machine: Machine) -> Result[LocalPlacement, DomainError]:
     """Whether and on what this machine runs the (valid) task, or why it never could."""
+    if config.ssh_keys:  # refused, not ignored: it would mean something on another provider
+        fix = "leave ssh_keys out: `flow ssh TASK` reaches a local task without keys"
+        problem = "has no meaning here: a local task is a process on this machine, with no SSH server of its own"
+        return Failure(validation_error([violation("ssh_keys", list(config.ssh_keys), problem, fix)]))
     memory = _memory_error(config, machine)
     if memory is not None:
         return Failure(memory)

@@ -61,6 +61,15 @@ def unsupported(config: TaskConfig) -> list[FieldViolation]:
                 "remove image; to use a container, start it from your script (e.g. srun --container-image)",
             )
         )
+    if config.ssh_keys:
+        found.append(
+            violation(
+                "ssh_keys",
+                list(config.ssh_keys),
+                "is not supported by the slurm provider (its nodes are reached through the cluster's own logins)",
+                "leave ssh_keys out: `flow ssh TASK` runs in the job through srun",
+            )
+        )
     if config.script and config.script.startswith("#!"):
         read = read_directives(config.script)
         found.extend(read.problems)

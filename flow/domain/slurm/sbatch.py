@@ -48,6 +48,15 @@ INVOCATION_FILE: Final = task_files.INVOCATION
 RESULT_FILE: Final = task_files.RESULT
 SECRETS_FILE: Final = task_files.SECRETS
 
+# Nothing the program started outlives the job (the task is terminal only once all of it is gone):
+# what carries the task's FLOW_TASK_ID in its environment is killed once the program has ended,
+# also what left the job's process tree (a shell's background job, a daemon), which Slurm's
+# proctrack/linuxproc does not follow.
+LEFTOVERS_KILLED: Final = (
+    'for e in /proc/[0-9]*/environ; do p=${e#/proc/}; p=${p%/environ}; [ "$p" = "$$" ] && continue; '
+    'grep -qxzF "FLOW_TASK_ID=$FLOW_TASK_ID" "$e" 2>/dev/null && kill -KILL "$p" 2>/dev/null; done'
+)
+
 # --- the options sbatch knows ----------------------------------------------------------------
 # long name -> (short letter, argument: "required" | "optional" | "none")
 
@@ -899,6 +908,7 @@ def render_job(request: JobRequest) -> Result[JobFiles, DomainError]:
         program,
         "rc=$?",
         f"printf '%s\\n' \"$rc\" > {marker}",
+        LEFTOVERS_KILLED,
         'exit "$rc"',
         "",
     ]

@@ -8,6 +8,7 @@ not load it; the sizes of a task's output files).
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Mapping, Sequence
 from typing import Final
 
@@ -62,7 +63,7 @@ def create_violations(
     ]
     if bad_secret:
         return Failure(validation_error(bad_secret, subject="task configuration"))
-    problems = [*task_config_violations(config), *manifest_problems]
+    problems = [*task_config_violations(config), *manifest_problems, *_working_dir_violations(config, manifest)]
     if call is not None:
         problems.extend(function_call_violations(call, manifest, code_given=code_digest is not None))
         given = [
@@ -77,6 +78,19 @@ def create_violations(
     if problems:
         return Failure(validation_error(problems, subject="task configuration"))
     return Success(None)
+
+
+def _working_dir_violations(config: TaskConfig, manifest: Manifest | None) -> list[FieldViolation]:
+    """A relative working_dir must be a directory of the code snapshot, on every provider (known
+    here, before anything is launched, even where the code only reaches an instance later)."""
+    wanted = config.working_dir
+    if manifest is None or not isinstance(wanted, str) or not wanted or wanted.startswith("/"):
+        return []
+    inside = posixpath.normpath(wanted)
+    if inside == "." or any(e.path.startswith(inside + "/") for e in manifest.entries):
+        return []
+    fix = "give a directory of your code (relative to code_root) that holds files, or leave working_dir out"
+    return [violation("working_dir", wanted, "is not a directory of the uploaded code", fix)]
 
 
 def exec_violations(argv: Sequence[str], rows: int, columns: int, term: str) -> Result[None, DomainError]:
