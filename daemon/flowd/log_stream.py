@@ -35,7 +35,7 @@ from flowd.wakeups import Waiter, Wakeups
 
 LINE_LIMIT: Final = logs.CHUNK_BYTES
 IDLE_RECHECK: Final = 5.0  # a follower looks again this often even when nothing fired
-WATCH_TICK: Final = 0.005  # LogWatch's pause between looks, with a few files followed
+WATCH_TICK: Final = 0.002  # LogWatch's pause between looks, with a few files followed
 STATS_PER_SECOND: Final = 20_000  # ... and with many, at most this many stats a second
 
 
@@ -153,7 +153,7 @@ class LogStreams:
                 data = logs.read_at(path, offsets[k], LINE_LIMIT)
                 if not merged and logs.worth_settling(len(data), final, settled):  # fewer, larger messages
                     settled = True
-                    waiter.event.wait(logs.SETTLE_SECONDS)
+                    waiter.gone.wait(logs.SETTLE_SECONDS)
                     sent = True  # look again at once
                     break
                 settled = False

@@ -69,12 +69,12 @@ class Waiter:
 
     def __init__(self) -> None:
         self.event = threading.Event()
-        self._released = False
+        self.gone = threading.Event()  # set only by release: for pauses that no change may cut short
 
     def release(self) -> None:
-        self._released = True
+        self.gone.set()
         self.event.set()
 
     @property
     def released(self) -> bool:
-        return self._released
+        return self.gone.is_set()
