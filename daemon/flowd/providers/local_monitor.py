@@ -46,14 +46,30 @@ def _stat_fields(pid: int) -> list[bytes] | None:
 def session_members(leader: int) -> list[int]:
     """The live (not zombie) processes of the session and process group `leader` leads: the
     task's program and everything it started, also in process groups of their own (a shell's
-    job control), but not what left the session (setsid)."""
+    job control), but not what left the session (setsid). One read of each /proc/<pid>/stat
+    (about 1-2 ms for a few hundred processes, once per task end)."""
     found = []
+    needle = b" %d " % leader
     for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            fields = _stat_fields(int(entry))
-            # fields[0] is the state, [2] the process group, [3] the session
-            if fields is not None and fields[0] != b"Z" and leader in (int(fields[2]), int(fields[3])):
-                found.append(int(entry))
+        if not entry.isdigit():
+            continue
+        try:
+            fd = os.open(f"/proc/{entry}/stat", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            raw = os.read(fd, 1024)
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+        after = raw[raw.rfind(b")") + 1 :]  # the command name may hold anything
+        if needle not in after:
+            continue  # (cheap: most processes are not the task's)
+        fields = after.split()
+        # fields[0] is the state, [2] the process group, [3] the session
+        if fields[0] != b"Z" and leader in (int(fields[2]), int(fields[3])):
+            found.append(int(entry))
     return found
 
 
