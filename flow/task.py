@@ -175,8 +175,14 @@ class Task:
         return b"".join(c.data for c in chunks).decode("utf-8", errors="replace")
 
     def _follow_lines(self, tail: int, node: int | None = None) -> Iterator[str]:
+        # A chunk may end mid-line (a line longer than a chunk): lines are cut at newlines only.
+        pending = b""
         for chunk in self.log_chunks(follow=True, tail=tail, node=node):
-            yield from chunk.lines
+            *lines, pending = (pending + chunk.data).split(b"\n")
+            for line in lines:
+                yield line.decode("utf-8", errors="replace")
+        if pending:
+            yield pending.decode("utf-8", errors="replace")
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -12,7 +12,8 @@ STREAM_TASK_LOGS: Final = method_path(task_service_pb2.DESCRIPTOR.services_by_na
 
 
 class LogChunk(NamedTuple):
-    """Whole lines of output and the cursor that resumes right after them."""
+    """Output and the cursor that resumes right after it: whole lines, except where a line is
+    longer than a chunk (256 KiB), which then comes in pieces."""
 
     data: bytes
     cursor: str

@@ -131,11 +131,13 @@ def test_max_run_time_ends_the_task_as_failed_timeout(flow: Flow) -> None:
     assert final.exit_code == 143
 
 
-def test_missing_working_dir_is_refused_at_submit(flow: Flow) -> None:
+def test_missing_working_dir_is_refused_by_run_and_leaves_no_task(flow: Flow) -> None:
+    before = {t.task_id for t in flow.list_tasks()}
     with pytest.raises(ValidationError) as caught:
         flow.run("true", working_dir="/no/such/dir/for/flow", upload_code=False)
     assert [v.field for v in caught.value.violations] == ["working_dir"]
-    assert "'/no/such/dir/for/flow'" in caught.value.message and "does not exist" in caught.value.message
+    assert "/no/such/dir/for/flow" in caught.value.message and caught.value.suggestions
+    assert {t.task_id for t in flow.list_tasks()} == before  # refused: like sbatch without a job id
 
 
 def test_gpu_request_fails_fast_on_a_machine_without_gpus(flow: Flow) -> None:

@@ -534,7 +534,7 @@ wait
     assert http.delete(f"/v2/spot/bids/{cancelled['fid']}").status_code == 204
     wait_until(lambda: not any(pid_alive(p) for p in pids), 10)
     assert not (Path(home) / ".fake-mithril" / "docker" / f"kill-{tag}-{first['fid']}").exists()
-    assert fake.startup_exit_code(first["fid"]) == -signal.SIGKILL
+    wait_until(lambda: fake.startup_exit_code(first["fid"]) == -signal.SIGKILL, 10)  # (its reaper records it)
 
     # Preemption: Preempting during the notice, then the processes die and the bid ends.
     second = running_instance(http, fake, preempted["fid"])

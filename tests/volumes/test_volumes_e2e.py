@@ -289,9 +289,10 @@ def test_a_local_directory_is_mounted_read_only(vflow: Any, tmp_path: Any) -> No
     assert text.startswith("local data\nlocal data\n")
     assert "Read-only file system" in text
     assert not (tmp_path / "new").exists()
-    missing = finished(run(vflow, "true", mounts=(MountSpec(source=str(tmp_path / "nope"), target="/x"),)))
-    assert missing.status is TaskStatus.FAILED
-    assert "nope" in missing.state_reason
+    with pytest.raises(ValidationError) as missing:  # refused by run(): no task is created
+        run(vflow, "true", mounts=(MountSpec(source=str(tmp_path / "nope"), target="/x"),))
+    assert [v.field for v in missing.value.violations] == ["data_mounts[0].source"]
+    assert "nope" in missing.value.message
 
 
 def test_stopping_the_daemon_releases_its_loop_devices(vdaemon: Daemon) -> None:

@@ -35,6 +35,7 @@ from flow.domain.slurm.gpu_requests import GpuAsk, GpuSpecProblem, parse_gpu_cou
 from flow.domain.slurm.layout import ONE_NODE, Layout, TaskCounts, job_layout
 from flow.domain.slurm.sbatch_options import LONG_NAMES, NONE, REQUIRED, SHORT, argument_of, resolve_long
 from flow.domain.slurm.states import model_of_gres_type
+from flow.domain.task import task_files
 from flow.domain.task.config import ENV_NAME_PATTERN, MAX_NUM_INSTANCES, NAME_PATTERN, TaskConfig, program_of
 
 MAGIC: Final = "#SBATCH"
@@ -43,18 +44,27 @@ MAX_ARRAY_TASKS: Final = 1000
 # Paths Flow writes into #SBATCH lines and --output patterns: nothing sbatch or bash would misread.
 PLAIN_PATH: Final = re.compile(r"/[A-Za-z0-9_./+@,:=~-]*")
 
-# Files of one task in its directory on the cluster.
-JOB_FILE: Final = "job.sbatch"
-SCRIPT_FILE: Final = "script"
-OUTPUT_FILE: Final = "output.log"
-EXIT_FILE: Final = "exit_status"
-JOB_ID_FILE: Final = "job_id"
-CODE_DIR: Final = "code"
-WORK_DIR: Final = "work"
-RUNNER_FILE: Final = "flow_runner.py"
-INVOCATION_FILE: Final = "invocation.json"
-RESULT_FILE: Final = "result.json"
-SECRETS_FILE: Final = "secrets.env"
+# Files of one task in its directory on the cluster: named once, in flow.domain.task.task_files.
+JOB_FILE: Final = task_files.JOB
+SCRIPT_FILE: Final = task_files.SCRIPT
+OUTPUT_FILE: Final = task_files.OUTPUT
+EXIT_FILE: Final = task_files.EXIT_STATUS
+JOB_ID_FILE: Final = task_files.JOB_ID
+CODE_DIR: Final = task_files.CODE_DIR
+WORK_DIR: Final = task_files.WORK_DIR
+RUNNER_FILE: Final = task_files.RUNNER
+INVOCATION_FILE: Final = task_files.INVOCATION
+RESULT_FILE: Final = task_files.RESULT
+SECRETS_FILE: Final = task_files.SECRETS
+
+# Nothing the program started outlives the job (the task is terminal only once all of it is gone):
+# what carries the task's FLOW_TASK_ID in its environment is killed once the program has ended,
+# also what left the job's process tree (a shell's background job, a daemon), which Slurm's
+# proctrack/linuxproc does not follow.
+LEFTOVERS_KILLED: Final = (
+    'for e in /proc/[0-9]*/environ; do p=${e#/proc/}; p=${p%/environ}; [ "$p" = "$$" ] && continue; '
+    'grep -qxzF "FLOW_TASK_ID=$FLOW_TASK_ID" "$e" 2>/dev/null && kill -KILL "$p" 2>/dev/null; done'
+)
 
 # --- what Flow does with each option ---------------------------------------------------------
 
@@ -932,6 +942,7 @@ def render_job(request: JobRequest) -> Result[JobFiles, DomainError]:
         program,
         "rc=$?",
         f"printf '%s\\n' \"$rc\" > {marker}",
+        LEFTOVERS_KILLED,
         'exit "$rc"',
         "",
     ]
