@@ -1,6 +1,9 @@
 # The two commands of the README:
-#   make run    installs Flow into .venv and runs the example job as a task on the local provider
-#   make test   installs the development tools and runs every check and test (what CI runs)
+#   make run        installs Flow into .venv and runs the example job as a task on the local provider
+#   make test       installs the development tools and runs every check and test (what CI runs; root)
+# and, for a user account without root:
+#   make test-user  every check, and every test that needs no root (pytest -m "not root")
+# Each first checks what it needs (tools/prereqs) and says what is missing before installing anything.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -16,8 +19,16 @@ GO_BUILD   := $(GO) build -buildvcs=false
 # torch for the multi-node all-reduce test (tests/e2e/test_multinode.py), kept out of .venv.
 TORCH_VENV := build/torch-venv
 STAMP_TORCH := $(TORCH_VENV)/.installed
+# The real Kubernetes test cluster (tests/k8s): etcd, Kubernetes, KWOK, CoreDNS and the pause image
+# built into build/k8s, the base image (Debian minbase + python3) into build/images, with the
+# packages they need (apt). Cold: about 15 minutes on 2 cores, once; the tests start the cluster themselves
+# (tools/k8s-stack start --lease, a session fixture). Root only: elsewhere tests/k8s skips.
+STAMP_K8S := build/k8s/.built
+# Debian's podman, configured for this machine class, with the base image loaded (tests/images,
+# the local provider's image= tasks). Root only, like the cluster.
+STAMP_PODMAN := build/images/.podman-ready
 
-.PHONY: run test check gen bench bench-clients clients clean torch-venv
+.PHONY: run test test-user prereqs-run prereqs-test prereqs-test-user gen bench bench-clients clients clean torch-venv k8s podman
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +38,10 @@ $(STAMP_RUN): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q .
 	touch $@
 
+# PYTHONWARNINGS: setuptools says, on every editable install, that folders named like a package may
+# shadow it; that is how this repository is laid out on purpose (flow/, daemon/flowd, gen/python).
 $(STAMP_DEV): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@ $(STAMP_RUN)
 
 # npm ci: the exact versions of package-lock.json (pinned in clients/ts/package.json) into
@@ -36,7 +49,7 @@ $(STAMP_DEV): pyproject.toml | $(BIN)/python
 $(STAMP_NPM): package.json package-lock.json clients/ts/package.json
 	@command -v node >/dev/null && command -v npm >/dev/null || \
 	  { echo "make: Node.js 20+ with npm is required (the TypeScript client and its tests); install it" >&2; exit 1; }
-	npm ci --no-audit --no-fund
+	npm ci --no-audit --no-fund --no-update-notifier
 	touch $@
 
 # Go: the modules of clients/go and examples/go, protoc-gen-go and protoc-gen-go-grpc at the
@@ -59,13 +72,35 @@ $(STAMP_TORCH):
 
 torch-venv: $(STAMP_TORCH)
 
+$(STAMP_K8S): tools/k8s-stack tools/base-image tools/oci-archive
+	@if [ "$$(id -u)" -ne 0 ]; then echo "make: not root: skipping the Kubernetes test cluster's build (tests/k8s will skip)" >&2; \
+	else tools/k8s-stack build && touch $@; fi
+
+$(STAMP_PODMAN): tools/podman-setup tools/base-image tools/oci-archive
+	@if [ "$$(id -u)" -ne 0 ]; then echo "make: not root: skipping podman's setup (tests/images will skip)" >&2; \
+	else tools/podman-setup setup && touch $@; fi
+
+k8s: $(STAMP_K8S)
+
+podman: $(STAMP_PODMAN)
+
 clients: $(STAMP_NPM) $(STAMP_GO)
 
-run: $(STAMP_RUN)
+# Prerequisites are made left to right: the check comes before any install.
+prereqs-run prereqs-test prereqs-test-user:
+	@PYTHON=$(PYTHON) GO=$(GO) tools/prereqs $(@:prereqs-%=%)
+
+run: prereqs-run $(STAMP_RUN)
 	cd examples && ../$(BIN)/flow run "python3 train.py --epochs 3"
 
-test: $(STAMP_DEV) $(STAMP_NPM) $(STAMP_GO) $(STAMP_TORCH)
+test: prereqs-test $(STAMP_DEV) $(STAMP_NPM) $(STAMP_GO) $(STAMP_TORCH) $(STAMP_K8S) $(STAMP_PODMAN)
 	tools/check
+
+# The tests that need root are marked `root` in one place (tests/conftest.py): the Slurm and sshd
+# test stack, loop-mounted volumes and mount namespaces, container engines, the Kubernetes cluster,
+# a second user account. So neither the cluster nor podman is set up here.
+test-user: prereqs-test-user $(STAMP_DEV) $(STAMP_NPM) $(STAMP_GO) $(STAMP_TORCH)
+	tools/check -m "not root"
 
 gen: $(STAMP_DEV) $(STAMP_NPM) $(STAMP_GO)
 	tools/gen

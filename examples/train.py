@@ -1,5 +1,5 @@
 """A stand-in training script. It imports nothing from Flow: run it as a task with
-`flow run "python train.py --epochs 3"` (what `make run` does)."""
+`flow run "python3 train.py --epochs 3"` (what `make run` does), or `flow run job.yaml`."""
 
 from __future__ import annotations
 
@@ -27,7 +27,8 @@ def main() -> None:
     parser.add_argument("--data", default="synthetic")
     args = parser.parse_args()
     task = os.environ.get("FLOW_TASK_ID", "(not under flow)")
-    gpus = os.environ.get("CUDA_VISIBLE_DEVICES", "none")
+    # Flow sets CUDA_VISIBLE_DEVICES to the task's GPUs: empty for a task that asked for none.
+    gpus = os.environ.get("CUDA_VISIBLE_DEVICES") or "none"
     print(f"task {task}: training on {args.data}, GPUs: {gpus}", flush=True)
     metrics = train_model(args.data, epochs=args.epochs)
     print(f"done: accuracy={metrics['accuracy']} loss={metrics['loss']}", flush=True)

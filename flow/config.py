@@ -2,14 +2,15 @@
 
 They are the frozen values of `flow.domain.task.config` with one addition: building an invalid
 one raises `flow.errors.ValidationError` listing every problem at once (field, value, fix), so
-mistakes surface where they are made, not when the task is submitted. The rules themselves live
-only in the core; flowd applies the same ones to requests from any language.
+mistakes surface where they are made, not when the task is submitted. A misspelt keyword is one
+of those mistakes (with a "did you mean"), not a bare TypeError. The rules themselves live only in
+the core; flowd applies the same ones to requests from any language.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, Self, cast
 
 import attrs
 from returns.result import Failure
@@ -20,57 +21,30 @@ from flow.domain.task import config as core
 from flow.domain.task import config_codec
 from flow.errors import ValidationError
 from flow.wire.error_table import exception_from_domain_error
+from flow.yaml_document import load_yaml_with_lines
+
+JOB_FILE_SUFFIXES: Final = (".yaml", ".yml")
 
 
-def load_yaml_with_lines(text: str, source: str = "") -> tuple[Any, dict[str, int]]:
-    """One YAML document, and the line (1-based) of every key and list item under the field
-    paths validators use: `name`, `env['KEY']` (also `env.KEY`), `volumes[0].size_gb`.
-    Broken YAML raises ValidationError naming the line and column."""
-    import yaml
-
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        what = getattr(exc, "problem", None) or str(exc)
-        name = f" in {source}" if source else ""
-        raise ValidationError(
-            f"Invalid YAML{name}{at}: {what}",
-            suggestions=["check the indentation and quoting near the line shown"],
-        ) from None
-    lines: dict[str, int] = {}
-
-    def walk(current: Any, path: str) -> None:
-        if isinstance(current, yaml.MappingNode):
-            for key_node, value_node in current.value:
-                key = key_node.value if isinstance(key_node, yaml.ScalarNode) else "?"
-                line = key_node.start_mark.line + 1
-                for spelled in (f"{path}.{key}" if path else str(key), f"{path}[{key!r}]", f'{path}["{key}"]'):
-                    lines.setdefault(spelled, line)
-                walk(value_node, f"{path}.{key}" if path else str(key))
-                if path:
-                    walk(value_node, f"{path}[{key!r}]")
-        elif isinstance(current, yaml.SequenceNode):
-            for index, item in enumerate(current.value):
-                lines.setdefault(f"{path}[{index}]", item.start_mark.line + 1)
-                walk(item, f"{path}[{index}]")
-
-    if node is not None:
-        walk(node, "")
-    return data, lines
-
-
-def _raise_if(problems: tuple[FieldViolation, ...], subject: str) -> None:
+def _raise_if(problems: tuple[FieldViolation, ...] | list[FieldViolation], subject: str) -> None:
     if problems:
-        raise exception_from_domain_error(validation_error(problems, subject=subject))
+        raise exception_from_domain_error(validation_error(tuple(problems), subject=subject))
+
+
+def _known_keywords(cls: type, keywords: dict[str, Any], subject: str) -> None:
+    """Runs before attrs' __init__, which would raise a bare TypeError for an unknown keyword."""
+    if keywords.keys() - attrs.fields_dict(cls).keys():
+        _raise_if(config_codec.key_violations(cast(dict[object, object], keywords), cls), subject)
 
 
 @attrs.frozen
 class VolumeSpec(core.VolumeSpec):
     """Persistent storage: `VolumeSpec(name="data", size_gb=100)` creates one on first use;
     `VolumeSpec(volume_id="vol-abc123", mount_path="/data")` attaches an existing one."""
+
+    def __new__(cls, *_: Any, **keywords: Any) -> Self:
+        _known_keywords(cls, keywords, "volume spec")
+        return super().__new__(cls)
 
     def __attrs_post_init__(self) -> None:
         _raise_if(core.volume_spec_violations(self), "volume spec")
@@ -80,6 +54,10 @@ class VolumeSpec(core.VolumeSpec):
 class MountSpec(core.MountSpec):
     """Read-only data: `MountSpec(source="s3://bucket/data", target="/data")`."""
 
+    def __new__(cls, *_: Any, **keywords: Any) -> Self:
+        _known_keywords(cls, keywords, "mount spec")
+        return super().__new__(cls)
+
     def __attrs_post_init__(self) -> None:
         _raise_if(core.mount_spec_violations(self), "mount spec")
 
@@ -87,6 +65,10 @@ class MountSpec(core.MountSpec):
 @attrs.frozen
 class TaskConfig(core.TaskConfig):
     """What to run and where. See the field list in flow-sdk-api-design.md ("TaskConfig")."""
+
+    def __new__(cls, *_: Any, **keywords: Any) -> Self:
+        _known_keywords(cls, keywords, "task configuration")
+        return super().__new__(cls)
 
     def __attrs_post_init__(self) -> None:
         _raise_if(core.task_config_violations(self), "task configuration")
@@ -122,7 +104,10 @@ class TaskConfig(core.TaskConfig):
         if isinstance(source, str) and "\n" not in source and ":" not in source:
             text = Path(source).read_text()
             where = source
-        data, lines = load_yaml_with_lines(text, where)
+        loaded = load_yaml_with_lines(text, where)
+        if isinstance(loaded, Failure):
+            raise exception_from_domain_error(loaded.failure())
+        data, lines = loaded.unwrap()
         parsed = config_codec.task_config_from_dict(data if data is not None else {})
         if isinstance(parsed, Failure):
             raise exception_from_domain_error(locate(parsed.failure(), lines, where))
@@ -132,3 +117,20 @@ class TaskConfig(core.TaskConfig):
         import yaml
 
         return str(yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=False))
+
+
+def job_file(program: str) -> TaskConfig | None:
+    """The TaskConfig of the YAML job file `program` names (an existing file ending in .yaml or .yml,
+    or one word so ending: a missing file is an error), as `flow run job.yaml` and
+    `Flow().run("job.yaml")` read it; None when `program` is a command."""
+    if not program.endswith(JOB_FILE_SUFFIXES):
+        return None
+    path = Path(program)
+    if path.is_file():
+        return TaskConfig.from_yaml(path)
+    if any(c.isspace() for c in program):
+        return None  # "python render.py out.yaml": a command that ends in a file name
+    raise ValidationError(
+        f"No job file {program!r} (in {Path.cwd()})",
+        suggestions=["give the path of a YAML job file (relative to the current directory)"],
+    )

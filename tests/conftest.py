@@ -21,6 +21,32 @@ from flow.home import FlowHome
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
+# The tests that need root, marked `root` here in one place (`make test-user` runs the others:
+# pytest -m "not root"): by the fixtures they use, the Slurm and sshd test stack (apt-get, useradd,
+# mknod), loop-mounted volumes in mount namespaces (and s3:// mounts, made there), a host's
+# container engine, flowd without CAP_SYS_ADMIN (setpriv); by where they live, the Kubernetes
+# cluster and real images, the benchmarks of volumes, Slurm and Mithril, and the tests that skip
+# themselves without root. (Checked by running `make test-user` as `nobody`.)
+NEEDS_ROOT_FIXTURES = frozenset(
+    {"slurm_stack", "mithril_stack", "vdaemon", "vshared", "s3_daemon", "capless_daemon", "host_daemon"}
+)
+NEEDS_ROOT_TESTS = (
+    "tests/k8s/",
+    "tests/images/",
+    "tests/reliability/test_state_full.py",
+    "tests/daemon/test_access.py::test_another_user_cannot_reach_the_socket_or_the_state",
+    "tests/bench/test_bench_scripts.py::test_slurm_quick_prints_every_row_with_a_ratio_and_cleans_up",
+    "tests/bench/test_bench_scripts.py::test_volumes_quick_prints_every_row_with_a_ratio_and_cleans_up",
+    "tests/bench/test_bench_scripts.py::test_mithril_quick_prints_every_row_with_a_ratio_and_cleans_up",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        if NEEDS_ROOT_FIXTURES.intersection(fixtures) or item.nodeid.startswith(NEEDS_ROOT_TESTS):
+            item.add_marker(pytest.mark.root)
+
 
 def short_tmpdir(prefix: str) -> Path:
     """Unix socket paths must stay under 108 bytes, so homes live directly under /tmp."""
@@ -81,7 +107,7 @@ class Daemon:
     def client(self, **kwargs: object) -> object:
         from flow import Flow
 
-        return Flow(flow_home=self.home.root, **kwargs)  # type: ignore[arg-type]
+        return Flow(flow_home=self.home.root, **kwargs)
 
     def flow_cli(self, *args: str, timeout: float = 120, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
         """The CLI as a user runs it, from `cwd` (by default an empty project directory)."""
@@ -101,7 +127,7 @@ class Daemon:
 def wait_until(predicate: object, timeout: float, interval: float = 0.02) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
+        if predicate():
             return
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout} s")
@@ -150,4 +176,4 @@ def shared_daemon() -> Iterator[Daemon]:
 def flow(shared_daemon: Daemon) -> Iterator[object]:
     client = shared_daemon.client()
     yield client
-    client.close()  # type: ignore[attr-defined]
+    client.close()

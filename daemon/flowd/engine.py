@@ -1,74 +1,54 @@
-"""The task engine: flowd's imperative shell around the pure core.
+"""The task engine: flowd's imperative shell around the pure core, one method per request.
 
 For every request it gathers inputs (store, provider, clock, a new id), asks the core to decide
-(validation, placement, the state machine), then acts (persist, launch, signal) and wakes
-whoever waits. Providers report what they observe through `report`, which goes through the same
-state machine, so a task's state has one writer path whatever happens.
+(request checks, placement), then acts through the provider and records the outcome through the
+lifecycle (flowd.lifecycle: the one writer of task state). Log streams are flowd.log_stream's.
+
+CreateTask returns once the provider has accepted the task (see flowd.providers.base): its
+record is written first (a crash during launch finds it again), and a refusal deletes it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import secrets
-import threading
+import secrets as token
 import time
-from collections.abc import Callable, Iterator, Mapping, MutableSequence, Sequence
-from pathlib import Path
-from typing import Final
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Final
 
-from attrs import frozen
 from returns.result import Failure, Result, Success
 
 from flow.domain.code.manifest import Manifest, is_digest, parse_manifest
-from flow.domain.errors import DomainError, ErrorReason, not_found, validation_error, violation
+from flow.domain.errors import DomainError, ErrorReason, FieldViolation, not_found, validation_error, violation
 from flow.domain.instances.matching import MatchResult, match_offers, requirements_from_dict
 from flow.domain.page_token import decode_page_token, encode_page_token, page_size_of
-from flow.domain.task.config import TaskConfig, VolumeSpec, task_config_violations
-from flow.domain.task.function_call import FunctionCall, FunctionResult, function_call_violations, parse_result
-from flow.domain.task.lifecycle import (
-    CancelRequested,
-    LaunchFailed,
-    Started,
-    TaskEvent,
-    TaskRecord,
-    TaskState,
-    apply,
-)
-from flow.domain.task.log_cursor import decode_cursor, emit_length, encode_cursor
-from flow.domain.task.multinode import check_node, decode_merged_cursor, encode_merged_cursor, label_lines
-from flowd import logs
+from flow.domain.task.config import TaskConfig
+from flow.domain.task.function_call import FunctionCall, FunctionResult, parse_result
+from flow.domain.task.lifecycle import LaunchFailed, TaskRecord, TaskState
+from flow.domain.task.multinode import check_node
+from flow.domain.task.requests import create_violations, exec_violations
 from flowd.blobs import BlobStore
 from flowd.exec_session import ExecSession
-from flowd.providers.base import LaunchError, Provider, Runtime
+from flowd.lifecycle import TaskLifecycle
+from flowd.log_stream import LogChunk, LogStreams
+from flowd.providers.base import Ended, ExecRequest, Launched, LaunchError, Provider, Queued, Refused, Running
+from flowd.providers.runtime_state import StateFormatError, load_state
 from flowd.store import DuplicateRequestError, StateWriteError, Store
 from flowd.volumes import VolumeManager
+from flowd.wakeups import Waiter, Wakeups
+
+if TYPE_CHECKING:  # the registry reads config.yaml; the engine only looks providers up in it
+    from flowd.provider_registry import ProviderRegistry
 
 log = logging.getLogger(__name__)
 
 MAX_WAIT_SECONDS: Final = 60.0
-MAX_REQUEST_ID: Final = 128
 TASK_ID_ALPHABET: Final = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, no look-alikes
-FOLLOW_POLL_MIN: Final = 0.002
-FOLLOW_POLL_MAX: Final = 0.05
-MAX_WINDOW_SIZE: Final = 65535  # a terminal's rows and columns are 16-bit (struct winsize)
 
 
 def new_task_id() -> str:
-    return "t-" + "".join(secrets.choice(TASK_ID_ALPHABET) for _ in range(10))
-
-
-@frozen
-class LogChunk:
-    data: bytes
-    cursor: str
-
-
-def _bad_name(name: str) -> DomainError:
-    return validation_error(
-        [violation("name", name, "is not a task name", "give 'tasks/<task_id>', e.g. 'tasks/t-3kq9x2m4zr'")],
-        subject="request",
-    )
+    return "t-" + "".join(token.choice(TASK_ID_ALPHABET) for _ in range(10))
 
 
 def state_write_failure(exc: StateWriteError) -> DomainError:
@@ -84,126 +64,47 @@ def state_write_failure(exc: StateWriteError) -> DomainError:
     )
 
 
-def task_id_from_name(name: str) -> Result[str, DomainError]:
-    """'tasks/<id>' -> '<id>'."""
-    prefix = "tasks/"
-    task_id = name[len(prefix) :] if name.startswith(prefix) else ""
-    if 0 < len(task_id) <= 64 and all(c.isalnum() or c in "-_" for c in task_id) and task_id.isascii():
-        return Success(task_id)
-    return Failure(_bad_name(name))
+def _cannot(provider: str, what: str, fix: str) -> DomainError:
+    return DomainError(
+        reason=ErrorReason.ILLEGAL_STATE,
+        message=f"Provider {provider} cannot {what}",
+        suggestions=(fix,),
+        metadata=(("provider", provider),),
+    )
 
 
 class TaskEngine:
     def __init__(
         self,
         store: Store,
-        providers: dict[str, Provider],
-        default_provider: str,
+        lifecycle: TaskLifecycle,
+        providers: ProviderRegistry,
         blobs: BlobStore,
+        streams: LogStreams,
+        wakeups: Wakeups,
+        volumes: VolumeManager | None = None,
         clock: Callable[[], float] = time.time,
         new_id: Callable[[], str] = new_task_id,
-        volumes: VolumeManager | None = None,
     ) -> None:
-        self._volumes = volumes
         self._store = store
+        self._lifecycle = lifecycle
+        self.providers = providers
         self._blobs = blobs
-        self._providers = providers
-        self.default_provider = default_provider
+        self._streams = streams
+        self._wakeups = wakeups
+        self.volumes = volumes
         self._clock = clock
         self._new_id = new_id
-        self._changed = threading.Condition()
-        self._live: dict[str, TaskRecord] = {}
-        self._runtimes: dict[str, Runtime] = {}
-        self._unsaved: dict[str, tuple[TaskRecord, Runtime | None]] = {}  # observed, not yet written
-        self._closing = False
 
     @property
-    def providers(self) -> dict[str, Provider]:
-        return self._providers
+    def default_provider(self) -> str:
+        return self.providers.default
 
-    @property
-    def volumes(self) -> VolumeManager | None:
-        return self._volumes
-
-    def live_volume_specs(self) -> dict[str, tuple[VolumeSpec, ...]]:
-        """The flowd-managed volumes named by each live task (they hold them), oldest task first.
-        Tasks of providers that own their volumes (Mithril's live in its API) hold none here."""
-        with self._changed:
-            return {
-                t: r.config.volumes
-                for t, r in self._live.items()
-                if r.config.volumes and not getattr(self._providers.get(r.provider), "own_volumes", False)
-            }
-
-    # --- state changes: one path ------------------------------------------------------------
-
-    def _commit(self, record: TaskRecord, runtime: Runtime | None = None, *, requested: bool = False) -> None:
-        """Persists a record (and runtime) and wakes waiters. Callers hold self._changed.
-
-        A change a user `requested` that cannot be saved (disk full, state read-only) raises
-        StateWriteError and changes nothing. What a provider observed is applied even then (it
-        is true whether saved or not): it is kept and written with the next write that succeeds,
-        and a daemon restarted before that learns it again from the task."""
-        if requested:
-            self._save(record, runtime)
-        else:
-            self._save_observed(record, runtime)
-        if runtime is not None:
-            self._runtimes[record.task_id] = runtime
-        if record.is_terminal:
-            self._live.pop(record.task_id, None)
-            self._runtimes.pop(record.task_id, None)
-        else:
-            self._live[record.task_id] = record
-        self._changed.notify_all()
-
-    def _save(self, record: TaskRecord, runtime: Runtime | None) -> None:
-        """Writes a record (or raises StateWriteError), after those that could not be written
-        before. Callers hold self._changed."""
-        self._save_unsaved()
-        stale = self._unsaved.get(record.task_id)
-        self._store.update(record, runtime if runtime is not None or stale is None else stale[1])
-        self._unsaved.pop(record.task_id, None)
-
-    def _save_observed(self, record: TaskRecord, runtime: Runtime | None) -> None:
-        try:
-            self._save(record, runtime)
-        except StateWriteError as exc:  # kept, and written with the next write that succeeds
-            log.warning("task %s is %s, but flowd could not save that yet: %s", record.task_id, record.state, exc)
-            stale = self._unsaved.get(record.task_id)
-            kept = runtime if runtime is not None or stale is None else stale[1]
-            self._unsaved[record.task_id] = (record, kept)
-
-    def _save_unsaved(self) -> None:
-        """Writes what could not be written before (the disk was full), oldest first, while it
-        can. Callers hold self._changed."""
-        for task_id, (record, runtime) in list(self._unsaved.items()):
-            try:
-                self._store.update(record, runtime)
-            except StateWriteError:
-                return
-            del self._unsaved[task_id]
-
-    def report(self, task_id: str, event: TaskEvent, runtime: Runtime | None = None) -> None:
-        """What providers call when they observe something about a task."""
-        with self._changed:
-            record = self._live.get(task_id)
-            if record is None:
-                log.debug("ignoring %s for task %s: not live", type(event).__name__, task_id)
-                return
-            result = apply(record, event, self._clock())
-            if isinstance(result, Failure):
-                log.info("ignoring event for task %s: %s", task_id, result.failure().message)
-                return
-            self._commit(result.unwrap(), runtime)
-
-    # --- requests ---------------------------------------------------------------------------
-
-    def _provider(self, name: str) -> Result[Provider, DomainError]:
-        chosen = name or self.default_provider
-        provider = self._providers.get(chosen)
+    def _provider(self, name: str) -> Result[Provider[Any], DomainError]:
+        chosen = name or self.providers.default
+        provider = self.providers.get(chosen)
         if provider is None:
-            known = ", ".join(sorted(self._providers))
+            known = ", ".join(sorted(self.providers.all()))
             return Failure(
                 DomainError(
                     reason=ErrorReason.RESOURCE_NOT_FOUND,
@@ -214,66 +115,27 @@ class TaskEngine:
             )
         return Success(provider)
 
-    def _check_request_id(self, request_id: str) -> Result[None, DomainError]:
-        if len(request_id) > MAX_REQUEST_ID or "\x00" in request_id:
-            return Failure(
-                validation_error(
-                    [
-                        violation(
-                            "request_id",
-                            request_id,
-                            f"must be at most {MAX_REQUEST_ID} characters without NUL",
-                            "use a UUID",
-                        )
-                    ],
-                    subject="request",
-                )
-            )
-        return Success(None)
+    def _holds(self, provider: Provider[Any], config: TaskConfig) -> tuple[Any, ...]:
+        """The flowd volumes a task of this provider names (none where the provider keeps its own)."""
+        return config.volumes if self.volumes is not None and provider.capabilities.volumes is None else ()
 
-    def _check_code(
-        self, config: TaskConfig, code_digest: str | None, call: FunctionCall | None
-    ) -> Result[None, DomainError]:
-        """Config, code snapshot and function call, judged together: every problem at once."""
-        problems = list(task_config_violations(config))
-        manifest = None
-        if code_digest is not None:
-            loaded = self._manifest(code_digest)
-            if isinstance(loaded, Failure):
-                problems.extend(loaded.failure().violations)
-            else:
-                manifest = loaded.unwrap()
-        if call is not None:
-            problems.extend(function_call_violations(call, manifest, code_given=code_digest is not None))
-            given = [n for n in ("command", "shell", "script") if getattr(config, n) is not None]
-            if given:
-                problems.append(
-                    violation(
-                        given[0],
-                        getattr(config, given[0]),
-                        "is given together with function_call",
-                        "a task runs either a command or a function, not both",
-                    )
-                )
-        if problems:
-            return Failure(validation_error(problems, subject="task configuration"))
-        return Success(None)
+    # --- creating ----------------------------------------------------------------------------
 
-    def _manifest(self, digest: str) -> Result[Manifest, DomainError]:
+    def _manifest(self, digest: str | None) -> tuple[Manifest | None, list[FieldViolation]]:
+        if digest is None:
+            return None, []
         fix = "upload the code with CodeService (FindMissingBlobs, UploadBlobs) before CreateTask"
         if not is_digest(digest) or not self._blobs.has(digest):
-            return Failure(validation_error([violation("code_digest", digest, "names no uploaded code snapshot", fix)]))
+            return None, [violation("code_digest", digest, "names no uploaded code snapshot", fix)]
         parsed = parse_manifest(self._blobs.read(digest))
         if isinstance(parsed, Failure):
-            return parsed
+            return None, list(parsed.failure().violations)
         manifest = parsed.unwrap()
         missing = sorted(e.path for e in manifest.entries if not self._blobs.has(e.digest))
         if missing:
             shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-            return Failure(
-                validation_error([violation("code_digest", digest, f"lists files never uploaded: {shown}", fix)])
-            )
-        return Success(manifest)
+            return None, [violation("code_digest", digest, f"lists files never uploaded: {shown}", fix)]
+        return manifest, []
 
     def create(
         self,
@@ -285,25 +147,11 @@ class TaskEngine:
         function_call: FunctionCall | None = None,
         secrets: Mapping[str, str] | None = None,
     ) -> Result[TaskRecord, DomainError]:
-        checked = self._check_request_id(request_id)
+        secrets = dict(secrets or {})
+        manifest, problems = self._manifest(code_digest)
+        checked = create_violations(config, request_id, secrets, code_digest, manifest, problems, function_call)
         if isinstance(checked, Failure):
             return Failure(checked.failure())
-        secrets = dict(secrets or {})
-        bad_secret = [
-            violation(
-                f"secret_env[{name!r}]",
-                "<secret>",
-                "has no value, or contains a NUL byte",
-                f"set {name} when submitting",
-            )
-            for name in config.secret_env
-            if isinstance(name, str) and (not secrets.get(name) or "\x00" in secrets[name])
-        ]
-        if bad_secret:
-            return Failure(validation_error(bad_secret, subject="task configuration"))
-        valid = self._check_code(config, code_digest, function_call)
-        if isinstance(valid, Failure):
-            return Failure(valid.failure())
         chosen = self._provider(provider_name)
         if isinstance(chosen, Failure):
             return Failure(chosen.failure())
@@ -316,11 +164,11 @@ class TaskEngine:
         if isinstance(placed, Failure):
             return Failure(placed.failure())
         placement = placed.unwrap()
+        holds = self._holds(provider, config)
         # Held until the task is live, so two tasks never both take one block volume.
-        with self._volumes.claiming() if self._volumes is not None else contextlib.nullcontext():
-            # A provider with its own volumes (mithril: /v2/volumes) resolves them itself.
-            if self._volumes is not None and config.volumes and not getattr(provider, "own_volumes", False):
-                attached = self._volumes.resolve(config, provider.name, create=not validate_only)
+        with self.volumes.claiming() if self.volumes is not None else contextlib.nullcontext():
+            if holds and self.volumes is not None:
+                attached = self.volumes.resolve(config, provider.name, create=not validate_only)
                 if isinstance(attached, Failure):
                     return Failure(attached.failure())
             record = TaskRecord(
@@ -338,22 +186,20 @@ class TaskEngine:
             if validate_only:
                 return Success(record)
             try:
-                self._store.insert(record)
+                self._lifecycle.insert(record, holds)
             except StateWriteError as exc:
                 return Failure(state_write_failure(exc))
             except DuplicateRequestError:
                 again = self._store.by_request_id(request_id)
                 assert again is not None
                 return self._same_request(again.record, config, code_digest, function_call)
-            with self._changed:
-                self._live[record.task_id] = record
-        return Success(self._launch(provider, record))
+        return self._launch(provider, record)
 
     def _same_request(
         self, existing: TaskRecord, config: TaskConfig, code_digest: str | None, call: FunctionCall | None
     ) -> Result[TaskRecord, DomainError]:
         if (existing.config, existing.code_digest, existing.function_call) == (config, code_digest, call):
-            return Success(self.get(existing.task_id).value_or(existing))
+            return Success(self._lifecycle.get(existing.task_id) or existing)
         return Failure(
             DomainError(
                 reason=ErrorReason.ALREADY_EXISTS,
@@ -366,59 +212,26 @@ class TaskEngine:
             )
         )
 
-    def _launch(self, provider: Provider, record: TaskRecord) -> TaskRecord:
-        """Starts a PENDING task and records the outcome. Returns the record as it now stands."""
-        try:
-            runtime = provider.launch(record)
-        except (LaunchError, OSError) as exc:
-            with self._changed:
-                current = self._live.get(record.task_id, record)
-                failed = apply(current, LaunchFailed(reason=str(exc)), self._clock())
-                if isinstance(failed, Failure):
-                    return current
-                self._commit(failed.unwrap())
-                return failed.unwrap()
-        if runtime.get("queued"):
-            with self._changed:  # waits for resources; the provider reports Started later
-                current = self._live.get(record.task_id, record)
-                if not current.is_terminal and current.state is not TaskState.RUNNING:
-                    # (a provider that starts it in the background may have reported Started already)
-                    self._save_observed(current, runtime)
-                    self._runtimes[record.task_id] = runtime
-                stop = current.is_terminal
-            if stop:  # cancelled while it was being queued
-                provider.cancel(current, runtime)
-            return current
-        with self._changed:
-            live = self._live.get(record.task_id)
-            started = apply(live, Started(), self._clock()) if live is not None else None
-            if started is not None and not isinstance(started, Failure):
-                result, stop = started.unwrap(), False
-                self._commit(result, runtime)
-            else:  # cancelled while it was being launched: it must not keep running
-                result, stop = self._store_get(record.task_id) or record, True
-                self._save_observed(result, runtime)
-            # Watched before the lock is released, so a cancel that follows finds it watched.
-            provider.watch(result, runtime)
-        if stop:
-            provider.cancel(result, runtime)
-        return result
+    def _launch(self, provider: Provider[Any], record: TaskRecord) -> Result[TaskRecord, DomainError]:
+        """Asks the provider to take the PENDING task: accepted (running or queued) -> the record
+        as it now stands; refused -> the task never existed, and the refusal is the answer."""
+        outcome = _launched(provider, record)
+        if isinstance(outcome, Refused):
+            self._lifecycle.discard(record.task_id, outcome.error.message)
+            return Failure(outcome.error)
+        return Success(self._accept(provider, record, outcome))
 
-    def _store_get(self, task_id: str) -> TaskRecord | None:
-        stored = self._store.get(task_id)
-        return stored.record if stored else None
+    def _accept(self, provider: Provider[Any], record: TaskRecord, outcome: Running[Any] | Queued[Any]) -> TaskRecord:
+        current, cancelled = self._lifecycle.accepted(record.task_id, outcome)
+        provider.watch(current or record, outcome.state)
+        if cancelled:  # cancelled while it was being launched: it must not keep running
+            provider.cancel(current or record, outcome.state)
+        return current or record
 
-    def _known(self, task_id: str) -> TaskRecord | None:
-        """The record held in memory: live, or not yet written. Callers hold self._changed."""
-        unsaved = self._unsaved.get(task_id)
-        return self._live.get(task_id) or (unsaved[0] if unsaved else None)
+    # --- reading -------------------------------------------------------------------------------
 
     def get(self, task_id: str) -> Result[TaskRecord, DomainError]:
-        with self._changed:
-            live = self._known(task_id)
-        if live is not None:
-            return Success(live)
-        record = self._store_get(task_id)
+        record = self._lifecycle.get(task_id)
         if record is None:
             return Failure(not_found("task", task_id, ("list tasks with `flow status`",)))
         return Success(record)
@@ -441,13 +254,11 @@ class TaskEngine:
         if isinstance(before, Failure):
             return Failure(before.failure())
         limit = size.unwrap()
-        with self._changed:
-            self._save_unsaved()
+        self._lifecycle.save_unsaved()
         rows = self._store.page(states, before.unwrap(), limit + 1)
         more = len(rows) > limit
         rows = rows[:limit]
-        with self._changed:
-            records = [self._known(r.record.task_id) or r.record for r in rows]
+        records = [self._lifecycle.known(r.record.task_id) or r.record for r in rows]
         if max_bytes:
             total = 0
             for kept, record in enumerate(records):
@@ -455,38 +266,40 @@ class TaskEngine:
                 if total > max_bytes and kept > 0:
                     records, rows, more = records[:kept], rows[:kept], True
                     break
-        token = encode_page_token(rows[-1].seq) if more and rows else ""
-        return Success((records, token))
+        token_text = encode_page_token(rows[-1].seq) if more and rows else ""
+        return Success((records, token_text))
 
     def cancel(self, task_id: str) -> Result[TaskRecord, DomainError]:
         found = self.get(task_id)
         if isinstance(found, Failure):
             return found
-        with self._changed:
-            record = self._live.get(task_id)
-            if record is None:
-                return found  # already terminal: cancelling is a no-op
-            runtime = self._runtimes.get(task_id)  # before the commit, which forgets it if terminal
-            updated = apply(record, CancelRequested(), self._clock()).unwrap()
-            try:
-                self._commit(updated, requested=True)
-            except StateWriteError as exc:
-                return Failure(state_write_failure(exc))
-        if runtime is not None:  # running, or waiting in a provider's queue
-            self._providers[record.provider].cancel(updated, runtime)
+        try:
+            requested = self._lifecycle.request_cancel(task_id)
+        except StateWriteError as exc:
+            return Failure(state_write_failure(exc))
+        if requested is None:
+            return found  # already terminal: cancelling is a no-op
+        updated, state = requested
+        if state is not None:  # running, or waiting in a provider's queue
+            provider = self.providers.get(updated.provider)
+            if provider is not None:
+                provider.cancel(updated, state)
         return Success(updated)
 
-    def wait(self, task_id: str, timeout: float) -> Result[TaskRecord, DomainError]:
+    def wait(self, task_id: str, timeout: float, waiter: Waiter) -> Result[TaskRecord, DomainError]:
+        """The task once terminal, or as it stands after `timeout` (at most MAX_WAIT_SECONDS), or
+        at once when the waiter is released (the client went away)."""
         found = self.get(task_id)
         if isinstance(found, Failure):
             return found
         limit = time.monotonic() + min(max(timeout, 0.0), MAX_WAIT_SECONDS)
-        with self._changed:
-            while task_id in self._live and not self._closing:
+        with self._wakeups.waiting(waiter.event, [task_id]):
+            while not waiter.released and not self._wakeups.closed:
+                waiter.event.clear()
                 left = limit - time.monotonic()
-                if left <= 0:
+                if left <= 0 or not self._lifecycle.is_live(task_id):
                     break
-                self._changed.wait(left)
+                waiter.event.wait(left)
         return self.get(task_id)
 
     def stream_logs(
@@ -495,160 +308,30 @@ class TaskEngine:
         cursor: str,
         follow: bool,
         tail_lines: int,
-        is_active: Callable[[], bool],
+        waiter: Waiter,
         node: int | None = None,
     ) -> Result[Iterator[LogChunk], DomainError]:
-        """A task's output from `cursor` on. A multi-node task keeps one output per node: `node`
-        selects one, None merges them all with a "[node K] " prefix on each line."""
+        """A task's output from `cursor` on. A provider with per-node logs keeps one output per
+        node: `node` selects one, None merges them all with a "[node K] " prefix on each line."""
         found = self.get(task_id)
         if isinstance(found, Failure):
             return Failure(found.failure())
-        provider = self._providers[found.unwrap().provider]
-        # Providers with one output file per node (local) have node_log_path; others one file.
-        node_log_path: Callable[[str, int], Path] | None = getattr(provider, "node_log_path", None)
-        num_nodes = found.unwrap().config.num_instances if node_log_path is not None else 1
-        checked = check_node(node, max(1, num_nodes))
+        record = found.unwrap()
+        provider = self.providers.get(record.provider)
+        if provider is None:
+            return Failure(_cannot(record.provider, "be reached: it is not configured", "configure it again"))
+        files = list(provider.log_files(record))
+        if not provider.capabilities.node_logs and node not in (None, 0) and record.config.num_instances > 1:
+            fix = "leave node out: this provider keeps one output for all the task's nodes"
+            return Failure(
+                validation_error([violation("node", node, "cannot be read alone", fix)], subject="log request")
+            )
+        checked = check_node(node, max(1, len(files)))
         if isinstance(checked, Failure):
             return Failure(checked.failure())
-        paths = [provider.log_path(task_id)]
-        if node_log_path is not None and num_nodes > 1:
-            paths = [node_log_path(task_id, k) for k in range(num_nodes)]
-        if len(paths) > 1 and node is None:
-            return self._stream_merged(task_id, paths, cursor, follow, tail_lines, is_active)
-        start = decode_cursor(cursor)
-        if isinstance(start, Failure):
-            return Failure(start.failure())
-        if tail_lines < 0:
-            return Failure(
-                validation_error(
-                    [
-                        violation(
-                            "tail_lines",
-                            tail_lines,
-                            "must not be negative",
-                            "give 0 for everything, or N for the last N lines",
-                        )
-                    ],
-                    subject="log request",
-                )
-            )
-        path = paths[node or 0]
-        offset = start.unwrap()
-        if offset > logs.size_of(path):  # output only grows: no cursor of ours points past its end
-            return Failure(
-                validation_error(
-                    [
-                        violation(
-                            "cursor",
-                            cursor,
-                            f"points past the end of the task's output ({logs.size_of(path)} bytes)",
-                            "pass back the cursor of the last chunk you received, or '' to start over",
-                        )
-                    ],
-                    subject="log request",
-                )
-            )
-        if not cursor and tail_lines:
-            offset = logs.tail_offset(path, tail_lines)
-        return Success(self._chunks(task_id, path, offset, follow, is_active))
-
-    def _stream_merged(
-        self,
-        task_id: str,
-        paths: Sequence[Path],
-        cursor: str,
-        follow: bool,
-        tail_lines: int,
-        is_active: Callable[[], bool],
-    ) -> Result[Iterator[LogChunk], DomainError]:
-        decoded = decode_merged_cursor(cursor, len(paths))
-        if isinstance(decoded, Failure):
-            return Failure(decoded.failure())
-        offsets = list(decoded.unwrap())
-        past = [k for k, path in enumerate(paths) if offsets[k] > logs.size_of(path)]
-        if past or tail_lines < 0:
-            return Failure(
-                validation_error(
-                    [
-                        violation(
-                            "cursor",
-                            cursor,
-                            f"points past the end of node {past[0]}'s output",
-                            "pass back the cursor of the last chunk you received, or '' to start over",
-                        )
-                        if past
-                        else violation(
-                            "tail_lines",
-                            tail_lines,
-                            "must not be negative",
-                            "give 0 for everything, or N for the last N lines",
-                        )
-                    ],
-                    subject="log request",
-                )
-            )
-        if not cursor and tail_lines:  # the last N lines of every node
-            offsets = [logs.tail_offset(path, tail_lines) for path in paths]
-        return Success(self._merged_chunks(task_id, paths, offsets, follow, is_active))
-
-    def _merged_chunks(
-        self,
-        task_id: str,
-        paths: Sequence[Path],
-        offsets: MutableSequence[int],
-        follow: bool,
-        is_active: Callable[[], bool],
-    ) -> Iterator[LogChunk]:
-        """Whole lines of every node, each labelled with its node, round-robin; one cursor holds
-        every node's offset."""
-        pause = FOLLOW_POLL_MIN
-        while is_active() and not self._closing:
-            with self._changed:
-                final = task_id not in self._live or not follow
-            sent = False
-            for node, path in enumerate(paths):
-                data = logs.read_at(path, offsets[node])
-                take = emit_length(data, final and len(data) < logs.CHUNK_BYTES)
-                if take:
-                    offsets[node] += take
-                    sent = True
-                    yield LogChunk(data=label_lines(data[:take], node), cursor=encode_merged_cursor(offsets))
-            if sent:
-                pause = FOLLOW_POLL_MIN
-                continue
-            if final:
-                return
-            with self._changed:
-                self._changed.wait(pause)
-            pause = min(pause * 2, FOLLOW_POLL_MAX)
-
-    def _chunks(
-        self, task_id: str, path: Path, offset: int, follow: bool, is_active: Callable[[], bool]
-    ) -> Iterator[LogChunk]:
-        pause = FOLLOW_POLL_MIN
-        settled = False
-        while is_active() and not self._closing:
-            # Terminal before the read means no byte can follow what this read returns.
-            with self._changed:
-                final = task_id not in self._live or not follow
-            data = logs.read_at(path, offset)
-            if logs.worth_settling(len(data), final, settled):  # fewer, larger messages
-                settled = True
-                with self._changed:
-                    self._changed.wait(logs.SETTLE_SECONDS)
-                continue
-            settled = False
-            take = emit_length(data, final and len(data) < logs.CHUNK_BYTES)
-            if take:
-                offset += take
-                pause = FOLLOW_POLL_MIN
-                yield LogChunk(data=data[:take], cursor=encode_cursor(offset))
-                continue
-            if final:
-                return
-            with self._changed:
-                self._changed.wait(pause)
-            pause = min(pause * 2, FOLLOW_POLL_MAX)
+        if node is not None:
+            files = [files[node]] if len(files) > 1 else files
+        return self._streams.open(task_id, files, len(files) > 1, cursor, follow, tail_lines, waiter)
 
     def result(self, task_id: str) -> Result[FunctionResult, DomainError]:
         """What a finished function-call task returned or raised."""
@@ -672,7 +355,11 @@ class TaskEngine:
                     suggestions=("wait for the task first (task.wait() or WaitTask)",),
                 )
             )
-        data = self._providers[record.provider].read_result(task_id)
+        provider = self.providers.get(record.provider)
+        results = provider.capabilities.results if provider is not None else None
+        if results is None:
+            return Failure(_cannot(record.provider, "return function results", "run functions on another provider"))
+        data = results.read_result(task_id)
         if data is None:
             return Failure(
                 DomainError(
@@ -684,35 +371,17 @@ class TaskEngine:
             )
         return parse_result(data, record.function_call.encoding)
 
-    def exec(
-        self, task_id: str, argv: Sequence[str], tty: bool, rows: int, columns: int, term: str
-    ) -> Result[ExecSession, DomainError]:
+    def exec(self, task_id: str, request: ExecRequest) -> Result[ExecSession, DomainError]:
         """A command started inside a running task's environment (flow ssh)."""
-        bad = [
-            violation(f"command[{i}]", arg, "contains a NUL byte", "remove it")
-            for i, arg in enumerate(argv)
-            if "\x00" in arg
-        ]
-        if argv and not argv[0]:
-            bad.append(violation("command[0]", "", "the program name is empty", "give a program, e.g. ['nvidia-smi']"))
-        bad.extend(
-            violation(f"window.{name}", size, f"must be at most {MAX_WINDOW_SIZE}", "give the terminal's real size")
-            for name, size in (("rows", rows), ("columns", columns))
-            if not 0 <= size <= MAX_WINDOW_SIZE
-        )
-        if bad or "\x00" in term:
-            return Failure(
-                validation_error(
-                    bad or [violation("term", term, "contains a NUL byte", "remove it")], subject="exec request"
-                )
-            )
+        checked = exec_violations(request.argv, request.rows, request.columns, request.term)
+        if isinstance(checked, Failure):
+            return Failure(checked.failure())
         found = self.get(task_id)
         if isinstance(found, Failure):
             return Failure(found.failure())
         record = found.unwrap()
-        with self._changed:
-            runtime = self._runtimes.get(task_id)
-        if record.state is not TaskState.RUNNING or runtime is None or runtime.get("queued"):
+        state = self._lifecycle.state_of(task_id)
+        if record.state is not TaskState.RUNNING or state is None:
             return Failure(
                 DomainError(
                     reason=ErrorReason.ILLEGAL_STATE,
@@ -720,8 +389,12 @@ class TaskEngine:
                     suggestions=("wait until it is RUNNING (flow status)",) if not record.is_terminal else (),
                 )
             )
+        provider = self.providers.get(record.provider)
+        runner = provider.capabilities.exec if provider is not None else None
+        if runner is None:
+            return Failure(_cannot(record.provider, "run commands in its tasks", "print what you need from the task"))
         try:
-            return Success(self._providers[record.provider].exec(record, runtime, argv, tty, rows, columns, term))
+            return Success(runner.exec(record, state, request))
         except LaunchError as exc:
             return Failure(
                 DomainError(
@@ -732,7 +405,8 @@ class TaskEngine:
     def find_instances(
         self, provider_name: str, requirements: dict[str, object], page_size: int
     ) -> Result[MatchResult, DomainError]:
-        """The provider's offers that meet the requirements, ranked (rejections on demand)."""
+        """The provider's offers that meet the requirements, ranked (rejections on demand). A
+        provider that cannot be asked now answers its error, never an empty list."""
         chosen = self._provider(provider_name)
         if isinstance(chosen, Failure):
             return Failure(chosen.failure())
@@ -742,7 +416,14 @@ class TaskEngine:
         parsed = requirements_from_dict(requirements)
         if isinstance(parsed, Failure):
             return Failure(parsed.failure())
-        return Success(match_offers(parsed.unwrap(), chosen.unwrap().offers()))
+        provider = chosen.unwrap()
+        offers = provider.capabilities.offers
+        if offers is None:
+            return Failure(_cannot(provider.name, "list its offers", "run the task and read the refusal"))
+        listed = offers.offers()
+        if isinstance(listed, Failure):
+            return Failure(listed.failure())
+        return Success(match_offers(parsed.unwrap(), listed.unwrap()))
 
     # --- life of the daemon -----------------------------------------------------------------
 
@@ -750,45 +431,43 @@ class TaskEngine:
         """After a (re)start: find every unfinished task again, or learn how it ended."""
         for stored in self._store.live():
             record = stored.record
-            with self._changed:
-                self._live[record.task_id] = record
-            provider = self._providers.get(record.provider)
+            provider = self.providers.get(record.provider)
             if provider is None:
+                self._lifecycle.adopt(record, ())
                 log.warning("task %s uses provider %r, which is not configured", record.task_id, record.provider)
                 continue
+            self._lifecycle.adopt(record, self._holds(provider, record.config))
             try:
-                runtime = provider.recover(record, stored.runtime)
-            except (LaunchError, OSError) as exc:
-                self.report(record.task_id, LaunchFailed(reason=str(exc)))
+                state = load_state(stored.runtime, provider.state_type)
+                outcome = provider.recover(record, state)
+            except (LaunchError, OSError, StateFormatError) as exc:
+                self._lifecycle.report(record.task_id, LaunchFailed(reason=str(exc)))
                 continue
-            if runtime is None:
-                continue
-            if runtime.get("queued"):
-                with self._changed:
-                    current = self._live.get(record.task_id)
-                    if current is not None and current.state is not TaskState.RUNNING:  # (see _launch)
-                        self._runtimes[record.task_id] = runtime
-                continue
-            with self._changed:
-                current = self._live.get(record.task_id)
-                if current is None:
-                    continue
-                if current.state is not TaskState.RUNNING:
-                    started = apply(current, Started(), self._clock())
-                    current = started.value_or(current)
-                self._commit(current, runtime)
-                provider.watch(current, runtime)
-            if current.cancel_requested:
-                provider.cancel(current, runtime)
-        for provider in self._providers.values():
+            if isinstance(outcome, Refused):  # it was visible (listed) before: it ends FAILED
+                self._lifecycle.report(record.task_id, LaunchFailed(reason=outcome.error.message))
+            elif not isinstance(outcome, Ended):
+                self._accept(provider, record, outcome)
+        for provider in self.providers.all().values():
             provider.recovered()
 
     def close(self) -> None:
-        with self._changed:
-            self._closing = True
-            self._save_unsaved()
-            self._changed.notify_all()
-        for provider in self._providers.values():
-            provider.close()
-        if self._volumes is not None:
-            self._volumes.close()  # host mounts only: running tasks keep theirs
+        self._lifecycle.close()
+        self.providers.close()
+        if self.volumes is not None:
+            self.volumes.close()  # host mounts only: running tasks keep theirs
+
+
+def _launched(provider: Provider[Any], record: TaskRecord) -> Launched[Any]:
+    """The provider's answer; an exception (a provider's bug, a vanished file) is a refusal."""
+    try:
+        return provider.launch(record)
+    except Exception as exc:
+        log.exception("provider %s: launching task %s failed", provider.name, record.task_id)
+        return Refused(
+            DomainError(
+                reason=ErrorReason.PROVIDER_ERROR,
+                message=f"Provider {provider.name} failed to start the task: {type(exc).__name__}: {exc}",
+                suggestions=("run the task again", "details are in flowd's log ($FLOW_HOME/flowd.log)"),
+                metadata=(("provider", provider.name),),
+            )
+        )

@@ -1,16 +1,15 @@
 """Reading task output files at byte offsets (the I/O half of log streaming).
 
-The rules of what to send (whole lines, cursors) are pure, in flow.domain.task.log_cursor."""
+The rules of what to send (whole lines, cursors) are pure, in flow.domain.task.log_cursor. Every
+read is bounded (a chunk, a block), so memory never grows with a log."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from flow.domain.task.log_cursor import tail_start
-
 CHUNK_BYTES = 256 * 1024
-TAIL_WINDOW = 64 * 1024
+TAIL_BLOCK = 64 * 1024
 # A live task's output, read as soon as it appears, comes in small pieces (a few KiB per read
 # while the task writes at full speed): each becomes one stream message, and per-message work in
 # flowd and the client competes for the CPUs with the task itself. So a follower that finds less
@@ -46,14 +45,28 @@ def size_of(path: Path) -> int:
         return 0
 
 
-def tail_offset(path: Path, lines: int) -> int:
-    """Where the last `lines` lines of the file begin, reading only as much of its end as needed."""
+def tail_offset(path: Path, lines: int, block: int = TAIL_BLOCK) -> int:
+    """Where the last `lines` lines of the file begin (flow.domain.task.log_cursor.tail_start's
+    rule: a trailing newline ends the last line), scanning backwards one block at a time: memory
+    stays one block whatever the file's size, line lengths or `lines`."""
     size = size_of(path)
-    window = TAIL_WINDOW
-    while True:
-        start = max(0, size - window)
-        data = read_at(path, start, size - start)
-        offset = tail_start(data, start, lines)
-        if offset > start or start == 0:
-            return offset
-        window *= 4
+    if lines <= 0:
+        return size
+    end = size
+    last = read_at(path, size - 1, 1) if size else b""
+    if last == b"\n":
+        end -= 1  # the newline that ends the last line starts no line of its own
+    wanted = lines
+    while end > 0:
+        start = max(0, end - block)
+        data = read_at(path, start, end - start)
+        position = len(data)
+        while True:
+            position = data.rfind(b"\n", 0, position)
+            if position < 0:
+                break
+            wanted -= 1
+            if wanted == 0:
+                return start + position + 1
+        end = start
+    return 0

@@ -18,9 +18,10 @@ import json
 import logging
 import os
 import stat
+import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from returns.result import Failure, Result, Success
 
@@ -45,6 +46,7 @@ from flowd.providers.base import Provider, Reporter
 from flowd.providers.local import LocalProvider
 from flowd.providers.slurm import SlurmProvider
 from flowd.providers.slurm_cluster import Cluster, LocalCluster, SshCluster
+from flowd.volumes import VolumeManager
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +76,7 @@ def _check_file_mode(path: Path) -> None:
 def load_daemon_config(home: FlowHome) -> tuple[DaemonConfig, dict[str, int]]:
     """The validated settings of $FLOW_HOME/config.yaml (defaults when there is none), and the
     line of each setting."""
-    from flow.config import load_yaml_with_lines  # the YAML reader that records lines
-    from flow.errors import ValidationError
+    from flow.yaml_document import load_yaml_with_lines  # the YAML reader that records lines
 
     path = home.config
     if not path.exists():
@@ -85,10 +86,10 @@ def load_daemon_config(home: FlowHome) -> tuple[DaemonConfig, dict[str, int]]:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as exc:
         raise DaemonConfigError(f"cannot read {path}: {exc}") from None
-    try:
-        data, lines = load_yaml_with_lines(text, str(path))
-    except ValidationError as exc:
-        raise DaemonConfigError(exc.message) from None
+    loaded = load_yaml_with_lines(text, str(path))
+    if isinstance(loaded, Failure):
+        raise DaemonConfigError(loaded.failure().message)
+    data, lines = loaded.unwrap()
     parsed = daemon_config_from_dict(data)
     if isinstance(parsed, Failure):
         raise DaemonConfigError(locate(parsed.failure(), lines, str(path)).message)
@@ -179,9 +180,12 @@ def _mithril_settings(config: DaemonConfig, home: FlowHome, env: Mapping[str, st
             )
         if not overlay:
             return _with_keys(found)
-        from flow.config import load_yaml_with_lines
+        from flow.yaml_document import load_yaml_with_lines
 
-        data, _ = load_yaml_with_lines(home.config.read_text(), str(home.config))
+        loaded = load_yaml_with_lines(home.config.read_text(), str(home.config))
+        if isinstance(loaded, Failure):
+            raise DaemonConfigError(loaded.failure().message)
+        data, _ = loaded.unwrap()
         out: list[FieldViolation] = []
         merged = [
             mithril_settings(s.name, {**data["providers"][s.name], **overlay}, f"providers.{s.name}", out)
@@ -235,7 +239,7 @@ def _runtime_settings(name: str, kind: str, settings: Mapping[str, str]) -> Resu
 
 def _mithril_provider(
     settings: MithrilSettings, home: FlowHome, reporter: Reporter, blobs: BlobStore, env: Mapping[str, str]
-) -> Provider:
+) -> Provider[Any]:
     from flowd.providers.mithril import MithrilProvider  # httpx only where Mithril is used
 
     return MithrilProvider(
@@ -248,46 +252,68 @@ def _mithril_provider(
     )
 
 
-def configure_provider(
-    home: FlowHome,
-    providers: dict[str, Provider],
-    name: str,
-    kind: str,
-    settings: Mapping[str, str],
-    reporter: Reporter,
-    blobs: BlobStore,
-) -> Result[Provider, DomainError]:
-    """Adds the provider a client configured (ConfigureProvider), and keeps its settings in a
-    0600 file so that a restarted flowd finds its tasks again. The same settings again are a
-    no-op; other settings under a taken name are refused."""
-    parsed = _runtime_settings(name, kind, settings)
-    if isinstance(parsed, Failure):
-        return Failure(parsed.failure())
-    wanted = parsed.unwrap()
-    existing = providers.get(name)
-    if existing is not None:
-        if getattr(existing, "settings", None) == wanted:
-            return Success(existing)
-        return Failure(
-            DomainError(
-                reason=ErrorReason.ALREADY_EXISTS,
-                message=f"flowd already has a provider named {name!r}, configured differently",
-                suggestions=(
-                    "give this one another name, e.g. MithrilProvider(..., name='mithril-2')",
-                    "or change the settings of the existing one in $FLOW_HOME/config.yaml (then flow daemon stop)",
-                ),
-                metadata=(("provider", name),),
-            )
-        )
-    folder = home.root / RUNTIME_PROVIDERS
-    folder.mkdir(mode=0o700, exist_ok=True)
-    path = folder / f"{name}.json"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump({"name": name, "kind": kind, "settings": dict(settings)}, handle)
-    provider = _mithril_provider(wanted, home, reporter, blobs, os.environ)
-    providers[name] = provider
-    return Success(provider)
+class ProviderRegistry:
+    """The daemon's providers by name, each with the settings it was built from (to tell a
+    client's ConfigureProvider that repeats them from one that conflicts), and the default."""
+
+    def __init__(self, home: FlowHome, reporter: Reporter, blobs: BlobStore, default: str) -> None:
+        self._home = home
+        self._reporter = reporter
+        self._blobs = blobs
+        self._lock = threading.Lock()
+        self._providers: dict[str, tuple[Provider[Any], object]] = {}
+        self.default = default
+
+    def add(self, provider: Provider[Any], settings: object) -> None:
+        with self._lock:
+            self._providers[provider.name] = (provider, settings)
+
+    def get(self, name: str) -> Provider[Any] | None:
+        with self._lock:
+            found = self._providers.get(name)
+        return found[0] if found is not None else None
+
+    def all(self) -> dict[str, Provider[Any]]:
+        with self._lock:
+            return {name: provider for name, (provider, _) in self._providers.items()}
+
+    def configure(self, name: str, kind: str, settings: Mapping[str, str]) -> Result[Provider[Any], DomainError]:
+        """Adds the provider a client configured (ConfigureProvider), and keeps its settings in a
+        0600 file so that a restarted flowd finds its tasks again. The same settings again are a
+        no-op; other settings under a taken name are refused."""
+        parsed = _runtime_settings(name, kind, settings)
+        if isinstance(parsed, Failure):
+            return Failure(parsed.failure())
+        wanted = parsed.unwrap()
+        with self._lock:
+            existing = self._providers.get(name)
+            if existing is not None:
+                if existing[1] == wanted:
+                    return Success(existing[0])
+                return Failure(
+                    DomainError(
+                        reason=ErrorReason.ALREADY_EXISTS,
+                        message=f"flowd already has a provider named {name!r}, configured differently",
+                        suggestions=(
+                            "give this one another name, e.g. MithrilProvider(..., name='mithril-2')",
+                            "or change the settings of the existing one in $FLOW_HOME/config.yaml "
+                            "(then flow daemon stop)",
+                        ),
+                        metadata=(("provider", name),),
+                    )
+                )
+            folder = self._home.root / RUNTIME_PROVIDERS
+            folder.mkdir(mode=0o700, exist_ok=True)
+            fd = os.open(folder / f"{name}.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                json.dump({"name": name, "kind": kind, "settings": dict(settings)}, handle)
+            provider = _mithril_provider(wanted, self._home, self._reporter, self._blobs, os.environ)
+            self._providers[name] = (provider, wanted)
+        return Success(provider)
+
+    def close(self) -> None:
+        for provider in self.all().values():
+            provider.close()
 
 
 def _runtime_providers(home: FlowHome, taken: set[str]) -> list[MithrilSettings]:
@@ -308,10 +334,14 @@ def _runtime_providers(home: FlowHome, taken: set[str]) -> list[MithrilSettings]
 
 
 def build_providers(
-    home: FlowHome, reporter: Reporter, blobs: BlobStore, env: Mapping[str, str]
-) -> tuple[dict[str, Provider], str]:
-    """The providers by name, and the name of the default one ($FLOW_PROVIDER when it names a
-    configured provider, else the file's default_provider, else local)."""
+    home: FlowHome,
+    reporter: Reporter,
+    blobs: BlobStore,
+    env: Mapping[str, str],
+    volumes: VolumeManager | None = None,
+) -> ProviderRegistry:
+    """The providers, and the default one ($FLOW_PROVIDER when it names a configured provider,
+    else the file's default_provider, else local). Local tasks keep their volumes in `volumes`."""
     config, lines = load_daemon_config(home)
     problems = [p for s in config.providers if isinstance(s, SlurmSettings) for p in _file_problems(s, home)]
     if problems:
@@ -319,23 +349,23 @@ def build_providers(
         raise DaemonConfigError(error.message)
     gpus, source = discover_gpus(env)  # FLOW_LOCAL_GPUS, NVML, nvidia-smi, or none
     log.info("local GPUs (%s): %s", source, ", ".join(g.name for g in gpus) or "none")
-    providers: dict[str, Provider] = {
-        LOCAL: LocalProvider(tasks_root=home.tasks, reporter=reporter, blobs=blobs, gpus=gpus)
-    }
+    default = config.default_provider
+    registry = ProviderRegistry(home, reporter, blobs, default)
+    registry.add(LocalProvider(tasks_root=home.tasks, reporter=reporter, blobs=blobs, gpus=gpus, volumes=volumes), None)
     for settings in config.providers:
         if isinstance(settings, SlurmSettings):
-            providers[settings.name] = _slurm(settings, home, reporter, blobs, env)
-    default = config.default_provider
+            registry.add(_slurm(settings, home, reporter, blobs, env), settings)
     for mithril in _mithril_settings(config, home, env):
-        providers[mithril.name] = _mithril_provider(mithril, home, reporter, blobs, env)
+        registry.add(_mithril_provider(mithril, home, reporter, blobs, env), mithril)
         if default == LOCAL and "default_provider" not in lines:
             default = mithril.name  # a configured Mithril key makes Mithril the default
-    for mithril in _runtime_providers(home, set(providers)):
-        providers[mithril.name] = _mithril_provider(mithril, home, reporter, blobs, env)
+    for mithril in _runtime_providers(home, set(registry.all())):
+        registry.add(_mithril_provider(mithril, home, reporter, blobs, env), mithril)
     wanted = env.get("FLOW_PROVIDER", "")
     if wanted:
-        if wanted in providers:
+        if registry.get(wanted) is not None:
             default = wanted
         else:
             log.warning("FLOW_PROVIDER=%s names no configured provider; the default is %s", wanted, default)
-    return providers, default
+    registry.default = default
+    return registry

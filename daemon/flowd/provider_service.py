@@ -11,37 +11,22 @@ import logging
 import grpc
 from returns.result import Failure
 
-from flow.home import FlowHome
 from flowapi.v1 import daemon_service_pb2, provider_pb2, provider_pb2_grpc
-from flowd.blobs import BlobStore
-from flowd.engine import TaskEngine
-from flowd.provider_registry import configure_provider
-from flowd.providers.base import Reporter
+from flowd.provider_registry import ProviderRegistry
 from flowd.servicers import fail, guarded
 
 log = logging.getLogger(__name__)
 
 
 class ProviderServicer(provider_pb2_grpc.ProviderServiceServicer):
-    def __init__(self, engine: TaskEngine, home: FlowHome, reporter: Reporter, blobs: BlobStore) -> None:
-        self._engine = engine
-        self._home = home
-        self._reporter = reporter
-        self._blobs = blobs
+    def __init__(self, providers: ProviderRegistry) -> None:
+        self._providers = providers
 
     @guarded(provider_pb2.ConfigureProviderResponse)
     def ConfigureProvider(  # noqa: N802 - the contract names it
         self, request: provider_pb2.ConfigureProviderRequest, context: grpc.ServicerContext
     ) -> provider_pb2.ConfigureProviderResponse:
-        done = configure_provider(
-            self._home,
-            self._engine.providers,
-            request.name,
-            request.kind,
-            dict(request.settings),
-            self._reporter,
-            self._blobs,
-        )
+        done = self._providers.configure(request.name, request.kind, dict(request.settings))
         if isinstance(done, Failure):
             fail(context, done.failure())
             return provider_pb2.ConfigureProviderResponse()
@@ -51,12 +36,10 @@ class ProviderServicer(provider_pb2_grpc.ProviderServiceServicer):
             provider=daemon_service_pb2.Provider(
                 name=f"providers/{provider.name}",
                 kind=provider.kind,
-                is_default=provider.name == self._engine.default_provider,
+                is_default=provider.name == self._providers.default,
             )
         )
 
 
-def add_provider_service(
-    server: grpc.Server, engine: TaskEngine, home: FlowHome, reporter: Reporter, blobs: BlobStore
-) -> None:
-    provider_pb2_grpc.add_ProviderServiceServicer_to_server(ProviderServicer(engine, home, reporter, blobs), server)
+def add_provider_service(server: grpc.Server, providers: ProviderRegistry) -> None:
+    provider_pb2_grpc.add_ProviderServiceServicer_to_server(ProviderServicer(providers), server)

@@ -8,11 +8,10 @@ from collections.abc import Callable
 from concurrent import futures
 
 import grpc
-from attrs import define
+from attrs import define, frozen
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from flow.domain.task.lifecycle import TaskEvent
 from flow.home import FlowHome
 from flow.version import __version__
 from flowapi.v1 import (
@@ -29,11 +28,12 @@ from flowapi.v1 import (
     volume_pb2_grpc,
 )
 from flowd.blobs import BlobStore
+from flowd.call_budget import SHORT_CALLS, CallBudget, long_call_limit
 from flowd.engine import TaskEngine
+from flowd.lifecycle import TaskLifecycle
+from flowd.log_stream import LogStreams, LogWatch
 from flowd.provider_registry import build_providers
 from flowd.provider_service import add_provider_service
-from flowd.providers.base import Runtime
-from flowd.providers.local import LocalProvider
 from flowd.request_decoding import RequestDecodingInterceptor
 from flowd.servicers import CodeServicer, DaemonServicer, InstanceServicer, TaskServicer
 from flowd.store import Store
@@ -41,9 +41,8 @@ from flowd.tcp_access import TokenInterceptor, credentials
 from flowd.tcp_settings import TcpSettings, load_or_create_token
 from flowd.volume_service import VolumeServicer
 from flowd.volumes import VolumeManager
+from flowd.wakeups import Wakeups
 
-# Streams that follow logs and server-side waits each hold a worker while they last.
-MAX_WORKERS = 256
 SERVICE_NAMES = (
     task_service_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name,
     daemon_service_pb2.DESCRIPTOR.services_by_name["DaemonService"].full_name,
@@ -62,6 +61,7 @@ class Daemon:
     health: health.HealthServicer
     addresses: list[str]
     socket_path: str
+    watch: LogWatch
     version: str = __version__
 
     def start(self) -> None:
@@ -75,6 +75,7 @@ class Daemon:
     def stop(self) -> None:
         self.health.enter_graceful_shutdown()
         self.engine.close()
+        self.watch.close()
         stopping = [server.stop(grace=1.0) for server in self.servers]
         for done in stopping:
             done.wait(timeout=5)  # a call that never ends must not keep the daemon alive
@@ -83,66 +84,72 @@ class Daemon:
             os.unlink(self.socket_path)
 
 
-def _serve_all(
-    server: grpc.Server,
-    engine: TaskEngine,
-    blobs: BlobStore,
-    health_servicer: health.HealthServicer,
-    daemon_servicer: DaemonServicer,
-) -> None:
-    task_service_pb2_grpc.add_TaskServiceServicer_to_server(TaskServicer(engine), server)
+@frozen
+class _Services:
+    """What every listener serves (the same objects on the socket and on TCP)."""
+
+    engine: TaskEngine
+    blobs: BlobStore
+    health: health.HealthServicer
+    daemon: DaemonServicer
+
+
+def _server(
+    services: _Services, budget: CallBudget, interceptors: list[grpc.ServerInterceptor], name: str
+) -> grpc.Server:
+    """A gRPC server whose pool has room for every long call the budget admits, plus the short
+    ones (flowd.call_budget)."""
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=budget.limit + SHORT_CALLS, thread_name_prefix=name),
+        interceptors=interceptors,
+        options=[("grpc.so_reuseport", 0)],
+    )
+    engine = services.engine
+    task_service_pb2_grpc.add_TaskServiceServicer_to_server(TaskServicer(engine, budget), server)
     instance_service_pb2_grpc.add_InstanceServiceServicer_to_server(InstanceServicer(engine), server)
-    code_service_pb2_grpc.add_CodeServiceServicer_to_server(CodeServicer(blobs), server)
+    code_service_pb2_grpc.add_CodeServiceServicer_to_server(CodeServicer(services.blobs), server)
     if engine.volumes is not None:
-        volume_pb2_grpc.add_VolumeServiceServicer_to_server(
-            VolumeServicer(engine.volumes, engine.default_provider, lambda: engine.providers), server
-        )
-    daemon_service_pb2_grpc.add_DaemonServiceServicer_to_server(daemon_servicer, server)
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        servicer = VolumeServicer(engine.volumes, engine.default_provider, engine.providers.all)
+        volume_pb2_grpc.add_VolumeServiceServicer_to_server(servicer, server)
+    daemon_service_pb2_grpc.add_DaemonServiceServicer_to_server(services.daemon, server)
+    health_pb2_grpc.add_HealthServicer_to_server(services.health, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    add_provider_service(server, engine.providers)
+    return server
 
 
 def build_daemon(home: FlowHome, shutdown: Callable[[], None], tcp: TcpSettings | None = None) -> Daemon:
-    """The daemon for `home`: always its Unix socket; a token-guarded TCP listener when asked."""
+    """The daemon for `home`: always its Unix socket; a token-guarded TCP listener when asked.
+    Built in dependency order, each part complete when made: store, the lifecycle (the one writer
+    of task state, whose `report` providers are given), volumes, providers, engine, servicers."""
     store = Store(home.database)
-    engine_ref: list[TaskEngine] = []
-
-    def report(task_id: str, event: TaskEvent, runtime: Runtime | None = None) -> None:
-        engine_ref[0].report(task_id, event, runtime)
-
+    wakeups = Wakeups()
+    lifecycle = TaskLifecycle(store, wakeups)
+    volumes = VolumeManager(store, home.root / "volumes", live_specs=lifecycle.live_volume_specs)
     blobs = BlobStore(home.root / "blobs")
-    providers, default = build_providers(home, report, blobs, os.environ)
-    volumes = VolumeManager(store, home.root / "volumes")
-    for provider in providers.values():
-        if isinstance(provider, LocalProvider):
-            provider.volumes = volumes
-    engine = TaskEngine(store, providers, default_provider=default, blobs=blobs, volumes=volumes)
-    volumes.live_specs = engine.live_volume_specs
-    engine_ref.append(engine)
+    providers = build_providers(home, lifecycle.report, blobs, os.environ, volumes)
+    watch = LogWatch(wakeups)
+    streams = LogStreams(wakeups, watch, lifecycle.is_live)
+    engine = TaskEngine(store, lifecycle, providers, blobs, streams, wakeups, volumes=volumes)
     engine.recover()
 
     addresses = [home.address]
     if tcp is not None:
         addresses.append(f"{'tls' if tcp.tls_cert else 'tcp'}://{tcp.address}")
-    health_servicer = health.HealthServicer(experimental_non_blocking=True)
-    daemon_servicer = DaemonServicer(engine, str(home.root), addresses, shutdown)
-    local = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="rpc"),
-        interceptors=[RequestDecodingInterceptor()],  # unparseable requests: INVALID_ARGUMENT, named
-        options=[("grpc.so_reuseport", 0)],
+    services = _Services(
+        engine=engine,
+        blobs=blobs,
+        health=health.HealthServicer(experimental_non_blocking=True),
+        daemon=DaemonServicer(engine, str(home.root), addresses, shutdown),
     )
-    _serve_all(local, engine, blobs, health_servicer, daemon_servicer)
-    add_provider_service(local, engine, home, report, blobs)
+    # Unparseable requests: INVALID_ARGUMENT, named (flowd.request_decoding).
+    long_calls = long_call_limit(os.environ)
+    local = _server(services, CallBudget(long_calls), [RequestDecodingInterceptor()], "rpc")
     local.add_insecure_port(home.address)
     servers = [local]
     if tcp is not None:
-        remote = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=MAX_WORKERS // 4, thread_name_prefix="tcp"),
-            interceptors=[TokenInterceptor(load_or_create_token(home.root, os.environ)), RequestDecodingInterceptor()],
-            options=[("grpc.so_reuseport", 0)],
-        )
-        _serve_all(remote, engine, blobs, health_servicer, daemon_servicer)
-        add_provider_service(remote, engine, home, report, blobs)
+        token = TokenInterceptor(load_or_create_token(home.root, os.environ))
+        remote = _server(services, CallBudget(max(1, long_calls // 4)), [token, RequestDecodingInterceptor()], "tcp")
         creds = credentials(tcp)
         if creds is None:
             remote.add_insecure_port(tcp.address)
@@ -153,7 +160,8 @@ def build_daemon(home: FlowHome, shutdown: Callable[[], None], tcp: TcpSettings 
         servers=servers,
         engine=engine,
         store=store,
-        health=health_servicer,
+        health=services.health,
         addresses=addresses,
         socket_path=str(home.socket),
+        watch=watch,
     )

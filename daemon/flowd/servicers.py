@@ -25,6 +25,7 @@ from flow.domain.errors import DomainError, ErrorReason, validation_error, viola
 from flow.domain.instances.matching import explain_no_match
 from flow.domain.page_token import DEFAULT_PAGE_SIZE, page_size_of
 from flow.domain.task.lifecycle import TaskRecord
+from flow.domain.task.requests import MAX_WINDOW_SIZE, task_id_from_name
 from flow.version import __version__
 from flow.wire.error_table import domain_error_to_status
 from flow.wire.function_codec import function_call_from_proto, result_to_proto
@@ -42,9 +43,12 @@ from flowapi.v1 import (
     task_service_pb2_grpc,
 )
 from flowd.blobs import BlobError, BlobStore, BlobWriter
-from flowd.engine import MAX_WINDOW_SIZE, TaskEngine, state_write_failure, task_id_from_name
+from flowd.call_budget import CallBudget
+from flowd.engine import TaskEngine, state_write_failure
+from flowd.providers.base import ExecRequest
 from flowd.request_decoding import UndecodableRequestError
 from flowd.store import StateWriteError
+from flowd.wakeups import Waiter
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -125,9 +129,20 @@ def _unwrap(result: Result[T, DomainError], context: grpc.ServicerContext) -> T 
     return result.unwrap()
 
 
+def _waiter(context: grpc.ServicerContext) -> Waiter:
+    """The call's own wake-up, released the moment its client goes away."""
+    waiter = Waiter()
+    if not context.add_callback(waiter.release):
+        waiter.release()  # the call has ended already
+    return waiter
+
+
 class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
-    def __init__(self, engine: TaskEngine) -> None:
+    """WaitTask, StreamTaskLogs and ExecTask are long-lived: they run within the CallBudget."""
+
+    def __init__(self, engine: TaskEngine, budget: CallBudget) -> None:
         self._engine = engine
+        self._budget = budget
 
     @guarded(task_service_pb2.CreateTaskResponse)
     def CreateTask(
@@ -223,7 +238,11 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
         remaining = context.time_remaining()
         if remaining is not None:  # answer before the client's own deadline passes
             timeout = min(timeout, max(0.0, remaining - 0.05))
-        record = _unwrap(self._engine.wait(task_id, timeout), context)
+        with self._budget.admitted() as admitted:
+            if not admitted:
+                fail(context, self._budget.refusal())
+                return task_service_pb2.WaitTaskResponse()
+            record = _unwrap(self._engine.wait(task_id, timeout, _waiter(context)), context)
         if record is None:
             return task_service_pb2.WaitTaskResponse()
         return task_service_pb2.WaitTaskResponse(task=task_record_to_proto(record))
@@ -242,6 +261,15 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
     def ExecTask(
         self, request_iterator: Iterator[task_service_pb2.ExecTaskRequest], context: grpc.ServicerContext
     ) -> Iterator[task_service_pb2.ExecTaskResponse]:
+        with self._budget.admitted() as admitted:
+            if not admitted:
+                fail(context, self._budget.refusal())
+                return
+            yield from self._exec(request_iterator, context)
+
+    def _exec(
+        self, request_iterator: Iterator[task_service_pb2.ExecTaskRequest], context: grpc.ServicerContext
+    ) -> Iterator[task_service_pb2.ExecTaskResponse]:
         first = next(request_iterator, None)
         if first is None or first.WhichOneof("kind") != "start":
             fail(
@@ -256,12 +284,14 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
         task_id = self._task_id(start.name, context)
         if task_id is None:
             return
-        session = _unwrap(
-            self._engine.exec(
-                task_id, list(start.command), start.tty, start.window.rows or 24, start.window.columns or 80, start.term
-            ),
-            context,
+        exec_request = ExecRequest(
+            argv=tuple(start.command),
+            tty=start.tty,
+            rows=start.window.rows or 24,
+            columns=start.window.columns or 80,
+            term=start.term,
         )
+        session = _unwrap(self._engine.exec(task_id, exec_request), context)
         if session is None:
             return
         context.add_callback(session.kill)  # the client went away: end what it started
@@ -303,21 +333,25 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
         task_id = self._task_id(request.name, context)
         if task_id is None:
             return
-        chunks = _unwrap(
-            self._engine.stream_logs(
-                task_id,
-                request.cursor,
-                request.follow,
-                request.tail_lines,
-                context.is_active,
-                node=request.node if request.HasField("node") else None,
-            ),
-            context,
-        )
-        if chunks is None:
-            return
-        for chunk in chunks:
-            yield task_service_pb2.StreamTaskLogsResponse(data=chunk.data, cursor=chunk.cursor)
+        with self._budget.admitted() as admitted:
+            if not admitted:
+                fail(context, self._budget.refusal())
+                return
+            chunks = _unwrap(
+                self._engine.stream_logs(
+                    task_id,
+                    request.cursor,
+                    request.follow,
+                    request.tail_lines,
+                    _waiter(context),
+                    node=request.node if request.HasField("node") else None,
+                ),
+                context,
+            )
+            if chunks is None:
+                return
+            for chunk in chunks:
+                yield task_service_pb2.StreamTaskLogsResponse(data=chunk.data, cursor=chunk.cursor)
 
 
 class CodeServicer(code_service_pb2_grpc.CodeServiceServicer):
@@ -451,7 +485,7 @@ class DaemonServicer(daemon_service_pb2_grpc.DaemonServiceServicer):
         return daemon_service_pb2.ListProvidersResponse(
             providers=[
                 daemon_service_pb2.Provider(name=f"providers/{name}", kind=p.kind, is_default=name == default)
-                for name, p in sorted(self._engine.providers.items())
+                for name, p in sorted(self._engine.providers.all().items())
             ]
         )
 

@@ -1,7 +1,8 @@
 """flowd's durable state: one SQLite database (WAL) under $FLOW_HOME.
 
-A task row holds the TaskRecord as JSON plus the provider's runtime facts (pid, job id, ...) as
-an opaque JSON object, so a restarted daemon can find its tasks again. WAL with
+A task row holds the TaskRecord as JSON plus the provider's runtime state (pid, job id, ...) as a
+JSON object the store does not interpret (flowd.providers.runtime_state reads and writes it), so a
+restarted daemon can find its tasks again. WAL with
 synchronous=NORMAL survives the daemon being killed at any point (only a power cut can drop the
 last commits), and keeps readers from blocking the writer.
 """
@@ -90,7 +91,7 @@ def state_write_error(exc: BaseException, where: Path) -> StateWriteError | None
 class StoredTask:
     seq: int
     record: TaskRecord
-    runtime: dict[str, Any]
+    runtime: dict[str, Any]  # the provider's runtime state as JSON (flowd.providers.runtime_state)
 
 
 def record_to_json(record: TaskRecord) -> str:
@@ -193,6 +194,14 @@ class Store:
                     "UPDATE tasks SET state = ?, record = ?, runtime = ? WHERE task_id = ?",
                     (record.state.value, record_to_json(record), json.dumps(runtime), record.task_id),
                 )
+
+    def delete(self, task_id: str) -> None:
+        """Forgets a task that never existed (its provider refused it)."""
+        try:
+            with self._lock:
+                self._db.execute("DELETE FROM tasks WHERE task_id = ?", (task_id,))
+        except sqlite3.Error as exc:
+            self._raise_write_error(exc)
 
     def _rows(self, sql: str, params: Iterable[object]) -> list[StoredTask]:
         with self._lock:

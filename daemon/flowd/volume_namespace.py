@@ -17,19 +17,18 @@ import functools
 import os
 import shutil
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from returns.result import Failure, Result, Success
 
-from flow.domain.errors import DomainError, ErrorReason
+from flow.domain.errors import DomainError, ErrorReason, validation_error, violation
 from flow.domain.task.config import TaskConfig
 from flow.domain.volumes.mounts import Bind, namespace_argv, namespace_script
 from flow.domain.volumes.rules import resolve_volumes
 from flowd.providers.base import LaunchError
 from flowd.volume_s3 import s3_available, sync_s3
-from flowd.volumes import VolumeManager, VolumeStorageError
+from flowd.volumes import VolumeManager, VolumeStorageError, storage_error
 
 DATA_DIR = "data"
 
@@ -65,7 +64,7 @@ def check_supported(config: TaskConfig, provider: str) -> Result[None, DomainErr
     if config.image:
         problem = "volumes and data mounts are not given to image (container) tasks on the local provider yet"
     if problem is None and any(m.source.startswith("s3://") for m in config.data_mounts) and not s3_available():
-        problem = "s3:// data mounts need boto3 in flowd's environment (pip install 'flow-gpu[s3]')"
+        problem = "s3:// data mounts need boto3 in flowd's environment (pip install 'flow-launcher[s3]')"
     if problem is None:
         return Success(None)
     fields = " and ".join(n for n in ("volumes", "data_mounts") if getattr(config, n))
@@ -90,12 +89,13 @@ def _binds(config: TaskConfig, volumes: VolumeManager | None, task_dir: Path) ->
             raise LaunchError("this flowd has no volume storage configured")
         resolved = resolve_volumes(config.volumes, volumes.all(), iter(()), 0.0)
         if isinstance(resolved, Failure):
-            raise LaunchError(resolved.failure().message)
+            raise LaunchError(resolved.failure().message, resolved.failure())
         for mount in resolved.unwrap():
             try:
                 host = volumes.host_path(mount.volume.volume_id)
             except VolumeStorageError as exc:
-                raise LaunchError(f"volume {mount.volume.name} ({mount.volume.volume_id}): {exc}") from exc
+                message = f"volume {mount.volume.name} ({mount.volume.volume_id}): {exc}"
+                raise LaunchError(message, storage_error(exc)) from exc
             binds.append(Bind(str(host), mount.mount_path))
     for i, data in enumerate(config.data_mounts):
         if data.source.startswith("s3://"):
@@ -105,9 +105,10 @@ def _binds(config: TaskConfig, volumes: VolumeManager | None, task_dir: Path) ->
             continue
         source = data.source.removeprefix("file://")
         if not os.path.isdir(source):
+            problem, fix = "is not a directory on this machine", "give an existing directory"
             raise LaunchError(
-                f"data_mounts[{i}].source {data.source!r} is not a directory on this machine; "
-                "give an existing directory"
+                f"data_mounts[{i}].source {data.source!r} {problem}; {fix}",
+                validation_error([violation(f"data_mounts[{i}].source", data.source, problem, fix)]),
             )
         binds.append(Bind(source, data.target, read_only=True))
     return binds
@@ -127,10 +128,9 @@ def namespace_command(
     return namespace_argv(unshare, namespace_script(_binds(config, volumes, task_dir)), command)
 
 
-def enter_command(config: TaskConfig, runtime: Mapping[str, Any], command: list[str]) -> list[str]:
-    """`command` run inside a running task's mount namespace (flow ssh sees its volumes and
-    data), or as it is for a task without one."""
-    pid = runtime.get("pid")
+def enter_command(config: TaskConfig, pid: int | None, command: list[str]) -> list[str]:
+    """`command` run inside the mount namespace of a running task (its process `pid`), so flow
+    ssh sees its volumes and data; `command` as it is for a task without one."""
     if (not config.volumes and not config.data_mounts) or pid is None:
         return command
     nsenter = shutil.which("nsenter") or "nsenter"

@@ -93,7 +93,9 @@ def sync_s3(
         with contextlib.suppress(ValueError, OSError):
             return int(marker.read_text() or 0)
     if not s3_available():
-        raise LaunchError(f"{url}: s3:// data mounts need boto3 in flowd's environment (pip install 'flow-gpu[s3]')")
+        raise LaunchError(
+            f"{url}: s3:// data mounts need boto3 in flowd's environment (pip install 'flow-launcher[s3]')"
+        )
     bucket, prefix = split_s3_url(url)
     where = f"s3://{bucket}/{prefix}"
     from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-untyped]

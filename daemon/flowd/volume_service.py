@@ -1,45 +1,27 @@
-"""VolumeService: decode the request, ask the VolumeManager (local volumes) or the provider that
-keeps its own volumes (mithril: /v2/volumes), encode the answer.
+"""VolumeService: decode the request, ask the VolumeManager (flowd's own volumes) or the providers
+that keep their own (`capabilities.volumes`: Mithril's /v2/volumes), encode the answer.
 
-Which one: CreateVolume by `provider` (else the daemon's default); Get and Delete by the id
-(Mithril fids start `vol_`, Flow's local ids `vol-`); ListVolumes lists the local volumes page by
-page and then, on the last page, every volume of each provider that keeps its own."""
+Which one: CreateVolume by `provider` (else the daemon's default); Get and Delete ask flowd's own
+volumes first, then each provider that keeps its own (an id is never told apart by its spelling);
+ListVolumes lists the local volumes page by page and then, on the last page, every volume of each
+provider that keeps its own."""
 # ruff: noqa: N802 - gRPC method names come from the contract
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Protocol
+from typing import Any
 
 import grpc
 from returns.result import Failure, Result
 
 from flow.domain.errors import DomainError
-from flow.domain.mithril.volumes import is_mithril_volume_id
 from flow.domain.volumes.rules import Volume, volume_not_found
 from flow.wire.volume_codec import interface_from_proto, volume_to_proto
 from flowapi.v1 import volume_pb2, volume_pb2_grpc
+from flowd.providers.base import OwnVolumes, Provider
 from flowd.servicers import _unwrap, guarded
 from flowd.volumes import VolumeManager
-
-
-class VolumeProvider(Protocol):
-    """A provider that keeps its own volumes (the mithril provider)."""
-
-    kind: str
-
-    def create_volume(
-        self, name: object, size_gb: object, interface: object, iops: object, region: str | None = None
-    ) -> Result[Volume, DomainError]: ...
-
-    def list_volumes(self) -> Result[list[tuple[Volume, tuple[str, ...]]], DomainError]: ...
-
-    def get_volume(self, volume_id: str) -> Result[tuple[Volume, tuple[str, ...]], DomainError]: ...
-
-    def delete_volume(self, volume_id: str) -> Result[Volume, DomainError]: ...
-
-
-OWN_VOLUMES = frozenset({"mithril"})  # provider kinds whose volumes live on their platform
 
 
 class VolumeServicer(volume_pb2_grpc.VolumeServiceServicer):
@@ -47,21 +29,22 @@ class VolumeServicer(volume_pb2_grpc.VolumeServiceServicer):
         self,
         volumes: VolumeManager,
         default_provider: str,
-        providers: Callable[[], Mapping[str, object]] = dict,
+        providers: Callable[[], Mapping[str, Provider[Any]]] = dict,
     ) -> None:
         self._volumes = volumes
         self._default_provider = default_provider
         self._providers = providers
 
-    def _own(self, name: str | None = None) -> list[VolumeProvider]:
+    def _own(self, name: str | None = None) -> list[OwnVolumes]:
         """The providers that keep their own volumes (only `name`, when given)."""
-        found: list[VolumeProvider] = []
+        found: list[OwnVolumes] = []
         for key, provider in self._providers().items():
-            if getattr(provider, "kind", None) in OWN_VOLUMES and name in (None, key):
-                found.append(provider)  # type: ignore[arg-type]
+            own = provider.capabilities.volumes
+            if own is not None and name in (None, key):
+                found.append(own)
         return found
 
-    def _find(self, volume_id: str) -> Result[tuple[VolumeProvider, tuple[Volume, tuple[str, ...]]], DomainError]:
+    def _find(self, volume_id: str) -> Result[tuple[OwnVolumes, tuple[Volume, tuple[str, ...]]], DomainError]:
         error: DomainError = volume_not_found(volume_id)
         for provider in self._own():
             found = provider.get_volume(volume_id)
@@ -108,13 +91,14 @@ class VolumeServicer(volume_pb2_grpc.VolumeServiceServicer):
     def GetVolume(
         self, request: volume_pb2.GetVolumeRequest, context: grpc.ServicerContext
     ) -> volume_pb2.GetVolumeResponse:
-        if is_mithril_volume_id(request.volume_id):
+        local = self._volumes.get(request.volume_id)
+        if isinstance(local, Failure) and self._own():  # not flowd's: a provider's?
             pair = _unwrap(self._find(request.volume_id), context)
             if pair is None:
                 return volume_pb2.GetVolumeResponse()
             volume, holders = pair[1]
             return volume_pb2.GetVolumeResponse(volume=volume_to_proto(volume, holders))
-        found = _unwrap(self._volumes.get(request.volume_id), context)
+        found = _unwrap(local, context)
         if found is None:
             return volume_pb2.GetVolumeResponse()
         return volume_pb2.GetVolumeResponse(volume=volume_to_proto(found, self._attached(found.volume_id)))
@@ -141,7 +125,7 @@ class VolumeServicer(volume_pb2_grpc.VolumeServiceServicer):
     def DeleteVolume(
         self, request: volume_pb2.DeleteVolumeRequest, context: grpc.ServicerContext
     ) -> volume_pb2.DeleteVolumeResponse:
-        if is_mithril_volume_id(request.volume_id):
+        if isinstance(self._volumes.get(request.volume_id), Failure) and self._own():  # not flowd's
             pair = _unwrap(self._find(request.volume_id), context)
             if pair is None:
                 return volume_pb2.DeleteVolumeResponse()

@@ -96,7 +96,7 @@ def storage_error(error: VolumeStorageError | OSError) -> DomainError:
 
 class VolumeManager:
     """Volume records and their storage. `live_specs` gives the volumes named by each live task
-    (set once the engine exists): the holders of block volumes and of volumes being deleted."""
+    (the lifecycle's): the holders of block volumes and of volumes being deleted."""
 
     def __init__(
         self,
@@ -104,13 +104,14 @@ class VolumeManager:
         root: Path,
         clock: Callable[[], float] = time.time,
         new_id: Callable[[], str] = new_volume_id,
+        live_specs: Callable[[], Mapping[str, tuple[VolumeSpec, ...]]] = dict,
     ) -> None:
         self._store = store
         self.root = root
         self._clock = clock
         self._new_id = new_id
         self.lock = threading.RLock()  # held from resolving a task's volumes until it is live
-        self.live_specs: Callable[[], Mapping[str, tuple[VolumeSpec, ...]]] = dict
+        self.live_specs = live_specs
         self._mounted: set[Path] = set()
 
     # --- records ----------------------------------------------------------------------------

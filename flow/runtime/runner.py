@@ -51,10 +51,33 @@ def restore_integers(value: Any) -> Any:
     return value
 
 
+class _StandInApp:
+    """flow.FlowApp where Flow is not installed: its decorators leave functions as they are."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def function(self, *args: Any, **kwargs: Any) -> Any:
+        return lambda fn: fn
+
+
+def flow_stand_in() -> None:
+    """A task on a machine without Flow installed (a cluster node, a cloud instance) still imports
+    a module written with `from flow import FlowApp`: the task calls the function itself, so the
+    decorator has nothing to do there."""
+    try:
+        importlib.import_module("flow")
+    except ImportError:
+        stand_in = types.ModuleType("flow", "Flow is not installed here; FlowApp is a stand-in (flow.runtime.runner).")
+        stand_in.FlowApp = _StandInApp  # type: ignore[attr-defined]
+        sys.modules["flow"] = stand_in
+
+
 @contextlib.contextmanager
 def importing() -> Iterator[None]:
     """Marks the import of the user's module, so that a .remote() at its top level fails clearly
     instead of launching tasks from inside this task (flow.remote_call.IMPORTING_ENV)."""
+    flow_stand_in()
     os.environ[IMPORTING_ENV] = "1"
     try:
         yield
@@ -202,7 +225,7 @@ def main(argv: list[str]) -> int:
         return 1
     try:
         result = encode_value(value, encoding)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - whatever encoding the value raises is reported to the caller
         print(f"flow: {exc}", file=sys.stderr)
         write_result(result_path, encode_error(exc, "json", kind="unreturnable"))
         return 1

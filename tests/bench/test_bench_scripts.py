@@ -194,3 +194,19 @@ def test_mithril_quick_prints_every_row_with_a_ratio_and_cleans_up() -> None:
     assert home, output
     assert not Path(home.group(1)).exists()
     assert processes_mentioning(home.group(1)) == []
+
+
+STREAMS_ROWS = (
+    "health p99, 200 followers+200 waiters",
+    "flowd peak RSS, tail_lines=10 on 64 MB log",
+    "stream 64 MB log with a 4 MB line",
+)
+
+
+@pytest.mark.slow
+def test_streams_quick_prints_every_row_with_a_ratio_and_cleans_up() -> None:
+    output = run_script("bench/bench_streams.py", "--quick", timeout=600)
+    for name in STREAMS_ROWS:
+        assert RATIO.search(row(output, name)), row(output, name)
+    home = re.search(r"FLOW_HOME=(\S+): stopped, home removed", output)
+    assert home is not None and not Path(home.group(1)).exists()

@@ -104,7 +104,7 @@ def test_daemon_start_status_stop(daemon: Daemon) -> None:
     assert json.loads(stopped.stdout)["stopped_pid"] == daemon.pid
     assert not pid_alive(daemon.pid or 0)
     down = daemon.flow_cli("daemon", "status")
-    assert down.returncode == 1 and "not running" in down.stdout
+    assert down.returncode == 69 and "not running" in down.stdout
     started = json.loads(daemon.flow_cli("daemon", "start", "--json").stdout)
     assert started["running"] is True
     daemon.pid = started["pid"]
@@ -115,3 +115,74 @@ def test_daemon_start_status_stop(daemon: Daemon) -> None:
 def test_version_does_not_need_the_daemon(daemon: Daemon) -> None:
     done = daemon.flow_cli("--version")
     assert done.returncode == 0 and done.stdout.startswith("flow ")
+
+
+def test_flow_options_are_flows_anywhere_before_double_dash(shared_daemon: Daemon) -> None:
+    detached = shared_daemon.flow_cli("run", "--no-upload", "echo hi", "-d")  # -d after the program: Flow's
+    assert detached.returncode == 0, detached.stderr
+    task_id = detached.stdout.strip()
+    assert task_id.startswith("t-") and "\n" not in task_id
+    assert shared_daemon.flow_cli("wait", task_id).returncode == 0
+    assert shared_daemon.flow_cli("logs", task_id).stdout == "hi\n"
+    mixed = shared_daemon.flow_cli("run", "python3", "-d", "--no-upload", "--json", "-n", "mixed", "--", "-c", "pass")
+    assert mixed.returncode == 2  # words on both sides of --: one program, said once
+    after = shared_daemon.flow_cli(
+        "run", "--no-upload", "--", "python3", "-c", "import sys; print(sys.argv[1:])", "-d", "--json", "--"
+    )
+    assert after.returncode == 0, after.stderr
+    assert after.stdout == "['-d', '--json', '--']\n"  # after --, everything is the program's
+
+
+def test_a_programs_options_before_double_dash_are_refused_with_the_fix(shared_daemon: Daemon) -> None:
+    done = shared_daemon.flow_cli("run", "python3", "train.py", "--epochs", "3")
+    assert done.returncode == 2
+    assert "unrecognized arguments: --epochs" in done.stderr
+    assert "flow run -- python train.py --epochs 3" in done.stderr
+
+
+def test_cancel_prints_the_state_reached_or_that_it_is_stopping(shared_daemon: Daemon, tmp_path: Path) -> None:
+    ready = tmp_path / "ready"
+    stubborn = f"trap '' TERM; touch {ready}; sleep 600"
+    task_id = shared_daemon.flow_cli("run", "--no-upload", "-d", stubborn).stdout.strip()
+    wait_until(ready.exists, 30)
+    stopping = shared_daemon.flow_cli("cancel", task_id)  # ignores SIGTERM: SIGKILL comes after the grace period
+    assert stopping.returncode == 0
+    assert stopping.stdout == f"task {task_id} is stopping (still RUNNING); `flow wait {task_id}` waits until it has\n"
+    stopped = json.loads(shared_daemon.flow_cli("cancel", task_id, "--wait", "--json").stdout)
+    assert stopped[0]["status"] == "CANCELLED"
+
+
+def test_hints_name_the_flags_a_cli_user_types(shared_daemon: Daemon) -> None:
+    """The core's suggestions say provider='slurm' and memory_mb=...; the CLI says the flags."""
+    no_gpus = shared_daemon.flow_cli("run", "-i", "8xh100", "true")
+    assert no_gpus.returncode == 1
+    assert "--provider slurm or --provider mithril" in no_gpus.stderr
+    assert "leave out --instance-type and --min-gpu-memory" in no_gpus.stderr
+    assert "provider='" not in no_gpus.stderr and "instance_type and" not in no_gpus.stderr
+    too_big = shared_daemon.flow_cli("run", "--memory", "60000000", "--json", "true")
+    error = json.loads(too_big.stdout)["error"]
+    assert error["code"] == "RESOURCE_NOT_AVAILABLE"
+    assert any(tip.startswith("ask for at most --memory ") for tip in error["suggestions"]), error
+    missing = shared_daemon.flow_cli("run", "--working-dir", "/no/such/dir", "true")
+    assert missing.returncode == 2
+    assert "working_dir: does not exist" in missing.stderr and "'/no/such/dir'" in missing.stderr
+    assert "hint: create it first, or leave --working-dir out" in missing.stderr
+
+
+def test_ssh_takes_json_too(shared_daemon: Daemon, tmp_path: Path) -> None:
+    ready = tmp_path / "ready"
+    task_id = shared_daemon.flow_cli("run", "--no-upload", "-d", f"touch {ready}; exec sleep 600").stdout.strip()
+    try:
+        wait_until(ready.exists, 30)
+        done = shared_daemon.flow_cli("ssh", task_id, "--json", "--", "sh", "-c", "echo out; echo err >&2; exit 7")
+        assert done.returncode == 7
+        assert json.loads(done.stdout) == {
+            "task_id": task_id,
+            "command": ["sh", "-c", "echo out; echo err >&2; exit 7"],
+            "exit_code": 7,
+            "stdout": "out\n",
+            "stderr": "err\n",
+        }
+        assert shared_daemon.flow_cli("ssh", task_id, "--json").returncode == 2  # a terminal prints no JSON
+    finally:
+        shared_daemon.flow_cli("cancel", task_id)

@@ -79,49 +79,63 @@ def test_decode_never_raises(text: str) -> None:
         _refuses(text)
 
 
-@given(log_bytes)
-def test_emit_length_sends_whole_lines_only(data: bytes) -> None:
-    n = emit_length(data, final=False)
-    assert 0 <= n <= len(data)
-    if n:
-        assert data[n - 1 : n] == b"\n"
-    assert b"\n" not in data[n:]  # everything held back is one unfinished line
-    assert emit_length(data, final=True) == len(data)
+@given(log_bytes, st.integers(min_value=1, max_value=64))
+def test_emit_length_sends_whole_lines_unless_a_line_outgrows_the_chunk(data: bytes, limit: int) -> None:
+    read = data[:limit]
+    n = emit_length(read, final=False, limit=limit)
+    assert 0 <= n <= len(read)
+    if b"\n" in read:
+        assert read[n - 1 : n] == b"\n"
+        assert b"\n" not in read[n:]  # everything held back is one unfinished line
+    elif len(read) == limit:
+        assert n == len(read)  # a line longer than a chunk goes out in pieces: nothing stalls
+    else:
+        assert n == 0
+    if len(read) < limit:  # the end of a finished task's output: all of it
+        assert emit_length(read, final=True, limit=limit) == len(read)
 
 
 def test_emit_length_examples() -> None:
-    assert emit_length(b"", False) == 0
-    assert emit_length(b"partial", False) == 0
-    assert emit_length(b"one\ntwo", False) == 4
-    assert emit_length(b"one\ntwo\n", False) == 8
-    assert emit_length(b"one\ntwo", True) == 7
+    assert emit_length(b"", False, 8) == 0
+    assert emit_length(b"partial", False, 8) == 0
+    assert emit_length(b"one\ntwo", False, 8) == 4
+    assert emit_length(b"one\ntwo\n", False, 8) == 8
+    assert emit_length(b"one\ntwo", True, 8) == 7
+    assert emit_length(b"01234567", False, 8) == 8  # one line longer than the chunk
 
 
 @settings(max_examples=300)
-@given(log_bytes, st.lists(st.integers(min_value=0, max_value=40), max_size=20))
-def test_resuming_reader_sees_every_line_exactly_once(data: bytes, growth: list[int]) -> None:
+@given(
+    log_bytes,
+    st.lists(st.integers(min_value=0, max_value=40), max_size=20),
+    st.integers(min_value=1, max_value=16),
+)
+def test_resuming_reader_sees_every_byte_exactly_once(data: bytes, growth: list[int], limit: int) -> None:
     """The file grows in arbitrary steps (cutting lines anywhere); after each step the reader
-    reads from its cursor, sends what emit_length allows, and reconnects with the new cursor.
-    Once the task is terminal, a last read with final=True drains the rest."""
+    reads at most `limit` bytes from its cursor, sends what emit_length allows, and reconnects
+    with the new cursor. Once the task is terminal, final reads drain the rest. Every byte
+    arrives once, in order; a chunk ends mid-line only where a line outgrew the chunk."""
     written = 0
     cursor = ""
     emitted: list[bytes] = []
     for step in growth:
         written = min(len(data), written + step)
         offset = decode_cursor(cursor).unwrap()
-        available = data[offset:written]
-        n = emit_length(available, final=False)
+        available = data[offset:written][:limit]
+        n = emit_length(available, final=False, limit=limit)
         if n:
-            assert available[:n].endswith(b"\n")
+            assert available[:n].endswith(b"\n") or n == limit
             emitted.append(available[:n])
         cursor = encode_cursor(offset + n)
     offset = decode_cursor(cursor).unwrap()
-    rest = data[offset:]
-    n = emit_length(rest, final=True)
-    if n:
+    while offset < len(data):
+        rest = data[offset : offset + limit]
+        n = emit_length(rest, final=True, limit=limit)
         emitted.append(rest[:n])
+        offset += n
     assert b"".join(emitted) == data
-    assert [line for chunk in emitted for line in lines_of(chunk)] == lines_of(data)
+    if limit >= max((len(line) for line in data.split(b"\n")), default=0) + 1:
+        assert [line for chunk in emitted for line in lines_of(chunk)] == lines_of(data)
 
 
 def _reference_tail(data: bytes, lines: int) -> int:

@@ -850,8 +850,11 @@ class FakeMithril:
         user = self._user()
         if not doomed or user is None or os.geteuid() != 0:
             return
-        for _ in range(2):  # twice: a fork racing the first pass
-            self._signal_marked(doomed, user.pw_uid, signal.SIGKILL)
+        # Until none is left: a terminated VM has no process running (a fork racing a pass, or a
+        # process not dead yet a moment after its SIGKILL, is found by the next).
+        deadline = time.monotonic() + 10
+        while self._signal_marked(doomed, user.pw_uid, signal.SIGKILL) and time.monotonic() < deadline:
+            time.sleep(0.005)
         wanted = set(doomed)
         state = Path(user.pw_dir) / ".fake-mithril" / "docker"
         for meta_path in state.glob("*/meta.json") if state.exists() else []:
@@ -875,8 +878,10 @@ class FakeMithril:
             self._signal_marked([inst_fid], user.pw_uid, sig)
 
     @staticmethod
-    def _signal_marked(inst_fids: list[str], uid: int, sig: signal.Signals) -> None:
+    def _signal_marked(inst_fids: list[str], uid: int, sig: signal.Signals) -> int:
+        """Signals every live process carrying one of the instances' markers; returns how many."""
         markers = {f"FAKE_MITHRIL_INSTANCE={fid}".encode() for fid in inst_fids}
+        signalled = 0
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
@@ -886,9 +891,11 @@ class FakeMithril:
                 environ = (entry / "environ").read_bytes()
             except OSError:
                 continue
-            if markers.intersection(environ.split(b"\0")):
+            if markers.intersection(environ.split(b"\0")) and not _is_zombie(int(entry.name)):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(int(entry.name), sig)
+                    signalled += 1
+        return signalled
 
     # --- HTTP ------------------------------------------------------------------------------------
 
@@ -1629,6 +1636,13 @@ class FakeMithril:
         return 204, None
 
 
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0] == b"Z"
+    except (OSError, IndexError):
+        return True
+
+
 def _injected_detail(status: int) -> str:
     if status == 429:
         return "Too many requests: rate limit exceeded"
@@ -1655,7 +1669,7 @@ def _make_handler(fake: FakeMithril) -> type[BaseHTTPRequestHandler]:
         server_version = "fake-mithril"
         disable_nagle_algorithm = True  # headers and body go in separate writes: no 40 ms ACK stalls
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - BaseHTTPRequestHandler names it so
             del format, args
 
         def _body(self) -> bytes:

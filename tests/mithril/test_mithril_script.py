@@ -80,7 +80,7 @@ def test_hostile_values_arrive_exactly_and_run_nothing(value: str, name: str, ar
         d = task_dir(home, "t-hostile0001")
         assert done.returncode == 0, (done.stderr, (d / "output.log").read_text())
         assert (d / "output.log").read_text() == repr((value, arg)) + "\n"
-        assert (d / "exit_code").read_text() == "0\n"
+        assert (d / "exit_status").read_text() == "0\n"
 
 
 def test_exit_code_code_and_torchrun_variables(tmp_path: Path) -> None:
@@ -92,7 +92,7 @@ def test_exit_code_code_and_torchrun_variables(tmp_path: Path) -> None:
     d = task_dir(tmp_path, "t-exit000001")
     assert done.returncode == 3
     assert (d / "output.log").read_text() == "0 1\nmaster=127.0.0.1:29500\n"
-    assert (d / "exit_code").read_text() == "3\n"
+    assert (d / "exit_status").read_text() == "3\n"
     assert (d / "code" / "train.py").is_file()
 
 
@@ -101,7 +101,7 @@ def test_max_run_time_stops_the_command_and_says_so(tmp_path: Path) -> None:
     plan = startup_plan(StartupRequest("t-time000001", "n", config, NO_USER))
     run_script(plan.startup_script, tmp_path)
     d = task_dir(tmp_path, "t-time000001")
-    assert (d / "exit_code").read_text() == "124\n"
+    assert (d / "exit_status").read_text() == "124\n"
     assert (d / "timed_out").exists()
 
 
@@ -145,7 +145,7 @@ def test_big_code_and_scripts_over_the_limit_fall_back_to_upload(tmp_path: Path)
     (d / "ready").touch()
     run_script(plan.startup_script, tmp_path)
     assert (d / "output.log").read_text() == noise + "\n"
-    assert (d / "exit_code").read_text() == "0\n"
+    assert (d / "exit_status").read_text() == "0\n"
 
 
 def test_secrets_never_go_into_the_startup_script(tmp_path: Path) -> None:

@@ -137,7 +137,7 @@ def test_flowd_refuses_a_bad_config_naming_the_file_line_and_field() -> None:
     env = {**os.environ, "FLOW_HOME": str(home)}
     env.pop("FLOW_PROVIDER", None)
     cli = subprocess.run([str(BIN / "flow"), "status"], capture_output=True, text=True, env=env, timeout=60)
-    assert cli.returncode == 1
+    assert cli.returncode == 69  # flowd could not be started (flow.cli.exit_status)
     assert "flowd could not be started" in cli.stderr and "line 6: providers.cluster.prot" in cli.stderr
 
 
@@ -201,8 +201,8 @@ def test_a_good_config_lists_its_providers_and_default(tmp_path: Path) -> None:
     daemon = Daemon(home)
     daemon.start()
     try:
-        info = daemon.client().daemon_info()  # type: ignore[attr-defined]
-        kinds = {p["name"]: (p["kind"], p["default"]) for p in info["providers"]}
+        info = daemon.client().daemon_info()
+        kinds = {p.name: (p.kind, p.default) for p in info.providers}
         assert kinds == {"cluster": ("slurm", True), "local": ("local", False)}
     finally:
         daemon.stop()

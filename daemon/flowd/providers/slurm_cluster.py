@@ -24,14 +24,12 @@ import paramiko
 from attrs import frozen
 
 from flow.domain.daemon_config import SshSettings
+from flowd.providers.environment import public_env
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT: Final = 120.0
 MAX_CHANNELS: Final = 8
-# Variables of flowd's own environment that must never reach a job (local mode passes the rest,
-# as sbatch's default --export=ALL would from a login shell).
-PRIVATE_ENV: Final = frozenset({"MITHRIL_API_KEY", "FLOW_DAEMON_TOKEN", "FLOW_DAEMON_DETACHED"})
 
 
 class ClusterError(Exception):
@@ -77,7 +75,9 @@ class LocalCluster:
 
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
         source = os.environ if env is None else env
-        self._env = {k: v for k, v in source.items() if k not in PRIVATE_ENV}
+        # flowd's private variables never reach a job; local mode passes the rest, as sbatch's
+        # default --export=ALL would from a login shell.
+        self._env = public_env(source)
 
     def run(self, script: str, timeout: float = DEFAULT_TIMEOUT) -> Completed:
         try:

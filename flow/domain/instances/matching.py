@@ -412,18 +412,24 @@ def _reject(req: Requirements, offers: Sequence[Offer]) -> tuple[Rejection, ...]
 def explain_no_match(req: Requirements, result: MatchResult, price_field: str = "max_price") -> DomainError:
     """Why nothing matched, told by the closest miss, with what to change to get a match.
 
+    The closest offer is the one nearest along the constraint that failed: the 80 GB GPU for a
+    100 GB request, 2xa100 for 3xa100; never a CPU instance for a request that needs GPUs.
     `price_field` names the price setting in the caller's vocabulary ("max_price_per_hour" for a
     TaskConfig, "max_price" for find_instances).
     """
     wanted = _describe_request(req)
-    if not result.rejections:
+    candidates = _candidates(req, result.rejections)
+    if not candidates:
+        nothing = "the provider offers nothing right now"
+        if result.rejections:  # only CPU instances, for a request that needs GPUs
+            nothing = "the provider offers no GPUs, only CPU instances"
         return DomainError(
             reason=ErrorReason.RESOURCE_NOT_AVAILABLE,
-            message=f"No offer matches {wanted}: the provider offers nothing right now.",
+            message=f"No offer matches {wanted}: {nothing}.",
             suggestions=("try again later, or another provider",),
         )
-    closest = min(result.rejections, key=_closeness)
-    suggestions = _suggestions(_cheapest_by_sole_miss(result.rejections), price_field)
+    closest = min(candidates, key=lambda r: _closeness(r, req))
+    suggestions = _suggestions(_nearest_by_sole_miss(candidates, req), price_field)
     fallback = "relax the requirements: " + "; ".join(closest.reasons)
     return DomainError(
         reason=ErrorReason.RESOURCE_NOT_AVAILABLE,
@@ -434,7 +440,8 @@ def explain_no_match(req: Requirements, result: MatchResult, price_field: str = 
 
 
 # Price, region and capacity are preferences a user can relax; GPU type, memory and count are
-# what the job needs. So the closest miss is the one with fewest misses, then the softest.
+# what the job needs. So the closest miss is the one with fewest misses, then the softest, then
+# the nearest along what it misses.
 _HARDNESS = {
     Miss.PRICE: 0,
     Miss.REGION: 1,
@@ -446,10 +453,47 @@ _HARDNESS = {
 }
 
 
-def _closeness(rejection: Rejection) -> tuple[object, ...]:
+def _needs_gpus(req: Requirements) -> bool:
+    wanted = req.instance_type
+    return (
+        (wanted is not None and not wanted.is_cpu)
+        or req.gpu_type is not None
+        or bool(req.gpu_memory_gb)
+        or bool(req.min_gpu_count)
+    )
+
+
+def _candidates(req: Requirements, rejections: Sequence[Rejection]) -> list[Rejection]:
+    """The offers that may be named as closest: no CPU instance for a request that needs GPUs."""
+    if not _needs_gpus(req):
+        return list(rejections)
+    return [r for r in rejections if not r.offer.instance_type.is_cpu]
+
+
+def _distance(miss: Miss, offer: Offer, req: Requirements) -> tuple[int, ...]:
+    """How far an offer is from the request along one constraint (smaller is closer)."""
+    it = offer.instance_type
+    if miss is Miss.GPU_MEMORY and req.gpu_memory_gb is not None:
+        return (abs(req.gpu_memory_gb - it.memory_gb),)
+    if miss is Miss.GPU_COUNT and req.min_gpu_count is not None:
+        return (abs(req.min_gpu_count - it.count),)
+    if miss is Miss.INSTANCE_TYPE and req.instance_type is not None:
+        wanted = req.instance_type
+        return (
+            int(it.model != wanted.model),
+            abs(wanted.count - it.count),
+            abs(wanted.memory_gb - it.memory_gb),
+            int(it.form_factor != wanted.form_factor),
+        )
+    if miss is Miss.PRICE and req.max_price_micros is not None:
+        return (offer.price_per_hour_micros - req.max_price_micros,)
+    return ()
+
+
+def _closeness(rejection: Rejection, req: Requirements) -> tuple[object, ...]:
     misses = rejection.misses
-    hardest = _HARDNESS[misses[0]] if len(misses) == 1 else max(map(_HARDNESS.__getitem__, misses))
-    return (len(misses), hardest, rank_key(rejection.offer))
+    hardest = max(misses, key=_HARDNESS.__getitem__)
+    return (len(misses), _HARDNESS[hardest], _distance(hardest, rejection.offer, req), rank_key(rejection.offer))
 
 
 def _describe_request(req: Requirements) -> str:
@@ -469,15 +513,17 @@ def _describe_request(req: Requirements) -> str:
     return ", ".join(parts) if parts else "your request"
 
 
-def _cheapest_by_sole_miss(rejections: Sequence[Rejection]) -> dict[Miss, list[Offer]]:
-    """Offers failing one requirement only, ranked, by that requirement: relaxing it matches them."""
-    found: dict[Miss, list[Offer]] = {}
+def _nearest_by_sole_miss(rejections: Sequence[Rejection], req: Requirements) -> dict[Miss, list[Offer]]:
+    """Offers failing one requirement only, by that requirement, nearest first: relaxing it (by
+    as little as possible) matches them."""
+    found: dict[Miss, list[Rejection]] = {}
     for rejection in rejections:
         if len(rejection.misses) == 1:
-            found.setdefault(rejection.misses[0], []).append(rejection.offer)
-    for offers in found.values():
-        offers.sort(key=rank_key)
-    return found
+            found.setdefault(rejection.misses[0], []).append(rejection)
+    return {
+        miss: [r.offer for r in sorted(group, key=lambda r: (_distance(miss, r.offer, req), rank_key(r.offer)))]
+        for miss, group in found.items()
+    }
 
 
 def _offer_label(offer: Offer) -> str:

@@ -162,3 +162,19 @@ def price_too_low(plan: BidPlan, catalog: Catalog, detail: str) -> DomainError:
         suggestions=tuple(suggestions),
         metadata=(("region", plan.region), ("limit_price", plan.limit_price)),
     )
+
+
+def memory_refusal(config: TaskConfig, plan: BidPlan, catalog: Catalog) -> DomainError | None:
+    """memory_mb against the RAM of the planned instance type (per node, as everywhere)."""
+    ram = next((t.ram_gb for t in catalog.types if t.fid == plan.type_fid), None)
+    if config.memory_mb is None or ram is None or config.memory_mb <= ram * 1024:
+        return None
+    bigger = sorted({t.name for t in catalog.types if t.ram_gb is not None and t.ram_gb * 1024 >= config.memory_mb})
+    return DomainError(
+        reason=ErrorReason.RESOURCE_NOT_AVAILABLE,
+        message=(f"The task needs {config.memory_mb} MB of RAM per node; instance type {plan.type_name} has {ram} GB"),
+        suggestions=(
+            f"choose an instance type with more RAM: {', '.join(bigger[:5])}" if bigger else "ask for less memory_mb",
+        ),
+        metadata=(("instance_type", plan.type_name),),
+    )

@@ -35,6 +35,7 @@ class MithrilType:
     fid: str
     name: str
     instance_type: InstanceType
+    ram_gb: int | None = None  # the instance's RAM, where the API says
 
 
 @frozen
@@ -95,7 +96,7 @@ def type_of(row: Mapping[str, object]) -> MithrilType | str:
     if fid is None or name is None or count is None or count < 0:
         return f"instance type row {fid or '?'} lacks fid, name or num_gpus"
     if count == 0:
-        return MithrilType(fid=fid, name=name, instance_type=CPU_INSTANCE)
+        return MithrilType(fid=fid, name=name, instance_type=CPU_INSTANCE, ram_gb=_int(row, "ram_gb"))
     if gpu is None or not _GPU_TYPE.fullmatch(gpu) or memory is None or memory <= 0:
         return f"instance type {name} ({fid}) has no usable gpu_type/gpu_memory_gb"
     model = find_model(gpu.strip().lower().replace(" ", "-"))
@@ -105,7 +106,8 @@ def type_of(row: Mapping[str, object]) -> MithrilType | str:
     form = found.group(1) if found else model.default_form_factor
     if form not in model.form_factors:
         form = model.default_form_factor
-    return MithrilType(fid=fid, name=name, instance_type=InstanceType(model.name, memory, form, count))
+    kind = InstanceType(model.name, memory, form, count)
+    return MithrilType(fid=fid, name=name, instance_type=kind, ram_gb=_int(row, "ram_gb"))
 
 
 def catalog_of(

@@ -36,6 +36,7 @@ from typing import Final
 from attrs import field, frozen
 
 from flow.domain.mithril.volumes import VolumeAttachment, mount_lines
+from flow.domain.task import task_files
 from flow.domain.task.config import TaskConfig, program_of
 
 SCRIPT_LIMIT: Final = 10_000
@@ -43,17 +44,18 @@ SCRIPT_MARGIN: Final = 1_024
 MAX_SCRIPT: Final = SCRIPT_LIMIT - SCRIPT_MARGIN
 EMBED_CODE_LIMIT: Final = 8 * 1024  # compressed bytes of code that may ride in the script
 TASKS_DIR: Final = ".flow/tasks"  # under the SSH user's home
-OUTPUT_FILE: Final = "output.log"
+# A task's files on its instance: named once, in flow.domain.task.task_files.
+OUTPUT_FILE: Final = task_files.OUTPUT
 STARTUP_LOG: Final = "startup.log"
-EXIT_FILE: Final = "exit_code"
-TIMED_OUT_FILE: Final = "timed_out"
-READY_FILE: Final = "ready"
-PAYLOAD_FILE: Final = "payload.sh"
+EXIT_FILE: Final = task_files.EXIT_STATUS
+TIMED_OUT_FILE: Final = task_files.TIMED_OUT
+READY_FILE: Final = task_files.READY
+PAYLOAD_FILE: Final = task_files.PAYLOAD
 CODE_ARCHIVE: Final = "code.tar.gz"
-SECRETS_FILE: Final = "secrets.env"
-RUNNER_FILE: Final = "flow_runner.py"
-INVOCATION_FILE: Final = "invocation.json"
-RESULT_FILE: Final = "result.json"
+SECRETS_FILE: Final = task_files.SECRETS
+RUNNER_FILE: Final = task_files.RUNNER
+INVOCATION_FILE: Final = task_files.INVOCATION
+RESULT_FILE: Final = task_files.RESULT
 DEFAULT_MASTER_PORT: Final = 29500
 KILL_GRACE_SECONDS: Final = 30
 READY_WAIT_SECONDS: Final = 3600

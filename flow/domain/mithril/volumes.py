@@ -25,13 +25,8 @@ from flow.domain.volumes.rules import Volume, new_volume_violations
 NAME_PATTERN: Final = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 MAX_NAME: Final = 64
 MAX_MITHRIL_VOLUME_GB: Final = 15_000
-MITHRIL_VOLUME_PREFIX: Final = "vol_"
 INTERFACE_TO_API: Final = {"block": "Block", "file": "File"}
 INTERFACE_FROM_API: Final = {v: k for k, v in INTERFACE_TO_API.items()}
-
-
-def is_mithril_volume_id(text: str) -> bool:
-    return text.startswith(MITHRIL_VOLUME_PREFIX)
 
 
 def name_violations(name: object, field: str = "name") -> tuple[FieldViolation, ...]:

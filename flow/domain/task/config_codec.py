@@ -61,6 +61,7 @@ def _unstructure_spec(cls: type) -> Any:
         out: dict[str, Any] = {}
         for f in attrs.fields(cls):
             item = getattr(value, f.name)
+            # attrs types a factory as maybe taking the instance; ours never do (takes_self=False).
             default = f.default.factory() if isinstance(f.default, attrs.Factory) else f.default  # type: ignore[arg-type]
             if item is None or item == default or (item == () and default in ((), {}, [])) or item == {}:
                 continue
@@ -89,7 +90,7 @@ def task_config_to_dict(cfg: TaskConfig) -> dict[str, Any]:
     return data
 
 
-def _key_violations(data: Mapping[object, object], cls: type, path: str) -> list[FieldViolation]:
+def key_violations(data: Mapping[object, object], cls: type, path: str = "") -> list[FieldViolation]:
     """Unknown keys (with a "did you mean"), at every level. Missing required keys become None,
     which task_config_violations reports as "is required" (as it does for a key given as null)."""
     fields = {f.name: f for f in attrs.fields(cls)}
@@ -108,7 +109,7 @@ def _key_violations(data: Mapping[object, object], cls: type, path: str) -> list
         if isinstance(items, list | tuple):
             for i, item in enumerate(items):
                 if isinstance(item, Mapping):
-                    found.extend(_key_violations(item, item_cls, f"{_join(path, name)}[{i}]"))
+                    found.extend(key_violations(item, item_cls, f"{_join(path, name)}[{i}]"))
     return found
 
 
@@ -132,7 +133,7 @@ def task_config_from_dict(data: object) -> Result[TaskConfig, DomainError]:
                 subject="task configuration",
             )
         )
-    key_problems = _key_violations(data, TaskConfig, "")
+    key_problems = key_violations(data, TaskConfig, "")
     cfg = converter.structure({k: v for k, v in data.items() if isinstance(k, str)}, TaskConfig)
     problems = [*key_problems, *task_config_violations(cfg)]
     if problems:
@@ -140,4 +141,4 @@ def task_config_from_dict(data: object) -> Result[TaskConfig, DomainError]:
     return Success(cfg)
 
 
-__all__ = ["converter", "task_config_from_dict", "task_config_to_dict"]
+__all__ = ["converter", "key_violations", "task_config_from_dict", "task_config_to_dict"]

@@ -1,9 +1,10 @@
 """Resumable log cursors and the line-chunking rule of StreamTaskLogs.
 
-A task's output is an append-only byte file. A cursor names a byte offset in it; the stream only
-ever sends whole lines (up to and including a newline), so a client that resumes from the last
-cursor it received sees every line exactly once, never a line cut in two. The last line of a
-finished task may lack its newline; it is sent once the task is terminal.
+A task's output is an append-only byte file. A cursor names a byte offset in it; the stream sends
+whole lines (up to and including a newline), so a client that resumes from the last cursor it
+received sees every byte exactly once. Two exceptions keep any output flowing: a line longer
+than a chunk is sent in pieces (a chunk then ends mid-line), and the last line of a finished task
+may lack its newline (it is sent once the task is terminal).
 
 Cursors are opaque to clients: "c1." + offset. The version prefix leaves room for cursors over
 several files (one per node) without breaking clients that only pass them back.
@@ -47,12 +48,15 @@ def decode_cursor(text: str) -> Result[int, DomainError]:
     )
 
 
-def emit_length(data: bytes, final: bool) -> int:
-    """How many leading bytes of `data` to send now: up to the last newline, or all of it once
-    the task is terminal and no more output can arrive."""
-    if final:
-        return len(data)
-    return data.rfind(b"\n") + 1
+def emit_length(data: bytes, final: bool, limit: int) -> int:
+    """How many leading bytes of `data` (a read of at most `limit` bytes) to send now: up to the
+    last newline; all of it when it is the end of the output of a terminal task (nothing more can
+    arrive); and all of it when it is a piece of one line longer than `limit` (the line goes on in
+    the next chunk), so that no line length can stop a stream."""
+    end = data.rfind(b"\n") + 1
+    if len(data) >= limit:  # there may be more: whole lines, or the piece of a longer one
+        return end or len(data)
+    return len(data) if final else end
 
 
 def tail_start(window: bytes, window_offset: int, lines: int) -> int:

@@ -1,0 +1,428 @@
+"""`flow run|status|logs|cancel|wait|ssh`: tasks from the command line.
+
+`flow status` answers without grpcio when it can (the HTTP/2 transport, flow.transport.http2_unary):
+importing grpcio alone costs more than a cold `flow status` may take."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+from flow.cli import exit_status
+from flow.cli.arguments import add_json, add_provider, client
+from flow.cli.output import emit_json, table
+
+if TYPE_CHECKING:
+    from flow.client import Flow
+    from flow.config import TaskConfig
+    from flow.connection import DaemonConnection
+    from flow.task import Task
+
+FASTPATH_ENV: Final = "FLOW_CLI_FASTPATH"  # "0" turns the fast path off (tests compare both paths)
+CANCEL_SETTLE: Final = 2.0  # seconds `flow cancel` waits to show the state reached before it says "stopping"
+NO_PROGRAM: Final = (
+    'no program to run: give a shell string (flow run "python train.py"), an argument vector after -- '
+    "(flow run -- python train.py --epochs 3) or a YAML job file (flow run job.yaml)"
+)
+
+
+def summary(task: Task) -> str:
+    reason = f" ({task.state_reason})" if task.state_reason else ""
+    return f"task {task.task_id} {task.last_status}{reason}"
+
+
+def _parse_env(pairs: Sequence[str]) -> dict[str, str]:
+    from flow.errors import ValidationError
+
+    env: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep:
+            raise ValidationError(f"--env {pair!r} is not NAME=VALUE", suggestions=["write e.g. --env BATCH_SIZE=256"])
+        env[name] = value
+    return env
+
+
+def _program_config(args: argparse.Namespace) -> TaskConfig:
+    """The program of `flow run`: words before `--` (one: a shell string or a job.yaml; several:
+    an argument vector), or the argument vector after `--`. None at all is a usage error."""
+    from flow.config import TaskConfig, job_file
+
+    words: list[str] = args.command
+    if args.program is not None and words:
+        args.command_parser.error(
+            f"a program both before and after `--` ({' '.join(words)!r} and {' '.join(args.program)!r}): "
+            "give the whole program after --, or quote it as one shell string before it"
+        )
+    program: list[str] = words or args.program or []
+    if not program:
+        args.command_parser.error(NO_PROGRAM)
+    if args.program is None and len(program) == 1:
+        return job_file(program[0]) or TaskConfig(command=program[0])  # one word: a shell string, as typed
+    return TaskConfig(command=program)  # an argument vector, no shell
+
+
+def _config_from_args(args: argparse.Namespace) -> TaskConfig:
+    import attrs
+
+    config = _program_config(args)
+    overrides: dict[str, Any] = {
+        name: getattr(args, name)
+        for name in (
+            "instance_type",
+            "min_gpu_memory_gb",
+            "name",
+            "max_run_time_hours",
+            "max_price_per_hour",
+            "region",
+            "num_instances",
+            "working_dir",
+            "image",
+            "memory_mb",
+            "upload_code",
+        )
+        if getattr(args, name) is not None
+    }
+    if args.env:
+        overrides["env"] = {**config.env, **_parse_env(args.env)}
+    return attrs.evolve(config, **overrides) if overrides else config
+
+
+def _with_code_root(config: TaskConfig) -> TaskConfig:
+    import attrs
+
+    if config.upload_code and not config.code_root:
+        from pathlib import Path
+
+        return attrs.evolve(config, code_root=str(Path.cwd()))
+    return config
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = _config_from_args(args)
+    flow = client(args)
+    if args.dry_run:
+        return _dry_run(flow, config, args.json)
+    from flow.cli.progress import progress_bar
+
+    task = flow.submit(_with_code_root(config), progress=None if args.json else progress_bar())
+    if args.detach:
+        if args.json:
+            emit_json(task.to_dict())
+        else:
+            print(task.task_id)
+        return 0
+    return attach(task, args.json)
+
+
+def _dry_run(flow: Flow, config: TaskConfig, as_json: bool) -> int:
+    """Validates and places the task and lists the code it would upload; launches nothing."""
+    config = _with_code_root(config)
+    planned = flow.validate(config)
+    plan = flow.plan_upload(config.code_root) if config.upload_code else None
+    if as_json:
+        upload = None
+        if plan is not None:
+            upload = {
+                "root": str(plan.root),
+                "files": [{"path": f.path, "size": f.size} for f in plan.files],
+                "total_bytes": plan.total_size,
+                "excluded": plan.excluded,
+            }
+        emit_json(
+            {
+                "valid": True,
+                "provider": planned.provider,
+                "instance_type": planned.instance_type,
+                "config": config.to_dict(),
+                "upload": upload,
+            }
+        )
+        return 0
+    print(f"valid: would run on {planned.provider} as {planned.instance_type}")
+    if plan is None:
+        print("no code upload (upload_code is off)")
+        return 0
+    size = plan.total_size / 1e6
+    print(f"would upload {len(plan.files)} files, {size:,.2f} MB from {plan.root} ({plan.excluded} left out)")
+    for f in sorted(plan.files, key=lambda f: -f.size)[:15]:
+        print(f"  {f.size / 1e6:10,.3f} MB  {f.path}")
+    if len(plan.files) > 15:
+        print(f"  ... and {len(plan.files) - 15} smaller files (--json lists them all)")
+    return 0
+
+
+def attach(task: Task, as_json: bool) -> int:
+    """Streams a submitted task's output until it ends (Ctrl-C detaches); exits like the task."""
+    print(f"task {task.task_id} submitted; streaming its logs (Ctrl-C detaches)", file=sys.stderr)
+    out = sys.stderr if as_json else sys.stdout
+    try:
+        for chunk in task.log_chunks(follow=True):
+            out.buffer.write(chunk.data)
+            out.flush()
+        task.wait()
+    except KeyboardInterrupt:
+        print(
+            f"\ndetached; task {task.task_id} keeps running. Follow it with `flow logs {task.task_id} -f`, "
+            f"stop it with `flow cancel {task.task_id}`",
+            file=sys.stderr,
+        )
+        return exit_status.DETACHED
+    if as_json:
+        emit_json(task.to_dict())
+    else:
+        print(summary(task), file=sys.stderr)
+    return exit_status.of_task(task)
+
+
+def _task_table(tasks: Sequence[Task]) -> str:
+    rows = [("TASK", "NAME", "STATUS", "EXIT", "INSTANCE", "CREATED", "REASON")]
+    for t in tasks:
+        created = t.created_at.astimezone().strftime("%Y-%m-%d %H:%M:%S") if t.created_at else ""
+        rows.append(
+            (
+                t.task_id,
+                t.name,
+                str(t.last_status),
+                "" if t.exit_code is None else str(t.exit_code),
+                t.instance_type,
+                created,
+                t.state_reason,
+            )
+        )
+    return table(rows, ragged_last=True)
+
+
+def fast_path_enabled(env: Mapping[str, str] | None = None) -> bool:
+    """Only for the local daemon on its Unix socket: never for FLOW_DAEMON_ADDRESS (TCP/TLS)."""
+    source = os.environ if env is None else env
+    return not source.get("FLOW_DAEMON_ADDRESS") and source.get(FASTPATH_ENV, "1") != "0"
+
+
+def _status_tasks(conn: DaemonConnection, args: argparse.Namespace) -> list[Task]:
+    from flow.task import get_task, list_tasks
+
+    return [get_task(conn, args.task)] if args.task else list_tasks(conn, args.limit)
+
+
+def _status_fast(args: argparse.Namespace) -> list[Task] | None:
+    """The tasks `flow status` shows, read without grpcio; None when that transport cannot
+    answer and grpcio must (which also starts a daemon that is not running)."""
+    if not fast_path_enabled():
+        return None
+    from flow.connection import DaemonConnection
+    from flow.home import resolve_home
+    from flow.transport.http2_unary import FastPathUnusableError, Http2UnaryChannel
+
+    home = resolve_home()
+    conn = DaemonConnection(home, auto_start=False, channel=Http2UnaryChannel(str(home.socket)))
+    try:
+        return _status_tasks(conn, args)
+    except FastPathUnusableError:
+        return None
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    tasks = _status_fast(args)
+    if tasks is None:
+        tasks = _status_tasks(client(args).connection, args)  # grpcio, which also starts a daemon
+    if args.json:
+        emit_json(tasks[0].to_dict() if args.task else [t.to_dict() for t in tasks])
+    elif tasks:
+        sys.stdout.write(_task_table(tasks))
+    else:
+        print('no tasks yet; start one with `flow run "python train.py"`')
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    task = client(args).get_task(args.task)
+    try:
+        for chunk in task.log_chunks(follow=args.follow, tail=args.tail or 0, node=args.node):
+            if args.json:
+                emit_json({"cursor": chunk.cursor, "lines": chunk.lines})
+            else:
+                sys.stdout.buffer.write(chunk.data)
+                sys.stdout.flush()
+    except KeyboardInterrupt:
+        return exit_status.DETACHED
+    return 0
+
+
+def _settled(task: Task, seconds: float) -> bool:
+    """Waits up to `seconds` for the task to end; whether it has."""
+    from flow import errors
+
+    try:
+        task.wait(timeout=seconds)
+    except errors.TimeoutError:
+        return False
+    return True
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    """Cancels each task and says where it got: the state it reached (a task stops within the
+    provider's grace period: --wait waits for it), or that it is still stopping."""
+    flow = client(args)
+    cancelled = []
+    for task_id in args.tasks:
+        task = flow.get_task(task_id)
+        was_over = task.last_status.is_terminal
+        task.cancel()
+        ended = task.last_status.is_terminal or _settled(task, 120 if args.wait else CANCEL_SETTLE)
+        cancelled.append(task)
+        if args.json:
+            continue
+        if was_over:
+            print(f"{summary(task)}: it had already ended, nothing to cancel")
+        elif ended:
+            print(summary(task))
+        else:
+            print(
+                f"task {task.task_id} is stopping (still {task.last_status}); `flow wait {task.task_id}` "
+                "waits until it has"
+            )
+    if args.json:
+        emit_json([t.to_dict() for t in cancelled])
+    return 0
+
+
+def cmd_wait(args: argparse.Namespace) -> int:
+    task = client(args).get_task(args.task).wait(timeout=args.timeout)
+    if args.json:
+        emit_json(task.to_dict())
+    else:
+        print(summary(task))
+    return exit_status.of_task(task)
+
+
+def cmd_ssh(args: argparse.Namespace) -> int:
+    """Unlike Task.ssh, a command also gets this terminal when asked (-t) and piped input."""
+    from flow import exec_client
+
+    flow = client(args)
+    task_id = flow.get_task(args.task).task_id  # a task that does not exist fails here, by name
+    conn = flow.connection
+    if args.program is not None and args.command:
+        args.command_parser.error("give the command either before `--` or after it, not both")
+    words: list[str] = args.command or args.program or []
+    if args.json:
+        if not words:
+            args.command_parser.error("--json needs a command to run (a terminal session prints no JSON)")
+        stdin = None if sys.stdin.isatty() else sys.stdin.buffer.read()
+        done = exec_client.run(conn, task_id, words, stdin)
+        emit_json(
+            {
+                "task_id": task_id,
+                "command": words,
+                "exit_code": done.exit_code,
+                "stdout": done.stdout.decode("utf-8", errors="replace"),
+                "stderr": done.stderr.decode("utf-8", errors="replace"),
+            }
+        )
+        return done.exit_code
+    if args.tty or (not words and sys.stdin.isatty()):
+        return exec_client.interactive(conn, task_id, words)
+    stdin = None if sys.stdin.isatty() else sys.stdin.buffer.read()
+    return exec_client.run(conn, task_id, words, stdin, sys.stdout.buffer, sys.stderr.buffer).exit_code
+
+
+def register(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
+    # dest = the TaskConfig field an option sets: _config_from_args reads them by that name, and
+    # the CLI's hints name the option where the core's name the field (flow.cli.hints).
+    run = add_parser(
+        "run",
+        help="run a program (or a job.yaml) as a task and stream its logs",
+        description="Runs a program as a task and streams its logs; exits as the task did (see `flow --help`). "
+        "Flow's options go anywhere before `--`; everything after `--` is the program's.",
+    )
+    run.add_argument(
+        "command",
+        nargs="*",
+        metavar="PROGRAM",
+        help='one shell string ("python train.py --epochs 3"), a YAML job file (job.yaml), or a program and '
+        "its arguments (after --: flow run -- python train.py --epochs 3)",
+    )
+    run.add_argument("-i", "--instance-type", dest="instance_type", help="GPUs to run on: a100, 4xa100, 8xh100, cpu")
+    run.add_argument(
+        "--min-gpu-memory", dest="min_gpu_memory_gb", type=int, metavar="GB", help="any GPU with this much memory"
+    )
+    run.add_argument("-n", "--name", help="a name for the task: letters, digits, '-' and '_'")
+    run.add_argument(
+        "-e", "--env", action="append", default=[], metavar="NAME=VALUE", help="an environment variable (repeatable)"
+    )
+    run.add_argument(
+        "--max-run-time", dest="max_run_time_hours", type=float, metavar="HOURS", help="stop the task after this long"
+    )
+    run.add_argument(
+        "--max-price", dest="max_price_per_hour", type=float, metavar="USD_PER_HOUR", help="the most to pay per hour"
+    )
+    run.add_argument("--region", help="where to run, e.g. us-central1-b (cloud providers); a partition on Slurm")
+    run.add_argument("--num-instances", type=int, metavar="N", help="nodes of a multi-node task (default 1)")
+    run.add_argument(
+        "--working-dir", metavar="DIR", help="where the program starts: absolute, or relative to the code snapshot"
+    )
+    run.add_argument("--image", help="a container image to run in, e.g. pytorch/pytorch:2.1.0-cuda12.1-cudnn8")
+    run.add_argument("--memory", dest="memory_mb", type=int, metavar="MB", help="RAM the task needs per node")
+    run.add_argument(
+        "--no-upload",
+        dest="upload_code",
+        action="store_const",
+        const=False,
+        help="run in the task's own empty directory, not in a snapshot of this one",
+    )
+    add_provider(run)
+    run.add_argument("-d", "--detach", action="store_true", help="print the task id and return at once")
+    run.add_argument("--dry-run", action="store_true", help="validate and place, launch nothing")
+    add_json(run)
+    run.set_defaults(handler=cmd_run, command_parser=run, takes_program="flow run -- python train.py --epochs 3")
+
+    status = add_parser("status", help="list tasks, or show one")
+    status.add_argument("task", nargs="?", metavar="TASK", help="a task id (default: the most recent tasks)")
+    status.add_argument("--limit", type=int, default=50, metavar="N", help="list at most N tasks (default 50)")
+    add_json(status)
+    status.set_defaults(handler=cmd_status, command_parser=status)
+
+    logs = add_parser("logs", help="print a task's output")
+    logs.add_argument("task", metavar="TASK", help="the task id")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing until the task ends")
+    logs.add_argument("--tail", type=int, metavar="N", help="start with the last N lines")
+    logs.add_argument(
+        "--node", type=int, metavar="K", help="one node of a multi-node task (default: all, prefixed [node K])"
+    )
+    add_json(logs)
+    logs.set_defaults(handler=cmd_logs, command_parser=logs)
+
+    cancel = add_parser("cancel", help="stop tasks; prints the state each reached")
+    cancel.add_argument("tasks", nargs="+", metavar="TASK", help="the task ids")
+    cancel.add_argument("--wait", action="store_true", help="return once they have stopped")
+    add_json(cancel)
+    cancel.set_defaults(handler=cmd_cancel, command_parser=cancel)
+
+    wait = add_parser("wait", help="wait for a task to finish; exits as the task did")
+    wait.add_argument("task", metavar="TASK", help="the task id")
+    wait.add_argument(
+        "--timeout", type=float, metavar="SECONDS", help="give up after this long (exit 124; the task keeps running)"
+    )
+    add_json(wait)
+    wait.set_defaults(handler=cmd_wait, command_parser=wait)
+
+    ssh = add_parser(
+        "ssh",
+        help="a shell in a running task, or run one command there (after --)",
+        description="Opens a terminal in a running task, or runs one command there and exits with its code.",
+    )
+    ssh.add_argument("task", metavar="TASK", help="the task id")
+    ssh.add_argument(
+        "command", nargs="*", metavar="COMMAND", help="the command to run, best after -- (none: an interactive shell)"
+    )
+    ssh.add_argument("-t", "--tty", action="store_true", help="give the command a terminal")
+    add_provider(ssh)
+    add_json(ssh)
+    ssh.set_defaults(handler=cmd_ssh, command_parser=ssh, takes_program="flow ssh TASK -- nvidia-smi -L")
+
+
+__all__ = ["attach", "register", "summary"]
