@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import calendar
 import itertools
 
 from hypothesis import given
@@ -9,6 +10,7 @@ from hypothesis import strategies as st
 from returns.result import Failure, Success
 
 from flow.domain.task.dependencies import (
+    MAX_INSTANT,
     SINGLETON,
     Condition,
     Dependency,
@@ -17,10 +19,15 @@ from flow.domain.task.dependencies import (
     Observed,
     Ready,
     Waiting,
+    as_dependencies,
+    as_instant,
     dependency_violations,
     edges_of,
     find_cycle,
+    format_instant,
     parse_after,
+    parse_begin,
+    parse_instant,
     parse_slurm_dependency,
     readiness,
     render_slurm_dependency,
@@ -246,3 +253,124 @@ def test_higher_priority_first_then_submission_order(tasks: list[tuple[str, int]
     order = start_order(waiting)
     ranks = {t: (-p, seq) for t, p, seq in waiting}
     assert [ranks[t] for t in order] == sorted(ranks.values())
+
+
+def test_a_cascade_names_the_cancelled_dependency_and_the_first_cause() -> None:
+    first = readiness([Dependency("t-a")], {"t-a": Observed("t-a", TaskState.FAILED, True)}, [], None, 0.0)
+    assert isinstance(first, Doomed) and first.reason == "dependency t-a ended FAILED (afterok)"
+    reason = first.reason
+    for upstream in [f"t-{i}" for i in range(49)]:
+        seen = {upstream: Observed(upstream, TaskState.CANCELLED, False, reason=reason)}
+        decided = readiness([Dependency(upstream)], seen, [], None, 0.0)
+        assert isinstance(decided, Doomed)
+        reason = decided.reason
+    # However long the chain, the reason names the last dependency and the first cause only.
+    assert reason == "dependency t-48 was cancelled: dependency t-a ended FAILED (afterok)"
+    # A task the user cancelled is not a cascade: its dependents say it ended CANCELLED.
+    seen = {"t-u": Observed("t-u", TaskState.CANCELLED, False, reason="cancelled before it started")}
+    user = readiness([Dependency("t-u")], seen, [], None, 0.0)
+    assert isinstance(user, Doomed) and user.reason == "dependency t-u ended CANCELLED (afterok)"
+
+
+# --- the shapes TaskConfig accepts ------------------------------------------------------------
+
+
+class _HasId:
+    def __init__(self, task_id: str) -> None:
+        self.task_id = task_id
+
+
+def test_depends_on_accepts_ids_conditions_tasks_and_mappings() -> None:
+    got = as_dependencies(
+        ["t-a", "t-b:afterany", _HasId("t-c"), {"task_id": "t-d", "condition": "after"}, "singleton", SINGLETON]
+    )
+    assert got == (
+        Dependency("t-a"),
+        Dependency("t-b", Condition.AFTER_ANY),
+        Dependency("t-c"),
+        Dependency("t-d", Condition.AFTER),
+        SINGLETON,
+        SINGLETON,
+    )
+    assert as_dependencies(_HasId("t-e")) == (Dependency("t-e"),)  # one alone is a list of one
+    assert as_dependencies("t-f:afternotok") == (Dependency("t-f", Condition.AFTER_NOT_OK),)
+    assert as_dependencies(None) == ()
+    assert as_dependencies(42) == 42  # kept, for validation to name
+
+
+@given(st.lists(st.text(max_size=12) | st.integers() | st.none(), max_size=4))
+def test_whatever_depends_on_holds_validation_names_each_bad_entry(items: list[object]) -> None:
+    converted = as_dependencies(items)
+    found = dependency_violations(converted, None, 0)
+    bad = {
+        f"depends_on[{i}]"
+        for i, item in enumerate(converted)
+        if not isinstance(item, Dependency) or (item.condition is not Condition.SINGLETON and not item.task_id)
+    }
+    assert bad <= {v.field.split(".")[0] for v in found}
+
+
+@given(st.integers(0, MAX_INSTANT - 1))
+def test_an_instant_reads_back_from_its_iso_form(seconds: int) -> None:
+    text = format_instant(seconds)
+    assert text.endswith("Z") and parse_instant(text) == seconds
+    assert as_instant(text) == seconds
+
+
+def test_iso_times_need_a_zone_and_numbers_are_seconds() -> None:
+    assert parse_instant("2025-06-01T09:00:00Z") == 1748768400
+    assert parse_instant("2025-06-01 11:00+02:00") == 1748768400
+    assert parse_instant("2025-06-01T09:00:00.25Z") == 1748768400.25
+    assert parse_instant("1748768400") == 1748768400
+    assert parse_instant("2025-06-01T09:00:00") is None  # local time: the shell's to convert
+    assert parse_instant("2025-02-30T09:00:00Z") is None
+    found = dependency_violations((), "2025-06-01T09:00", 0)
+    assert [(v.field, v.problem) for v in found] == [("start_after", "has no time zone")]
+    assert "2025-06-01T09:00Z" in found[0].fix
+
+
+def _utc(fields: tuple[int, int, int, int, int, int]) -> float:
+    return float(calendar.timegm(fields))
+
+
+def _plus_two(fields: tuple[int, int, int, int, int, int]) -> float:
+    return float(calendar.timegm(fields)) - 7200
+
+
+NOW = 1748768400.0  # 2025-06-01T09:00:00Z
+
+
+def test_begin_reads_what_sbatch_reads() -> None:
+    cases = {
+        "now": NOW,
+        "now+60": NOW + 60,
+        "now+1hour": NOW + 3600,
+        "now+2days": NOW + 2 * 86400,
+        "now + 3 minutes": NOW + 180,
+        "2025-06-02T10:30": _utc((2025, 6, 2, 10, 30, 0)),
+        "2025-06-02": _utc((2025, 6, 2, 0, 0, 0)),
+        "2025-06-02T10:30:00Z": _utc((2025, 6, 2, 10, 30, 0)),
+        "18:30": _utc((2025, 6, 1, 18, 30, 0)),
+        "08:00": _utc((2025, 6, 2, 8, 0, 0)),  # already past today: tomorrow
+        "noon": _utc((2025, 6, 1, 12, 0, 0)),
+        "midnight": _utc((2025, 6, 2, 0, 0, 0)),
+        "tomorrow": _utc((2025, 6, 2, 0, 0, 0)),
+        "today": _utc((2025, 6, 1, 0, 0, 0)),
+    }
+    for text, expected in cases.items():
+        assert parse_begin(text, NOW, _utc) == Success(expected), text
+    # In another zone, local times move with it (09:00Z is 11:00 there).
+    assert parse_begin("18:30", NOW, _plus_two) == Success(_plus_two((2025, 6, 1, 18, 30, 0)))
+    assert parse_begin("10:00", NOW, _plus_two) == Success(_plus_two((2025, 6, 2, 10, 0, 0)))
+
+
+def test_begin_refuses_what_it_cannot_read_by_name() -> None:
+    for text in ("later", "now+3fortnights", "25:00", "2025-13-01"):
+        result = parse_begin(text, NOW, _utc)
+        assert isinstance(result, Failure), text
+        assert result.failure().violations[0].field == "--begin"
+
+
+@given(st.text(max_size=30))
+def test_parse_begin_never_raises(text: str) -> None:
+    parse_begin(text, NOW, _utc)

@@ -17,6 +17,9 @@ DependencyNeverSatisfied, which a launcher's user would only discover by looking
 
 `start_after` holds a task until an instant (seconds since the epoch, like `--begin`), and
 `priority` orders a user's waiting tasks (higher first; equal priorities keep submission order).
+Instants are written as numbers, or as ISO-8601 with a zone ("2025-06-01T09:00:00Z", "...+02:00"):
+a time without a zone means local time, which only the shell knows (`parse_begin` takes the
+conversion as an argument, and a datetime converts itself).
 
 Everything here takes the facts it needs (the states of the tasks depended on, `now`) as
 arguments; the shell (flowd, or Slurm natively) gathers them and acts on the decision.
@@ -24,9 +27,12 @@ arguments; the shell (flowd, or Slurm natively) gathers them and acts on the dec
 
 from __future__ import annotations
 
+import calendar
 import enum
+import math
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Final
+from typing import Any, Final
 
 from attrs import frozen
 from returns.result import Failure, Result, Success
@@ -39,6 +45,7 @@ MIN_PRIORITY: Final = -10_000
 MAX_PRIORITY: Final = 10_000
 TASK_ID_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
 MAX_TASK_ID: Final = 64
+MAX_INSTANT: Final = 253402300800  # 10000-01-01T00:00:00Z: ISO-8601 has four-digit years
 
 
 class Condition(enum.StrEnum):
@@ -80,6 +87,7 @@ class Observed:
     state: TaskState
     started: bool  # it ran (started_at is set), whatever its state now
     name: str = ""
+    reason: str = ""  # its state_reason: a dependent of a task doomed in turn says why (cascade)
 
 
 # --- parsing ----------------------------------------------------------------------------------
@@ -167,6 +175,199 @@ def render_slurm_dependency(deps: Sequence[Dependency], job_id_of: Mapping[str, 
     return ",".join(parts)
 
 
+# --- the shapes TaskConfig accepts ------------------------------------------------------------
+
+
+def _as_dependency(item: object) -> object:
+    if isinstance(item, Dependency):
+        return item
+    if isinstance(item, str):
+        parsed = parse_after(item)
+        return parsed.unwrap() if isinstance(parsed, Success) else item
+    if isinstance(item, Mapping):  # YAML's long form: {task_id: t-abc, condition: afterany}
+        task_id, condition = item.get("task_id", ""), item.get("condition", Condition.AFTER_OK.value)
+        if set(item) <= {"task_id", "condition"} and isinstance(task_id, str) and isinstance(condition, str):
+            text = "singleton" if condition == Condition.SINGLETON and not task_id else f"{task_id}:{condition}"
+            parsed = parse_after(text)
+            return parsed.unwrap() if isinstance(parsed, Success) else item
+        return item
+    task_id = getattr(item, "task_id", None)  # a flow.Task (or anything else that names a task)
+    return Dependency(task_id) if isinstance(task_id, str) and task_id else item
+
+
+def as_dependencies(value: object) -> Any:
+    """TaskConfig.depends_on's converter: a list (or one alone) of Dependency values, "ID" and
+    "ID:CONDITION" strings, "singleton", {task_id, condition} mappings, or objects with a
+    `task_id` (the SDK's Task) becomes a tuple of Dependency; what is none of these is kept as
+    given, for `dependency_violations` to name."""
+    if isinstance(value, list | tuple):
+        return tuple(_as_dependency(item) for item in value)
+    if value is None:
+        return ()
+    one = _as_dependency(value)
+    return (one,) if isinstance(one, Dependency) else value
+
+
+def as_instant(value: object) -> Any:
+    """TaskConfig.start_after's converter: seconds since the epoch from a number, an ISO-8601
+    string with a zone, or a datetime (which converts itself: a naive one is local time, as
+    Python's datetime.timestamp() has it). Anything else is kept as given, for validation."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int) and abs(value) < 2**53:
+        return float(value)
+    if isinstance(value, float):
+        return value
+    if isinstance(value, str):
+        parsed = parse_instant(value)
+        return parsed if parsed is not None else value
+    stamp = getattr(value, "timestamp", None)
+    if callable(stamp):
+        try:
+            seconds = stamp()
+        except (OverflowError, ValueError, OSError, TypeError):
+            return value
+        return float(seconds) if isinstance(seconds, int | float) else value
+    return value
+
+
+# --- instants ------------------------------------------------------------------------------------
+
+_ISO: Final = re.compile(
+    r"\s*(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(\.\d{1,9})?)?)?\s*(Z|z|[+-]\d{2}(?::?\d{2})?)?\s*"
+)
+_NUMBER: Final = re.compile(r"\s*\d{1,13}(\.\d{1,9})?\s*")
+
+
+def _iso_fields(text: str) -> tuple[tuple[int, int, int, int, int, int], float, str | None] | None:
+    """(Y, M, D, h, m, s), the fraction of a second and the zone ("Z", "+02:00", or None) of an
+    ISO-8601 time, or None when it is not one (or names no real day)."""
+    match = _ISO.fullmatch(text)
+    if match is None:
+        return None
+    year, month, day = (int(match.group(i)) for i in (1, 2, 3))
+    hour, minute, second = (int(match.group(i) or 0) for i in (4, 5, 6))
+    if not (1 <= month <= 12 and 1 <= day <= calendar.monthrange(year, month)[1]):
+        return None
+    if hour > 23 or minute > 59 or second > 59:
+        return None
+    return (year, month, day, hour, minute, second), float(match.group(7) or 0), match.group(8)
+
+
+def _zone_seconds(zone: str) -> int:
+    if zone in ("Z", "z"):
+        return 0
+    digits = zone[1:].replace(":", "")
+    offset = int(digits[:2]) * 3600 + int(digits[2:4] or 0) * 60
+    return -offset if zone[0] == "-" else offset
+
+
+def parse_instant(text: str) -> float | None:
+    """Seconds since the epoch of "1735689600" or an ISO-8601 time with a zone
+    ("2025-06-01T09:00:00Z", "2025-06-01 09:00+02:00"); None otherwise (a time without a zone
+    is local time, which only the shell can convert: `parse_begin`)."""
+    if _NUMBER.fullmatch(text):
+        return float(text)
+    fields = _iso_fields(text)
+    if fields is None:
+        return None
+    when, fraction, zone = fields
+    if zone is None:
+        return None
+    return float(calendar.timegm(when)) + fraction - _zone_seconds(zone)
+
+
+def format_instant(seconds: float) -> str:
+    """An instant as ISO-8601 in UTC, e.g. "2025-06-01T09:00:00Z" (for reasons and YAML)."""
+    whole = math.floor(seconds)
+    days, rest = divmod(whole, 86400)
+    # Howard Hinnant's civil_from_days: the proleptic Gregorian date of a day number.
+    z = days + 719468
+    era = (z if z >= 0 else z - 146096) // 146097
+    doe = z - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    day = doy - (153 * mp + 2) // 5 + 1
+    month = mp + 3 if mp < 10 else mp - 9
+    year = yoe + era * 400 + (1 if month <= 2 else 0)
+    return f"{year:04d}-{month:02d}-{day:02d}T{rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d}Z"
+
+
+LocalTime = Callable[[tuple[int, int, int, int, int, int]], float]
+_UNITS: Final = {"": 1, "seconds": 1, "minutes": 60, "hours": 3600, "days": 86400, "weeks": 604800}
+_NAMED_TIMES: Final = {"midnight": (0, 0), "noon": (12, 0), "elevenses": (11, 0), "fika": (15, 0), "teatime": (16, 0)}
+
+
+def _unit(word: str) -> int | None:
+    """sbatch's units, singular or plural, and their prefixes ("min", "h", "sec")."""
+    if not word:
+        return 1
+    found = {seconds for name, seconds in _UNITS.items() if name and name.startswith(word.lower())}
+    return found.pop() if len(found) == 1 else None
+
+
+def parse_begin(text: str, now: float, local: LocalTime, field: str = "--begin") -> Result[float, DomainError]:
+    """sbatch's --begin (and `flow run --begin`) as seconds since the epoch: "now", "now+N"
+    with a unit (seconds by default; minutes, hours, days, weeks), "YYYY-MM-DD[THH:MM[:SS]]"
+    (local time, or with a zone), "HH:MM[:SS]" and midnight/noon/fika/teatime (the next such
+    time), today, tomorrow, or a number of seconds since the epoch. `local` converts a local
+    (Y, M, D, h, m, s) to seconds since the epoch (the shell's time zone)."""
+    fix = "give e.g. now+1hour, 2025-06-01T09:00, 18:30 or tomorrow"
+    value = text.strip().lower()
+    relative = re.fullmatch(r"now(?:\s*\+\s*(\d{1,9})\s*([a-z]*))?", value)
+    if relative is not None:
+        count, unit = relative.group(1), _unit(relative.group(2) or "")
+        if unit is None:
+            return Failure(
+                validation_error([violation(field, text, f"has an unknown unit {relative.group(2)!r}", fix)])
+            )
+        return Success(now + int(count or 0) * unit)
+    absolute = parse_instant(text)
+    if absolute is not None:
+        return Success(absolute)
+    fields = _iso_fields(text)
+    if fields is not None:
+        return Success(local(fields[0]) + fields[1])
+    today = _local_date(now, local)
+    clock = re.fullmatch(r"(\d{1,2}):(\d{2})(?::(\d{2}))?", value)
+    hour_minute: tuple[int, int, int] | None = None
+    if clock is not None and int(clock.group(1)) < 24 and int(clock.group(2)) < 60 and int(clock.group(3) or 0) < 60:
+        hour_minute = (int(clock.group(1)), int(clock.group(2)), int(clock.group(3) or 0))
+    elif value in _NAMED_TIMES:
+        hour_minute = (*_NAMED_TIMES[value], 0)
+    elif value in ("today", "tomorrow"):
+        start = local((*today, 0, 0, 0))
+        return Success(start if value == "today" else _next_day(today, local))
+    if hour_minute is None:
+        return Failure(validation_error([violation(field, text, "is not a time sbatch --begin knows", fix)]))
+    at = local((*today, *hour_minute))
+    if at <= now:  # sbatch: a time of day already past today means tomorrow
+        year, month, day = _local_date(_next_day(today, local), local)
+        at = local((year, month, day, *hour_minute))
+    return Success(at)
+
+
+def _local_date(seconds: float, local: LocalTime) -> tuple[int, int, int]:
+    """The local calendar day of an instant, found through `local` alone (no time zone database
+    in the core): the UTC day, or the one before or after it."""
+    utc_day = format_instant(seconds)[:10]
+    year, month, day = (int(p) for p in utc_day.split("-"))
+    base = calendar.timegm((year, month, day, 0, 0, 0))
+    for shift in (-1, 0, 1):
+        y, m, d = (int(p) for p in format_instant(base + shift * 86400)[:10].split("-"))
+        start = local((y, m, d, 0, 0, 0))
+        if start <= seconds < _next_day((y, m, d), local):
+            return y, m, d
+    return year, month, day
+
+
+def _next_day(date: tuple[int, int, int], local: LocalTime) -> float:
+    """The start of the local day after `date`."""
+    y, m, d = (int(p) for p in format_instant(calendar.timegm((*date, 12, 0, 0)) + 86400)[:10].split("-"))
+    return local((y, m, d, 0, 0, 0))
+
+
 # --- validation -------------------------------------------------------------------------------
 
 
@@ -183,7 +384,10 @@ def dependency_violations(deps: object, start_after: object, priority: object) -
         seen: set[Dependency] = set()
         for i, dep in enumerate(deps):
             path = f"depends_on[{i}]"
-            if not isinstance(dep, Dependency):
+            unparsed = parse_after(dep, path) if isinstance(dep, str) else None
+            if isinstance(unparsed, Failure):  # what the converter kept as given: why it does not parse
+                out.extend(unparsed.failure().violations)
+            elif not isinstance(dep, Dependency):
                 out.append(violation(path, dep, "is not a dependency", _fix(path)))
             elif not isinstance(dep.condition, Condition):
                 out.append(violation(f"{path}.condition", dep.condition, "is not a condition", _fix(path)))
@@ -196,11 +400,28 @@ def dependency_violations(deps: object, start_after: object, priority: object) -
                 out.append(violation(path, dep.render(), "is given twice", "list each dependency once"))
             if isinstance(dep, Dependency):
                 seen.add(dep)
-    if start_after is not None and (
-        isinstance(start_after, bool) or not isinstance(start_after, (int, float)) or not 0 <= start_after < 2**40
+    if isinstance(start_after, str) and _iso_fields(start_after) is not None:
+        out.append(
+            violation(
+                "start_after",
+                start_after,
+                "has no time zone",
+                f"add one, e.g. {start_after.strip()}Z for UTC or {start_after.strip()}+02:00",
+            )
+        )
+    elif start_after is not None and (
+        isinstance(start_after, bool)
+        or not isinstance(start_after, (int, float))
+        or not 0 <= start_after < MAX_INSTANT
+        or math.isnan(start_after)
     ):
         out.append(
-            violation("start_after", start_after, "is not a time", "give seconds since the epoch, or an ISO-8601 time")
+            violation(
+                "start_after",
+                start_after,
+                "is not a time",
+                "give seconds since the epoch, a datetime, or ISO-8601 with a zone (2025-06-01T09:00:00Z)",
+            )
         )
     if isinstance(priority, bool) or not isinstance(priority, int) or not MIN_PRIORITY <= priority <= MAX_PRIORITY:
         out.append(
@@ -320,6 +541,8 @@ def _one(dep: Dependency, seen: Observed) -> Readiness:
         case Condition.AFTER_OK:
             if state is TaskState.COMPLETED:
                 return Ready()
+            if state is TaskState.CANCELLED and is_dependency_cancel(seen.reason):
+                return Doomed(doomed_reason(dep.task_id, seen.reason))
             if ended:
                 return Doomed(f"dependency {dep.task_id} ended {state} ({dep.condition})")
         case Condition.AFTER_ANY:
@@ -362,16 +585,32 @@ def readiness(
         if isinstance(decided, Waiting):
             waiting.append(decided.reason)
     if start_after is not None and now < start_after:
-        waiting.append(f"waiting until {start_after:.0f} (start_after)")
+        waiting.append(f"waiting until {format_instant(start_after)} (start_after)")
     if waiting:
         more = f" and {len(waiting) - 1} more" if len(waiting) > 1 else ""
         return Waiting(waiting[0] + more)
     return Ready()
 
 
+DOOMED_PREFIX: Final = "dependency "
+
+
+_CASCADE: Final = re.compile(r"dependency \S+ was cancelled: ")
+
+
 def doomed_reason(cause_id: str, cause_reason: str) -> str:
-    """The reason a dependent of a doomed task ends with (cascade)."""
-    return f"dependency {cause_id} was cancelled: {cause_reason}"
+    """The reason a dependent of a doomed task ends with (cascade): the dependency that was
+    cancelled and the first cause, however long the chain (so reasons stay short)."""
+    root = cause_reason
+    while (found := _CASCADE.match(root)) is not None:
+        root = root[found.end() :]
+    return f"{DOOMED_PREFIX}{cause_id} was cancelled: {root}"
+
+
+def is_dependency_cancel(reason: str) -> bool:
+    """Whether a CANCELLED task's reason says a dependency doomed it (every Doomed reason
+    starts so), so that its own dependents name the whole cascade."""
+    return reason.startswith(DOOMED_PREFIX)
 
 
 def start_order(waiting: Sequence[tuple[str, int, int]]) -> list[str]:
