@@ -613,6 +613,36 @@ def is_dependency_cancel(reason: str) -> bool:
     return reason.startswith(DOOMED_PREFIX)
 
 
+_HELD_REASON: Final = re.compile(
+    r"waiting (for|until) .* \((afterok|afterany|afternotok|after|singleton|start_after)\)( and \d+ more)?"
+)
+
+
+def is_held_reason(reason: str) -> bool:
+    """Whether a PENDING task's reason is one `readiness` gave (flowd holds it; it was never
+    handed to its provider), as opposed to a provider's own ("syncing ...", a queue)."""
+    return _HELD_REASON.fullmatch(reason) is not None
+
+
+def split_native(
+    deps: Sequence[Dependency], native_ids: Mapping[str, str]
+) -> tuple[tuple[Dependency, ...], tuple[tuple[Dependency, str], ...]]:
+    """Which conditions the provider enforces itself and which flowd holds. `native_ids` maps
+    the tasks the provider can wait for natively (its own live tasks it has accepted, e.g. Slurm
+    jobs of the same cluster) to its ids for them; conditions on those go to the provider, with
+    the id; the rest (other providers' tasks, tasks not accepted yet, ended ones, singleton) are
+    held by flowd."""
+    held: list[Dependency] = []
+    native: list[tuple[Dependency, str]] = []
+    for dep in deps:
+        found = native_ids.get(dep.task_id) if dep.condition is not Condition.SINGLETON else None
+        if found:
+            native.append((dep, found))
+        else:
+            held.append(dep)
+    return tuple(held), tuple(native)
+
+
 def start_order(waiting: Sequence[tuple[str, int, int]]) -> list[str]:
     """Task ids of (task_id, priority, seq) in the order they should get resources: higher
     priority first, then submission order."""
