@@ -331,6 +331,7 @@ class DependencyHolds:
                 if entry.start_after is not None and entry.start_after > self._clock() and not entry.timer:
                     entry.timer = True
                     heapq.heappush(self._timers, (entry.start_after, entry.task_id))
+                    self._events.put(("", False))  # the worker may sleep past it: it looks again
         if isinstance(decided, Doomed):
             return Success(self._doom(provider, record, decided.reason))
         if isinstance(decided, Waiting) or entry.launched:
