@@ -26,7 +26,8 @@ def gated(gate: Path, then: str) -> list[str]:
 def test_a_pipeline_runs_in_order_and_hands_files_on(flow: Flow, tmp_path: Path) -> None:
     data = tmp_path / "data"
     prep = flow.run(["sh", "-c", f"echo 3 > {data}"], upload_code=False)
-    train = flow.run(["sh", "-c", f"echo $(( $(cat {data}) * 2 )) > {data}.model"], depends_on=[prep], upload_code=False)
+    double = ["sh", "-c", f"echo $(( $(cat {data}) * 2 )) > {data}.model"]
+    train = flow.run(double, depends_on=[prep], upload_code=False)
     score = flow.run(["cat", f"{data}.model"], depends_on=[train.task_id], upload_code=False)
     assert score.wait(timeout=DEADLINE).last_status is TaskStatus.COMPLETED
     assert score.logs() == "6\n"
@@ -109,7 +110,7 @@ def test_start_after_holds_a_task_until_then(flow: Flow) -> None:
 def test_yaml_depends_on(flow: Flow, tmp_path: Path) -> None:
     first = flow.run(["true"], upload_code=False)
     job = tmp_path / "job.yaml"
-    job.write_text(f"command: echo second\nupload_code: false\ndepends_on:\n  - {first.task_id}:afterany\npriority: 3\n")
+    job.write_text(f"command: echo second\nupload_code: false\ndepends_on: [{first.task_id}:afterany]\npriority: 3\n")
     second = flow.run(str(job))
     assert second.config.depends_on[0].task_id == first.task_id and second.config.priority == 3
     assert second.wait(timeout=DEADLINE).logs() == "second\n"
