@@ -161,7 +161,7 @@ def submit_script(plan: SubmitPlan) -> str:
     if plan.check_dir is not None:
         lines.append(f"[ -d {q(plan.check_dir)} ] || exit 94")
     lines.append(f"cd -- {q(plan.submit_dir)} || exit 94")
-    lines += _sbatch_lines(plan.scheduling, f"{td}/{JOB_FILE}")
+    lines += _sbatch_lines(plan.scheduling, f"{td}/{JOB_FILE}", f"{td}/sbatch.err")
     lines += [
         f"printf '%s\\n' \"$jid\" > {td}/{JOB_ID_FILE}.tmp && mv -f -- {td}/{JOB_ID_FILE}.tmp {td}/{JOB_ID_FILE}",
         "printf '%s\\n' \"$jid\"",
@@ -169,7 +169,7 @@ def submit_script(plan: SubmitPlan) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _sbatch_lines(scheduling: Scheduling, job_file: str) -> list[str]:
+def _sbatch_lines(scheduling: Scheduling, job_file: str, err: str) -> list[str]:
     """sbatch, setting $jid. With a dependency the job is submitted held, and released only once
     `scontrol show job` lists every job it waits for: Slurm takes a dependency on a job it has
     already forgotten (MinJobAge) as met, so an unchecked one could run a job whose dependency
@@ -186,12 +186,11 @@ def _sbatch_lines(scheduling: Scheduling, job_file: str) -> list[str]:
         lines = [f"out=$({niced}) || exit 95"]
         if nice < 0:
             lines = [
-                "err=$(mktemp) || exit 95",
-                f'if ! out=$({niced} 2>"$err"); then',
-                f'  if grep -q -- --nice "$err"; then out=$({plain}) || {{ rm -f "$err"; exit 95; }}',
-                '  else cat "$err" >&2; rm -f "$err"; exit 95; fi',
+                f"if ! out=$({niced} 2>{err}); then",
+                f"  if grep -q -- --nice {err}; then out=$({plain}) || {{ rm -f -- {err}; exit 95; }}",
+                f"  else cat -- {err} >&2; rm -f -- {err}; exit 95; fi",
                 "fi",
-                'rm -f "$err"',
+                f"rm -f -- {err}",
             ]
     lines.append("jid=${out%%;*}")
     if scheduling.after_jobs:
