@@ -21,6 +21,7 @@ from attrs import frozen
 from returns.result import Failure, Result, Success
 
 from flow.domain.code.manifest import Manifest, is_digest, parse_manifest
+from flow.domain.daemon_config import check_provider_name
 from flow.domain.errors import DomainError, ErrorReason, not_found, validation_error, violation
 from flow.domain.instances.matching import MatchResult, match_offers, requirements_from_dict
 from flow.domain.page_token import decode_page_token, encode_page_token, page_size_of
@@ -200,6 +201,8 @@ class TaskEngine:
     # --- requests ---------------------------------------------------------------------------
 
     def _provider(self, name: str) -> Result[Provider, DomainError]:
+        if name and isinstance(malformed := check_provider_name(name), Failure):  # as every malformed id
+            return Failure(malformed.failure())
         chosen = name or self.default_provider
         provider = self._providers.get(chosen)
         if provider is None:
