@@ -67,7 +67,9 @@ class _Session:
         self._outbox.put(task_service_pb2.ExecTaskRequest(stdin=data))
 
     def close_stdin(self) -> None:
+        """Says end of input, then half-closes the request stream: nothing more goes up."""
         self._outbox.put(task_service_pb2.ExecTaskRequest(stdin_closed=True))
+        self._outbox.put(_DONE)
 
     def resize(self, rows: int, columns: int) -> None:
         self._outbox.put(

@@ -277,6 +277,7 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
                         session.resize(min(rows, MAX_WINDOW_SIZE), min(columns, MAX_WINDOW_SIZE))
                     elif kind == "stdin_closed":
                         session.close_stdin()
+                session.close_stdin()  # the client half-closed: end of input too, as with ssh
 
         threading.Thread(target=forward_input, name="exec-input", daemon=True).start()
         while True:
