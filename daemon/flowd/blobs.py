@@ -13,7 +13,8 @@ import os
 from pathlib import Path
 from typing import NoReturn
 
-from flow.domain.code.manifest import is_digest
+from flow.domain.code.manifest import Manifest, is_digest
+from flow.domain.errors import FieldViolation, violation
 from flowd.store import state_write_error
 
 _serial = itertools.count()  # next() on a count is atomic under the GIL
@@ -44,6 +45,34 @@ class BlobStore:
 
     def has(self, digest: str) -> bool:
         return is_digest(digest) and self.path(digest).is_file()
+
+    def size(self, digest: str) -> int | None:
+        """The stored blob's size in bytes; None when it is not stored."""
+        try:
+            return self.path(digest).stat().st_size if is_digest(digest) else None
+        except FileNotFoundError:
+            return None
+
+    def manifest_violations(self, digest: str, manifest: Manifest) -> list[FieldViolation]:
+        """What the store says against a manifest: files never uploaded, and entries whose
+        declared size is not their blob's (a size is a claim the daemon checks, not trusts)."""
+        fix = "upload the code with CodeService (FindMissingBlobs, UploadBlobs) before CreateTask"
+        sizes = [self.size(entry.digest) for entry in manifest.entries]
+        missing = sorted(e.path for e, size in zip(manifest.entries, sizes, strict=True) if size is None)
+        problems = [
+            violation(
+                f"manifest.files[{index}].size",
+                entry.size,
+                f"is not the size of {entry.path!r}, whose content is {size} bytes",
+                "list each file with its real size (upload the code again with the Flow SDK)",
+            )
+            for index, (entry, size) in enumerate(zip(manifest.entries, sizes, strict=True))
+            if size is not None and size != entry.size
+        ][:10]
+        if missing:
+            shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+            problems.insert(0, violation("code_digest", digest, f"lists files never uploaded: {shown}", fix))
+        return problems
 
     def read(self, digest: str) -> bytes:
         return self.path(digest).read_bytes()

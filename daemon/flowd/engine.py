@@ -270,13 +270,8 @@ class TaskEngine:
         if isinstance(parsed, Failure):
             return parsed
         manifest = parsed.unwrap()
-        missing = sorted(e.path for e in manifest.entries if not self._blobs.has(e.digest))
-        if missing:
-            shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-            return Failure(
-                validation_error([violation("code_digest", digest, f"lists files never uploaded: {shown}", fix)])
-            )
-        return Success(manifest)
+        problems = self._blobs.manifest_violations(digest, manifest)  # files missing, sizes that lie
+        return Failure(validation_error(problems)) if problems else Success(manifest)
 
     def create(
         self,

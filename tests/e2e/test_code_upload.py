@@ -213,3 +213,41 @@ def test_an_upload_broken_off_mid_blob_leaves_nothing_behind(daemon: Daemon) -> 
         stub.UploadBlobs(requests(), timeout=10)
     incoming = daemon.home.root / "blobs" / "incoming"
     wait_until(lambda: not any(incoming.iterdir()), 10)
+
+
+def _upload_blobs(stub: object, *contents: bytes) -> list[str]:
+    from flow.domain.code.manifest import digest_of
+    from flowapi.v1 import code_service_pb2
+
+    chunks = [
+        code_service_pb2.BlobChunk(digest=digest_of(data), size=len(data), offset=0, data=data) for data in contents
+    ]
+    stub.UploadBlobs(iter([code_service_pb2.UploadBlobsRequest(chunks=chunks)]), timeout=10)  # type: ignore[attr-defined]
+    return [digest_of(data) for data in contents]
+
+
+def test_a_manifest_whose_sizes_lie_is_refused(daemon: Daemon) -> None:
+    """A manifest entry's declared size is checked against its blob (a 1 PB claim for 5 bytes,
+    or a smaller one), naming the entry; the true size is accepted."""
+    import grpc
+
+    from flow.domain.code.manifest import ManifestEntry, manifest_bytes
+    from flowapi.v1 import code_service_pb2_grpc, task_pb2, task_service_pb2, task_service_pb2_grpc
+
+    channel = grpc.insecure_channel(daemon.home.address)
+    code = code_service_pb2_grpc.CodeServiceStub(channel)
+    tasks = task_service_pb2_grpc.TaskServiceStub(channel)
+    (content,) = _upload_blobs(code, b"hello")
+    for size in (10**15, 4, 6):
+        manifest = manifest_bytes([ManifestEntry("train.py", content, size)])
+        (digest,) = _upload_blobs(code, manifest)
+        spec = task_pb2.TaskSpec(command=["true"], code_digest=digest)
+        with pytest.raises(grpc.RpcError) as caught:
+            tasks.CreateTask(task_service_pb2.CreateTaskRequest(spec=spec, validate_only=True), timeout=10)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+        details = caught.value.details()  # type: ignore[attr-defined]
+        assert "train.py" in details and str(size) in details and "5 bytes" in details, details
+    (honest,) = _upload_blobs(code, manifest_bytes([ManifestEntry("train.py", content, 5)]))
+    spec = task_pb2.TaskSpec(command=["true"], code_digest=honest)
+    tasks.CreateTask(task_service_pb2.CreateTaskRequest(spec=spec, validate_only=True), timeout=10)
+    channel.close()
