@@ -94,6 +94,8 @@ class StoredTask:
 
 
 def record_to_json(record: TaskRecord) -> str:
+    # A terminal task never starts again: its secret values go (the names stay in the config).
+    kept_secrets = {} if record.is_terminal else record.secrets
     return json.dumps(
         {
             "task_id": record.task_id,
@@ -110,7 +112,7 @@ def record_to_json(record: TaskRecord) -> str:
             "cancel_requested": record.cancel_requested,
             "request_id": record.request_id,
             "code_digest": record.code_digest,
-            "secrets": record.secrets,  # the database is 0600 in a 0700 directory
+            "secrets": kept_secrets,  # the database is 0600 in a 0700 directory
             "function_call": None if record.function_call is None else _call_to_json(record.function_call),
         },
         separators=(",", ":"),
@@ -150,7 +152,25 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.execute("PRAGMA secure_delete=ON")  # what a write replaces is zeroed, not left
         self._db.executescript(SCHEMA)
+        self._erase_finished_secrets()
+
+    def _erase_finished_secrets(self) -> None:
+        """Erases the secret values an older flowd kept for finished tasks (only names remain)."""
+        marks = ",".join("?" * len(_TERMINAL_NAMES))
+        done = self._db.execute(
+            f"UPDATE tasks SET record = json_set(record, '$.secrets', json('{{}}')) "
+            f"WHERE state IN ({marks}) AND json_extract(record, '$.secrets') != '{{}}'",
+            _TERMINAL_NAMES,
+        )
+        if done.rowcount:
+            self._forget_old_pages()
+
+    def _forget_old_pages(self) -> None:
+        """Moves the WAL into the database and empties it: earlier versions of pages (a secret
+        value before it was erased) live on in the WAL until then."""
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def close(self) -> None:
         with self._lock:
@@ -178,6 +198,9 @@ class Store:
     def update(self, record: TaskRecord, runtime: dict[str, Any] | None = None) -> None:
         try:
             self._update(record, runtime)
+            if record.is_terminal and record.secrets:  # this write erased its secret values
+                with self._lock:
+                    self._forget_old_pages()
         except sqlite3.Error as exc:
             self._raise_write_error(exc)
 
