@@ -722,7 +722,7 @@ def test_errors_about_huge_values_reach_the_client_whole(target: Target) -> None
     cases = [
         (
             task_service_pb2.CreateTaskRequest(provider="😀" * 500_000, spec=task_pb2.TaskSpec(command=["true"])),
-            grpc.StatusCode.NOT_FOUND,
+            grpc.StatusCode.INVALID_ARGUMENT,
         ),
         (
             task_service_pb2.CreateTaskRequest(spec=task_pb2.TaskSpec(command=["true"], env={"1" * 1_000_000: "v"})),
@@ -736,7 +736,7 @@ def test_errors_about_huge_values_reach_the_client_whole(target: Target) -> None
         ),
         (
             task_service_pb2.CreateTaskRequest(provider="x" * 3000, spec=task_pb2.TaskSpec(command=["true"])),
-            grpc.StatusCode.NOT_FOUND,
+            grpc.StatusCode.INVALID_ARGUMENT,
         ),
     ]
     for request, expected in cases:
