@@ -1,4 +1,4 @@
-"""`flow daemon start|stop|status`: managing flowd by hand."""
+"""`flow daemon start|stop|status|gc`: managing flowd by hand."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import grpc
 from flow.connection import DaemonConnection
 from flow.errors import DaemonUnavailableError
 from flow.home import resolve_home
-from flowapi.v1 import daemon_service_pb2
+from flowapi.v1 import code_service_pb2, daemon_service_pb2
 
 STOP_TIMEOUT = 15.0
 
@@ -29,7 +29,13 @@ def _info(conn: DaemonConnection) -> dict[str, Any] | None:
         "flow_home": reply.flow_home,
         "addresses": list(reply.addresses),
         "default_provider": reply.default_provider,
+        "blob_count": reply.blob_count,
+        "blob_store_bytes": reply.blob_store_bytes,
     }
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1e6:,.1f} MB"
 
 
 def _show(state: dict[str, Any], as_json: bool) -> None:
@@ -37,6 +43,10 @@ def _show(state: dict[str, Any], as_json: bool) -> None:
         sys.stdout.write(json.dumps(state, indent=2) + "\n")
     elif state.get("running"):
         print(f"flowd {state['version']} is running (pid {state['pid']}) on {', '.join(state['addresses'])}")
+        if "blob_count" in state:
+            print(
+                f"blob store: {state['blob_count']} blobs, {_megabytes(state['blob_store_bytes'])} (`flow daemon gc`)"
+            )
     else:
         print(f"flowd is not running (FLOW_HOME={state['flow_home']})")
 
@@ -58,6 +68,25 @@ def run_action(action: str, as_json: bool) -> int:
             if started is None:
                 raise DaemonUnavailableError(f"flowd started but does not answer on {home.socket}")
             _show(started, as_json)
+            return 0
+        if action == "gc":
+            if _info(conn) is None:
+                _show({"running": False, "flow_home": str(home.root)}, as_json)
+                return 1
+            done = conn.code.CollectBlobs(code_service_pb2.CollectBlobsRequest(), timeout=600)
+            collected = {
+                "removed_blobs": done.removed_blobs,
+                "removed_bytes": done.removed_bytes,
+                "kept_blobs": done.kept_blobs,
+                "kept_bytes": done.kept_bytes,
+            }
+            if as_json:
+                sys.stdout.write(json.dumps(collected, indent=2) + "\n")
+            else:
+                print(
+                    f"removed {done.removed_blobs} blobs ({_megabytes(done.removed_bytes)}) that no unfinished "
+                    f"task uses; the blob store holds {done.kept_blobs} ({_megabytes(done.kept_bytes)})"
+                )
             return 0
         # stop
         state = _info(conn)

@@ -111,6 +111,7 @@ def build_daemon(home: FlowHome, shutdown: Callable[[], None], tcp: TcpSettings 
         engine_ref[0].report(task_id, event, runtime)
 
     blobs = BlobStore(home.root / "blobs")
+    blobs.live_snapshots = lambda: [t.record.code_digest for t in store.live() if t.record.code_digest]
     providers, default = build_providers(home, report, blobs, os.environ)
     volumes = VolumeManager(store, home.root / "volumes")
     for provider in providers.values():
@@ -125,7 +126,7 @@ def build_daemon(home: FlowHome, shutdown: Callable[[], None], tcp: TcpSettings 
     if tcp is not None:
         addresses.append(f"{'tls' if tcp.tls_cert else 'tcp'}://{tcp.address}")
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
-    daemon_servicer = DaemonServicer(engine, str(home.root), addresses, shutdown)
+    daemon_servicer = DaemonServicer(engine, str(home.root), addresses, shutdown, blobs=blobs)
     local = grpc.server(
         futures.ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="rpc"),
         interceptors=[RequestDecodingInterceptor()],  # unparseable requests: INVALID_ARGUMENT, named

@@ -562,7 +562,7 @@ def build_parser() -> argparse.ArgumentParser:
         command.set_defaults(handler=cmd_volumes)
 
     daemon = sub.add_parser("daemon", help="manage flowd, the per-user daemon")
-    daemon.add_argument("action", choices=["start", "stop", "status"])
+    daemon.add_argument("action", choices=["start", "stop", "status", "gc"])
     _add_json(daemon)
     daemon.set_defaults(handler=cmd_daemon)
     return parser
