@@ -18,7 +18,7 @@ import grpc
 from grpc_status import rpc_status
 
 from flow.errors import DaemonUnavailableError, FlowError, ValidationError
-from flow.home import FlowHome, resolve_home
+from flow.home import FlowHome, UnsafeHomeError, check_ownership, resolve_home
 from flow.wire.error_table import exception_from_status
 from flowapi.v1 import (
     code_service_pb2_grpc,
@@ -170,9 +170,21 @@ class _Details(grpc.ClientCallDetails):
 CHANNEL_OPTIONS: Final = [("grpc.max_receive_message_length", 64 * 1024 * 1024), ("grpc.enable_retries", 0)]
 
 
+def _check_ownership(home: FlowHome) -> None:
+    """A home another user controls is refused before its socket is used (see flow.home)."""
+    try:
+        check_ownership(home)
+    except UnsafeHomeError as exc:
+        raise ValidationError(
+            str(exc), suggestions=[f"check the owner with `ls -ld {home.root} {home.socket}`"]
+        ) from None
+
+
 class DaemonConnection:
     def __init__(self, home: FlowHome | None = None, auto_start: bool = True, remote: Remote | None = None) -> None:
         self.home = home or resolve_home()
+        if remote is None:
+            _check_ownership(self.home)
         self.remote = remote
         self.auto_start = auto_start and remote is None  # a remote daemon is not ours to start
         self._channel: grpc.Channel | None = None

@@ -15,7 +15,7 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from flow.home import FlowHome
+from flow.home import FlowHome, UnsafeHomeError, check_ownership
 from flow.wire.http2_unary import CallFailedError, FastPathUnusableError, unary_call
 from flow.wire.task_state_codec import task_resource_name
 from flowapi.v1 import task_pb2, task_service_pb2
@@ -64,6 +64,10 @@ def _failure(failed: CallFailedError) -> FlowError:
 
 
 def _call(home: FlowHome, method: str, request: Message, reply: M) -> M:
+    try:
+        check_ownership(home)
+    except UnsafeHomeError:
+        raise FastPathUnusableError("another user controls FLOW_HOME: the grpcio path says so") from None
     try:
         raw = unary_call(str(home.socket), _SERVICE + method, request.SerializeToString(), CALL_TIMEOUT)
     except CallFailedError as failed:
