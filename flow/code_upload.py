@@ -75,23 +75,49 @@ def max_upload_bytes() -> int:
 
 
 def _planned(root: Path, walked: WalkResult) -> tuple[list[PlannedFile], int]:
+    """The files to upload. A symlink to a file inside the root goes as that file's content
+    (read from its resolved path, the one checked); one to a file outside the root is refused
+    (ValidationError naming every such link); links to directories and dangling links are left
+    out: nothing is ever read from outside the code root."""
     files: list[PlannedFile] = []
     skipped = 0
+    leaving: list[str] = []
     for item in walked.files:
         source = root / item.path
-        if item.is_symlink:  # upload what a file symlink points to; skip the rest
+        if item.is_symlink:
             try:
-                target = source.stat()
-            except OSError:
+                real = Path(os.path.realpath(source, strict=True))
+                target = real.stat()
+            except OSError:  # dangling, a loop, or gone since the walk
                 skipped += 1
                 continue
             if not stat.S_ISREG(target.st_mode):
                 skipped += 1
                 continue
-            files.append(PlannedFile(item.path, target.st_size, bool(target.st_mode & 0o111), source))
+            if not real.is_relative_to(root):
+                leaving.append(f"{item.path} -> {real}")
+                continue
+            files.append(PlannedFile(item.path, target.st_size, bool(target.st_mode & 0o111), real))
         else:
             files.append(PlannedFile(item.path, item.size, bool(item.mode & 0o111), source))
+    if leaving:
+        raise _links_leave_root(root, leaving)
     return files, skipped
+
+
+def _links_leave_root(root: Path, leaving: Sequence[str]) -> ValidationError:
+    shown = "\n".join(f"  {line}" for line in leaving[:20])
+    more = f"\n  and {len(leaving) - 20} more" if len(leaving) > 20 else ""
+    first = leaving[0].split(" -> ", 1)[0]
+    return ValidationError(
+        f"The code in {root} has symlinks to files outside it, which Flow never uploads (a "
+        f"cloned repository could otherwise ship your keys):\n{shown}{more}",
+        suggestions=[
+            f"leave them out with a line in {root / '.flowignore'} (e.g. '{first}')",
+            "or copy the files they name into the project",
+            "or give the task the data with a data mount or a volume instead",
+        ],
+    )
 
 
 def _too_large(root: Path, files: Sequence[PlannedFile], limit: int) -> ValidationError:

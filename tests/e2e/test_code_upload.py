@@ -251,3 +251,36 @@ def test_a_manifest_whose_sizes_lie_is_refused(daemon: Daemon) -> None:
     spec = task_pb2.TaskSpec(command=["true"], code_digest=honest)
     tasks.CreateTask(task_service_pb2.CreateTaskRequest(spec=spec, validate_only=True), timeout=10)
     channel.close()
+
+
+def test_symlinks_leaving_the_code_root_are_refused_by_name(flow: Flow, tmp_path: Path) -> None:
+    """A cloned repository must not ship the user's keys: a symlink whose target lies outside the
+    code root stops the submit with an error naming it; nothing is uploaded."""
+    outside = tmp_path / "home"
+    (outside / ".ssh").mkdir(parents=True)
+    (outside / ".ssh" / "id_ed25519").write_text("PRIVATE KEY\n")
+    root = tmp_path / "repo"
+    (root / "pkg").mkdir(parents=True)
+    (root / "train.py").write_text("print('ok')\n")
+    (root / "pkg" / "key").symlink_to(outside / ".ssh" / "id_ed25519")  # absolute, outside
+    (root / "ssh").symlink_to(outside / ".ssh", target_is_directory=True)  # a directory: never followed
+    (root / "via-dir").symlink_to("ssh/id_ed25519")  # looks inside, resolves outside
+    (root / "up").symlink_to("../home/.ssh/id_ed25519")  # relative, outside
+    (root / "alias.py").symlink_to("train.py")  # inside: uploaded as the file it names
+    (root / "dangling").symlink_to("/no/such/file")  # nothing to upload
+    with pytest.raises(ValidationError) as caught:
+        flow.plan_upload(root)
+    message = str(caught.value)
+    for name in ("pkg/key", "via-dir", "up"):
+        assert name in message, message
+    assert "alias.py" not in message and "dangling" not in message
+    assert any(".flowignore" in tip for tip in caught.value.suggestions)
+    blobs = flow._conn.home.root / "blobs" / "sha256"  # type: ignore[attr-defined]
+    before = set(blobs.iterdir())
+    with pytest.raises(ValidationError, match="pkg/key"):
+        flow.run(["true"], code_root=str(root))
+    assert set(blobs.iterdir()) == before  # nothing was sent
+    (root / ".flowignore").write_text("pkg/key\nvia-dir\nup\n")
+    task = flow.run(["sh", "-c", "ls -A | sort; cat alias.py"], code_root=str(root)).wait(timeout=30)
+    assert task.last_status is TaskStatus.COMPLETED, task.state_reason
+    assert task.logs() == ".flowignore\nalias.py\ntrain.py\nprint('ok')\n"  # pkg/ held only the link
