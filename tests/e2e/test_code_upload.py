@@ -284,3 +284,96 @@ def test_symlinks_leaving_the_code_root_are_refused_by_name(flow: Flow, tmp_path
     task = flow.run(["sh", "-c", "ls -A | sort; cat alias.py"], code_root=str(root)).wait(timeout=30)
     assert task.last_status is TaskStatus.COMPLETED, task.state_reason
     assert task.logs() == ".flowignore\nalias.py\ntrain.py\nprint('ok')\n"  # pkg/ held only the link
+
+
+class _Churn:
+    """Creates and deletes files and directories in `root` as fast as it can (a /tmp, a task
+    writing into the project), and appends to a file that keeps growing (a log)."""
+
+    def __init__(self, root: Path, pause: float = 0.0) -> None:
+        import threading
+
+        self.root = root
+        self.pause = pause
+        self.rounds = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import contextlib
+        import shutil
+
+        log = open(self.root / "growing.log", "ab")  # noqa: SIM115 - closed below
+        n = 0
+        while not self._stop.is_set():
+            n += 1
+            here = self.root / f"d{n % 7}"
+            with contextlib.suppress(OSError):
+                here.mkdir()
+                (here / ".gitignore").write_text("*.tmp\n")
+                for k in range(5):
+                    (here / f"f{k}.txt").write_text("x" * k)
+                (self.root / f"f{n % 11}.txt").write_text("y" * n)
+            log.write(b"line %d\n" % n)
+            log.flush()
+            with contextlib.suppress(OSError):
+                shutil.rmtree(self.root / f"d{(n + 3) % 7}")
+                (self.root / f"f{(n + 5) % 11}.txt").unlink()
+            self.rounds = n
+            self._stop.wait(self.pause)
+        log.close()
+
+    def __enter__(self) -> _Churn:
+        self._thread.start()
+        wait_until(lambda: self.rounds > 20, 30)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+
+def test_a_tree_that_changes_during_the_walk_never_crashes_it(flow: Flow, tmp_path: Path) -> None:
+    """Files and directories created and deleted while the walk and the hash run (submitting
+    from /tmp): what is gone is left out, never a FileNotFoundError traceback."""
+    from flow.code_walk import walk_code_root
+
+    with _Churn(tmp_path):
+        for _ in range(300):
+            walk_code_root(tmp_path)
+            flow.plan_upload(tmp_path)
+
+
+def test_an_upload_of_a_changing_tree_succeeds_or_says_why(daemon: Daemon, tmp_path: Path) -> None:
+    """The same while uploading: a snapshot of what was there (a growing log up to where it was
+    when listed), or after retries the error saying the tree kept changing; never a raw
+    FileNotFoundError nor "blob larger than its declared bytes"."""
+    client: Flow = daemon.client()  # type: ignore[assignment]
+    uploads = 0
+    with _Churn(tmp_path, pause=0.002):
+        for _ in range(20):
+            try:
+                client.upload_code(tmp_path)
+                uploads += 1
+            except ValidationError as exc:
+                assert "kept changing" in exc.message, exc.message
+    assert uploads > 0
+
+
+def test_a_file_growing_while_it_is_sent_goes_as_it_was_when_listed(daemon: Daemon, tmp_path: Path) -> None:
+    """A log the project's own job keeps appending to: the snapshot holds it as it was when the
+    walk listed it (not "blob larger than its declared bytes", three times over)."""
+    client: Flow = daemon.client()  # type: ignore[assignment]
+    first = os.urandom((3 << 20) + 123)  # sent over several messages
+    (tmp_path / "train.log").write_bytes(first)
+
+    def append(sent: int, total: int) -> None:
+        with open(tmp_path / "train.log", "ab") as log:
+            log.write(b"more\n" * 1000)
+
+    upload = client.upload_code(tmp_path, progress=append)
+    from flow.domain.code.manifest import digest_of
+
+    blobs = daemon.home.root / "blobs" / "sha256"
+    assert (blobs / digest_of(first).removeprefix("sha256:")).read_bytes() == first
+    assert upload.files == 1 and upload.total_bytes == len(first)
