@@ -349,15 +349,13 @@ def test_an_upload_of_a_changing_tree_succeeds_or_says_why(daemon: Daemon, tmp_p
     when listed), or after retries the error saying the tree kept changing; never a raw
     FileNotFoundError nor "blob larger than its declared bytes"."""
     client: Flow = daemon.client()  # type: ignore[assignment]
-    uploads = 0
     with _Churn(tmp_path, pause=0.002):
         for _ in range(20):
             try:
                 client.upload_code(tmp_path)
-                uploads += 1
-            except ValidationError as exc:
+            except ValidationError as exc:  # how often depends on how busy the machine is
                 assert "kept changing" in exc.message, exc.message
-    assert uploads > 0
+    assert client.upload_code(tmp_path).files > 0  # once it holds still, it goes
 
 
 def test_a_file_growing_while_it_is_sent_goes_as_it_was_when_listed(daemon: Daemon, tmp_path: Path) -> None:
