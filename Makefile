@@ -16,8 +16,16 @@ GO_BUILD   := $(GO) build -buildvcs=false
 # torch for the multi-node all-reduce test (tests/e2e/test_multinode.py), kept out of .venv.
 TORCH_VENV := build/torch-venv
 STAMP_TORCH := $(TORCH_VENV)/.installed
+# The real Kubernetes test cluster (tests/k8s): etcd, Kubernetes, KWOK, CoreDNS and the pause image
+# built into build/k8s, the base image (Debian minbase + python3) into build/images, with the
+# packages they need (apt). Cold: about 15 minutes on 2 cores, once; the tests start the cluster themselves
+# (tools/k8s-stack start --lease, a session fixture). Root only: elsewhere tests/k8s skips.
+STAMP_K8S := build/k8s/.built
+# Debian's podman, configured for this machine class, with the base image loaded (tests/images,
+# the local provider's image= tasks). Root only, like the cluster.
+STAMP_PODMAN := build/images/.podman-ready
 
-.PHONY: run test check gen bench bench-clients clients clean torch-venv
+.PHONY: run test check gen bench bench-clients clients clean torch-venv k8s podman
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -59,12 +67,24 @@ $(STAMP_TORCH):
 
 torch-venv: $(STAMP_TORCH)
 
+$(STAMP_K8S): tools/k8s-stack tools/base-image tools/oci-archive
+	@if [ "$$(id -u)" -ne 0 ]; then echo "make: not root: skipping the Kubernetes test cluster's build (tests/k8s will skip)" >&2; \
+	else tools/k8s-stack build && touch $@; fi
+
+$(STAMP_PODMAN): tools/podman-setup tools/base-image tools/oci-archive
+	@if [ "$$(id -u)" -ne 0 ]; then echo "make: not root: skipping podman's setup (tests/images will skip)" >&2; \
+	else tools/podman-setup setup && touch $@; fi
+
+k8s: $(STAMP_K8S)
+
+podman: $(STAMP_PODMAN)
+
 clients: $(STAMP_NPM) $(STAMP_GO)
 
 run: $(STAMP_RUN)
 	cd examples && ../$(BIN)/flow run "python3 train.py --epochs 3"
 
-test: $(STAMP_DEV) $(STAMP_NPM) $(STAMP_GO) $(STAMP_TORCH)
+test: $(STAMP_DEV) $(STAMP_NPM) $(STAMP_GO) $(STAMP_TORCH) $(STAMP_K8S) $(STAMP_PODMAN)
 	tools/check
 
 gen: $(STAMP_DEV) $(STAMP_NPM) $(STAMP_GO)

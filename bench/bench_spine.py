@@ -16,7 +16,7 @@ Rows:
                            same program under subprocess.Popen, its pipe read line by line to EOF
   cli flow --version       whole process; floor: `python -c "import grpc"`
   cli flow status          whole process, a handful of tasks in the daemon; same floor. It answers
-                           without grpcio (flow.local_reads); the next row is the same command
+                           without grpcio (flow.transport.http2_unary); the next row is the same command
                            forced onto the grpcio path (FLOW_CLI_FASTPATH=0), for comparison
   python: import ...       context for the two rows above: the imports any gRPC client of flowd
                            needs (grpc, protobuf, the flowapi stubs), and the SDK's (flow.client)

@@ -74,7 +74,7 @@ def completed(flow: Flow, config: TaskConfig) -> None:
 
 def seed_bucket(endpoint: str, work: Path, files: int, large_bytes: int) -> None:
     """Objects in the server, and the same bytes on local disk for the floors."""
-    import boto3  # type: ignore[import-untyped]
+    import boto3  # type: ignore[import-untyped]  # boto3 ships no type information
 
     client = boto3.session.Session().client("s3", endpoint_url=endpoint)
     client.create_bucket(Bucket="bench")

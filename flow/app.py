@@ -146,7 +146,7 @@ class RemoteFunction(Generic[P, R]):
         def run_one(item: tuple[Any, ...]) -> R:
             if failed.is_set():
                 raise RuntimeError("skipped: an earlier call failed")
-            task = self.spawn(*item)  # type: ignore[call-arg]
+            task = self.spawn(*item)  # type: ignore[call-arg]  # the inputs fill P's positional parameters; ParamSpec cannot say so
             with lock:
                 spawned.append(task)
             try:

@@ -8,17 +8,19 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flow.connection import DaemonConnection, Remote
+from flow import task as tasks
+from flow.connection import DaemonConnection
 from flow.domain.task.states import TaskState
 from flow.errors import ValidationError
 from flow.home import resolve_home
 from flow.task import Task, TaskStatus
-from flow.wire.task_state_codec import task_resource_name, task_state_to_proto
-from flowapi.v1 import daemon_service_pb2, task_service_pb2
+from flow.transport.channel import Remote
+from flow.wire.daemon_codec import DaemonInfo, daemon_info_call, list_providers_call
 
 if TYPE_CHECKING:
     from flow.code_upload import Progress, Upload, UploadPlan
     from flow.config import TaskConfig
+    from flow.domain.task.function_call import FunctionCall
     from flow.providers.local import LocalProvider
     from flow.providers.mithril import MithrilProvider
     from flow.volumes import Volume
@@ -65,7 +67,10 @@ class FoundInstances(list[dict[str, Any]]):
 
 class Flow:
     """The client. `Flow()` finds the user's flowd (starting it if none runs) and uses the
-    provider named by `provider`, $FLOW_PROVIDER, or the daemon's default ("local")."""
+    provider named by `provider`, $FLOW_PROVIDER, or the daemon's default ("local").
+
+    The facade: the one place that knows both the connection and the feature modules (flow.task,
+    flow.volumes, flow.code_upload, ...), which take the connection and nothing else."""
 
     def __init__(
         self,
@@ -90,31 +95,28 @@ class Flow:
 
     def _configure_provider(self, provider: MithrilProvider) -> None:
         """Hands the provider's settings to flowd (which keeps the key in a 0600 file)."""
-        from flowapi.v1 import provider_pb2, provider_pb2_grpc
+        from flow.wire.provider_codec import configure_provider_call
 
-        request = provider_pb2.ConfigureProviderRequest(
-            name=provider.name, kind=provider.kind, settings=provider.settings()
-        )
-
-        def configure(c: DaemonConnection) -> provider_pb2.ConfigureProviderResponse:
-            assert c._channel is not None
-            return provider_pb2_grpc.ProviderServiceStub(c._channel).ConfigureProvider(request, timeout=60)
-
-        self._conn.call(configure)
+        self._conn.unary(configure_provider_call(provider.name, provider.kind, provider.settings()), timeout=60)
         self.provider = provider.name
 
     def _pick_mithril(self) -> None:
         """`Flow()` with MITHRIL_API_KEY set: Mithril, as flowd has it configured or from the
         environment."""
         info = self.daemon_info()
-        kinds = {p["name"]: p["kind"] for p in info["providers"]}
-        if "mithril" in kinds.values():
-            if kinds.get(info["default_provider"]) != "mithril":
-                self.provider = next(name for name, kind in kinds.items() if kind == "mithril")
+        mithril = [p.name for p in info.providers if p.kind == "mithril"]
+        if mithril:
+            if info.kind_of(info.default_provider) != "mithril":
+                self.provider = mithril[0]
             return
         from flow.providers.mithril import MithrilProvider
 
         self._configure_provider(MithrilProvider())
+
+    @property
+    def connection(self) -> DaemonConnection:
+        """The connection to flowd that the feature modules (flow.task, flow.exec_client, ...) take."""
+        return self._conn
 
     def close(self) -> None:
         self._conn.close()
@@ -137,35 +139,36 @@ class Flow:
     def submit(
         self,
         config: TaskConfig,
-        function_call: Any = None,
+        function_call: FunctionCall | None = None,
         validate_only: bool = False,
         progress: Progress | None = None,
+        *,
+        provider: str | None = None,
     ) -> Task:
-        """Submits a ready TaskConfig (and, for FlowApp and invoke, a function call)."""
+        """Submits a ready TaskConfig (and, for FlowApp and invoke, a function call) to
+        `provider` (default: this client's). `progress` is told how the code upload goes."""
         missing = [name for name in config.secret_env if not os.environ.get(name)]
         if missing:
             raise ValidationError(
                 f"secret_env names {', '.join(missing)}, not set in this environment",
                 suggestions=[f"export {missing[0]}=... before submitting (its value is never stored in the config)"],
             )
-        from flow.wire.task_codec import task_config_to_proto
+        from flow.wire.task_codec import create_task_call
 
-        spec = task_config_to_proto(config, {name: os.environ[name] for name in config.secret_env})
+        digest = None
         if config.upload_code and config.code_root:
-            spec.code_digest = self.upload_code(Path(config.code_root), progress=progress).digest
-        if function_call is not None:
-            from flow.wire.function_codec import function_call_to_proto
-
-            spec.function_call.CopyFrom(function_call_to_proto(function_call))
-        request = task_service_pb2.CreateTaskRequest(
-            spec=spec,
+            digest = self.upload_code(Path(config.code_root), progress=progress).digest
+        call = create_task_call(
+            config,
+            {name: os.environ[name] for name in config.secret_env},
+            code_digest=digest,
+            function_call=function_call,
             request_id="" if validate_only else uuid.uuid4().hex,  # a retried create never launches twice
             validate_only=validate_only,
-            provider=self.provider,
+            provider=self.provider if provider is None else provider,
         )
         # Generous: flowd copies the code snapshot for the task before it answers.
-        reply = self._conn.call(lambda c: c.tasks.CreateTask(request, timeout=600))
-        return Task(self._conn, reply.task)
+        return Task(self._conn, self._conn.unary(call, timeout=600))
 
     def validate(self, task: TaskConfig | str | Sequence[str], **overrides: Any) -> Task:
         """Asks flowd to validate and place the task without launching it (a dry run). The code
@@ -189,16 +192,16 @@ class Flow:
         if self._local_python is None:
             import sys
 
-            providers = self.daemon_info()["providers"]
-            kinds = {p["name"]: p["kind"] for p in providers}
-            chosen = self.provider or next((p["name"] for p in providers if p["default"]), "local")
-            self._local_python = (sys.executable if kinds.get(chosen) == "local" else "",)
+            info = self.daemon_info()
+            self._local_python = (sys.executable if info.kind_of(self.chosen_provider(info)) == "local" else "",)
         return self._local_python[0] or None
 
+    def chosen_provider(self, info: DaemonInfo) -> str:
+        """The provider this client submits to: its own, else the daemon's default."""
+        return self.provider or next((p.name for p in info.providers if p.default), "local")
+
     def get_task(self, task_id: str) -> Task:
-        request = task_service_pb2.GetTaskRequest(name=task_resource_name(task_id))
-        reply = self._conn.call(lambda c: c.tasks.GetTask(request, timeout=30))
-        return Task(self._conn, reply.task)
+        return tasks.get_task(self._conn, task_id)
 
     def status(self, task_id: str) -> TaskStatus:
         return self.get_task(task_id).last_status
@@ -206,21 +209,7 @@ class Flow:
     def list_tasks(self, status: TaskState | Sequence[TaskState] | None = None, limit: int = 100) -> list[Task]:
         """Tasks, newest first, optionally only those in the given state(s)."""
         wanted = [status] if isinstance(status, TaskState) else list(status or [])
-        found: list[Task] = []
-        token = ""
-        while len(found) < limit:
-            reply = self._list_page(min(limit - len(found), 1000), token, wanted)
-            found.extend(Task(self._conn, t) for t in reply.tasks)
-            token = reply.next_page_token
-            if not token:
-                break
-        return found
-
-    def _list_page(self, size: int, token: str, states: list[TaskState]) -> task_service_pb2.ListTasksResponse:
-        request = task_service_pb2.ListTasksRequest(
-            page_size=size, page_token=token, states=[task_state_to_proto(s) for s in states]
-        )
-        return self._conn.call(lambda c: c.tasks.ListTasks(request, timeout=30))
+        return tasks.list_tasks(self._conn, limit, wanted)
 
     def cancel(self, task_id: str) -> None:
         self.get_task(task_id).cancel()
@@ -231,13 +220,6 @@ class Flow:
     def logs(self, task_id: str, follow: bool = False, tail: int | None = None) -> Any:
         task = self.get_task(task_id)
         return task.logs(follow=True, tail=tail) if follow else task.logs(tail=tail)
-
-    def slurm_submit(self, path: str | os.PathLike[str], provider: str | None = None, **options: Any) -> list[Task]:
-        """Runs an existing #SBATCH script (`flow slurm submit`): natively on a Slurm provider,
-        translated into TaskConfig settings on any other. One Task, or one per array element."""
-        from flow.slurm import submit_sbatch
-
-        return submit_sbatch(self, path, provider, **options)
 
     # --- volumes ----------------------------------------------------------------------------
 
@@ -276,37 +258,18 @@ class Flow:
 
         from flow.domain.instances.matching import requirements_from_dict
         from flow.wire.error_table import exception_from_domain_error
-        from flow.wire.instance_codec import offer_dict_from_proto, requirements_to_proto
+        from flow.wire.instance_codec import find_instances_call
 
         wanted = dict(requirements or {})
         checked = requirements_from_dict(wanted)
         if isinstance(checked, Failure):
             raise exception_from_domain_error(checked.failure())
-        request = requirements_to_proto(wanted, self.provider, limit)
-        reply = self._conn.call(lambda c: c.instances.FindInstances(request, timeout=60))
-        return FoundInstances(
-            (offer_dict_from_proto(o) for o in reply.offers),
-            explanation=reply.explanation,
-            suggestions=list(reply.suggestions),
-        )
+        found = self._conn.unary(find_instances_call(wanted, self.provider, limit), timeout=60)
+        return FoundInstances(found.offers, explanation=found.explanation, suggestions=list(found.suggestions))
 
     # --- the daemon -------------------------------------------------------------------------
 
-    def daemon_info(self) -> dict[str, Any]:
-        info = self._conn.call(lambda c: c.daemon.GetDaemonInfo(daemon_service_pb2.GetDaemonInfoRequest(), timeout=10))
-        providers = self._conn.call(
-            lambda c: c.daemon.ListProviders(daemon_service_pb2.ListProvidersRequest(), timeout=10)
-        )
-        return {
-            "version": info.version,
-            "api_version": info.api_version,
-            "pid": info.pid,
-            "flow_home": info.flow_home,
-            "addresses": list(info.addresses),
-            "default_provider": info.default_provider,
-            "started_at": info.start_time.ToDatetime().isoformat() + "Z",
-            "providers": [
-                {"name": p.name.removeprefix("providers/"), "kind": p.kind, "default": p.is_default}
-                for p in providers.providers
-            ],
-        }
+    def daemon_info(self) -> DaemonInfo:
+        """What the daemon says about itself, and its providers."""
+        info = self._conn.unary(daemon_info_call(), timeout=10)
+        return info._replace(providers=self._conn.unary(list_providers_call(), timeout=10))

@@ -12,23 +12,23 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import os
 import sqlite3
 import stat
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, TextIO
+from typing import IO, TYPE_CHECKING, Final
 
 from attrs import evolve, frozen
 
 from flow.code_walk import CodeFile, WalkResult, walk_code_root
 from flow.domain.code.manifest import ManifestEntry, digest_of, manifest_bytes
 from flow.errors import FlowError, ValidationError
-from flowapi.v1 import code_service_pb2
+from flow.wire.code_codec import BlobChunk, find_missing_blobs_call, upload_blobs_call
 
 if TYPE_CHECKING:
     from flow.connection import DaemonConnection
@@ -36,7 +36,8 @@ if TYPE_CHECKING:
 DEFAULT_MAX_UPLOAD_BYTES: Final = 2 * 2**30
 CHUNK_BYTES: Final = 1024 * 1024
 HASH_WORKERS: Final = 4
-Progress = Callable[[int, int], None]  # (bytes sent, bytes to send)
+# Called as an upload goes (bytes sent, bytes to send): the SDK reports, the caller shows (flow.cli.progress).
+Progress = Callable[[int, int], None]
 
 
 @frozen
@@ -128,11 +129,11 @@ def _too_large(root: Path, files: Sequence[PlannedFile], limit: int) -> Validati
         by_dir[top] = by_dir.get(top, 0) + f.size
     largest = sorted(by_dir.items(), key=lambda kv: -kv[1])[:5]
     biggest_files = sorted(files, key=lambda f: -f.size)[:5]
-    lines = [f"  {_mb(size)}  {name}" for name, size in largest]
-    lines += [f"  {_mb(f.size)}  {f.path}" for f in biggest_files if f.path not in by_dir]
+    lines = [f"  {mb(size)}  {name}" for name, size in largest]
+    lines += [f"  {mb(f.size)}  {f.path}" for f in biggest_files if f.path not in by_dir]
     first = largest[0][0] if largest else "data/"
     return ValidationError(
-        f"The code in {root} is {_mb(total)}, above the upload limit of {_mb(limit)}. Largest:\n" + "\n".join(lines),
+        f"The code in {root} is {mb(total)}, above the upload limit of {mb(limit)}. Largest:\n" + "\n".join(lines),
         suggestions=[
             f"add what the task does not need to {root / '.flowignore'} (e.g. a line '{first}')",
             "put datasets on a volume or a data mount instead of uploading them",
@@ -141,7 +142,8 @@ def _too_large(root: Path, files: Sequence[PlannedFile], limit: int) -> Validati
     )
 
 
-def _mb(size: int) -> str:
+def mb(size: int) -> str:
+    """A size as people read it in upload messages: '12.3 MB'."""
     return f"{size / 1e6:,.1f} MB"
 
 
@@ -296,21 +298,23 @@ def _without_deleted(plan: UploadPlan, digests: Sequence[str | None]) -> tuple[U
     return evolve(plan, files=tuple(f for f, _ in kept), excluded=plan.excluded + gone), [d for _, d in kept]
 
 
-def _messages(
+def _batches(
     blobs: Sequence[tuple[str, Path | bytes, int]],
     progress: Progress | None,
     total: int,
     vanished: list[str] | None = None,
-) -> Iterator[code_service_pb2.UploadBlobsRequest]:
-    """Packs blobs into messages of about CHUNK_BYTES: many small files per message, a large
-    file over several (one gRPC message per small file costs more than sending it)."""
-    pending: list[code_service_pb2.BlobChunk] = []
+) -> Iterator[list[BlobChunk]]:
+    """Packs blobs into batches (one message each) of about CHUNK_BYTES: many small files per
+    message, a large file over several (one gRPC message per small file costs more than sending it)."""
+    pending: list[BlobChunk] = []
     pending_bytes = 0
     sent = 0
     for digest, source, size in blobs:
         with contextlib.ExitStack() as stack:
             try:
-                reader = None if isinstance(source, bytes) else stack.enter_context(open(source, "rb"))
+                reader: IO[bytes] = (
+                    io.BytesIO(source) if isinstance(source, bytes) else stack.enter_context(open(source, "rb"))
+                )
             except FileNotFoundError:
                 # Deleted since it was hashed. (An exception here would reach the caller only as
                 # grpc's "Exception iterating requests!"; upload_code takes a new snapshot.)
@@ -321,16 +325,16 @@ def _messages(
             while True:
                 # Exactly `size` bytes: those hashed, even of a file that grew since.
                 want = min(CHUNK_BYTES, size - offset)
-                data = source[offset : offset + want] if isinstance(source, bytes) else reader.read(want)  # type: ignore[union-attr]
+                data = reader.read(want)
                 if len(data) < want:  # shorter than when it was hashed: the snapshot is stale
                     if vanished is not None:
                         vanished.append(str(source))
                     return
-                pending.append(code_service_pb2.BlobChunk(digest=digest, size=size, offset=offset, data=data))
+                pending.append(BlobChunk(digest=digest, size=size, offset=offset, data=data))
                 pending_bytes += len(data) + 100
                 offset += len(data)
                 if pending_bytes >= CHUNK_BYTES:
-                    yield code_service_pb2.UploadBlobsRequest(chunks=pending)
+                    yield pending
                     sent += pending_bytes
                     pending, pending_bytes = [], 0
                     if progress is not None:
@@ -338,7 +342,7 @@ def _messages(
                 if offset >= size:
                     break
     if pending:
-        yield code_service_pb2.UploadBlobsRequest(chunks=pending)
+        yield pending
     if progress is not None:
         progress(total, total)
 
@@ -353,8 +357,8 @@ def _send(
     ]
     manifest = manifest_bytes(entries)
     manifest_digest = digest_of(manifest)
-    request = code_service_pb2.FindMissingBlobsRequest(digests=sorted({*digests, manifest_digest}))
-    missing = set(conn.call(lambda c: c.code.FindMissingBlobs(request, timeout=60)).missing_digests)
+    lacking = conn.unary(find_missing_blobs_call(sorted({*digests, manifest_digest})), timeout=60)
+    missing = set(lacking)
     blobs: list[tuple[str, Path | bytes, int]] = []
     for f, d in zip(plan.files, digests, strict=True):
         if d in missing:
@@ -366,7 +370,7 @@ def _send(
     if blobs:
         vanished: list[str] = []
         try:
-            conn.call(lambda c: c.code.UploadBlobs(_messages(blobs, progress, total, vanished), timeout=3600))
+            conn.client_stream(upload_blobs_call(lambda: _batches(blobs, progress, total, vanished)), timeout=3600)
         except FlowError:
             if vanished:
                 raise _TreeChangedError(vanished[0]) from None
@@ -426,33 +430,4 @@ def upload_code(
     )
 
 
-def progress_bar(stream: TextIO | None = None) -> Progress:
-    """A progress callback that draws a bar on stderr once an upload has taken 0.5 s. Where
-    stderr is not a terminal (CI logs, pipes) it writes one line when the upload starts to show
-    and one when it ends, instead of a redraw per message."""
-    out = stream or sys.stderr
-    live = out.isatty()
-    began = time.monotonic()
-    shown = [False]
-    finished = [False]
-
-    def draw(sent: int, total: int) -> None:
-        if finished[0] or (time.monotonic() - began < 0.5 and not shown[0]):
-            return
-        done_now = sent >= total
-        if live:
-            width = 30
-            done = int(width * sent / total) if total else width
-            out.write(f"\ruploading code [{'#' * done}{'.' * (width - done)}] {_mb(sent)} / {_mb(total)}")
-            if done_now:
-                out.write("\n")
-        elif not shown[0] or done_now:
-            out.write(f"uploading code: {_mb(sent)} / {_mb(total)}\n")
-        shown[0] = True
-        finished[0] = done_now
-        out.flush()
-
-    return draw
-
-
-__all__ = ["CodeFile", "Upload", "UploadPlan", "plan_upload", "progress_bar", "upload_code"]
+__all__ = ["CodeFile", "Progress", "Upload", "UploadPlan", "mb", "plan_upload", "upload_code"]

@@ -18,48 +18,8 @@ from flow.domain.errors import FieldViolation, validation_error
 from flow.domain.source_lines import locate
 from flow.domain.task import config as core
 from flow.domain.task import config_codec
-from flow.errors import ValidationError
 from flow.wire.error_table import exception_from_domain_error
-
-
-def load_yaml_with_lines(text: str, source: str = "") -> tuple[Any, dict[str, int]]:
-    """One YAML document, and the line (1-based) of every key and list item under the field
-    paths validators use: `name`, `env['KEY']` (also `env.KEY`), `volumes[0].size_gb`.
-    Broken YAML raises ValidationError naming the line and column."""
-    import yaml
-
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        what = getattr(exc, "problem", None) or str(exc)
-        name = f" in {source}" if source else ""
-        raise ValidationError(
-            f"Invalid YAML{name}{at}: {what}",
-            suggestions=["check the indentation and quoting near the line shown"],
-        ) from None
-    lines: dict[str, int] = {}
-
-    def walk(current: Any, path: str) -> None:
-        if isinstance(current, yaml.MappingNode):
-            for key_node, value_node in current.value:
-                key = key_node.value if isinstance(key_node, yaml.ScalarNode) else "?"
-                line = key_node.start_mark.line + 1
-                for spelled in (f"{path}.{key}" if path else str(key), f"{path}[{key!r}]", f'{path}["{key}"]'):
-                    lines.setdefault(spelled, line)
-                walk(value_node, f"{path}.{key}" if path else str(key))
-                if path:
-                    walk(value_node, f"{path}[{key!r}]")
-        elif isinstance(current, yaml.SequenceNode):
-            for index, item in enumerate(current.value):
-                lines.setdefault(f"{path}[{index}]", item.start_mark.line + 1)
-                walk(item, f"{path}[{index}]")
-
-    if node is not None:
-        walk(node, "")
-    return data, lines
+from flow.yaml_document import load_yaml_with_lines
 
 
 def _raise_if(problems: tuple[FieldViolation, ...], subject: str) -> None:
@@ -122,7 +82,10 @@ class TaskConfig(core.TaskConfig):
         if isinstance(source, str) and "\n" not in source and ":" not in source:
             text = Path(source).read_text()
             where = source
-        data, lines = load_yaml_with_lines(text, where)
+        loaded = load_yaml_with_lines(text, where)
+        if isinstance(loaded, Failure):
+            raise exception_from_domain_error(loaded.failure())
+        data, lines = loaded.unwrap()
         parsed = config_codec.task_config_from_dict(data if data is not None else {})
         if isinstance(parsed, Failure):
             raise exception_from_domain_error(locate(parsed.failure(), lines, where))

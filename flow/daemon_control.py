@@ -1,108 +1,78 @@
-"""`flow daemon start|stop|status|gc`: managing flowd by hand."""
+"""Managing flowd by hand (`flow daemon start|stop|status|gc`): what runs, starting and stopping
+it, collecting its unused blobs. These answer values; the CLI (flow.cli.daemon) shows them."""
 
 from __future__ import annotations
 
-import json
-import sys
 import time
-from typing import Any
-
-import grpc
+from pathlib import Path
+from typing import Final
 
 from flow.connection import DaemonConnection
-from flow.errors import DaemonUnavailableError
-from flow.home import resolve_home
-from flowapi.v1 import code_service_pb2, daemon_service_pb2
+from flow.errors import DaemonUnavailableError, FlowError
+from flow.home import FlowHome
+from flow.wire.code_codec import CollectedBlobs, collect_blobs_call
+from flow.wire.daemon_codec import DaemonInfo, daemon_info_call, shutdown_daemon_call
 
-STOP_TIMEOUT = 15.0
+STOP_TIMEOUT: Final = 15.0
 
 
-def _info(conn: DaemonConnection) -> dict[str, Any] | None:
+def _info(conn: DaemonConnection) -> DaemonInfo | None:
     try:
-        reply = conn.daemon.GetDaemonInfo(daemon_service_pb2.GetDaemonInfoRequest(), timeout=3)
-    except grpc.RpcError:
+        return conn.unary(daemon_info_call(), timeout=3)
+    except FlowError:
         return None
-    return {
-        "running": True,
-        "version": reply.version,
-        "pid": reply.pid,
-        "flow_home": reply.flow_home,
-        "addresses": list(reply.addresses),
-        "default_provider": reply.default_provider,
-        "blob_count": reply.blob_count,
-        "blob_store_bytes": reply.blob_store_bytes,
-    }
 
 
-def _megabytes(size: int) -> str:
-    return f"{size / 1e6:,.1f} MB"
-
-
-def _show(state: dict[str, Any], as_json: bool) -> None:
-    if as_json:
-        sys.stdout.write(json.dumps(state, indent=2) + "\n")
-    elif state.get("running"):
-        print(f"flowd {state['version']} is running (pid {state['pid']}) on {', '.join(state['addresses'])}")
-        if "blob_count" in state:
-            print(
-                f"blob store: {state['blob_count']} blobs, {_megabytes(state['blob_store_bytes'])} (`flow daemon gc`)"
-            )
-    else:
-        print(f"flowd is not running (FLOW_HOME={state['flow_home']})")
-
-
-def run_action(action: str, as_json: bool) -> int:
-    home = resolve_home()
+def status(home: FlowHome) -> DaemonInfo | None:
+    """The daemon serving `home`, if one answers."""
     conn = DaemonConnection(home, auto_start=False)
     try:
-        if action == "status":
-            found = _info(conn) or {"running": False, "flow_home": str(home.root)}
-            _show(found, as_json)
-            return 0 if found["running"] else 1
-        if action == "start":
-            if _info(conn) is None:
-                conn.close()
-                conn = DaemonConnection(home, auto_start=True)  # a fresh channel, not one backing off
-                conn.ensure_daemon()
-            started = _info(conn)
-            if started is None:
-                raise DaemonUnavailableError(f"flowd started but does not answer on {home.socket}")
-            _show(started, as_json)
-            return 0
-        if action == "gc":
-            if _info(conn) is None:
-                _show({"running": False, "flow_home": str(home.root)}, as_json)
-                return 1
-            done = conn.code.CollectBlobs(code_service_pb2.CollectBlobsRequest(), timeout=600)
-            collected = {
-                "removed_blobs": done.removed_blobs,
-                "removed_bytes": done.removed_bytes,
-                "kept_blobs": done.kept_blobs,
-                "kept_bytes": done.kept_bytes,
-            }
-            if as_json:
-                sys.stdout.write(json.dumps(collected, indent=2) + "\n")
-            else:
-                print(
-                    f"removed {done.removed_blobs} blobs ({_megabytes(done.removed_bytes)}) that no unfinished "
-                    f"task uses; the blob store holds {done.kept_blobs} ({_megabytes(done.kept_bytes)})"
-                )
-            return 0
-        # stop
+        return _info(conn)
+    finally:
+        conn.close()
+
+
+def start(home: FlowHome) -> DaemonInfo:
+    """The daemon serving `home`, started first when none answers (starting a running one does nothing)."""
+    found = status(home)
+    if found is not None:
+        return found
+    conn = DaemonConnection(home, auto_start=True)
+    try:
+        conn.ensure_daemon()
+        started = _info(conn)
+    finally:
+        conn.close()
+    if started is None:
+        raise DaemonUnavailableError(f"flowd started but does not answer on {home.socket}")
+    return started
+
+
+def stop(home: FlowHome) -> int | None:
+    """Stops the daemon serving `home` and waits until it is gone; its pid, or None when none ran.
+    Running tasks keep running."""
+    conn = DaemonConnection(home, auto_start=False)
+    try:
         state = _info(conn)
         if state is None:
-            _show({"running": False, "flow_home": str(home.root)}, as_json)
-            return 0
-        conn.daemon.ShutdownDaemon(daemon_service_pb2.ShutdownDaemonRequest(), timeout=5)
-        deadline = time.monotonic() + STOP_TIMEOUT
-        while time.monotonic() < deadline and (_process_exists(state["pid"]) or _lock_held(home.lock)):
-            time.sleep(0.02)
-        stopped = {"running": False, "stopped_pid": state["pid"], "flow_home": str(home.root)}
-        if as_json:
-            sys.stdout.write(json.dumps(stopped, indent=2) + "\n")
-        else:
-            print(f"flowd (pid {state['pid']}) stopped; running tasks keep running")
-        return 0
+            return None
+        conn.unary(shutdown_daemon_call(), timeout=5)
+    finally:
+        conn.close()
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while time.monotonic() < deadline and (_process_exists(state.pid) or _lock_held(home.lock)):
+        time.sleep(0.02)
+    return state.pid
+
+
+def collect_blobs(home: FlowHome) -> CollectedBlobs | None:
+    """Removes the uploaded blobs no unfinished task uses (CodeService.CollectBlobs); None when
+    no daemon serves `home`."""
+    conn = DaemonConnection(home, auto_start=False)
+    try:
+        if _info(conn) is None:
+            return None
+        return conn.unary(collect_blobs_call(), timeout=600)
     finally:
         conn.close()
 
@@ -116,7 +86,7 @@ def _process_exists(pid: int) -> bool:
         return False
 
 
-def _lock_held(path: Any) -> bool:
+def _lock_held(path: Path) -> bool:
     import fcntl
 
     try:
@@ -129,3 +99,6 @@ def _lock_held(path: Any) -> bool:
             return False
     except FileNotFoundError:
         return False
+
+
+__all__ = ["collect_blobs", "start", "status", "stop"]

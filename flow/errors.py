@@ -114,6 +114,10 @@ class VolumeError(FlowError):
 
 class TaskExecutionError(FlowError):
     default_code = "TASK_EXECUTION_FAILED"
+    # What a function raised in a task (`.remote()`, `invoke`): set by flow.remote_call.
+    remote_type: str = ""
+    remote_traceback: str = ""
+    task_id: str = ""
 
 
 __all__ = [

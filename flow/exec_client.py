@@ -19,7 +19,14 @@ from typing import TYPE_CHECKING, BinaryIO
 from attrs import frozen
 
 from flow.errors import TaskExecutionError
-from flowapi.v1 import task_service_pb2
+from flow.wire.exec_codec import (
+    ExecOutput,
+    exec_call,
+    exec_resize_request,
+    exec_start_request,
+    exec_stdin_closed_request,
+    exec_stdin_request,
+)
 
 if TYPE_CHECKING:
     from flow.connection import DaemonConnection
@@ -44,87 +51,76 @@ def as_argv(command: str | Sequence[str] | None) -> list[str]:
 
 
 class _Session:
-    def __init__(self, conn: DaemonConnection, resource: str, argv: list[str], tty: bool) -> None:
+    def __init__(self, conn: DaemonConnection, task_id: str, argv: list[str], tty: bool) -> None:
         size = shutil.get_terminal_size()
-        self._outbox: queue.Queue[object] = queue.Queue()
-        start = task_service_pb2.ExecStart(
-            name=resource,
-            command=argv,
-            tty=tty,
-            window=task_service_pb2.WindowSize(rows=size.lines, columns=size.columns),
-            term=os.environ.get("TERM", "xterm-256color"),
-        )
-        self._outbox.put(task_service_pb2.ExecTaskRequest(start=start))
+        self._outbox: queue.Queue[bytes | object] = queue.Queue()
+        term = os.environ.get("TERM", "xterm-256color")
+        self._outbox.put(exec_start_request(task_id, argv, tty, size.lines, size.columns, term))
         self._conn = conn
-        self._call = conn.tasks.ExecTask(self._requests())
 
-    def _requests(self) -> Iterator[task_service_pb2.ExecTaskRequest]:
-        while (item := self._outbox.get()) is not _DONE:
-            assert isinstance(item, task_service_pb2.ExecTaskRequest)
+    def _requests(self) -> Iterator[bytes]:
+        while isinstance(item := self._outbox.get(), bytes):
             yield item
 
     def send(self, data: bytes) -> None:
-        self._outbox.put(task_service_pb2.ExecTaskRequest(stdin=data))
+        self._outbox.put(exec_stdin_request(data))
 
     def close_stdin(self) -> None:
         """Says end of input, then half-closes the request stream: nothing more goes up."""
-        self._outbox.put(task_service_pb2.ExecTaskRequest(stdin_closed=True))
+        self._outbox.put(exec_stdin_closed_request())
         self._outbox.put(_DONE)
 
     def resize(self, rows: int, columns: int) -> None:
-        self._outbox.put(
-            task_service_pb2.ExecTaskRequest(resize=task_service_pb2.WindowSize(rows=rows, columns=columns))
-        )
+        self._outbox.put(exec_resize_request(rows, columns))
 
-    def responses(self) -> Iterator[task_service_pb2.ExecTaskResponse]:
+    def responses(self) -> Iterator[ExecOutput]:
         try:
-            yield from self._conn.stream(lambda: self._call)
+            yield from self._conn.bidi_stream(exec_call(self._requests))
         finally:
             self._outbox.put(_DONE)
 
 
 def run(
     conn: DaemonConnection,
-    resource: str,
+    task_id: str,
     argv: list[str],
     stdin: bytes | None = None,
     out: BinaryIO | None = None,
     err: BinaryIO | None = None,
 ) -> ExecResult:
     """Runs a command without a terminal; output is collected, and also copied to out/err."""
-    session = _Session(conn, resource, argv, tty=False)
+    session = _Session(conn, task_id, argv, tty=False)
     if stdin:
         session.send(stdin)
     session.close_stdin()
     stdout, stderr = bytearray(), bytearray()
     code: int | None = None
     for reply in session.responses():
-        kind = reply.WhichOneof("kind")
-        if kind == "stdout":
+        if reply.stdout:
             stdout += reply.stdout
             if out is not None:
                 out.write(reply.stdout)
                 out.flush()
-        elif kind == "stderr":
+        if reply.stderr:
             stderr += reply.stderr
             if err is not None:
                 err.write(reply.stderr)
                 err.flush()
-        elif kind == "exit_code":
+        if reply.exit_code is not None:
             code = reply.exit_code
     if code is None:
         raise TaskExecutionError("the exec session ended without an exit status", suggestions=["try again"])
     return ExecResult(exit_code=code, stdout=bytes(stdout), stderr=bytes(stderr))
 
 
-def interactive(conn: DaemonConnection, resource: str, argv: list[str]) -> int:
+def interactive(conn: DaemonConnection, task_id: str, argv: list[str]) -> int:
     """A terminal session: this terminal in raw mode, keys up, screen down, resizes followed."""
     import termios
     import tty
 
     fd = sys.stdin.fileno()
     saved = termios.tcgetattr(fd)
-    session = _Session(conn, resource, argv, tty=True)
+    session = _Session(conn, task_id, argv, tty=True)
 
     def on_resize(*_: object) -> None:
         size = shutil.get_terminal_size()
@@ -142,10 +138,9 @@ def interactive(conn: DaemonConnection, resource: str, argv: list[str]) -> int:
         threading.Thread(target=forward_keys, name="exec-keys", daemon=True).start()
         code = 255
         for reply in session.responses():
-            kind = reply.WhichOneof("kind")
-            if kind == "stdout":
+            if reply.stdout:
                 os.write(sys.stdout.fileno(), reply.stdout)
-            elif kind == "exit_code":
+            if reply.exit_code is not None:
                 code = reply.exit_code
         return code
     finally:

@@ -11,16 +11,19 @@ import ast
 import builtins
 import inspect
 import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from flow.domain.task.function_call import FunctionCall, function_call_violations
+from flow.domain.task.function_call import FunctionCall, FunctionResult, RemoteError, function_call_violations
 from flow.errors import TaskExecutionError, ValidationError
 from flow.runtime.runner import IMPORTING_ENV  # set while a task imports the user's file
 
-if TYPE_CHECKING:
-    from flowapi.v1 import task_service_pb2
+# ast.parse from several threads at once (invoke in threads, FlowApp.map) can fail on CPython 3.11
+# with "SystemError: AST constructor recursion depth mismatch": the AST constructor's recursion
+# counter is shared (python/cpython gh-106905; seen here on 3.11.7). So parses take turns.
+_PARSE_LOCK = threading.Lock()
 
 
 def refuse_nested_import_call(name: str) -> None:
@@ -72,7 +75,9 @@ def check_file_function(path: Path, function: str, args: Sequence[Any], kwargs: 
             ],
         )
     try:
-        tree = ast.parse(path.read_bytes(), filename=str(path))
+        source = path.read_bytes()
+        with _PARSE_LOCK:
+            tree = ast.parse(source, filename=str(path))
     except SyntaxError as exc:
         raise ValidationError(
             f"{path} is not valid Python: {exc.msg} (line {exc.lineno})",
@@ -120,17 +125,17 @@ def _builtin_exception(qualified: str) -> type[BaseException] | None:
     return found if isinstance(found, type) and issubclass(found, Exception) else None
 
 
-def remote_exception(task_id: str, error: task_service_pb2.RemoteError) -> BaseException:
+def remote_exception(task_id: str, error: RemoteError) -> BaseException:
     """The exception to raise for a function that raised in task `task_id`.
 
     With the pickle encoding and an exception that unpickles, it is the very exception. Otherwise
     it is a TaskExecutionError that is also an instance of the remote builtin type (so `except
     ValueError` works), carrying the remote type, message and traceback."""
-    if error.pickled_exception:
+    if error.pickled:
         try:
             import cloudpickle
 
-            original = cloudpickle.loads(error.pickled_exception)
+            original = cloudpickle.loads(error.pickled)
         except Exception:  # noqa: BLE001 - fall back to the text form
             original = None
         if isinstance(original, BaseException):
@@ -145,21 +150,19 @@ def remote_exception(task_id: str, error: task_service_pb2.RemoteError) -> BaseE
         f"{short}: {error.message}" if error.message else short,
         suggestions=[f"see the remote traceback (exception.remote_traceback) or `flow logs {task_id}`"],
     )
-    raised.remote_type = error.type  # type: ignore[attr-defined]
-    raised.remote_traceback = error.traceback  # type: ignore[attr-defined]
-    raised.task_id = task_id  # type: ignore[attr-defined]
+    raised.remote_type = error.type
+    raised.remote_traceback = error.traceback
+    raised.task_id = task_id
     raised.add_note(f"Remote traceback (task {task_id}):\n{error.traceback}")
     return raised
 
 
-def decode_result(task_id: str, reply: task_service_pb2.GetTaskResultResponse) -> Any:
+def decode_result(task_id: str, result: FunctionResult) -> Any:
     """The returned value, or raises what the function raised."""
-    if reply.HasField("error"):
-        raise remote_exception(task_id, reply.error)
-    if reply.pickled_value:
+    if result.error is not None:
+        raise remote_exception(task_id, result.error)
+    if result.pickled:
         import cloudpickle
 
-        return cloudpickle.loads(reply.pickled_value)
-    from flow.wire.function_codec import value_from_proto
-
-    return value_from_proto(reply.json_value)
+        return cloudpickle.loads(result.pickled)
+    return result.value

@@ -45,10 +45,9 @@ class SbatchWarning(UserWarning):
 def _provider_kind(flow: Flow, name: str) -> tuple[str, str]:
     """The provider a submission goes to (name, kind): `name`, else the client's, else the
     daemon's default."""
-    providers = flow.daemon_info()["providers"]
-    chosen = name or flow.provider or next((p["name"] for p in providers if p["default"]), "local")
-    kinds = {p["name"]: p["kind"] for p in providers}
-    return chosen, kinds.get(chosen, "")
+    info = flow.daemon_info()
+    chosen = name or flow.chosen_provider(info)
+    return chosen, info.kind_of(chosen)
 
 
 def read_sbatch(
@@ -115,25 +114,22 @@ def submit_sbatch(
     """Submits an sbatch script as Flow task(s), one per --array element (one without), and
     returns them in order. The task runs in a snapshot of `code_root` (default: the current
     directory), as sbatch runs a job in the directory it was submitted from. Warnings (what the
-    task runs without) go to `on_warning`, by default as SbatchWarning through `warnings`."""
+    task runs without) go to `on_warning`, by default as SbatchWarning through `warnings`.
+    The client is only used, never changed: one Flow may submit from several threads at once."""
     name, kind = _provider_kind(flow, provider or "")
     configs, notes = read_sbatch(path, provider_kind=kind, provider_name=name, instance_type=instance_type)
     warn = on_warning or (lambda text: warnings.warn(text, SbatchWarning, stacklevel=3))
     for note in notes:
         warn(note)
     root = str(code_root or Path.cwd())
-    previous = flow.provider
-    flow.provider = name
-    try:
-        return [
-            flow.submit(
-                attrs.evolve(config, upload_code=upload_code, code_root=root if upload_code else None),
-                validate_only=validate_only,
-            )
-            for config in configs
-        ]
-    finally:
-        flow.provider = previous
+    return [
+        flow.submit(
+            attrs.evolve(config, upload_code=upload_code, code_root=root if upload_code else None),
+            validate_only=validate_only,
+            provider=name,
+        )
+        for config in configs
+    ]
 
 
 __all__ = ["SbatchWarning", "read_sbatch", "submit_sbatch"]

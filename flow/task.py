@@ -6,19 +6,19 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, overload
-
-from google.protobuf.duration_pb2 import Duration
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from flow import errors
+from flow.domain.money import micros_to_dollars
 from flow.domain.task.states import TaskState
-from flow.wire.task_state_codec import (
-    micros_to_dollars,
-    task_resource_name,
-    task_state_from_proto,
-    timestamp_to_seconds,
+from flow.wire.log_codec import LogChunk, stream_logs_call
+from flow.wire.task_snapshot_codec import (
+    TaskSnapshot,
+    cancel_task_call,
+    get_task_call,
+    list_tasks_call,
+    wait_task_call,
 )
-from flowapi.v1 import task_pb2, task_service_pb2
 
 if TYPE_CHECKING:
     from flow.config import TaskConfig
@@ -27,66 +27,44 @@ if TYPE_CHECKING:
 
 TaskStatus = TaskState
 WAIT_SLICE = 30.0  # one WaitTask call waits at most this long on the server
+PAGE_MAX = 1000  # ListTasks' largest page
 
 
-class LogChunk(NamedTuple):
-    """Whole lines of output and the cursor that resumes right after them."""
-
-    data: bytes
-    cursor: str
-
-    @property
-    def lines(self) -> list[str]:
-        text = self.data.decode("utf-8", errors="replace")
-        parts = text.split("\n")
-        if parts and parts[-1] == "":
-            parts.pop()
-        return parts
-
-
-def _when(stamp: Any, present: bool) -> datetime | None:
-    if not present:
-        return None
-    return datetime.fromtimestamp(timestamp_to_seconds(stamp), tz=UTC)
+def _when(seconds: float | None) -> datetime | None:
+    return None if seconds is None else datetime.fromtimestamp(seconds, tz=UTC)
 
 
 class Task:
     """A task submitted to flowd. Attributes describe it as of the last refresh; `status`,
     `is_running` and `is_terminal` refresh it first."""
 
-    def __init__(self, connection: DaemonConnection, message: task_pb2.Task) -> None:
+    def __init__(self, connection: DaemonConnection, snapshot: TaskSnapshot) -> None:
         self._conn = connection
-        self._update(message)
+        self._update(snapshot)
 
-    def _update(self, message: task_pb2.Task) -> None:
-        self._message = message
-        self.task_id: str = message.task_id
-        self.name: str = message.spec.name or message.task_id
-        self.provider: str = message.provider
-        self.instance_type: str = message.instance_type
-        self.cost_per_hour: float = micros_to_dollars(message.cost_per_hour_micros)
-        self.exit_code: int | None = message.exit_code if message.HasField("exit_code") else None
-        self.state_reason: str = message.state_reason
-        self.created_at = _when(message.create_time, message.HasField("create_time"))
-        self.started_at = _when(message.start_time, message.HasField("start_time"))
-        self.completed_at = _when(message.end_time, message.HasField("end_time"))
-        self._state = task_state_from_proto(message.state) or TaskStatus.PENDING
+    def _update(self, snapshot: TaskSnapshot) -> None:
+        self._snapshot = snapshot
+        self.task_id: str = snapshot.task_id
+        self.name: str = snapshot.name
+        self.provider: str = snapshot.provider
+        self.instance_type: str = snapshot.instance_type
+        self.cost_per_hour: float = micros_to_dollars(snapshot.cost_per_hour_micros)
+        self.exit_code: int | None = snapshot.exit_code
+        self.state_reason: str = snapshot.state_reason
+        self.created_at = _when(snapshot.created_at)
+        self.started_at = _when(snapshot.started_at)
+        self.completed_at = _when(snapshot.ended_at)
+        self._state = snapshot.state
 
     @property
     def config(self) -> TaskConfig:
         from flow.config import TaskConfig
-        from flow.wire.task_codec import task_config_from_proto
+        from flow.wire.task_codec import task_config_from_spec
 
-        return TaskConfig.from_core(task_config_from_proto(self._message.spec))
-
-    @property
-    def _resource(self) -> str:
-        return task_resource_name(self.task_id)
+        return TaskConfig.from_core(task_config_from_spec(self._snapshot.spec))
 
     def refresh(self) -> Task:
-        request = task_service_pb2.GetTaskRequest(name=self._resource)
-        reply = self._conn.call(lambda c: c.tasks.GetTask(request, timeout=30))
-        self._update(reply.task)
+        self._update(self._conn.unary(get_task_call(self.task_id), timeout=30))
         return self
 
     @property
@@ -122,23 +100,18 @@ class Task:
                     suggestions=["wait longer", f"check progress with `flow logs {self.task_id}`"],
                 )
 
-    def _wait_once(self, seconds: float) -> task_pb2.Task:
-        wait_for = Duration()
-        wait_for.FromNanoseconds(int(seconds * 1e9))
-        request = task_service_pb2.WaitTaskRequest(name=self._resource, timeout=wait_for)
-        reply = self._conn.call(lambda c: c.tasks.WaitTask(request, timeout=seconds + 30))
-        return reply.task
+    def _wait_once(self, seconds: float) -> TaskSnapshot:
+        return self._conn.unary(wait_task_call(self.task_id, seconds), timeout=seconds + 30)
 
     def result(self, timeout: float | None = None) -> Any:
         """What the task's function returned (FlowApp `.spawn()`, `invoke`): waits for the task,
         then returns the value, or raises what the function raised (with its remote traceback).
         Works from any process that knows the task id: `Flow().get_task(task_id).result()`."""
         from flow.remote_call import decode_result
+        from flow.wire.function_codec import task_result_call
 
         self.wait(timeout=timeout)
-        request = task_service_pb2.GetTaskResultRequest(name=self._resource)
-        reply = self._conn.call(lambda c: c.tasks.GetTaskResult(request, timeout=120))
-        return decode_result(self.task_id, reply)
+        return decode_result(self.task_id, self._conn.unary(task_result_call(self.task_id), timeout=120))
 
     def ssh(self, command: str | Sequence[str] | None = None) -> int:
         """Opens an interactive terminal in the running task (no command), or runs one command
@@ -148,22 +121,21 @@ class Task:
 
         argv = exec_client.as_argv(command)
         if command is None and sys.stdin.isatty():
-            return exec_client.interactive(self._conn, self._resource, argv)
+            return exec_client.interactive(self._conn, self.task_id, argv)
         stdin = None if command is not None or sys.stdin.isatty() else sys.stdin.buffer.read()
-        return exec_client.run(self._conn, self._resource, argv, stdin, sys.stdout.buffer, sys.stderr.buffer).exit_code
+        # The one SDK call that writes to this terminal: showing the command's output is what it is for.
+        return exec_client.run(self._conn, self.task_id, argv, stdin, sys.stdout.buffer, sys.stderr.buffer).exit_code
 
     def exec(self, command: str | Sequence[str], stdin: bytes | None = None) -> ExecResult:
         """Runs a command in the running task and returns its exit code and output."""
         from flow import exec_client
 
-        return exec_client.run(self._conn, self._resource, exec_client.as_argv(command), stdin)
+        return exec_client.run(self._conn, self.task_id, exec_client.as_argv(command), stdin)
 
     def cancel(self) -> None:
         """Stops the task (SIGTERM to its processes, SIGKILL after a grace period). Cancelling a
         finished task does nothing."""
-        request = task_service_pb2.CancelTaskRequest(name=self._resource)
-        reply = self._conn.call(lambda c: c.tasks.CancelTask(request, timeout=30))
-        self._update(reply.task)
+        self._update(self._conn.unary(cancel_task_call(self.task_id), timeout=30))
 
     def log_chunks(
         self, cursor: str = "", follow: bool = True, tail: int = 0, node: int | None = None
@@ -183,13 +155,7 @@ class Task:
                 self._conn.ensure_daemon()
 
     def _stream_once(self, cursor: str, follow: bool, tail: int, node: int | None = None) -> Iterator[LogChunk]:
-        request = task_service_pb2.StreamTaskLogsRequest(
-            name=self._resource, cursor=cursor, follow=follow, tail_lines=0 if cursor else tail
-        )
-        if node is not None:
-            request.node = node
-        for reply in self._conn.stream(lambda: self._conn.tasks.StreamTaskLogs(request)):
-            yield LogChunk(data=reply.data, cursor=reply.cursor)
+        return self._conn.server_stream(stream_logs_call(self.task_id, cursor, follow, 0 if cursor else tail, node))
 
     @overload
     def logs(self, follow: Literal[False] = False, tail: int | None = None, node: int | None = None) -> str: ...
@@ -231,4 +197,21 @@ class Task:
         return f"Task(task_id={self.task_id!r}, name={self.name!r}, status={self._state})"
 
 
-__all__ = ["LogChunk", "Task", "TaskStatus"]
+def get_task(conn: DaemonConnection, task_id: str) -> Task:
+    return Task(conn, conn.unary(get_task_call(task_id), timeout=30))
+
+
+def list_tasks(conn: DaemonConnection, limit: int, states: Sequence[TaskState] = ()) -> list[Task]:
+    """Tasks, newest first, optionally only those in the given states."""
+    found: list[Task] = []
+    token = ""
+    while len(found) < limit:
+        page = conn.unary(list_tasks_call(min(limit - len(found), PAGE_MAX), token, states), timeout=30)
+        found.extend(Task(conn, snapshot) for snapshot in page.items)
+        token = page.next_page_token
+        if not token:
+            break
+    return found
+
+
+__all__ = ["LogChunk", "Task", "TaskStatus", "get_task", "list_tasks"]

@@ -81,7 +81,7 @@ class Daemon:
     def client(self, **kwargs: object) -> object:
         from flow import Flow
 
-        return Flow(flow_home=self.home.root, **kwargs)  # type: ignore[arg-type]
+        return Flow(flow_home=self.home.root, **kwargs)
 
     def flow_cli(self, *args: str, timeout: float = 120, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
         """The CLI as a user runs it, from `cwd` (by default an empty project directory)."""
@@ -109,7 +109,7 @@ def wait_until(predicate: object, timeout: float, interval: float = 0.02) -> Non
     limit = max(timeout, MIN_DEADLINE)
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
+        if predicate():
             return
         time.sleep(interval)
     raise AssertionError(f"condition not met within {limit} s")
@@ -158,4 +158,4 @@ def shared_daemon() -> Iterator[Daemon]:
 def flow(shared_daemon: Daemon) -> Iterator[object]:
     client = shared_daemon.client()
     yield client
-    client.close()  # type: ignore[attr-defined]
+    client.close()

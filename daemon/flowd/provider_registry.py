@@ -74,8 +74,7 @@ def _check_file_mode(path: Path) -> None:
 def load_daemon_config(home: FlowHome) -> tuple[DaemonConfig, dict[str, int]]:
     """The validated settings of $FLOW_HOME/config.yaml (defaults when there is none), and the
     line of each setting."""
-    from flow.config import load_yaml_with_lines  # the YAML reader that records lines
-    from flow.errors import ValidationError
+    from flow.yaml_document import load_yaml_with_lines  # the YAML reader that records lines
 
     path = home.config
     if not path.exists():
@@ -85,10 +84,10 @@ def load_daemon_config(home: FlowHome) -> tuple[DaemonConfig, dict[str, int]]:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as exc:
         raise DaemonConfigError(f"cannot read {path}: {exc}") from None
-    try:
-        data, lines = load_yaml_with_lines(text, str(path))
-    except ValidationError as exc:
-        raise DaemonConfigError(exc.message) from None
+    loaded = load_yaml_with_lines(text, str(path))
+    if isinstance(loaded, Failure):
+        raise DaemonConfigError(loaded.failure().message)
+    data, lines = loaded.unwrap()
     parsed = daemon_config_from_dict(data)
     if isinstance(parsed, Failure):
         raise DaemonConfigError(locate(parsed.failure(), lines, str(path)).message)
@@ -179,9 +178,12 @@ def _mithril_settings(config: DaemonConfig, home: FlowHome, env: Mapping[str, st
             )
         if not overlay:
             return _with_keys(found)
-        from flow.config import load_yaml_with_lines
+        from flow.yaml_document import load_yaml_with_lines
 
-        data, _ = load_yaml_with_lines(home.config.read_text(), str(home.config))
+        loaded = load_yaml_with_lines(home.config.read_text(), str(home.config))
+        if isinstance(loaded, Failure):
+            raise DaemonConfigError(loaded.failure().message)
+        data, _ = loaded.unwrap()
         out: list[FieldViolation] = []
         merged = [
             mithril_settings(s.name, {**data["providers"][s.name], **overlay}, f"providers.{s.name}", out)

@@ -27,7 +27,7 @@ import difflib
 import math
 import re
 from collections.abc import Mapping
-from typing import Final
+from typing import Final, TypeGuard
 
 from attrs import field, frozen
 from returns.result import Failure, Result, Success
@@ -175,7 +175,7 @@ def _unknown(path: str, key: object, known: tuple[str, ...]) -> FieldViolation:
     return violation(f"{path}.{name}" if path else name, key, "is not a known setting", fix)
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -267,7 +267,7 @@ def _slurm(name: str, data: Mapping[str, object], path: str, out: list[FieldViol
                 )
             )
         port = data.get("port", 22)
-        if not _is_int(port) or not 1 <= port <= 65535:  # type: ignore[operator]
+        if not _is_int(port) or not 1 <= port <= 65535:
             out.append(violation(read.at("port"), port, "is not a TCP port", "give a port from 1 to 65535, e.g. 22"))
             port = 22
         assert isinstance(port, int)

@@ -202,7 +202,7 @@ def main(argv: list[str]) -> int:
         return 1
     try:
         result = encode_value(value, encoding)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - whatever encoding the value raises is reported to the caller
         print(f"flow: {exc}", file=sys.stderr)
         write_result(result_path, encode_error(exc, "json", kind="unreturnable"))
         return 1

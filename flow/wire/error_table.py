@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Final
 
 from google.protobuf import any_pb2
+from google.protobuf.message import DecodeError, Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from flow import errors
@@ -68,9 +69,9 @@ def proto_reason_name(reason: ErrorReason) -> str:
     return reason.value
 
 
-def _pack(message: object) -> any_pb2.Any:
+def _pack(message: Message) -> any_pb2.Any:
     packed = any_pb2.Any()
-    packed.Pack(message)  # type: ignore[arg-type]
+    packed.Pack(message)
     return packed
 
 
@@ -213,10 +214,27 @@ def exception_from_status(code: int, message: str, status: status_pb2.Status | N
     return cls(message, suggestions=suggestions, error_code=code_name, violations=violations)
 
 
+def exception_from_call(code: int, message: str, details: bytes | None) -> errors.FlowError:
+    """The SDK exception for a failed call as every transport sees it: the grpc-status code, the
+    grpc-message and, when sent, the grpc-status-details-bin trailer (a google.rpc.Status). Like
+    grpc_status.rpc_status.from_call, a status that is garbled or disagrees with the call is ignored."""
+    status: status_pb2.Status | None = None
+    if details is not None:
+        status = status_pb2.Status()
+        try:
+            status.ParseFromString(details)
+        except DecodeError:
+            status = None
+        if status is not None and (status.code != code or status.message != message):
+            status = None
+    return exception_from_status(code, message, status)
+
+
 __all__ = [
     "ERROR_DOMAIN",
     "ERROR_TABLE",
     "domain_error_to_status",
+    "exception_from_call",
     "exception_from_domain_error",
     "exception_from_status",
     "status_code_of",

@@ -1,19 +1,24 @@
-"""Function calls and their results at the wire: FunctionCall <-> proto, FunctionResult -> proto.
+"""Function calls and their results at the wire: FunctionCall <-> proto, FunctionResult <-> proto,
+and the GetTaskResult call.
 
 JSON values travel as google.protobuf.Value, whose numbers are doubles; `restore_integers`
 turns integral numbers back into ints on the way in, as json.loads would."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from google.protobuf import json_format, struct_pb2
 
-from flow.domain.task.function_call import FunctionCall, FunctionResult, restore_integers
+from flow.domain.task.function_call import FunctionCall, FunctionResult, RemoteError, restore_integers
+from flow.wire.calls import Call, method_path
+from flow.wire.task_snapshot_codec import task_resource_name
 from flowapi.v1 import task_pb2, task_service_pb2
 
+GET_TASK_RESULT: Final = method_path(task_service_pb2.DESCRIPTOR.services_by_name["TaskService"], "GetTaskResult")
+
 _ENCODING_TO_PROTO = {"json": task_pb2.VALUE_ENCODING_JSON, "pickle": task_pb2.VALUE_ENCODING_PICKLE}
-_ENCODING_FROM_PROTO = {
+_ENCODING_FROM_PROTO: dict[int, str] = {
     task_pb2.VALUE_ENCODING_UNSPECIFIED: "json",
     task_pb2.VALUE_ENCODING_JSON: "json",
     task_pb2.VALUE_ENCODING_PICKLE: "pickle",
@@ -21,7 +26,7 @@ _ENCODING_FROM_PROTO = {
 
 
 def encoding_from_proto(value: int) -> str:
-    return _ENCODING_FROM_PROTO.get(value, f"unknown({value})")  # type: ignore[call-overload, no-any-return]
+    return _ENCODING_FROM_PROTO.get(value, f"unknown({value})")
 
 
 def encoding_to_proto(encoding: str) -> task_pb2.ValueEncoding.ValueType:
@@ -102,3 +107,27 @@ def result_to_proto(result: FunctionResult) -> task_service_pb2.GetTaskResultRes
     else:
         reply.json_value.CopyFrom(value_to_proto(result.value))
     return reply
+
+
+def result_from_proto(reply: task_service_pb2.GetTaskResultResponse) -> FunctionResult:
+    error = None
+    if reply.HasField("error"):
+        error = RemoteError(
+            type=reply.error.type,
+            message=reply.error.message,
+            traceback=reply.error.traceback,
+            pickled=reply.error.pickled_exception,
+        )
+    value = None if error is not None or reply.pickled_value else value_from_proto(reply.json_value)
+    return FunctionResult(
+        encoding=encoding_from_proto(reply.encoding), value=value, pickled=reply.pickled_value, error=error
+    )
+
+
+def task_result_call(task_id: str) -> Call[FunctionResult]:
+    request = task_service_pb2.GetTaskResultRequest(name=task_resource_name(task_id))
+    return Call(
+        GET_TASK_RESULT,
+        request.SerializeToString(),
+        lambda raw: result_from_proto(task_service_pb2.GetTaskResultResponse.FromString(raw)),
+    )

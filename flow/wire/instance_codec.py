@@ -1,14 +1,27 @@
-"""find_instances at the wire: requirement dicts <-> FindInstancesRequest, Offer -> InstanceOffer."""
+"""find_instances at the wire: requirement dicts <-> FindInstancesRequest, Offer -> InstanceOffer
+(read back as the seed's offer dicts), and the FindInstances call."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final, NamedTuple
 
 from flow.domain.instances.instance_types import format_instance_type, short_name
 from flow.domain.instances.matching import Offer
 from flow.domain.money import micros_to_dollars, price_to_micros
+from flow.wire.calls import Call, method_path
 from flowapi.v1 import instance_service_pb2
+
+_SERVICE: Final = instance_service_pb2.DESCRIPTOR.services_by_name["InstanceService"]
+FIND_INSTANCES: Final = method_path(_SERVICE, "FindInstances")
+
+
+class FoundOffers(NamedTuple):
+    """FindInstances' answer: the offers, best first; when there are none, why and what to change."""
+
+    offers: tuple[dict[str, object], ...]
+    explanation: str
+    suggestions: tuple[str, ...]
 
 
 def requirements_to_proto(
@@ -76,3 +89,13 @@ def offer_dict_from_proto(msg: instance_service_pb2.InstanceOffer) -> dict[str, 
         "available": msg.available if msg.HasField("available") else None,
         "offer_id": msg.offer_id,
     }
+
+
+def find_instances_call(requirements: Mapping[str, Any], provider: str, page_size: int) -> Call[FoundOffers]:
+    def read(raw: bytes) -> FoundOffers:
+        reply = instance_service_pb2.FindInstancesResponse.FromString(raw)
+        return FoundOffers(
+            tuple(offer_dict_from_proto(o) for o in reply.offers), reply.explanation, tuple(reply.suggestions)
+        )
+
+    return Call(FIND_INSTANCES, requirements_to_proto(requirements, provider, page_size).SerializeToString(), read)

@@ -1,25 +1,24 @@
-"""TaskConfig <-> TaskSpec and TaskRecord -> Task: the one converter at the task boundary.
-(States, names and money are in task_state_codec, which the CLI's start-up needs alone.)"""
+"""TaskConfig <-> TaskSpec, TaskRecord -> Task and the CreateTask call: the one converter at the
+task boundary. (What reading a Task needs alone, for `flow status`, is in task_snapshot_codec.)"""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
+from typing import Final
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
+from flow.domain.money import micros_to_dollars, price_to_micros
 from flow.domain.task.config import MountSpec, TaskConfig, VolumeSpec
+from flow.domain.task.function_call import FunctionCall
 from flow.domain.task.lifecycle import TaskRecord
+from flow.wire.calls import Call, method_path
 from flow.wire.function_codec import function_call_to_proto
-from flow.wire.task_state_codec import (
-    micros_to_dollars,
-    price_to_micros,
-    task_resource_name,
-    task_state_from_proto,
-    task_state_to_proto,
-    timestamp_to_seconds,
-)
-from flowapi.v1 import task_pb2
+from flow.wire.task_snapshot_codec import TaskSnapshot, task_resource_name, task_snapshot_from_proto
+from flow.wire.task_state_codec import task_state_from_proto as task_state_from_proto  # flowd imports it from here
+from flow.wire.task_state_codec import task_state_to_proto
+from flow.wire.timestamps import seconds_to_proto
+from flowapi.v1 import task_pb2, task_service_pb2
+
+CREATE_TASK: Final = method_path(task_service_pb2.DESCRIPTOR.services_by_name["TaskService"], "CreateTask")
 
 
 def volume_spec_to_proto(vol: VolumeSpec) -> task_pb2.VolumeSpec:
@@ -111,19 +110,6 @@ def task_config_from_proto(spec: task_pb2.TaskSpec) -> TaskConfig:
     )
 
 
-def _timestamp(seconds: float | None) -> Timestamp | None:
-    if seconds is None:
-        return None
-    stamp = Timestamp()
-    whole = math.floor(seconds)  # not int(): nanos must be non-negative before 1970 too
-    nanos = round((seconds - whole) * 1e9)
-    if nanos >= 1_000_000_000:  # x.9999999999 rounds up to the next whole second
-        whole, nanos = whole + 1, nanos - 1_000_000_000
-    stamp.seconds = whole
-    stamp.nanos = nanos
-    return stamp
-
-
 def task_record_to_proto(record: TaskRecord) -> task_pb2.Task:
     """The Task resource. A function call is shown without its arguments (they can be large)."""
     msg = task_pb2.Task(
@@ -132,9 +118,9 @@ def task_record_to_proto(record: TaskRecord) -> task_pb2.Task:
         spec=task_config_to_proto(record.config),
         state=task_state_to_proto(record.state),
         state_reason=record.state_reason,
-        create_time=_timestamp(record.created_at),
-        start_time=_timestamp(record.started_at),
-        end_time=_timestamp(record.ended_at),
+        create_time=seconds_to_proto(record.created_at),
+        start_time=seconds_to_proto(record.started_at),
+        end_time=seconds_to_proto(record.ended_at),
         provider=record.provider,
         instance_type=record.instance_type,
         cost_per_hour_micros=record.cost_per_hour_micros,
@@ -148,14 +134,40 @@ def task_record_to_proto(record: TaskRecord) -> task_pb2.Task:
     return msg
 
 
+def task_config_from_spec(spec: bytes) -> TaskConfig:
+    """The config of a TaskSnapshot (whose spec stays encoded until someone asks)."""
+    return task_config_from_proto(task_pb2.TaskSpec.FromString(spec))
+
+
+def create_task_call(
+    config: TaskConfig,
+    secrets: Mapping[str, str],
+    *,
+    code_digest: str | None,
+    function_call: FunctionCall | None,
+    request_id: str,
+    validate_only: bool,
+    provider: str,
+) -> Call[TaskSnapshot]:
+    spec = task_config_to_proto(config, secrets)
+    if code_digest:
+        spec.code_digest = code_digest
+    if function_call is not None:
+        spec.function_call.CopyFrom(function_call_to_proto(function_call))
+    request = task_service_pb2.CreateTaskRequest(
+        spec=spec, request_id=request_id, validate_only=validate_only, provider=provider
+    )
+    return Call(
+        CREATE_TASK,
+        request.SerializeToString(),
+        lambda raw: task_snapshot_from_proto(task_service_pb2.CreateTaskResponse.FromString(raw).task),
+    )
+
+
 __all__ = [
-    "micros_to_dollars",
-    "price_to_micros",
+    "create_task_call",
     "task_config_from_proto",
+    "task_config_from_spec",
     "task_config_to_proto",
     "task_record_to_proto",
-    "task_resource_name",
-    "task_state_from_proto",
-    "task_state_to_proto",
-    "timestamp_to_seconds",
 ]

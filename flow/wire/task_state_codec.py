@@ -1,16 +1,9 @@
-"""Task states, resource names, money and times at the wire: what reading a Task needs, and
-nothing heavier (the CLI's `flow status` imports only this)."""
+"""Task states at the wire: TaskState <-> flowapi.v1.TaskState."""
 
 from __future__ import annotations
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
-from flow.domain.money import micros_to_dollars as micros_to_dollars
-from flow.domain.money import price_to_micros as price_to_micros
 from flow.domain.task.states import TaskState
 from flowapi.v1 import task_pb2
-
-TASK_NAME_PREFIX = "tasks/"
 
 _STATE_TO_PROTO: dict[TaskState, task_pb2.TaskState.ValueType] = {
     TaskState.PENDING: task_pb2.TASK_STATE_PENDING,
@@ -36,9 +29,4 @@ def task_state_from_proto(value: int) -> TaskState | None:
     return None
 
 
-def task_resource_name(task_id: str) -> str:
-    return f"{TASK_NAME_PREFIX}{task_id}"
-
-
-def timestamp_to_seconds(stamp: Timestamp) -> float:
-    return stamp.seconds + stamp.nanos / 1e9
+__all__ = ["task_state_from_proto", "task_state_to_proto"]

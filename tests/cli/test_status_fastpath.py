@@ -1,4 +1,5 @@
-"""`flow status` without grpcio (flow.local_reads over flow.wire.http2_unary), against a real flowd.
+"""`flow status` without grpcio (the HTTP/2 transport, flow.transport.http2_unary, behind the
+connection seam), against a real flowd.
 
 Whatever path answers, the user sees the same thing: each case runs the fast path and the grpcio
 path (FLOW_CLI_FASTPATH=0) and compares what they print and how they exit; `-X importtime`
@@ -19,11 +20,26 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conftest import Daemon, pid_alive, short_tmpdir, wait_until
+from flow.cli.tasks import FASTPATH_ENV, fast_path_enabled
+from flow.connection import DaemonConnection
 from flow.errors import TaskNotFoundError
 from flow.home import FlowHome
-from flow.local_reads import FASTPATH_ENV, enabled, get_task, list_tasks
-from flow.wire.http2_unary import CallFailedError, FastPathUnusableError, percent_decode, unary_call
+from flow.task import get_task, list_tasks
+from flow.transport.grpc_channel import GrpcChannel
+from flow.transport.http2_unary import (
+    CallFailedError,
+    FastPathUnusableError,
+    Http2UnaryChannel,
+    percent_decode,
+    unary_call,
+)
+from flow.wire.daemon_codec import daemon_info_call
 from flowapi.v1 import daemon_service_pb2, task_service_pb2
+
+
+def fast(home: FlowHome) -> DaemonConnection:
+    """A connection over the HTTP/2 transport alone, as `flow status` first makes one."""
+    return DaemonConnection(home, auto_start=False, channel=Http2UnaryChannel(str(home.socket)))
 
 
 def cli(
@@ -126,14 +142,14 @@ def test_unknown_task_gives_the_same_error_and_exit_code(seeded: tuple[Daemon, d
 def test_unknown_task_raises_the_sdk_exception_in_process(seeded: tuple[Daemon, dict[str, str]]) -> None:
     """The exception built from the trailers is the one the grpcio path raises, field by field."""
     daemon, _ = seeded
-    with pytest.raises(TaskNotFoundError) as fast:
-        get_task(daemon.home, "t-nothere")
+    with pytest.raises(TaskNotFoundError) as quick:
+        get_task(fast(daemon.home), "t-nothere")
     flow: Any = daemon.client()
     with pytest.raises(TaskNotFoundError) as slow:
         flow.get_task("t-nothere")
     flow.close()
     for attribute in ("message", "suggestions", "error_code", "violations"):
-        assert getattr(fast.value, attribute) == getattr(slow.value, attribute)
+        assert getattr(quick.value, attribute) == getattr(slow.value, attribute)
 
 
 def test_a_killed_daemon_is_restarted_by_the_fallback(daemon: Daemon) -> None:
@@ -168,10 +184,10 @@ def test_no_daemon_at_all_starts_one(daemon: Daemon) -> None:
 
 
 def test_a_remote_daemon_address_never_takes_the_fast_path() -> None:
-    assert enabled({})
-    assert not enabled({"FLOW_DAEMON_ADDRESS": "tcp://127.0.0.1:1"})
-    assert not enabled({"FLOW_DAEMON_ADDRESS": "unix:/tmp/x.sock"})
-    assert not enabled({FASTPATH_ENV: "0"})
+    assert fast_path_enabled({})
+    assert not fast_path_enabled({"FLOW_DAEMON_ADDRESS": "tcp://127.0.0.1:1"})
+    assert not fast_path_enabled({"FLOW_DAEMON_ADDRESS": "unix:/tmp/x.sock"})
+    assert not fast_path_enabled({FASTPATH_ENV: "0"})
 
 
 def test_a_huge_listing_crosses_frames_windows_and_pages(daemon: Daemon) -> None:
@@ -183,27 +199,28 @@ def test_a_huge_listing_crosses_frames_windows_and_pages(daemon: Daemon) -> None
         flow.run(["true"], upload_code=False, env={"PAD": pad, "I": str(i)}).wait()  # no state changes after
     expected = flow.list_tasks(limit=1000)
     flow.close()
-    got = list_tasks(daemon.home, 1000)
+    got = list_tasks(fast(daemon.home), 1000)
     assert len(got) == len(expected) == 70
-    assert got == [t._message for t in expected]
-    assert sum(t.ByteSize() for t in got) > 4_000_000
+    assert [(t.to_dict(), t.config) for t in got] == [(t.to_dict(), t.config) for t in expected]
+    assert sum(len(t.config.env["PAD"]) for t in got) > 4_000_000
     code, out, _ = both_paths(daemon, "status", "--limit", "1000", "--json")
     assert code == 0 and len(json.loads(out)) == 70
 
 
 def test_the_raw_call_answers_as_grpcio_does(shared_daemon: Daemon) -> None:
-    raw = unary_call(
-        str(shared_daemon.home.socket),
-        "/flowapi.v1.DaemonService/GetDaemonInfo",
-        daemon_service_pb2.GetDaemonInfoRequest().SerializeToString(),
-        10.0,
-    )
+    home = shared_daemon.home
+    call = daemon_info_call()
+    raw = unary_call(str(home.socket), call.method, call.request, 10.0)
+    grpcio = GrpcChannel.open(home)
+    try:
+        expected = grpcio.unary(call.method, call.request, 10.0)
+        through_the_seam = DaemonConnection(home, channel=grpcio).unary(call, timeout=10)
+    finally:
+        grpcio.close()
     info = daemon_service_pb2.GetDaemonInfoResponse.FromString(raw)
-    flow: Any = shared_daemon.client()
-    expected = flow._conn.ensure_daemon()
-    flow.close()
-    assert info == expected
+    assert info == daemon_service_pb2.GetDaemonInfoResponse.FromString(expected)
     assert info.pid == shared_daemon.pid
+    assert fast(home).unary(call, timeout=10) == through_the_seam
 
 
 def test_a_failed_call_carries_its_status_details(shared_daemon: Daemon) -> None:
@@ -257,9 +274,9 @@ def test_no_socket_or_not_http2_means_fall_back(tmp_path: Path) -> None:
         server.close()
         Path(path).unlink()
         root.rmdir()
-    # and through local_reads: unusable, never a FlowError the user would see
+    # and through the connection: unusable, never a FlowError the user would see
     with pytest.raises(FastPathUnusableError):
-        list_tasks(FlowHome(root=tmp_path), 10)
+        list_tasks(fast(FlowHome(root=tmp_path)), 10)
 
 
 def _percent_encode(text: str) -> bytes:

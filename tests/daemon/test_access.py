@@ -49,7 +49,7 @@ def _info(
 
 
 def test_tcp_is_off_unless_asked_for(daemon: Daemon) -> None:
-    assert daemon.client().daemon_info()["addresses"] == [daemon.home.address]  # type: ignore[attr-defined]
+    assert daemon.client().daemon_info().addresses == (daemon.home.address,)
     listening = Path("/proc/net/tcp").read_text() + Path("/proc/net/tcp6").read_text()
     pid_fds = {os.readlink(f"/proc/{daemon.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{daemon.pid}/fd")}
     inodes = {link[len("socket:[") : -1] for link in pid_fds if link.startswith("socket:[")}
@@ -65,8 +65,8 @@ def test_tcp_needs_the_token(tcp_daemon: tuple[Daemon, str]) -> None:
         for metadata in ((), (("authorization", "Bearer wrong"),), (("authorization", token),)):
             with pytest.raises(grpc.RpcError) as caught:
                 _info(channel, metadata)
-            assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED  # type: ignore[attr-defined]
-            status = rpc_status.from_call(caught.value)  # type: ignore[arg-type]
+            assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            status = rpc_status.from_call(caught.value)
             assert status is not None and "token" in status.message
             assert token not in status.message
         assert _info(channel, (("authorization", f"Bearer {token}"),)).pid == daemon.pid
@@ -124,7 +124,7 @@ def test_tls_with_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
         monkeypatch.setenv("FLOW_DAEMON_ADDRESS", f"tls://localhost:{port}")
         monkeypatch.setenv("FLOW_DAEMON_TOKEN", (d.home.root / "daemon-token").read_text().strip())
         monkeypatch.setenv("FLOW_DAEMON_CA", str(cert))
-        assert Flow(flow_home=short_tmpdir("flow-c-")).daemon_info()["pid"] == d.pid
+        assert Flow(flow_home=short_tmpdir("flow-c-")).daemon_info().pid == d.pid
         with grpc.insecure_channel(f"localhost:{port}") as plain, pytest.raises(grpc.RpcError):
             _info(plain, (("authorization", "Bearer x"),))  # plaintext to a TLS port fails
     finally:

@@ -29,8 +29,8 @@ def test_second_daemon_on_the_same_home_refuses_and_the_first_keeps_serving(daem
     assert second.returncode == 3
     assert "already running" in second.stderr and str(daemon.home.root) in second.stderr
     assert f"pid {daemon.pid}" in second.stderr
-    client: Flow = daemon.client()  # type: ignore[assignment]
-    assert client.daemon_info()["pid"] == daemon.pid
+    client: Flow = daemon.client()
+    assert client.daemon_info().pid == daemon.pid
     assert client.run("echo still-here", upload_code=False).wait(timeout=30).logs() == "still-here\n"
 
 
@@ -40,7 +40,7 @@ def test_socket_and_state_are_private(daemon: Daemon) -> None:
     assert stat.S_IMODE(os.stat(daemon.home.root).st_mode) == 0o700
     for path in (daemon.home.database, daemon.home.lock, daemon.home.daemon_log):
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, path
-    client: Flow = daemon.client()  # type: ignore[assignment]
+    client: Flow = daemon.client()
     task = client.run("echo x", upload_code=False).wait(timeout=30)
     log_file = daemon.home.task_dir(task.task_id) / "output.log"
     assert stat.S_IMODE(os.stat(log_file).st_mode) == 0o600
@@ -68,7 +68,7 @@ def test_health_reports_serving(daemon: Daemon) -> None:
 
 
 def test_sigterm_stops_cleanly_and_leaves_tasks_running(daemon: Daemon) -> None:
-    client: Flow = daemon.client()  # type: ignore[assignment]
+    client: Flow = daemon.client()
     task = client.run(["sleep", "600"], upload_code=False)
     wait_until(lambda: task.status is TaskStatus.RUNNING, 10)
     daemon.stop()
@@ -84,9 +84,9 @@ def test_sdk_starts_the_daemon_on_first_use() -> None:
     d = Daemon(root)
     try:
         info = client.daemon_info()
-        d.pid = info["pid"]
-        assert pid_alive(info["pid"])
-        assert info["flow_home"] == str(root)
+        d.pid = info.pid
+        assert pid_alive(info.pid)
+        assert info.flow_home == str(root)
         assert client.run("echo auto", upload_code=False).wait(timeout=30).logs() == "auto\n"
     finally:
         client.close()
@@ -100,8 +100,8 @@ def test_two_clients_starting_at_once_share_one_daemon() -> None:
 
     def connect() -> None:
         try:
-            pids.append(Flow(flow_home=root).daemon_info()["pid"])
-        except BaseException as exc:  # noqa: BLE001
+            pids.append(Flow(flow_home=root).daemon_info().pid)
+        except BaseException as exc:  # noqa: BLE001 - any failure in a thread is collected for the test to raise
             errors.append(exc)
 
     threads = [threading.Thread(target=connect) for _ in range(4)]

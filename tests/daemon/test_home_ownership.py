@@ -103,6 +103,6 @@ def test_a_home_owned_by_the_user_or_root_is_used(home: Path) -> None:
     daemon = Daemon(home)
     daemon.start()
     try:
-        assert daemon.client().daemon_info()["pid"] == daemon.pid  # type: ignore[attr-defined]
+        assert daemon.client().daemon_info().pid == daemon.pid  # type: ignore[attr-defined]
     finally:
         _cleanup(daemon)

@@ -22,7 +22,7 @@ def test_a_canary_secret_reaches_the_task_and_no_output_channel(
 ) -> None:
     canary = "canary-" + secrets.token_hex(16)
     monkeypatch.setenv("WANDB_API_KEY", canary)
-    client: Flow = daemon.client()  # type: ignore[assignment]
+    client: Flow = daemon.client()
     config = TaskConfig(
         command=["sh", "-c", 'printf %s "$WANDB_API_KEY" | sha256sum | cut -c1-64'],  # proof, not the value
         secret_env=["WANDB_API_KEY"],
@@ -46,8 +46,8 @@ def test_a_canary_secret_reaches_the_task_and_no_output_channel(
     bad = task_pb2.TaskSpec(command=["true"], secret_env={"WANDB_API_KEY": canary + "\x00"})
     with pytest.raises(grpc.RpcError) as caught:
         stub.CreateTask(task_service_pb2.CreateTaskRequest(spec=bad), timeout=10)
-    seen.append(caught.value.details())  # type: ignore[attr-defined]
-    seen.append(str(caught.value.trailing_metadata()))  # type: ignore[attr-defined]
+    seen.append(caught.value.details())
+    seen.append(str(caught.value.trailing_metadata()))
     seen.append(daemon.home.daemon_log.read_text())
     for text in seen:
         assert canary not in text
@@ -69,7 +69,7 @@ def test_a_secret_cannot_also_be_in_clear_env() -> None:
 
 
 def test_daemon_secrets_never_reach_tasks(daemon: Daemon) -> None:
-    client: Flow = daemon.client()  # type: ignore[assignment]
+    client: Flow = daemon.client()
     listing = client.run(["sh", "-c", "env | cut -d= -f1"], upload_code=False).wait(timeout=30).logs().split()
     assert "MITHRIL_API_KEY" not in listing and "FLOW_DAEMON_TOKEN" not in listing
 

@@ -46,7 +46,7 @@ def tree_with_ignores(ignores: Mapping[str, str], files: Sequence[str]) -> list[
 
 def included_without_ignore_files(ignores: Mapping[str, str], files: Sequence[str], **kwargs: object) -> set[str]:
     rules = IgnoreRules.from_texts(ignores)
-    selection = select_paths(tree_with_ignores(ignores, files), rules, **kwargs)  # type: ignore[arg-type]
+    selection = select_paths(tree_with_ignores(ignores, files), rules, **kwargs)
     return {path for path in selection.included if not path.endswith(GITIGNORE)}
 
 

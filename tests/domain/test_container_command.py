@@ -38,7 +38,7 @@ def spec(**overrides: object) -> ContainerSpec:
         "env_names": (),
     }
     base.update(overrides)
-    return ContainerSpec(**base)  # type: ignore[arg-type]
+    return ContainerSpec(**base)
 
 
 @given(engines, images, args, paths, paths, st.lists(names, unique=True, max_size=5), gpu_sets, st.booleans())

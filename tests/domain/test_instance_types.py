@@ -182,7 +182,7 @@ def test_every_problem_in_one_text_is_reported() -> None:
 
 
 def test_non_string_is_refused() -> None:
-    result = parse_instance_type(8)  # type: ignore[arg-type]
+    result = parse_instance_type(8)
     assert result.failure().violations[0].problem == "must be a string"
 
 

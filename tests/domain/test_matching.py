@@ -51,7 +51,7 @@ def offer(
 
 
 def refused(requirements: Mapping[object, object]) -> DomainError:
-    result = requirements_from_dict(requirements)  # type: ignore[arg-type]
+    result = requirements_from_dict(requirements)
     assert isinstance(result, Failure), result
     error: DomainError = result.failure()
     assert error.reason is ErrorReason.VALIDATION_FAILED
@@ -189,7 +189,7 @@ def test_every_problem_is_collected_at_once() -> None:
 
 
 def test_a_non_mapping_is_refused() -> None:
-    (violation,) = refused(["gpu_memory_gb", 80]).violations  # type: ignore[arg-type]
+    (violation,) = refused(["gpu_memory_gb", 80]).violations
     assert violation.field == "requirements"
     assert violation.problem == "must be a mapping"
 
@@ -232,7 +232,7 @@ hashable = st.text() | st.integers() | st.floats(allow_nan=False) | st.booleans(
 def test_requirements_never_raise_on_anything(
     requirements: dict[object, object],
 ) -> None:
-    result = requirements_from_dict(requirements)  # type: ignore[arg-type]
+    result = requirements_from_dict(requirements)
     assert isinstance(result, Success | Failure)
 
 
@@ -555,7 +555,7 @@ def test_ranking_is_sorted_and_independent_of_input_order(
     prices = [o.price_per_hour_micros for o in result.matches]
     assert prices == sorted(prices)
     shuffled = list(catalog)
-    shuffler.shuffle(shuffled)  # type: ignore[attr-defined]
+    shuffler.shuffle(shuffled)
     again = match_offers(req, shuffled).matches
     # Offers equal in every ranked field are interchangeable; compare them as values.
     assert [rank_key(o) for o in again] == keys

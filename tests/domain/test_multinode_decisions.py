@@ -37,7 +37,7 @@ def test_every_node_gets_a_consistent_distributed_environment(n: int, port: int)
 @given(st.integers(min_value=1, max_value=8), st.integers(min_value=1, max_value=8), st.randoms())
 def test_gpu_shares_are_disjoint_equal_and_cover_the_assignment(n: int, per_node: int, rng: object) -> None:
     gpus = list(range(n * per_node))
-    rng.shuffle(gpus)  # type: ignore[attr-defined]
+    rng.shuffle(gpus)
     shares = split_gpus(gpus, n)
     assert len(shares) == n and all(len(s) == per_node for s in shares)
     assert sorted(i for s in shares for i in s) == sorted(gpus)

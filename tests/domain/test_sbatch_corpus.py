@@ -1,6 +1,7 @@
 """A corpus of realistic sbatch scripts (tests/fixtures/sbatch/*.sbatch) and the Flow tasks each
-must become (the .json beside it): arrays, multi-node torchrun, every GRES form, heredocs,
-comments after directives, short and long options."""
+must become (the .json beside it): arrays, multi-node torchrun, every GRES form (typed ones such
+as a800 included), heredocs, comments after directives, short and long options, aliases,
+abbreviated options, nodes derived from task and GPU counts, output patterns."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 from returns.result import Success
 
+from flow.domain.slurm.filename_patterns import PatternValues, expand_filename_pattern
 from flow.domain.slurm.sbatch import JobRequest, has_directives, read_directives, render_job, sbatch_to_configs
 from flow.domain.task.config import task_config_violations
 from flow.domain.task.config_codec import task_config_to_dict
@@ -20,7 +22,7 @@ ENVIRON = {"PROJECT_NAME": "flow"}  # the submitting environment, for --export=N
 
 
 def test_the_corpus_is_large_enough() -> None:
-    assert len(SCRIPTS) >= 15
+    assert len(SCRIPTS) >= 25
     assert all(path.with_suffix(".json").is_file() for path in SCRIPTS)
 
 
@@ -36,6 +38,25 @@ def test_each_script_becomes_the_expected_tasks(path: Path) -> None:
     assert [d.spelled for d in job.native_only] == expected["native_only"]
     assert job.generic_gpus == expected["generic_gpus"]
     assert list(job.warnings) == expected["warnings"]
+    assert job.job_name == expected["job_name"]
+    layout = {"nodes": job.layout.nodes, "ntasks": job.layout.ntasks, "gpus_per_node": job.layout.gpus_per_node}
+    assert layout == expected["layout"]
+    assert job.gpu_type == expected.get("gpu_type")
+    for option, files in expected.get("outputs", {}).items():
+        # Element k of the array is job 1000 + k of array job 1000, on node1, for user alice.
+        pattern = next(d.value for d in job.directives if d.option == option)
+        values = [
+            PatternValues(
+                job_id=1000 + k,
+                job_name=job.job_name or "",
+                user="alice",
+                node="node1",
+                array_job_id=1000,
+                array_index=index,
+            )
+            for k, index in enumerate(job.array.indices if job.array else [None])
+        ]
+        assert [expand_filename_pattern(pattern or "", v) for v in values] == files
     for config in job.configs:
         assert task_config_violations(config) == ()
         assert config.script is not None and has_directives(config.script)

@@ -21,7 +21,7 @@ def options(text: str) -> list[tuple[str, str | None, int]]:
 
 
 def problems(text: str, **kwargs: object) -> list[str]:
-    parsed = sbatch_to_configs(text, **kwargs)  # type: ignore[arg-type]
+    parsed = sbatch_to_configs(text, **kwargs)
     assert isinstance(parsed, Failure), parsed
     return [v.render() for v in parsed.failure().violations]
 
@@ -155,11 +155,24 @@ def test_exports_take_values_and_the_submitting_environment() -> None:
     assert any("MISSING is not set" in w for w in job.warnings)
 
 
-def test_a_name_that_is_not_a_task_name_is_cleaned_and_reported() -> None:
-    job = sbatch_to_configs("#!/bin/bash\n#SBATCH -J 'my run (v2)'\ntrue\n").unwrap()
-    assert job.configs[0].name == "my-run-v2"
-    assert any("my-run-v2" in w for w in job.warnings)
+@pytest.mark.parametrize(
+    ("job_name", "task_name"),
+    [("gpt-1.3b-pretrain", "gpt-1-3b-pretrain"), ("my run (v2)", "my-run-v2"), ("plain_name-1", "plain_name-1")],
+)
+def test_a_job_keeps_its_name_and_its_tasks_get_a_valid_task_name(job_name: str, task_name: str) -> None:
+    job = sbatch_to_configs(f"#!/bin/bash\n#SBATCH -J '{job_name}'\ntrue\n").unwrap()
+    assert job.job_name == job_name  # Slurm's job name (SLURM_JOB_NAME), as written
+    assert job.configs[0].name == task_name  # the task's name: letters, digits, - and _ (the spec's rule)
+    assert job.warnings == ()
+    assert "#SBATCH -J " in (job.configs[0].script or "")  # the script (and so Slurm) keeps the directive
+
+
+def test_without_a_usable_job_name_the_file_name_names_the_task() -> None:
     assert sbatch_to_configs("#!/bin/bash\ntrue\n", name="from file").unwrap().configs[0].name == "from-file"
+    job = sbatch_to_configs("#!/bin/bash\n#SBATCH -J '日本'\ntrue\n", name="run").unwrap()
+    assert (job.job_name, job.configs[0].name) == ("日本", "run")
+    array = sbatch_to_configs("#!/bin/bash\n#SBATCH -J a.b --array=1-2\ntrue\n").unwrap()
+    assert [c.name for c in array.configs] == ["a-b-1", "a-b-2"] and array.job_name == "a.b"
 
 
 @pytest.mark.parametrize(
@@ -178,8 +191,10 @@ def test_a_name_that_is_not_a_task_name_is_cleaned_and_reported() -> None:
         ("#!/bin/bash\n#SBATCH --wrap='echo hi'\n", "#SBATCH --wrap (line 2): is not supported"),
         ("#!/bin/bash\n#SBATCH -J 'open\n", "#SBATCH (line 2): has an unmatched '"),
         ("#!/bin/bash\n#SBATCH -N 1\n#SBATCH hetjob\n#SBATCH -N 2\n", "#SBATCH (line 3): heterogeneous jobs"),
-        ("#!/bin/bash\n#SBATCH --gpus-per-task=1\n", "#SBATCH --gpus-per-task (line 2): needs the number of tasks"),
-        ("#!/bin/bash\n#SBATCH -N 3 --gpus=8\n", "#SBATCH --gpus (line 2): does not split evenly over 3 nodes"),
+        ("#!/bin/bash\n#SBATCH --gpus-per-task=1\n", "#SBATCH --gpus-per-task (line 2): needs a task count"),
+        ("#!/bin/bash\n#SBATCH --gres=gpu:zero\n", "#SBATCH --gres (line 2): is not a valid GRES: names a GPU type"),
+        ("#!/bin/bash\n#SBATCH --mem- 4G\n", "#SBATCH --mem- (line 2): is ambiguous: it could be --mem-bind, "),
+        ("#!/bin/bash\n#SBATCH -N 1 -n 4 --ntasks-per-node=2\n", "#SBATCH -n (line 2): 4 tasks do not fit on 1 nodes"),
         ("#!/bin/bash\n#SBATCH --gres=gpu:2 --gpus-per-node=4\n", "disagrees with the other GPU requests"),
         ("#!/bin/bash\n#SBATCH --gres=gpu:a100:80\n", "asks for 80 GPUs on one node"),
         ("#!/bin/bash\n#SBATCH --array=1-x\n", "#SBATCH --array (line 2): is not an array spec"),

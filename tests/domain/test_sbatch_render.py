@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from returns.result import Failure
 
-from flow.domain.slurm.sbatch import EXIT_FILE, SECRETS_FILE, JobFiles, JobRequest, render_job
+from flow.domain.slurm.sbatch import EXIT_FILE, SECRETS_FILE, JobFiles, JobRequest, render_job, sbatch_to_configs
 from flow.domain.task.config import TaskConfig
 
 STUB = (
@@ -27,7 +27,7 @@ ENV_NAMES = st.from_regex(r"FLOW_T_[A-Za-z0-9_]{1,12}", fullmatch=True)
 
 
 def render(config: TaskConfig, task_dir: Path, **kwargs: object) -> JobFiles:
-    request = JobRequest(task_id="t-test", name="job", config=config, task_dir=str(task_dir), **kwargs)  # type: ignore[arg-type]
+    request = JobRequest(task_id="t-test", name="job", config=config, task_dir=str(task_dir), **kwargs)
     rendered = render_job(request)
     assert not isinstance(rendered, Failure), rendered
     return rendered.unwrap()
@@ -136,6 +136,15 @@ def test_a_scripts_own_directives_are_submitted_as_they_are(tmp_path: Path) -> N
         "#SBATCH --open-mode=append",
     ]
     assert files.user_script == script
+
+
+def test_a_scripts_own_task_counts_decide_its_nodes_no_nodes_directive_is_added() -> None:
+    script = "#!/bin/bash\n#SBATCH --ntasks=4 --tasks-per-node=2\nsrun x\n"
+    config = sbatch_to_configs(script).unwrap().configs[0]
+    assert config.num_instances == 2  # what Slurm derives; other providers start two nodes
+    files = render(config, Path("/w/t"))
+    directives = [line for line in files.job_script.splitlines() if line.startswith("#SBATCH")]
+    assert not any("--nodes" in line for line in directives)  # sbatch derives 2 from the script's counts
 
 
 def test_secrets_stay_out_of_the_job_script(tmp_path: Path) -> None:

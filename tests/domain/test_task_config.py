@@ -437,7 +437,7 @@ def test_sdk_classes_raise_on_construction() -> None:
         flow.config.VolumeSpec(volume_id="vol-1", mount_path="/c", size_gb=1)
     assert [v.field for v in raised.value.violations] == ["size_gb"]
     with pytest.raises(ValidationError) as raised:
-        flow.config.MountSpec(source=None, target="/d")  # type: ignore[arg-type]
+        flow.config.MountSpec(source=None, target="/d")
     assert [v.field for v in raised.value.violations] == ["source"]
     with pytest.raises(ValidationError):
         flow.config.TaskConfig(instance_type="a100", max_price_per_hour=-1)
@@ -445,11 +445,11 @@ def test_sdk_classes_raise_on_construction() -> None:
 
 
 def test_construction_never_raises_and_values_are_frozen() -> None:
-    cfg = TaskConfig(name=object(), command=[1, 2], volumes=[None], env=[("A", "1")])  # type: ignore[arg-type]
+    cfg = TaskConfig(name=object(), command=[1, 2], volumes=[None], env=[("A", "1")])
     assert cfg.command == (1, 2)
     assert cfg.volumes == (None,)
     with pytest.raises(AttributeError):
-        cfg.name = "x"  # type: ignore[misc]
+        cfg.name = "x"
 
 
 def test_integers_past_the_str_limit_are_refused_not_crashed() -> None:

@@ -64,7 +64,7 @@ def test_executable_bits_survive(flow: Flow, tmp_path: Path) -> None:
 
 
 def test_an_unchanged_10000_file_tree_is_not_sent_again(daemon: Daemon, tmp_path: Path) -> None:
-    client: Flow = daemon.client()  # type: ignore[assignment]
+    client: Flow = daemon.client()
     for d in range(100):
         folder = tmp_path / f"pkg{d:03d}"
         folder.mkdir()
@@ -86,7 +86,7 @@ def test_an_unchanged_10000_file_tree_is_not_sent_again(daemon: Daemon, tmp_path
 
 
 def test_identical_content_is_stored_once(daemon: Daemon, tmp_path: Path) -> None:
-    client: Flow = daemon.client()  # type: ignore[assignment]
+    client: Flow = daemon.client()
     for i in range(5):
         (tmp_path / f"copy{i}.txt").write_text("same bytes\n")
     upload = client.upload_code(tmp_path)
@@ -139,8 +139,8 @@ def test_a_file_that_changes_while_uploading_is_retried(daemon: Daemon, tmp_path
     with pytest.raises(grpc.RpcError) as caught:
         chunk = code_service_pb2.BlobChunk(digest=wrong, size=3, offset=0, data=b"abc")
         stub.UploadBlobs(iter([code_service_pb2.UploadBlobsRequest(chunks=[chunk])]), timeout=10)
-    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
-    assert "changed while uploading" in caught.value.details()  # type: ignore[attr-defined]
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "changed while uploading" in caught.value.details()
     assert not (daemon.home.root / "blobs" / "sha256" / ("0" * 64)).exists()
     channel.close()
 
@@ -148,7 +148,7 @@ def test_a_file_that_changes_while_uploading_is_retried(daemon: Daemon, tmp_path
 def test_a_file_deleted_while_uploading_gives_a_fresh_snapshot_without_it(daemon: Daemon, tmp_path: Path) -> None:
     """A task writing into the project, or an editor's temp file: the file is gone by the time
     its bytes are read. The SDK takes a new snapshot (without it) instead of failing."""
-    client: Flow = daemon.client()  # type: ignore[assignment]
+    client: Flow = daemon.client()
     (tmp_path / "a-big.bin").write_bytes(os.urandom(3 << 20))  # sent first, over several messages
     (tmp_path / "z-scratch.txt").write_text("short-lived\n")
     (tmp_path / "train.py").write_text("print('ok')\n")
@@ -174,8 +174,8 @@ def test_a_task_naming_code_that_was_never_uploaded_is_refused(daemon: Daemon) -
     spec = task_pb2.TaskSpec(command=["true"], code_digest="sha256:" + "a" * 64)
     with pytest.raises(grpc.RpcError) as caught:
         stub.CreateTask(task_service_pb2.CreateTaskRequest(spec=spec), timeout=10)
-    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
-    assert "names no uploaded code snapshot" in caught.value.details()  # type: ignore[attr-defined]
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "names no uploaded code snapshot" in caught.value.details()
 
 
 def test_a_running_task_has_its_own_copy_of_the_code(flow: Flow, tmp_path: Path, shared_daemon: Daemon) -> None:
@@ -203,7 +203,7 @@ def test_an_upload_broken_off_mid_blob_leaves_nothing_behind(daemon: Daemon) -> 
     stub = code_service_pb2_grpc.CodeServiceStub(grpc.insecure_channel(daemon.home.address))
     digest = "sha256:" + "1" * 64
 
-    def requests():  # type: ignore[no-untyped-def]
+    def requests():
         yield code_service_pb2.UploadBlobsRequest(
             chunks=[code_service_pb2.BlobChunk(digest=digest, size=4 * 2**20, offset=0, data=b"x" * 2**20)]
         )

@@ -13,7 +13,7 @@ def _gate(path: Path, then: str) -> str:
 
 
 def test_tasks_survive_a_daemon_kill_and_are_reconciled(daemon: Daemon, tmp_path: Path) -> None:
-    client: Flow = daemon.client()  # type: ignore[assignment]
+    client: Flow = daemon.client()
     gate = tmp_path / "gate"
     # Finish while the daemon is down: one succeeds, one fails, each with output before and after.
     ok = client.run(["sh", "-c", "echo before; " + _gate(gate, "echo after; exit 0")], upload_code=False)
@@ -46,7 +46,7 @@ def test_tasks_survive_a_daemon_kill_and_are_reconciled(daemon: Daemon, tmp_path
 
 
 def test_a_task_killed_while_the_daemon_is_down_is_failed_not_lost(daemon: Daemon, tmp_path: Path) -> None:
-    client: Flow = daemon.client()  # type: ignore[assignment]
+    client: Flow = daemon.client()
     pidfile = tmp_path / "pid"
     task = client.run(["sh", "-c", f"echo $$ > {pidfile}; exec sleep 600"], upload_code=False)
     wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), 10)
@@ -64,7 +64,7 @@ def test_a_task_killed_while_the_daemon_is_down_is_failed_not_lost(daemon: Daemo
 
 
 def test_time_limit_is_enforced_across_a_restart(daemon: Daemon) -> None:
-    client: Flow = daemon.client()  # type: ignore[assignment]
+    client: Flow = daemon.client()
     task = client.run(TaskConfig(command=["sleep", "600"], max_run_time_hours=2.0 / 3600, upload_code=False))
     daemon.kill9()
     daemon.start()
@@ -74,7 +74,7 @@ def test_time_limit_is_enforced_across_a_restart(daemon: Daemon) -> None:
 
 
 def test_a_restarted_daemon_keeps_the_task_history(daemon: Daemon) -> None:
-    client: Flow = daemon.client()  # type: ignore[assignment]
+    client: Flow = daemon.client()
     ids = [client.run(["sh", "-c", f"echo {i}"], upload_code=False).wait(timeout=30).task_id for i in range(5)]
     daemon.stop()
     daemon.start()

@@ -10,8 +10,8 @@ from grpc_status import rpc_status
 
 from conftest import Daemon
 from flow import Flow
-from flow.connection import translate
 from flow.errors import TaskNotFoundError, ValidationError
+from flow.transport.grpc_channel import translate
 from flowapi.v1 import error_reason_pb2, task_pb2, task_service_pb2, task_service_pb2_grpc
 
 
@@ -22,7 +22,7 @@ def stub(shared_daemon: Daemon) -> task_service_pb2_grpc.TaskServiceStub:
 
 
 def _details(error: grpc.RpcError) -> tuple[error_details_pb2.ErrorInfo, list[str], list[str]]:
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    status = rpc_status.from_call(error)
     assert status is not None
     info, fields, tips = error_details_pb2.ErrorInfo(), [], []
     for detail in status.details:
@@ -53,13 +53,13 @@ def test_five_mistakes_come_back_as_one_error_listing_all_five(
     with pytest.raises(grpc.RpcError) as caught:
         stub.CreateTask(task_service_pb2.CreateTaskRequest(spec=spec), timeout=10)
     error = caught.value
-    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     info, fields, tips = _details(error)
     assert (info.reason, info.domain) == ("VALIDATION_FAILED", "flow")
     assert fields == ["name", "instance_type", "shell", "env['1BAD']", "volumes[0].mount_path"]
     assert any("did you mean 'a100'" in tip for tip in tips)
     # The SDK's mapping of the very same status.
-    sdk_error = translate(error, shared_daemon.home)
+    sdk_error = translate(error, str(shared_daemon.home.socket))
     assert isinstance(sdk_error, ValidationError)
     assert [v.field for v in sdk_error.violations] == fields
     assert sdk_error.error_code == "VALIDATION_FAILED"
@@ -69,7 +69,7 @@ def test_five_mistakes_come_back_as_one_error_listing_all_five(
 def test_nothing_is_created_by_a_refused_request(
     shared_daemon: Daemon, stub: task_service_pb2_grpc.TaskServiceStub
 ) -> None:
-    client: Flow = shared_daemon.client()  # type: ignore[assignment]
+    client: Flow = shared_daemon.client()
     before = {t.task_id for t in client.list_tasks(limit=1000)}
     for spec in (
         task_pb2.TaskSpec(num_instances=-1),
@@ -84,13 +84,13 @@ def test_nothing_is_created_by_a_refused_request(
 def test_not_found_and_bad_names(stub: task_service_pb2_grpc.TaskServiceStub, shared_daemon: Daemon) -> None:
     with pytest.raises(grpc.RpcError) as missing:
         stub.GetTask(task_service_pb2.GetTaskRequest(name="tasks/t-missing"), timeout=10)
-    assert missing.value.code() == grpc.StatusCode.NOT_FOUND  # type: ignore[attr-defined]
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
     assert _details(missing.value)[0].reason == "TASK_NOT_FOUND"
-    assert isinstance(translate(missing.value, shared_daemon.home), TaskNotFoundError)
+    assert isinstance(translate(missing.value, str(shared_daemon.home.socket)), TaskNotFoundError)
     for name in ("t-missing", "tasks/", "tasks/../../etc/passwd", "tasks/" + "x" * 500, ""):
         with pytest.raises(grpc.RpcError) as bad:
             stub.GetTask(task_service_pb2.GetTaskRequest(name=name), timeout=10)
-        assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+        assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert _details(bad.value)[1] == ["name"]
 
 
@@ -102,19 +102,19 @@ def test_request_id_makes_create_idempotent(stub: task_service_pb2_grpc.TaskServ
     changed = task_service_pb2.CreateTaskRequest(spec=task_pb2.TaskSpec(command=["false"]), request_id="req-123")
     with pytest.raises(grpc.RpcError) as reused:
         stub.CreateTask(changed, timeout=10)
-    assert reused.value.code() == grpc.StatusCode.ALREADY_EXISTS  # type: ignore[attr-defined]
-    assert first.task_id in reused.value.details()  # type: ignore[attr-defined]
+    assert reused.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert first.task_id in reused.value.details()
 
 
 def test_list_rejects_foreign_tokens_and_unknown_states(stub: task_service_pb2_grpc.TaskServiceStub) -> None:
     for request in (
         task_service_pb2.ListTasksRequest(page_token="garbage"),
         task_service_pb2.ListTasksRequest(page_size=-5),
-        task_service_pb2.ListTasksRequest(states=[99]),  # type: ignore[list-item]
+        task_service_pb2.ListTasksRequest(states=[99]),
     ):
         with pytest.raises(grpc.RpcError) as caught:
             stub.ListTasks(request, timeout=10)
-        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 def test_wait_returns_within_its_timeout_for_a_running_task(stub: task_service_pb2_grpc.TaskServiceStub) -> None:

@@ -68,15 +68,15 @@ def test_exec_refuses_bad_requests_cleanly(shared_daemon: Daemon, running: Task)
     no_start = iter([task_service_pb2.ExecTaskRequest(stdin=b"x")])
     with pytest.raises(grpc.RpcError) as caught:
         list(stub.ExecTask(no_start, timeout=10))
-    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     nul = task_service_pb2.ExecStart(name=f"tasks/{running.task_id}", command=["echo", "a\x00b"])
     with pytest.raises(grpc.RpcError) as refused:
         list(stub.ExecTask(iter([task_service_pb2.ExecTaskRequest(start=nul)]), timeout=10))
-    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     missing = task_service_pb2.ExecStart(name=f"tasks/{running.task_id}", command=["no-such-program-xyz"])
     with pytest.raises(grpc.RpcError) as not_found:
         list(stub.ExecTask(iter([task_service_pb2.ExecTaskRequest(start=missing)]), timeout=10))
-    assert "cannot run 'no-such-program-xyz'" in not_found.value.details()  # type: ignore[attr-defined]
+    assert "cannot run 'no-such-program-xyz'" in not_found.value.details()
 
 
 def test_a_dropped_client_ends_its_command(shared_daemon: Daemon, running: Task, tmp_path: Path) -> None:

@@ -215,7 +215,7 @@ def test_exceptions_and_tracebacks_are_the_same(warm_daemon: Daemon, cold_daemon
             with pytest.raises(ValueError, match="bad input") as info:
                 task.result(timeout=60)
             assert isinstance(info.value, TaskExecutionError)
-            trace = info.value.remote_traceback  # type: ignore[attr-defined]
+            trace = info.value.remote_traceback
             raised.append((normalized(trace, daemon, task.task_id), task.last_status.name))
     assert raised[0] == raised[1]
     trace, state = raised[0]

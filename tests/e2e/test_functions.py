@@ -93,9 +93,9 @@ def test_remote_exception_keeps_its_type_message_and_traceback(project: Path) ->
         fns.fail.remote("k")
     error = caught.value
     assert isinstance(error, TaskExecutionError)
-    assert error.remote_type == "builtins.KeyError"  # type: ignore[attr-defined]
+    assert error.remote_type == "builtins.KeyError"
     assert "no key k" in str(error)
-    assert 'raise KeyError(f"no key {x}")' in error.remote_traceback  # type: ignore[attr-defined]
+    assert 'raise KeyError(f"no key {x}")' in error.remote_traceback
 
 
 def test_pickle_encoding_carries_python_objects_and_exceptions(project: Path) -> None:

@@ -56,7 +56,7 @@ def host_daemon() -> Iterator[Daemon]:
 
 
 def test_an_image_task_needs_a_working_engine_or_fails_before_launch(host_daemon: Daemon) -> None:
-    client: Flow = host_daemon.client()  # type: ignore[assignment]
+    client: Flow = host_daemon.client()
     if _engine_works():  # a machine with docker or podman running: the task is accepted
         assert client.validate(["true"], image="alpine:3.20", upload_code=False).task_id == ""
         return
@@ -79,7 +79,7 @@ def test_without_any_engine_installed_the_error_says_so(tmp_path: Path) -> None:
         (bare / tool).symlink_to(found)
     d = _daemon_with({"PATH": str(bare)})
     try:
-        client: Flow = d.client()  # type: ignore[assignment]
+        client: Flow = d.client()
         with pytest.raises(ResourceNotAvailableError) as caught:
             client.run(["true"], image="alpine:3.20", upload_code=False)
         assert "neither docker nor podman is installed" in caught.value.message
@@ -118,7 +118,7 @@ def test_the_engine_gets_the_image_gpus_code_env_and_host_network(
     stand_in: tuple[Daemon, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     d, probes = stand_in
-    client: Flow = d.client()  # type: ignore[assignment]
+    client: Flow = d.client()
     monkeypatch.setenv("WANDB_API_KEY", "wk-canary-123")
     task = client.run(
         ["python", "-c", "print('a b')", "$HOME; rm -rf /"],
@@ -156,7 +156,7 @@ def test_the_engine_gets_the_image_gpus_code_env_and_host_network(
 
 def test_exec_goes_into_the_tasks_container(stand_in: tuple[Daemon, Path]) -> None:
     d, probes = stand_in
-    client: Flow = d.client()  # type: ignore[assignment]
+    client: Flow = d.client()
     task = client.run(["sleep", "600"], image="alpine:3.20", env={"HOLD": "1"}, upload_code=False)
     deadline = time.monotonic() + 30
     while task.status is not TaskStatus.RUNNING and time.monotonic() < deadline:

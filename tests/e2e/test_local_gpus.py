@@ -40,8 +40,8 @@ def gpu_daemon() -> Iterator[Daemon]:
 @pytest.fixture(scope="module")
 def gflow(gpu_daemon: Daemon) -> Iterator[Flow]:
     client = gpu_daemon.client()
-    yield client  # type: ignore[misc]
-    client.close()  # type: ignore[attr-defined]
+    yield client
+    client.close()
 
 
 SHOW = ["sh", "-c", 'echo "$CUDA_VISIBLE_DEVICES|$NVIDIA_VISIBLE_DEVICES|$CUDA_DEVICE_ORDER"']
@@ -74,7 +74,7 @@ def test_cpu_tasks_see_no_gpus(gflow: Flow) -> None:
 def test_impossible_requests_fail_fast_listing_the_gpus(gflow: Flow) -> None:
     for kwargs in ({"instance_type": "4xa100"}, {"instance_type": "h100"}, {"min_gpu_memory_gb": 100}):
         with pytest.raises(ResourceNotAvailableError) as caught:
-            gflow.run(["true"], upload_code=False, **kwargs)  # type: ignore[arg-type]
+            gflow.run(["true"], upload_code=False, **kwargs)
         assert "2x a100-80gb (GPUs 0, 1), 1x t4-16gb (GPU 2)" in caught.value.message
 
 
@@ -91,7 +91,7 @@ def test_tasks_queue_fifo_and_start_when_gpus_free(gflow: Flow, tmp_path: Path) 
     assert first.wait(timeout=30).last_status is TaskStatus.COMPLETED
     assert second.wait(timeout=30).last_status is TaskStatus.COMPLETED
     assert first.started_at is not None and second.started_at is not None and hold.wait(timeout=30).completed_at
-    assert hold.completed_at <= first.started_at  # type: ignore[operator]
+    assert hold.completed_at <= first.started_at
 
 
 def test_cancel_releases_gpus_and_a_queued_task_can_be_cancelled(gflow: Flow) -> None:

@@ -51,7 +51,7 @@ def test_a_cut_stream_resumes_from_its_cursor_without_loss_or_duplicates(flow: F
             lines.extend(chunk.lines)
             cursor = chunk.cursor
             if n == 3:  # cut the stream after a few chunks, as a dropped connection would
-                stream.close()  # type: ignore[attr-defined]
+                stream.close()
                 cuts += 1
                 finished = False
                 break
@@ -79,7 +79,7 @@ def test_raw_grpc_resume_with_cursor_mid_stream(shared_daemon: Daemon, flow: Flo
 
 
 def test_sdk_stream_survives_a_daemon_kill(daemon: Daemon) -> None:
-    client: Flow = daemon.client()  # type: ignore[assignment]
+    client: Flow = daemon.client()
     slow = TaskConfig(
         script=(
             "import sys, time\n"

@@ -38,8 +38,8 @@ def node_daemon() -> Iterator[Daemon]:
 @pytest.fixture(scope="module")
 def nflow(node_daemon: Daemon) -> Iterator[Flow]:
     client = node_daemon.client()
-    yield client  # type: ignore[misc]
-    client.close()  # type: ignore[attr-defined]
+    yield client
+    client.close()
 
 
 @pytest.fixture
@@ -167,7 +167,7 @@ def test_cli_logs_node(node_daemon: Daemon, nflow: Flow) -> None:
 
 
 def test_a_daemon_kill_recovers_every_node(restartable: Daemon, tmp_path: Path) -> None:
-    client: Flow = restartable.client()  # type: ignore[assignment]
+    client: Flow = restartable.client()
     # Node 0 ends (0) while flowd is down; node 1 keeps running across the restart.
     script = f"echo start $NODE_RANK; while [ ! -e {tmp_path}/go$NODE_RANK ]; do sleep 0.02; done; echo end $NODE_RANK"
     task = client.run(["sh", "-c", script], instance_type="a100", num_instances=2, upload_code=False)
@@ -187,7 +187,7 @@ def test_a_daemon_kill_recovers_every_node(restartable: Daemon, tmp_path: Path) 
 
 
 def test_a_node_failing_while_flowd_is_down_stops_the_others_after_restart(restartable: Daemon, tmp_path: Path) -> None:
-    client: Flow = restartable.client()  # type: ignore[assignment]
+    client: Flow = restartable.client()
     script = (
         f'echo $$ > {tmp_path}/pid$NODE_RANK; if [ "$NODE_RANK" = 1 ]; then '
         f"while [ ! -e {tmp_path}/go ]; do sleep 0.02; done; exit 5; fi; exec sleep 600"

@@ -1,6 +1,6 @@
 """pytest fixtures for the fake Mithril server. Import the ones a test module uses:
 
-    from fakes.fixtures import fake_mithril, mithril_stack  # noqa: F401
+    from fakes.fixtures import fake_mithril, mithril_stack  # noqa: F401 - pytest finds fixtures by name
 
 `mithril_stack` (session) starts tools/test-stack under a lease (as tests/slurm does; the last
 lease out stops it) and returns its `env` lines as a dict (FLOW_TEST_SSH_PORT, FLOW_TEST_SSH_KEY,

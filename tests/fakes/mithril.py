@@ -1655,7 +1655,7 @@ def _make_handler(fake: FakeMithril) -> type[BaseHTTPRequestHandler]:
         server_version = "fake-mithril"
         disable_nagle_algorithm = True  # headers and body go in separate writes: no 40 ms ACK stalls
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - BaseHTTPRequestHandler names it so
             del format, args
 
         def _body(self) -> bytes:

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from fakes.fixtures import fake_mithril, mithril_stack  # noqa: F401
+from fakes.fixtures import fake_mithril, mithril_stack  # noqa: F401 - pytest finds fixtures by name
 from fakes.mithril import FakeMithril
 
 from conftest import Daemon, _cleanup, short_tmpdir
@@ -35,8 +35,8 @@ StartDaemon = Callable[..., Daemon]
 
 @pytest.fixture
 def start_daemon(
-    fake_mithril: FakeMithril,  # noqa: F811
-    mithril_stack: dict[str, str],  # noqa: F811
+    fake_mithril: FakeMithril,  # noqa: F811 - the imported fixture, by name
+    mithril_stack: dict[str, str],  # noqa: F811 - the imported fixture, by name
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[StartDaemon]:
     """Starts a flowd whose config names the fake (`config=False`: none), with extra environment."""

@@ -203,7 +203,7 @@ def test_flow_with_a_mithril_provider_object(
     assert client(daemon, provider=LocalProvider()).run("echo here").wait(timeout=30).provider == "local"
     daemon.stop()
     daemon.start()  # a restarted flowd knows the provider again
-    assert "mithril" in {p["name"] for p in client(daemon).daemon_info()["providers"]}
+    assert "mithril" in {p.name for p in client(daemon).daemon_info().providers}
 
 
 def test_flow_picks_mithril_when_the_environment_has_a_key(
@@ -217,7 +217,7 @@ def test_flow_picks_mithril_when_the_environment_has_a_key(
         "MITHRIL_SSH_USER": mithril_stack["FLOW_TEST_MITHRIL_SSH_USER"],
     }
     daemon = start_daemon(config=False, env=env)
-    assert client(daemon).daemon_info()["default_provider"] == "mithril"
+    assert client(daemon).daemon_info().default_provider == "mithril"
     task = client(daemon).run("echo env", **A100)
     assert task.wait(timeout=60).provider == "mithril"
     assert client(daemon, provider="local").run("echo l").wait(timeout=30).provider == "local"

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import paramiko
 import pytest
-from fakes.fixtures import fake_mithril, mithril_stack  # noqa: F401
+from fakes.fixtures import fake_mithril, mithril_stack  # noqa: F401 - pytest finds fixtures by name
 from fakes.mithril import FakeMithril, dollars, parse_dollars
 from fakes.openapi import validate, validator_at
 from hypothesis import HealthCheck, given, settings
@@ -97,12 +97,12 @@ def pid_alive(pid: int) -> bool:
 
 
 @pytest.fixture
-def stack(mithril_stack: dict[str, str]) -> dict[str, str]:  # noqa: F811
+def stack(mithril_stack: dict[str, str]) -> dict[str, str]:  # noqa: F811 - the imported fixture, by name
     return mithril_stack
 
 
 @pytest.fixture
-def fake(fake_mithril: FakeMithril) -> FakeMithril:  # noqa: F811
+def fake(fake_mithril: FakeMithril) -> FakeMithril:  # noqa: F811 - the imported fixture, by name
     return fake_mithril
 
 
@@ -375,7 +375,7 @@ def test_a_delayed_create_times_out_the_client_but_still_creates_the_bid(
 # --- lifecycle ---------------------------------------------------------------------------------
 
 
-def test_lifecycle_with_a_provisioning_delay_and_capacity(mithril_stack: dict[str, str]) -> None:  # noqa: F811
+def test_lifecycle_with_a_provisioning_delay_and_capacity(mithril_stack: dict[str, str]) -> None:  # noqa: F811 - the imported fixture, by name
     stack = mithril_stack
     with FakeMithril(ssh_port=int(stack["FLOW_TEST_SSH_PORT"]), provisioning_delay_s=1.0) as fake, client(fake) as http:
         key = ssh_key(http, fake, stack)

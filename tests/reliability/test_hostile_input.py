@@ -87,7 +87,7 @@ class Target:
         try:
             result, code, details = call(), grpc.StatusCode.OK, ""
         except grpc.RpcError as exc:
-            result, code, details = None, exc.code(), exc.details() or ""  # type: ignore[attr-defined]
+            result, code, details = None, exc.code(), exc.details() or ""
         if code not in also:
             problem = clean_failure(code, details)
             assert problem is None, problem
@@ -276,7 +276,7 @@ def test_create_task(
     try:
         created = target.tasks.CreateTask(request, timeout=60)
     except grpc.RpcError as exc:
-        problem = clean_failure(exc.code(), exc.details() or "")  # type: ignore[attr-defined]
+        problem = clean_failure(exc.code(), exc.details() or "")
         assert problem is None, problem
     else:
         if not validate_only:  # accepted: a new task, and nothing else
@@ -297,7 +297,7 @@ def test_get_cancel_and_result_by_name(target: Target, data: st.DataObject) -> N
     target.check(lambda: target.tasks.CancelTask(task_service_pb2.CancelTaskRequest(name=name), timeout=30))
     for which in (name, target.running):
         request = task_service_pb2.GetTaskResultRequest(name=which)
-        target.check(lambda request=request: target.tasks.GetTaskResult(request, timeout=30))  # type: ignore[misc]
+        target.check(lambda request=request: target.tasks.GetTaskResult(request, timeout=30))
 
 
 @FUZZ
@@ -465,7 +465,7 @@ def test_daemon_service_and_health(target: Target, junk: bytes, service: str) ->
     target.check(lambda: target.daemon_service.ListProviders(daemon_service_pb2.ListProvidersRequest(), timeout=30))
     for method in ("GetDaemonInfo", "ListProviders"):  # unknown fields and garbage appended
         call = raw_unary(target.channel, f"/flowapi.v1.DaemonService/{method}")
-        target.check(lambda call=call: call(junk, timeout=30))  # type: ignore[misc]
+        target.check(lambda call=call: call(junk, timeout=30))
     request = health_pb2.HealthCheckRequest(service=service)
     target.check(lambda: target.health.Check(request, timeout=30))
 
@@ -543,10 +543,10 @@ def test_raw_bytes_on_the_streaming_methods(target: Target) -> None:
     for _ in range(30):
         junk = rng.randbytes(rng.randint(0, 64))
         bad = length_delimited(1, rng.choice(BAD_UTF8))
-        target.check(lambda junk=junk: list(stream(junk, timeout=30)))  # type: ignore[misc]
-        target.check(lambda bad=bad: list(stream(bad, timeout=30)))  # type: ignore[misc]
-        target.check(lambda junk=junk, bad=bad: upload(iter([junk, bad]), timeout=30))  # type: ignore[misc]
-        target.check(lambda junk=junk, bad=bad: list(exec_(iter([junk, bad]), timeout=30)))  # type: ignore[misc]
+        target.check(lambda junk=junk: list(stream(junk, timeout=30)))
+        target.check(lambda bad=bad: list(stream(bad, timeout=30)))
+        target.check(lambda junk=junk, bad=bad: upload(iter([junk, bad]), timeout=30))
+        target.check(lambda junk=junk, bad=bad: list(exec_(iter([junk, bad]), timeout=30)))
 
 
 @pytest.mark.parametrize("depth", [10, 49, 50, 200, 10_000])
@@ -689,8 +689,8 @@ def test_traversal_in_names_and_mount_paths_is_refused(target: Target, spec: tas
     try:
         target.tasks.CreateTask(task_service_pb2.CreateTaskRequest(spec=spec), timeout=30)
     except grpc.RpcError as exc:
-        status = rpc_status.from_call(exc)  # type: ignore[arg-type]
-        assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+        status = rpc_status.from_call(exc)
+        assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert status is not None
         bad = error_details_pb2.BadRequest()
         next(d for d in status.details if d.Is(bad.DESCRIPTOR)).Unpack(bad)
@@ -700,7 +700,7 @@ def test_traversal_in_names_and_mount_paths_is_refused(target: Target, spec: tas
     for name in ("tasks/../../etc", "tasks/..", "tasks/t-0/../../x"):
         code, _ = target.check(
             lambda name=name: target.tasks.GetTask(task_service_pb2.GetTaskRequest(name=name), timeout=30)
-        )  # type: ignore[misc]
+        )
         assert code == grpc.StatusCode.INVALID_ARGUMENT
 
 
@@ -711,7 +711,7 @@ def status_of(call: Callable[[], Any]) -> tuple[grpc.StatusCode, str, Any]:
     try:
         call()
     except grpc.RpcError as exc:
-        return exc.code(), exc.details() or "", rpc_status.from_call(exc)  # type: ignore[attr-defined, arg-type]
+        return exc.code(), exc.details() or "", rpc_status.from_call(exc)
     return grpc.StatusCode.OK, "", None
 
 
@@ -740,7 +740,7 @@ def test_errors_about_huge_values_reach_the_client_whole(target: Target) -> None
     ]
     for request, expected in cases:
         for _ in range(5):  # gRPC refuses metadata between its soft and hard limits only sometimes
-            code, details, status = status_of(lambda request=request: target.tasks.CreateTask(request, timeout=30))  # type: ignore[misc]
+            code, details, status = status_of(lambda request=request: target.tasks.CreateTask(request, timeout=30))
             assert code == expected, details
             assert status is not None and status.details, "the status lost its details"
             info = error_details_pb2.ErrorInfo()
@@ -756,7 +756,7 @@ def test_nan_and_infinity_in_function_arguments_are_named_not_crashed_on(target:
         spec.function_call.args.values.add().number_value = number
         spec.function_call.kwargs.fields["x"].list_value.values.add().number_value = number
         request = task_service_pb2.CreateTaskRequest(spec=spec, validate_only=True)
-        code, details, _ = status_of(lambda request=request: target.tasks.CreateTask(request, timeout=30))  # type: ignore[misc]
+        code, details, _ = status_of(lambda request=request: target.tasks.CreateTask(request, timeout=30))
         assert code == grpc.StatusCode.INVALID_ARGUMENT, details
         assert "NaN or infinity" in details
 
@@ -827,7 +827,7 @@ def test_flowd_still_stops_after_unreadable_messages_on_client_streams(daemon: D
         ) * 10:  # the second answer races with the first: several tries make it certain
             with pytest.raises(grpc.RpcError) as caught:
                 call()
-            assert clean_failure(caught.value.code(), caught.value.details()) is None  # type: ignore[attr-defined]
+            assert clean_failure(caught.value.code(), caught.value.details()) is None
         assert healthy(daemon)
     pid = daemon.pid
     assert pid is not None

@@ -159,8 +159,8 @@ def test_nul_bytes_and_unsafe_names_are_refused_by_field(runner: Runner, spec: t
 
     with pytest.raises(grpc.RpcError) as caught:
         runner.tasks.CreateTask(task_service_pb2.CreateTaskRequest(spec=spec), timeout=60)
-    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
-    status = rpc_status.from_call(caught.value)  # type: ignore[arg-type]
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    status = rpc_status.from_call(caught.value)
     assert status is not None
     bad = error_details_pb2.BadRequest()
     next(d for d in status.details if d.Is(bad.DESCRIPTOR)).Unpack(bad)

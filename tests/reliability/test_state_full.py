@@ -81,9 +81,9 @@ class Client:
 
 def refused(call: object) -> tuple[grpc.StatusCode, str]:
     with pytest.raises(grpc.RpcError) as caught:
-        call()  # type: ignore[operator]
+        call()
     error = caught.value
-    code, details = error.code(), error.details() or ""  # type: ignore[attr-defined]
+    code, details = error.code(), error.details() or ""
     assert clean_failure(code, details) is None, details
     assert code != grpc.StatusCode.INTERNAL, details
     return code, details
@@ -154,7 +154,7 @@ def test_a_full_disk_refuses_writes_clearly_and_keeps_what_was_saved(small_home:
     try:
         small = client.run(["echo", "small"], wait=False)
     except grpc.RpcError as exc:
-        assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "is full" in (exc.details() or "")  # type: ignore[attr-defined]
+        assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "is full" in (exc.details() or "")
     else:
         final = client.wait(small.name)
         assert final.state in (task_pb2.TASK_STATE_COMPLETED, task_pb2.TASK_STATE_FAILED)
@@ -246,8 +246,8 @@ def test_the_refusal_names_the_state_directory(small_home: Daemon) -> None:
     flow = small_home.client()
     fill(small_home.home.root / "filler")
     with pytest.raises(QuotaExceededError) as caught:
-        flow.run(TaskConfig(script="print('big')\n# " + "x" * 900_000, upload_code=False))  # type: ignore[attr-defined]
+        flow.run(TaskConfig(script="print('big')\n# " + "x" * 900_000, upload_code=False))
     message = str(caught.value)
     assert "is full" in message and str(small_home.home.root) in message
     assert "free space" in message.lower()
-    flow.close()  # type: ignore[attr-defined]
+    flow.close()

@@ -1,27 +1,31 @@
 """The real Slurm and sshd the slurm provider's tests run against, and flowds configured for them.
 
-`tools/test-stack start` installs (apt, first time only) and starts a single-node Slurm with fake
-GPUs and a private sshd on 127.0.0.1, idempotently, in /tmp/flow-test-stack. The session fixture
-starts it, under a lease, for any pytest run that selects these tests (so `pytest tests/slurm`
-works alone, and `make test` needs nothing more), and releases the lease at the end: the last
-lease stops the stack, unless someone started it by hand. Test sessions and benchmarks running at
-once share it; each module cancels only the jobs of its own work directories.
+`tools/test-stack start` installs (apt, first time only) and starts a Slurm cluster with fake GPUs
+(localhost, the default partition's node, and node1..node4, each in namespaces of its own: see the
+script) and a private sshd on 127.0.0.1, idempotently, in /tmp/flow-test-stack. The session
+fixture starts it, under a lease, for any pytest run that selects these tests (so `pytest
+tests/slurm` works alone, and `make test` needs nothing more), and releases the lease at the end:
+the last lease stops the stack, unless someone started it by hand. Test sessions and benchmarks
+running at once share it; each module cancels only the jobs of its own work directories.
+`multinode` gives the namespaced nodes and their partitions, for tests that drive Slurm directly
+and for providers configured on a partition of several nodes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import shutil
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
 from attrs import frozen
 
-from conftest import REPO, Daemon, _cleanup, short_tmpdir
+from conftest import REPO, Daemon, _cleanup, short_tmpdir, wait_until
 
 STACK_SCRIPT = REPO / "tools" / "test-stack"
 MODES = ("slurm-local", "slurm-ssh")
@@ -51,6 +55,66 @@ class Stack:
     def slurm(self, *argv: str, check: bool = False) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             list(argv), capture_output=True, text=True, timeout=30, check=check, env={**os.environ, **self.env}
+        )
+
+    def sbatch(self, script: str, *options: str) -> str:
+        """Submits `script` (its text) as sbatch does from this machine, the login node; the job id."""
+        done = subprocess.run(
+            ["sbatch", "--parsable", *options],
+            input=script,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={**os.environ, **self.env},
+            cwd=self.shared,
+        )
+        assert done.returncode == 0, f"sbatch {shlex.join(options)} failed: {done.stderr}"
+        return done.stdout.strip().split(";")[0]
+
+    def job(self, job_id: str) -> dict[str, str]:
+        """`scontrol show job -o`, as a mapping (JobState, Reason, NodeList, ExitCode, ...); empty
+        once the job has left the controller."""
+        done = self.slurm("scontrol", "show", "job", "-o", job_id)
+        fields: dict[str, str] = {}
+        for item in done.stdout.split():
+            key, eq, value = item.partition("=")
+            if eq and key not in fields:
+                fields[key] = value
+        return fields
+
+    def wait_job(self, job_id: str, states: Iterable[str], timeout: float = 120) -> dict[str, str]:
+        """Waits until the job is in one of `states`; its fields then."""
+        wanted = set(states)
+        seen: dict[str, str] = {}
+
+        def reached() -> bool:
+            seen.update(self.job(job_id))
+            return seen.get("JobState") in wanted
+
+        try:
+            wait_until(reached, timeout, interval=0.2)
+        except AssertionError:
+            raise AssertionError(f"job {job_id} did not reach {sorted(wanted)} in {timeout} s: {seen}") from None
+        return dict(seen)
+
+    def hostnames(self, nodelist: str) -> list[str]:
+        return self.slurm("scontrol", "show", "hostnames", nodelist, check=True).stdout.split()
+
+    def node_state(self, node: str) -> str:
+        return self.slurm("sinfo", "-h", "-N", "-n", node, "-o", "%t").stdout.split("\n")[0].strip()
+
+    def kill_node(self, node: str) -> None:
+        """Crashes `node`: every process of its namespaces dies at once (tools/test-stack kill-node)."""
+        self._script("kill-node", node)
+
+    def start_node(self, node: str) -> None:
+        """Starts a killed node's slurmd again and waits until Slurm can use the node."""
+        self._script("start-node", node)
+        wait_until(lambda: self.node_state(node) in ("idle", "mix", "alloc"), 60, interval=0.2)
+
+    def _script(self, *argv: str) -> None:
+        subprocess.run(
+            [str(STACK_SCRIPT), *argv], check=True, timeout=120, env={**os.environ, **self.env}, capture_output=True
         )
 
     def cancel_under(self, *roots: Path) -> None:
@@ -108,6 +172,43 @@ def slurm_stack() -> Iterator[Stack]:
         yield Stack(env=_stack_env())
     finally:
         subprocess.run([str(STACK_SCRIPT), "release", lease], check=False, timeout=120)
+
+
+@frozen
+class MultiNode:
+    """The stack's namespaced nodes (each its own host: hostname, address, /etc/hosts) and their
+    partitions: `multi` for multi-node jobs, `spot` (preemptible, where nodes get killed) and
+    `urgent` (preempts spot) on the other two, `all` on every one (tools/test-stack)."""
+
+    stack: Stack
+    nodes: tuple[str, ...]
+    multi: str = "multi"
+    spot: str = "spot"
+    urgent: str = "urgent"
+    all: str = "all"
+
+    def partition_nodes(self, partition: str) -> list[str]:
+        listed = self.stack.slurm("sinfo", "-h", "-p", partition, "-o", "%N").stdout.strip()
+        return self.stack.hostnames(listed) if listed else []
+
+    def provider_yaml(self, name: str, partition: str, mode: str = "local", poll_interval: float = 0.2) -> str:
+        """A slurm provider (for `extra=` of slurm_daemon_for) whose tasks run on `partition`."""
+        return (
+            f"  {name}:\n    kind: slurm\n    mode: {mode}\n    slurm_conf: {self.stack.slurm_conf}\n"
+            f"    partition: {partition}\n    gpu_type: a100\n    poll_interval: {poll_interval}\n"
+        )
+
+
+@pytest.fixture(scope="session")
+def multinode(slurm_stack: Stack) -> MultiNode:
+    nodes = tuple(filter(None, slurm_stack.env.get("FLOW_TEST_SLURM_NODES", "").split(",")))
+    cluster = MultiNode(stack=slurm_stack, nodes=nodes)
+    if not nodes or cluster.partition_nodes(cluster.multi) != list(nodes[:2]):
+        pytest.fail(
+            "the running test Slurm has no namespaced nodes: it was started by an older tools/test-stack "
+            "and other sessions hold it; once they end it restarts with them (or: tools/test-stack stop)"
+        )
+    return cluster
 
 
 def slurm_daemon_for(stack: Stack, extra: str = "") -> tuple[Daemon, Path]:

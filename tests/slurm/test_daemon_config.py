@@ -201,8 +201,8 @@ def test_a_good_config_lists_its_providers_and_default(tmp_path: Path) -> None:
     daemon = Daemon(home)
     daemon.start()
     try:
-        info = daemon.client().daemon_info()  # type: ignore[attr-defined]
-        kinds = {p["name"]: (p["kind"], p["default"]) for p in info["providers"]}
+        info = daemon.client().daemon_info()
+        kinds = {p.name: (p.kind, p.default) for p in info.providers}
         assert kinds == {"cluster": ("slurm", True), "local": ("local", False)}
     finally:
         daemon.stop()

@@ -40,7 +40,7 @@ def test_untyped_gpus_need_a_model_outside_slurm(daemon: Daemon, tmp_path: Path)
 def test_the_sdk_entry_point_returns_one_task_per_array_element(daemon: Daemon, tmp_path: Path) -> None:
     script = tmp_path / "sweep.sbatch"
     script.write_text("#!/bin/sh\n#SBATCH --array=1-3%1 --job-name=sweep\necho element $SLURM_ARRAY_TASK_ID\n")
-    flow: Flow = daemon.client()  # type: ignore[assignment]
+    flow: Flow = daemon.client()
     with pytest.warns(SbatchWarning, match="the %1 limit is not applied"):
         tasks = submit_sbatch(flow, script, code_root=tmp_path)
     assert [t.name for t in tasks] == ["sweep-1", "sweep-2", "sweep-3"]
@@ -50,7 +50,7 @@ def test_the_sdk_entry_point_returns_one_task_per_array_element(daemon: Daemon, 
 
 
 def test_a_missing_or_broken_script_is_a_validation_error(daemon: Daemon, tmp_path: Path) -> None:
-    flow: Flow = daemon.client()  # type: ignore[assignment]
+    flow: Flow = daemon.client()
     with pytest.raises(ValidationError, match="No sbatch script at"):
         submit_sbatch(flow, tmp_path / "nope.sbatch")
     bad = tmp_path / "bad.sbatch"

@@ -34,7 +34,7 @@ def test_time_limit_restart_and_jobs_that_left_the_queue(slurm_stack: Stack) -> 
     release = slurm_stack.shared / f"release-{uuid.uuid4().hex[:8]}"
     daemon.start()
     try:
-        clients: dict[str, Flow] = {m: daemon.client(provider=m) for m in MODES}  # type: ignore[misc]
+        clients: dict[str, Flow] = {m: daemon.client(provider=m) for m in MODES}
         timed = {
             m: c.run("echo start; sleep 600", max_run_time_hours=1 / 60, upload_code=False) for m, c in clients.items()
         }

@@ -47,7 +47,7 @@ def vshared() -> Iterator[Daemon]:
 def vflow(vdaemon: Daemon) -> Iterator[Any]:
     client = vdaemon.client()
     yield client
-    client.close()  # type: ignore[attr-defined]
+    client.close()
 
 
 @pytest.fixture(scope="module")

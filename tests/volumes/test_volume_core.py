@@ -86,26 +86,26 @@ def test_resolution_creates_each_name_once_and_then_reuses_it(wanted: list[tuple
         if name not in seen:
             seen.add(name)
             specs.append(VolumeSpec(name=name, size_gb=5, mount_path=path))
-    first = resolve_volumes(specs, (), fresh_ids(), 1.0).unwrap()  # type: ignore[arg-type]
+    first = resolve_volumes(specs, (), fresh_ids(), 1.0).unwrap()
     assert [m.created for m in first] == [True] * len(specs)
     assert len({m.volume.volume_id for m in first}) == len(specs)
     assert [m.mount_path for m in first] == [s.mount_path or f"/volumes/{s.name}" for s in specs]
-    again = resolve_volumes(specs, [m.volume for m in first], fresh_ids(), 2.0).unwrap()  # type: ignore[arg-type]
+    again = resolve_volumes(specs, [m.volume for m in first], fresh_ids(), 2.0).unwrap()
     assert [(m.volume, m.created) for m in again] == [(m.volume, False) for m in first]
 
 
 def test_resolution_names_every_problem_and_missing_ids() -> None:
     existing = [Volume("vol-1", "data", 10, "block")]
-    mismatch = resolve_volumes([VolumeSpec(name="data", size_gb=20, interface="file")], existing, fresh_ids(), 0.0)  # type: ignore[arg-type]
+    mismatch = resolve_volumes([VolumeSpec(name="data", size_gb=20, interface="file")], existing, fresh_ids(), 0.0)
     assert [v.field for v in mismatch.failure().violations] == ["volumes[0].size_gb", "volumes[0].interface"]
     twice = resolve_volumes(
         [VolumeSpec(name="data", size_gb=10), VolumeSpec(volume_id="vol-1", mount_path="/x")],
         existing,
-        fresh_ids(),  # type: ignore[arg-type]
+        fresh_ids(),
         0.0,
     )
     assert "same volume" in twice.failure().message
-    missing = resolve_volumes([VolumeSpec(volume_id="vol-nope", mount_path="/x")], existing, fresh_ids(), 0.0)  # type: ignore[arg-type]
+    missing = resolve_volumes([VolumeSpec(volume_id="vol-nope", mount_path="/x")], existing, fresh_ids(), 0.0)
     assert missing.failure().reason is ErrorReason.RESOURCE_NOT_FOUND
     assert "vol-nope" in missing.failure().message
 

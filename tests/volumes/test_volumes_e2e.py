@@ -212,34 +212,32 @@ def test_invalid_names_sizes_and_paths_are_refused_before_anything_is_created(
 def test_the_daemon_validates_volume_requests_from_any_client(vdaemon: Daemon) -> None:
     """Other-language clients skip the SDK's checks: flowd refuses on its own."""
     from flow.connection import DaemonConnection
+    from flow.wire.calls import Call
+    from flow.wire.volume_codec import CREATE_VOLUME, LIST_VOLUMES
     from flowapi.v1 import volume_pb2
+
+    def create(request: volume_pb2.CreateVolumeRequest) -> Call[volume_pb2.CreateVolumeResponse]:
+        return Call(CREATE_VOLUME, request.SerializeToString(), volume_pb2.CreateVolumeResponse.FromString)
 
     conn = DaemonConnection(vdaemon.home)
     for request in (
         volume_pb2.CreateVolumeRequest(name="", size_gb=1),
         volume_pb2.CreateVolumeRequest(name="a b", size_gb=1),
         volume_pb2.CreateVolumeRequest(name="ok", size_gb=-5),
-        volume_pb2.CreateVolumeRequest(name="ok", size_gb=1, interface=7),  # type: ignore[arg-type]
+        volume_pb2.CreateVolumeRequest(name="ok", size_gb=1, interface=7),
         volume_pb2.CreateVolumeRequest(name="ok", size_gb=1, request_id="x" * 500),
     ):
         with pytest.raises(ValidationError):
-            conn.call(lambda c, r=request: c.volumes.CreateVolume(r, timeout=30))
+            conn.unary(create(request), timeout=30)
     with pytest.raises(ValidationError):
-        conn.call(lambda c: c.volumes.ListVolumes(volume_pb2.ListVolumesRequest(page_token="nope"), timeout=30))
+        listing = volume_pb2.ListVolumesRequest(page_token="nope").SerializeToString()
+        conn.unary(Call(LIST_VOLUMES, listing, volume_pb2.ListVolumesResponse.FromString), timeout=30)
     # request_id makes a retried create idempotent; a taken name is refused.
-    first = conn.call(
-        lambda c: c.volumes.CreateVolume(
-            volume_pb2.CreateVolumeRequest(name="v", size_gb=1, request_id="r1"), timeout=60
-        )
-    )
-    again = conn.call(
-        lambda c: c.volumes.CreateVolume(
-            volume_pb2.CreateVolumeRequest(name="v", size_gb=1, request_id="r1"), timeout=60
-        )
-    )
+    first = conn.unary(create(volume_pb2.CreateVolumeRequest(name="v", size_gb=1, request_id="r1")), timeout=60)
+    again = conn.unary(create(volume_pb2.CreateVolumeRequest(name="v", size_gb=1, request_id="r1")), timeout=60)
     assert first.volume.volume_id == again.volume.volume_id
     with pytest.raises(ValidationError, match="exists already"):
-        conn.call(lambda c: c.volumes.CreateVolume(volume_pb2.CreateVolumeRequest(name="v", size_gb=1), timeout=60))
+        conn.unary(create(volume_pb2.CreateVolumeRequest(name="v", size_gb=1)), timeout=60)
     conn.close()
 
 

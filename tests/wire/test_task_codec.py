@@ -14,12 +14,13 @@ from flow.domain.task.config import MountSpec, TaskConfig, VolumeSpec, validate_
 from flow.domain.task.lifecycle import TaskRecord, TaskState
 from flow.wire.task_codec import (
     task_config_from_proto,
+    task_config_from_spec,
     task_config_to_proto,
     task_record_to_proto,
-    task_state_from_proto,
-    task_state_to_proto,
-    timestamp_to_seconds,
 )
+from flow.wire.task_snapshot_codec import task_snapshot_from_proto
+from flow.wire.task_state_codec import task_state_from_proto, task_state_to_proto
+from flow.wire.timestamps import seconds_from_proto
 from flowapi.v1 import task_pb2
 
 HALF_MICRO = 0.5e-6
@@ -150,8 +151,8 @@ times = st.floats(min_value=0, max_value=4_102_444_800, allow_nan=False)  # up t
 
 
 def _assert_time(stamp: object, seconds: float) -> None:
-    assert 0 <= stamp.nanos < 1_000_000_000  # type: ignore[attr-defined]
-    assert abs(timestamp_to_seconds(stamp) - seconds) < 1e-6  # type: ignore[arg-type]
+    assert 0 <= stamp.nanos < 1_000_000_000
+    assert abs(seconds_from_proto(stamp) - seconds) < 1e-6
 
 
 @settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow])
@@ -203,6 +204,20 @@ def test_record_to_proto_keeps_every_field(
         if value is not None:
             _assert_time(getattr(msg, field), value)
     assert msg.spec == task_config_to_proto(cfg)
+    # What the SDK reads back from the same message (flow.Task shows a TaskSnapshot).
+    seen = task_snapshot_from_proto(msg)
+    assert (seen.task_id, seen.name, seen.state, seen.exit_code, seen.state_reason) == (
+        rec.task_id,
+        cfg.name or rec.task_id,
+        state,
+        exit_code,
+        reason,
+    )
+    assert (seen.provider, seen.instance_type, seen.cost_per_hour_micros) == ("local", "a100-80gb.sxm.4x", cost)
+    for got, sent in ((seen.created_at, created), (seen.started_at, started), (seen.ended_at, ended)):
+        assert (got is None) == (sent is None)
+        assert got is None or sent is None or abs(got - sent) < 1e-6
+    assert_same_on_the_wire(task_config_from_spec(seen.spec), cfg)
 
 
 @pytest.mark.parametrize(

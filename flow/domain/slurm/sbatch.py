@@ -4,7 +4,9 @@ any provider, and writing the job script the slurm provider submits for a TaskCo
 Reading follows sbatch itself (src/sbatch/opt.c): directives are lines that begin with `#SBATCH`
 at column 0; they end at the first line holding a command (blank lines and other comments do not
 end them); each line may hold several options, `--opt=value`, `--opt value`, `-N2` or `-N 2`;
-quotes group, a backslash escapes, and an unquoted `#` starts a comment.
+quotes group, a backslash escapes, and an unquoted `#` starts a comment. Options are found as
+getopt_long finds them (sbatch_options): aliases, and unambiguous prefixes of long names. Nodes,
+tasks and GPUs per node come out as Slurm lays them out (layout).
 
 Writing quotes every user value for bash (`shlex.quote`), never builds a heredoc, and writes the
 program's exit status to a marker file (the durable record for clusters without sacct).
@@ -23,9 +25,16 @@ from typing import Final
 from attrs import evolve, field, frozen
 from returns.result import Failure, Result, Success
 
-from flow.domain.errors import DomainError, FieldViolation, validation_error, violation
-from flow.domain.instances.instance_types import MAX_GPUS_PER_INSTANCE, parse_instance_type, short_name
-from flow.domain.slurm.states import model_of_gres_type, parse_gres
+from flow.domain.errors import DomainError, ErrorReason, FieldViolation, validation_error, violation
+from flow.domain.instances.instance_types import (
+    InstanceType,
+    parse_instance_type,
+    short_name,
+)
+from flow.domain.slurm.gpu_requests import GpuAsk, GpuSpecProblem, parse_gpu_count, parse_gres_request
+from flow.domain.slurm.layout import ONE_NODE, Layout, TaskCounts, job_layout
+from flow.domain.slurm.sbatch_options import LONG_NAMES, NONE, REQUIRED, SHORT, argument_of, resolve_long
+from flow.domain.slurm.states import model_of_gres_type
 from flow.domain.task.config import ENV_NAME_PATTERN, MAX_NUM_INSTANCES, NAME_PATTERN, TaskConfig, program_of
 
 MAGIC: Final = "#SBATCH"
@@ -47,114 +56,9 @@ INVOCATION_FILE: Final = "invocation.json"
 RESULT_FILE: Final = "result.json"
 SECRETS_FILE: Final = "secrets.env"
 
-# --- the options sbatch knows ----------------------------------------------------------------
-# long name -> (short letter, argument: "required" | "optional" | "none")
+# --- what Flow does with each option ---------------------------------------------------------
 
-_ARG = "required"
-_OPT = "optional"
-_NONE = "none"
-OPTIONS: Final[Mapping[str, tuple[str | None, str]]] = {
-    "account": ("A", _ARG),
-    "acctg-freq": (None, _ARG),
-    "array": ("a", _ARG),
-    "batch": (None, _ARG),
-    "bb": (None, _ARG),
-    "bbf": (None, _ARG),
-    "begin": ("b", _ARG),
-    "chdir": ("D", _ARG),
-    "cluster-constraint": (None, _ARG),
-    "clusters": ("M", _ARG),
-    "comment": (None, _ARG),
-    "constraint": ("C", _ARG),
-    "container": (None, _ARG),
-    "contiguous": (None, _NONE),
-    "core-spec": ("S", _ARG),
-    "cores-per-socket": (None, _ARG),
-    "cpu-freq": (None, _ARG),
-    "cpus-per-gpu": (None, _ARG),
-    "cpus-per-task": ("c", _ARG),
-    "deadline": (None, _ARG),
-    "delay-boot": (None, _ARG),
-    "dependency": ("d", _ARG),
-    "distribution": ("m", _ARG),
-    "error": ("e", _ARG),
-    "exclude": ("x", _ARG),
-    "exclusive": (None, _OPT),
-    "export": (None, _ARG),
-    "export-file": (None, _ARG),
-    "extra-node-info": ("B", _ARG),
-    "get-user-env": (None, _OPT),
-    "gid": (None, _ARG),
-    "gpu-bind": (None, _ARG),
-    "gpu-freq": (None, _ARG),
-    "gpus": ("G", _ARG),
-    "gpus-per-node": (None, _ARG),
-    "gpus-per-socket": (None, _ARG),
-    "gpus-per-task": (None, _ARG),
-    "gres": (None, _ARG),
-    "gres-flags": (None, _ARG),
-    "hint": (None, _ARG),
-    "hold": ("H", _NONE),
-    "ignore-pbs": (None, _NONE),
-    "input": ("i", _ARG),
-    "job-name": ("J", _ARG),
-    "kill-on-invalid-dep": (None, _ARG),
-    "licenses": ("L", _ARG),
-    "mail-type": (None, _ARG),
-    "mail-user": (None, _ARG),
-    "mcs-label": (None, _ARG),
-    "mem": (None, _ARG),
-    "mem-bind": (None, _ARG),
-    "mem-per-cpu": (None, _ARG),
-    "mem-per-gpu": (None, _ARG),
-    "mincpus": (None, _ARG),
-    "network": (None, _ARG),
-    "nice": (None, _OPT),
-    "no-kill": ("k", _OPT),
-    "no-requeue": (None, _NONE),
-    "nodefile": ("F", _ARG),
-    "nodelist": ("w", _ARG),
-    "nodes": ("N", _ARG),
-    "ntasks": ("n", _ARG),
-    "ntasks-per-core": (None, _ARG),
-    "ntasks-per-gpu": (None, _ARG),
-    "ntasks-per-node": (None, _ARG),
-    "ntasks-per-socket": (None, _ARG),
-    "open-mode": (None, _ARG),
-    "output": ("o", _ARG),
-    "overcommit": ("O", _NONE),
-    "oversubscribe": ("s", _NONE),
-    "parsable": (None, _NONE),
-    "partition": ("p", _ARG),
-    "power": (None, _ARG),
-    "priority": (None, _ARG),
-    "profile": (None, _ARG),
-    "propagate": (None, _OPT),
-    "qos": ("q", _ARG),
-    "quiet": ("Q", _NONE),
-    "reboot": (None, _NONE),
-    "requeue": (None, _NONE),
-    "reservation": (None, _ARG),
-    "signal": (None, _ARG),
-    "sockets-per-node": (None, _ARG),
-    "spread-job": (None, _NONE),
-    "switches": (None, _ARG),
-    "test-only": (None, _NONE),
-    "thread-spec": (None, _ARG),
-    "threads-per-core": (None, _ARG),
-    "time": ("t", _ARG),
-    "time-min": (None, _ARG),
-    "tmp": (None, _ARG),
-    "uid": (None, _ARG),
-    "use-min-nodes": (None, _NONE),
-    "verbose": ("v", _NONE),
-    "wait": ("W", _NONE),
-    "wait-all-nodes": (None, _ARG),
-    "wckey": (None, _ARG),
-    "wrap": (None, _ARG),
-}
-_SHORT: Final = {short: name for name, (short, _) in OPTIONS.items() if short}
-# Read into TaskConfig fields (or, for the task counts, used to work out GPUs per node).
+# Read into TaskConfig fields (or, for the task counts, used to work out nodes and GPUs per node).
 MAPPED: Final = frozenset(
     {
         "job-name",
@@ -183,21 +87,33 @@ REFUSED: Final[Mapping[str, str]] = {
     "batch": "--batch selects node features for a federation; not supported",
     "uid": "--uid submits as another user; run Flow as that user",
     "gid": "--gid submits as another group; run Flow as that user",
+    "help": "--help makes sbatch print its help and submit nothing; remove it",
+    "usage": "--usage makes sbatch print its usage and submit nothing; remove it",
+    "version": "--version makes sbatch print its version and submit nothing; remove it",
 }
 # Directives the task counts only matter to Slurm: they are native-only, but also parsed.
 _TASK_COUNTS: Final = ("ntasks", "ntasks-per-node", "cpus-per-task")
 _GPU_OPTIONS: Final = ("gres", "gpus", "gpus-per-node", "gpus-per-task")
 _MEMORY_OPTIONS: Final = ("mem", "mem-per-cpu", "mem-per-gpu")
+# Directives that decide how many nodes Slurm allocates: with any of them in the script, the
+# slurm provider adds no --nodes of its own (Slurm derives the count as the script means it).
+LAYOUT_OPTIONS: Final = frozenset(
+    {"nodes", "ntasks", "ntasks-per-node", "gpus", "gpus-per-task", "ntasks-per-gpu", "cpus-per-task", "nodelist"}
+)
 
 
 @frozen
 class Directive:
-    """One option of an #SBATCH line: its long name, its value (None for flags), the line."""
+    """One option of an #SBATCH line: its long name (the table's, for an alias or a prefix), its
+    value (None for flags), the line, and how it was written. `tokens` are the indices of the
+    line's arguments it took; `bundle_at`, where its letter starts in a bundle such as -Ha."""
 
     option: str
     value: str | None
     line: int
-    spelled: str  # as written: "-t", "--time"
+    spelled: str  # as written: "-t", "--time", "--tim", "--tasks-per-node"
+    tokens: tuple[int, int] = (0, 0)
+    bundle_at: int = 0
 
     @property
     def label(self) -> str:
@@ -263,6 +179,25 @@ def _tokens(text: str) -> tuple[list[str], str | None]:
             found.append("".join(current))
 
 
+def _long_option(token: str, line: int, out: list[FieldViolation]) -> tuple[str, str, str, bool] | None:
+    """`--name[=value]` as getopt_long reads it: (option, name as written, value, has '='), or
+    None after reporting why it names no option."""
+    written, eq, value = token[2:].partition("=")
+    field_name = f"#SBATCH --{written} (line {line})"
+    found = resolve_long(written)
+    if found.ambiguous:
+        shown = ", ".join(f"--{c}" for c in found.candidates)
+        fix = "write more of the name, e.g. " + " or ".join(f"--{c}" for c in found.candidates[:2])
+        out.append(violation(field_name, token, f"is ambiguous: it could be {shown}", fix))
+        return None
+    if found.option is None:
+        close = difflib.get_close_matches(written, list(LONG_NAMES), n=1)
+        fix = f"did you mean --{close[0]}?" if close else "see `man sbatch` for the options it knows"
+        out.append(violation(field_name, token, "is not an sbatch option", fix))
+        return None
+    return found.option, written, value, bool(eq)
+
+
 def _getopt(tokens: list[str], line: int, out: list[FieldViolation]) -> list[Directive]:
     """getopt_long over one line's arguments (a line's last option may not take the next line's
     argument: sbatch passes all lines at once, but nobody writes a value on the next line)."""
@@ -270,52 +205,65 @@ def _getopt(tokens: list[str], line: int, out: list[FieldViolation]) -> list[Dir
     i = 0
     while i < len(tokens):
         token = tokens[i]
+        first = i
         i += 1
         if token.startswith("--") and len(token) > 2:
-            name, eq, value = token[2:].partition("=")
-            spec = OPTIONS.get(name)
-            if spec is None:
-                close = difflib.get_close_matches(name, list(OPTIONS), n=1)
-                fix = f"did you mean --{close[0]}?" if close else "see `man sbatch` for the options it knows"
-                out.append(violation(f"#SBATCH --{name} (line {line})", token, "is not an sbatch option", fix))
+            read = _long_option(token, line, out)
+            if read is None:
                 continue
-            _, arg = spec
-            if arg == _NONE and eq:
-                out.append(
-                    violation(f"#SBATCH --{name} (line {line})", token, "takes no value", f"write just --{name}")
-                )
+            name, written, value, eq = read
+            arg = argument_of(name)
+            if arg == NONE and eq:
+                fix = f"write just --{written}"
+                out.append(violation(f"#SBATCH --{written} (line {line})", token, "takes no value", fix))
                 continue
-            if arg == _ARG and not eq:
+            if arg == REQUIRED and not eq:
                 if i >= len(tokens):
-                    fix = f"write --{name}=VALUE"
-                    out.append(violation(f"#SBATCH --{name} (line {line})", token, "needs a value", fix))
+                    fix = f"write --{written}=VALUE"
+                    out.append(violation(f"#SBATCH --{written} (line {line})", token, "needs a value", fix))
                     continue
-                value, eq = tokens[i], "="
+                value, eq = tokens[i], True
                 i += 1
-            found.append(Directive(option=name, value=value if eq else None, line=line, spelled=f"--{name}"))
+            found.append(
+                Directive(
+                    option=name,
+                    value=value if eq else None,
+                    line=line,
+                    spelled=f"--{written}",
+                    tokens=(first, i - 1),
+                )
+            )
         elif token.startswith("-") and len(token) > 1 and token != "--":
             j = 1
             while j < len(token):
                 letter = token[j]
-                name = _SHORT.get(letter, "")
+                name = SHORT.get(letter, "")
                 if not name:
                     fix = "see `man sbatch` for the options it knows"
                     out.append(violation(f"#SBATCH -{letter} (line {line})", token, "is not an sbatch option", fix))
                     break
-                arg = OPTIONS[name][1]
-                if arg == _NONE or (arg == _OPT and j + 1 >= len(token)):
-                    found.append(Directive(option=name, value=None, line=line, spelled=f"-{letter}"))
+                arg = argument_of(name)
+                if arg == NONE or (arg != REQUIRED and j + 1 >= len(token)):
+                    found.append(
+                        Directive(
+                            option=name, value=None, line=line, spelled=f"-{letter}", tokens=(first, first), bundle_at=j
+                        )
+                    )
                     j += 1
                     continue
                 value = token[j + 1 :]
-                if not value and arg == _ARG:
+                if not value and arg == REQUIRED:
                     if i >= len(tokens):
                         fix = f"write -{letter} VALUE"
                         out.append(violation(f"#SBATCH -{letter} (line {line})", token, "needs a value", fix))
                         break
                     value = tokens[i]
                     i += 1
-                found.append(Directive(option=name, value=value, line=line, spelled=f"-{letter}"))
+                found.append(
+                    Directive(
+                        option=name, value=value, line=line, spelled=f"-{letter}", tokens=(first, i - 1), bundle_at=j
+                    )
+                )
                 break
         else:
             fix = "write options such as --time=10 or -N 2; put commands below the directives"
@@ -440,15 +388,24 @@ def parse_array(text: str) -> tuple[tuple[int, ...], int | None, int | None] | N
     return tuple(sorted(indices)), step_seen, throttle
 
 
-def _gpu_count(text: str) -> tuple[str | None, int] | None:
-    """'[type:]count' (--gpus, --gpus-per-node, --gpus-per-task)."""
-    kind, _, count = text.strip().rpartition(":")
-    if not count.isdigit():
-        return None
-    return (kind or None), int(count)
+def task_name_for(text: str) -> str:
+    """A valid task name for a job name or file name (letters, digits, - and _; at most 63), or
+    "" when nothing of it is usable: 'gpt-1.3b-pretrain' -> 'gpt-1-3b-pretrain'."""
+    name = re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-_")[:63]
+    return name if name and NAME_PATTERN.fullmatch(name) else ""
 
 
 # --- sbatch script -> TaskConfigs -----------------------------------------------------------
+
+
+@frozen
+class ArraySpec:
+    """A script's --array: its elements, its step (Slurm's SLURM_ARRAY_TASK_STEP) and throttle."""
+
+    indices: tuple[int, ...]
+    step: int | None
+    throttle: int | None
+    directive: Directive
 
 
 @frozen
@@ -461,15 +418,19 @@ class SbatchJob:
     # Directives only Slurm honours (partition, ntasks, mail, ...): the slurm provider keeps them
     # in the script it submits; other providers ignore them (the caller warns).
     native_only: tuple[Directive, ...] = ()
-    # GPUs per node asked for without a model Flow knows (an untyped `--gres=gpu:2`): fine on
-    # Slurm, where the directive itself is submitted; other providers need an instance type.
+    # GPUs per node asked for without a model Flow knows (an untyped `--gres=gpu:2`, or a type
+    # such as a800 that names no catalog model): fine on Slurm, where the directive itself is
+    # submitted; other providers need an instance type (gpu_model_needed says so).
     generic_gpus: int | None = None
     gpu_directive: Directive | None = None
-
-
-def _sanitized_name(text: str) -> str:
-    name = re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-_")[:63]
-    return name if name and NAME_PATTERN.fullmatch(name) else ""
+    gpu_type: str | None = None  # the type the script names when Flow does not know it ("a800")
+    # The job's own name, as written (Slurm's job name, SLURM_JOB_NAME); each task's `name` is a
+    # valid task name derived from it (or from the file's name).
+    job_name: str | None = None
+    layout: Layout = ONE_NODE
+    array: ArraySpec | None = None
+    # -i/--instance-type given at submission, which replaces what the script asks for.
+    instance_type_override: str | None = None
 
 
 def _quote_for_directive(token: str) -> str:
@@ -486,18 +447,11 @@ def _without_array(script: str, array: Directive, index: int, count: int) -> str
     line = lines[array.line - 1]
     magic = MAGIC if line.startswith(MAGIC) else OLD_MAGIC
     tokens, _ = _tokens(line[len(magic) :])
-    kept: list[str] = []
-    i = 0
-    while i < len(tokens):
-        token = tokens[i]
-        if token in ("--array", "-a"):
-            i += 2
-            continue
-        if token.startswith(("--array=", "-a")):
-            i += 1
-            continue
-        kept.append(token)
-        i += 1
+    first, last = array.tokens
+    kept = tokens[:first]
+    if array.bundle_at > 1:  # -Ha0-3: the options before it in the bundle stay
+        kept.append(tokens[first][: array.bundle_at])
+    kept += tokens[last + 1 :]
     note = f"flow: --array expanded into {count} tasks; this one is element {index}"
     if kept:
         lines[array.line - 1] = f"{magic} {' '.join(_quote_for_directive(t) for t in kept)}  # {note}"
@@ -514,12 +468,32 @@ def _int_value(d: Directive, out: list[FieldViolation], what: str) -> int | None
     return None
 
 
+def _gpu_problem(d: Directive, problem: GpuSpecProblem, what: str) -> FieldViolation:
+    return violation(d.field, d.value, f"is not a valid {what}: {problem.problem}", problem.fix)
+
+
+def _gpus_in_words(count: int, model: str | None) -> str:
+    if count == 0:
+        return "no GPUs"
+    return f"{count}x {model} per node" if model else f"{count} GPU{'s' if count != 1 else ''} per node"
+
+
+def _override_warning(given: str, wanted: InstanceType, asked: int, model: str | None, by: Directive | None) -> str:
+    """-i given at submission against the script's own GPU request (None when they agree)."""
+    gets = _gpus_in_words(wanted.count, None if wanted.is_cpu else wanted.model)
+    where = by.label if by is not None else "the script (no GPU directive)"
+    return f"-i {given} overrides {where}: the script asks for {_gpus_in_words(asked, model)}; the task gets {gets}"
+
+
 def sbatch_to_configs(
     text: str,
     *,
     name: str = "",
     environ: Mapping[str, str] | None = None,
     gpu_model: str | None = None,
+    instance_type: str | None = None,
+    node_gpus: int | None = None,
+    cpus_per_node: int | None = None,
 ) -> Result[SbatchJob, DomainError]:
     """The Flow tasks an sbatch script asks for. The script runs as it is (`script` = the whole
     file, directives included: they are comments to bash, and the slurm provider submits them
@@ -529,6 +503,10 @@ def sbatch_to_configs(
     `name`: the task name when the script gives no --job-name (e.g. the file's stem).
     `environ`: the submitting environment, for `--export=NAME` without a value.
     `gpu_model`: the GPU model of untyped GPU requests (`--gres=gpu:2`), e.g. "a100".
+    `instance_type`: -i given at submission; it replaces the script's GPU request, and a warning
+    names both where they differ (another count, another model, GPUs for a CPU-only script).
+    `node_gpus`, `cpus_per_node`: the size of the cluster's nodes, for the node count Slurm would
+    derive from task and GPU counts (layout.job_layout); unknown by default.
     """
     out: list[FieldViolation] = []
     warnings: list[str] = []
@@ -558,19 +536,9 @@ def sbatch_to_configs(
     d: Directive | None
     fields: dict[str, object] = {}
     job_name = last.get("job-name")
-    if job_name is not None:
-        clean = _sanitized_name(job_name.value or "")
-        if not clean:
-            fix = "use letters, digits, '-' and '_' in the job name"
-            out.append(violation(job_name.field, job_name.value, "leaves no usable task name", fix))
-        elif clean != job_name.value:
-            warnings.append(
-                f"{job_name.label}: the task is named {clean!r} (Flow task names use letters, digits, - and _)"
-            )
-        fields["name"] = clean
-    elif name:
-        fields["name"] = _sanitized_name(name) or None
-    nodes = 1
+    derived = task_name_for(job_name.value or "") if job_name is not None else ""
+    fields["name"] = derived or task_name_for(name) or None
+    nodes: int | None = None
     if (d := last.get("nodes")) is not None:
         match = re.fullmatch(r"\s*(\d+)(?:-(\d+))?\s*", d.value or "")
         if match is None or int(match.group(1)) < 1:
@@ -578,86 +546,113 @@ def sbatch_to_configs(
         elif match.group(2) and match.group(2) != match.group(1):
             fix = f"give a fixed count, e.g. --nodes={match.group(1)}; Flow starts one command per node"
             out.append(violation(d.field, d.value, "is a range of node counts", fix))
-        elif int(match.group(1)) > MAX_NUM_INSTANCES:
-            out.append(violation(d.field, d.value, f"is more than {MAX_NUM_INSTANCES} nodes", "ask for fewer nodes"))
         else:
             nodes = int(match.group(1))
-            fields["num_instances"] = nodes
-    tasks_per_node = None
-    if (d := last.get("ntasks-per-node")) is not None:
-        tasks_per_node = _int_value(d, out, "task count")
-    ntasks = None
-    if (d := last.get("ntasks")) is not None:
-        ntasks = _int_value(d, out, "task count")
-    if (d := last.get("cpus-per-task")) is not None:
-        _int_value(d, out, "CPU count")
-    # GPUs per node, and their type, from whichever GPU directives there are.
-    per_node: list[tuple[Directive, str | None, int]] = []
+    counts: dict[str, int | None] = {}
+    for option, what in (("ntasks-per-node", "task count"), ("ntasks", "task count"), ("cpus-per-task", "CPU count")):
+        if (d := last.get(option)) is not None:
+            counts[option] = _int_value(d, out, what)
+    # GPU requests: per node (--gres, --gpus-per-node), in all (--gpus), per task (--gpus-per-task).
+    asks: dict[str, tuple[Directive, GpuAsk]] = {}
     if (d := last.get("gres")) is not None:
-        gpu, others = parse_gres(d.value or "")
-        if others:
-            native.append(d)
-            warnings.append(f"{d.label}: only the GPU part is understood by Flow; {', '.join(others)} is left to Slurm")
-        if gpu is not None:
-            per_node.append((d, gpu.type, gpu.count))
-        elif not others and (d.value or "").strip().lower() not in ("none", ""):
-            fix = "write e.g. --gres=gpu:2 or --gres=gpu:a100:2"
-            out.append(violation(d.field, d.value, "is not a GPU GRES request", fix))
-    if (d := last.get("gpus-per-node")) is not None:
-        parsed = _gpu_count(d.value or "")
-        if parsed is None:
-            out.append(violation(d.field, d.value, "is not a GPU count", "write e.g. --gpus-per-node=4 or a100:4"))
+        gres = parse_gres_request(d.value or "")
+        if isinstance(gres, GpuSpecProblem):
+            out.append(_gpu_problem(d, gres, "GRES"))
         else:
-            per_node.append((d, *parsed))
-    if (d := last.get("gpus")) is not None:
-        parsed = _gpu_count(d.value or "")
-        if parsed is None:
-            out.append(violation(d.field, d.value, "is not a GPU count", "write e.g. --gpus=4 or --gpus=a100:4"))
-        elif parsed[1] % nodes:
-            fix = f"ask for a multiple of the {nodes} nodes, or use --gpus-per-node"
-            out.append(violation(d.field, d.value, f"does not split evenly over {nodes} nodes", fix))
-        else:
-            per_node.append((d, parsed[0], parsed[1] // nodes))
-    if (d := last.get("gpus-per-task")) is not None:
-        parsed = _gpu_count(d.value or "")
-        tasks = tasks_per_node or (ntasks // nodes if ntasks and ntasks % nodes == 0 else None)
-        if parsed is None:
-            out.append(violation(d.field, d.value, "is not a GPU count", "write e.g. --gpus-per-task=1"))
-        elif tasks is None:
-            fix = "add --ntasks-per-node (or --ntasks), or ask with --gpus-per-node instead"
-            out.append(violation(d.field, d.value, "needs the number of tasks per node", fix))
-        else:
-            per_node.append((d, parsed[0], parsed[1] * tasks))
-    generic_gpus = None
-    gpu_directive = None
-    counts = {count for _, _, count in per_node}
-    if len(counts) > 1:
-        shown = " and ".join(f"{asked.label} ({count} per node)" for asked, _, count in per_node)
-        first_gpu = per_node[0][0]
+            if gres.others:
+                native.append(d)
+                others = ", ".join(gres.others)
+                warnings.append(f"{d.label}: only the GPU part is understood by Flow; {others} is left to Slurm")
+            if gres.gpu is not None:
+                asks["gres"] = (d, gres.gpu)
+    for option in ("gpus-per-node", "gpus", "gpus-per-task"):
+        if (d := last.get(option)) is not None:
+            parsed = parse_gpu_count(d.value or "", option)
+            if isinstance(parsed, GpuSpecProblem):
+                out.append(_gpu_problem(d, parsed, "GPU request"))
+            else:
+                asks[option] = (d, parsed)
+    per_node_asks = [asks[o] for o in ("gres", "gpus-per-node") if o in asks]
+    if len({ask.count for _, ask in per_node_asks}) > 1:
+        shown = " and ".join(f"{asked.label} ({ask.count} per node)" for asked, ask in per_node_asks)
+        first_gpu = per_node_asks[0][0]
         fix = "ask for GPUs in one way, e.g. only --gres=gpu:N"
         out.append(violation(first_gpu.field, first_gpu.value, f"disagrees with the other GPU requests: {shown}", fix))
-    elif per_node and per_node[0][2] > 0:
-        d, count = per_node[0][0], per_node[0][2]
-        gpu_directive = d
-        types = {kind for _, kind, _ in per_node if kind}
-        model = None
+    counted = not out  # the layout comes from counts that all read well
+
+    def count_of(option: str) -> int | None:
+        found = asks.get(option)
+        return found[1].count or None if found is not None else None
+
+    layout = job_layout(
+        TaskCounts(
+            nodes=nodes,
+            ntasks=counts.get("ntasks"),
+            ntasks_per_node=counts.get("ntasks-per-node"),
+            cpus_per_task=counts.get("cpus-per-task"),
+            gpus=count_of("gpus"),
+            gpus_per_node=count_of("gres") or count_of("gpus-per-node"),
+            gpus_per_task=count_of("gpus-per-task"),
+        ),
+        node_gpus=node_gpus,
+        cpus_per_node=cpus_per_node,
+    )
+    gpu_directive = next((asks[o][0] for o in ("gres", "gpus-per-node", "gpus", "gpus-per-task") if o in asks), None)
+    blame = {
+        "gpus-per-node": gpu_directive,
+        "ntasks": last.get("ntasks") or last.get("nodes") or last.get("ntasks-per-node"),
+    }
+    if isinstance(layout, tuple) or not counted:
+        for problem in layout if isinstance(layout, tuple) and counted else ():
+            at = last.get(problem.option) or blame.get(problem.option) or gpu_directive or read.directives[0]
+            out.append(violation(at.field, at.value, problem.problem, problem.fix))
+        layout = ONE_NODE
+    where = last.get("nodes") or gpu_directive or last.get("ntasks")
+    for note in layout.notes:
+        warnings.append(f"{where.label}: {note}" if where is not None else note)
+    if layout.nodes > MAX_NUM_INSTANCES:
+        at = where or read.directives[0]
+        fix = "ask for fewer nodes (fewer tasks, or more of them per node)"
+        out.append(violation(at.field, at.value, f"comes to {layout.nodes} nodes, more than {MAX_NUM_INSTANCES}", fix))
+    elif layout.nodes > 1 or nodes is not None:
+        fields["num_instances"] = layout.nodes
+    # The GPU model: the one type the requests name, when Flow knows it; else the provider's.
+    generic_gpus = None
+    unknown_type = None
+    model: str | None = None
+    count = layout.gpus_per_node
+    if count > 0:
+        types = {ask.type for _, ask in asks.values() if ask.type}
         if len(types) == 1:
-            known = model_of_gres_type(next(iter(types)))
-            model = None if known is None else short_name(known)
-        if model is None and gpu_model:
-            model = gpu_model
-        if count > MAX_GPUS_PER_INSTANCE:
-            fix = f"ask for at most {MAX_GPUS_PER_INSTANCE} GPUs per node, and more nodes"
-            out.append(violation(d.field, d.value, f"asks for {count} GPUs on one node", fix))
-        elif model is None:
-            generic_gpus = count
-        else:
-            wanted = model if count == 1 else f"{count}x{model}"
-            parsed_type = parse_instance_type(wanted, field=d.field)
-            if isinstance(parsed_type, Failure):
-                out.extend(parsed_type.failure().violations)
+            kind = next(iter(types))
+            known = model_of_gres_type(kind)
+            if known is None:
+                unknown_type = kind
             else:
-                fields["instance_type"] = wanted
+                model = short_name(known)
+        elif not types:
+            model = gpu_model
+        if model is None:
+            generic_gpus = count
+    if instance_type is not None:
+        given = parse_instance_type(instance_type, field="-i/--instance-type")
+        if isinstance(given, Failure):
+            return Failure(validation_error(list(given.failure().violations), subject=subject))
+        wanted = given.unwrap()
+        asked_model = model or unknown_type
+        gets_model = None if wanted.is_cpu else wanted.model
+        if wanted.count != count or (count and asked_model is not None and gets_model != asked_model.split("-")[0]):
+            warnings.append(_override_warning(instance_type, wanted, count, asked_model, gpu_directive))
+        fields["instance_type"] = instance_type
+        generic_gpus = None
+    elif model is not None:
+        wanted_type = model if count == 1 else f"{count}x{model}"
+        at = gpu_directive or read.directives[0]
+        parsed_type = parse_instance_type(wanted_type, field=at.field)
+        if isinstance(parsed_type, Failure):
+            out.extend(parsed_type.failure().violations)
+        else:
+            fields["instance_type"] = wanted_type
     if (d := last.get("mem")) is not None:
         mb = parse_memory_mb(d.value or "")
         if mb is None:
@@ -700,35 +695,38 @@ def sbatch_to_configs(
         fields["env"] = env
     if (d := last.get("chdir")) is not None:
         fields["working_dir"] = d.value
-    if out:
-        return Failure(validation_error(out, subject=subject))
-    base = TaskConfig(script=text, **fields)  # type: ignore[arg-type]
-    configs: tuple[TaskConfig, ...] = (base,)
+    array: ArraySpec | None = None
     if (d := last.get("array")) is not None:
         parsed_array = parse_array(d.value or "")
         if parsed_array is None:
             fix = f"write e.g. --array=0-15, --array=1,3,5 or --array=0-15:4 (at most {MAX_ARRAY_TASKS} elements)"
-            return Failure(
-                validation_error([violation(d.field, d.value, "is not an array spec", fix)], subject=subject)
-            )
-        indices, step, throttle = parsed_array
-        if throttle is not None:
+            out.append(violation(d.field, d.value, "is not an array spec", fix))
+        else:
+            array = ArraySpec(indices=parsed_array[0], step=parsed_array[1], throttle=parsed_array[2], directive=d)
+    if out:
+        return Failure(validation_error(out, subject=subject))
+    base = TaskConfig(script=text, **fields)  # type: ignore[arg-type]  # each value checked above for its field
+    configs: tuple[TaskConfig, ...] = (base,)
+    if array is not None:
+        indices = array.indices
+        if array.throttle is not None:
             warnings.append(
-                f"{d.label}: Flow submits all {len(indices)} elements at once; the %{throttle} limit is not applied"
+                f"{array.directive.label}: Flow submits all {len(indices)} elements at once; "
+                f"the %{array.throttle} limit is not applied"
             )
         array_env = {
             "SLURM_ARRAY_TASK_COUNT": str(len(indices)),
             "SLURM_ARRAY_TASK_MIN": str(indices[0]),
             "SLURM_ARRAY_TASK_MAX": str(indices[-1]),
         }
-        if step is not None:
-            array_env["SLURM_ARRAY_TASK_STEP"] = str(step)
-        stem = base.name or _sanitized_name(name) or "array"
+        if array.step is not None:
+            array_env["SLURM_ARRAY_TASK_STEP"] = str(array.step)
+        stem = base.name or "array"
         configs = tuple(
             evolve(
                 base,
                 name=f"{stem[: 62 - len(str(index))]}-{index}",
-                script=_without_array(text, d, index, len(indices)),
+                script=_without_array(text, array.directive, index, len(indices)),
                 env={**base.env, **array_env, "SLURM_ARRAY_TASK_ID": str(index)},
             )
             for index in indices
@@ -741,7 +739,43 @@ def sbatch_to_configs(
             native_only=tuple(native),
             generic_gpus=generic_gpus,
             gpu_directive=gpu_directive,
+            gpu_type=unknown_type if generic_gpus else None,
+            job_name=job_name.value if job_name is not None else None,
+            layout=layout,
+            array=array,
+            instance_type_override=instance_type,
         )
+    )
+
+
+def gpu_model_needed(job: SbatchJob, provider: str, source: str = "") -> DomainError | None:
+    """The error for a provider that must know the GPU model (any but Slurm) when the script
+    leaves it to Slurm: untyped GPUs, or a type no catalog model has (None when it names one)."""
+    if not job.generic_gpus:
+        return None
+    count = job.generic_gpus
+    where = job.gpu_directive.label if job.gpu_directive is not None else "the script"
+    prefix = f"{source}: " if source else ""
+    if job.gpu_type:
+        asked = (
+            f"asks for {count} GPU(s) of type {job.gpu_type} per node, a model Flow does not know, and provider "
+            f"{provider} needs one it knows (only a Slurm cluster knows what its {job.gpu_type} GPUs are)"
+        )
+    else:
+        asked = (
+            f"asks for {count} GPU(s) without naming a model, and provider {provider} needs one "
+            "(only Slurm knows what its untyped GPUs are)"
+        )
+    return DomainError(
+        reason=ErrorReason.VALIDATION_FAILED,
+        message=f"{prefix}{where} {asked}",
+        suggestions=(
+            f"give the instance type, e.g. --instance-type {count}xa100 (flow slurm submit) or "
+            f"instance_type='{count}xa100' (submit_sbatch)",
+            f"or name a model Flow knows in the script, e.g. #SBATCH --gres=gpu:a100:{count}",
+            "or submit to a slurm provider, which runs the directive as it is",
+        ),
+        metadata=(("provider", provider),),
     )
 
 
@@ -849,8 +883,8 @@ def render_job(request: JobRequest) -> Result[JobFiles, DomainError]:
         directive("partition", cfg.region)  # asked for in this task: it wins
     if "job-name" not in given:
         directive("job-name", request.name)
-    if "nodes" not in given:
-        directive("nodes", cfg.num_instances)
+    if not given.intersection(LAYOUT_OPTIONS):
+        directive("nodes", cfg.num_instances)  # a script's own counts decide its nodes, as in sbatch
     if request.gres and not given.intersection(_GPU_OPTIONS):
         directive("gres", request.gres)
     if cfg.max_run_time_hours and "time" not in given:

@@ -61,6 +61,7 @@ def _unstructure_spec(cls: type) -> Any:
         out: dict[str, Any] = {}
         for f in attrs.fields(cls):
             item = getattr(value, f.name)
+            # attrs types a factory as maybe taking the instance; ours never do (takes_self=False).
             default = f.default.factory() if isinstance(f.default, attrs.Factory) else f.default  # type: ignore[arg-type]
             if item is None or item == default or (item == () and default in ((), {}, [])) or item == {}:
                 continue

@@ -69,11 +69,12 @@ def new_volume_violations(
     name: object, size_gb: object, interface: object, iops: object = None
 ) -> tuple[FieldViolation, ...]:
     """Every problem with a volume to be created (fields named as in create_volume)."""
+    # Values of any type, on purpose (a request may carry anything): the checks name what is wrong.
     spec = VolumeSpec(
-        name=name,  # type: ignore[arg-type]
-        size_gb=size_gb,  # type: ignore[arg-type]
-        interface=interface,  # type: ignore[arg-type]
-        iops=iops,  # type: ignore[arg-type]
+        name=name,  # type: ignore[arg-type]  # see above
+        size_gb=size_gb,  # type: ignore[arg-type]  # see above
+        interface=interface,  # type: ignore[arg-type]  # see above
+        iops=iops,  # type: ignore[arg-type]  # see above
     )
     return volume_spec_violations(spec)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import time
 
-from flow.code_upload import progress_bar
+from flow.cli.progress import progress_bar
 
 
 class _Terminal(io.StringIO):

@@ -3,18 +3,18 @@
 Why a second transport: a cold `flow status` must answer in under 150 ms, and importing grpcio
 alone takes 110-200 ms on our 2-core VMs (its C extension pulls in asyncio and more), most of
 that budget before any work is done. The CLI's read-only unary calls (`flow status`, with or
-without a task id) therefore try this path first, only against the local daemon's Unix socket.
-grpcio stays the one transport for everything else (the SDK, streams, writes, remote daemons):
-on ANY surprise here (no socket, a protocol detail this client does not handle, a daemon that is
-gone) the caller falls back to the grpcio path, which behaves as it always did, autostart
-included. Only the speed differs.
+without a task id) therefore try this transport first (`Http2UnaryChannel`), only against the
+local daemon's Unix socket. grpcio stays the transport for everything else (the SDK, streams,
+writes, remote daemons): on ANY surprise here (no socket, a protocol detail this client does not
+handle, a daemon that is gone) the channel raises `FastPathUnusableError` and the caller does the
+same work over grpcio, which behaves as it always did, autostart included. Only the speed differs.
 
-What it speaks: the client preface, SETTINGS (+ ACK of the server's), one HEADERS frame of HPACK
-literals, one DATA frame with the 5-byte gRPC message prefix; it reads HEADERS/CONTINUATION,
-DATA and the trailers (HPACK with Huffman and the dynamic table, flow.wire.hpack), answers PING,
-opens the receive windows wide up front (SETTINGS, WINDOW_UPDATE), and returns the one response message, or
-raises `CallFailedError` with grpc-status, grpc-message and grpc-status-details-bin (the caller turns
-those into the SDK's exceptions through the one error table, flow.wire.error_table).
+What it speaks: the client preface, SETTINGS (+ ACK of the server's), one HEADERS frame, one DATA
+frame with the 5-byte gRPC message prefix; it reads HEADERS/CONTINUATION, DATA and the trailers,
+answers PING, opens the receive windows wide up front (SETTINGS, WINDOW_UPDATE), and returns the
+one response message, or raises `CallFailedError` with grpc-status, grpc-message and
+grpc-status-details-bin (which the channel turns into the SDK's exception through the one error
+table, flow.wire.error_table). Header blocks are HPACK, by the `hpack` package.
 """
 
 from __future__ import annotations
@@ -23,9 +23,13 @@ import _socket  # not `socket`: its Python wrapper costs ~5 ms of import, and we
 import binascii
 import struct
 import time
-from typing import Final
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Final
 
-from flow.wire.hpack import Decoder, HpackError, encode_literals
+import hpack
+
+if TYPE_CHECKING:
+    from flow.errors import FlowError
 
 PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
@@ -138,7 +142,7 @@ def request_frames(path: str, message: bytes, timeout: float, authority: str = "
         (b"grpc-timeout", grpc_timeout(timeout).encode()),
         (b"user-agent", b"flow-cli-fastpath"),
     ]
-    block = encode_literals(headers)
+    block = hpack.Encoder().encode(headers)  # a fresh table: one request per connection
     if len(block) > DEFAULT_MAX_FRAME:
         raise FastPathUnusableError("request headers larger than one frame")
     body = b"\x00" + len(message).to_bytes(4, "big") + message
@@ -236,7 +240,7 @@ def _send(sock: _socket.socket, data: bytes) -> None:
 
 
 def _exchange(sock: _socket.socket, reader: _Reader) -> _Response:
-    decoder = Decoder()
+    decoder = hpack.Decoder()
     response = _Response()
     block = bytearray()
     block_flags = 0
@@ -282,8 +286,8 @@ def _exchange(sock: _socket.socket, reader: _Reader) -> _Response:
             in_block = not flags & END_HEADERS
             if not in_block:
                 try:
-                    fields = decoder.decode(bytes(block))
-                except HpackError as exc:
+                    fields = [(bytes(k), bytes(v)) for k, v in decoder.decode(bytes(block), raw=True)]
+                except hpack.HPACKError as exc:
                     raise FastPathUnusableError(f"bad header block: {exc}") from None
                 if response.headers is None:
                     response.headers = fields
@@ -343,4 +347,59 @@ def _result(response: _Response) -> bytes:
     return body[5:]
 
 
-__all__ = ["CallFailedError", "FastPathUnusableError", "grpc_timeout", "percent_decode", "request_frames", "unary_call"]
+_UNAVAILABLE: Final = 14  # google.rpc.Code.UNAVAILABLE
+
+
+class Http2UnaryChannel:
+    """A Channel (flow.transport.channel) for unary calls to the local daemon's socket, without
+    grpcio. Each call either answers exactly what the grpcio channel would (the same reply; the
+    same SDK exception, by the one error table, for a failed call) or raises FastPathUnusableError,
+    and the caller makes the call over grpcio instead. It never starts a daemon."""
+
+    def __init__(self, socket_path: str) -> None:
+        self._socket = socket_path
+
+    def unary(self, method: str, request: bytes, timeout: float, wait_for_ready: bool = False) -> bytes:
+        if wait_for_ready:
+            raise FastPathUnusableError("waiting for a daemon to start is grpcio's job")
+        try:
+            return unary_call(self._socket, method, request, timeout)
+        except CallFailedError as failed:
+            raise _failure(failed) from None
+        except FastPathUnusableError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever went wrong here, grpcio gets its turn
+            raise FastPathUnusableError(f"unexpected: {exc!r}") from None
+
+    def server_stream(self, method: str, request: bytes, timeout: float | None = None) -> Iterator[bytes]:
+        raise FastPathUnusableError("streams go over grpcio")
+
+    def client_stream(self, method: str, requests: Iterator[bytes], timeout: float) -> bytes:
+        raise FastPathUnusableError("streams go over grpcio")
+
+    def bidi_stream(self, method: str, requests: Iterator[bytes]) -> Iterator[bytes]:
+        raise FastPathUnusableError("streams go over grpcio")
+
+    def close(self) -> None:
+        """Nothing stays open between calls."""
+
+
+def _failure(failed: CallFailedError) -> FlowError:
+    """What the grpcio channel makes of the same status, or FastPathUnusableError where the
+    grpcio path would start the daemon and retry (UNAVAILABLE without a status of flowd's)."""
+    if failed.code == _UNAVAILABLE and failed.details is None:
+        raise FastPathUnusableError("daemon unavailable")
+    from flow.wire.error_table import exception_from_call
+
+    return exception_from_call(failed.code, failed.message, failed.details)
+
+
+__all__ = [
+    "CallFailedError",
+    "FastPathUnusableError",
+    "Http2UnaryChannel",
+    "grpc_timeout",
+    "percent_decode",
+    "request_frames",
+    "unary_call",
+]

@@ -1,4 +1,4 @@
-"""flow.wire.http2_unary against an independent HTTP/2 server: the `h2` package (a dev dependency),
+"""flow.transport.http2_unary against an independent HTTP/2 server: the `h2` package (a dev dependency),
 on a real Unix socket, answering the way a server may but flowd's rarely does (padding, PING and
 SETTINGS mid-response, CONTINUATION, trailers-only errors) and the ways that must send the CLI
 back to grpcio (resets, GOAWAY, wrong status, a closed or silent socket). h2 also checks, as the
@@ -22,7 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import short_tmpdir
-from flow.wire.http2_unary import CallFailedError, FastPathUnusableError, unary_call
+from flow.transport.http2_unary import CallFailedError, FastPathUnusableError, unary_call
 
 Respond = Callable[[Any, int, "H2Server"], None]
 METHOD = "/flowapi.v1.TaskService/GetTask"

@@ -1,0 +1,1 @@
+from images.fixtures import podman  # noqa: F401
