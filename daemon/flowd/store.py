@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import errno
 import json
+import logging
 import sqlite3
 import threading
 from collections.abc import Iterable
@@ -44,6 +45,7 @@ CREATE TABLE IF NOT EXISTS volumes (
 );
 """
 
+log = logging.getLogger(__name__)
 _TERMINAL_NAMES = tuple(s.value for s in TERMINAL_STATES)
 MAX_SEQ = 2**63 - 1  # SQLite's largest integer
 
@@ -157,15 +159,20 @@ class Store:
         self._erase_finished_secrets()
 
     def _erase_finished_secrets(self) -> None:
-        """Erases the secret values an older flowd kept for finished tasks (only names remain)."""
+        """Erases the secret values an older flowd kept for finished tasks (only names remain).
+        A database flowd cannot write (read-only, a full disk) keeps them until it can: flowd
+        still starts, and serves what it can."""
         marks = ",".join("?" * len(_TERMINAL_NAMES))
-        done = self._db.execute(
-            f"UPDATE tasks SET record = json_set(record, '$.secrets', json('{{}}')) "
-            f"WHERE state IN ({marks}) AND json_extract(record, '$.secrets') != '{{}}'",
-            _TERMINAL_NAMES,
-        )
-        if done.rowcount:
+        kept = f"state IN ({marks}) AND json_extract(record, '$.secrets') != '{{}}'"
+        if self._db.execute(f"SELECT 1 FROM tasks WHERE {kept} LIMIT 1", _TERMINAL_NAMES).fetchone() is None:
+            return  # nothing to erase: no write (the database may be read-only)
+        try:
+            self._db.execute(
+                f"UPDATE tasks SET record = json_set(record, '$.secrets', json('{{}}')) WHERE {kept}", _TERMINAL_NAMES
+            )
             self._forget_old_pages()
+        except sqlite3.Error as exc:
+            log.warning("could not erase the secret values of finished tasks yet: %s", exc)
 
     def _forget_old_pages(self) -> None:
         """Moves the WAL into the database and empties it: earlier versions of pages (a secret
