@@ -231,7 +231,7 @@ def test_dependencies_quick_prints_every_row_with_a_ratio_and_cleans_up() -> Non
         assert "slurm rows left out: they need the test Slurm" in output, output
     for name in (*DEPENDENCIES_ROWS, *slurm):
         assert RATIO.search(row(output, name)), row(output, name)
-    assert re.search(r"flowd: 200-task DAG: 200 dependencies, 2 layers of 100 behind one root", output), output
+    assert re.search(r"flowd: 200-task DAG: 300 dependencies, 2 layers of 100 behind one root", output), output
     homes = re.findall(r"FLOW_HOME=(/tmp/\S+): stopped, home removed", output)
     assert len(homes) == (2 if slurm else 1), output
     for home in homes:

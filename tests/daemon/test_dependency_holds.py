@@ -57,7 +57,7 @@ class NativeProvider(MemoryProvider):
 
 
 class Rig:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, without: str = "") -> None:
         self.root = root
         self.store = Store(root / "state.db")
         self.wakeups = Wakeups()
@@ -68,7 +68,8 @@ class Rig:
         self.other = MemoryProvider(root / "tasks", self.lifecycle.report, name="other")
         self.native = NativeProvider(root / "tasks", self.lifecycle.report)
         for provider in (self.memory, self.other, self.native):
-            self.providers.add(provider, None)
+            if provider.name != without:  # a provider no longer configured (after a restart)
+                self.providers.add(provider, None)
         self.watch = LogWatch(self.wakeups)
         streams = LogStreams(self.wakeups, self.watch, self.lifecycle.is_live)
         self.engine = TaskEngine(self.store, self.lifecycle, self.providers, blobs, streams, self.wakeups)
@@ -356,6 +357,26 @@ def test_held_tasks_are_held_again_after_a_restart(tmp_path: Path) -> None:
         assert not again.launched(c)
         again.complete(b)
         again.wait_launched(c)
+    finally:
+        again.close()
+
+
+def test_a_dependency_on_a_provider_no_longer_configured_is_refused_at_submit(tmp_path: Path) -> None:
+    """Nothing could ever report how that task ends: waiting for it would wait forever."""
+    first = Rig(tmp_path)
+    elsewhere = first.run(provider="other")
+    first.close()
+    again = Rig(tmp_path, without="other")
+    try:
+        again.engine.recover()
+        made = again.engine.create(TaskConfig(command=("true",), depends_on=[elsewhere]), "", False, "")
+        assert isinstance(made, Failure)
+        error = made.failure()
+        assert error.reason is ErrorReason.VALIDATION_FAILED
+        (problem,) = error.violations
+        assert (problem.field, problem.value) == ("depends_on[0]", repr(elsewhere))
+        assert "provider 'other', which is not configured" in problem.problem
+        assert "configure other again in $FLOW_HOME/config.yaml, or cancel" in problem.fix
     finally:
         again.close()
 
