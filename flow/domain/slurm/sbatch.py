@@ -61,10 +61,13 @@ SECRETS_FILE: Final = task_files.SECRETS
 # Nothing the program started outlives the job (the task is terminal only once all of it is gone):
 # what carries the task's FLOW_TASK_ID in its environment is killed once the program has ended,
 # also what left the job's process tree (a shell's background job, a daemon), which Slurm's
-# proctrack/linuxproc does not follow.
+# proctrack/linuxproc does not follow. One grep reads every environ (a grep per process took
+# seconds on a busy node, and delayed the job's end, and so its dependents); the list is taken
+# before the grep and the subshell start, so neither is in it.
 LEFTOVERS_KILLED: Final = (
-    'for e in /proc/[0-9]*/environ; do p=${e#/proc/}; p=${p%/environ}; [ "$p" = "$$" ] && continue; '
-    'grep -qxzF "FLOW_TASK_ID=$FLOW_TASK_ID" "$e" 2>/dev/null && kill -KILL "$p" 2>/dev/null; done'
+    "set -- /proc/[0-9]*/environ; "
+    'for e in $(grep -lxzF "FLOW_TASK_ID=$FLOW_TASK_ID" "$@" 2>/dev/null); do p=${e#/proc/}; p=${p%/environ}; '
+    '[ "$p" = "$$" ] || kill -KILL "$p" 2>/dev/null; done'
 )
 
 # --- what Flow does with each option ---------------------------------------------------------
