@@ -52,6 +52,38 @@ ABSENT: Final[dict[str, str]] = {
 }
 
 
+_WAIT = "task.wait() returns the Task here (flow-compute: a TaskWaitResult); look at task.status after it"
+_SSH = "reach the task with task.ssh(), task.exec() or `flow ssh TASK_ID`"
+
+# Task attributes of flow-compute that a Task here does not have.
+TASK_ABSENT: Final[dict[str, str]] = {
+    "failed": _WAIT,
+    "reached": _WAIT,
+    "timed_out": _WAIT,
+    "outcome": _WAIT,
+    "total_cost": "only cost_per_hour (USD per hour, a number) is known here",
+    "ssh_host": _SSH,
+    "ssh_port": _SSH,
+    "ssh_user": _SSH,
+    "public_ip": _SSH,
+    "has_ssh_access": _SSH,
+    "get_instances": "task.instance_type says what it runs on; task.exec() runs commands there",
+    "log_events": "task.log_chunks() gives the output with cursors to resume from",
+    "stop": "task.cancel() stops it",
+    "message": "task.state_reason says why it is in its state",
+    "region": "task.config.region is the region asked for",
+}
+
+
+def absent_task_attribute(name: str) -> AttributeError:
+    reason = TASK_ABSENT.get(name)
+    if reason is None:
+        return AttributeError(f"'Task' object has no attribute {name!r}")
+    return AttributeError(
+        f"'Task' object has no attribute {name!r}: flow-compute's Task.{name} is not provided here; {reason}"
+    )
+
+
 def absent(name: str) -> AttributeError:
     """The error for `flow.NAME`: why, when flow-compute has the name, and what to use."""
     reason = ABSENT.get(name)
@@ -63,4 +95,4 @@ def absent(name: str) -> AttributeError:
     )
 
 
-__all__ = ["ABSENT", "absent"]
+__all__ = ["ABSENT", "TASK_ABSENT", "absent", "absent_task_attribute"]

@@ -276,6 +276,12 @@ class Task:
         if pending:
             yield pending.decode("utf-8", errors="replace")
 
+    def __getattr__(self, name: str) -> Any:
+        # Only for names a Task lacks: those flow-compute's Task has say what to use instead.
+        from flow.flow_compute import absent_task_attribute
+
+        raise absent_task_attribute(name)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "task_id": self.task_id,

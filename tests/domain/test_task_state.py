@@ -255,7 +255,7 @@ def test_any_event_sequence(steps: list[tuple[TaskEvent, float]], hours: float |
 def test_a_state_equals_its_name_in_any_case_and_prints_upper_case(state: TaskState, case: object) -> None:
     assert callable(case)
     spelled = case(state.value)
-    assert state == spelled and spelled == state and not state != spelled
+    assert state == spelled and spelled == state and (state != spelled) is False
     assert TaskState(spelled) is state
     assert str(state) == f"{state}" == state.value == state.value.upper()
     assert hash(state) == hash(state.value)  # sets and dicts keyed by states keep working

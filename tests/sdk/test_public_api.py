@@ -8,7 +8,7 @@ import sys
 import flow
 from flow import errors
 
-PUBLIC = [
+DESIGN = [
     "APIError",
     "AuthenticationError",
     "DaemonUnavailableError",
@@ -34,6 +34,31 @@ PUBLIC = [
     "__version__",
     "invoke",
 ]
+# The names of the Mithril platform's SDK (flow-compute) provided too (README, "Coming from
+# flow-compute"; the ones not provided are in flow.flow_compute.ABSENT).
+FLOW_COMPUTE = [
+    "AuthorizationError",
+    "ConfigParserError",
+    "FlowOperationError",
+    "FlowTimeoutError",
+    "InstanceNotReadyError",
+    "InsufficientBidPriceError",
+    "InvokeTask",
+    "NameConflictError",
+    "ProviderCapabilityError",
+    "RateLimitError",
+    "RemoteExecutionError",
+    "Secret",
+    "Volume",
+    "WaitUntil",
+    "invoke_async",
+    "on_enter",
+    "on_exit",
+    "param",
+    "remote",
+    "run",
+]
+PUBLIC = sorted([*DESIGN, *FLOW_COMPUTE])
 
 
 def test_public_names_are_pinned() -> None:
@@ -63,8 +88,28 @@ def test_the_seed_exception_tree() -> None:
         assert cls.__mro__[1] is getattr(errors, base), child
     assert issubclass(errors.TimeoutError, TimeoutError)  # the builtin too
     assert issubclass(errors.NetworkError, ConnectionError)
+    assert issubclass(errors.ValidationError, ValueError)  # as in flow-compute
     error = errors.ResourceNotAvailableError("no a100", suggestions=["try h100"], error_code="RESOURCE_NOT_AVAILABLE")
     assert (error.message, error.suggestions, error.error_code) == ("no a100", ["try h100"], "RESOURCE_NOT_AVAILABLE")
+
+
+def test_flow_computes_exception_names_sit_under_the_seed_classes() -> None:
+    assert errors.FlowTimeoutError is errors.TimeoutError
+    parent = {
+        "AuthorizationError": errors.AuthenticationError,
+        "RateLimitError": errors.APIError,
+        "InsufficientBidPriceError": errors.ResourceNotAvailableError,
+        "ConfigParserError": errors.ValidationError,
+        "NameConflictError": errors.FlowError,
+        "InstanceNotReadyError": errors.FlowError,
+        "FlowOperationError": errors.FlowError,
+        "RemoteExecutionError": errors.FlowError,
+        "ProviderCapabilityError": errors.FlowError,
+    }
+    for name, base in parent.items():
+        assert issubclass(getattr(flow, name), base), name
+    assert issubclass(errors.InsufficientBidPriceError, errors.ValidationAPIError)
+    assert issubclass(errors.ProviderCapabilityError, NotImplementedError)
 
 
 def test_import_flow_loads_no_grpc() -> None:
