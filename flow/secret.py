@@ -91,7 +91,10 @@ def with_secrets(options: dict[str, Any]) -> dict[str, Any]:
     if "secrets" not in options:
         return options
     rest = dict(options)
-    named = secret_env_of(rest.pop("secrets"))
+    secrets = rest.pop("secrets")
+    if secrets is None:  # flow-compute's default
+        return rest
+    named = secret_env_of(secrets)
     rest["secret_env"] = (*rest.get("secret_env", ()), *named)
     return rest
 

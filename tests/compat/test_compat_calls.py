@@ -140,3 +140,41 @@ def test_map_keywords_of_flow_compute(home: Path, tmp_path: Path, monkeypatch: p
     assert sorted(div.map([1, 2, 3], order_outputs=False)) == [1, 2, 3]
     with pytest.raises(ZeroDivisionError):
         div.starmap([(1, 0)])
+
+
+MOVER = """
+import flow
+
+app = flow.FlowApp()
+
+
+class Point:
+    def __init__(self, x):
+        self.x = x
+
+
+@app.cls(encoding="pickle")
+class Mover:
+    step: int = flow.param(default=1)
+
+    @flow.on_enter()
+    def setup(self):
+        self.origin = Point(100)
+
+    @flow.remote()
+    def move(self, p):
+        return Point(p.x + self.step + self.origin.x)
+"""
+
+
+def test_a_class_call_with_pickled_arguments(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("cloudpickle")
+    (tmp_path / "mover_compat.py").write_text(MOVER)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("mover_compat", None)
+    from mover_compat import Mover, Point  # type: ignore[import-not-found]
+
+    task = Mover(step=5).move.spawn(Point(1))
+    assert task.name == "Mover-move"
+    assert task.result().x == 106

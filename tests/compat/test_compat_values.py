@@ -141,6 +141,12 @@ def test_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
         pass
 
     assert f._config().secret_env == ("OTHER", "WANDB_API_KEY")
+
+    @app.function(secrets=None)  # flow-compute's default
+    def g() -> None:
+        pass
+
+    assert g._config().secret_env == ()
     assert "s3cr3t-value" not in repr(f._config())  # the value is read at submit, never kept
 
 
