@@ -178,6 +178,8 @@ class Flow:
             config = with_data_mounts(config, mounts)
         if dry_run:
             return self.submit(config, validate_only=True)
+        if wait_until is not None:
+            tasks.check_wait_until(wait_until)  # before anything is submitted
         if max_wait_seconds is not None and not max_wait_seconds > 0:
             raise ValidationError(
                 f"max_wait_seconds={max_wait_seconds!r} must be a positive number of seconds",

@@ -35,6 +35,14 @@ PAGE_MAX = 1000  # ListTasks' largest page
 RUNNING_POLL_MAX = 1.0  # wait(until="running") looks at least this often
 
 
+def check_wait_until(until: object) -> None:
+    if until not in WAIT_UNTIL:
+        raise errors.ValidationError(
+            f"until={until!r} is not something to wait for",
+            suggestions=[f"use one of {', '.join(map(repr, WAIT_UNTIL))}"],
+        )
+
+
 def _when(seconds: float | None) -> datetime | None:
     return None if seconds is None else datetime.fromtimestamp(seconds, tz=UTC)
 
@@ -107,11 +115,7 @@ class Task:
         """Blocks until the task is COMPLETED, FAILED, CANCELLED or PREEMPTED; returns it.
         Raises flow.TimeoutError when `timeout` seconds pass first. `until="running"` returns as
         soon as it runs (or has already finished); `until="submitted"` at once."""
-        if until not in WAIT_UNTIL:
-            raise errors.ValidationError(
-                f"until={until!r} is not something to wait for",
-                suggestions=[f"use one of {', '.join(map(repr, WAIT_UNTIL))}"],
-            )
+        check_wait_until(until)
         self._submitted("wait()")
         deadline = None if timeout is None else time.monotonic() + timeout
         if until == "submitted":

@@ -60,11 +60,13 @@ def test_flow_run_uses_the_default_client_of_the_environment(
     assert first.wait(timeout=120).status == "completed"  # its client was replaced, not closed
 
 
-def test_run_checks_its_waiting_keywords(home: Path) -> None:
+def test_run_checks_its_waiting_keywords_before_submitting(home: Path, client: Any) -> None:
+    before = len(client.list_tasks(limit=1000))
     with pytest.raises(ValidationError, match="until='soon' is not something to wait for"):
         flow.run("true", upload_code=False, wait_until="soon")  # type: ignore[arg-type]
     with pytest.raises(ValidationError, match="max_wait_seconds=0 must be a positive number"):
         flow.run("true", upload_code=False, wait_until="terminal", max_wait_seconds=0)
+    assert len(client.list_tasks(limit=1000)) == before
     running = flow.run("sleep 30", upload_code=False, wait_until="running", max_wait_seconds=None)
     assert running.status == "running"
     running.cancel()
