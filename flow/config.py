@@ -57,17 +57,31 @@ class VolumeSpec(core.VolumeSpec):
         _known_keywords(cls, {k: v for k, v in keywords.items() if k not in VOLUME_COMPAT_KEYWORDS}, "volume spec")
         return super().__new__(cls)
 
+    # The design document's fields, in core.VolumeSpec's order (a test holds them equal), then
+    # flow-compute's keywords.
     def __init__(
-        self, *args: Any, create_if_missing: bool | None = None, throughput_mb_s: int | None = None, **fields: Any
+        self,
+        name: str | None = None,
+        size_gb: int | None = None,
+        mount_path: str | None = None,
+        interface: str = "block",
+        iops: int | None = None,
+        volume_id: str | None = None,
+        *,
+        create_if_missing: bool | None = None,
+        throughput_mb_s: int | None = None,
     ) -> None:
-        names = [f.name for f in attrs.fields(core.VolumeSpec)]
-        clash = [n for n in names[: len(args)] if n in fields]
-        if len(args) > len(names) or clash:
-            raise TypeError(f"VolumeSpec() takes at most {len(names)} positional arguments, each given once")
-        fields.update(zip(names, args, strict=False))
+        fields: dict[str, Any] = {
+            "name": name,
+            "size_gb": size_gb,
+            "mount_path": mount_path,
+            "interface": interface,
+            "iops": iops,
+            "volume_id": volume_id,
+        }
         _raise_if(_compat_volume_violations(fields, create_if_missing, throughput_mb_s), "volume spec")
         if create_if_missing is False:
-            fields.pop("size_gb", None)
+            fields["size_gb"] = None
         self.__attrs_init__(**fields)
 
     def __attrs_post_init__(self) -> None:

@@ -77,12 +77,43 @@ def test_run_checks_its_waiting_keywords_before_submitting(home: Path, client: A
 def test_a_dry_run_handle_answers_from_memory_and_refuses_the_rest(client: Any) -> None:
     handle = client.run("echo never", upload_code=False, dry_run=True)
     assert (handle.task_id, handle.status, handle.dry_run, handle.is_terminal) == ("", "PENDING", True, False)
+    assert handle.status == "pending" and not handle.is_running
     assert handle.refresh() is handle
     for call in (handle.wait, handle.result, handle.cancel, handle.logs, lambda: list(handle.log_stream())):
         with pytest.raises(ValidationError, match="handle of a dry run"):
             call()
     assert client.validate("echo never", upload_code=False).dry_run
     assert not client.run("true", upload_code=False).dry_run
+
+
+def test_a_task_keeps_working_after_its_client_is_closed(shared_daemon: Daemon) -> None:
+    with shared_daemon.client() as f:
+        done = f.run("echo after-close", upload_code=False)
+        held = f.run("sleep 60", upload_code=False)
+    assert done.wait(timeout=120).status == "completed"  # each call reopens the connection
+    assert done.logs() == "after-close\n"
+    assert held.status in ("pending", "running")
+    held.cancel()
+    assert held.wait(timeout=120).status == "cancelled"
+    assert f.status(done.task_id) == "completed"  # the closed client itself too
+
+
+def test_list_tasks_takes_states_by_name_in_either_case(client: Any) -> None:
+    done = client.run("true", upload_code=False, wait_until="terminal")
+    for status in (
+        "completed",
+        "COMPLETED",
+        "Completed",
+        ["completed", "FAILED"],
+        ("cancelled", flow.TaskStatus.COMPLETED),
+    ):
+        assert done.task_id in [t.task_id for t in client.list_tasks(status=status, limit=1000)], status
+    assert done.task_id not in [t.task_id for t in client.list_tasks(status="failed", limit=1000)]
+    with pytest.raises(ValidationError, match="status='done' is not a task state") as raised:
+        client.list_tasks(status="done")
+    assert "COMPLETED" in " ".join(raised.value.suggestions)
+    with pytest.raises(ValidationError, match="status='c' is not a task state"):
+        client.list_tasks(status=["c"])
 
 
 def test_a_log_stream_survives_its_client_being_closed_mid_stream(shared_daemon: Daemon, tmp_path: Path) -> None:
