@@ -8,6 +8,7 @@
     train_model("./local.csv")                  # a plain local call
     train_model.remote("s3://bucket/data")      # runs in a task, returns its value
     task = train_model.spawn("s3://bucket/data"); task.result()
+    evaluate.spawn(depends_on=[task])           # starts once that task has completed
     train_model.map(["a", "b", "c"])            # one task per input, results in order
 
 The task imports the function from a snapshot of the code root (the current directory) and
@@ -91,12 +92,14 @@ class RemoteFunction(Generic[P, R]):
         """Runs the function here, as calling it does (flow-compute's name for that)."""
         return self._fn(*args, **kwargs)
 
-    def _config(self) -> TaskConfig:
+    def _config(self, depends_on: object = None) -> TaskConfig:
         from flow.config import TaskConfig
 
         options = dict(self._options)
         options.setdefault("name", self._fn.__name__.replace("_", "-")[:63])
         options.setdefault("code_root", str(Path.cwd()))
+        if depends_on is not None:
+            options["depends_on"] = depends_on
         return TaskConfig(upload_code=True, **options)
 
     def _call(self, config: TaskConfig, args: tuple[Any, ...], kwargs: dict[str, Any], flow: Flow) -> FunctionCall:
@@ -127,12 +130,14 @@ class RemoteFunction(Generic[P, R]):
         return call
 
     def spawn(self, *args: P.args, **kwargs: P.kwargs) -> Task:
-        """Starts the call in a task and returns the Task; `task.result()` gives the value."""
+        """Starts the call in a task and returns the Task; `task.result()` gives the value.
+        `depends_on=` is spawn's own (never passed to the function): the tasks the call waits
+        for, as TaskConfig.depends_on (Task objects, task ids, "ID:afterany", ...)."""
         from flow.remote_call import refuse_nested_import_call
 
         refuse_nested_import_call(self._fn.__name__)
         flow = self._app.flow
-        config = self._config()
+        config = self._config(kwargs.pop("depends_on", None))
         return flow.submit(config, function_call=self._call(config, args, dict(kwargs), flow))
 
     def remote(self, *args: P.args, **kwargs: P.kwargs) -> R:

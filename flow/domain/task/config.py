@@ -18,6 +18,7 @@ from returns.result import Failure, Result, Success
 
 from flow.domain.errors import DomainError, FieldViolation, show_value, validation_error, violation
 from flow.domain.instances.instance_types import parse_instance_type
+from flow.domain.task.dependencies import Dependency, as_dependencies, as_instant, dependency_violations
 
 NAME_PATTERN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
 ENV_NAME_PATTERN: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
@@ -107,6 +108,12 @@ class TaskConfig:
     # Names of environment variables whose values are secret: taken from the submitter's
     # environment at submit time, given to the task, never stored in the config, never shown.
     secret_env: tuple[str, ...] = field(default=(), converter=_as_tuple)
+    # Scheduling (flow.domain.task.dependencies): the tasks this one waits for, with Slurm's
+    # conditions; not before this instant (seconds since the epoch); order among the user's
+    # waiting tasks (higher first).
+    depends_on: tuple[Dependency, ...] = field(default=(), converter=as_dependencies)
+    start_after: float | None = field(default=None, converter=as_instant)
+    priority: int = 0
 
 
 # --- validation -------------------------------------------------------------------------------
@@ -574,6 +581,7 @@ def task_config_violations(cfg: TaskConfig) -> tuple[FieldViolation, ...]:
                         f"remove {name} from env; secret_env sets it",
                     )
                 )
+    out.extend(dependency_violations(cfg.depends_on, cfg.start_after, cfg.priority))
     return tuple(out)
 
 
