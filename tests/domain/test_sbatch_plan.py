@@ -75,7 +75,7 @@ def test_elsewhere_they_are_ignored_with_a_warning_each() -> None:
     assert isinstance(directives, dict) and directives["passed_through"] == []
     assert [d["written"] for d in directives["ignored"]] == ["--part", "--account", "--ntasks", "--tasks-per-node"]
     assert "#SBATCH --part gpu (line 3) only applies on Slurm; provider local ignores it" in shown["warnings"]  # type: ignore[operator]
-    assert any("the %1 limit is not applied" in w for w in shown["warnings"])  # type: ignore[union-attr]
+    assert any("the %1 limit applies on Slurm only" in w for w in shown["warnings"])  # type: ignore[union-attr]
 
 
 def test_an_instance_type_given_at_submission_is_shown_with_its_warning() -> None:

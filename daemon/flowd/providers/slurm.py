@@ -157,7 +157,7 @@ class SlurmProvider:
         self._poller: RemotePoller[_Job] = RemotePoller(
             self.name, settings.poll_interval, self._poll, (ClusterError,), clock
         )
-        self.capabilities = Capabilities(offers=self, exec=self, results=self)
+        self.capabilities = Capabilities(offers=self, exec=self, results=self, dry_run=self)
 
     @property
     def state_type(self) -> StateType:
@@ -248,6 +248,18 @@ class SlurmProvider:
             return (exc if isinstance(exc, LaunchError) else LaunchError(str(exc))).refused(self.name)
         return Queued(SlurmJob(job_id=job_id, task_dir=self._submitter.task_dir(record.task_id)))
 
+    def dry_run(self, record: TaskRecord) -> Result[None, DomainError]:
+        """sbatch --test-only of the job the task would submit: what Slurm would refuse (a GRES
+        type no node has, a feature, a partition's limits), said without submitting anything."""
+        try:
+            refused = self._submitter.test_only(record, self._gres_for(record))
+        except ClusterError as exc:
+            return Failure(self._unreachable(exc))
+        except LaunchError as exc:
+            refusal = exc.refused(self.name)
+            return Failure(refusal.error)
+        return Success(None) if refused is None else Failure(refused)
+
     # --- watching ------------------------------------------------------------------------
 
     def _follow(self, record: TaskRecord, state: SlurmJob, started: bool) -> None:
@@ -311,7 +323,8 @@ class SlurmProvider:
         """A command inside the job's allocation: `srun --jobid=N --overlap`, on the login node
         or, over SSH, through the ssh client with the same host key checking."""
         tty = ["--pty"] if request.tty else []
-        srun = ["srun", f"--jobid={state.job_id}", "--overlap", "--quiet", *tty, *(request.argv or ("bash",))]
+        job_id = self._own_job_id(state.job_id)
+        srun = ["srun", f"--jobid={job_id}", "--overlap", "--quiet", *tty, *(request.argv or ("bash",))]
         env = public_env(os.environ)
         if request.tty:
             env["TERM"] = request.term or "xterm-256color"
@@ -328,6 +341,19 @@ class SlurmProvider:
             return ExecSession(command, cwd, env, request.tty, request.rows, request.columns)
         except ExecError as exc:
             raise LaunchError(str(exc)) from exc
+
+    def _own_job_id(self, job_id: str) -> str:
+        """An array element's own job id (srun --jobid takes no `<array>_<index>`)."""
+        if "_" not in job_id:
+            return job_id
+        try:
+            rc, out, err = self._run(f"squeue -h -j {shlex.quote(job_id)} -o %A\n", timeout=60)
+        except ClusterError as exc:
+            raise LaunchError(f"cannot reach the cluster: {exc}") from exc
+        found = out.decode("utf-8", "replace").split()
+        if rc != 0 or not found or not found[0].isdigit():
+            raise LaunchError(f"the Slurm job {job_id} is not running ({err or 'squeue says nothing of it'})")
+        return found[0]
 
     def _ssh_command(self, remote: list[str], tty: bool) -> list[str]:
         ssh = self._settings.ssh
