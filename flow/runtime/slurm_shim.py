@@ -553,16 +553,18 @@ def srun(argv: Sequence[str]) -> int:
         return 2
     codes: list[int] = [0] * len(children)
     pending = set(range(len(children)))
+    stopped: set[int] = set()  # stopped for another's failure: their status is not the step's
     while pending:
         for k in list(pending):
             code = children[k].poll()
             if code is None:
                 continue
             pending.discard(k)
-            codes[k] = _status(code)
+            codes[k] = 0 if k in stopped else _status(code)
             if codes[k] and kill_on_bad_exit:
-                for other in pending:
+                for other in pending - stopped:
                     children[other].terminate()
+                    stopped.add(other)
         if pending:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 children[min(pending)].wait(timeout=0.05)

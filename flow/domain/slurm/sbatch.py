@@ -32,7 +32,7 @@ from flow.domain.instances.instance_types import (
     short_name,
 )
 from flow.domain.slurm.gpu_requests import GpuAsk, GpuSpecProblem, parse_gpu_count, parse_gres_request
-from flow.domain.slurm.layout import ONE_NODE, Layout, TaskCounts, job_layout
+from flow.domain.slurm.layout import ONE_NODE, Layout, LayoutProblem, TaskCounts, job_layout
 from flow.domain.slurm.sbatch_options import LONG_NAMES, NONE, REQUIRED, SHORT, argument_of, resolve_long
 from flow.domain.slurm.states import model_of_gres_type
 from flow.domain.task import task_files
@@ -684,10 +684,15 @@ def sbatch_to_configs(
         wanted = given.unwrap()
         asked_model = model or unknown_type
         gets_model = None if wanted.is_cpu else wanted.model
-        if wanted.count != count or (count and asked_model is not None and gets_model != asked_model.split("-")[0]):
+        contradicts = wanted.count != count or bool(
+            count and asked_model is not None and gets_model != asked_model.split("-")[0]
+        )
+        if contradicts:
             warnings.append(_override_warning(instance_type, wanted, count, asked_model, gpu_directive))
+        if contradicts or (count and asked_model is None):
             # -i wins, as an option on sbatch's command line wins over the script's: its GPU
-            # directives go (on Slurm the job asks for the instance type's GRES instead).
+            # directives go (on Slurm the job asks for the instance type's GRES instead), also
+            # untyped ones it agrees with, which Slurm could meet with another model.
             overrides = _gpu_override(read.directives, last, layout, counts, nodes, wanted.is_cpu, instance_type)
         fields["instance_type"] = instance_type
         generic_gpus = None
@@ -829,20 +834,23 @@ def _gpu_override(
             edits.append(Edit(d, (), note))
     if not edits:
         return ()
-    without = job_layout(
-        TaskCounts(
-            nodes=nodes,
-            ntasks=counts.get("ntasks"),
-            ntasks_per_node=counts.get("ntasks-per-node"),
-            cpus_per_task=counts.get("cpus-per-task"),
+    def without_gpus(node_count: int | None) -> Layout | tuple[LayoutProblem, ...]:
+        return job_layout(
+            TaskCounts(
+                nodes=node_count,
+                ntasks=counts.get("ntasks"),
+                ntasks_per_node=counts.get("ntasks-per-node"),
+                cpus_per_task=counts.get("cpus-per-task"),
+            )
         )
-    )
+
     kept: list[str] = []
-    if isinstance(without, Layout):
-        if without.nodes != layout.nodes and "nodes" not in last:
-            kept.append(f"--nodes={layout.nodes}")
-        if without.ntasks != layout.ntasks and "ntasks" not in last:
-            kept.append(f"--ntasks={layout.ntasks}")
+    without = without_gpus(nodes)
+    if isinstance(without, Layout) and without.nodes != layout.nodes and "nodes" not in last:
+        kept.append(f"--nodes={layout.nodes}")
+        without = without_gpus(layout.nodes)
+    if isinstance(without, Layout) and without.ntasks != layout.ntasks and "ntasks" not in last:
+        kept.append(f"--ntasks={layout.ntasks}")
     if kept:
         edits[0] = evolve(edits[0], tokens=(*edits[0].tokens, *kept))
     return tuple(edits)

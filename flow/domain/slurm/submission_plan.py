@@ -24,6 +24,8 @@ from flow.domain.task.config_codec import task_config_to_dict
 SLURM_KIND: Final = "slurm"
 # Providers whose nodes are processes of one machine: srun outside Slurm starts every node's tasks.
 SAME_MACHINE_KINDS: Final = frozenset({SLURM_KIND, "local"})
+# Slurm-only directives a provider that is not Slurm still honours, as variables srun reads.
+EMULATED: Final = frozenset({"ntasks", "ntasks-per-node", "cpus-per-task"})
 # Shown for every task even at their defaults, so a script reading the plan finds them.
 _ALWAYS_SHOWN: Final = (
     "name",
@@ -61,6 +63,9 @@ class SubmissionPlan:
     warnings: tuple[str, ...]
     array: ArraySpec | None = None
     instance_type_override: str | None = None
+    # Elsewhere, the task counts: not Slurm's to lay out, but the variables (SLURM_NTASKS, ...)
+    # that srun (flow.runtime.slurm_shim) starts the script's steps by.
+    emulated: tuple[Directive, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         array = None
@@ -87,6 +92,7 @@ class SubmissionPlan:
             "slurm_directives": {
                 "passed_through": [directive_to_dict(d) for d in self.passed_through],
                 "ignored": [directive_to_dict(d) for d in self.ignored],
+                "emulated": [directive_to_dict(d) for d in self.emulated],
             },
             "warnings": list(self.warnings),
         }
@@ -176,7 +182,7 @@ def submission_plan(
         tasks = _native_tasks(job, array_id)
     else:
         tasks = _emulated_tasks(job, source, array_id, shim_source)
-        warnings.extend(ignored_warning(d, provider) for d in job.native_only)
+        warnings.extend(ignored_warning(d, provider) for d in job.native_only if d.option not in EMULATED)
         if job.array is not None and job.array.throttle is not None:
             warnings.append(
                 f"{job.array.directive.label}: provider {provider} runs all {len(job.array.indices)} elements at "
@@ -197,7 +203,8 @@ def submission_plan(
             layout=job.layout,
             tasks=tasks,
             passed_through=job.native_only if on_slurm else (),
-            ignored=() if on_slurm else job.native_only,
+            ignored=() if on_slurm else tuple(d for d in job.native_only if d.option not in EMULATED),
+            emulated=() if on_slurm else tuple(d for d in job.native_only if d.option in EMULATED),
             warnings=tuple(warnings),
             array=job.array,
             instance_type_override=job.instance_type_override,
