@@ -1101,7 +1101,11 @@ def render_job(request: JobRequest) -> Result[JobFiles, DomainError]:
             'export MASTER_PORT="${MASTER_PORT:-$((20000 + SLURM_JOB_ID % 20000))}"',
             'export NNODES="$SLURM_NNODES" WORLD_SIZE="$SLURM_NNODES"',
         ]
-        per_node = q('export NODE_RANK="$SLURM_NODEID"; exec "$@"')
+        # One worker per node (flow.domain.task.multinode's convention): RANK is the node's.
+        per_node = q(
+            'export NODE_RANK="$SLURM_NODEID" RANK="$SLURM_NODEID" GROUP_RANK="$SLURM_NODEID" '
+            'LOCAL_RANK=0 LOCAL_WORLD_SIZE=1; exec "$@"'
+        )
         program = (
             'srun --nodes="$SLURM_NNODES" --ntasks="$SLURM_NNODES" --ntasks-per-node=1 --kill-on-bad-exit=1 '
             f"bash -c {per_node} flow-node {program}"
