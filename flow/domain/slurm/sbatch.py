@@ -61,9 +61,11 @@ SECRETS_FILE: Final = task_files.SECRETS
 # what carries the task's FLOW_TASK_ID in its environment is killed once the program has ended,
 # also what left the job's process tree (a shell's background job, a daemon), which Slurm's
 # proctrack/linuxproc does not follow.
+# One grep reads every process's environment (not one grep per process: on a busy node that was
+# seconds, during which the job stays COMPLETING and Slurm starts no other job).
 LEFTOVERS_KILLED: Final = (
-    'for e in /proc/[0-9]*/environ; do p=${e#/proc/}; p=${p%/environ}; [ "$p" = "$$" ] && continue; '
-    'grep -qxzF "FLOW_TASK_ID=$FLOW_TASK_ID" "$e" 2>/dev/null && kill -KILL "$p" 2>/dev/null; done'
+    'for e in $(grep -lsxzF "FLOW_TASK_ID=$FLOW_TASK_ID" /proc/[0-9]*/environ); do '
+    'p=${e#/proc/}; p=${p%/environ}; [ "$p" = "$$" ] || kill -KILL "$p" 2>/dev/null; done'
 )
 
 # --- what Flow does with each option ---------------------------------------------------------
@@ -834,6 +836,7 @@ def _gpu_override(
             edits.append(Edit(d, (), note))
     if not edits:
         return ()
+
     def without_gpus(node_count: int | None) -> Layout | tuple[LayoutProblem, ...]:
         return job_layout(
             TaskCounts(
