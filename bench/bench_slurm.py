@@ -3,15 +3,18 @@
 Run: .venv/bin/python bench/bench_slurm.py [--quick]   (as root: it takes a lease on
 tools/test-stack, starting it if needed; the last lease stops it again)
 
-The Slurm commands flowd runs are wrapped by counting shims on its PATH (each appends its name,
-the time and its arguments to a log, then execs the real command), so the counts are Slurm's real
-workload, not a mock's. Floors are bare Slurm, measured in the same run:
+For the count, the Slurm commands of a second provider of the same flowd are wrapped by counting
+shims (its bin_dir: each appends its name, the time and its arguments to a log, then execs the
+real command), so the counts are Slurm's real workload, not a mock's; the timed rows use a
+provider without them (a shim is a bash start per command, which the floor does not pay). Floors
+are bare Slurm, measured in the same run:
 
   submit->RUNNING (1 task)       Flow.run(sleep) then task.status polled every 20 ms until RUNNING;
                                  floor: `sbatch --wrap sleep`, then `squeue -j` every 20 ms
   N tasks submit->all RUNNING    N concurrent Flow.run from 16 threads, until every task is RUNNING;
                                  floor: N concurrent bare sbatch, then one squeue for all every 20 ms
-  squeue calls per poll          with N live tasks, squeue calls in a steady window divided by the
+  squeue calls per poll          with N live tasks (of the counted provider, all RUNNING), squeue
+                                 calls in a steady window divided by the
                                  polls the window holds (window / poll_interval): O(1) means 1.00
                                  whatever N (the ids per call show that each call asks for all)
 
@@ -47,6 +50,7 @@ STACK = REPO / "tools" / "test-stack"
 SLURM_TOOLS = ("squeue", "sbatch", "scancel", "sinfo", "scontrol", "sacct")
 POLL_INTERVAL = 0.25
 PROVIDER = "bench-slurm"
+COUNTED = "bench-slurm-counted"  # the same cluster, every Slurm command through a counting shim
 SPIN = 0.02
 BARE_JOBS: list[str] = []  # every bare job this run submitted, cancelled at the end whatever happens
 
@@ -193,19 +197,21 @@ def main() -> int:
     write_shims(shim_dir, log)
     daemon = BenchDaemon()
     config = daemon.home.config
+    providers = {PROVIDER: "", COUNTED: f"    bin_dir: {shim_dir}\n"}
     config.write_text(
-        f"providers:\n  {PROVIDER}:\n    kind: slurm\n    mode: local\n"
-        f"    slurm_conf: {env['SLURM_CONF']}\n    poll_interval: {POLL_INTERVAL}\n"
-        f"    work_dir: {scratch}/work\n"
+        "providers:\n"
+        + "".join(
+            f"  {name}:\n    kind: slurm\n    mode: local\n    slurm_conf: {env['SLURM_CONF']}\n"
+            f"    poll_interval: {POLL_INTERVAL}\n    work_dir: {scratch}/work-{name}\n{extra}"
+            for name, extra in providers.items()
+        )
     )
     config.chmod(0o600)
-    saved_path = os.environ["PATH"]
-    os.environ["PATH"] = f"{shim_dir}:{saved_path}"  # flowd inherits it: every Slurm call is counted
     os.environ["SLURM_CONF"] = env["SLURM_CONF"]
     try:
         daemon.start()
-        os.environ["PATH"] = saved_path
         flow = Flow(provider=PROVIDER, flow_home=daemon.home.root)
+        counted = Flow(provider=COUNTED, flow_home=daemon.home.root)
         print(f"FLOW_HOME={daemon.home.root}: slurm provider (local CLI mode), poll_interval {POLL_INTERVAL} s")
         flow_latency(flow, 1)  # warm: sinfo, the first scheduler pass
         wait_idle(env)
@@ -216,6 +222,10 @@ def main() -> int:
         bare_total = bare_many(env, count)
         wait_idle(env)
         flow_total, tasks = flow_many(flow, count)
+        for task in tasks:
+            task.cancel()
+        wait_idle(env)
+        _, tasks = flow_many(counted, count)
         before = calls(log, "squeue")
         t0 = time.time()
         time.sleep(window)
@@ -241,17 +251,17 @@ def main() -> int:
         print()
         print(
             f"steady window {window:g} s = {polls:g} polls: {len(steady)} squeue calls, {ids_per_call:.0f} job ids "
-            f"each; {sbatch_calls} sbatch calls for {runs + 1 + count} tasks; {len(before)} squeue calls in all"
+            f"each; {sbatch_calls} sbatch calls for {count} tasks; {len(before)} squeue calls before it"
         )
         return 0
     finally:
-        os.environ["PATH"] = saved_path
         if daemon.pid is not None:  # the tasks' jobs: cancelled through Flow, before it stops
             with contextlib.suppress(Exception):
-                bench = Flow(provider=PROVIDER, flow_home=daemon.home.root, auto_start=False)
-                for task in bench.list_tasks(limit=10 * count):
-                    if not task.is_terminal:
-                        task.cancel()
+                for name in providers:
+                    bench = Flow(provider=name, flow_home=daemon.home.root, auto_start=False)
+                    for task in bench.list_tasks(limit=10 * count):
+                        if not task.is_terminal:
+                            task.cancel()
         daemon.stop()
         if BARE_JOBS:
             subprocess.run(["scancel", *BARE_JOBS], env=env, check=False, capture_output=True)

@@ -4,12 +4,13 @@ The poller keeps the tasks being followed (one value each, the provider's own: a
 Mithril bid) and calls the provider's `poll` with all of them at once, at a fixed rate (every
 `interval` from the start of the previous poll), and sooner, a quarter interval after the last
 poll, when a task was just added (`follow`) or `wake` was called. With `fast_start`, a task just
-added is looked at sooner still: at once, then `fast_start` seconds later, then after twice as
-long each time, until the interval is reached (a Slurm job that can run starts within
-milliseconds of sbatch: a few quick looks see it, where the next poll could be an interval
-away). A poll that fails because the provider cannot be reached (one of `transient`) is retried
-next time and logged at most once a minute; any other failure is logged with its traceback and
-retried too.
+added is looked at sooner still, until the provider says it has `settled` (a Slurm job seen
+running or ended): after a tenth of the time the newest such task has waited, at least
+`fast_start` (`quick_delay`), until that reaches the interval. A Slurm job that can run starts
+within milliseconds to a second of sbatch; a look every poll interval would add up to a whole
+interval to that, and these looks add at most a tenth (or `fast_start`). A poll that fails
+because the provider cannot be reached (one of `transient`) is retried next time and logged at
+most once a minute; any other failure is logged with its traceback and retried too.
 
 What a poll does with a task's output is the same for every remote provider: the new bytes of the
 remote log are appended to the task's local copy at exactly its current size
@@ -28,6 +29,14 @@ log = logging.getLogger(__name__)
 
 J = TypeVar("J")
 WARN_EVERY: Final = 60.0
+QUICK_FRACTION: Final = 0.1  # a task not yet settled is looked at again after this part of its wait
+
+
+def quick_delay(interval: float, fast_start: float, newest_wait: float) -> float | None:
+    """How soon to look again while a task followed `newest_wait` seconds ago has not settled:
+    None once that is no sooner than the interval."""
+    delay = max(fast_start, newest_wait * QUICK_FRACTION)
+    return delay if delay < interval else None
 
 
 class RemotePoller(Generic[J]):
@@ -42,7 +51,7 @@ class RemotePoller(Generic[J]):
     ) -> None:
         self._name = name
         self._fast_start = fast_start
-        self._backoff: float | None = None  # the next quick look's delay after a follow
+        self._fresh: dict[str, float] = {}  # task id -> when it was followed, until it settles
         self._interval = interval
         self._poll = poll
         self._transient = transient
@@ -61,14 +70,20 @@ class RemotePoller(Generic[J]):
         """Follows the task (once: the job already followed is kept and returned)."""
         with self._lock:
             kept = self._jobs.setdefault(task_id, job)
-            if self._fast_start is not None:
-                self._backoff = 0.0  # a first look at once, then fast_start, 2 x fast_start, ...
+            if self._fast_start is not None and kept is job:
+                self._fresh[task_id] = self._clock()
         self._soon.set()
         self._changed.set()
         return kept
 
+    def settled(self, task_id: str) -> None:
+        """The task needs no quick looks any more (its job was seen running, or ended)."""
+        with self._lock:
+            self._fresh.pop(task_id, None)
+
     def forget(self, task_id: str) -> J | None:
         with self._lock:
+            self._fresh.pop(task_id, None)
             return self._jobs.pop(task_id, None)
 
     def get(self, task_id: str) -> J | None:
@@ -91,10 +106,16 @@ class RemotePoller(Generic[J]):
             log.warning("%s", message)
 
     def _delay(self) -> float:
-        with self._lock:
-            quick = self._backoff
-        if quick is not None and quick < self._interval:
-            return quick
+        if self._fast_start is not None:
+            with self._lock:
+                newest = max(self._fresh.values(), default=None)
+                quick = (
+                    None if newest is None else quick_delay(self._interval, self._fast_start, self._clock() - newest)
+                )
+                if quick is None:
+                    self._fresh.clear()  # all of them waited long enough for the interval to do
+            if quick is not None:
+                return quick
         return self._interval / 4 if self._soon.is_set() else self._interval
 
     def _loop(self) -> None:
@@ -108,10 +129,6 @@ class RemotePoller(Generic[J]):
                 self._changed.clear()
                 continue
             self._soon.clear()
-            with self._lock:
-                if self._backoff is not None:
-                    grown = max(self._backoff * 2, self._fast_start or 0.0)
-                    self._backoff = grown if grown < self._interval else None
             last = now
             jobs = self.jobs()
             if not jobs:

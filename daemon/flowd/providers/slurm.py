@@ -92,8 +92,8 @@ log = logging.getLogger(__name__)
 
 CATALOG_TTL: Final = 15.0
 GONE_POLLS_BEFORE_LOST: Final = 3
-# A job just submitted is looked at after 20 ms, then 40, 80, ... until the poll interval: one that
-# can run starts within milliseconds, and this sees it with a handful of squeue calls.
+# A job just submitted is looked at every 20 ms (then after a tenth of its wait) until it is seen
+# running: one that can run starts within milliseconds (RemotePoller).
 FAST_START: Final = 0.02
 
 
@@ -408,6 +408,8 @@ class SlurmProvider:
                 lookup.append(j)
                 continue
             phase = phase_of(status.state)
+            if phase in ("running", "ended"):
+                self._poller.settled(j.task_id)
             if phase == "running" and not j.started:
                 j.started = True
                 self._report(j.task_id, Started(), SlurmJob(j.job_id, j.task_dir))
