@@ -11,7 +11,9 @@ import pytest
 from conftest import Daemon
 from flow import Flow, TaskStatus
 from flow.errors import ValidationError
-from flow.slurm import SbatchWarning, submit_sbatch
+from flow.slurm import SbatchWarning, read_sbatch, submit_sbatch
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "sbatch"
 
 
 def test_the_cli_runs_a_script_on_the_local_provider(daemon: Daemon, tmp_path: Path) -> None:
@@ -161,3 +163,21 @@ def test_an_invalid_gres_is_refused_also_with_an_instance_type(daemon: Daemon, t
         assert done.returncode == 2, done.stdout
         assert "#SBATCH --gres (line 2): is not a valid GRES" in done.stderr
         assert "valid:" not in done.stdout
+
+
+def test_read_sbatch_gives_each_elements_config_and_the_warnings_without_a_daemon() -> None:
+    """flow.slurm.read_sbatch: what a script would become, per provider kind, submitting nothing."""
+    script = FIXTURES / "array_throttle.sbatch"
+    elsewhere, notes = read_sbatch(script, provider_kind="local", provider_name="laptop")
+    assert [c.name for c in elsewhere] == ["sweep-0", "sweep-1", "sweep-2", "sweep-3"]
+    assert elsewhere[2].env["SLURM_ARRAY_TASK_ID"] == "2"
+    assert elsewhere[2].env["SLURM_ARRAY_TASK_COUNT"] == "4"  # what sbatch sets, set elsewhere
+    assert len({c.env["FLOW_ARRAY_ID"] for c in elsewhere}) == 1  # one array: cancelled together
+    assert any("%2" in n and "laptop" in n for n in notes)
+    assert any("sweep_%A_%a.out" in n for n in notes)
+    on_slurm, slurm_notes = read_sbatch(script)
+    assert slurm_notes == []  # on Slurm the throttle and the output file are Slurm's own
+    assert "SLURM_ARRAY_TASK_COUNT" not in on_slurm[2].env  # Slurm sets it itself
+    typed, typed_notes = read_sbatch(FIXTURES / "typed_gres_a800.sbatch", provider_kind="local", instance_type="1xa100")
+    assert typed[0].instance_type == "1xa100"
+    assert any("a800" in n and "a100" in n for n in typed_notes)  # -i against the script: both named
