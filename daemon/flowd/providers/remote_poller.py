@@ -6,9 +6,10 @@ Mithril bid) and calls the provider's `poll` with all of them at once, at a fixe
 poll, when a task was just added (`follow`) or `wake` was called. With `fast_start`, a task just
 added is looked at sooner still, until the provider says it has `settled` (a Slurm job seen
 running or ended): after a tenth of the time the newest such task has waited, at least
-`fast_start` (`quick_delay`), until that reaches the interval. A Slurm job that can run starts
-within milliseconds to a second of sbatch; a look every poll interval would add up to a whole
-interval to that, and these looks add at most a tenth (or `fast_start`). A poll that fails
+`fast_start` (`quick_delay`), until that reaches the interval or QUICK_WINDOW has passed. A
+Slurm job that can run starts within milliseconds to a second of sbatch; a look every poll
+interval would add up to a whole interval to that, and these looks add at most a tenth (or
+`fast_start`). A poll that fails
 because the provider cannot be reached (one of `transient`) is retried next time and logged at
 most once a minute; any other failure is logged with its traceback and retried too.
 
@@ -30,13 +31,16 @@ log = logging.getLogger(__name__)
 J = TypeVar("J")
 WARN_EVERY: Final = 60.0
 QUICK_FRACTION: Final = 0.1  # a task not yet settled is looked at again after this part of its wait
+# Quick looks end this long after the newest follow: a job still queued then may wait for hours,
+# and the regular interval is soon enough (about 35 looks in all, one query each for all tasks).
+QUICK_WINDOW: Final = 2.0
 
 
 def quick_delay(interval: float, fast_start: float, newest_wait: float) -> float | None:
     """How soon to look again while a task followed `newest_wait` seconds ago has not settled:
-    None once that is no sooner than the interval."""
+    None once that is no sooner than the interval, or the quick looks' window is over."""
     delay = max(fast_start, newest_wait * QUICK_FRACTION)
-    return delay if delay < interval else None
+    return delay if delay < interval and newest_wait < QUICK_WINDOW else None
 
 
 class RemotePoller(Generic[J]):
