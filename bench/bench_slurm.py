@@ -12,13 +12,15 @@ are bare Slurm, measured in the same run:
   submit->RUNNING (1 task)       Flow.run(sleep) then task.status polled every 20 ms until RUNNING;
                                  floor: `sbatch --wrap sleep`, then `squeue -j` every 20 ms
   N tasks submit->all RUNNING    N concurrent Flow.run from 16 threads, until every task is RUNNING;
-                                 floor: N concurrent bare sbatch, then one squeue for all every 20 ms
+                                 floor: N concurrent bare sbatch, then one squeue for all every 20 ms;
+                                 the median of 3 rounds
   squeue calls per poll          with N live tasks (of the counted provider, all RUNNING), squeue
-                                 calls in a steady window divided by the
-                                 polls the window holds (window / poll_interval): O(1) means 1.00
-                                 whatever N (the ids per call show that each call asks for all)
+                                 calls in a steady window divided by the polls the window holds
+                                 (window / poll_interval): O(1) means 1.00 whatever N (the ids
+                                 per call show that each call asks for all)
 
-Ratios are Flow's time over the floor's; nothing is asserted.
+Flow and its floor are measured in turns (one bare run, one Flow run, ...), so a busy moment of a
+shared machine falls on both. Ratios are Flow's time over the floor's; nothing is asserted.
 """
 
 from __future__ import annotations
@@ -87,39 +89,48 @@ def calls(log: Path, tool: str, start: float = 0.0, end: float = float("inf")) -
     return found
 
 
-def bare_latency(env: dict[str, str], runs: int) -> Sample:
+def bare_once(env: dict[str, str]) -> float:
     """sbatch, then squeue every 20 ms until RUNNING: what a hand-written poller gets."""
-    seconds = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        job = subprocess.run(
-            ["sbatch", "--parsable", "--wrap", "sleep 60", "-o", "/dev/null"],
-            capture_output=True,
-            text=True,
-            check=True,
-            env=env,
-        ).stdout.strip()
-        BARE_JOBS.append(job)
-        while True:
-            state = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True, env=env)
-            if state.stdout.strip() == "RUNNING":
-                break
-            time.sleep(SPIN)
-        seconds.append(time.perf_counter() - started)
-        subprocess.run(["scancel", job], env=env, check=False)
-    return Sample("bare sbatch + squeue", seconds)
+    started = time.perf_counter()
+    job = subprocess.run(
+        ["sbatch", "--parsable", "--wrap", "sleep 60", "-o", "/dev/null"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    ).stdout.strip()
+    BARE_JOBS.append(job)
+    while True:
+        state = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True, env=env)
+        if state.stdout.strip() == "RUNNING":
+            break
+        time.sleep(SPIN)
+    took = time.perf_counter() - started
+    subprocess.run(["scancel", job], env=env, check=False)
+    return took
 
 
-def flow_latency(flow: Flow, runs: int) -> Sample:
-    seconds = []
+def flow_once(flow: Flow) -> float:
+    started = time.perf_counter()
+    task = flow.run(TaskConfig(command=["sleep", "60"], upload_code=False))
+    while task.status is not TaskStatus.RUNNING:
+        time.sleep(SPIN)
+    took = time.perf_counter() - started
+    task.cancel()
+    return took
+
+
+def latencies(env: dict[str, str], flow: Flow, runs: int) -> tuple[Sample, Sample]:
+    """Flow and the floor in turns (bare, Flow, bare, ...): a busy moment of the machine or the
+    controller falls on both, not on one row."""
+    bare: list[float] = []
+    flowed: list[float] = []
     for _ in range(runs):
-        started = time.perf_counter()
-        task = flow.run(TaskConfig(command=["sleep", "60"], upload_code=False))
-        while task.status is not TaskStatus.RUNNING:
-            time.sleep(SPIN)
-        seconds.append(time.perf_counter() - started)
-        task.cancel()
-    return Sample("flow run -> RUNNING", seconds)
+        bare.append(bare_once(env))
+        wait_idle(env)
+        flowed.append(flow_once(flow))
+        wait_idle(env)
+    return Sample("bare sbatch + squeue", bare), Sample("flow run -> RUNNING", flowed)
 
 
 def bare_many(env: dict[str, str], count: int) -> float:
@@ -182,7 +193,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer runs and 20 tasks instead of 100 (a smoke run)")
     args = parser.parse_args()
-    runs, count, window = (5, 20, 2.0) if args.quick else (15, 100, 5.0)
+    runs, count, rounds, window = (5, 20, 1, 2.0) if args.quick else (15, 100, 3, 5.0)
     if os.geteuid() != 0:
         print("bench_slurm needs the test Slurm: run it as root (it starts tools/test-stack)", file=sys.stderr)
         return 2
@@ -213,18 +224,21 @@ def main() -> int:
         flow = Flow(provider=PROVIDER, flow_home=daemon.home.root)
         counted = Flow(provider=COUNTED, flow_home=daemon.home.root)
         print(f"FLOW_HOME={daemon.home.root}: slurm provider (local CLI mode), poll_interval {POLL_INTERVAL} s")
-        flow_latency(flow, 1)  # warm: sinfo, the first scheduler pass
+        flow_once(flow)  # warm: sinfo, the first scheduler pass
         wait_idle(env)
-        floor = bare_latency(env, runs)
-        wait_idle(env)
-        measured = flow_latency(flow, runs)
-        wait_idle(env)
-        bare_total = bare_many(env, count)
-        wait_idle(env)
-        flow_total, tasks = flow_many(flow, count)
-        for task in tasks:
-            task.cancel()
-        wait_idle(env)
+        floor, measured = latencies(env, flow, runs)
+        bare_totals: list[float] = []
+        flow_totals: list[float] = []
+        for _ in range(rounds):  # in turns too
+            bare_totals.append(bare_many(env, count))
+            wait_idle(env)
+            took, tasks = flow_many(flow, count)
+            flow_totals.append(took)
+            for task in tasks:
+                task.cancel()
+            wait_idle(env)
+        bare_total = statistics.median(bare_totals)
+        flow_total = statistics.median(flow_totals)
         _, tasks = flow_many(counted, count)
         before = calls(log, "squeue")
         t0 = time.time()
