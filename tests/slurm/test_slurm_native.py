@@ -106,6 +106,11 @@ def test_a_dry_run_asks_slurm_and_says_what_it_would_refuse(slurm_daemon: Daemon
     assert refused.returncode != 0 and "valid:" not in refused.stdout
     assert "Requested node configuration is not available" in refused.stderr
     assert "#SBATCH --gres gpu:tesla:1 (line 3)" in refused.stderr  # the hint names the line to fix
+    zero = tmp_path / "zero.sbatch"  # a count spelled as a word: a GRES no cluster can run
+    zero.write_text("#!/bin/bash\n#SBATCH --gres=gpu:zero\ntrue\n")
+    refused = slurm_daemon.flow_cli("slurm", "submit", str(zero), "--provider", mode, "--dry-run", cwd=tmp_path)
+    assert refused.returncode != 0 and "valid:" not in refused.stdout
+    assert "#SBATCH --gres (line 2): is not a valid GRES" in refused.stderr
     good = tmp_path / "good.sbatch"
     good.write_text("#!/bin/bash\n#SBATCH -J ok --gres=gpu:1 --mail-type=END -a 0-1\ntrue\n")
     plan = slurm_daemon.flow_cli("slurm", "submit", str(good), "--provider", mode, "--dry-run", "--json", cwd=tmp_path)
