@@ -88,6 +88,31 @@ def test_cancelling_the_array_cancels_every_element_left(
     wait_until(lambda: not slurm_stack.slurm("squeue", "-h", "-n", "long-sweep").stdout.strip(), 60)
 
 
+def test_scancel_of_the_array_job_ends_every_element_task(
+    slurm_daemon: Daemon, slurm_stack: Stack, mode: str, tmp_path: Path
+) -> None:
+    """What a Slurm user does by hand (`scancel ARRAYJOB`) ends every element's Flow task: the
+    running one and those the throttle held in the queue, each with its own state."""
+    name = f"scancelled-{uuid.uuid4().hex[:6]}"
+    script = tmp_path / "sweep.sbatch"
+    script.write_text(f"#!/bin/bash\n#SBATCH --array=0-2%1 -J {name}\necho started; sleep 600\n")
+    done = slurm_daemon.flow_cli("slurm", "submit", str(script), "--provider", mode, "-d", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    flow: Flow = slurm_daemon.client(provider=mode)
+    tasks = [flow.get_task(task_id) for task_id in done.stdout.split()]
+    wait_until(lambda: tasks[0].status is TaskStatus.RUNNING and tasks[0].logs() == "started\n", 60)
+    (array_id,) = {
+        line.split("_")[0] for line in slurm_stack.slurm("squeue", "-h", "-n", name, "-o", "%i").stdout.split()
+    }
+    assert slurm_stack.slurm("scancel", array_id).returncode == 0
+    ended = [t.wait(timeout=120) for t in tasks]
+    assert all(t.is_terminal for t in ended)
+    # Cancelled outside Flow: FAILED, the reason saying Slurm cancelled it (README, Status).
+    assert [t.last_status for t in ended] == [TaskStatus.FAILED] * 3, [(t.last_status, t.state_reason) for t in ended]
+    assert all(t.state_reason.startswith("CANCELLED") for t in ended), [t.state_reason for t in ended]
+    wait_until(lambda: not slurm_stack.slurm("squeue", "-h", "-n", name).stdout.strip(), 60)
+
+
 def test_an_instance_type_given_at_submission_is_what_the_job_gets(
     slurm_daemon: Daemon, mode: str, tmp_path: Path
 ) -> None:
