@@ -53,7 +53,8 @@ def _as_dict(value: object) -> Any:
 
 @frozen
 class VolumeSpec:
-    """A persistent volume: a new one (`name` + `size_gb`) or an existing one (`volume_id`)."""
+    """A persistent volume: created on first use and reused by name (`name` + `size_gb`), or an
+    existing one, by `name` alone or by `volume_id`."""
 
     name: str | None = None
     size_gb: int | None = None
@@ -375,8 +376,8 @@ def _check_volume(out: list[FieldViolation], path: str, vol: object) -> None:
                     "give name (reused by later tasks) or volume_id of an existing volume",
                 )
             )
-        if vol.size_gb is None:
-            out.append(violation(_at(path, "size_gb"), None, "is required for a new volume", "give size_gb, e.g. 100"))
+        # A name without size_gb attaches the existing volume of that name (found, or refused, at
+        # submit: resolve_volumes), as the Mithril platform's SDK reads it.
     _check_name(out, _at(path, "name"), vol.name, "a volume name")
     _check_positive_int(out, _at(path, "size_gb"), vol.size_gb, MAX_VOLUME_GB, "give the size in GB, e.g. 100")
     _check_positive_int(out, _at(path, "iops"), vol.iops, MAX_IOPS, "give iops as a positive whole number, e.g. 3000")
