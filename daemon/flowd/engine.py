@@ -200,16 +200,19 @@ class TaskEngine:
                 function_call=function_call,
                 secrets={name: secrets[name] for name in config.secret_env},
             )
-            if validate_only:
-                return Success(record)
-            try:
-                self._lifecycle.insert(record, holds)
-            except StateWriteError as exc:
-                return Failure(state_write_failure(exc))
-            except DuplicateRequestError:
-                again = self._store.by_request_id(request_id)
-                assert again is not None
-                return self._same_request(again.record, config, code_digest, function_call)
+            if not validate_only:
+                try:
+                    self._lifecycle.insert(record, holds)
+                except StateWriteError as exc:
+                    return Failure(state_write_failure(exc))
+                except DuplicateRequestError:
+                    again = self._store.by_request_id(request_id)
+                    assert again is not None
+                    return self._same_request(again.record, config, code_digest, function_call)
+        if validate_only:  # a provider that can asks its platform too (outside the volume claim)
+            checker = provider.capabilities.dry_run
+            there = checker.dry_run(record) if checker is not None else Success(None)
+            return Failure(there.failure()) if isinstance(there, Failure) else Success(record)
         if constrains(config):  # launched when its dependencies and start_after allow
             return self.holds.admit(provider, record)
         return self._launch(provider, record)

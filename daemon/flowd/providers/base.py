@@ -57,9 +57,10 @@ Optional capabilities
 ---------------------
 Declared in `Provider.capabilities` (a frozen value), never probed: `offers` (find_instances),
 `exec` (flow ssh), `results` (.remote() results), `volumes` (volumes kept on the provider's own
-platform rather than by flowd), `node_logs` (one output file per node) and `dependencies` (the
+platform rather than by flowd), `node_logs` (one output file per node), `dependencies` (the
 provider schedules dependencies among its own tasks, start_after and priority itself: Slurm's
---dependency, --begin, --nice; flowd.dependency_holds holds the rest). A capability left out
+--dependency, --begin, --nice; flowd.dependency_holds holds the rest) and `dry_run` (a dry run
+asks the platform too). A capability left out
 is refused by flowd with a clear error, so a new provider can start with the required protocol
 alone.
 """
@@ -212,6 +213,13 @@ class Results(Protocol):
         ...
 
 
+class DryRun(Protocol):
+    def dry_run(self, record: TaskRecord) -> Result[None, DomainError]:
+        """(validate_only) Whether the provider's platform would accept the placed task, asked
+        without starting anything (Slurm: sbatch --test-only): the refusal `launch` would give."""
+        ...
+
+
 class OwnVolumes(Protocol):
     """Volumes kept on the provider's platform (Mithril's /v2/volumes). Tasks of such a provider
     name them in TaskConfig.volumes and the provider resolves them itself; flowd's own volumes
@@ -256,6 +264,7 @@ class Capabilities:
     volumes: OwnVolumes | None = None
     node_logs: bool = False  # a multi-node task has one output file per node
     dependencies: NativeDependencies[Any] | None = None
+    dry_run: DryRun | None = None
 
 
 # --- the required protocol -------------------------------------------------------------------------
