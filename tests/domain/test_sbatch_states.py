@@ -300,7 +300,7 @@ def test_array_elements_register_their_task() -> None:
         array_dir="/w/arrays/a1", index=3, task_id="t-3", task_name="sweep-3", task_dir="/w/tasks/t-3"
     )
     text = register_script(element)
-    assert "[ -s /w/arrays/a1/job_id ] || exit 96" in text
+    assert "[ -s /w/arrays/a1/job_id ] || exit 97" in text
     assert "ln -sfn -- /w/arrays/a1/3 /w/tasks/t-3" in text
     first = submit_script(
         SubmitPlan(
