@@ -98,6 +98,7 @@ log = logging.getLogger(__name__)
 
 CATALOG_TTL: Final = 15.0
 RETRY_SECONDS: Final = 1.0
+MAX_RETRY_SECONDS: Final = 30.0
 RUNNER_SOURCE: Final = Path(runner.__file__)
 
 
@@ -413,11 +414,13 @@ class KubernetesProvider:
 
     def _watch_loop(self) -> None:
         selector = f"{PROVIDER_LABEL}={self.name}"
+        pause = RETRY_SECONDS
         while not self._stop.is_set():
             if self.api is None:
                 return
             try:
                 pods, version = self.api.list_pods(selector)
+                pause = RETRY_SECONDS
                 self._resync(pods)
                 while not self._stop.is_set():
                     for kind, pod in self.api.watch_pods(selector, version, self._stop):
@@ -430,7 +433,8 @@ class KubernetesProvider:
                 self._warn(f"provider {self.name}: watching pods failed (retrying): {exc}")
             except Exception:
                 log.exception("provider %s: watching pods failed", self.name)
-            self._stop.wait(RETRY_SECONDS)
+            self._stop.wait(pause)
+            pause = min(pause * 2, MAX_RETRY_SECONDS)  # a cluster that stays away is asked less often
 
     def _resync(self, pods: list[dict[str, Any]]) -> None:
         """A fresh listing: what it lacks was deleted while the watch was away."""
@@ -539,19 +543,20 @@ class KubernetesProvider:
         out = self._node_dir(task, node)
         out.touch(task_files.OUTPUT)
         while not self._stop.is_set():
+            failed: KubeError | None = None
             try:
                 for chunk in self.api.follow_log(pod, out.output.stat().st_size, self._stop):
                     out.append_at(task_files.OUTPUT, out.output.stat().st_size, chunk)
             except KubeError as exc:
-                if exc.status not in (400, 404):
-                    self._stop.wait(RETRY_SECONDS)
-                    continue
+                failed = exc
             with self._lock:
                 now = task.pods.get(pod)
                 over = now is None or now.deleted or now.exit_code is not None
             if over or task.ended:
+                if failed is not None:  # e.g. a node without a kubelet to ask (a virtual node)
+                    log.info("provider %s: the output of pod %s cannot be read: %s", self.name, pod, failed)
                 break
-            self._stop.wait(RETRY_SECONDS)  # the stream ended early (a kubelet restart): again
+            self._stop.wait(RETRY_SECONDS)  # the stream ended early (a kubelet restart), or failed: again
         with self._lock:
             task.logs_done.add(pod)
         self._advance(task)

@@ -27,7 +27,6 @@ from flow.domain.daemon_config import KubernetesSettings
 from flow.domain.errors import DomainError, ErrorReason
 
 WATCH_SECONDS: Final = 240  # a watch the server ends after this; the next one resumes
-READ_CHUNK: Final = 64 * 1024
 
 
 class KubeError(Exception):
@@ -270,7 +269,7 @@ class KubeApi:
             with self._http.stream("GET", self.path("pods", pod) + "/log", params=params, timeout=None) as reply:
                 if reply.status_code >= 300:
                     raise self._refused(reply.status_code, reply.read(), f"read the log of {pod}")
-                for chunk in reply.iter_raw(READ_CHUNK):
+                for chunk in reply.iter_raw():  # as it arrives (a chunk size would wait to fill it)
                     if stop.is_set():
                         return
                     if skip >= len(chunk):
