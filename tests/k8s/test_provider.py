@@ -9,10 +9,13 @@ never appear in a pod spec, and the KWOK pool takes what tolerates it.
 from __future__ import annotations
 
 import json
+import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import pexpect
 import pytest
 from conformance.setups import kubernetes_yaml
 
@@ -222,3 +225,34 @@ def test_the_kwok_pool_runs_what_tolerates_it(daemon: Daemon, k8s_cluster: Clust
     finally:
         pool.close()
     wait_until(lambda: _objects(k8s_cluster, namespace, task.task_id) == [], 60, 0.2)
+
+
+def test_flow_ssh_reaches_the_pod_through_a_terminal_and_exec_pipes_bytes(daemon: Daemon, flow: Flow) -> None:
+    task = flow.run(["sleep", "600"], env={"GREETING": "hello"}, upload_code=False)
+    try:
+        wait_until(lambda: task.status is TaskStatus.RUNNING, 120, 0.2)
+        assert task.exec(["cat"], stdin=b"piped bytes\x00\xff").stdout == b"piped bytes\x00\xff"
+        done = daemon.flow_cli("ssh", task.task_id, "--", "sh", "-c", "echo $GREETING $(pwd); echo err >&2; exit 7")
+        assert (done.returncode, done.stdout, done.stderr) == (7, "hello /workspace\n", "err\n")
+        child = pexpect.spawn(
+            str(Path(sys.executable).parent / "flow"),
+            ["ssh", task.task_id],
+            env=daemon.env,
+            dimensions=(33, 111),
+            timeout=60,
+            encoding="utf-8",
+        )
+        child.expect(r"[#$] ")  # the shell's prompt: it is reading now
+        child.sendline("stty size; echo task=$FLOW_TASK_ID; tty")
+        child.expect("33 111")
+        child.expect(f"task={task.task_id}")
+        child.expect("/dev/pts/")
+        child.setwinsize(40, 120)
+        child.sendline("stty size")
+        child.expect("40 120")  # the resize reached the pod's terminal
+        child.sendline("exit 3")
+        child.expect(pexpect.EOF)
+        child.close()
+        assert child.exitstatus == 3
+    finally:
+        task.cancel()

@@ -645,7 +645,8 @@ class KubernetesProvider:
             )
         if not pods:
             raise LaunchError(f"task {record.task_id} has no running pod to run the command in")
-        argv = list(request.argv) or ["sh", "-c", "exec bash -l 2>/dev/null || exec sh -l"]
+        # A login shell: bash where the image has it (its prompt goes to stderr, which stays the terminal).
+        argv = list(request.argv) or ["sh", "-c", "if command -v bash >/dev/null; then exec bash -l; fi; exec sh -l"]
         if request.tty:
             argv = ["env", f"TERM={request.term or 'xterm-256color'}", *argv]
         try:
