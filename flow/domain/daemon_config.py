@@ -113,6 +113,7 @@ KUBERNETES_KEYS: Final = (
     "queue",
     "storage_class",
     "node_paths",
+    "pod_annotations",
 )
 DEFAULT_KUBE_IMAGE: Final = "python:3.11-slim"
 PULL_POLICIES: Final = ("IfNotPresent", "Always", "Never")
@@ -218,6 +219,7 @@ class KubernetesSettings:
     queue: str | None = None  # a Kueue LocalQueue: Jobs are created suspended and admitted by Kueue
     storage_class: str | None = None  # for volumes (PersistentVolumeClaims); None: the cluster's default
     node_paths: tuple[NodePath, ...] = ()
+    pod_annotations: tuple[tuple[str, str], ...] = ()  # e.g. sidecar.istio.io/inject: "false"
 
 
 ProviderSettings = LocalSettings | SlurmSettings | MithrilSettings | KubernetesSettings
@@ -453,6 +455,25 @@ def mithril_from_env(env: Mapping[str, str], name: str = "mithril") -> Result[Mi
     return Success(settings)
 
 
+def _annotations(read: _Reader) -> tuple[tuple[str, str], ...]:
+    value = read.data.get("pod_annotations")
+    if value is None:
+        return ()
+    fix = 'give annotations as key: "value" pairs, e.g. pod_annotations: {sidecar.istio.io/inject: "false"}'
+    if not isinstance(value, Mapping):
+        read.out.append(violation(read.at("pod_annotations"), value, "must be a mapping", fix))
+        return ()
+    found: list[tuple[str, str]] = []
+    for k, v in value.items():
+        if not isinstance(k, str) or not LABEL_KEY.fullmatch(k):
+            read.out.append(violation(f"{read.at('pod_annotations')}.{k}", k, "is not an annotation key", fix))
+        elif not isinstance(v, str):
+            read.out.append(violation(f"{read.at('pod_annotations')}.{k}", v, "must be a string", fix))
+        else:
+            found.append((k, v))
+    return tuple(found)
+
+
 def _label_map(read: _Reader, key: str) -> tuple[tuple[str, str], ...]:
     value = read.data.get(key)
     if value is None:
@@ -544,6 +565,7 @@ def kubernetes_settings(
         queue=read.text("queue", LABEL_VALUE, "give the name of a Kueue LocalQueue in the namespace"),
         storage_class=read.text("storage_class", NAMESPACE, "give a StorageClass name, e.g. standard"),
         node_paths=_node_paths(read),
+        pod_annotations=_annotations(read),
     )
 
 

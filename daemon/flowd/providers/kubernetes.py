@@ -430,9 +430,11 @@ class KubernetesProvider:
             except WatchExpiredError:
                 continue
             except KubeError as exc:
-                self._warn(f"provider {self.name}: watching pods failed (retrying): {exc}")
+                if not self._stop.is_set():
+                    self._warn(f"provider {self.name}: watching pods failed (retrying): {exc}")
             except Exception:
-                log.exception("provider %s: watching pods failed", self.name)
+                if not self._stop.is_set():
+                    log.exception("provider %s: watching pods failed", self.name)
             self._stop.wait(pause)
             pause = min(pause * 2, MAX_RETRY_SECONDS)  # a cluster that stays away is asked less often
 
@@ -536,12 +538,24 @@ class KubernetesProvider:
 
     def _mirror(self, task: _Task, pod: str) -> None:
         """Follows one pod's output into its node's log file until the container has ended."""
+        try:
+            self._mirror_until_ended(task, pod)
+        except Exception:
+            if not self._stop.is_set():  # (closing: the client went away under it)
+                log.exception("provider %s: following the output of pod %s failed", self.name, pod)
+            return
+        with self._lock:
+            task.logs_done.add(pod)
+        self._advance(task)
+
+    def _mirror_until_ended(self, task: _Task, pod: str) -> None:
         assert self.api is not None
         with self._lock:
             view = task.pods.get(pod)
         node = view.node if view is not None else 0
         out = self._node_dir(task, node)
         out.touch(task_files.OUTPUT)
+        pause = RETRY_SECONDS
         while not self._stop.is_set():
             failed: KubeError | None = None
             try:
@@ -556,10 +570,8 @@ class KubernetesProvider:
                 if failed is not None:  # e.g. a node without a kubelet to ask (a virtual node)
                     log.info("provider %s: the output of pod %s cannot be read: %s", self.name, pod, failed)
                 break
-            self._stop.wait(RETRY_SECONDS)  # the stream ended early (a kubelet restart), or failed: again
-        with self._lock:
-            task.logs_done.add(pod)
-        self._advance(task)
+            self._stop.wait(pause)  # the stream ended early (a kubelet restart), or failed: again
+            pause = min(pause * 2, MAX_RETRY_SECONDS) if failed is not None else RETRY_SECONDS
 
     def _finish(self, task: _Task, seen: Any, pods: list[PodView]) -> None:
         if task.function_call:

@@ -58,7 +58,7 @@ class KubeApi:
         logging.getLogger("httpx2").setLevel(logging.WARNING)  # not a line per request in flowd.log
         path = settings.kubeconfig or (env.get("KUBECONFIG", "").split(os.pathsep)[0] or "~/.kube/config")
         self.kubeconfig = os.path.expanduser(path)
-        self.requests = 0  # API requests sent (the bench counts them)
+        self.requests: dict[str, int] = {}  # API requests sent, by what for (the bench counts them)
         self._lock = threading.Lock()
         try:
             single = KubeConfig.from_file(Path(self.kubeconfig)).get(context_name=settings.context)
@@ -100,9 +100,9 @@ class KubeApi:
 
     # --- requests ------------------------------------------------------------------------------
 
-    def _count(self) -> None:
+    def _count(self, what: str = "other") -> None:
         with self._lock:
-            self.requests += 1
+            self.requests[what] = self.requests.get(what, 0) + 1
 
     def _refused(self, status: int, body: bytes, doing: str) -> KubeError:
         try:
@@ -168,7 +168,7 @@ class KubeApi:
     ) -> Any:
         import httpx2
 
-        self._count()
+        self._count(f"{method.lower()} {_resource(path)}")
         try:
             reply = self._http.request(method, path, json=body, params=params)
         except httpx2.HTTPError as exc:
@@ -204,7 +204,7 @@ class KubeApi:
     def patch(self, kind: str, name: str, patch: Mapping[str, Any]) -> Any:
         import httpx2
 
-        self._count()
+        self._count(f"patch {kind}")
         try:
             reply = self._http.patch(
                 self.path(kind, name),
@@ -236,7 +236,7 @@ class KubeApi:
             "allowWatchBookmarks": "true",
             "timeoutSeconds": str(WATCH_SECONDS),
         }
-        self._count()
+        self._count("watch")
         try:
             with self._http.stream("GET", self.path("pods"), params=params, timeout=WATCH_SECONDS + 30) as reply:
                 if reply.status_code == 410:
@@ -264,7 +264,7 @@ class KubeApi:
         import httpx2
 
         params = {"container": "task", "follow": "true"}
-        self._count()
+        self._count("log")
         try:
             with self._http.stream("GET", self.path("pods", pod) + "/log", params=params, timeout=None) as reply:
                 if reply.status_code >= 300:
@@ -285,6 +285,14 @@ class KubeApi:
 
     def close(self) -> None:
         self._http.close()
+
+
+def _resource(path: str) -> str:
+    """The kind of object a REST path names ("jobs" for /apis/batch/v1/namespaces/n/jobs/x)."""
+    parts = path.strip("/").split("/")
+    if "namespaces" in parts and parts.index("namespaces") + 2 < len(parts):
+        return parts[parts.index("namespaces") + 2]
+    return parts[-1]
 
 
 STDIN, STDOUT, STDERR, STATUS, RESIZE = 0, 1, 2, 3, 4
@@ -308,7 +316,7 @@ class PodExec:
         params: list[tuple[str, str]] = [("container", "task"), ("stdin", "true"), ("stdout", "true")]
         params += [("tty", "true")] if tty else [("stderr", "true")]
         params += [("command", a) for a in argv]
-        api._count()
+        api._count("exec")
         self._context = self._client.websocket(
             api.path("pods", pod) + "/exec",
             subprotocols=["v5.channel.k8s.io"],

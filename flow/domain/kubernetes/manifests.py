@@ -240,11 +240,14 @@ def job_manifest(plan: PodPlan, settings: KubernetesSettings) -> dict[str, Any]:
     if settings.queue:
         job_labels[QUEUE_LABEL] = settings.queue
     n = plan.config.num_instances
+    pod_meta: dict[str, Any] = {"labels": tags}
+    if settings.pod_annotations:
+        pod_meta["annotations"] = dict(settings.pod_annotations)
     spec: dict[str, Any] = {
         "backoffLimit": 0,
         "completions": n,
         "parallelism": n,
-        "template": {"metadata": {"labels": tags}, "spec": pod_spec(plan, settings)},
+        "template": {"metadata": pod_meta, "spec": pod_spec(plan, settings)},
     }
     if n > 1:
         spec["completionMode"] = "Indexed"
