@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file flowapi/v1/daemon_service.proto.
  */
 export const file_flowapi_v1_daemon_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch9mbG93YXBpL3YxL2RhZW1vbl9zZXJ2aWNlLnByb3RvEgpmbG93YXBpLnYxIhYKFEdldERhZW1vbkluZm9SZXF1ZXN0IroBChVHZXREYWVtb25JbmZvUmVzcG9uc2USDwoHdmVyc2lvbhgBIAEoCRITCgthcGlfdmVyc2lvbhgCIAEoCRILCgNwaWQYAyABKAUSLgoKc3RhcnRfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJZmxvd19ob21lGAUgASgJEhEKCWFkZHJlc3NlcxgGIAMoCRIYChBkZWZhdWx0X3Byb3ZpZGVyGAcgASgJIhYKFExpc3RQcm92aWRlcnNSZXF1ZXN0IkAKFUxpc3RQcm92aWRlcnNSZXNwb25zZRInCglwcm92aWRlcnMYASADKAsyFC5mbG93YXBpLnYxLlByb3ZpZGVyIjoKCFByb3ZpZGVyEgwKBG5hbWUYASABKAkSDAoEa2luZBgCIAEoCRISCgppc19kZWZhdWx0GAMgASgIIhcKFVNodXRkb3duRGFlbW9uUmVxdWVzdCIYChZTaHV0ZG93bkRhZW1vblJlc3BvbnNlMpQCCg1EYWVtb25TZXJ2aWNlElQKDUdldERhZW1vbkluZm8SIC5mbG93YXBpLnYxLkdldERhZW1vbkluZm9SZXF1ZXN0GiEuZmxvd2FwaS52MS5HZXREYWVtb25JbmZvUmVzcG9uc2USVAoNTGlzdFByb3ZpZGVycxIgLmZsb3dhcGkudjEuTGlzdFByb3ZpZGVyc1JlcXVlc3QaIS5mbG93YXBpLnYxLkxpc3RQcm92aWRlcnNSZXNwb25zZRJXCg5TaHV0ZG93bkRhZW1vbhIhLmZsb3dhcGkudjEuU2h1dGRvd25EYWVtb25SZXF1ZXN0GiIuZmxvd2FwaS52MS5TaHV0ZG93bkRhZW1vblJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("Ch9mbG93YXBpL3YxL2RhZW1vbl9zZXJ2aWNlLnByb3RvEgpmbG93YXBpLnYxIhYKFEdldERhZW1vbkluZm9SZXF1ZXN0IugBChVHZXREYWVtb25JbmZvUmVzcG9uc2USDwoHdmVyc2lvbhgBIAEoCRITCgthcGlfdmVyc2lvbhgCIAEoCRILCgNwaWQYAyABKAUSLgoKc3RhcnRfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJZmxvd19ob21lGAUgASgJEhEKCWFkZHJlc3NlcxgGIAMoCRIYChBkZWZhdWx0X3Byb3ZpZGVyGAcgASgJEhIKCmJsb2JfY291bnQYCCABKAMSGAoQYmxvYl9zdG9yZV9ieXRlcxgJIAEoAyIWChRMaXN0UHJvdmlkZXJzUmVxdWVzdCJAChVMaXN0UHJvdmlkZXJzUmVzcG9uc2USJwoJcHJvdmlkZXJzGAEgAygLMhQuZmxvd2FwaS52MS5Qcm92aWRlciI6CghQcm92aWRlchIMCgRuYW1lGAEgASgJEgwKBGtpbmQYAiABKAkSEgoKaXNfZGVmYXVsdBgDIAEoCCIXChVTaHV0ZG93bkRhZW1vblJlcXVlc3QiGAoWU2h1dGRvd25EYWVtb25SZXNwb25zZTKUAgoNRGFlbW9uU2VydmljZRJUCg1HZXREYWVtb25JbmZvEiAuZmxvd2FwaS52MS5HZXREYWVtb25JbmZvUmVxdWVzdBohLmZsb3dhcGkudjEuR2V0RGFlbW9uSW5mb1Jlc3BvbnNlElQKDUxpc3RQcm92aWRlcnMSIC5mbG93YXBpLnYxLkxpc3RQcm92aWRlcnNSZXF1ZXN0GiEuZmxvd2FwaS52MS5MaXN0UHJvdmlkZXJzUmVzcG9uc2USVwoOU2h1dGRvd25EYWVtb24SIS5mbG93YXBpLnYxLlNodXRkb3duRGFlbW9uUmVxdWVzdBoiLmZsb3dhcGkudjEuU2h1dGRvd25EYWVtb25SZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
  * Request for GetDaemonInfo.
@@ -83,6 +83,20 @@ export type GetDaemonInfoResponse = Message<"flowapi.v1.GetDaemonInfoResponse"> 
    * @generated from field: string default_provider = 7;
    */
   defaultProvider: string;
+
+  /**
+   * How many blobs (uploaded code files and manifests) the daemon's blob store holds.
+   *
+   * @generated from field: int64 blob_count = 8;
+   */
+  blobCount: bigint;
+
+  /**
+   * Their total size in bytes (CodeService.CollectBlobs removes those no task uses).
+   *
+   * @generated from field: int64 blob_store_bytes = 9;
+   */
+  blobStoreBytes: bigint;
 };
 
 /**
