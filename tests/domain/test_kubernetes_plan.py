@@ -13,7 +13,15 @@ from returns.result import Failure
 
 from flow.domain.daemon_config import KubernetesSettings, Toleration, daemon_config_from_dict
 from flow.domain.instances.instance_types import InstanceType, format_instance_type
-from flow.domain.kubernetes.manifests import PodPlan, escape, job_manifest, secret_manifest, service_manifest
+from flow.domain.kubernetes.manifests import (
+    CODE_IN_CONFIGMAP,
+    CODE_STREAMED,
+    PodPlan,
+    escape,
+    job_manifest,
+    secret_manifest,
+    service_manifest,
+)
 from flow.domain.kubernetes.nodes import gpu_of_product, node_facts, offers_of
 from flow.domain.kubernetes.pods import Ending, pod_view, task_view
 from flow.domain.task.config import TaskConfig
@@ -154,6 +162,28 @@ def test_secret_values_are_only_in_the_secret() -> None:
     plan = PodPlan(task_id="t-s", task_name="s", config=config, image="img", secret_names=("TOKEN",))
     assert "canary-secret-value" not in json.dumps(job_manifest(plan, SETTINGS))
     assert "Y2FuYXJ5LXNlY3JldC12YWx1ZQ==" in json.dumps(secret_manifest("t-s", "k8s", {"TOKEN": "canary-secret-value"}))
+
+
+def test_code_comes_from_the_configmap_or_waits_for_flowd_to_stream_it() -> None:
+    config = TaskConfig(command="python train.py")
+    small = job_manifest(
+        PodPlan(task_id="t-c", task_name="c", config=config, image="img", code=CODE_IN_CONFIGMAP), SETTINGS
+    )
+    init = small["spec"]["template"]["spec"]["initContainers"][0]
+    assert init["command"][:2] == ["tar", "-xzf"] and "annotations" not in small["spec"]["template"]["metadata"]
+    assert any(v.get("configMap") for v in small["spec"]["template"]["spec"]["volumes"])
+    large = job_manifest(
+        PodPlan(task_id="t-c", task_name="c", config=config, image="img", code=CODE_STREAMED), SETTINGS
+    )
+    template = large["spec"]["template"]
+    assert template["metadata"]["annotations"] == {"flow.dev/code": "streamed"}
+    assert not any(v.get("configMap") for v in template["spec"]["volumes"])  # nothing to hold it
+    init_state = {"name": "flow-code", "state": {"running": {}}}
+    waiting = {**_pod(), "metadata": {**_pod()["metadata"], "annotations": template["metadata"]["annotations"]}}
+    assert pod_view({**waiting, "status": {"initContainerStatuses": [init_state]}}).awaits_code
+    unpacked = {"name": "flow-code", "state": {"terminated": {"exitCode": 0}}}
+    assert not pod_view({**waiting, "status": {"initContainerStatuses": [unpacked]}}).awaits_code
+    assert not pod_view({**_pod(), "status": {"initContainerStatuses": [init_state]}}).awaits_code
 
 
 def _pod(node: int = 0, **status: Any) -> dict[str, Any]:

@@ -8,7 +8,9 @@ never appear in a pod spec, and the KWOK pool takes what tolerates it.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import sys
 import uuid
 from collections.abc import Iterator
@@ -81,7 +83,14 @@ def test_a_gpu_task_from_the_cli_lands_on_the_fake_gpus(daemon: Daemon, k8s_clus
     task_id = json.loads(done.stdout)["task_id"]
     client: Flow = daemon.client(provider="k8s")  # type: ignore[assignment]
     try:
-        wait_until(lambda: client.get_task(task_id).logs().endswith("no-driver\n"), 120, 0.2)
+        try:
+            wait_until(lambda: client.get_task(task_id).logs().endswith("no-driver\n"), 120, 0.2)
+        except AssertionError:
+            t = client.get_task(task_id)
+            flowd = daemon.home.daemon_log.read_text()[-4000:]
+            raise AssertionError(
+                f"{t.status} {t.state_reason!r} logs={t.logs()[-300:]!r}\nflowd.log: {flowd}"
+            ) from None
         (pod,) = _pods(k8s_cluster, namespace, task_id)
         assert pod["spec"]["nodeName"] == k8s_cluster.node  # the node with the 2 fake GPUs
         assert pod["spec"]["containers"][0]["resources"]["limits"] == {"nvidia.com/gpu": "1"}
@@ -90,6 +99,7 @@ def test_a_gpu_task_from_the_cli_lands_on_the_fake_gpus(daemon: Daemon, k8s_clus
         task = client.get_task(task_id).wait(timeout=120)
         assert task.last_status is TaskStatus.COMPLETED and task.instance_type.startswith("a100"), task.logs()
     finally:
+        client.get_task(task_id).cancel()  # a failure here must not leave a GPU held for the next test
         client.close()
     wait_until(lambda: _objects(k8s_cluster, namespace, task_id) == [], 60, 0.2)  # cleaned up once it ended
 
@@ -99,19 +109,23 @@ def test_a_third_gpu_task_waits_with_the_schedulers_reason_while_two_hold_both_g
 ) -> None:
     c = k8s_cluster
     holders = [flow.run(GATE, instance_type="a100", upload_code=False) for _ in range(2)]
-    wait_until(lambda: all(t.status is TaskStatus.RUNNING for t in holders), 120, 0.2)
-    third = flow.run("echo got-a-gpu", instance_type="a100", upload_code=False)
-    wait_until(lambda: "Insufficient nvidia.com/gpu" in flow.get_task(third.task_id).state_reason, 60, 0.2)
-    assert flow.get_task(third.task_id).status is TaskStatus.PENDING
-    reason = flow.get_task(third.task_id).state_reason
-    assert reason.startswith("waiting for a node: 0/") and "nodes are available" in reason, reason
-    pods = _pods(c, namespace, holders[0].task_id)
-    assert pods[0]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
-    assert pods[0]["spec"]["nodeName"] == c.node
-    _release(c, namespace, holders[0].task_id)
-    assert third.wait(timeout=180).last_status is TaskStatus.COMPLETED  # it took the freed GPU
-    _release(c, namespace, holders[1].task_id)
-    assert [t.wait(timeout=120).last_status for t in holders] == [TaskStatus.COMPLETED] * 2
+    try:
+        wait_until(lambda: all(t.status is TaskStatus.RUNNING for t in holders), 120, 0.2)
+        third = flow.run("echo got-a-gpu", instance_type="a100", upload_code=False)
+        wait_until(lambda: "Insufficient nvidia.com/gpu" in flow.get_task(third.task_id).state_reason, 60, 0.2)
+        assert flow.get_task(third.task_id).status is TaskStatus.PENDING
+        reason = flow.get_task(third.task_id).state_reason
+        assert reason.startswith("waiting for a node: 0/") and "nodes are available" in reason, reason
+        pods = _pods(c, namespace, holders[0].task_id)
+        assert pods[0]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+        assert pods[0]["spec"]["nodeName"] == c.node
+        _release(c, namespace, holders[0].task_id)
+        assert third.wait(timeout=180).last_status is TaskStatus.COMPLETED  # it took the freed GPU
+        _release(c, namespace, holders[1].task_id)
+        assert [t.wait(timeout=120).last_status for t in holders] == [TaskStatus.COMPLETED] * 2
+    finally:
+        for t in holders:  # a failure here must not leave the GPUs held for the next test
+            t.cancel()
 
 
 def test_an_oom_kill_fails_with_kubernetes_reason(flow: Flow) -> None:
@@ -256,3 +270,20 @@ def test_flow_ssh_reaches_the_pod_through_a_terminal_and_exec_pipes_bytes(daemon
         assert child.exitstatus == 3
     finally:
         task.cancel()
+
+
+def test_code_too_large_for_a_configmap_is_streamed_into_the_pod(
+    flow: Flow, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "noise.bin").write_bytes(os.urandom(3 * 2**20))  # incompressible: no ConfigMap holds it
+    (tmp_path / "check.py").write_text(
+        "import hashlib, os\n"
+        "data = open('data/noise.bin', 'rb').read()\n"
+        "print(os.getcwd(), len(data), hashlib.sha256(data).hexdigest())\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    want = hashlib.sha256((tmp_path / "data" / "noise.bin").read_bytes()).hexdigest()
+    task = flow.run(["python3", "check.py"]).wait(timeout=180)
+    assert task.last_status is TaskStatus.COMPLETED, (task.state_reason, task.logs())
+    assert task.logs() == f"/workspace {3 * 2**20} {want}\n"

@@ -44,11 +44,15 @@ from flow.domain.instances.matching import Offer
 from flow.domain.instances.placement import choose_offer
 from flow.domain.kubernetes.manifests import (
     CODE_ARCHIVE,
+    CODE_CONTAINER,
+    CODE_IN_CONFIGMAP,
+    CODE_STREAMED,
     INVOCATION,
     MAX_FILES_BYTES,
     PROVIDER_LABEL,
     RUNNER,
     TASK_LABEL,
+    UNPACK_STREAM,
     PodPlan,
     deadline_seconds,
     files_manifest,
@@ -100,6 +104,8 @@ CATALOG_TTL: Final = 15.0
 RETRY_SECONDS: Final = 1.0
 MAX_RETRY_SECONDS: Final = 30.0
 RUNNER_SOURCE: Final = Path(runner.__file__)
+STDIN_CHUNK: Final = 256 * 1024
+DELIVERY_ATTEMPTS: Final = 5
 
 
 @frozen
@@ -131,6 +137,9 @@ class _Task:
     followers: dict[str, threading.Thread] = field(factory=dict)  # by pod name
     logs_done: set[str] = field(factory=set)  # pods whose output is all in
     deadline_set: set[str] = field(factory=set)
+    code_digest: str | None = None  # a snapshot flowd streams into each pod's init container
+    delivering: set[str] = field(factory=set)  # pods it was (or is being) streamed to
+    delivery_attempts: int = 0
 
 
 def _timestamp(text: str) -> float | None:
@@ -325,14 +334,20 @@ class KubernetesProvider:
         if call is not None:
             files[RUNNER] = RUNNER_SOURCE.read_bytes()
             files[INVOCATION] = json.dumps(invocation_document(call)).encode()
+        code = CODE_IN_CONFIGMAP if archive is not None else ""
+        if sum(len(v) for v in files.values()) > MAX_FILES_BYTES:  # too large for a ConfigMap: streamed
+            files.pop(CODE_ARCHIVE, None)
+            code = CODE_STREAMED if archive is not None else ""
         size = sum(len(v) for v in files.values())
-        if size > MAX_FILES_BYTES:
+        if size > MAX_FILES_BYTES:  # a function call's arguments alone
             problem = (
-                f"is {size // 1024} KiB compressed; the kubernetes provider sends code through a ConfigMap, "
+                f"is {size // 1024} KiB; the kubernetes provider sends a function call through a ConfigMap, "
                 f"which holds {MAX_FILES_BYTES // 1024} KiB"
             )
-            fix = "leave data and build outputs out (.flowignore), or put the code in the image (upload_code=False)"
-            error = validation_error([violation("code", config.code_root or ".", problem, fix)], subject="code upload")
+            fix = "pass large data through a volume or a data mount, not as an argument"
+            error = validation_error(
+                [violation("args", call.function if call else "", problem, fix)], subject="function call"
+            )
             raise LaunchError(error.message, error)
         region = offer.offer.region  # a node label's region selects those nodes; the cluster's, any
         plan = PodPlan(
@@ -344,7 +359,7 @@ class KubernetesProvider:
             gpu_product=offer.product,
             region_label=(REGION_LABEL, region) if config.region and region != self._cluster() else None,
             secret_names=tuple(sorted(record.secrets)),
-            has_code=archive is not None,
+            code=code,
             function_python=(call.python or "python3") if call is not None else None,
         )
         return plan, files
@@ -394,6 +409,7 @@ class KubernetesProvider:
             function_call=record.function_call is not None,
             deadline=deadline_seconds(record.config),
             started=record.state is TaskState.RUNNING,
+            code_digest=record.code_digest,
         )
         base = self._dir(record.task_id)
         for node in range(state.num_nodes):
@@ -485,6 +501,8 @@ class KubernetesProvider:
             for pod in pods:
                 if pod.name not in task.followers and (pod.deleted or pod.exit_code is not None) and not pod.running:
                     task.logs_done.add(pod.name)  # it never ran: nothing to read
+            deliver = [p for p in pods if p.awaits_code and not p.deleted and p.name not in task.delivering]
+            task.delivering.update(p.name for p in deliver)
             for pod in follow:
                 thread = threading.Thread(
                     target=self._mirror, args=(task, pod.name), name=f"log-{pod.name}", daemon=True
@@ -513,6 +531,8 @@ class KubernetesProvider:
                 pass  # the Job's controller stops the other pods (backoffLimit 0)
         for pod in follow:
             task.followers[pod.name].start()
+        for pod in deliver:
+            threading.Thread(target=self._deliver, args=(task, pod.name), name=f"code-{pod.name}", daemon=True).start()
         state = KubeJob(task.job, self.api.namespace if self.api else "", task.num_nodes)
         if started:
             self._report(task.task_id, Started(), state)
@@ -535,6 +555,51 @@ class KubernetesProvider:
             )
         except KubeError as exc:
             log.info("provider %s: pod %s keeps its deadline allowance: %s", self.name, pod.name, exc)
+
+    def _deliver(self, task: _Task, pod: str) -> None:
+        """Streams the code snapshot into the pod's waiting init container (one too large for a
+        ConfigMap); the init container ends once it is unpacked, and the task's program starts.
+        A stream that breaks before the command's end is known is tried again (unpacking twice
+        is harmless); a few such breaks in a row, or tar's refusal, fail the task."""
+        said, code, answered = b"", -1, False
+        try:
+            archive = self._code_archive(task.code_digest)
+            if archive is None:
+                raise LaunchError("the task's code snapshot is gone")
+            channel = self._api().exec(pod, UNPACK_STREAM, False, container=CODE_CONTAINER)
+            for start in range(0, len(archive), STDIN_CHUNK):
+                channel.write(archive[start : start + STDIN_CHUNK])
+            channel.close_stdin()
+            said = b"".join(chunk for _, chunk in iter(channel.read, None))
+            code, answered = channel.wait(), channel.answered
+        except KubeError as exc:
+            said = str(exc).encode()
+        except (LaunchError, OSError) as exc:
+            said, answered = str(exc).encode(), True
+        if code == 0:
+            return
+        text = said.decode("utf-8", "replace").strip()[-300:] or f"exit status {code}"
+        with self._lock:
+            task.delivery_attempts += 1
+            again = not answered and task.delivery_attempts < DELIVERY_ATTEMPTS
+        if again:  # the cluster did not answer, or the stream broke: again, a little later
+            log.warning("provider %s: streaming the code into pod %s failed (retrying): %s", self.name, pod, text)
+            self._stop.wait(RETRY_SECONDS * task.delivery_attempts)
+            with self._lock:
+                task.delivering.discard(pod)
+            self._advance(task)
+            return
+        self._fail(task, f"the code snapshot could not be unpacked in pod {pod} (it needs sh, tar and gzip): {text}")
+
+    def _fail(self, task: _Task, reason: str) -> None:
+        """Ends the task FAILED ("could not start: ...") and deletes what it left."""
+        with self._lock:
+            if task.ended:
+                return
+            task.ended = True
+            self._tasks.pop(task.task_id, None)
+        self._delete_objects(task.job)
+        self._report(task.task_id, LaunchFailed(reason=reason))
 
     def _mirror(self, task: _Task, pod: str) -> None:
         """Follows one pod's output into its node's log file until the container has ended."""

@@ -280,8 +280,10 @@ class KubeApi:
         except httpx2.HTTPError as exc:
             raise self.unreachable(exc) from None
 
-    def exec(self, pod: str, argv: Sequence[str], tty: bool, rows: int, columns: int) -> PodExec:
-        return PodExec(self, pod, argv, tty, rows, columns)
+    def exec(
+        self, pod: str, argv: Sequence[str], tty: bool, rows: int = 24, columns: int = 80, container: str = "task"
+    ) -> PodExec:
+        return PodExec(self, pod, argv, tty, rows, columns, container)
 
     def close(self) -> None:
         self._http.close()
@@ -306,14 +308,17 @@ def _stream_errors() -> tuple[type[BaseException], ...]:
 
 
 class PodExec:
-    """A command in a pod's task container over the exec WebSocket (an ExecChannel)."""
+    """A command in a container of a pod over the exec WebSocket (an ExecChannel)."""
 
-    def __init__(self, api: KubeApi, pod: str, argv: Sequence[str], tty: bool, rows: int, columns: int) -> None:
+    def __init__(
+        self, api: KubeApi, pod: str, argv: Sequence[str], tty: bool, rows: int, columns: int, container: str
+    ) -> None:
         self._output: queue.Queue[tuple[str, bytes] | None] = queue.Queue(maxsize=256)
         self._code: int | None = None
+        self.answered = False  # the status frame came: the command's end is known, not a broken stream
         self._done = threading.Event()
         self._client = api._client(timeout=None)
-        params: list[tuple[str, str]] = [("container", "task"), ("stdin", "true"), ("stdout", "true")]
+        params: list[tuple[str, str]] = [("container", container), ("stdin", "true"), ("stdout", "true")]
         params += [("tty", "true")] if tty else [("stderr", "true")]
         params += [("command", a) for a in argv]
         api._count("exec")
@@ -347,6 +352,7 @@ class PodExec:
                     self._output.put(("stderr", data))
                 elif channel == STATUS:
                     self._code = _exit_code(data)
+                    self.answered = True
         except _stream_errors():  # the server closed the stream: the command has ended
             pass
         finally:

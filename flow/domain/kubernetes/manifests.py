@@ -5,8 +5,8 @@
     Service  flow-<task>       (num_instances > 1) headless, publishNotReadyAddresses: every pod
                                is <job>-<index>.<service>, so MASTER_ADDR is <job>-0.<service>
     Secret  flow-<task>        secret_env values; the pod names them (secretKeyRef), never holds them
-    ConfigMap  flow-<task>     the code snapshot (code.tar.gz) and, for a function call, the runner
-                               and its invocation
+    ConfigMap  flow-<task>     the code snapshot (code.tar.gz) when it fits (MAX_FILES_BYTES) and,
+                               for a function call, the runner and its invocation
 
 Everything carries the labels flow.dev/task (the task id) and flow.dev/provider, so the provider
 watches its pods with one selector and deletes what a task left with another.
@@ -14,7 +14,9 @@ watches its pods with one selector and deletes what a task left with another.
 The pod: shareProcessNamespace, so the task's program is not PID 1 (a shell or python as PID 1
 ignores SIGTERM, and cancel would wait out the grace period); an init container unpacks the code
 snapshot into the emptyDir /workspace (the code reaches the pod through the API server: no
-registry, and the pod never reaches back to the user's machine); the task container runs the
+registry, and the pod never reaches back to the user's machine): from the ConfigMap, or, for a
+snapshot larger than a ConfigMap holds, from flowd, which execs UNPACK_STREAM in the waiting init
+container with the archive on its stdin; the task container runs the
 program in /workspace (or working_dir) with the GPUs as resource limits, the GPU model as a node
 selector on GPU feature discovery's product label, memory_mb as the memory request and limit, and
 max_run_time_hours as the pod's activeDeadlineSeconds (plus START_ALLOWANCE until the provider sees
@@ -56,6 +58,12 @@ START_ALLOWANCE: Final = 600  # seconds: see the module docstring
 GRACE_SECONDS: Final = 10  # SIGTERM, then SIGKILL after this (cancel)
 # What a ConfigMap can hold (1 MiB, base64 makes 4 bytes of 3), with room for the object itself.
 MAX_FILES_BYTES: Final = 700 * 1024
+CODE_IN_CONFIGMAP: Final = "configmap"
+CODE_STREAMED: Final = "streamed"
+CODE_ANNOTATION: Final = "flow.dev/code"  # on pods whose init container waits for a streamed snapshot
+CODE_DELIVERED: Final = f"{WORKSPACE}/.flow-code-delivered"
+# The init container of a streamed snapshot waits for flowd to exec this in it, the archive on stdin.
+UNPACK_STREAM: Final = ("sh", "-c", f"tar -xzf - -C {WORKSPACE} && touch {CODE_DELIVERED}")
 
 
 def job_name(task_id: str) -> str:
@@ -81,7 +89,7 @@ class PodPlan:
     gpu_product: str = ""  # the node label value to select ("" for CPU tasks)
     region_label: tuple[str, str] | None = None
     secret_names: tuple[str, ...] = ()
-    has_code: bool = False
+    code: str = ""  # how the code snapshot comes: "" none, CODE_IN_CONFIGMAP, CODE_STREAMED
     function_python: str | None = None  # a function call: the runner runs under this python
 
 
@@ -174,7 +182,7 @@ def pod_spec(plan: PodPlan, settings: KubernetesSettings) -> dict[str, Any]:
         limits["memory"] = requests["memory"] = f"{cfg.memory_mb}Mi"
     mounts: list[dict[str, Any]] = [{"name": "workspace", "mountPath": WORKSPACE}]
     volumes: list[dict[str, Any]] = [{"name": "workspace", "emptyDir": {}}]
-    if plan.has_code or plan.function_python is not None:
+    if plan.code == CODE_IN_CONFIGMAP or plan.function_python is not None:
         volumes.append({"name": "flow-files", "configMap": {"name": name}})
         mounts.append({"name": "flow-files", "mountPath": FILES_DIR, "readOnly": True})
     if plan.function_python is not None:
@@ -208,13 +216,18 @@ def pod_spec(plan: PodPlan, settings: KubernetesSettings) -> dict[str, Any]:
         "containers": [container],
         "volumes": volumes,
     }
-    if plan.has_code:
+    if plan.code:
+        if plan.code == CODE_IN_CONFIGMAP:
+            unpack = ["tar", "-xzf", f"{FILES_DIR}/{CODE_ARCHIVE}", "-C", WORKSPACE]
+        else:
+            wait = f"until [ -e {CODE_DELIVERED} ]; do sleep 0.1; done; rm -f {CODE_DELIVERED}"
+            unpack = ["sh", "-c", wait]
         spec["initContainers"] = [
             {
                 "name": CODE_CONTAINER,
                 "image": plan.image,
                 "imagePullPolicy": settings.image_pull_policy,
-                "command": ["tar", "-xzf", f"{FILES_DIR}/{CODE_ARCHIVE}", "-C", WORKSPACE],
+                "command": unpack,
                 "volumeMounts": mounts,
             }
         ]
@@ -241,8 +254,11 @@ def job_manifest(plan: PodPlan, settings: KubernetesSettings) -> dict[str, Any]:
         job_labels[QUEUE_LABEL] = settings.queue
     n = plan.config.num_instances
     pod_meta: dict[str, Any] = {"labels": tags}
-    if settings.pod_annotations:
-        pod_meta["annotations"] = dict(settings.pod_annotations)
+    annotations = dict(settings.pod_annotations)
+    if plan.code == CODE_STREAMED:
+        annotations[CODE_ANNOTATION] = CODE_STREAMED
+    if annotations:
+        pod_meta["annotations"] = annotations
     spec: dict[str, Any] = {
         "backoffLimit": 0,
         "completions": n,

@@ -13,7 +13,13 @@ from typing import Any, Final
 
 from attrs import frozen
 
-from flow.domain.kubernetes.manifests import CODE_CONTAINER, CONTAINER, NODE_INDEX_ANNOTATION
+from flow.domain.kubernetes.manifests import (
+    CODE_ANNOTATION,
+    CODE_CONTAINER,
+    CODE_STREAMED,
+    CONTAINER,
+    NODE_INDEX_ANNOTATION,
+)
 from flow.domain.task.multinode import group_outcome
 
 PULL_ERRORS: Final = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
@@ -45,6 +51,7 @@ class PodView:
     evicted: str = ""  # why it was evicted or preempted
     deleted: bool = False  # the pod object is gone (or going)
     failed_without_exit: str = ""  # phase Failed with no container status (node lost, ...)
+    awaits_code: bool = False  # its init container runs: it waits for a streamed code snapshot
 
 
 def _waiting_problem(statuses: Sequence[Mapping[str, Any]], image: str) -> str:
@@ -93,6 +100,8 @@ def pod_view(pod: Mapping[str, Any], deleted: bool = False) -> PodView:
         ended = (init.get("state") or {}).get("terminated") or {}
         if ended and ended.get("exitCode") not in (0, None):
             start_error = f"unpacking the code failed ({ended.get('reason', '')}, exit {ended.get('exitCode')})"
+    streamed = annotations.get(CODE_ANNOTATION) == CODE_STREAMED
+    awaits_code = streamed and any("running" in (init.get("state") or {}) for init in inits)
     state = (main or {}).get("state") or {}
     running = "running" in state or "terminated" in state
     started_at = str((state.get("running") or state.get("terminated") or {}).get("startedAt") or "")
@@ -119,6 +128,7 @@ def pod_view(pod: Mapping[str, Any], deleted: bool = False) -> PodView:
         evicted=evicted,
         deleted=deleted,
         failed_without_exit=failed_without_exit,
+        awaits_code=awaits_code,
     )
 
 
