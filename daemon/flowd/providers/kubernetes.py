@@ -621,17 +621,26 @@ class KubernetesProvider:
         out = self._node_dir(task, node)
         out.touch(task_files.OUTPUT)
         pause = RETRY_SECONDS
+        read_after_end = False
         while not self._stop.is_set():
-            failed: KubeError | None = None
+            failed: Exception | None = None
             try:
                 for chunk in self.api.follow_log(pod, out.output.stat().st_size, self._stop):
                     out.append_at(task_files.OUTPUT, out.output.stat().st_size, chunk)
             except KubeError as exc:
                 failed = exc
+            except Exception as exc:  # a stream error the client does not wrap: followed again, not given up
+                if self._stop.is_set():
+                    return
+                log.exception("provider %s: following the output of pod %s failed (retrying)", self.name, pod)
+                failed = exc
             with self._lock:
                 now = task.pods.get(pod)
                 over = now is None or now.deleted or now.exit_code is not None
             if over or task.ended:
+                if failed is not None and not read_after_end and not task.ended:
+                    read_after_end = True  # it ended while the stream was broken: what it left, once more
+                    continue
                 if failed is not None:  # e.g. a node without a kubelet to ask (a virtual node)
                     log.info("provider %s: the output of pod %s cannot be read: %s", self.name, pod, failed)
                 break
