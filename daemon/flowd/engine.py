@@ -32,7 +32,7 @@ from flow.domain.task.multinode import check_node
 from flow.domain.task.requests import create_violations, exec_violations
 from flowd.blobs import BlobStore
 from flowd.dependency_holds import DependencyHolds, constrains
-from flowd.exec_session import ExecSession
+from flowd.exec_session import ExecChannel
 from flowd.lifecycle import TaskLifecycle
 from flowd.log_stream import LogChunk, LogStreams
 from flowd.providers.base import (
@@ -394,7 +394,7 @@ class TaskEngine:
             )
         return parse_result(data, record.function_call.encoding)
 
-    def exec(self, task_id: str, request: ExecRequest) -> Result[ExecSession, DomainError]:
+    def exec(self, task_id: str, request: ExecRequest) -> Result[ExecChannel, DomainError]:
         """A command started inside a running task's environment (flow ssh)."""
         checked = exec_violations(request.argv, request.rows, request.columns, request.term)
         if isinstance(checked, Failure):

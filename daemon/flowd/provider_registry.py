@@ -30,6 +30,7 @@ from flow.domain.daemon_config import (
     MITHRIL_ENV,
     PROVIDER_NAME,
     DaemonConfig,
+    KubernetesSettings,
     MithrilSettings,
     SlurmSettings,
     daemon_config_from_dict,
@@ -252,6 +253,14 @@ def _mithril_provider(
     )
 
 
+def _kubernetes_provider(
+    settings: KubernetesSettings, home: FlowHome, reporter: Reporter, blobs: BlobStore, env: Mapping[str, str]
+) -> Provider[Any]:
+    from flowd.providers.kubernetes import KubernetesProvider  # lightkube only where Kubernetes is used
+
+    return KubernetesProvider(settings=settings, tasks_root=home.tasks, reporter=reporter, blobs=blobs, env=env)
+
+
 class ProviderRegistry:
     """The daemon's providers by name, each with the settings it was built from (to tell a
     client's ConfigureProvider that repeats them from one that conflicts), and the default."""
@@ -355,6 +364,8 @@ def build_providers(
     for settings in config.providers:
         if isinstance(settings, SlurmSettings):
             registry.add(_slurm(settings, home, reporter, blobs, env), settings)
+        elif isinstance(settings, KubernetesSettings):
+            registry.add(_kubernetes_provider(settings, home, reporter, blobs, env), settings)
     for mithril in _mithril_settings(config, home, env):
         registry.add(_mithril_provider(mithril, home, reporter, blobs, env), mithril)
         if default == LOCAL and "default_provider" not in lines:

@@ -18,7 +18,7 @@ import grpc
 import pytest
 
 from conformance.setups import ALL_GPUS, GPU, Setup
-from conftest import pid_alive, wait_until
+from conftest import wait_until
 from flow import TaskConfig, TaskStatus, errors
 from flowapi.v1 import task_service_pb2, task_service_pb2_grpc
 
@@ -64,7 +64,7 @@ def test_a_process_left_behind_is_gone_when_the_task_ends(setup: Setup) -> None:
     pid = setup.path("pid")
     task = finished(run(setup, ["bash", "-c", f"set -m; sleep 600 & echo $! > {pid}; exit 0"]))
     assert task.last_status is TaskStatus.COMPLETED
-    assert not pid_alive(written_pid(pid))
+    assert not setup.alive(written_pid(pid))
 
 
 # --- logs ------------------------------------------------------------------------------------------
@@ -126,7 +126,7 @@ def test_cancel_while_running_ends_once_its_processes_are_gone(setup: Setup) -> 
     task.cancel()
     final = finished(task)
     assert final.last_status is TaskStatus.CANCELLED and final.state_reason == "cancelled by user"
-    assert not pid_alive(child)
+    assert not setup.alive(child)
 
 
 # --- what a task sees ------------------------------------------------------------------------------

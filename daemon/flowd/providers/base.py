@@ -80,7 +80,7 @@ from flow.domain.task.config import TaskConfig
 from flow.domain.task.dependencies import Dependency
 from flow.domain.task.lifecycle import TaskEvent, TaskRecord
 from flow.domain.volumes.rules import Volume
-from flowd.exec_session import ExecSession
+from flowd.exec_session import ExecChannel
 
 S = TypeVar("S")
 S_contra = TypeVar("S_contra", contravariant=True)
@@ -201,7 +201,7 @@ class Offers(Protocol):
 
 
 class Exec(Protocol[S_contra]):
-    def exec(self, record: TaskRecord, state: S_contra, request: ExecRequest) -> ExecSession:
+    def exec(self, record: TaskRecord, state: S_contra, request: ExecRequest) -> ExecChannel:
         """Starts the command in the running task's environment (its first node); raises
         LaunchError when it cannot. Called on the ExecTask RPC's thread; may block briefly."""
         ...
