@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Final
 
-from attrs import frozen
+from attrs import evolve, frozen
 
 from flow.code_walk import CodeFile, WalkResult, walk_code_root
 from flow.domain.code.manifest import ManifestEntry, digest_of, manifest_bytes
@@ -76,23 +76,49 @@ def max_upload_bytes() -> int:
 
 
 def _planned(root: Path, walked: WalkResult) -> tuple[list[PlannedFile], int]:
+    """The files to upload. A symlink to a file inside the root goes as that file's content
+    (read from its resolved path, the one checked); one to a file outside the root is refused
+    (ValidationError naming every such link); links to directories and dangling links are left
+    out: nothing is ever read from outside the code root."""
     files: list[PlannedFile] = []
     skipped = 0
+    leaving: list[str] = []
     for item in walked.files:
         source = root / item.path
-        if item.is_symlink:  # upload what a file symlink points to; skip the rest
+        if item.is_symlink:
             try:
-                target = source.stat()
-            except OSError:
+                real = Path(os.path.realpath(source, strict=True))
+                target = real.stat()
+            except OSError:  # dangling, a loop, or gone since the walk
                 skipped += 1
                 continue
             if not stat.S_ISREG(target.st_mode):
                 skipped += 1
                 continue
-            files.append(PlannedFile(item.path, target.st_size, bool(target.st_mode & 0o111), source))
+            if not real.is_relative_to(root):
+                leaving.append(f"{item.path} -> {real}")
+                continue
+            files.append(PlannedFile(item.path, target.st_size, bool(target.st_mode & 0o111), real))
         else:
             files.append(PlannedFile(item.path, item.size, bool(item.mode & 0o111), source))
+    if leaving:
+        raise _links_leave_root(root, leaving)
     return files, skipped
+
+
+def _links_leave_root(root: Path, leaving: Sequence[str]) -> ValidationError:
+    shown = "\n".join(f"  {line}" for line in leaving[:20])
+    more = f"\n  and {len(leaving) - 20} more" if len(leaving) > 20 else ""
+    first = leaving[0].split(" -> ", 1)[0]
+    return ValidationError(
+        f"The code in {root} has symlinks to files outside it, which Flow never uploads (a "
+        f"cloned repository could otherwise ship your keys):\n{shown}{more}",
+        suggestions=[
+            f"leave them out with a line in {root / '.flowignore'} (e.g. '{first}')",
+            "or copy the files they name into the project",
+            "or give the task the data with a data mount or a volume instead",
+        ],
+    )
 
 
 def _too_large(root: Path, files: Sequence[PlannedFile], limit: int) -> ValidationError:
@@ -211,33 +237,65 @@ def _hash_cache(path: Path) -> HashCache:
         return cache
 
 
-def _identity(path: Path) -> str:
-    info = path.stat()
-    return f"{info.st_size}:{info.st_mtime_ns}:{info.st_ctime_ns}:{info.st_ino}"
+_GONE: Final = ("", -1)  # the identity of a file deleted since the walk listed it
 
 
-def _hash_file(path: Path) -> str:
+def _identity(path: Path) -> tuple[str, int]:
+    """What stat says about the file (the cache's key), and its size now; _GONE once deleted."""
+    try:
+        info = path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return _GONE
+    return f"{info.st_size}:{info.st_mtime_ns}:{info.st_ctime_ns}:{info.st_ino}", info.st_size
+
+
+def _hash_file(path: Path, size: int) -> str | None:
+    """The digest of the file's first `size` bytes (its size when the walk listed it: what the
+    upload sends of a file that grew since, a log say); None once deleted. A file now shorter
+    changed under us: _TreeChangedError."""
     digest = hashlib.sha256()
-    with open(path, "rb") as source:
-        while chunk := source.read(CHUNK_BYTES):
-            digest.update(chunk)
+    left = size
+    try:
+        with open(path, "rb") as source:
+            while left and (chunk := source.read(min(CHUNK_BYTES, left))):
+                digest.update(chunk)
+                left -= len(chunk)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except IsADirectoryError:
+        raise _TreeChangedError(str(path)) from None
+    if left:
+        raise _TreeChangedError(str(path))
     return "sha256:" + digest.hexdigest()
 
 
-def hash_files(files: Sequence[PlannedFile], cache: HashCache) -> list[str]:
-    """Digest of each file, hashing only those that changed since the cache saw them."""
+def hash_files(files: Sequence[PlannedFile], cache: HashCache) -> list[str | None]:
+    """Digest of each file (None: deleted since the walk listed it), hashing only those that
+    changed since the cache saw them. Raises _TreeChangedError for a file that shrank."""
     keys = [str(f.source) for f in files]  # absolute: plan_upload resolved the root
     known = cache.lookup(keys)
     identities = [_identity(f.source) for f in files]
     digests: list[str | None] = [
-        known[k][1] if k in known and known[k][0] == ident else None for k, ident in zip(keys, identities, strict=True)
+        known[k][1] if k in known and known[k][0] == ident and now == f.size else None
+        for k, (ident, now), f in zip(keys, identities, files, strict=True)
     ]
-    stale = [i for i, d in enumerate(digests) if d is None]
+    stale = [i for i, d in enumerate(digests) if d is None and identities[i] != _GONE]
     with ThreadPoolExecutor(HASH_WORKERS) as pool:  # hashlib releases the GIL on large buffers
-        for i, digest in zip(stale, pool.map(lambda i: _hash_file(files[i].source), stale), strict=True):
+        hashed = pool.map(lambda i: _hash_file(files[i].source, files[i].size), stale)
+        for i, digest in zip(stale, hashed, strict=True):
             digests[i] = digest
-    cache.store([(keys[i], identities[i], digests[i] or "") for i in stale])
-    return [d or "" for d in digests]
+    # A file whose size changed since the walk was hashed in part: its digest is not the file's.
+    cache.store(
+        [(keys[i], identities[i][0], d) for i in stale if (d := digests[i]) and identities[i][1] == files[i].size]
+    )
+    return digests
+
+
+def _without_deleted(plan: UploadPlan, digests: Sequence[str | None]) -> tuple[UploadPlan, list[str]]:
+    """The plan without the files deleted since the walk (as if deleted before it)."""
+    kept = [(f, d) for f, d in zip(plan.files, digests, strict=True) if d is not None]
+    gone = len(plan.files) - len(kept)
+    return evolve(plan, files=tuple(f for f, _ in kept), excluded=plan.excluded + gone), [d for _, d in kept]
 
 
 def _batches(
@@ -265,9 +323,13 @@ def _batches(
                 return
             offset = 0
             while True:
-                data = reader.read(CHUNK_BYTES)
-                if offset and not data:
-                    break
+                # Exactly `size` bytes: those hashed, even of a file that grew since.
+                want = min(CHUNK_BYTES, size - offset)
+                data = reader.read(want)
+                if len(data) < want:  # shorter than when it was hashed: the snapshot is stale
+                    if vanished is not None:
+                        vanished.append(str(source))
+                    return
                 pending.append(BlobChunk(digest=digest, size=size, offset=offset, data=data))
                 pending_bytes += len(data) + 100
                 offset += len(data)
@@ -319,7 +381,7 @@ def _send(
 
 
 class _TreeChangedError(Exception):
-    """A file of the snapshot was deleted while it was being hashed or sent."""
+    """A file of the snapshot was deleted or shrank while it was being hashed or sent."""
 
 
 _ATTEMPTS: Final = 3
@@ -335,14 +397,12 @@ def upload_code(
     started = time.monotonic()
     cache = _hash_cache(cache_path)
     # A tree that changes under us (a running task writing into the project, an editor saving)
-    # gets a fresh snapshot: files deleted meanwhile are left out, changed ones hashed again.
+    # gets a fresh snapshot: files deleted meanwhile are left out, changed ones hashed again;
+    # a file that grows (a log) goes as it was when listed.
     for attempt in range(_ATTEMPTS):
         plan = plan_upload(root, private=[cache_path.parent])
         try:
-            try:
-                digests = hash_files(plan.files, cache)
-            except FileNotFoundError as exc:
-                raise _TreeChangedError(str(exc.filename)) from None
+            plan, digests = _without_deleted(plan, hash_files(plan.files, cache))
             digest, sent_files, sent_bytes = _send(conn, plan, digests, progress)
             break
         except (_TreeChangedError, ValidationError) as exc:
@@ -352,8 +412,8 @@ def upload_code(
                 if isinstance(exc, ValidationError):
                     raise
                 raise ValidationError(
-                    f"code_root {root} kept changing during the upload ({exc} was deleted while "
-                    f"it was being sent, {_ATTEMPTS} times)",
+                    f"code_root {root} kept changing during the upload ({exc} shrank or was "
+                    f"deleted while it was being read, {_ATTEMPTS} times)",
                     suggestions=[
                         "stop what writes into the project while you submit, or list the files it "
                         "writes in .flowignore",

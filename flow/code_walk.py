@@ -5,6 +5,9 @@ cannot re-include anything below an excluded directory, so pruning changes no an
 ignore files of the directories it enters, and spots virtualenvs by their `pyvenv.cfg`. Directory
 symlinks are not followed; symlinks (to anything) are listed as files, as git lists them. Other
 special files (sockets, FIFOs, devices) are skipped. An unreadable directory raises OSError.
+
+A tree may change while it is walked (submitting from /tmp, a task writing into the project):
+what vanishes before the walk reads it is left out, as if it had never been there.
 """
 
 from __future__ import annotations
@@ -68,7 +71,9 @@ def walk_code_root(root: Path) -> WalkResult:
         ignore_file = next((entry for entry in entries if entry.name == file_name), None)
         if ignore_file is not None and ignore_file.is_file(follow_symlinks=False):
             # git does not follow a symlinked .gitignore inside the tree; neither do we.
-            rules = rules.with_file(directory, _read_text(ignore_file.path))
+            text = _read_text(ignore_file.path)
+            if text is not None:
+                rules = rules.with_file(directory, text)
         for entry in entries:
             path = f"{directory}/{entry.name}" if directory else entry.name
             if entry.name == GIT_DIR:
@@ -90,16 +95,27 @@ def walk_code_root(root: Path) -> WalkResult:
     selection = select_paths(list(listed), rules, virtualenvs)
     files = []
     for path in selection.included:
-        status = listed[path].stat(follow_symlinks=False)
+        try:
+            status = listed[path].stat(follow_symlinks=False)
+        except FileNotFoundError:  # deleted since it was listed
+            continue
         files.append(CodeFile(path, status.st_size, status.st_mode))
     return WalkResult(root, rules, tuple(sorted(virtualenvs)), tuple(sorted(pruned)), selection, tuple(files))
 
 
 def _scan(directory: Path) -> list[os.DirEntry[str]]:
-    with os.scandir(directory) as entries:
-        return list(entries)
+    """The directory's entries; none when it vanished (or became a file) since it was listed."""
+    try:
+        with os.scandir(directory) as entries:
+            return list(entries)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
 
 
-def _read_text(path: str) -> str:
-    with open(path, "rb") as handle:
-        return handle.read().decode("utf-8", "surrogateescape")
+def _read_text(path: str) -> str | None:
+    """The file's text; None when it vanished since it was listed."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read().decode("utf-8", "surrogateescape")
+    except (FileNotFoundError, IsADirectoryError):
+        return None

@@ -14,8 +14,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Final, TypeVar
 
-from flow.errors import DaemonUnavailableError
-from flow.home import FlowHome, resolve_home
+from flow.errors import DaemonUnavailableError, ValidationError
+from flow.home import FlowHome, UnsafeHomeError, check_ownership, resolve_home
 
 if TYPE_CHECKING:
     from flow.transport.channel import Channel, Remote
@@ -60,6 +60,16 @@ def start_daemon(home: FlowHome) -> None:
         )
 
 
+def _check_ownership(home: FlowHome) -> None:
+    """A home another user controls is refused before its socket is used (see flow.home)."""
+    try:
+        check_ownership(home)
+    except UnsafeHomeError as exc:
+        raise ValidationError(
+            str(exc), suggestions=[f"check the owner with `ls -ld {home.root} {home.socket}`"]
+        ) from None
+
+
 class DaemonConnection:
     """Calls to one flowd. `channel` replaces the grpcio channel (and is never reopened); without
     one, `remote` (FLOW_DAEMON_ADDRESS) or else the daemon of `home` is reached over grpcio."""
@@ -72,6 +82,8 @@ class DaemonConnection:
         channel: Channel | None = None,
     ) -> None:
         self.home = home or resolve_home()
+        if remote is None:  # this user's own daemon, through its socket in the home
+            _check_ownership(self.home)
         self.remote = remote
         self.auto_start = auto_start and remote is None  # a remote daemon is not ours to start
         self._injected = channel is not None

@@ -1,5 +1,5 @@
-"""Managing flowd by hand (`flow daemon start|stop|status`): what runs, starting and stopping it.
-These answer values; the CLI (flow.cli.daemon) shows them."""
+"""Managing flowd by hand (`flow daemon start|stop|status|gc`): what runs, starting and stopping
+it, collecting its unused blobs. These answer values; the CLI (flow.cli.daemon) shows them."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Final
 from flow.connection import DaemonConnection
 from flow.errors import DaemonUnavailableError, FlowError
 from flow.home import FlowHome
+from flow.wire.code_codec import CollectedBlobs, collect_blobs_call
 from flow.wire.daemon_codec import DaemonInfo, daemon_info_call, list_providers_call, shutdown_daemon_call
 
 STOP_TIMEOUT: Final = 15.0
@@ -70,6 +71,18 @@ def stop(home: FlowHome) -> int | None:
     return state.pid
 
 
+def collect_blobs(home: FlowHome) -> CollectedBlobs | None:
+    """Removes the uploaded blobs no unfinished task uses (CodeService.CollectBlobs); None when
+    no daemon serves `home`."""
+    conn = DaemonConnection(home, auto_start=False)
+    try:
+        if _info(conn) is None:
+            return None
+        return conn.unary(collect_blobs_call(), timeout=600)
+    finally:
+        conn.close()
+
+
 def _process_exists(pid: int) -> bool:
     """True while pid runs (a zombie, exited but not yet reaped, counts as gone)."""
     try:
@@ -94,4 +107,4 @@ def _lock_held(path: Path) -> bool:
         return False
 
 
-__all__ = ["start", "status", "stop"]
+__all__ = ["collect_blobs", "start", "status", "stop"]

@@ -66,7 +66,9 @@ class _Session:
         self._outbox.put(exec_stdin_request(data))
 
     def close_stdin(self) -> None:
+        """Says end of input, then half-closes the request stream: nothing more goes up."""
         self._outbox.put(exec_stdin_closed_request())
+        self._outbox.put(_DONE)
 
     def resize(self, rows: int, columns: int) -> None:
         self._outbox.put(exec_resize_request(rows, columns))

@@ -124,13 +124,21 @@ class Daemon:
         )
 
 
+# A deadline only bounds how long a failing test takes to say so: it is never a timing claim.
+# On a machine whose cores are all busy (CI runners, two `yes > /dev/null`) a process takes many
+# times longer to start or stop, so no wait gives up before this many seconds.
+MIN_DEADLINE = 60.0
+
+
 def wait_until(predicate: object, timeout: float, interval: float = 0.02) -> None:
-    deadline = time.monotonic() + timeout
+    """Returns once predicate() is true; fails after max(timeout, MIN_DEADLINE) seconds."""
+    limit = max(timeout, MIN_DEADLINE)
+    deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         if predicate():
             return
         time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout} s")
+    raise AssertionError(f"condition not met within {limit} s")
 
 
 def _cleanup(daemon: Daemon) -> None:

@@ -2,6 +2,13 @@
 
 Blobs are written to a temporary file, checked against their digest, then renamed into place,
 so a blob that exists is complete and correct; concurrent uploads of the same blob are harmless.
+Partial files a killed daemon left in blobs/incoming are removed when the store opens (flowd
+holds $FLOW_HOME's lock by then: no other writer exists).
+
+A blob's mtime is when it was last uploaded or named in FindMissingBlobs (refreshed, at most
+every few minutes): `collect` keeps blobs younger than its `min_age`, so an upload whose task is
+not created yet is never collected under it, and removes those no unfinished task's snapshot
+lists. Finished tasks keep their own copy of their code, never the blobs.
 """
 
 from __future__ import annotations
@@ -10,13 +17,22 @@ import contextlib
 import hashlib
 import itertools
 import os
+import threading
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import NoReturn
+from typing import Final, NoReturn
 
-from flow.domain.code.manifest import is_digest
+from attrs import frozen
+from returns.result import Success
+
+from flow.domain.code.manifest import Manifest, is_digest, parse_manifest
+from flow.domain.errors import FieldViolation, violation
 from flowd.store import state_write_error
 
 _serial = itertools.count()  # next() on a count is atomic under the GIL
+DEFAULT_MIN_AGE: Final = 3600.0  # seconds a blob is kept after it was last uploaded or asked for
+_REFRESH_AFTER: Final = 300.0  # a blob asked for is touched again once its mtime is this old
 
 
 class BlobError(Exception):
@@ -31,11 +47,92 @@ def _write_failed(exc: OSError, root: Path) -> NoReturn:
     raise error from exc
 
 
+@frozen
+class Collected:
+    """What `collect` did: blobs removed and blobs kept, with their sizes in bytes."""
+
+    removed_blobs: int
+    removed_bytes: int
+    kept_blobs: int
+    kept_bytes: int
+
+
 class BlobStore:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, live_snapshots: Callable[[], Iterable[str]] = tuple) -> None:
+        """`live_snapshots`: the code digests unfinished tasks run in (collect_unused keeps them)."""
         self.root = root
         (root / "sha256").mkdir(parents=True, exist_ok=True, mode=0o700)
         (root / "incoming").mkdir(exist_ok=True, mode=0o700)
+        for partial in os.scandir(root / "incoming"):  # left by a daemon killed mid-upload
+            with contextlib.suppress(OSError):
+                os.unlink(partial.path)
+        # The code snapshots (manifest digests) of unfinished tasks: set once the store of tasks exists.
+        self._live_snapshots = live_snapshots
+        self._lock = threading.Lock()  # over publishing, removing and the usage below
+        self._usage: list[int] | None = None  # [blobs, bytes], counted on first use
+
+    def usage(self) -> tuple[int, int]:
+        """(blobs, bytes) the store holds."""
+        with self._lock:
+            if self._usage is None:
+                sizes = [entry.stat().st_size for entry in os.scandir(self.root / "sha256")]
+                self._usage = [len(sizes), sum(sizes)]
+            return self._usage[0], self._usage[1]
+
+    def _counted(self, blobs: int, size: int) -> None:
+        """Callers hold self._lock."""
+        if self._usage is not None:
+            self._usage[0] += blobs
+            self._usage[1] += size
+
+    def publish(self, partial: Path, digest: str, size: int) -> None:
+        """Moves a verified blob into place (atomically: a blob that exists is always whole)."""
+        target = self.path(digest)
+        with self._lock:
+            new = not target.exists()
+            os.replace(partial, target)
+            if new:
+                self._counted(1, size)
+
+    def missing(self, digests: Iterable[str]) -> list[str]:
+        """Those of `digests` the store lacks; the others count as just used (see `collect`)."""
+        now = time.time()
+        absent = []
+        for digest in dict.fromkeys(digests):
+            path = self.path(digest)
+            with self._lock:  # never between `collect`'s look at a blob and its removal
+                try:
+                    if os.stat(path).st_mtime < now - _REFRESH_AFTER:
+                        os.utime(path)
+                except FileNotFoundError:
+                    absent.append(digest)
+        return absent
+
+    def collect(self, min_age: float = DEFAULT_MIN_AGE) -> Collected:
+        """Removes the blobs no unfinished task's snapshot lists and nobody used within `min_age`
+        seconds."""
+        used: set[str] = set()
+        for snapshot in self._live_snapshots():
+            used.add(snapshot)
+            with contextlib.suppress(OSError, BlobError):
+                parsed = parse_manifest(self.read(snapshot))
+                if isinstance(parsed, Success):
+                    used.update(parsed.unwrap().digests)
+        before = time.time() - min_age
+        removed = [0, 0]
+        for entry in os.scandir(self.root / "sha256"):
+            if "sha256:" + entry.name in used:
+                continue
+            with self._lock, contextlib.suppress(FileNotFoundError):
+                status = os.stat(entry.path)  # under the lock: not one published or asked for since
+                if status.st_mtime >= before:
+                    continue
+                os.unlink(entry.path)
+                self._counted(-1, -status.st_size)
+                removed[0] += 1
+                removed[1] += status.st_size
+        blobs, size = self.usage()
+        return Collected(removed[0], removed[1], blobs, size)
 
     def path(self, digest: str) -> Path:
         if not is_digest(digest):
@@ -44,6 +141,34 @@ class BlobStore:
 
     def has(self, digest: str) -> bool:
         return is_digest(digest) and self.path(digest).is_file()
+
+    def size(self, digest: str) -> int | None:
+        """The stored blob's size in bytes; None when it is not stored."""
+        try:
+            return self.path(digest).stat().st_size if is_digest(digest) else None
+        except FileNotFoundError:
+            return None
+
+    def manifest_violations(self, digest: str, manifest: Manifest) -> list[FieldViolation]:
+        """What the store says against a manifest: files never uploaded, and entries whose
+        declared size is not their blob's (a size is a claim the daemon checks, not trusts)."""
+        fix = "upload the code with CodeService (FindMissingBlobs, UploadBlobs) before CreateTask"
+        sizes = [self.size(entry.digest) for entry in manifest.entries]
+        missing = sorted(e.path for e, size in zip(manifest.entries, sizes, strict=True) if size is None)
+        problems = [
+            violation(
+                f"manifest.files[{index}].size",
+                entry.size,
+                f"is not the size of {entry.path!r}, whose content is {size} bytes",
+                "list each file with its real size (upload the code again with the Flow SDK)",
+            )
+            for index, (entry, size) in enumerate(zip(manifest.entries, sizes, strict=True))
+            if size is not None and size != entry.size
+        ][:10]
+        if missing:
+            shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+            problems.insert(0, violation("code_digest", digest, f"lists files never uploaded: {shown}", fix))
+        return problems
 
     def read(self, digest: str) -> bytes:
         return self.path(digest).read_bytes()
@@ -56,7 +181,7 @@ class BlobWriter:
     """Receives one blob's chunks; `commit` verifies and publishes it."""
 
     def __init__(self, store: BlobStore, digest: str, size: int) -> None:
-        self._target = store.path(digest)
+        store.path(digest)  # raises BlobError for what is not a digest
         self._digest = digest
         self._size = size
         self._hash = hashlib.sha256()
@@ -64,6 +189,7 @@ class BlobWriter:
         # A name no other writer uses (tempfile.mkstemp costs ~10x more, for thousands of blobs).
         self._partial = store.root / "incoming" / f"{digest[7:23]}.{os.getpid()}.{next(_serial)}"
         self._root = store.root
+        self._store = store
         try:
             fd = os.open(self._partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         except OSError as exc:
@@ -90,7 +216,7 @@ class BlobWriter:
             )
         try:
             self._file.close()
-            os.replace(self._partial, self._target)  # atomic: a blob that exists is always whole
+            self._store.publish(self._partial, self._digest, self._size)
         except OSError as exc:
             _write_failed(exc, self._root)
 

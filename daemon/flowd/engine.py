@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Final
 from returns.result import Failure, Result, Success
 
 from flow.domain.code.manifest import Manifest, is_digest, parse_manifest
+from flow.domain.daemon_config import check_provider_name
 from flow.domain.errors import DomainError, ErrorReason, FieldViolation, not_found, validation_error, violation
 from flow.domain.instances.matching import MatchResult, match_offers, requirements_from_dict
 from flow.domain.page_token import decode_page_token, encode_page_token, page_size_of
@@ -101,6 +102,8 @@ class TaskEngine:
         return self.providers.default
 
     def _provider(self, name: str) -> Result[Provider[Any], DomainError]:
+        if name and isinstance(malformed := check_provider_name(name), Failure):  # as every malformed id
+            return Failure(malformed.failure())
         chosen = name or self.providers.default
         provider = self.providers.get(chosen)
         if provider is None:
@@ -131,11 +134,8 @@ class TaskEngine:
         if isinstance(parsed, Failure):
             return None, list(parsed.failure().violations)
         manifest = parsed.unwrap()
-        missing = sorted(e.path for e in manifest.entries if not self._blobs.has(e.digest))
-        if missing:
-            shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-            return None, [violation("code_digest", digest, f"lists files never uploaded: {shown}", fix)]
-        return manifest, []
+        problems = self._blobs.manifest_violations(digest, manifest)  # files missing, sizes that lie
+        return (None, list(problems)) if problems else (manifest, [])
 
     def create(
         self,

@@ -42,6 +42,7 @@ class ExecSession:
         self._output: queue.Queue[tuple[str, bytes] | None] = queue.Queue(maxsize=256)
         self._pty: int | None = None
         self._readers: list[threading.Thread] = []
+        self._stdin_closed = False
         try:
             if tty:
                 self._start_tty(argv, cwd, env, rows, columns)
@@ -117,6 +118,10 @@ class ExecSession:
                 self._process.stdin.flush()
 
     def close_stdin(self) -> None:
+        """End of input (once: stdin_closed and the half-close that may follow are one EOF)."""
+        if self._stdin_closed:
+            return
+        self._stdin_closed = True
         with contextlib.suppress(OSError, ValueError):
             if self._pty is not None:
                 os.write(self._pty, b"\x04")  # what a terminal sends for Ctrl-D

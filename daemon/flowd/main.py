@@ -20,7 +20,7 @@ import sys
 import threading
 from typing import IO
 
-from flow.home import MAX_SOCKET_PATH, FlowHome, resolve_home
+from flow.home import MAX_SOCKET_PATH, FlowHome, check_ownership, resolve_home
 from flowd.tcp_settings import AccessConfigError, TcpSettings, tcp_settings
 
 EXIT_ALREADY_RUNNING = 3
@@ -54,6 +54,7 @@ def take_lock(home: FlowHome) -> IO[str]:
 
 
 def prepare_home(home: FlowHome) -> None:
+    check_ownership(home)  # before anything is created or chmod-ed (root may chmod any file)
     home.root.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(home.root, 0o700)
     home.tasks.mkdir(exist_ok=True, mode=0o700)

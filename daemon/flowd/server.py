@@ -126,7 +126,10 @@ def build_daemon(home: FlowHome, shutdown: Callable[[], None], tcp: TcpSettings 
     wakeups = Wakeups()
     lifecycle = TaskLifecycle(store, wakeups)
     volumes = VolumeManager(store, home.root / "volumes", live_specs=lifecycle.live_volume_specs)
-    blobs = BlobStore(home.root / "blobs")
+    blobs = BlobStore(
+        home.root / "blobs",
+        live_snapshots=lambda: [t.record.code_digest for t in store.live() if t.record.code_digest],
+    )
     providers = build_providers(home, lifecycle.report, blobs, os.environ, volumes)
     watch = LogWatch(wakeups)
     streams = LogStreams(wakeups, watch, lifecycle.is_live)
@@ -140,7 +143,7 @@ def build_daemon(home: FlowHome, shutdown: Callable[[], None], tcp: TcpSettings 
         engine=engine,
         blobs=blobs,
         health=health.HealthServicer(experimental_non_blocking=True),
-        daemon=DaemonServicer(engine, str(home.root), addresses, shutdown),
+        daemon=DaemonServicer(engine, str(home.root), addresses, shutdown, blobs=blobs),
     )
     # Unparseable requests: INVALID_ARGUMENT, named (flowd.request_decoding).
     long_calls = long_call_limit(os.environ)

@@ -42,7 +42,7 @@ from flowapi.v1 import (
     task_service_pb2,
     task_service_pb2_grpc,
 )
-from flowd.blobs import BlobError, BlobStore, BlobWriter
+from flowd.blobs import DEFAULT_MIN_AGE, BlobError, BlobStore, BlobWriter
 from flowd.call_budget import CallBudget
 from flowd.engine import TaskEngine, state_write_failure
 from flowd.providers.base import ExecRequest, Provider
@@ -319,6 +319,7 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
                         session.resize(min(rows, MAX_WINDOW_SIZE), min(columns, MAX_WINDOW_SIZE))
                     elif kind == "stdin_closed":
                         session.close_stdin()
+                session.close_stdin()  # the client half-closed: end of input too, as with ssh
 
         threading.Thread(target=forward_input, name="exec-input", daemon=True).start()
         while True:
@@ -389,9 +390,7 @@ class CodeServicer(code_service_pb2_grpc.CodeServiceServicer):
                 ),
             )
             return code_service_pb2.FindMissingBlobsResponse()
-        return code_service_pb2.FindMissingBlobsResponse(
-            missing_digests=[d for d in dict.fromkeys(request.digests) if not self._blobs.has(d)]
-        )
+        return code_service_pb2.FindMissingBlobsResponse(missing_digests=self._blobs.missing(request.digests))
 
     @guarded(code_service_pb2.UploadBlobsResponse)
     def UploadBlobs(
@@ -436,6 +435,19 @@ class CodeServicer(code_service_pb2_grpc.CodeServiceServicer):
             raise
         return code_service_pb2.UploadBlobsResponse(stored_digests=stored)
 
+    @guarded(code_service_pb2.CollectBlobsResponse)
+    def CollectBlobs(
+        self, request: code_service_pb2.CollectBlobsRequest, context: grpc.ServicerContext
+    ) -> code_service_pb2.CollectBlobsResponse:
+        min_age = request.min_age.ToTimedelta().total_seconds() if request.HasField("min_age") else DEFAULT_MIN_AGE
+        done = self._blobs.collect(max(0.0, min_age))
+        return code_service_pb2.CollectBlobsResponse(
+            removed_blobs=done.removed_blobs,
+            removed_bytes=done.removed_bytes,
+            kept_blobs=done.kept_blobs,
+            kept_bytes=done.kept_bytes,
+        )
+
 
 class InstanceServicer(instance_service_pb2_grpc.InstanceServiceServicer):
     def __init__(self, engine: TaskEngine) -> None:
@@ -467,7 +479,9 @@ class DaemonServicer(daemon_service_pb2_grpc.DaemonServiceServicer):
         flow_home: str,
         addresses: list[str],
         shutdown: Callable[[], None],
+        blobs: BlobStore | None = None,
     ) -> None:
+        self._blobs = blobs
         self._engine = engine
         self._home = flow_home
         self._addresses = addresses
@@ -487,6 +501,8 @@ class DaemonServicer(daemon_service_pb2_grpc.DaemonServiceServicer):
             default_provider=self._engine.default_provider,
         )
         info.start_time.FromNanoseconds(int(self._started * 1e9))
+        if self._blobs is not None:
+            info.blob_count, info.blob_store_bytes = self._blobs.usage()
         return info
 
     @guarded(daemon_service_pb2.ListProvidersResponse)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import errno
 import json
+import logging
 import sqlite3
 import threading
 from collections.abc import Iterable
@@ -45,6 +46,7 @@ CREATE TABLE IF NOT EXISTS volumes (
 );
 """
 
+log = logging.getLogger(__name__)
 _TERMINAL_NAMES = tuple(s.value for s in TERMINAL_STATES)
 MAX_SEQ = 2**63 - 1  # SQLite's largest integer
 
@@ -95,6 +97,8 @@ class StoredTask:
 
 
 def record_to_json(record: TaskRecord) -> str:
+    # A terminal task never starts again: its secret values go (the names stay in the config).
+    kept_secrets = {} if record.is_terminal else record.secrets
     return json.dumps(
         {
             "task_id": record.task_id,
@@ -111,7 +115,7 @@ def record_to_json(record: TaskRecord) -> str:
             "cancel_requested": record.cancel_requested,
             "request_id": record.request_id,
             "code_digest": record.code_digest,
-            "secrets": record.secrets,  # the database is 0600 in a 0700 directory
+            "secrets": kept_secrets,  # the database is 0600 in a 0700 directory
             "function_call": None if record.function_call is None else _call_to_json(record.function_call),
         },
         separators=(",", ":"),
@@ -151,7 +155,30 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.execute("PRAGMA secure_delete=ON")  # what a write replaces is zeroed, not left
         self._db.executescript(SCHEMA)
+        self._erase_finished_secrets()
+
+    def _erase_finished_secrets(self) -> None:
+        """Erases the secret values an older flowd kept for finished tasks (only names remain).
+        A database flowd cannot write (read-only, a full disk) keeps them until it can: flowd
+        still starts, and serves what it can."""
+        marks = ",".join("?" * len(_TERMINAL_NAMES))
+        kept = f"state IN ({marks}) AND json_extract(record, '$.secrets') != '{{}}'"
+        if self._db.execute(f"SELECT 1 FROM tasks WHERE {kept} LIMIT 1", _TERMINAL_NAMES).fetchone() is None:
+            return  # nothing to erase: no write (the database may be read-only)
+        try:
+            self._db.execute(
+                f"UPDATE tasks SET record = json_set(record, '$.secrets', json('{{}}')) WHERE {kept}", _TERMINAL_NAMES
+            )
+            self._forget_old_pages()
+        except sqlite3.Error as exc:
+            log.warning("could not erase the secret values of finished tasks yet: %s", exc)
+
+    def _forget_old_pages(self) -> None:
+        """Moves the WAL into the database and empties it: earlier versions of pages (a secret
+        value before it was erased) live on in the WAL until then."""
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def close(self) -> None:
         with self._lock:
@@ -179,6 +206,9 @@ class Store:
     def update(self, record: TaskRecord, runtime: dict[str, Any] | None = None) -> None:
         try:
             self._update(record, runtime)
+            if record.is_terminal and record.secrets:  # this write erased its secret values
+                with self._lock:
+                    self._forget_old_pages()
         except sqlite3.Error as exc:
             self._raise_write_error(exc)
 

@@ -35,6 +35,9 @@ def _refuse(_: Any, context: grpc.ServicerContext) -> None:
     context.abort_with_status(status)
 
 
+_REFUSAL: grpc.RpcMethodHandler[Any, Any] = grpc.stream_stream_rpc_method_handler(_refuse)
+
+
 class TokenInterceptor(grpc.ServerInterceptor):
     """Lets a call through only with the right bearer token."""
 
@@ -50,13 +53,7 @@ class TokenInterceptor(grpc.ServerInterceptor):
         value = given.encode() if isinstance(given, str) else bytes(given)
         if hmac.compare_digest(value.lower()[:7] + value[7:], self._expected):
             return continuation(details)
-        handler = continuation(details)
-        if handler is None:
-            return None
-        if handler.request_streaming and handler.response_streaming:
-            return grpc.stream_stream_rpc_method_handler(_refuse)
-        if handler.request_streaming:
-            return grpc.stream_unary_rpc_method_handler(_refuse)
-        if handler.response_streaming:
-            return grpc.unary_stream_rpc_method_handler(_refuse)
-        return grpc.unary_unary_rpc_method_handler(_refuse)
+        # The same refusal for every method, known or not and of any shape, decided before the
+        # method is looked up: a caller without the token cannot enumerate the methods. (A
+        # stream-stream handler answers unary callers too: it aborts before reading a message.)
+        return _REFUSAL

@@ -1,11 +1,13 @@
-"""Volumes and data mounts for local tasks: a private mount namespace per task.
+"""Volumes and data mounts for local tasks: a private mount namespace and root per task.
 
 The local provider calls `check_supported` when placing a task and `namespace_command` when
 launching it. A task without volumes or data mounts runs exactly as before. One with them runs
-under `unshare --mount --propagation private`, whose /bin/sh binds each volume's host mount
-(flowd's loop mount of its image) and each data source at its target, then execs the task's
-usual wrapper: the pid, the marker in argv and the exit-status file are unchanged, and nothing
-is mounted on the host.
+under `unshare --mount --propagation private`, whose /bin/sh builds the task's private root
+(the host's directories bound into a tmpfs in the task's directory, see
+flow.domain.volumes.mounts), binds each volume's host mount (flowd's loop mount of its image)
+and each data source at its target there, then chroots and execs the task's usual wrapper: the
+pid, the marker in argv and the exit-status file are unchanged, nothing is mounted on the host,
+and no mount point is ever created on the host.
 
 Where the machine cannot do that (flowd not root, no `unshare`), the task is refused before
 anything is created, with the reason and what to do: volumes are never mounted elsewhere.
@@ -16,6 +18,7 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import stat
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,13 +27,21 @@ from returns.result import Failure, Result, Success
 
 from flow.domain.errors import DomainError, ErrorReason, validation_error, violation
 from flow.domain.task.config import TaskConfig
-from flow.domain.volumes.mounts import Bind, namespace_argv, namespace_script
+from flow.domain.volumes.mounts import (
+    Bind,
+    PathKind,
+    enter_argv,
+    mount_point_paths,
+    namespace_argv,
+    namespace_script,
+)
 from flow.domain.volumes.rules import resolve_volumes
 from flowd.providers.base import LaunchError
 from flowd.volume_s3 import s3_available, sync_s3
 from flowd.volumes import VolumeManager, VolumeStorageError, storage_error
 
 DATA_DIR = "data"
+ROOT_DIR = ".flow-root"  # in the task's directory: where its private root is mounted (in its namespace)
 
 
 @functools.cache
@@ -125,7 +136,23 @@ def namespace_command(
     if problem is not None:
         raise LaunchError(problem)
     unshare = shutil.which("unshare") or "unshare"
-    return namespace_argv(unshare, namespace_script(_binds(config, volumes, task_dir)), command)
+    binds = _binds(config, volumes, task_dir)
+    root = Path(os.path.realpath(task_dir)) / ROOT_DIR  # no symlink on the way: the script needs it
+    root.mkdir(mode=0o755, exist_ok=True)
+    script = namespace_script(binds, str(root), {p: _kind(p) for p in mount_point_paths(binds)})
+    if isinstance(script, Failure):
+        raise LaunchError(script.failure().message)
+    return namespace_argv(unshare, script.unwrap(), command)
+
+
+def _kind(path: str) -> PathKind:
+    """What the host has at `path`, without following a symlink."""
+    try:
+        return "dir" if stat.S_ISDIR(os.lstat(path).st_mode) else "other"
+    except FileNotFoundError:
+        return "missing"
+    except NotADirectoryError:
+        return "other"
 
 
 def enter_command(config: TaskConfig, pid: int | None, command: list[str]) -> list[str]:
@@ -133,5 +160,4 @@ def enter_command(config: TaskConfig, pid: int | None, command: list[str]) -> li
     ssh sees its volumes and data; `command` as it is for a task without one."""
     if (not config.volumes and not config.data_mounts) or pid is None:
         return command
-    nsenter = shutil.which("nsenter") or "nsenter"
-    return [nsenter, f"--target={int(pid)}", "--mount", "--wd", "--", *command]  # --wd: the task's cwd
+    return enter_argv(shutil.which("nsenter") or "nsenter", int(pid), command)

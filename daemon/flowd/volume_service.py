@@ -18,8 +18,9 @@ from typing import Any
 import grpc
 from returns.result import Failure, Result
 
+from flow.domain.daemon_config import check_provider_name
 from flow.domain.errors import DomainError
-from flow.domain.volumes.rules import Volume, volume_not_found
+from flow.domain.volumes.rules import Volume, check_volume_id, volume_not_found
 from flow.wire.volume_codec import interface_from_proto, volume_to_proto
 from flowapi.v1 import volume_pb2, volume_pb2_grpc
 from flowd.providers.base import OwnVolumes, Provider
@@ -66,6 +67,8 @@ class VolumeServicer(volume_pb2_grpc.VolumeServiceServicer):
     def CreateVolume(
         self, request: volume_pb2.CreateVolumeRequest, context: grpc.ServicerContext
     ) -> volume_pb2.CreateVolumeResponse:
+        if request.provider and _unwrap(check_provider_name(request.provider), context) is None:
+            return volume_pb2.CreateVolumeResponse()
         provider = request.provider or self._default_provider
         own = self._own(provider)
         if own:
@@ -96,6 +99,8 @@ class VolumeServicer(volume_pb2_grpc.VolumeServiceServicer):
     def GetVolume(
         self, request: volume_pb2.GetVolumeRequest, context: grpc.ServicerContext
     ) -> volume_pb2.GetVolumeResponse:
+        if _unwrap(check_volume_id(request.volume_id), context) is None:
+            return volume_pb2.GetVolumeResponse()
         local = self._volumes.get(request.volume_id)
         if isinstance(local, Failure) and self._own():  # not flowd's: a provider's?
             pair = _unwrap(self._find(request.volume_id), context)
@@ -134,6 +139,8 @@ class VolumeServicer(volume_pb2_grpc.VolumeServiceServicer):
     def DeleteVolume(
         self, request: volume_pb2.DeleteVolumeRequest, context: grpc.ServicerContext
     ) -> volume_pb2.DeleteVolumeResponse:
+        if _unwrap(check_volume_id(request.volume_id), context) is None:
+            return volume_pb2.DeleteVolumeResponse()
         if isinstance(self._volumes.get(request.volume_id), Failure) and self._own():  # not flowd's
             pair = _unwrap(self._find(request.volume_id), context)
             if pair is None:

@@ -1,4 +1,4 @@
-"""`flow daemon start|stop|status`: managing flowd by hand (flow.daemon_control does it; this shows it)."""
+"""`flow daemon start|stop|status|gc`: managing flowd by hand (flow.daemon_control does it; this shows it)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,13 @@ def _running(info: DaemonInfo) -> dict[str, Any]:
             {"name": p.name, "kind": p.kind, "default": p.default, **({"problem": p.problem} if p.problem else {})}
             for p in info.providers
         ],
+        "blob_count": info.blob_count,
+        "blob_store_bytes": info.blob_store_bytes,
     }
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1e6:,.1f} MB"
 
 
 def _show(info: DaemonInfo, as_json: bool) -> None:
@@ -39,6 +45,8 @@ def _show(info: DaemonInfo, as_json: bool) -> None:
             print(f"  provider {p.name} ({p.kind}{default}): " + ("cannot be used" if p.problem else "ok"))
             for line in p.problem.splitlines():
                 print(f"    {line}")
+        size = _megabytes(info.blob_store_bytes)
+        print(f"blob store: {info.blob_count} blobs, {size} (`flow daemon gc` removes unused ones)")
 
 
 def cmd_daemon(args: argparse.Namespace) -> int:
@@ -54,6 +62,17 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         if info is not None:
             _show(info, args.json)
             return 0
+    elif args.action == "gc":
+        done = daemon_control.collect_blobs(home)
+        if done is not None:
+            if args.json:
+                emit_json(done._asdict())
+            else:
+                print(
+                    f"removed {done.removed_blobs} blobs ({_megabytes(done.removed_bytes)}) that no unfinished "
+                    f"task uses; the blob store holds {done.kept_blobs} ({_megabytes(done.kept_bytes)})"
+                )
+            return 0
     else:
         stopped = daemon_control.stop(home)
         if stopped is not None:
@@ -66,15 +85,16 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         emit_json({"running": False, "flow_home": str(home.root)})
     else:
         print(f"flowd is not running (FLOW_HOME={home.root})")
-    return exit_status.DAEMON_UNAVAILABLE if args.action == "status" else 0
+    return exit_status.DAEMON_UNAVAILABLE if args.action in ("status", "gc") else 0
 
 
 def register(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
     daemon = add_parser("daemon", help="manage flowd, the per-user daemon")
     daemon.add_argument(
         "action",
-        choices=["start", "stop", "status"],
-        help="start it (if none runs), stop it (tasks keep running), or say whether it runs (exit 69 if not)",
+        choices=["start", "stop", "status", "gc"],
+        help="start it (if none runs), stop it (tasks keep running), say whether it runs (exit 69 if not), "
+        "or collect code blobs no task uses",
     )
     add_json(daemon)
     daemon.set_defaults(handler=cmd_daemon, command_parser=daemon)

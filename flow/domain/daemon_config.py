@@ -405,6 +405,15 @@ def mithril_from_env(env: Mapping[str, str], name: str = "mithril") -> Result[Mi
     return Success(settings)
 
 
+def check_provider_name(name: str, field: str = "provider") -> Result[str, DomainError]:
+    """A provider name given in a request: malformed is INVALID_ARGUMENT naming the field, as
+    every malformed id is (whether such a provider exists is the caller's question)."""
+    if PROVIDER_NAME.fullmatch(name):
+        return Success(name)
+    fix = "give a configured provider's name (letters, digits, '-' and '_'), or '' for the default"
+    return Failure(validation_error([violation(field, name, "is not a provider name", fix)], subject="request"))
+
+
 def _provider(name: object, data: object, out: list[FieldViolation]) -> ProviderSettings | None:
     if not isinstance(name, str) or not PROVIDER_NAME.fullmatch(name):
         fix = "name providers with letters, digits, '-' and '_', e.g. cluster"

@@ -1,4 +1,5 @@
-"""Code snapshots at the wire: the CodeService calls the SDK makes (FindMissingBlobs, UploadBlobs)."""
+"""Code snapshots at the wire: the CodeService calls the SDK makes (FindMissingBlobs, UploadBlobs,
+CollectBlobs)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from flowapi.v1 import code_service_pb2
 _SERVICE: Final = code_service_pb2.DESCRIPTOR.services_by_name["CodeService"]
 FIND_MISSING_BLOBS: Final = method_path(_SERVICE, "FindMissingBlobs")
 UPLOAD_BLOBS: Final = method_path(_SERVICE, "UploadBlobs")
+COLLECT_BLOBS: Final = method_path(_SERVICE, "CollectBlobs")
 
 
 class BlobChunk(NamedTuple):
@@ -45,4 +47,23 @@ def upload_blobs_call(batches: Callable[[], Iterator[Sequence[BlobChunk]]]) -> S
     return StreamingCall(UPLOAD_BLOBS, requests, ignore_reply)
 
 
-__all__ = ["BlobChunk", "find_missing_blobs_call", "upload_blobs_call"]
+class CollectedBlobs(NamedTuple):
+    """What CollectBlobs removed from the daemon's blob store, and what it still holds."""
+
+    removed_blobs: int
+    removed_bytes: int
+    kept_blobs: int
+    kept_bytes: int
+
+
+def collect_blobs_call() -> Call[CollectedBlobs]:
+    """Removes the blobs no unfinished task uses and nobody used within the daemon's default age."""
+
+    def reply(raw: bytes) -> CollectedBlobs:
+        done = code_service_pb2.CollectBlobsResponse.FromString(raw)
+        return CollectedBlobs(done.removed_blobs, done.removed_bytes, done.kept_blobs, done.kept_bytes)
+
+    return Call(COLLECT_BLOBS, code_service_pb2.CollectBlobsRequest().SerializeToString(), reply)
+
+
+__all__ = ["BlobChunk", "CollectedBlobs", "collect_blobs_call", "find_missing_blobs_call", "upload_blobs_call"]

@@ -35,6 +35,8 @@ class DaemonInfo(NamedTuple):
     default_provider: str
     started_at: float  # seconds since the epoch
     providers: tuple[ProviderInfo, ...] = ()  # from ListProviders: empty until asked for
+    blob_count: int = 0  # uploaded code files and manifests the daemon's blob store holds
+    blob_store_bytes: int = 0
 
     def kind_of(self, provider: str) -> str:
         """The kind of the named provider ("" when the daemon has none of that name)."""
@@ -50,6 +52,8 @@ def daemon_info_from_proto(message: daemon_service_pb2.GetDaemonInfoResponse) ->
         addresses=tuple(message.addresses),
         default_provider=message.default_provider,
         started_at=seconds_from_proto(message.start_time),
+        blob_count=message.blob_count,
+        blob_store_bytes=message.blob_store_bytes,
     )
 
 

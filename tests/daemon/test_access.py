@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -161,3 +162,42 @@ def test_another_user_cannot_reach_the_socket_or_the_state(daemon: Daemon) -> No
         ["runuser", "-u", OTHER_USER, "--", python, "-c", probe], capture_output=True, text=True, timeout=30
     )
     assert done.stdout.splitlines() == ["socket: permission denied", "state: permission denied"], done.stderr
+
+
+def _refusal(
+    channel: grpc.Channel, method: str, streaming: bool, metadata: tuple[tuple[str, str], ...]
+) -> tuple[Any, ...]:
+    """What a caller without the token learns from calling `method` (raw bytes, any shape)."""
+    try:
+        if streaming:
+            list(channel.stream_stream(method)(iter([b"", b""]), timeout=10, metadata=metadata))
+        else:
+            channel.unary_unary(method)(b"", timeout=10, metadata=metadata)
+    except grpc.RpcError as exc:
+        error: Any = exc
+    else:
+        raise AssertionError(f"{method} answered a caller without the token")
+    trailers = tuple(sorted((k, v) for k, v in error.trailing_metadata() or ()))
+    return (error.code(), error.details(), trailers)
+
+
+def test_without_the_token_known_and_unknown_methods_answer_alike(tcp_daemon: tuple[Daemon, str]) -> None:
+    """Nobody can enumerate the daemon's methods without the token: every method, known or not,
+    of any shape, answers exactly the same refusal."""
+    _, address = tcp_daemon
+    methods = [
+        "/flowapi.v1.DaemonService/GetDaemonInfo",
+        "/flowapi.v1.TaskService/ExecTask",
+        "/flowapi.v1.TaskService/StreamTaskLogs",
+        "/grpc.health.v1.Health/Check",
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        "/flowapi.v1.TaskService/NoSuchMethod",
+        "/no.such.Service/Call",
+        "/x",
+    ]
+    with grpc.insecure_channel(address) as channel:
+        for metadata in ((), (("authorization", "Bearer wrong"),)):
+            seen = {_refusal(channel, m, streaming, metadata) for m in methods for streaming in (False, True)}
+            assert len(seen) == 1, seen
+            ((code, details, _),) = seen
+            assert code == grpc.StatusCode.UNAUTHENTICATED and "token" in details

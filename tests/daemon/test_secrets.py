@@ -72,3 +72,48 @@ def test_daemon_secrets_never_reach_tasks(daemon: Daemon) -> None:
     client: Flow = daemon.client()
     listing = client.run(["sh", "-c", "env | cut -d= -f1"], upload_code=False).wait(timeout=30).logs().split()
     assert "MITHRIL_API_KEY" not in listing and "FLOW_DAEMON_TOKEN" not in listing
+
+
+def _holds(daemon: Daemon, text: str) -> bool:
+    """Whether any byte of flowd's database as it lies on disk (its WAL included) holds `text`."""
+    root = daemon.home.database
+    return any(text.encode() in p.read_bytes() for p in root.parent.glob(root.name + "*") if p.is_file())
+
+
+def test_a_finished_tasks_secret_values_are_erased_and_its_names_kept(
+    daemon: Daemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    canary = "canary-" + secrets.token_hex(16)
+    monkeypatch.setenv("WANDB_API_KEY", canary)
+    client: Flow = daemon.client()  # type: ignore[assignment]
+    live = client.run(TaskConfig(command=["sleep", "600"], secret_env=["WANDB_API_KEY"], upload_code=False))
+    done = client.run(TaskConfig(command=["true"], secret_env=["WANDB_API_KEY"], upload_code=False)).wait(timeout=30)
+    assert done.last_status is TaskStatus.COMPLETED
+    live.cancel()
+    assert live.wait(timeout=30).last_status is TaskStatus.CANCELLED
+    assert not _holds(daemon, canary)  # not in a row, a freed page or the WAL
+    for task in (done, live):
+        assert client.get_task(task.task_id).config.secret_env == ("WANDB_API_KEY",)  # the names remain
+
+
+def test_secret_values_left_by_an_older_flowd_are_erased_at_start(
+    daemon: Daemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3
+
+    monkeypatch.setenv("WANDB_API_KEY", "placeholder")
+    client: Flow = daemon.client()  # type: ignore[assignment]
+    task = client.run(TaskConfig(command=["true"], secret_env=["WANDB_API_KEY"], upload_code=False)).wait(timeout=30)
+    daemon.stop()
+    canary = "canary-" + secrets.token_hex(16)
+    with sqlite3.connect(daemon.home.database) as db:  # what an older flowd kept for finished tasks
+        db.execute(
+            "UPDATE tasks SET record = json_set(record, '$.secrets', json(?)) WHERE task_id = ?",
+            (json.dumps({"WANDB_API_KEY": canary}), task.task_id),
+        )
+    db.close()
+    assert _holds(daemon, canary)
+    daemon.start()
+    assert not _holds(daemon, canary)
+    again: Flow = daemon.client()  # type: ignore[assignment]
+    assert again.get_task(task.task_id).config.secret_env == ("WANDB_API_KEY",)

@@ -234,6 +234,61 @@ GIT_CASES = [
         {"d/x"},
         id="double-star-after-a-literal-prefix",
     ),
+    # Where pathspec alone reads a line otherwise than git (flow.domain.code.selection corrects each).
+    pytest.param(
+        {"": "*\n!/***\n"},
+        ["a/a", "build/b", "c"],
+        {"a/a", "build/b", "c"},
+        id="pathspec-a-segment-of-three-stars-is-double-star",
+    ),
+    pytest.param(
+        {"": "**/*/**\n"},
+        ["x", "a/b", "c/d/e"],
+        {"x"},
+        id="star-between-double-stars",
+    ),
+    pytest.param(
+        {"": ".**/**\n"},
+        [".h", ".hidden/a", "a/.hidden"],
+        {"a/.hidden"},
+        id="pathspec-double-star-after-a-prefix-stays-anchored",
+    ),
+    pytest.param(
+        {"": "[\\![]b\n[!a]c\n[[:digit:]x]\n"},
+        ["!b", "[b", "^b", "bc", "ac", "a/c", "7", "x", "y"],
+        {"^b", "ac", "a/c", "y"},
+        id="pathspec-brackets-as-git-reads-them",
+    ),
+    pytest.param(
+        {"": "a\t\n\u00e0\nq?\n"},
+        ["a", "a\t", "\u00e0", "\u00e0x", "q\u00e9", "qx"],
+        {"a", "\u00e0x", "q\u00e9"},
+        id="pathspec-bytes-and-trailing-whitespace",
+    ),
+    pytest.param(
+        {"": "a /\n"},
+        ["a /x", "a/x"],
+        {"a/x"},
+        id="pathspec-a-space-before-the-directory-slash",
+    ),
+    pytest.param(
+        {"": "[ac/[ab]?\n"},
+        ["c1", "a/c1"],
+        {"a/c1"},
+        id="pathspec-a-slash-in-a-bracket-anchors",
+    ),
+    pytest.param(
+        {"": "b**/**/**\n"},
+        ["build/a", "b", "xb/a"],
+        {"xb/a"},
+        id="pathspec-double-stars-after-a-prefix-start-afresh",
+    ),
+    pytest.param(
+        {"": "a\\/b\nc\\\n"},
+        ["a/b", "x/a/b", "c", "c\\"],
+        {"x/a/b", "c", "c\\"},
+        id="pathspec-escaped-slash-and-trailing-backslash",
+    ),
 ]
 
 

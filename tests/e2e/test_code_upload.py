@@ -213,3 +213,165 @@ def test_an_upload_broken_off_mid_blob_leaves_nothing_behind(daemon: Daemon) -> 
         stub.UploadBlobs(requests(), timeout=10)
     incoming = daemon.home.root / "blobs" / "incoming"
     wait_until(lambda: not any(incoming.iterdir()), 10)
+
+
+def _upload_blobs(stub: object, *contents: bytes) -> list[str]:
+    from flow.domain.code.manifest import digest_of
+    from flowapi.v1 import code_service_pb2
+
+    chunks = [
+        code_service_pb2.BlobChunk(digest=digest_of(data), size=len(data), offset=0, data=data) for data in contents
+    ]
+    stub.UploadBlobs(iter([code_service_pb2.UploadBlobsRequest(chunks=chunks)]), timeout=10)  # type: ignore[attr-defined]
+    return [digest_of(data) for data in contents]
+
+
+def test_a_manifest_whose_sizes_lie_is_refused(daemon: Daemon) -> None:
+    """A manifest entry's declared size is checked against its blob (a 1 PB claim for 5 bytes,
+    or a smaller one), naming the entry; the true size is accepted."""
+    import grpc
+
+    from flow.domain.code.manifest import ManifestEntry, manifest_bytes
+    from flowapi.v1 import code_service_pb2_grpc, task_pb2, task_service_pb2, task_service_pb2_grpc
+
+    channel = grpc.insecure_channel(daemon.home.address)
+    code = code_service_pb2_grpc.CodeServiceStub(channel)
+    tasks = task_service_pb2_grpc.TaskServiceStub(channel)
+    (content,) = _upload_blobs(code, b"hello")
+    for size in (10**15, 4, 6):
+        manifest = manifest_bytes([ManifestEntry("train.py", content, size)])
+        (digest,) = _upload_blobs(code, manifest)
+        spec = task_pb2.TaskSpec(command=["true"], code_digest=digest)
+        with pytest.raises(grpc.RpcError) as caught:
+            tasks.CreateTask(task_service_pb2.CreateTaskRequest(spec=spec, validate_only=True), timeout=10)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+        details = caught.value.details()  # type: ignore[attr-defined]
+        assert "train.py" in details and str(size) in details and "5 bytes" in details, details
+    (honest,) = _upload_blobs(code, manifest_bytes([ManifestEntry("train.py", content, 5)]))
+    spec = task_pb2.TaskSpec(command=["true"], code_digest=honest)
+    tasks.CreateTask(task_service_pb2.CreateTaskRequest(spec=spec, validate_only=True), timeout=10)
+    channel.close()
+
+
+def test_symlinks_leaving_the_code_root_are_refused_by_name(flow: Flow, tmp_path: Path) -> None:
+    """A cloned repository must not ship the user's keys: a symlink whose target lies outside the
+    code root stops the submit with an error naming it; nothing is uploaded."""
+    outside = tmp_path / "home"
+    (outside / ".ssh").mkdir(parents=True)
+    (outside / ".ssh" / "id_ed25519").write_text("PRIVATE KEY\n")
+    root = tmp_path / "repo"
+    (root / "pkg").mkdir(parents=True)
+    (root / "train.py").write_text("print('ok')\n")
+    (root / "pkg" / "key").symlink_to(outside / ".ssh" / "id_ed25519")  # absolute, outside
+    (root / "ssh").symlink_to(outside / ".ssh", target_is_directory=True)  # a directory: never followed
+    (root / "via-dir").symlink_to("ssh/id_ed25519")  # looks inside, resolves outside
+    (root / "up").symlink_to("../home/.ssh/id_ed25519")  # relative, outside
+    (root / "alias.py").symlink_to("train.py")  # inside: uploaded as the file it names
+    (root / "dangling").symlink_to("/no/such/file")  # nothing to upload
+    with pytest.raises(ValidationError) as caught:
+        flow.plan_upload(root)
+    message = str(caught.value)
+    for name in ("pkg/key", "via-dir", "up"):
+        assert name in message, message
+    assert "alias.py" not in message and "dangling" not in message
+    assert any(".flowignore" in tip for tip in caught.value.suggestions)
+    blobs = flow._conn.home.root / "blobs" / "sha256"  # type: ignore[attr-defined]
+    before = set(blobs.iterdir())
+    with pytest.raises(ValidationError, match="pkg/key"):
+        flow.run(["true"], code_root=str(root))
+    assert set(blobs.iterdir()) == before  # nothing was sent
+    (root / ".flowignore").write_text("pkg/key\nvia-dir\nup\n")
+    task = flow.run(["sh", "-c", "ls -A | sort; cat alias.py"], code_root=str(root)).wait(timeout=30)
+    assert task.last_status is TaskStatus.COMPLETED, task.state_reason
+    assert task.logs() == ".flowignore\nalias.py\ntrain.py\nprint('ok')\n"  # pkg/ held only the link
+
+
+class _Churn:
+    """Creates and deletes files and directories in `root` as fast as it can (a /tmp, a task
+    writing into the project), and appends to a file that keeps growing (a log)."""
+
+    def __init__(self, root: Path, pause: float = 0.0) -> None:
+        import threading
+
+        self.root = root
+        self.pause = pause
+        self.rounds = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import contextlib
+        import shutil
+
+        log = open(self.root / "growing.log", "ab")  # noqa: SIM115 - closed below
+        n = 0
+        while not self._stop.is_set():
+            n += 1
+            here = self.root / f"d{n % 7}"
+            with contextlib.suppress(OSError):
+                here.mkdir()
+                (here / ".gitignore").write_text("*.tmp\n")
+                for k in range(5):
+                    (here / f"f{k}.txt").write_text("x" * k)
+                (self.root / f"f{n % 11}.txt").write_text("y" * n)
+            log.write(b"line %d\n" % n)
+            log.flush()
+            with contextlib.suppress(OSError):
+                shutil.rmtree(self.root / f"d{(n + 3) % 7}")
+                (self.root / f"f{(n + 5) % 11}.txt").unlink()
+            self.rounds = n
+            self._stop.wait(self.pause)
+        log.close()
+
+    def __enter__(self) -> _Churn:
+        self._thread.start()
+        wait_until(lambda: self.rounds > 20, 30)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+
+def test_a_tree_that_changes_during_the_walk_never_crashes_it(flow: Flow, tmp_path: Path) -> None:
+    """Files and directories created and deleted while the walk and the hash run (submitting
+    from /tmp): what is gone is left out, never a FileNotFoundError traceback."""
+    from flow.code_walk import walk_code_root
+
+    with _Churn(tmp_path):
+        for _ in range(300):
+            walk_code_root(tmp_path)
+            flow.plan_upload(tmp_path)
+
+
+def test_an_upload_of_a_changing_tree_succeeds_or_says_why(daemon: Daemon, tmp_path: Path) -> None:
+    """The same while uploading: a snapshot of what was there (a growing log up to where it was
+    when listed), or after retries the error saying the tree kept changing; never a raw
+    FileNotFoundError nor "blob larger than its declared bytes"."""
+    client: Flow = daemon.client()  # type: ignore[assignment]
+    with _Churn(tmp_path, pause=0.002):
+        for _ in range(20):
+            try:
+                client.upload_code(tmp_path)
+            except ValidationError as exc:  # how often depends on how busy the machine is
+                assert "kept changing" in exc.message, exc.message
+    assert client.upload_code(tmp_path).files > 0  # once it holds still, it goes
+
+
+def test_a_file_growing_while_it_is_sent_goes_as_it_was_when_listed(daemon: Daemon, tmp_path: Path) -> None:
+    """A log the project's own job keeps appending to: the snapshot holds it as it was when the
+    walk listed it (not "blob larger than its declared bytes", three times over)."""
+    client: Flow = daemon.client()  # type: ignore[assignment]
+    first = os.urandom((3 << 20) + 123)  # sent over several messages
+    (tmp_path / "train.log").write_bytes(first)
+
+    def append(sent: int, total: int) -> None:
+        with open(tmp_path / "train.log", "ab") as log:
+            log.write(b"more\n" * 1000)
+
+    upload = client.upload_code(tmp_path, progress=append)
+    from flow.domain.code.manifest import digest_of
+
+    blobs = daemon.home.root / "blobs" / "sha256"
+    assert (blobs / digest_of(first).removeprefix("sha256:")).read_bytes() == first
+    assert upload.files == 1 and upload.total_bytes == len(first)

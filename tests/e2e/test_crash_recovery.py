@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from conftest import Daemon, pid_alive, wait_until
@@ -28,8 +27,8 @@ def test_tasks_survive_a_daemon_kill_and_are_reconciled(daemon: Daemon, tmp_path
     wait_until(lambda: ok.status is TaskStatus.RUNNING and "before" in ok.logs(), 10)
 
     daemon.kill9()
-    gate.write_text("")  # ok and bad end while no daemon watches them
-    time.sleep(0.5)
+    gate.write_text("")  # ok and bad end while no daemon watches them: their wrappers record how
+    wait_until(lambda: all((daemon.home.task_dir(t.task_id) / "exit_status").exists() for t in (ok, bad)), 60)
     daemon.start()
 
     assert client.get_task(ok.task_id).wait(timeout=30).exit_code == 0

@@ -126,3 +126,70 @@ def test_wait_returns_within_its_timeout_for_a_running_task(stub: task_service_p
     stub.CancelTask(task_service_pb2.CancelTaskRequest(name=task.name), timeout=10)
     done = stub.WaitTask(task_service_pb2.WaitTaskRequest(name=task.name, timeout={"seconds": 30}), timeout=40)
     assert done.task.state == task_pb2.TASK_STATE_CANCELLED
+
+
+MALFORMED_IDS = ("", "../../etc/passwd", "/etc/passwd", "a/b", "x" * 500, "a\x00b", " ", "ok\n")
+
+
+def test_every_rpc_answers_a_malformed_id_alike(shared_daemon: Daemon) -> None:
+    """A malformed id is INVALID_ARGUMENT naming its field, whichever call carries it (a well-
+    formed id of nothing is NOT_FOUND): the task calls, the volume calls and the provider fields."""
+    from flowapi.v1 import instance_service_pb2, instance_service_pb2_grpc, volume_pb2, volume_pb2_grpc
+
+    channel = grpc.insecure_channel(shared_daemon.home.address)
+    tasks = task_service_pb2_grpc.TaskServiceStub(channel)
+    volumes = volume_pb2_grpc.VolumeServiceStub(channel)
+    instances = instance_service_pb2_grpc.InstanceServiceStub(channel)
+    calls = {
+        "GetTask": (lambda v: tasks.GetTask(task_service_pb2.GetTaskRequest(name=v), timeout=10), "name", "tasks/"),
+        "CancelTask": (
+            lambda v: tasks.CancelTask(task_service_pb2.CancelTaskRequest(name=v), timeout=10),
+            "name",
+            "tasks/",
+        ),
+        "GetVolume": (
+            lambda v: volumes.GetVolume(volume_pb2.GetVolumeRequest(volume_id=v), timeout=10),
+            "volume_id",
+            "",
+        ),
+        "DeleteVolume": (
+            lambda v: volumes.DeleteVolume(volume_pb2.DeleteVolumeRequest(volume_id=v), timeout=10),
+            "volume_id",
+            "",
+        ),
+        "CreateTask.provider": (
+            lambda v: tasks.CreateTask(
+                task_service_pb2.CreateTaskRequest(spec=task_pb2.TaskSpec(command=["true"]), provider=v), timeout=10
+            ),
+            "provider",
+            "",
+        ),
+        "FindInstances.provider": (
+            lambda v: instances.FindInstances(instance_service_pb2.FindInstancesRequest(provider=v), timeout=10),
+            "provider",
+            "",
+        ),
+        "CreateVolume.provider": (
+            lambda v: volumes.CreateVolume(volume_pb2.CreateVolumeRequest(name="v", size_gb=1, provider=v), timeout=10),
+            "provider",
+            "",
+        ),
+    }
+    for call, (send, field, prefix) in calls.items():
+        for value in MALFORMED_IDS:
+            if field == "provider" and value == "":
+                continue  # no provider: the daemon's default
+            with pytest.raises(grpc.RpcError) as bad:
+                send(prefix + value)
+            code = bad.value.code()  # type: ignore[attr-defined]
+            assert (call, value, code) == (call, value, grpc.StatusCode.INVALID_ARGUMENT)
+            assert (call, value, _details(bad.value)[1]) == (call, value, [field])
+    for call, (send, field, prefix) in calls.items():
+        if call.startswith(("CreateTask", "CreateVolume")):
+            continue
+        with pytest.raises(grpc.RpcError) as missing:
+            send(
+                prefix + ("nosuch" if field == "provider" else "vol-missing0" if field == "volume_id" else "t-missing")
+            )
+        assert (call, missing.value.code()) == (call, grpc.StatusCode.NOT_FOUND)  # type: ignore[attr-defined]
+    channel.close()

@@ -92,3 +92,18 @@ def test_a_dropped_client_ends_its_command(shared_daemon: Daemon, running: Task,
     from conftest import pid_alive
 
     wait_until(lambda: not pid_alive(pid), 10)
+
+
+@pytest.mark.parametrize("tty", [False, True])
+def test_closing_the_request_stream_is_end_of_input(shared_daemon: Daemon, running: Task, tty: bool) -> None:
+    """A client (any language) that half-closes after its input, without ExecTaskRequest.stdin_closed,
+    still ends the command's input: `cat` finishes instead of waiting for the deadline."""
+    stub = task_service_pb2_grpc.TaskServiceStub(grpc.insecure_channel(shared_daemon.home.address))
+    start = task_service_pb2.ExecStart(name=f"tasks/{running.task_id}", command=["cat"], tty=tty)
+    requests = iter(
+        [task_service_pb2.ExecTaskRequest(start=start), task_service_pb2.ExecTaskRequest(stdin=b"half-closed\n")]
+    )
+    replies = list(stub.ExecTask(requests, timeout=60))
+    output = b"".join(r.stdout for r in replies if r.WhichOneof("kind") == "stdout")
+    assert b"half-closed" in output
+    assert [r.exit_code for r in replies if r.WhichOneof("kind") == "exit_code"] == [0]

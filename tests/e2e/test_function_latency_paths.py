@@ -156,6 +156,17 @@ def is_warm(parent: list[str], task_id: str) -> bool:
     return parent[:2] == ["flow-warm-python", f"flow-task:{task_id}"]
 
 
+def until_warm(flow: Flow, project: Path) -> None:
+    """Calls until one runs warm. A zygote slower to start than flowd waits for (a busy machine)
+    makes the calls cold for a while, then a new zygote serves them: a condition to wait for."""
+
+    def warm_call() -> bool:
+        call = spawn_invocation(project / "probe.py", "gpus", flow=flow)
+        return is_warm(call.result(timeout=60)["parent"], call.task_id)
+
+    wait_until(warm_call, 180, interval=0.5)
+
+
 def is_cold(parent: list[str], task_id: str) -> bool:
     return parent[:2] == ["/bin/sh", "-c"] and f"flow-task:{task_id}" in parent
 
@@ -279,6 +290,7 @@ def test_kill_9_of_flowd_while_warm_tasks_run_is_reconciled(project: Path) -> No
     daemon = started_daemon("flow-k-")
     try:
         with client(daemon) as flow:
+            until_warm(flow, project)  # the zygote is up: the next calls run warm
             early = spawn_invocation(
                 project / "probe.py", "hold", [str(project / "pid-e"), str(project / "gate-e"), "early"], flow=flow
             )
@@ -303,9 +315,7 @@ def test_kill_9_of_flowd_while_warm_tasks_run_is_reconciled(project: Path) -> No
             assert adopted.wait(timeout=30).last_status is TaskStatus.COMPLETED
             assert adopted.exit_code == 0
             assert adopted.result(timeout=30)["value"] == "late"
-            # The new flowd starts its own zygote for the next call.
-            again = spawn_invocation(project / "probe.py", "gpus", flow=flow)
-            assert is_warm(again.result(timeout=60)["parent"], again.task_id)
+            until_warm(flow, project)  # the new flowd starts its own zygote
     finally:
         _cleanup(daemon)
 

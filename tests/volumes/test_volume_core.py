@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import os
+import secrets
+import stat
 import subprocess
+import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from returns.result import Failure, Success
 
 from flow.domain.errors import ErrorReason
 from flow.domain.task.config import MAX_VOLUME_GB, NAME_PATTERN, VolumeSpec
-from flow.domain.volumes.mounts import MOUNT_FAILED_EXIT, Bind, namespace_argv, namespace_script
+from flow.domain.volumes.mounts import (
+    MOUNT_FAILED_EXIT,
+    Bind,
+    PathKind,
+    mount_point_paths,
+    namespace_argv,
+    namespace_script,
+)
 from flow.domain.volumes.rules import (
     Volume,
     VolumeMount,
@@ -134,52 +145,74 @@ def test_volume_records_round_trip_through_json(volume: Volume) -> None:
 
 # --- the namespace script, run by a real /bin/sh with recording stand-ins for mount/mkdir -------
 
-RECORDER = """#!/bin/sh
-for a in "$@"; do printf '%s\\0' "$a"; done >> "$RECORD"
-printf '\\n' >> "$RECORD"
-"""
-
-paths = st.text(
+ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="mount namespaces need root (CI runs as root)")
+components = st.text(
     alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00\n/"), min_size=1, max_size=12
-).map(lambda s: "/" + s)
+).filter(lambda s: s not in (".", "..") and len(s.encode()) < 200)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(st.tuples(paths, paths, st.booleans()), min_size=1, max_size=3, unique_by=lambda t: t[1]))
-def test_every_value_reaches_mount_as_one_argument(tmp_path: Path, binds: list[tuple[str, str, bool]]) -> None:
-    """Quotes, spaces, $(...), backticks and globs in paths are data, never shell syntax."""
-    recorder = tmp_path / "record-args"
-    recorder.write_text(RECORDER)
-    recorder.chmod(0o755)
-    record = tmp_path / "calls"
-    record.write_bytes(b"")
-    wanted = [Bind("/src" + source, "/mnt" + target, ro) for source, target, ro in binds]
-    script = namespace_script(wanted, mount=str(recorder), mkdir=str(recorder))
-    done = subprocess.run(
-        ["/bin/sh", "-c", script, "flow-mounts", "printf", "%s", "ran"],
-        capture_output=True,
-        env={**os.environ, "RECORD": str(record)},
-        check=False,
+def _run_in_namespace(base: Path, binds: list[Bind], command: list[str]) -> subprocess.CompletedProcess[bytes]:
+    """`command` run as flowd runs a task with these binds (its private root in base/task)."""
+    task = base / "task"
+    (task / "work").mkdir(parents=True)
+    root = task / ".flow-root"
+    root.mkdir()
+    kinds = {p: _host_kind(p) for p in mount_point_paths(binds)}
+    script = namespace_script(binds, str(root), kinds).unwrap()
+    return subprocess.run(
+        namespace_argv("unshare", script, command), capture_output=True, cwd=task / "work", check=False
     )
-    assert (done.returncode, done.stdout) == (0, b"ran")
-    calls = [line.split(b"\0")[:-1] for line in record.read_bytes().split(b"\n")[:-1]]
-    expected: list[list[str]] = []
-    for bind in sorted(wanted, key=lambda b: (b.target.count("/"), b.target)):
-        expected.append(["-p", "-m", "0755", bind.target])
-        expected.append(["--bind", bind.source, bind.target])
-        if bind.read_only:
-            expected.append(["-o", "remount,bind,ro", bind.target])
-    assert [[a.decode() for a in call] for call in calls] == expected
 
 
-def test_a_failed_mount_stops_before_the_command_and_says_which() -> None:
-    script = namespace_script([Bind("/no/such/source", "/volumes/x")], mount="false", mkdir="true")
-    done = subprocess.run(
-        ["/bin/sh", "-c", script, "flow-mounts", "echo", "ran"], capture_output=True, text=True, check=False
-    )
+def _host_kind(path: str) -> PathKind:
+    try:
+        return "dir" if stat.S_ISDIR(os.lstat(path).st_mode) else "other"
+    except FileNotFoundError:
+        return "missing"
+
+
+@ROOT_ONLY
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(components, components, st.booleans()), min_size=1, max_size=3, unique_by=lambda t: t[1]))
+def test_every_value_reaches_mount_as_one_argument(tmp_path: Path, wanted: list[tuple[str, str, bool]]) -> None:
+    """Quotes, spaces, $(...), backticks and globs in paths are data, never shell syntax: each
+    source appears at its target, and the missing mount points never appear on the host."""
+    base = Path(tempfile.mkdtemp(dir=tmp_path))
+    top = f"/flow-core-{secrets.token_hex(4)}"
+    binds = []
+    for i, (source, target, read_only) in enumerate(wanted):
+        where = base / "src" / str(i) / source
+        where.mkdir(parents=True)
+        (where / "marker").write_text(source)
+        binds.append(Bind(str(where), f"{top}/{target}", read_only))
+    reader = 'for t; do cat "$t/marker"; printf "\\0"; done'
+    done = _run_in_namespace(base, binds, ["/bin/sh", "-c", reader, "read", *(b.target for b in binds)])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode().split("\0")[:-1] == [source for source, _, _ in wanted]
+    assert not os.path.exists(top)
+
+
+@ROOT_ONLY
+def test_a_failed_mount_stops_before_the_command_and_says_which(tmp_path: Path) -> None:
+    done = _run_in_namespace(tmp_path, [Bind("/no/such/source", "/volumes/x")], ["echo", "ran"])
     assert done.returncode == MOUNT_FAILED_EXIT
-    assert done.stdout == ""
-    assert "flow: cannot mount a tmpfs on /volumes" in done.stderr
+    assert done.stdout == b""
+    assert b"flow: cannot bind /no/such/source at /volumes/x" in done.stderr
+
+
+def test_a_mount_path_through_a_symlink_or_a_file_is_refused() -> None:
+    """A link on the way would lead the mount point, or a new directory, out of the private root."""
+    binds = [Bind("/src", "/mnt/link/data")]
+    refused = namespace_script(
+        binds, "/t/.flow-root", {"/mnt": "dir", "/mnt/link": "other", "/mnt/link/data": "missing"}
+    )
+    assert isinstance(refused, Failure)
+    assert refused.failure().reason is ErrorReason.VOLUME_ERROR
+    assert "/mnt/link" in refused.failure().message
+    file_target = namespace_script(
+        binds, "/t/.flow-root", {"/mnt": "dir", "/mnt/link": "dir", "/mnt/link/data": "other"}
+    )
+    assert isinstance(file_target, Failure) and "not a directory" in file_target.failure().message
 
 
 def test_the_namespace_is_private() -> None:

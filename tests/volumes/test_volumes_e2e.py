@@ -58,6 +58,38 @@ def test_nothing_is_mounted_on_the_host(vflow: Any, vdaemon: Daemon) -> None:
         assert not [line for line in info if " /volumes/" in line]
 
 
+def test_mount_points_are_never_created_on_the_host(vflow: Any, tmp_path: Any) -> None:
+    """A task's volumes and data mounts appear where it asks, in its own view of the machine:
+    missing mount points (a new top-level directory, one inside an existing host directory) are
+    never created on the host, which keeps everything else as it is (writes reach the host)."""
+    import secrets
+
+    top = f"/flow-test-{secrets.token_hex(4)}"
+    inside = f"/mnt/flow-test-{secrets.token_hex(4)}"
+    (tmp_path / "in.txt").write_text("data\n")
+    host_mnt = sorted(os.listdir("/mnt"))
+    task = finished(
+        run(
+            vflow,
+            f"cat {top}/data/in.txt {inside}/deep/in.txt && echo kept > {top}/vol/x && cat {top}/vol/x "
+            f"&& echo written > {tmp_path}/out.txt && ls -A /mnt && pwd",
+            VolumeSpec(name="v", size_gb=1, mount_path=f"{top}/vol"),
+            mounts=(
+                MountSpec(source=str(tmp_path), target=f"{top}/data"),
+                MountSpec(source=str(tmp_path), target=f"{inside}/deep"),
+            ),
+        )
+    )
+    lines = output(task).splitlines()
+    assert task.status is TaskStatus.COMPLETED, lines
+    assert lines[:3] == ["data", "data", "kept"]
+    assert set(lines[3:-1]) == {*host_mnt, inside.removeprefix("/mnt/")}  # the host's /mnt, and the new one
+    assert lines[-1].endswith(f"{task.task_id}/work")
+    assert not os.path.exists(top) and not os.path.exists(inside)
+    assert sorted(os.listdir("/mnt")) == host_mnt
+    assert (tmp_path / "out.txt").read_text() == "written\n"  # the rest of the machine is the host's
+
+
 def test_writes_beyond_the_size_fail_inside_the_task(vflow: Any) -> None:
     task = finished(
         run(vflow, "dd if=/dev/zero of=/volumes/small/fill bs=1M count=1100", VolumeSpec(name="small", size_gb=1)),

@@ -1,4 +1,4 @@
-"""Which files of a code root are uploaded with a task: ignore files with git's exact semantics.
+"""Which files of a code root are uploaded with a task: ignore files with git's semantics.
 
 Everything here is pure: functions take POSIX relative paths and the text of ignore files, and
 never touch the file system (`flow.code_walk` is the effectful walker that feeds them).
@@ -12,25 +12,22 @@ Where the rules come from
 
 `rules_file_name` makes that choice from the names of the regular files at the root.
 
-Semantics (those of git 2.x, `dir.c` and `wildmatch.c`)
---------------------------------------------------------
-- Blank lines and lines starting with `#` are ignored; `\\#` and `\\!` escape a leading `#`
-  or `!`; trailing spaces are dropped unless escaped with a backslash; a trailing CR is dropped;
-  a UTF-8 BOM at the start of the file is skipped.
-- `!pattern` re-includes; a trailing `/` matches directories only; a pattern with a `/` at the
-  start or in the middle is anchored to the directory of its ignore file, one without matches the
-  name at any depth below it. `*`, `?` and `[...]` (ranges, `!`/`^` negation, `[:alpha:]` classes)
-  never match `/`; `**/`, `/**/` and `/**` match across directories. Matching is on bytes (UTF-8),
-  case-sensitive, as git does on Linux.
+Semantics (those of git 2.x)
+----------------------------
+Patterns are compiled by `pathspec` (its GitIgnoreSpec); this module adds what git does around
+them, which pathspec leaves to its caller or reads otherwise:
 - For a path, ignore files are consulted from the deepest directory to the root and, inside one
-  file, from the last line to the first; the first pattern that matches decides.
+  file, from the last line to the first; the first pattern that matches the path itself decides
+  (pathspec's patterns also match everything below a matching directory; git never asks about
+  those paths, see the next point, so such matches are not counted).
 - A directory that is excluded is never entered, so nothing below it can be re-included, whatever
   a later or deeper `!pattern` says (and its own ignore file is not read).
-
-Patterns are compiled here, following git's wildmatch, rather than with `pathspec`: its
-GitIgnoreSpec (1.1.1) re-includes files under excluded directories (`d/` then `!d/f`), reads
-`a/**/` and `a**/b` differently from git, and raises on a trailing backslash. The differential test
-in tests/domain/test_code_selection.py holds this module to `git ls-files` on random trees.
+- `pattern/` matches directories only: the pattern without its slash, asked about directories.
+- Matching is on bytes (UTF-8), case-sensitive, as git does on Linux: `?` is one byte.
+- Where pathspec 1.1.1 reads a line otherwise than git, the line is rewritten before pathspec
+  sees it (`_pathspec_line` and the functions it calls, each naming the case it fixes; each case
+  is a `pathspec-*` row of the table in tests/domain/test_code_selection.py, checked against git,
+  and the differential test holds the whole to `git ls-files` on random trees).
 
 Defaults (the only departure from git's matching)
 -------------------------------------------------
@@ -48,10 +45,12 @@ tracks a file does not matter (a tracked file that a rule ignores is still left 
 
 from __future__ import annotations
 
+import itertools
 import re
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 import attrs
+from pathspec import GitIgnoreSpec
 
 GITIGNORE = ".gitignore"
 FLOWIGNORE = ".flowignore"
@@ -74,32 +73,29 @@ DEFAULTS_SOURCE = "flow's defaults"
 GIT_DIR_RULE = "git"
 VIRTUALENV_RULE = "virtualenv"
 
-_UTF8_BOM = b"\xef\xbb\xbf"
-_GLOB_SPECIAL = frozenset(b"*?[\\")
-_SLASH = ord("/")
-
-# git's own ctype tables (ASCII only), as wildmatch.c uses them.
+_UTF8_BOM = "\ufeff"
+_GLOBS = frozenset("*?[\\")
+_ANY_DIRS = "(?:.+/)?"  # how pathspec begins a pattern that matches a name at any depth
+_DIR_MARK = "(?P<ps_d>/)"  # pathspec's mark of a match that ends at a directory above the path
+_WHOLE_SEGMENT_STARS = re.compile(r"(?:(?<=/)|^)\*{3,}(?=/|$)")
+# POSIX classes as git's wildmatch knows them (ASCII only).
 _DIGIT = frozenset(range(0x30, 0x3A))
-_UPPER = frozenset(range(0x41, 0x5B))
-_LOWER = frozenset(range(0x61, 0x7B))
-_ALPHA = _UPPER | _LOWER
-_ALNUM = _ALPHA | _DIGIT
+_ALPHA = frozenset(range(0x41, 0x5B)) | frozenset(range(0x61, 0x7B))
 _SPACE = frozenset(b" \t\n\r")
 _PRINT = frozenset(range(0x20, 0x7F))
-_GRAPH = _PRINT - _SPACE
-_CHAR_CLASSES: dict[bytes, frozenset[int]] = {
-    b"alnum": _ALNUM,
-    b"alpha": _ALPHA,
-    b"blank": frozenset(b" \t"),
-    b"cntrl": frozenset(range(0x20)) | {0x7F},
-    b"digit": _DIGIT,
-    b"graph": _GRAPH,
-    b"lower": _LOWER,
-    b"print": _PRINT,
-    b"punct": _GRAPH - _ALNUM,
-    b"space": _SPACE,
-    b"upper": _UPPER,
-    b"xdigit": _DIGIT | frozenset(b"abcdefABCDEF"),
+_CHAR_CLASSES: dict[str, frozenset[int]] = {
+    "alnum": _ALPHA | _DIGIT,
+    "alpha": _ALPHA,
+    "blank": frozenset(b" \t"),
+    "cntrl": frozenset(range(0x20)) | {0x7F},
+    "digit": _DIGIT,
+    "graph": _PRINT - _SPACE,
+    "lower": frozenset(range(0x61, 0x7B)),
+    "print": _PRINT,
+    "punct": _PRINT - _SPACE - _ALPHA - _DIGIT,
+    "space": _SPACE,
+    "upper": frozenset(range(0x41, 0x5B)),
+    "xdigit": _DIGIT | frozenset(b"abcdefABCDEF"),
 }
 
 
@@ -121,26 +117,25 @@ class IgnoreFile:
     directory: str
     source: str
     patterns: tuple[IgnorePattern, ...]
-    # One alternation per kind of path, last line first, so the first alternative that matches is
-    # the pattern git would pick; group k of the alternation is pattern k - 1 of the tuple beside it.
-    _for_files: re.Pattern[bytes] | None = attrs.field(eq=False, repr=False)
-    _file_patterns: tuple[IgnorePattern, ...] = attrs.field(eq=False, repr=False)
-    _for_dirs: re.Pattern[bytes] | None = attrs.field(eq=False, repr=False)
-    _dir_patterns: tuple[IgnorePattern, ...] = attrs.field(eq=False, repr=False)
+    # Last line first: (pattern, its regexes from pathspec); the first that matches decides.
+    _matchers: tuple[tuple[IgnorePattern, tuple[re.Pattern[str], ...]], ...] = attrs.field(eq=False, repr=False)
+    # Every regex in one: most paths match none, and one search says so.
+    _any: re.Pattern[str] | None = attrs.field(eq=False, repr=False)
 
-    def last_match(self, path: bytes, start: int = 0, *, is_dir: bool = False) -> IgnorePattern | None:
-        """The pattern that decides for `path[start:]` (a path below `directory`), if any matches."""
-        if is_dir:
-            regex, patterns = self._for_dirs, self._dir_patterns
-        else:
-            regex, patterns = self._for_files, self._file_patterns
-        if regex is None:
+    def last_match(self, path: str, *, is_dir: bool = False) -> IgnorePattern | None:
+        """The pattern that decides for `path` (relative to `directory`, in `_git_text` form)."""
+        if self._any is None or self._any.match(path) is None:
             return None
-        found = regex.fullmatch(path, start)
-        if found is None:
-            return None
-        assert found.lastindex is not None
-        return patterns[found.lastindex - 1]
+        for pattern, regexes in self._matchers:
+            if pattern.directory_only and not is_dir:
+                continue
+            for regex in regexes:
+                found = regex.search(path)  # as pathspec matches (its regexes anchor themselves)
+                # A match that ends at a directory above `path` (pathspec's "ps_d" mark) is
+                # not one: git matches a pattern against the path itself.
+                if found is not None and not found.groupdict().get("ps_d"):
+                    return pattern
+        return None
 
 
 @attrs.frozen
@@ -308,9 +303,9 @@ class _Decider:
         return None
 
     def _last_match(self, path: str, parent: str, *, is_dir: bool) -> IgnorePattern | None:
-        encoded = path.encode("utf-8", "surrogateescape")
+        text = _git_text(path)
         for ignore_file, offset in self._stack(parent):
-            found = ignore_file.last_match(encoded, offset, is_dir=is_dir)
+            found = ignore_file.last_match(text[offset:], is_dir=is_dir)
             if found is not None:
                 return found
         return None
@@ -324,7 +319,7 @@ class _Decider:
             parent = directory.rpartition("/")[0]
             own = self._rules.file_in(directory)
             above = self._stack(parent)
-            offset = len(directory.encode("utf-8", "surrogateescape")) + 1
+            offset = len(_git_text(directory)) + 1
             stack = above if own is None else ((own, offset), *above)
         else:
             root = self._rules.file_in("")
@@ -347,175 +342,177 @@ def _normalize_directory(directory: str) -> str:
     return stripped
 
 
-# -- compiling: git's add_patterns_from_buffer, parse_path_pattern and wildmatch --------------------
+def _git_text(text: str) -> str:
+    """`text` as git sees it, one character per UTF-8 byte: what pathspec's regexes match on, so
+    that `?` and `[...]` take one byte, as in git (`?` does not match `é`, two bytes)."""
+    return text if text.isascii() else text.encode("utf-8", "surrogateescape").decode("latin-1")
+
+
+# -- compiling: git's reading of a line, then pathspec's patterns -----------------------------------
 
 
 def _compile_file(directory: str, source: str, text: str) -> IgnoreFile:
-    data = text.encode("utf-8", "surrogateescape")
-    if data.startswith(_UTF8_BOM):
-        data = data[len(_UTF8_BOM) :]
     patterns: list[IgnorePattern] = []
-    for_files: list[tuple[IgnorePattern, bytes]] = []
-    for_dirs: list[tuple[IgnorePattern, bytes]] = []
-    for number, raw in enumerate(data.split(b"\n"), start=1):
-        if not raw or raw.startswith(b"#"):
+    bodies: list[tuple[IgnorePattern, list[str]]] = []
+    for number, raw in enumerate(text.removeprefix(_UTF8_BOM).split("\n"), start=1):
+        if not raw or raw.startswith("#"):
             continue
-        written = raw[:-1] if raw.endswith(b"\r") else raw
+        written = raw.removesuffix("\r")
         # git reads C strings: a NUL byte ends the line.
-        compiled = _compile_pattern(_trim_trailing_spaces(written.partition(b"\0")[0]))
-        if compiled is None:
+        line = _trim_trailing_spaces(_git_text(written.partition("\0")[0]))
+        negated = line.startswith("!")
+        body = line[1:] if negated else line
+        directory_only = body.endswith("/")
+        alternatives = _pathspec_line(body[:-1] if directory_only else body)
+        if not alternatives:
             continue
-        negated, directory_only, regex = compiled
-        pattern = IgnorePattern(source, number, written.decode("utf-8", "surrogateescape"), negated, directory_only)
+        pattern = IgnorePattern(source, number, written, negated, directory_only)
         patterns.append(pattern)
-        for_dirs.append((pattern, regex))
-        if not directory_only:
-            for_files.append((pattern, regex))
-    file_regex, file_patterns = _alternation(for_files)
-    dir_regex, dir_patterns = _alternation(for_dirs)
-    return IgnoreFile(directory, source, tuple(patterns), file_regex, file_patterns, dir_regex, dir_patterns)
+        bodies.append((pattern, alternatives))
+    compiled = iter(_regexes([alternative for _, alternatives in bodies for alternative in alternatives]))
+    matchers = []
+    for pattern, alternatives in bodies:
+        regexes = tuple(regex for regex in (next(compiled) for _ in alternatives) if regex is not None)
+        if regexes:
+            matchers.append((pattern, regexes))
+    # One regex anchored at the start (`match`) that finds what any of them would (`search`).
+    every = [regex.pattern.replace(_DIR_MARK, "/") for _, regexes in matchers for regex in regexes]
+    starts = [each[1:] if each.startswith("^") else ".*?" + each for each in every]
+    # Names at any depth (`(?:.+/)?name`) share one look for the directories before the name.
+    names = [each.removeprefix(_ANY_DIRS) for each in starts if each.startswith(_ANY_DIRS)]
+    starts = [each for each in starts if not each.startswith(_ANY_DIRS)]
+    starts += [f"{_ANY_DIRS}(?:{'|'.join(names)})"] if names else []
+    any_regex = re.compile("|".join(f"(?:{each})" for each in starts), re.DOTALL) if every else None
+    return IgnoreFile(directory, source, tuple(patterns), tuple(reversed(matchers)), any_regex)
 
 
-def _alternation(
-    alternatives: list[tuple[IgnorePattern, bytes]],
-) -> tuple[re.Pattern[bytes] | None, tuple[IgnorePattern, ...]]:
-    """One regex trying the last line first; its group k is the k-th pattern of the tuple."""
-    if not alternatives:
-        return None, ()
-    last_first = alternatives[::-1]
-    regex = re.compile(b"|".join(b"(%s)" % regex for _, regex in last_first), re.DOTALL)
-    return regex, tuple(pattern for pattern, _ in last_first)
+def _regexes(lines: list[str]) -> list[re.Pattern[str] | None]:
+    """pathspec's regex for each line (None for one that matches nothing)."""
+    try:
+        spec = GitIgnoreSpec.from_lines(lines)
+    except ValueError:  # a line pathspec refuses (GitIgnorePatternError): find it, keep the rest
+        return [None] if len(lines) == 1 else [regex for line in lines for regex in _regexes([line])]
+    # DOTALL: a file name may hold a newline, which pathspec's `.+` would not cross.
+    return [
+        re.compile(pattern.regex.pattern, re.DOTALL) if isinstance(pattern.regex, re.Pattern) else None
+        for pattern in spec.patterns
+    ]
 
 
-def _trim_trailing_spaces(line: bytes) -> bytes:
-    """git's trim_trailing_spaces: drop unescaped trailing spaces."""
-    last_space: int | None = None
+def _pathspec_line(body: str) -> list[str]:
+    """The pathspec lines whose union matches what git matches with `body` (a pattern without
+    its `!` and trailing `/`, in `_git_text` form); none when git's pattern can never match."""
+    if not body or (len(body) - len(body.rstrip("\\"))) % 2:
+        return []  # a trailing backslash: git's wildmatch never matches (pathspec raises)
+    # pathspec would read these as its own syntax; in git they are literal after the `!`.
+    if body.startswith(("!", "#")):
+        body = "\\" + body
+    units: list[list[str]] = []  # the pattern, one glob unit at a time, each with its spellings
     index = 0
-    while index < len(line):
-        char = line[index]
-        if char == 0x20:
-            if last_space is None:
-                last_space = index
-        elif char == 0x5C:  # backslash: the next byte is escaped
-            index += 1
-            if index >= len(line):
-                return line
-            last_space = None
-        else:
-            last_space = None
-        index += 1
-    return line if last_space is None else line[:last_space]
-
-
-def _compile_pattern(line: bytes) -> tuple[bool, bool, bytes] | None:
-    """(negated, directory_only, regex to fullmatch against the path relative to the file's directory)."""
-    negated = line.startswith(b"!")
-    body = line[1:] if negated else line
-    directory_only = body.endswith(b"/")
-    if directory_only:
-        body = body[:-1]
-    if b"/" not in body:
-        # No slash: git matches the basename, at any depth.
-        name_regex = _translate(body, basename=True, prefix=0)
-        return None if name_regex is None else (negated, directory_only, b"(?:.*/)?" + name_regex)
-    if body.startswith(b"/"):
-        body = body[1:]
-    # git strips the longest literal prefix before calling wildmatch, so a `**` right after it
-    # counts as "at the start of the pattern" (`d/ab**/x` matches `d/abc/e/x`).
-    prefix = next((index for index, char in enumerate(body) if char in _GLOB_SPECIAL), len(body))
-    path_regex = _translate(body, basename=False, prefix=prefix)
-    return None if path_regex is None else (negated, directory_only, path_regex)
-
-
-def _translate(pattern: bytes, *, basename: bool, prefix: int) -> bytes | None:
-    """A regex equivalent to git's wildmatch(pattern, text, WM_PATHNAME), or None if it never matches."""
-    out: list[bytes] = []
-    index = 0
-    end = len(pattern)
-    while index < end:
-        char = pattern[index]
-        if char == 0x5C:  # backslash
-            if index + 1 >= end:
-                return None
-            out.append(re.escape(pattern[index + 1 : index + 2]))
+    while index < len(body):
+        char = body[index]
+        if char == "\\":
+            escaped = body[index + 1]
+            # git: `\/` is a slash (pathspec splits segments before it reads escapes).
+            units.append(["/" if escaped == "/" else char + escaped])
             index += 2
-        elif char == 0x3F:  # ?
-            out.append(b"[^/]")
-            index += 1
-        elif char == 0x2A:  # *
-            stop = index
-            while stop < end and pattern[stop] == 0x2A:
-                stop += 1
-            if stop - index >= 2 and not basename:
-                at_start = index in (0, prefix) or pattern[index - 1] == _SLASH
-                if at_start and stop == end:
-                    out.append(b".*")
-                    index = stop
-                    continue
-                if at_start and pattern[stop] == _SLASH:
-                    out.append(b"(?:.*/)?")
-                    index = stop + 1
-                    continue
-                if at_start and pattern[stop : stop + 2] == b"\\/":
-                    out.append(b".*")  # no zero-directory shortcut before an escaped slash
-                    index = stop
-                    continue
-            out.append(b"[^/]*")
-            index = stop
-        elif char == 0x5B:  # [
-            bracket = _bracket(pattern, index)
+        elif char == "[":
+            bracket = _bracket(body, index)
             if bracket is None:
-                return None
-            members, index = bracket
-            if not members:
-                return None
-            out.append(b"[" + b"".join(b"\\x%02x" % member for member in sorted(members)) + b"]")
+                return []  # a malformed or empty bracket: git's pattern never matches
+            spellings, index = bracket
+            units.append(spellings)
         else:
-            out.append(re.escape(pattern[index : index + 1]))
+            units.append([char])
             index += 1
-    return b"".join(out)
+    units[-1] = [_kept_at_the_end(unit) for unit in units[-1]]
+    if "/" in body and not any("/" in spelling for unit in units for spelling in unit):
+        units.insert(0, ["/"])  # git anchors a pattern with a slash, even one in a bracket (`[a/b]c`)
+    return [line for spelled in itertools.product(*units) for line in _literal_prefix_double_star("".join(spelled))]
 
 
-def _bracket(pattern: bytes, start: int) -> tuple[set[int], int] | None:
-    """Parse `[...]` at `start` as wildmatch does: (bytes it matches, index after it), None if malformed."""
+def _kept_at_the_end(unit: str) -> str:
+    """pathspec strips any trailing whitespace (str.rstrip) where git has stripped unescaped
+    spaces only, before the `/` of `a /` too: a last character it would strip (a space left
+    there, a tab, or byte 0x85 or 0xa0 of a UTF-8 character here) goes escaped or bracketed."""
+    char = unit[-1]
+    if not char.isspace() or len(unit) > 2 or (len(unit) == 2 and char == " "):
+        return unit
+    return "\\ " if char == " " else f"[{char}]"
+
+
+def _literal_prefix_double_star(pattern: str) -> list[str]:
+    """git strips a pattern's literal prefix before calling wildmatch, so a `**` right after it
+    counts as at the start of the pattern: `d/ab**/x` matches `d/abc/e/x` and `d/abx`, and
+    `d/ab**` matches `d/abc/e`; pathspec reads such a `**` as `*` within one segment. The same
+    set as pathspec patterns: `d/ab*/**/x` with `d/abx`, and `d/ab*` with `d/ab*/**`."""
+    # git: any run of stars that is a whole segment is `**` (`/***` matches everything);
+    # pathspec gives only `**` itself that meaning.
+    pattern = _WHOLE_SEGMENT_STARS.sub("**", pattern)
+    if "/" not in pattern.rstrip("/"):
+        return [pattern]  # a basename pattern: git matches the name alone, where `**` is `*`
+    # Still anchored where the slash that anchored it went away (`.**/x` -> `/.x`).
+    return [line if "/" in line else "/" + line for line in _after_literal_prefix(pattern)]
+
+
+def _after_literal_prefix(pattern: str) -> list[str]:
+    start = next((i for i, char in enumerate(pattern) if char in _GLOBS), len(pattern))
+    if pattern[start : start + 2] != "**" or start == 0 or pattern[start - 1] == "/":
+        return [pattern]
+    stop = start
+    while stop < len(pattern) and pattern[stop] == "*":
+        stop += 1
+    head, rest = pattern[:start], pattern[stop:]
+    if not rest:
+        return [head + "*", head + "*/**"]
+    if rest.startswith("/"):
+        # No directory between: what follows starts afresh (`b**/**/x` is `b**/x` there too).
+        return [*_after_literal_prefix(head + rest[1:]), head + "*/**" + rest]
+    return [pattern]
+
+
+def _bracket(pattern: str, start: int) -> tuple[list[str], int] | None:
+    """`[...]` at `start` read as git's wildmatch reads it (ranges and classes on bytes, `\\`
+    escapes, `!`/`^` negation, never `/`), spelled as brackets pathspec passes to its regex
+    unchanged (it keeps the text, so POSIX classes, escapes and a negation that would match `/`
+    are spelled out here): (spellings, index after it), None when git's pattern never matches."""
     end = len(pattern)
     index = start + 1
     if index >= end:
         return None
-    negated = pattern[index] in b"!^"
+    negated = pattern[index] in "!^"
     if negated:
         index += 1
     if index >= end:
         return None
     members: set[int] = set()
     previous = 0
-    char = pattern[index]
+    char = ord(pattern[index])
     while True:
         if char == 0x5C:  # backslash: the next byte is literal
             index += 1
             if index >= end:
                 return None
-            char = pattern[index]
+            char = ord(pattern[index])
             members.add(char)
-        elif char == 0x2D and previous and index + 1 < end and pattern[index + 1] != 0x5D:  # a range
+        elif char == 0x2D and previous and index + 1 < end and pattern[index + 1] != "]":  # a range
             index += 1
-            char = pattern[index]
+            char = ord(pattern[index])
             if char == 0x5C:
                 index += 1
                 if index >= end:
                     return None
-                char = pattern[index]
+                char = ord(pattern[index])
             members.update(range(previous, char + 1))
             char = 0
-        elif char == 0x5B and index + 1 < end and pattern[index + 1] == 0x3A:  # [:class:]
-            name_start = index + 2
-            close = pattern.find(b"]", name_start)
+        elif char == 0x5B and index + 1 < end and pattern[index + 1] == ":":  # [:class:]
+            close = pattern.find("]", index + 2)
             if close < 0:
                 return None
-            if close - name_start - 1 < 0 or pattern[close - 1] != 0x3A:
+            if close - index - 3 < 0 or pattern[close - 1] != ":":
                 members.add(char)  # not a class: a literal '['
             else:
-                chars = _CHAR_CLASSES.get(pattern[name_start : close - 1])
+                chars = _CHAR_CLASSES.get(pattern[index + 2 : close - 1])
                 if chars is None:
                     return None
                 members.update(chars)
@@ -527,16 +524,47 @@ def _bracket(pattern: bytes, start: int) -> tuple[set[int], int] | None:
         index += 1
         if index >= end:
             return None
-        char = pattern[index]
+        char = ord(pattern[index])
         if char == 0x5D:
             break
     matching = (set(range(256)) - members) if negated else members
-    matching.discard(_SLASH)
-    return matching, index + 1
+    matching.discard(ord("/"))
+    if not matching:
+        return None
+    return _bracket_text(matching), index + 1
 
 
-def _defaults_text(patterns: Iterable[str]) -> str:
-    return "\n".join(patterns) + "\n"
+def _bracket_text(matching: set[int]) -> list[str]:
+    """A bracket that pathspec turns into a regex class of exactly `matching` (bytes, no `/`):
+    `]` or `-` first, `-` otherwise last, never `!`, `^` or `[` first (a negation, or a nested
+    set to `re`); a set of only those three goes as one escaped character per spelling."""
+    chars = sorted(chr(member) for member in matching)
+    if len(chars) == 1 or set(chars) <= set("!^["):
+        return ["\\" + char for char in chars]
+    first = next(c for c in ("]", "-", *chars) if c in chars and c not in "!^[")
+    rest = [c for c in chars if c not in (first, "-")]
+    return ["[" + first + "".join(rest) + ("-" if "-" in chars and first != "-" else "") + "]"]
 
 
-_DEFAULT_FILE = _compile_file("", DEFAULTS_SOURCE, _defaults_text(DEFAULT_PATTERNS))
+def _trim_trailing_spaces(line: str) -> str:
+    """git's trim_trailing_spaces: drop unescaped trailing spaces (pathspec keeps `a\\  ` whole
+    when it ends in an escaped space, and strips tabs too)."""
+    last_space: int | None = None
+    index = 0
+    while index < len(line):
+        char = line[index]
+        if char == " ":
+            if last_space is None:
+                last_space = index
+        elif char == "\\":  # the next character is escaped
+            index += 1
+            if index >= len(line):
+                return line
+            last_space = None
+        else:
+            last_space = None
+        index += 1
+    return line if last_space is None else line[:last_space]
+
+
+_DEFAULT_FILE = _compile_file("", DEFAULTS_SOURCE, "".join(f"{pattern}\n" for pattern in DEFAULT_PATTERNS))

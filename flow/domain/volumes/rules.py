@@ -112,6 +112,15 @@ def is_volume_id(text: str) -> bool:
     return bool(VOLUME_ID_PATTERN.fullmatch(text))
 
 
+def check_volume_id(volume_id: str, field: str = "volume_id") -> Result[str, DomainError]:
+    """A volume id given in a request: malformed is INVALID_ARGUMENT naming the field (as the task
+    calls answer a malformed name); well-formed but unknown is the caller's NOT_FOUND."""
+    if is_volume_id(volume_id):
+        return Success(volume_id)
+    fix = "use the volume_id shown by `flow volumes list`, e.g. vol-3kq9x2m4zr"
+    return Failure(validation_error([violation(field, volume_id, "is not a volume id", fix)], subject="request"))
+
+
 def volume_not_found(volume_id: str) -> DomainError:
     return not_found("volume", volume_id, ("list volumes with `flow volumes list`",))
 

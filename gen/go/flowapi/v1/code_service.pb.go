@@ -9,6 +9,7 @@ package flowapiv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -278,12 +279,130 @@ func (x *UploadBlobsResponse) GetStoredDigests() []string {
 	return nil
 }
 
+// Request for CollectBlobs.
+type CollectBlobsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Blobs used more recently than this are kept (an upload whose task is not created yet);
+	// unset: one hour.
+	MinAge        *durationpb.Duration `protobuf:"bytes,1,opt,name=min_age,json=minAge,proto3" json:"min_age,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CollectBlobsRequest) Reset() {
+	*x = CollectBlobsRequest{}
+	mi := &file_flowapi_v1_code_service_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CollectBlobsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CollectBlobsRequest) ProtoMessage() {}
+
+func (x *CollectBlobsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flowapi_v1_code_service_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CollectBlobsRequest.ProtoReflect.Descriptor instead.
+func (*CollectBlobsRequest) Descriptor() ([]byte, []int) {
+	return file_flowapi_v1_code_service_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *CollectBlobsRequest) GetMinAge() *durationpb.Duration {
+	if x != nil {
+		return x.MinAge
+	}
+	return nil
+}
+
+// Response for CollectBlobs.
+type CollectBlobsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Blobs removed, and their total size in bytes.
+	RemovedBlobs int64 `protobuf:"varint,1,opt,name=removed_blobs,json=removedBlobs,proto3" json:"removed_blobs,omitempty"`
+	RemovedBytes int64 `protobuf:"varint,2,opt,name=removed_bytes,json=removedBytes,proto3" json:"removed_bytes,omitempty"`
+	// Blobs the store still holds, and their total size in bytes.
+	KeptBlobs     int64 `protobuf:"varint,3,opt,name=kept_blobs,json=keptBlobs,proto3" json:"kept_blobs,omitempty"`
+	KeptBytes     int64 `protobuf:"varint,4,opt,name=kept_bytes,json=keptBytes,proto3" json:"kept_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CollectBlobsResponse) Reset() {
+	*x = CollectBlobsResponse{}
+	mi := &file_flowapi_v1_code_service_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CollectBlobsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CollectBlobsResponse) ProtoMessage() {}
+
+func (x *CollectBlobsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_flowapi_v1_code_service_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CollectBlobsResponse.ProtoReflect.Descriptor instead.
+func (*CollectBlobsResponse) Descriptor() ([]byte, []int) {
+	return file_flowapi_v1_code_service_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *CollectBlobsResponse) GetRemovedBlobs() int64 {
+	if x != nil {
+		return x.RemovedBlobs
+	}
+	return 0
+}
+
+func (x *CollectBlobsResponse) GetRemovedBytes() int64 {
+	if x != nil {
+		return x.RemovedBytes
+	}
+	return 0
+}
+
+func (x *CollectBlobsResponse) GetKeptBlobs() int64 {
+	if x != nil {
+		return x.KeptBlobs
+	}
+	return 0
+}
+
+func (x *CollectBlobsResponse) GetKeptBytes() int64 {
+	if x != nil {
+		return x.KeptBytes
+	}
+	return 0
+}
+
 var File_flowapi_v1_code_service_proto protoreflect.FileDescriptor
 
 const file_flowapi_v1_code_service_proto_rawDesc = "" +
 	"\n" +
 	"\x1dflowapi/v1/code_service.proto\x12\n" +
-	"flowapi.v1\"3\n" +
+	"flowapi.v1\x1a\x1egoogle/protobuf/duration.proto\"3\n" +
 	"\x17FindMissingBlobsRequest\x12\x18\n" +
 	"\adigests\x18\x01 \x03(\tR\adigests\"C\n" +
 	"\x18FindMissingBlobsResponse\x12'\n" +
@@ -296,10 +415,20 @@ const file_flowapi_v1_code_service_proto_rawDesc = "" +
 	"\x06offset\x18\x03 \x01(\x03R\x06offset\x12\x12\n" +
 	"\x04data\x18\x04 \x01(\fR\x04data\"<\n" +
 	"\x13UploadBlobsResponse\x12%\n" +
-	"\x0estored_digests\x18\x01 \x03(\tR\rstoredDigests2\xbe\x01\n" +
+	"\x0estored_digests\x18\x01 \x03(\tR\rstoredDigests\"I\n" +
+	"\x13CollectBlobsRequest\x122\n" +
+	"\amin_age\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x06minAge\"\x9e\x01\n" +
+	"\x14CollectBlobsResponse\x12#\n" +
+	"\rremoved_blobs\x18\x01 \x01(\x03R\fremovedBlobs\x12#\n" +
+	"\rremoved_bytes\x18\x02 \x01(\x03R\fremovedBytes\x12\x1d\n" +
+	"\n" +
+	"kept_blobs\x18\x03 \x01(\x03R\tkeptBlobs\x12\x1d\n" +
+	"\n" +
+	"kept_bytes\x18\x04 \x01(\x03R\tkeptBytes2\x91\x02\n" +
 	"\vCodeService\x12]\n" +
 	"\x10FindMissingBlobs\x12#.flowapi.v1.FindMissingBlobsRequest\x1a$.flowapi.v1.FindMissingBlobsResponse\x12P\n" +
-	"\vUploadBlobs\x12\x1e.flowapi.v1.UploadBlobsRequest\x1a\x1f.flowapi.v1.UploadBlobsResponse(\x01B\x93\x01\n" +
+	"\vUploadBlobs\x12\x1e.flowapi.v1.UploadBlobsRequest\x1a\x1f.flowapi.v1.UploadBlobsResponse(\x01\x12Q\n" +
+	"\fCollectBlobs\x12\x1f.flowapi.v1.CollectBlobsRequest\x1a .flowapi.v1.CollectBlobsResponseB\x93\x01\n" +
 	"\x0ecom.flowapi.v1B\x10CodeServiceProtoP\x01Z&flow.local/gen/go/flowapi/v1;flowapiv1\xa2\x02\x03FXX\xaa\x02\n" +
 	"Flowapi.V1\xca\x02\n" +
 	"Flowapi\\V1\xe2\x02\x16Flowapi\\V1\\GPBMetadata\xea\x02\vFlowapi::V1b\x06proto3"
@@ -316,25 +445,31 @@ func file_flowapi_v1_code_service_proto_rawDescGZIP() []byte {
 	return file_flowapi_v1_code_service_proto_rawDescData
 }
 
-var file_flowapi_v1_code_service_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_flowapi_v1_code_service_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_flowapi_v1_code_service_proto_goTypes = []any{
 	(*FindMissingBlobsRequest)(nil),  // 0: flowapi.v1.FindMissingBlobsRequest
 	(*FindMissingBlobsResponse)(nil), // 1: flowapi.v1.FindMissingBlobsResponse
 	(*UploadBlobsRequest)(nil),       // 2: flowapi.v1.UploadBlobsRequest
 	(*BlobChunk)(nil),                // 3: flowapi.v1.BlobChunk
 	(*UploadBlobsResponse)(nil),      // 4: flowapi.v1.UploadBlobsResponse
+	(*CollectBlobsRequest)(nil),      // 5: flowapi.v1.CollectBlobsRequest
+	(*CollectBlobsResponse)(nil),     // 6: flowapi.v1.CollectBlobsResponse
+	(*durationpb.Duration)(nil),      // 7: google.protobuf.Duration
 }
 var file_flowapi_v1_code_service_proto_depIdxs = []int32{
 	3, // 0: flowapi.v1.UploadBlobsRequest.chunks:type_name -> flowapi.v1.BlobChunk
-	0, // 1: flowapi.v1.CodeService.FindMissingBlobs:input_type -> flowapi.v1.FindMissingBlobsRequest
-	2, // 2: flowapi.v1.CodeService.UploadBlobs:input_type -> flowapi.v1.UploadBlobsRequest
-	1, // 3: flowapi.v1.CodeService.FindMissingBlobs:output_type -> flowapi.v1.FindMissingBlobsResponse
-	4, // 4: flowapi.v1.CodeService.UploadBlobs:output_type -> flowapi.v1.UploadBlobsResponse
-	3, // [3:5] is the sub-list for method output_type
-	1, // [1:3] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	7, // 1: flowapi.v1.CollectBlobsRequest.min_age:type_name -> google.protobuf.Duration
+	0, // 2: flowapi.v1.CodeService.FindMissingBlobs:input_type -> flowapi.v1.FindMissingBlobsRequest
+	2, // 3: flowapi.v1.CodeService.UploadBlobs:input_type -> flowapi.v1.UploadBlobsRequest
+	5, // 4: flowapi.v1.CodeService.CollectBlobs:input_type -> flowapi.v1.CollectBlobsRequest
+	1, // 5: flowapi.v1.CodeService.FindMissingBlobs:output_type -> flowapi.v1.FindMissingBlobsResponse
+	4, // 6: flowapi.v1.CodeService.UploadBlobs:output_type -> flowapi.v1.UploadBlobsResponse
+	6, // 7: flowapi.v1.CodeService.CollectBlobs:output_type -> flowapi.v1.CollectBlobsResponse
+	5, // [5:8] is the sub-list for method output_type
+	2, // [2:5] is the sub-list for method input_type
+	2, // [2:2] is the sub-list for extension type_name
+	2, // [2:2] is the sub-list for extension extendee
+	0, // [0:2] is the sub-list for field type_name
 }
 
 func init() { file_flowapi_v1_code_service_proto_init() }
@@ -348,7 +483,7 @@ func file_flowapi_v1_code_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flowapi_v1_code_service_proto_rawDesc), len(file_flowapi_v1_code_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   5,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -21,6 +21,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	CodeService_FindMissingBlobs_FullMethodName = "/flowapi.v1.CodeService/FindMissingBlobs"
 	CodeService_UploadBlobs_FullMethodName      = "/flowapi.v1.CodeService/UploadBlobs"
+	CodeService_CollectBlobs_FullMethodName     = "/flowapi.v1.CodeService/CollectBlobs"
 )
 
 // CodeServiceClient is the client API for CodeService service.
@@ -36,6 +37,9 @@ type CodeServiceClient interface {
 	// Uploads blobs as a stream of messages packing whole small blobs or pieces of large ones;
 	// each blob's bytes must hash to its digest, or the call fails and stores nothing of it.
 	UploadBlobs(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[UploadBlobsRequest, UploadBlobsResponse], error)
+	// Removes the blobs that no unfinished task's snapshot uses and that were not uploaded or
+	// named in FindMissingBlobs within `min_age` (finished tasks keep their own copy of the code).
+	CollectBlobs(ctx context.Context, in *CollectBlobsRequest, opts ...grpc.CallOption) (*CollectBlobsResponse, error)
 }
 
 type codeServiceClient struct {
@@ -69,6 +73,16 @@ func (c *codeServiceClient) UploadBlobs(ctx context.Context, opts ...grpc.CallOp
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type CodeService_UploadBlobsClient = grpc.ClientStreamingClient[UploadBlobsRequest, UploadBlobsResponse]
 
+func (c *codeServiceClient) CollectBlobs(ctx context.Context, in *CollectBlobsRequest, opts ...grpc.CallOption) (*CollectBlobsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CollectBlobsResponse)
+	err := c.cc.Invoke(ctx, CodeService_CollectBlobs_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CodeServiceServer is the server API for CodeService service.
 // All implementations must embed UnimplementedCodeServiceServer
 // for forward compatibility.
@@ -82,6 +96,9 @@ type CodeServiceServer interface {
 	// Uploads blobs as a stream of messages packing whole small blobs or pieces of large ones;
 	// each blob's bytes must hash to its digest, or the call fails and stores nothing of it.
 	UploadBlobs(grpc.ClientStreamingServer[UploadBlobsRequest, UploadBlobsResponse]) error
+	// Removes the blobs that no unfinished task's snapshot uses and that were not uploaded or
+	// named in FindMissingBlobs within `min_age` (finished tasks keep their own copy of the code).
+	CollectBlobs(context.Context, *CollectBlobsRequest) (*CollectBlobsResponse, error)
 	mustEmbedUnimplementedCodeServiceServer()
 }
 
@@ -97,6 +114,9 @@ func (UnimplementedCodeServiceServer) FindMissingBlobs(context.Context, *FindMis
 }
 func (UnimplementedCodeServiceServer) UploadBlobs(grpc.ClientStreamingServer[UploadBlobsRequest, UploadBlobsResponse]) error {
 	return status.Error(codes.Unimplemented, "method UploadBlobs not implemented")
+}
+func (UnimplementedCodeServiceServer) CollectBlobs(context.Context, *CollectBlobsRequest) (*CollectBlobsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CollectBlobs not implemented")
 }
 func (UnimplementedCodeServiceServer) mustEmbedUnimplementedCodeServiceServer() {}
 func (UnimplementedCodeServiceServer) testEmbeddedByValue()                     {}
@@ -144,6 +164,24 @@ func _CodeService_UploadBlobs_Handler(srv interface{}, stream grpc.ServerStream)
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type CodeService_UploadBlobsServer = grpc.ClientStreamingServer[UploadBlobsRequest, UploadBlobsResponse]
 
+func _CodeService_CollectBlobs_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CollectBlobsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CodeServiceServer).CollectBlobs(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CodeService_CollectBlobs_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CodeServiceServer).CollectBlobs(ctx, req.(*CollectBlobsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // CodeService_ServiceDesc is the grpc.ServiceDesc for CodeService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -154,6 +192,10 @@ var CodeService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "FindMissingBlobs",
 			Handler:    _CodeService_FindMissingBlobs_Handler,
+		},
+		{
+			MethodName: "CollectBlobs",
+			Handler:    _CodeService_CollectBlobs_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

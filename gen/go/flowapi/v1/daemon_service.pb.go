@@ -76,8 +76,12 @@ type GetDaemonInfoResponse struct {
 	Addresses []string `protobuf:"bytes,6,rep,name=addresses,proto3" json:"addresses,omitempty"`
 	// The provider used when a request names none.
 	DefaultProvider string `protobuf:"bytes,7,opt,name=default_provider,json=defaultProvider,proto3" json:"default_provider,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// How many blobs (uploaded code files and manifests) the daemon's blob store holds.
+	BlobCount int64 `protobuf:"varint,8,opt,name=blob_count,json=blobCount,proto3" json:"blob_count,omitempty"`
+	// Their total size in bytes (CodeService.CollectBlobs removes those no task uses).
+	BlobStoreBytes int64 `protobuf:"varint,9,opt,name=blob_store_bytes,json=blobStoreBytes,proto3" json:"blob_store_bytes,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *GetDaemonInfoResponse) Reset() {
@@ -157,6 +161,20 @@ func (x *GetDaemonInfoResponse) GetDefaultProvider() string {
 		return x.DefaultProvider
 	}
 	return ""
+}
+
+func (x *GetDaemonInfoResponse) GetBlobCount() int64 {
+	if x != nil {
+		return x.BlobCount
+	}
+	return 0
+}
+
+func (x *GetDaemonInfoResponse) GetBlobStoreBytes() int64 {
+	if x != nil {
+		return x.BlobStoreBytes
+	}
+	return 0
 }
 
 // Request for ListProviders.
@@ -396,7 +414,7 @@ const file_flowapi_v1_daemon_service_proto_rawDesc = "" +
 	"\n" +
 	"\x1fflowapi/v1/daemon_service.proto\x12\n" +
 	"flowapi.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x16\n" +
-	"\x14GetDaemonInfoRequest\"\x85\x02\n" +
+	"\x14GetDaemonInfoRequest\"\xce\x02\n" +
 	"\x15GetDaemonInfoResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x1f\n" +
 	"\vapi_version\x18\x02 \x01(\tR\n" +
@@ -406,7 +424,10 @@ const file_flowapi_v1_daemon_service_proto_rawDesc = "" +
 	"start_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x12\x1b\n" +
 	"\tflow_home\x18\x05 \x01(\tR\bflowHome\x12\x1c\n" +
 	"\taddresses\x18\x06 \x03(\tR\taddresses\x12)\n" +
-	"\x10default_provider\x18\a \x01(\tR\x0fdefaultProvider\"\x16\n" +
+	"\x10default_provider\x18\a \x01(\tR\x0fdefaultProvider\x12\x1d\n" +
+	"\n" +
+	"blob_count\x18\b \x01(\x03R\tblobCount\x12(\n" +
+	"\x10blob_store_bytes\x18\t \x01(\x03R\x0eblobStoreBytes\"\x16\n" +
 	"\x14ListProvidersRequest\"K\n" +
 	"\x15ListProvidersResponse\x122\n" +
 	"\tproviders\x18\x01 \x03(\v2\x14.flowapi.v1.ProviderR\tproviders\"k\n" +

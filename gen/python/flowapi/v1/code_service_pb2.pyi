@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
 import builtins as _builtins
@@ -147,3 +148,61 @@ class UploadBlobsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UploadBlobsResponse: _TypeAlias = UploadBlobsResponse  # noqa: Y015
+
+@_typing.final
+class CollectBlobsRequest(_message.Message):
+    """Request for CollectBlobs."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MIN_AGE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def min_age(self) -> _duration_pb2.Duration:
+        """Blobs used more recently than this are kept (an upload whose task is not created yet);
+        unset: one hour.
+        """
+
+    def __init__(
+        self,
+        *,
+        min_age: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["min_age", b"min_age"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["min_age", b"min_age"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CollectBlobsRequest: _TypeAlias = CollectBlobsRequest  # noqa: Y015
+
+@_typing.final
+class CollectBlobsResponse(_message.Message):
+    """Response for CollectBlobs."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REMOVED_BLOBS_FIELD_NUMBER: _builtins.int
+    REMOVED_BYTES_FIELD_NUMBER: _builtins.int
+    KEPT_BLOBS_FIELD_NUMBER: _builtins.int
+    KEPT_BYTES_FIELD_NUMBER: _builtins.int
+    removed_blobs: _builtins.int
+    """Blobs removed, and their total size in bytes."""
+    removed_bytes: _builtins.int
+    kept_blobs: _builtins.int
+    """Blobs the store still holds, and their total size in bytes."""
+    kept_bytes: _builtins.int
+    def __init__(
+        self,
+        *,
+        removed_blobs: _builtins.int = ...,
+        removed_bytes: _builtins.int = ...,
+        kept_blobs: _builtins.int = ...,
+        kept_bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kept_blobs", b"kept_blobs", "kept_bytes", b"kept_bytes", "removed_blobs", b"removed_blobs", "removed_bytes", b"removed_bytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CollectBlobsResponse: _TypeAlias = CollectBlobsResponse  # noqa: Y015

@@ -47,6 +47,11 @@ class CodeServiceStub:
                 request_serializer=flowapi_dot_v1_dot_code__service__pb2.UploadBlobsRequest.SerializeToString,
                 response_deserializer=flowapi_dot_v1_dot_code__service__pb2.UploadBlobsResponse.FromString,
                 _registered_method=True)
+        self.CollectBlobs = channel.unary_unary(
+                '/flowapi.v1.CodeService/CollectBlobs',
+                request_serializer=flowapi_dot_v1_dot_code__service__pb2.CollectBlobsRequest.SerializeToString,
+                response_deserializer=flowapi_dot_v1_dot_code__service__pb2.CollectBlobsResponse.FromString,
+                _registered_method=True)
 
 
 class CodeServiceServicer:
@@ -70,6 +75,14 @@ class CodeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CollectBlobs(self, request, context):
+        """Removes the blobs that no unfinished task's snapshot uses and that were not uploaded or
+        named in FindMissingBlobs within `min_age` (finished tasks keep their own copy of the code).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CodeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -82,6 +95,11 @@ def add_CodeServiceServicer_to_server(servicer, server):
                     servicer.UploadBlobs,
                     request_deserializer=flowapi_dot_v1_dot_code__service__pb2.UploadBlobsRequest.FromString,
                     response_serializer=flowapi_dot_v1_dot_code__service__pb2.UploadBlobsResponse.SerializeToString,
+            ),
+            'CollectBlobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.CollectBlobs,
+                    request_deserializer=flowapi_dot_v1_dot_code__service__pb2.CollectBlobsRequest.FromString,
+                    response_serializer=flowapi_dot_v1_dot_code__service__pb2.CollectBlobsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -141,6 +159,33 @@ class CodeService:
             '/flowapi.v1.CodeService/UploadBlobs',
             flowapi_dot_v1_dot_code__service__pb2.UploadBlobsRequest.SerializeToString,
             flowapi_dot_v1_dot_code__service__pb2.UploadBlobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CollectBlobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flowapi.v1.CodeService/CollectBlobs',
+            flowapi_dot_v1_dot_code__service__pb2.CollectBlobsRequest.SerializeToString,
+            flowapi_dot_v1_dot_code__service__pb2.CollectBlobsResponse.FromString,
             options,
             channel_credentials,
             insecure,

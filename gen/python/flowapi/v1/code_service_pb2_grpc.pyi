@@ -42,6 +42,10 @@ class CodeServiceStub:
     """Uploads blobs as a stream of messages packing whole small blobs or pieces of large ones;
     each blob's bytes must hash to its digest, or the call fails and stores nothing of it.
     """
+    CollectBlobs: _grpc.UnaryUnaryMultiCallable[_code_service_pb2.CollectBlobsRequest, _code_service_pb2.CollectBlobsResponse]
+    """Removes the blobs that no unfinished task's snapshot uses and that were not uploaded or
+    named in FindMissingBlobs within `min_age` (finished tasks keep their own copy of the code).
+    """
 
 @_typing.type_check_only
 class CodeServiceAsyncStub(CodeServiceStub):
@@ -56,6 +60,10 @@ class CodeServiceAsyncStub(CodeServiceStub):
     UploadBlobs: _aio.StreamUnaryMultiCallable[_code_service_pb2.UploadBlobsRequest, _code_service_pb2.UploadBlobsResponse]  # type: ignore[assignment]
     """Uploads blobs as a stream of messages packing whole small blobs or pieces of large ones;
     each blob's bytes must hash to its digest, or the call fails and stores nothing of it.
+    """
+    CollectBlobs: _aio.UnaryUnaryMultiCallable[_code_service_pb2.CollectBlobsRequest, _code_service_pb2.CollectBlobsResponse]  # type: ignore[assignment]
+    """Removes the blobs that no unfinished task's snapshot uses and that were not uploaded or
+    named in FindMissingBlobs within `min_age` (finished tasks keep their own copy of the code).
     """
 
 class CodeServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -80,6 +88,16 @@ class CodeServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_code_service_pb2.UploadBlobsResponse, _abc.Awaitable[_code_service_pb2.UploadBlobsResponse]]:
         """Uploads blobs as a stream of messages packing whole small blobs or pieces of large ones;
         each blob's bytes must hash to its digest, or the call fails and stores nothing of it.
+        """
+
+    @_abc_1.abstractmethod
+    def CollectBlobs(
+        self,
+        request: _code_service_pb2.CollectBlobsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_code_service_pb2.CollectBlobsResponse, _abc.Awaitable[_code_service_pb2.CollectBlobsResponse]]:
+        """Removes the blobs that no unfinished task's snapshot uses and that were not uploaded or
+        named in FindMissingBlobs within `min_age` (finished tasks keep their own copy of the code).
         """
 
 def add_CodeServiceServicer_to_server(servicer: CodeServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

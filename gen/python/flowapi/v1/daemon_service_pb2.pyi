@@ -49,6 +49,8 @@ class GetDaemonInfoResponse(_message.Message):
     FLOW_HOME_FIELD_NUMBER: _builtins.int
     ADDRESSES_FIELD_NUMBER: _builtins.int
     DEFAULT_PROVIDER_FIELD_NUMBER: _builtins.int
+    BLOB_COUNT_FIELD_NUMBER: _builtins.int
+    BLOB_STORE_BYTES_FIELD_NUMBER: _builtins.int
     version: _builtins.str
     """The Flow version of the daemon."""
     api_version: _builtins.str
@@ -59,6 +61,10 @@ class GetDaemonInfoResponse(_message.Message):
     """The state directory ($FLOW_HOME)."""
     default_provider: _builtins.str
     """The provider used when a request names none."""
+    blob_count: _builtins.int
+    """How many blobs (uploaded code files and manifests) the daemon's blob store holds."""
+    blob_store_bytes: _builtins.int
+    """Their total size in bytes (CodeService.CollectBlobs removes those no task uses)."""
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp:
         """When the daemon started."""
@@ -77,10 +83,12 @@ class GetDaemonInfoResponse(_message.Message):
         flow_home: _builtins.str = ...,
         addresses: _abc.Iterable[_builtins.str] | None = ...,
         default_provider: _builtins.str = ...,
+        blob_count: _builtins.int = ...,
+        blob_store_bytes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["addresses", b"addresses", "api_version", b"api_version", "default_provider", b"default_provider", "flow_home", b"flow_home", "pid", b"pid", "start_time", b"start_time", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["addresses", b"addresses", "api_version", b"api_version", "blob_count", b"blob_count", "blob_store_bytes", b"blob_store_bytes", "default_provider", b"default_provider", "flow_home", b"flow_home", "pid", b"pid", "start_time", b"start_time", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -4,13 +4,15 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { Duration } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file flowapi/v1/code_service.proto.
  */
 export const file_flowapi_v1_code_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch1mbG93YXBpL3YxL2NvZGVfc2VydmljZS5wcm90bxIKZmxvd2FwaS52MSIqChdGaW5kTWlzc2luZ0Jsb2JzUmVxdWVzdBIPCgdkaWdlc3RzGAEgAygJIjMKGEZpbmRNaXNzaW5nQmxvYnNSZXNwb25zZRIXCg9taXNzaW5nX2RpZ2VzdHMYASADKAkiOwoSVXBsb2FkQmxvYnNSZXF1ZXN0EiUKBmNodW5rcxgBIAMoCzIVLmZsb3dhcGkudjEuQmxvYkNodW5rIkcKCUJsb2JDaHVuaxIOCgZkaWdlc3QYASABKAkSDAoEc2l6ZRgCIAEoAxIOCgZvZmZzZXQYAyABKAMSDAoEZGF0YRgEIAEoDCItChNVcGxvYWRCbG9ic1Jlc3BvbnNlEhYKDnN0b3JlZF9kaWdlc3RzGAEgAygJMr4BCgtDb2RlU2VydmljZRJdChBGaW5kTWlzc2luZ0Jsb2JzEiMuZmxvd2FwaS52MS5GaW5kTWlzc2luZ0Jsb2JzUmVxdWVzdBokLmZsb3dhcGkudjEuRmluZE1pc3NpbmdCbG9ic1Jlc3BvbnNlElAKC1VwbG9hZEJsb2JzEh4uZmxvd2FwaS52MS5VcGxvYWRCbG9ic1JlcXVlc3QaHy5mbG93YXBpLnYxLlVwbG9hZEJsb2JzUmVzcG9uc2UoAWIGcHJvdG8z");
+  fileDesc("Ch1mbG93YXBpL3YxL2NvZGVfc2VydmljZS5wcm90bxIKZmxvd2FwaS52MSIqChdGaW5kTWlzc2luZ0Jsb2JzUmVxdWVzdBIPCgdkaWdlc3RzGAEgAygJIjMKGEZpbmRNaXNzaW5nQmxvYnNSZXNwb25zZRIXCg9taXNzaW5nX2RpZ2VzdHMYASADKAkiOwoSVXBsb2FkQmxvYnNSZXF1ZXN0EiUKBmNodW5rcxgBIAMoCzIVLmZsb3dhcGkudjEuQmxvYkNodW5rIkcKCUJsb2JDaHVuaxIOCgZkaWdlc3QYASABKAkSDAoEc2l6ZRgCIAEoAxIOCgZvZmZzZXQYAyABKAMSDAoEZGF0YRgEIAEoDCItChNVcGxvYWRCbG9ic1Jlc3BvbnNlEhYKDnN0b3JlZF9kaWdlc3RzGAEgAygJIkEKE0NvbGxlY3RCbG9ic1JlcXVlc3QSKgoHbWluX2FnZRgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJsChRDb2xsZWN0QmxvYnNSZXNwb25zZRIVCg1yZW1vdmVkX2Jsb2JzGAEgASgDEhUKDXJlbW92ZWRfYnl0ZXMYAiABKAMSEgoKa2VwdF9ibG9icxgDIAEoAxISCgprZXB0X2J5dGVzGAQgASgDMpECCgtDb2RlU2VydmljZRJdChBGaW5kTWlzc2luZ0Jsb2JzEiMuZmxvd2FwaS52MS5GaW5kTWlzc2luZ0Jsb2JzUmVxdWVzdBokLmZsb3dhcGkudjEuRmluZE1pc3NpbmdCbG9ic1Jlc3BvbnNlElAKC1VwbG9hZEJsb2JzEh4uZmxvd2FwaS52MS5VcGxvYWRCbG9ic1JlcXVlc3QaHy5mbG93YXBpLnYxLlVwbG9hZEJsb2JzUmVzcG9uc2UoARJRCgxDb2xsZWN0QmxvYnMSHy5mbG93YXBpLnYxLkNvbGxlY3RCbG9ic1JlcXVlc3QaIC5mbG93YXBpLnYxLkNvbGxlY3RCbG9ic1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_duration]);
 
 /**
  * Request for FindMissingBlobs.
@@ -139,6 +141,66 @@ export const UploadBlobsResponseSchema: GenMessage<UploadBlobsResponse> = /*@__P
   messageDesc(file_flowapi_v1_code_service, 4);
 
 /**
+ * Request for CollectBlobs.
+ *
+ * @generated from message flowapi.v1.CollectBlobsRequest
+ */
+export type CollectBlobsRequest = Message<"flowapi.v1.CollectBlobsRequest"> & {
+  /**
+   * Blobs used more recently than this are kept (an upload whose task is not created yet);
+   * unset: one hour.
+   *
+   * @generated from field: google.protobuf.Duration min_age = 1;
+   */
+  minAge?: Duration | undefined;
+};
+
+/**
+ * Describes the message flowapi.v1.CollectBlobsRequest.
+ * Use `create(CollectBlobsRequestSchema)` to create a new message.
+ */
+export const CollectBlobsRequestSchema: GenMessage<CollectBlobsRequest> = /*@__PURE__*/
+  messageDesc(file_flowapi_v1_code_service, 5);
+
+/**
+ * Response for CollectBlobs.
+ *
+ * @generated from message flowapi.v1.CollectBlobsResponse
+ */
+export type CollectBlobsResponse = Message<"flowapi.v1.CollectBlobsResponse"> & {
+  /**
+   * Blobs removed, and their total size in bytes.
+   *
+   * @generated from field: int64 removed_blobs = 1;
+   */
+  removedBlobs: bigint;
+
+  /**
+   * @generated from field: int64 removed_bytes = 2;
+   */
+  removedBytes: bigint;
+
+  /**
+   * Blobs the store still holds, and their total size in bytes.
+   *
+   * @generated from field: int64 kept_blobs = 3;
+   */
+  keptBlobs: bigint;
+
+  /**
+   * @generated from field: int64 kept_bytes = 4;
+   */
+  keptBytes: bigint;
+};
+
+/**
+ * Describes the message flowapi.v1.CollectBlobsResponse.
+ * Use `create(CollectBlobsResponseSchema)` to create a new message.
+ */
+export const CollectBlobsResponseSchema: GenMessage<CollectBlobsResponse> = /*@__PURE__*/
+  messageDesc(file_flowapi_v1_code_service, 6);
+
+/**
  * Content-addressed code upload. A client hashes the files of its code root, asks which blobs
  * flowd lacks, uploads only those, then uploads a manifest (itself a blob) and names its digest
  * in TaskSpec.code_digest. Files flowd has seen before are never sent again.
@@ -166,6 +228,17 @@ export const CodeService: GenService<{
     methodKind: "client_streaming";
     input: typeof UploadBlobsRequestSchema;
     output: typeof UploadBlobsResponseSchema;
+  },
+  /**
+   * Removes the blobs that no unfinished task's snapshot uses and that were not uploaded or
+   * named in FindMissingBlobs within `min_age` (finished tasks keep their own copy of the code).
+   *
+   * @generated from rpc flowapi.v1.CodeService.CollectBlobs
+   */
+  collectBlobs: {
+    methodKind: "unary";
+    input: typeof CollectBlobsRequestSchema;
+    output: typeof CollectBlobsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_flowapi_v1_code_service, 0);
