@@ -276,6 +276,8 @@ class MithrilCloud:
             pinned = sorted({m.volume.region for m in mounts if not m.created and m.volume.region})
             if config.region is None and len(pinned) == 1:
                 config = attrs.evolve(config, region=pinned[0])
+        if config.region is None and self.settings.region:  # the provider's region, where the task names none
+            config = attrs.evolve(config, region=self.settings.region)
         catalog = self._account.catalog()
         planned = plan_bid(config, catalog, name, task_id)
         if isinstance(planned, Failure):

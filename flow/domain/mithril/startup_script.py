@@ -134,6 +134,9 @@ def _prelude(request: StartupRequest) -> list[str]:
         f'R="$H/{TASKS_DIR}/$T"',
         f'D="$R/{NODES_DIR}/$NODE_RANK"',
         f'mkdir -p "$D" && chmod 700 "$R" "$R/{NODES_DIR}" "$D" || exit 1',
+        # Only this run's record: a machine that ran the task before must not show the old run.
+        f'rm -f "$D/{OUTPUT_FILE}" "$D/{EXIT_FILE}" "$D/{TIMED_OUT_FILE}" "$D/{START_FAILED_FILE}" '
+        f'"$D/{STOP_FILE}" "$D/{RESULT_FILE}"',
         f'touch "$D/{OUTPUT_FILE}" "$D/{STARTUP_LOG}"',
         'if [ "$(id -u)" = 0 ] && [ "$U" != root ]; then chown -R "$U" "$H/.flow"; fi',
         f'exec 3>>"$D/{STARTUP_LOG}"',
