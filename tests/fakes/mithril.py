@@ -310,6 +310,10 @@ class FakeMithril:
         self.ssh_port = int(ssh_port if ssh_port is not None else os.environ.get("FLOW_TEST_SSH_PORT", "2822"))
         self.ssh_user = ssh_user
         self.ssh_host = ssh_host
+        # Where more than one: instances get them in turn, as a fleet's machines have addresses
+        # of their own (the benchmark gives spellings of 127.0.0.1, which reach the one sshd).
+        self.ssh_hosts: tuple[str, ...] = (ssh_host,)
+        self._booted = 0
         self.provisioning_delay_s = provisioning_delay_s
         self.run_startup_scripts = run_startup_scripts
         self._port = port
@@ -649,7 +653,9 @@ class FakeMithril:
                     if inst["status"] == "STATUS_STARTING" and elapsed >= self.provisioning_delay_s:
                         self._authorize(bid)  # the bid's keys log in from now on
                         inst["status"] = "STATUS_RUNNING"
-                        inst["ssh_destination"] = f"{self.ssh_host}:{self.ssh_port}"
+                        host = self.ssh_hosts[self._booted % len(self.ssh_hosts)]
+                        self._booted += 1
+                        inst["ssh_destination"] = f"{host}:{self.ssh_port}"
                         # Booted by the boot thread: a fork+setuid costs tens of ms, not to be
                         # paid inside a request or under the lock.
                         self._boot_queue.put((inst_fid, json.loads(json.dumps(bid))))
