@@ -86,6 +86,18 @@ def test_the_seed_example_needs_no_ssh_settings(fake_mithril: FakeMithril, start
     assert second.status is TaskStatus.COMPLETED and len(fake_mithril.ssh_keys) == 1  # reused, not made again
     log = (daemon.home.root / "flowd.log").read_text()
     assert key.read_text().splitlines()[1] not in log  # the private key is never logged
+    assert log.count("made an SSH key") == 1  # said once
+    # The registered key's private half goes missing: a clear error with the fix, no silent new key.
+    daemon.stop()
+    key.unlink()
+    key.with_name("mithril_ed25519.pub").unlink()
+    daemon.start()
+    with pytest.raises(errors.ValidationError) as caught:
+        Flow(flow_home=daemon.home.root, provider=provider).run("echo never", **A100)
+    assert "not on this machine" in caught.value.message
+    assert any("restore" in s for s in caught.value.suggestions)
+    assert any("DELETE /v2/ssh-keys/" in s for s in caught.value.suggestions)
+    assert len(fake_mithril.ssh_keys) == 1 and not key.exists()
 
 
 def test_two_clients_with_different_settings_in_one_flow_home(
