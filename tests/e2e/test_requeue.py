@@ -50,3 +50,18 @@ def test_a_task_stopped_at_its_time_limit_requeues_itself_from_its_sigterm_handl
     assert lines[0] == "started" and "checkpointed" in lines and lines[-1] == "resumed from 41"
     (attempt,) = task.attempts
     assert attempt.exit_code == 75 and "TIMEOUT" in attempt.state_reason
+
+
+def test_a_two_node_task_runs_again_when_one_node_asks(flow: Flow) -> None:
+    # Node 1 asks on the first run (node 0 is then stopped, as when a node fails); both finish the second.
+    script = (
+        'if [ "$NODE_RANK" = 1 ] && [ ! -e asked ]; then touch asked; echo asking; exit 75; fi\n'
+        "[ -e asked ] || sleep 600\n"
+        'echo "node $NODE_RANK done"\n'
+    )
+    task = flow.run(script, upload_code=False, num_instances=2, max_retries=1).wait(timeout=120)
+    assert task.last_status is TaskStatus.COMPLETED, (task.state_reason, task.logs())
+    assert task.logs(node=1).splitlines() == ["asking", "node 1 done"]
+    assert task.logs(node=0).splitlines()[-1] == "node 0 done"
+    (attempt,) = task.attempts
+    assert attempt.exit_code == 75
