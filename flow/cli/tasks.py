@@ -84,6 +84,7 @@ def _config_from_args(args: argparse.Namespace) -> TaskConfig:
             "memory_mb",
             "upload_code",
             "priority",
+            "max_retries",
         )
         if getattr(args, name) is not None
     }
@@ -254,6 +255,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         emit_json(tasks[0].to_dict() if args.task else [t.to_dict() for t in tasks])
     elif tasks:
         sys.stdout.write(_task_table(tasks))
+        if args.task:  # one task: its earlier runs too
+            for number, a in enumerate(tasks[0].attempts, start=1):
+                code = "" if a.exit_code is None else f", exit {a.exit_code}"
+                print(f"  attempt {number}: {a.state}{code} ({a.state_reason})")
     else:
         print('no tasks yet; start one with `flow run "python train.py"`')
     return 0
@@ -401,6 +406,12 @@ def register(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
     )
     run.add_argument(
         "--max-price", dest="max_price_per_hour", type=float, metavar="USD_PER_HOUR", help="the most to pay per hour"
+    )
+    run.add_argument(
+        "--max-retries",
+        type=int,
+        metavar="N",
+        help="run again (same task id) up to N times after a preemption or exit status 75 (default 0)",
     )
     run.add_argument("--region", help="where to run, e.g. us-central1-b (cloud providers); a partition on Slurm")
     run.add_argument("--num-instances", type=int, metavar="N", help="nodes of a multi-node task (default 1)")

@@ -100,6 +100,7 @@ def task_config_to_proto(cfg: TaskConfig, secrets: Mapping[str, str] | None = No
         spec.max_run_time_hours = cfg.max_run_time_hours
     if cfg.memory_mb is not None:
         spec.memory_mb = cfg.memory_mb
+    spec.max_retries = cfg.max_retries
     for name in cfg.secret_env:
         spec.secret_env[name] = (secrets or {}).get(name, "")
     spec.depends_on.extend(dependency_to_proto(d) for d in cfg.depends_on)
@@ -138,6 +139,7 @@ def task_config_from_proto(spec: task_pb2.TaskSpec) -> TaskConfig:
         depends_on=tuple(dependency_from_proto(d) for d in spec.depends_on),
         start_after=seconds_from_proto(spec.start_after) if spec.HasField("start_after") else None,
         priority=spec.priority,
+        max_retries=spec.max_retries,
     )
 
 
@@ -162,6 +164,14 @@ def task_record_to_proto(record: TaskRecord) -> task_pb2.Task:
         msg.spec.function_call.CopyFrom(function_call_to_proto(record.function_call, with_arguments=False))
     if record.exit_code is not None:
         msg.exit_code = record.exit_code
+    for attempt in record.attempts:
+        msg.attempts.add(
+            state=task_state_to_proto(attempt.state),
+            state_reason=attempt.state_reason,
+            exit_code=attempt.exit_code,
+            start_time=seconds_to_proto(attempt.started_at),
+            end_time=seconds_to_proto(attempt.ended_at),
+        )
     return msg
 
 

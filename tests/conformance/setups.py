@@ -295,7 +295,7 @@ def mithril_setup(stack: dict[str, str]) -> Iterator[Setup]:
             Unreachable("mithril-badkey", errors.AuthenticationError),
         ],
         max_nodes=2,
-        node_logs=False,
+        node_logs=True,  # each node's log pushed from its instance
         region="us-central1-a",
         task_options={"instance_type": GPU},  # Mithril rents GPU instances: a task names one
     )

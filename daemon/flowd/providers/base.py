@@ -57,10 +57,12 @@ Optional capabilities
 ---------------------
 Declared in `Provider.capabilities` (a frozen value), never probed: `offers` (find_instances),
 `exec` (flow ssh), `results` (.remote() results), `volumes` (volumes kept on the provider's own
-platform rather than by flowd), `node_logs` (one output file per node), `dependencies` (the
-provider schedules dependencies among its own tasks, start_after and priority itself: Slurm's
---dependency, --begin, --nice; flowd.dependency_holds holds the rest) and `dry_run` (a dry run
-asks the platform too). A capability left out
+platform rather than by flowd), `node_logs` (one output file per node), `health` (why the
+provider cannot be used now: settings that are wrong or rejected, a platform out of reach; shown
+by `flow daemon status`), `dependencies` (the provider schedules dependencies among its own
+tasks, start_after and priority itself: Slurm's --dependency, --begin, --nice;
+flowd.dependency_holds holds the rest) and `dry_run` (a dry run asks the platform too). A
+capability left out
 is refused by flowd with a clear error, so a new provider can start with the required protocol
 alone.
 """
@@ -237,6 +239,14 @@ class OwnVolumes(Protocol):
     def delete_volume(self, volume_id: str) -> Result[Volume, DomainError]: ...
 
 
+class Health(Protocol):
+    def problem(self) -> DomainError | None:
+        """Why the provider cannot be used now (its settings are invalid or were rejected, its
+        platform cannot be reached), with a fix; None when nothing is known to be wrong. Must
+        not block: it answers what the provider last saw."""
+        ...
+
+
 class NativeDependencies(Protocol[S_contra]):
     """A provider that schedules, among its own tasks, what TaskConfig.depends_on, start_after and
     priority ask (Slurm: --dependency, --begin, --nice). Its `launch` honours start_after and
@@ -263,6 +273,7 @@ class Capabilities:
     results: Results | None = None
     volumes: OwnVolumes | None = None
     node_logs: bool = False  # a multi-node task has one output file per node
+    health: Health | None = None
     dependencies: NativeDependencies[Any] | None = None
     dry_run: DryRun | None = None
 

@@ -244,8 +244,12 @@ type Task struct {
 	InstanceType string `protobuf:"bytes,11,opt,name=instance_type,json=instanceType,proto3" json:"instance_type,omitempty"`
 	// Price per hour in micro-dollars (1 USD = 1,000,000). 0 for the local provider.
 	CostPerHourMicros int64 `protobuf:"varint,12,opt,name=cost_per_hour_micros,json=costPerHourMicros,proto3" json:"cost_per_hour_micros,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// The task's earlier runs, oldest first, when it ran more than once (spec.max_retries): each
+	// was preempted or asked to run again, and the task was launched anew under the same task_id.
+	// The fields above describe the current run.
+	Attempts      []*TaskAttempt `protobuf:"bytes,13,rep,name=attempts,proto3" json:"attempts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Task) Reset() {
@@ -362,6 +366,95 @@ func (x *Task) GetCostPerHourMicros() int64 {
 	return 0
 }
 
+func (x *Task) GetAttempts() []*TaskAttempt {
+	if x != nil {
+		return x.Attempts
+	}
+	return nil
+}
+
+// One earlier run of a task that then ran again.
+type TaskAttempt struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How that run ended: TASK_STATE_PREEMPTED, or TASK_STATE_FAILED when it asked to run again.
+	State TaskState `protobuf:"varint,1,opt,name=state,proto3,enum=flowapi.v1.TaskState" json:"state,omitempty"`
+	// Why, e.g. "preempted: spot capacity reclaimed" or "exited with code 75".
+	StateReason string `protobuf:"bytes,2,opt,name=state_reason,json=stateReason,proto3" json:"state_reason,omitempty"`
+	// The exit status of that run's command, when it had one.
+	ExitCode *int32 `protobuf:"varint,3,opt,name=exit_code,json=exitCode,proto3,oneof" json:"exit_code,omitempty"`
+	// When that run started (absent if it never did).
+	StartTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	// When that run ended.
+	EndTime       *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TaskAttempt) Reset() {
+	*x = TaskAttempt{}
+	mi := &file_flowapi_v1_task_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TaskAttempt) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TaskAttempt) ProtoMessage() {}
+
+func (x *TaskAttempt) ProtoReflect() protoreflect.Message {
+	mi := &file_flowapi_v1_task_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TaskAttempt.ProtoReflect.Descriptor instead.
+func (*TaskAttempt) Descriptor() ([]byte, []int) {
+	return file_flowapi_v1_task_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *TaskAttempt) GetState() TaskState {
+	if x != nil {
+		return x.State
+	}
+	return TaskState_TASK_STATE_UNSPECIFIED
+}
+
+func (x *TaskAttempt) GetStateReason() string {
+	if x != nil {
+		return x.StateReason
+	}
+	return ""
+}
+
+func (x *TaskAttempt) GetExitCode() int32 {
+	if x != nil && x.ExitCode != nil {
+		return *x.ExitCode
+	}
+	return 0
+}
+
+func (x *TaskAttempt) GetStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartTime
+	}
+	return nil
+}
+
+func (x *TaskAttempt) GetEndTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EndTime
+	}
+	return nil
+}
+
 // Everything a user configures about a task: the wire form of the SDK's TaskConfig.
 // flowd validates it authoritatively and names every invalid field in one error.
 type TaskSpec struct {
@@ -424,14 +517,18 @@ type TaskSpec struct {
 	StartAfter *timestamppb.Timestamp `protobuf:"bytes,24,opt,name=start_after,json=startAfter,proto3" json:"start_after,omitempty"`
 	// Order among the user's waiting tasks: higher first; equal priorities keep submission order.
 	// From -10000 to 10000; 0 by default.
-	Priority      int32 `protobuf:"varint,25,opt,name=priority,proto3" json:"priority,omitempty"`
+	Priority int32 `protobuf:"varint,25,opt,name=priority,proto3" json:"priority,omitempty"`
+	// How many times the task runs again from the start, under the same task_id, when a run is
+	// preempted or its command exits with status 75 (EX_TEMPFAIL: "run me again", e.g. after saving
+	// a checkpoint). 0 (the default): never. Each earlier run is kept in Task.attempts.
+	MaxRetries    int32 `protobuf:"varint,26,opt,name=max_retries,json=maxRetries,proto3" json:"max_retries,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TaskSpec) Reset() {
 	*x = TaskSpec{}
-	mi := &file_flowapi_v1_task_proto_msgTypes[1]
+	mi := &file_flowapi_v1_task_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -443,7 +540,7 @@ func (x *TaskSpec) String() string {
 func (*TaskSpec) ProtoMessage() {}
 
 func (x *TaskSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_flowapi_v1_task_proto_msgTypes[1]
+	mi := &file_flowapi_v1_task_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -456,7 +553,7 @@ func (x *TaskSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskSpec.ProtoReflect.Descriptor instead.
 func (*TaskSpec) Descriptor() ([]byte, []int) {
-	return file_flowapi_v1_task_proto_rawDescGZIP(), []int{1}
+	return file_flowapi_v1_task_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *TaskSpec) GetName() string {
@@ -634,6 +731,13 @@ func (x *TaskSpec) GetPriority() int32 {
 	return 0
 }
 
+func (x *TaskSpec) GetMaxRetries() int32 {
+	if x != nil {
+		return x.MaxRetries
+	}
+	return 0
+}
+
 // One condition on another task (or, for SINGLETON, on the earlier tasks of the same name).
 type Dependency struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -647,7 +751,7 @@ type Dependency struct {
 
 func (x *Dependency) Reset() {
 	*x = Dependency{}
-	mi := &file_flowapi_v1_task_proto_msgTypes[2]
+	mi := &file_flowapi_v1_task_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -659,7 +763,7 @@ func (x *Dependency) String() string {
 func (*Dependency) ProtoMessage() {}
 
 func (x *Dependency) ProtoReflect() protoreflect.Message {
-	mi := &file_flowapi_v1_task_proto_msgTypes[2]
+	mi := &file_flowapi_v1_task_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -672,7 +776,7 @@ func (x *Dependency) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Dependency.ProtoReflect.Descriptor instead.
 func (*Dependency) Descriptor() ([]byte, []int) {
-	return file_flowapi_v1_task_proto_rawDescGZIP(), []int{2}
+	return file_flowapi_v1_task_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Dependency) GetTaskId() string {
@@ -715,7 +819,7 @@ type FunctionCall struct {
 
 func (x *FunctionCall) Reset() {
 	*x = FunctionCall{}
-	mi := &file_flowapi_v1_task_proto_msgTypes[3]
+	mi := &file_flowapi_v1_task_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -727,7 +831,7 @@ func (x *FunctionCall) String() string {
 func (*FunctionCall) ProtoMessage() {}
 
 func (x *FunctionCall) ProtoReflect() protoreflect.Message {
-	mi := &file_flowapi_v1_task_proto_msgTypes[3]
+	mi := &file_flowapi_v1_task_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -740,7 +844,7 @@ func (x *FunctionCall) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FunctionCall.ProtoReflect.Descriptor instead.
 func (*FunctionCall) Descriptor() ([]byte, []int) {
-	return file_flowapi_v1_task_proto_rawDescGZIP(), []int{3}
+	return file_flowapi_v1_task_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *FunctionCall) GetPath() string {
@@ -820,7 +924,7 @@ type VolumeSpec struct {
 
 func (x *VolumeSpec) Reset() {
 	*x = VolumeSpec{}
-	mi := &file_flowapi_v1_task_proto_msgTypes[4]
+	mi := &file_flowapi_v1_task_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -832,7 +936,7 @@ func (x *VolumeSpec) String() string {
 func (*VolumeSpec) ProtoMessage() {}
 
 func (x *VolumeSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_flowapi_v1_task_proto_msgTypes[4]
+	mi := &file_flowapi_v1_task_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -845,7 +949,7 @@ func (x *VolumeSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeSpec.ProtoReflect.Descriptor instead.
 func (*VolumeSpec) Descriptor() ([]byte, []int) {
-	return file_flowapi_v1_task_proto_rawDescGZIP(), []int{4}
+	return file_flowapi_v1_task_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *VolumeSpec) GetName() string {
@@ -903,7 +1007,7 @@ type MountSpec struct {
 
 func (x *MountSpec) Reset() {
 	*x = MountSpec{}
-	mi := &file_flowapi_v1_task_proto_msgTypes[5]
+	mi := &file_flowapi_v1_task_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -915,7 +1019,7 @@ func (x *MountSpec) String() string {
 func (*MountSpec) ProtoMessage() {}
 
 func (x *MountSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_flowapi_v1_task_proto_msgTypes[5]
+	mi := &file_flowapi_v1_task_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -928,7 +1032,7 @@ func (x *MountSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MountSpec.ProtoReflect.Descriptor instead.
 func (*MountSpec) Descriptor() ([]byte, []int) {
-	return file_flowapi_v1_task_proto_rawDescGZIP(), []int{5}
+	return file_flowapi_v1_task_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *MountSpec) GetSource() string {
@@ -950,7 +1054,7 @@ var File_flowapi_v1_task_proto protoreflect.FileDescriptor
 const file_flowapi_v1_task_proto_rawDesc = "" +
 	"\n" +
 	"\x15flowapi/v1/task.proto\x12\n" +
-	"flowapi.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfe\x03\n" +
+	"flowapi.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb3\x04\n" +
 	"\x04Task\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x17\n" +
 	"\atask_id\x18\x02 \x01(\tR\x06taskId\x12(\n" +
@@ -966,9 +1070,19 @@ const file_flowapi_v1_task_proto_rawDesc = "" +
 	"\bprovider\x18\n" +
 	" \x01(\tR\bprovider\x12#\n" +
 	"\rinstance_type\x18\v \x01(\tR\finstanceType\x12/\n" +
-	"\x14cost_per_hour_micros\x18\f \x01(\x03R\x11costPerHourMicrosB\f\n" +
+	"\x14cost_per_hour_micros\x18\f \x01(\x03R\x11costPerHourMicros\x123\n" +
+	"\battempts\x18\r \x03(\v2\x17.flowapi.v1.TaskAttemptR\battemptsB\f\n" +
 	"\n" +
-	"_exit_code\"\xd8\t\n" +
+	"_exit_code\"\xff\x01\n" +
+	"\vTaskAttempt\x12+\n" +
+	"\x05state\x18\x01 \x01(\x0e2\x15.flowapi.v1.TaskStateR\x05state\x12!\n" +
+	"\fstate_reason\x18\x02 \x01(\tR\vstateReason\x12 \n" +
+	"\texit_code\x18\x03 \x01(\x05H\x00R\bexitCode\x88\x01\x01\x129\n" +
+	"\n" +
+	"start_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
+	"\bend_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\aendTimeB\f\n" +
+	"\n" +
+	"_exit_code\"\xf9\t\n" +
 	"\bTaskSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12#\n" +
 	"\rinstance_type\x18\x02 \x01(\tR\finstanceType\x12.\n" +
@@ -1002,7 +1116,9 @@ const file_flowapi_v1_task_proto_rawDesc = "" +
 	"depends_on\x18\x17 \x03(\v2\x16.flowapi.v1.DependencyR\tdependsOn\x12;\n" +
 	"\vstart_after\x18\x18 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"startAfter\x12\x1a\n" +
-	"\bpriority\x18\x19 \x01(\x05R\bpriority\x1a6\n" +
+	"\bpriority\x18\x19 \x01(\x05R\bpriority\x12\x1f\n" +
+	"\vmax_retries\x18\x1a \x01(\x05R\n" +
+	"maxRetries\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a<\n" +
@@ -1078,45 +1194,50 @@ func file_flowapi_v1_task_proto_rawDescGZIP() []byte {
 }
 
 var file_flowapi_v1_task_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_flowapi_v1_task_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_flowapi_v1_task_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_flowapi_v1_task_proto_goTypes = []any{
 	(TaskState)(0),                // 0: flowapi.v1.TaskState
 	(DependencyCondition)(0),      // 1: flowapi.v1.DependencyCondition
 	(ValueEncoding)(0),            // 2: flowapi.v1.ValueEncoding
 	(*Task)(nil),                  // 3: flowapi.v1.Task
-	(*TaskSpec)(nil),              // 4: flowapi.v1.TaskSpec
-	(*Dependency)(nil),            // 5: flowapi.v1.Dependency
-	(*FunctionCall)(nil),          // 6: flowapi.v1.FunctionCall
-	(*VolumeSpec)(nil),            // 7: flowapi.v1.VolumeSpec
-	(*MountSpec)(nil),             // 8: flowapi.v1.MountSpec
-	nil,                           // 9: flowapi.v1.TaskSpec.EnvEntry
-	nil,                           // 10: flowapi.v1.TaskSpec.SecretEnvEntry
-	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
-	(*structpb.ListValue)(nil),    // 12: google.protobuf.ListValue
-	(*structpb.Struct)(nil),       // 13: google.protobuf.Struct
+	(*TaskAttempt)(nil),           // 4: flowapi.v1.TaskAttempt
+	(*TaskSpec)(nil),              // 5: flowapi.v1.TaskSpec
+	(*Dependency)(nil),            // 6: flowapi.v1.Dependency
+	(*FunctionCall)(nil),          // 7: flowapi.v1.FunctionCall
+	(*VolumeSpec)(nil),            // 8: flowapi.v1.VolumeSpec
+	(*MountSpec)(nil),             // 9: flowapi.v1.MountSpec
+	nil,                           // 10: flowapi.v1.TaskSpec.EnvEntry
+	nil,                           // 11: flowapi.v1.TaskSpec.SecretEnvEntry
+	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
+	(*structpb.ListValue)(nil),    // 13: google.protobuf.ListValue
+	(*structpb.Struct)(nil),       // 14: google.protobuf.Struct
 }
 var file_flowapi_v1_task_proto_depIdxs = []int32{
-	4,  // 0: flowapi.v1.Task.spec:type_name -> flowapi.v1.TaskSpec
+	5,  // 0: flowapi.v1.Task.spec:type_name -> flowapi.v1.TaskSpec
 	0,  // 1: flowapi.v1.Task.state:type_name -> flowapi.v1.TaskState
-	11, // 2: flowapi.v1.Task.create_time:type_name -> google.protobuf.Timestamp
-	11, // 3: flowapi.v1.Task.start_time:type_name -> google.protobuf.Timestamp
-	11, // 4: flowapi.v1.Task.end_time:type_name -> google.protobuf.Timestamp
-	9,  // 5: flowapi.v1.TaskSpec.env:type_name -> flowapi.v1.TaskSpec.EnvEntry
-	7,  // 6: flowapi.v1.TaskSpec.volumes:type_name -> flowapi.v1.VolumeSpec
-	8,  // 7: flowapi.v1.TaskSpec.data_mounts:type_name -> flowapi.v1.MountSpec
-	6,  // 8: flowapi.v1.TaskSpec.function_call:type_name -> flowapi.v1.FunctionCall
-	10, // 9: flowapi.v1.TaskSpec.secret_env:type_name -> flowapi.v1.TaskSpec.SecretEnvEntry
-	5,  // 10: flowapi.v1.TaskSpec.depends_on:type_name -> flowapi.v1.Dependency
-	11, // 11: flowapi.v1.TaskSpec.start_after:type_name -> google.protobuf.Timestamp
-	1,  // 12: flowapi.v1.Dependency.condition:type_name -> flowapi.v1.DependencyCondition
-	12, // 13: flowapi.v1.FunctionCall.args:type_name -> google.protobuf.ListValue
-	13, // 14: flowapi.v1.FunctionCall.kwargs:type_name -> google.protobuf.Struct
-	2,  // 15: flowapi.v1.FunctionCall.encoding:type_name -> flowapi.v1.ValueEncoding
-	16, // [16:16] is the sub-list for method output_type
-	16, // [16:16] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	12, // 2: flowapi.v1.Task.create_time:type_name -> google.protobuf.Timestamp
+	12, // 3: flowapi.v1.Task.start_time:type_name -> google.protobuf.Timestamp
+	12, // 4: flowapi.v1.Task.end_time:type_name -> google.protobuf.Timestamp
+	4,  // 5: flowapi.v1.Task.attempts:type_name -> flowapi.v1.TaskAttempt
+	0,  // 6: flowapi.v1.TaskAttempt.state:type_name -> flowapi.v1.TaskState
+	12, // 7: flowapi.v1.TaskAttempt.start_time:type_name -> google.protobuf.Timestamp
+	12, // 8: flowapi.v1.TaskAttempt.end_time:type_name -> google.protobuf.Timestamp
+	10, // 9: flowapi.v1.TaskSpec.env:type_name -> flowapi.v1.TaskSpec.EnvEntry
+	8,  // 10: flowapi.v1.TaskSpec.volumes:type_name -> flowapi.v1.VolumeSpec
+	9,  // 11: flowapi.v1.TaskSpec.data_mounts:type_name -> flowapi.v1.MountSpec
+	7,  // 12: flowapi.v1.TaskSpec.function_call:type_name -> flowapi.v1.FunctionCall
+	11, // 13: flowapi.v1.TaskSpec.secret_env:type_name -> flowapi.v1.TaskSpec.SecretEnvEntry
+	6,  // 14: flowapi.v1.TaskSpec.depends_on:type_name -> flowapi.v1.Dependency
+	12, // 15: flowapi.v1.TaskSpec.start_after:type_name -> google.protobuf.Timestamp
+	1,  // 16: flowapi.v1.Dependency.condition:type_name -> flowapi.v1.DependencyCondition
+	13, // 17: flowapi.v1.FunctionCall.args:type_name -> google.protobuf.ListValue
+	14, // 18: flowapi.v1.FunctionCall.kwargs:type_name -> google.protobuf.Struct
+	2,  // 19: flowapi.v1.FunctionCall.encoding:type_name -> flowapi.v1.ValueEncoding
+	20, // [20:20] is the sub-list for method output_type
+	20, // [20:20] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_flowapi_v1_task_proto_init() }
@@ -1126,13 +1247,14 @@ func file_flowapi_v1_task_proto_init() {
 	}
 	file_flowapi_v1_task_proto_msgTypes[0].OneofWrappers = []any{}
 	file_flowapi_v1_task_proto_msgTypes[1].OneofWrappers = []any{}
+	file_flowapi_v1_task_proto_msgTypes[2].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flowapi_v1_task_proto_rawDesc), len(file_flowapi_v1_task_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   8,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
