@@ -38,7 +38,7 @@ def unpacked(script: str) -> str:
     return gzip.decompress(base64.b64decode(found.group(1))).decode()
 
 
-def run_script(script: str, home: Path, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
+def run_script(script: str, home: Path, timeout: float = 300) -> subprocess.CompletedProcess[bytes]:
     env = {"HOME": str(home), "PATH": os.environ["PATH"]}
     return subprocess.run(["bash", "-c", script], env=env, capture_output=True, timeout=timeout)
 
