@@ -2,9 +2,18 @@
 
 Every call goes through `DaemonConnection`: the SDK hands it encoded calls (flow.wire builds
 them and reads their replies into SDK values) and it sends them over a channel (flow.transport):
-grpcio by default, opened on the first call, or whatever channel the caller passes (the CLI's
-HTTP/2 fast path, a test's). When the daemon is gone, it starts it again and retries: all Flow
-calls are safe to retry (CreateTask carries a request_id, log streams resume from their cursor).
+grpcio by default, opened on the first call, or whatever channel the caller passes (a test's).
+When the daemon is gone, it starts it again and retries: all Flow calls are safe to retry
+(CreateTask carries a request_id, log streams resume from their cursor).
+
+The CLI asks for HTTP/2 first (`prefer_http2`): calls to the local daemon then go over
+flow.transport.http2, without importing grpcio, and any call that channel cannot make
+(FastPathUnusableError) is made over grpcio instead, as are all later calls of that connection.
+A call is handed over whole, before any of its effects could be seen twice: a unary or
+client-streaming call is simply made again (a fresh request stream), a server stream only before
+its first reply, a bidirectional one only before its first request was taken. Past that point a
+broken stream is reported as grpcio reports a daemon gone mid-stream (DaemonUnavailableError), and
+log streams resume from their cursor as they always do.
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ from typing import TYPE_CHECKING, Final, TypeVar
 
 from flow.errors import DaemonUnavailableError, ValidationError
 from flow.home import FlowHome, UnsafeHomeError, check_ownership, resolve_home
+from flow.transport.channel import FastPathUnusableError
 
 if TYPE_CHECKING:
     from flow.transport.channel import Channel, Remote
@@ -26,6 +36,16 @@ T = TypeVar("T")
 START_TIMEOUT: Final = 30.0
 EXIT_ALREADY_RUNNING: Final = 3  # flowd's exit status when another daemon holds the lock
 RETRY_WINDOW: Final = 30.0
+
+_http2_first = False  # set by prefer_http2: the CLI's choice, for the connections made after it
+
+
+def prefer_http2(enabled: bool = True) -> None:
+    """Connections to the local daemon made from now on in this process try HTTP/2 without
+    grpcio first (the CLI: its start-up cannot afford importing grpcio). The SDK keeps grpcio,
+    whose one channel a long-lived program reuses for all its calls."""
+    global _http2_first
+    _http2_first = enabled
 
 
 def _flowd_command(home: FlowHome) -> list[str]:
@@ -88,6 +108,23 @@ class DaemonConnection:
         self.auto_start = auto_start and remote is None  # a remote daemon is not ours to start
         self._injected = channel is not None
         self._channel = channel
+        self._http2: Channel | None = None
+        self._http2_allowed = _http2_first and channel is None and remote is None
+
+    def _first_channel(self) -> Channel | None:
+        """The HTTP/2 channel while this connection may still use it."""
+        if not self._http2_allowed:
+            return None
+        if self._http2 is None:
+            from flow.transport.http2 import Http2Channel
+
+            self._http2 = Http2Channel(str(self.home.socket))
+        return self._http2
+
+    def _give_up_http2(self) -> None:
+        """After one surprise, this connection's calls all go over grpcio."""
+        self._http2_allowed = False
+        self._http2 = None
 
     @property
     def channel(self) -> Channel:
@@ -127,6 +164,12 @@ class DaemonConnection:
         return self._unary_once(daemon_info_call(), timeout=START_TIMEOUT, wait_for_ready=True)
 
     def _unary_once(self, call: Call[T], timeout: float, wait_for_ready: bool = False) -> T:
+        first = self._first_channel()
+        if first is not None:
+            try:
+                return call.read(first.unary(call.method, call.request, timeout, wait_for_ready))
+            except FastPathUnusableError:
+                self._give_up_http2()
         return call.read(self.channel.unary(call.method, call.request, timeout, wait_for_ready))
 
     def unary(self, call: Call[T], timeout: float) -> T:
@@ -136,16 +179,60 @@ class DaemonConnection:
 
     def client_stream(self, call: StreamingCall[T], timeout: float) -> T:
         """The answer to a stream of requests (sent again, from the start, on a retry)."""
-        return self._retrying(lambda: call.read(self.channel.client_stream(call.method, call.requests(), timeout)))
+        return self._retrying(lambda: self._client_stream_once(call, timeout))
+
+    def _client_stream_once(self, call: StreamingCall[T], timeout: float) -> T:
+        first = self._first_channel()
+        if first is not None:
+            try:
+                return call.read(first.client_stream(call.method, call.requests(), timeout))
+            except FastPathUnusableError:
+                self._give_up_http2()
+        return call.read(self.channel.client_stream(call.method, call.requests(), timeout))
 
     def server_stream(self, call: Call[T], timeout: float | None = None) -> Iterator[T]:
         """The answers to one request, as they come. Resuming a broken stream is the caller's job."""
+        first = self._first_channel()
+        if first is not None:
+            replied = False
+            try:
+                for raw in first.server_stream(call.method, call.request, timeout):
+                    replied = True
+                    yield call.read(raw)
+                return
+            except FastPathUnusableError as exc:
+                self._give_up_http2()
+                if replied:
+                    raise self._broken_stream(exc) from None
         for raw in self.channel.server_stream(call.method, call.request, timeout):
             yield call.read(raw)
 
     def bidi_stream(self, call: StreamingCall[T]) -> Iterator[T]:
+        first = self._first_channel()
+        if first is not None:
+            taken = False
+
+            def requests() -> Iterator[bytes]:
+                nonlocal taken
+                taken = True  # from here on, the requests are this attempt's
+                yield from call.requests()
+
+            try:
+                for raw in first.bidi_stream(call.method, requests()):
+                    yield call.read(raw)
+                return
+            except FastPathUnusableError as exc:
+                self._give_up_http2()
+                if taken:
+                    raise self._broken_stream(exc) from None
         for raw in self.channel.bidi_stream(call.method, call.requests()):
             yield call.read(raw)
+
+    def _broken_stream(self, why: Exception) -> DaemonUnavailableError:
+        return DaemonUnavailableError(
+            f"the stream from flowd at {self.home.socket} broke: {why}",
+            suggestions=["try again", f"if it keeps happening, look at {self.home.daemon_log}"],
+        )
 
     def _retrying(self, attempt: Callable[[], T]) -> T:
         deadline = time.monotonic() + RETRY_WINDOW
@@ -161,4 +248,4 @@ class DaemonConnection:
                 time.sleep(0.2)
 
 
-__all__ = ["DaemonConnection", "start_daemon"]
+__all__ = ["DaemonConnection", "prefer_http2", "start_daemon"]
