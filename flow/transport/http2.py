@@ -22,7 +22,7 @@ What it speaks, one call per connection (stream 1; connecting to a Unix socket c
 - a non-OK grpc-status, grpc-message (percent-decoded) and grpc-status-details-bin (a
   google.rpc.Status) become the SDK's exception by the rules both transports share
   (flow.transport.channel.call_failure, then the one error table, flow.wire.error_table).
-Header blocks are HPACK, by the `hpack` package.
+Header blocks are HPACK (flow.transport.header_block).
 
 Streams whose requests are produced while replies arrive (client-streaming, bidirectional) send
 from a thread of their own, as grpcio does; the caller's thread reads. The other two send their
@@ -42,9 +42,8 @@ from collections import deque
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Final
 
-import hpack
-
 from flow.transport.channel import FastPathUnusableError, call_failure, unreachable
+from flow.transport.header_block import HeaderBlockDecoder, HeaderBlockError, encode_headers
 
 if TYPE_CHECKING:
     import threading
@@ -74,6 +73,10 @@ SETTINGS_HEADER_TABLE_SIZE: Final = 0x1
 SETTINGS_ENABLE_PUSH: Final = 0x2
 SETTINGS_INITIAL_WINDOW_SIZE: Final = 0x4
 SETTINGS_MAX_FRAME_SIZE: Final = 0x5
+# gRPC's own setting: binary metadata may come as raw bytes after a 0 byte, not base64. grpc's
+# C-core otherwise sends grpc-status-details-bin base64 and Huffman coded, and Huffman decoding
+# costs an import (flow.transport.header_block).
+SETTINGS_GRPC_ALLOW_TRUE_BINARY_METADATA: Final = 0xFE03
 
 CANCEL: Final = 0x8  # RST_STREAM error code: we no longer want the stream
 
@@ -146,7 +149,10 @@ def _is_hex(pair: bytes) -> bool:
 
 
 def _b64(value: bytes) -> bytes:
-    """Binary metadata arrives base64 encoded, padding optional."""
+    """Binary metadata arrives base64 encoded, padding optional, or (as we allow) as the raw
+    bytes after a 0 byte, which base64 never starts with."""
+    if value.startswith(b"\x00"):
+        return value[1:]
     try:
         return binascii.a2b_base64(value + b"=" * (-len(value) % 4), strict_mode=True)
     except (binascii.Error, ValueError) as exc:
@@ -172,7 +178,7 @@ def request_preamble(
         *([(b"grpc-timeout", grpc_timeout(timeout).encode())] if timeout is not None else []),
         (b"user-agent", b"flow-cli-http2"),
     ]
-    block = hpack.Encoder().encode(headers)  # a fresh table: one call per connection
+    block = encode_headers(headers)
     if len(block) > DEFAULT_MAX_FRAME:
         raise FastPathUnusableError("request headers larger than one frame")
     opening = [
@@ -181,6 +187,7 @@ def request_preamble(
             (SETTINGS_ENABLE_PUSH, 0),
             (SETTINGS_INITIAL_WINDOW_SIZE, window),
             (SETTINGS_MAX_FRAME_SIZE, OUR_MAX_FRAME),
+            (SETTINGS_GRPC_ALLOW_TRUE_BINARY_METADATA, 1),
         ),
     ]
     if window > DEFAULT_WINDOW:
@@ -288,7 +295,7 @@ class Http2Call:
         self._deadline = None if timeout is None else time.monotonic() + timeout
         self._sock = _connect(socket_path, self._deadline)
         self._reader = _Reader(self._sock, self._deadline)
-        self._decoder = hpack.Decoder()
+        self._decoder = HeaderBlockDecoder()
         self._write_lock = _thread.allocate_lock()
         self._state: threading.Condition | _Unlocked
         if threaded:
@@ -531,8 +538,8 @@ class Http2Call:
         if self._in_block:
             return
         try:
-            fields = [(bytes(k), bytes(v)) for k, v in self._decoder.decode(bytes(self._block), raw=True)]
-        except hpack.HPACKError as exc:
+            fields = self._decoder.decode(bytes(self._block))
+        except HeaderBlockError as exc:
             raise FastPathUnusableError(f"bad header block: {exc}") from None
         ends = bool(self._block_flags & END_STREAM)
         if self.headers is None:

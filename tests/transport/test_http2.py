@@ -285,3 +285,27 @@ def test_a_silent_server_runs_into_the_deadline(serve: Callable[[Respond], H2Ser
     with pytest.raises(CallFailedError) as failed:
         call(server, timeout=0.5)
     assert (failed.value.code, failed.value.message) == (4, "Deadline Exceeded")
+
+
+def test_true_binary_status_details(serve: Callable[[Respond], H2Server]) -> None:
+    """We allow gRPC's true binary metadata (SETTINGS 0xFE03): grpc-status-details-bin may come
+    as the raw bytes after a 0 byte, as flowd's grpc sends it to us, instead of base64."""
+    details = bytes(range(256))
+
+    trailers = [
+        (b":status", b"200"),
+        (b"content-type", b"application/grpc"),
+        (b"grpc-status", b"5"),
+        (b"grpc-message", b"gone"),
+        (b"grpc-status-details-bin", b"\x00" + details),
+    ]
+
+    def respond(conn: Any, stream: int, server: H2Server) -> None:
+        conn.send_headers(stream, trailers, end_stream=True)
+
+    server = serve(respond)
+    with pytest.raises(CallFailedError) as failed:
+        call(server)
+    assert (failed.value.code, failed.value.message, failed.value.details) == (5, "gone", details)
+    server.close()
+    assert any(isinstance(e, h2.events.RemoteSettingsChanged) and 0xFE03 in e.changed_settings for e in server.events)
