@@ -48,6 +48,11 @@ def prefer_http2(enabled: bool = True) -> None:
     _http2_first = enabled
 
 
+class DaemonStartError(DaemonUnavailableError):
+    """flowd was started and did not come up (it exited with an error, or never said it serves):
+    final, unlike a daemon that is merely not there yet, so calls stop retrying and show why."""
+
+
 def _flowd_command(home: FlowHome) -> list[str]:
     return [sys.executable, "-m", "flowd", "--detach", "--home", str(home.root)]
 
@@ -68,13 +73,13 @@ def start_daemon(home: FlowHome) -> None:
             timeout=START_TIMEOUT,
         )
     except subprocess.TimeoutExpired:
-        raise DaemonUnavailableError(
+        raise DaemonStartError(
             f"flowd did not start within {START_TIMEOUT:g} s",
             suggestions=[f"look at {home.daemon_log}", "run `flowd` in a terminal to see why"],
         ) from None
     if done.returncode not in (0, EXIT_ALREADY_RUNNING):
         detail = done.stderr.strip() or f"exit status {done.returncode}"
-        raise DaemonUnavailableError(
+        raise DaemonStartError(
             f"flowd could not be started: {detail}",
             suggestions=[f"look at {home.daemon_log}", "run `flowd` in a terminal to see why"],
         )
@@ -244,8 +249,10 @@ class DaemonConnection:
                     raise
             try:
                 self._restart()
+            except DaemonStartError:
+                raise
             except DaemonUnavailableError:
                 time.sleep(0.2)
 
 
-__all__ = ["DaemonConnection", "prefer_http2", "start_daemon"]
+__all__ = ["DaemonConnection", "DaemonStartError", "prefer_http2", "start_daemon"]

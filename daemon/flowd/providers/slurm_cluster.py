@@ -20,7 +20,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final, Protocol
 
-import paramiko
 from attrs import frozen
 
 from flow.domain.daemon_config import SshSettings
@@ -110,7 +109,8 @@ def _expand(path: str | None) -> str | None:
 
 
 class SshCluster:
-    """The login node over one shared SSH connection (paramiko)."""
+    """The login node over one shared SSH connection (paramiko, imported by the methods that
+    use it: importing it costs flowd's start-up a tenth of a second, and most daemons never SSH)."""
 
     local = False
 
@@ -139,6 +139,7 @@ class SshCluster:
             return self._client
 
     def _open(self) -> Any:
+        import paramiko
         s = self._settings
         client = paramiko.SSHClient()
         if s.host_key_checking:
@@ -208,6 +209,7 @@ class SshCluster:
     # --- commands ------------------------------------------------------------------------
 
     def run(self, script: str, timeout: float = DEFAULT_TIMEOUT) -> Completed:
+        import paramiko
         deadline = time.monotonic() + timeout
         with self._channels:
             client = self._connect()
@@ -261,6 +263,7 @@ class SshCluster:
     # --- files ---------------------------------------------------------------------------
 
     def _sftp_client(self) -> tuple[Any, Any]:
+        import paramiko
         client = self._connect()
         if self._sftp is None:
             try:
@@ -271,6 +274,7 @@ class SshCluster:
         return client, self._sftp
 
     def put_file(self, local: Path, remote: str) -> None:
+        import paramiko
         with self._sftp_lock:
             client, sftp = self._sftp_client()
             try:
@@ -284,6 +288,7 @@ class SshCluster:
                 raise ClusterError(f"lost the connection to {self.description}: {exc}") from None
 
     def read_file(self, remote: str) -> bytes | None:
+        import paramiko
         with self._sftp_lock:
             client, sftp = self._sftp_client()
             try:
