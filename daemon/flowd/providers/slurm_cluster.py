@@ -140,6 +140,7 @@ class SshCluster:
 
     def _open(self) -> Any:
         import paramiko
+
         s = self._settings
         client = paramiko.SSHClient()
         if s.host_key_checking:
@@ -210,6 +211,7 @@ class SshCluster:
 
     def run(self, script: str, timeout: float = DEFAULT_TIMEOUT) -> Completed:
         import paramiko
+
         deadline = time.monotonic() + timeout
         with self._channels:
             client = self._connect()
@@ -264,6 +266,7 @@ class SshCluster:
 
     def _sftp_client(self) -> tuple[Any, Any]:
         import paramiko
+
         client = self._connect()
         if self._sftp is None:
             try:
@@ -275,6 +278,7 @@ class SshCluster:
 
     def put_file(self, local: Path, remote: str) -> None:
         import paramiko
+
         with self._sftp_lock:
             client, sftp = self._sftp_client()
             try:
@@ -289,6 +293,7 @@ class SshCluster:
 
     def read_file(self, remote: str) -> bytes | None:
         import paramiko
+
         with self._sftp_lock:
             client, sftp = self._sftp_client()
             try:
