@@ -18,6 +18,7 @@ log streams resume from their cursor as they always do.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -28,6 +29,9 @@ from flow.home import FlowHome, UnsafeHomeError, check_ownership, resolve_home
 from flow.transport.channel import FastPathUnusableError
 
 if TYPE_CHECKING:
+    import subprocess
+    from pathlib import Path
+
     from flow.transport.channel import Channel, Remote
     from flow.wire.calls import Call, StreamingCall
     from flow.wire.daemon_codec import DaemonInfo
@@ -38,6 +42,7 @@ EXIT_ALREADY_RUNNING: Final = 3  # flowd's exit status when another daemon holds
 RETRY_WINDOW: Final = 30.0
 
 _http2_first = False  # set by prefer_http2: the CLI's choice, for the connections made after it
+_early_starts: dict[Path, subprocess.Popen[str]] = {}  # flowd processes start_daemon_early began
 
 
 def prefer_http2(enabled: bool = True) -> None:
@@ -57,28 +62,45 @@ def _flowd_command(home: FlowHome) -> list[str]:
     return [sys.executable, "-m", "flowd", "--detach", "--home", str(home.root)]
 
 
+def _spawn_flowd(home: FlowHome) -> subprocess.Popen[str]:
+    import subprocess  # here: `flow status` imports this module and must start fast
+
+    return subprocess.Popen(
+        _flowd_command(home),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def start_daemon_early(home: FlowHome) -> None:
+    """Starts flowd for `home` now, without waiting, when its socket is missing (no daemon can be
+    serving it): the caller goes on importing what its first call needs while flowd starts, and
+    `start_daemon` later waits for this one instead of starting another."""
+    if home.root not in _early_starts and not os.path.lexists(home.socket):
+        _early_starts[home.root] = _spawn_flowd(home)
+
+
 def start_daemon(home: FlowHome) -> None:
     """Starts flowd in the background and returns once it serves (or another one does).
 
     Race-free: when two clients start one at once, flowd's flock lets exactly one serve; the
     other exits with EXIT_ALREADY_RUNNING and its caller simply waits for the winner."""
-    import subprocess  # here: `flow status` imports this module and must start fast
+    import subprocess
 
+    process = _early_starts.pop(home.root, None) or _spawn_flowd(home)
     try:
-        done = subprocess.run(
-            _flowd_command(home),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=START_TIMEOUT,
-        )
+        _, stderr = process.communicate(timeout=START_TIMEOUT)
     except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
         raise DaemonStartError(
             f"flowd did not start within {START_TIMEOUT:g} s",
             suggestions=[f"look at {home.daemon_log}", "run `flowd` in a terminal to see why"],
         ) from None
-    if done.returncode not in (0, EXIT_ALREADY_RUNNING):
-        detail = done.stderr.strip() or f"exit status {done.returncode}"
+    if process.returncode not in (0, EXIT_ALREADY_RUNNING):
+        detail = stderr.strip() or f"exit status {process.returncode}"
         raise DaemonStartError(
             f"flowd could not be started: {detail}",
             suggestions=[f"look at {home.daemon_log}", "run `flowd` in a terminal to see why"],
@@ -115,6 +137,8 @@ class DaemonConnection:
         self._channel = channel
         self._http2: Channel | None = None
         self._http2_allowed = _http2_first and channel is None and remote is None
+        if self.auto_start and not self._injected:
+            start_daemon_early(self.home)
 
     def _first_channel(self) -> Channel | None:
         """The HTTP/2 channel while this connection may still use it."""
@@ -255,4 +279,4 @@ class DaemonConnection:
                 time.sleep(0.2)
 
 
-__all__ = ["DaemonConnection", "DaemonStartError", "prefer_http2", "start_daemon"]
+__all__ = ["DaemonConnection", "DaemonStartError", "prefer_http2", "start_daemon", "start_daemon_early"]

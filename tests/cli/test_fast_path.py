@@ -40,6 +40,7 @@ from flowapi.v1 import daemon_service_pb2, task_service_pb2
 # libraries (attrs with cattrs and returns: building a TaskConfig; pathspec: selecting code).
 HEAVY = frozenset({"grpc", "attr", "attrs", "cattrs", "returns", "pathspec"})
 TASK_ID = re.compile(r"t-[a-z0-9]{10}")
+PROGRESS = ("uploading code", "\ruploading code")  # flow.cli.progress's lines
 WHEN = re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(\.\d+)?([+-]\d\d:\d\d)?")
 
 
@@ -59,6 +60,9 @@ class Ran:
         """What the user saw, with what differs from run to run (task ids, times) normalized."""
 
         def norm(text: str) -> str:
+            # The upload's progress shows once an upload has taken 0.5 s: on a busy machine, on
+            # one path and not the other.
+            text = "".join(line for line in text.splitlines(keepends=True) if not line.startswith(PROGRESS))
             return WHEN.sub("TIME", TASK_ID.sub("t-ID", text))
 
         return self.code, norm(self.out), norm(self.err)
