@@ -23,7 +23,7 @@ from flow.wire.task_snapshot_codec import (
 if TYPE_CHECKING:
     from flow.config import TaskConfig
     from flow.connection import DaemonConnection
-    from flow.exec_client import ExecResult
+    from flow.exec_result import ExecResult
 
 TaskStatus = TaskState
 WAIT_SLICE = 30.0  # one WaitTask call waits at most this long on the server

@@ -286,13 +286,19 @@ def _status_tasks(conn: DaemonConnection, args: argparse.Namespace) -> list[Task
     return [get_task(conn, args.task)] if args.task else list_tasks(conn, args.limit)
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    """Reads through a bare connection, not a Flow client: one call, no GetDaemonInfo first."""
+def _bare_connection() -> DaemonConnection:
+    """The daemon's connection without a Flow client: no GetDaemonInfo first, no flow.client to
+    import (for commands that name no provider)."""
     from flow.connection import DaemonConnection
     from flow.home import resolve_home
     from flow.transport.channel import Remote
 
-    tasks = _status_tasks(DaemonConnection(resolve_home(), remote=Remote.from_env(os.environ)), args)
+    return DaemonConnection(resolve_home(), remote=Remote.from_env(os.environ))
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Reads through a bare connection, not a Flow client: one call, no GetDaemonInfo first."""
+    tasks = _status_tasks(_bare_connection(), args)
     if args.json:
         emit_json(tasks[0].to_dict() if args.task else [t.to_dict() for t in tasks])
     elif tasks:
@@ -366,10 +372,10 @@ def cmd_wait(args: argparse.Namespace) -> int:
 def cmd_ssh(args: argparse.Namespace) -> int:
     """Unlike Task.ssh, a command also gets this terminal when asked (-t) and piped input."""
     from flow import exec_client
+    from flow.task import get_task
 
-    flow = client(args)
-    task_id = flow.get_task(args.task).task_id  # a task that does not exist fails here, by name
-    conn = flow.connection
+    conn = _bare_connection()
+    task_id = get_task(conn, args.task).task_id  # a task that does not exist fails here, by name
     if args.program is not None and args.command:
         args.command_parser.error("give the command either before `--` or after it, not both")
     words: list[str] = args.command or args.program or []
@@ -391,7 +397,7 @@ def cmd_ssh(args: argparse.Namespace) -> int:
     if args.tty or (not words and sys.stdin.isatty()):
         return exec_client.interactive(conn, task_id, words)
     stdin = None if sys.stdin.isatty() else sys.stdin.buffer.read()
-    return exec_client.run(conn, task_id, words, stdin, sys.stdout.buffer, sys.stderr.buffer).exit_code
+    return exec_client.run_streaming(conn, task_id, words, stdin, sys.stdout.buffer, sys.stderr.buffer)
 
 
 def register(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
