@@ -332,13 +332,13 @@ def test_a_huge_listing_crosses_frames_windows_and_pages(daemon: Daemon) -> None
 def test_ssh_runs_a_command_with_its_input_and_exit_code(seeded: tuple[Daemon, dict[str, str]]) -> None:
     daemon, ids = seeded
     running = ids["running"]
-    ran = both_paths(daemon, "ssh", running, "--", "sh", "-c", "echo out; echo err >&2; exit 7", light=False)
+    ran = both_paths(daemon, "ssh", running, "--", "sh", "-c", "echo out; echo err >&2; exit 7")
     assert (ran.code, ran.out, ran.err) == (7, "out\n", "err\n")
-    ran = both_paths(daemon, "ssh", running, "--", "wc", "-c", stdin="x" * 300_000, light=False)
+    ran = both_paths(daemon, "ssh", running, "--", "wc", "-c", stdin="x" * 300_000)
     assert (ran.code, ran.out.strip()) == (0, "300000")
     ran = both_paths(daemon, "ssh", running, "--json", "--", "echo", "hi", light=False)
     assert json.loads(ran.out)["stdout"] == "hi\n"
-    ran = both_paths(daemon, "ssh", ids["completed"], "--", "true", light=False)  # not running: refused
+    ran = both_paths(daemon, "ssh", ids["completed"], "--", "true")  # not running: refused
     assert ran.code != 0 and "error:" in ran.err
     assert "grpc" not in ran.imported
 
