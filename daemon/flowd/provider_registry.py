@@ -137,7 +137,7 @@ def _slurm(
 
     cluster: Cluster
     if settings.ssh is None:
-        cluster = LocalCluster(env)
+        cluster = LocalCluster(env, settings.slurm_conf, settings.bin_dir)
         work_dir = settings.work_dir or str(home.root / "slurm" / settings.name)
     else:
         ssh = settings.ssh

@@ -4,22 +4,24 @@ task boundary. (What reading a Task needs alone, for `flow status`, is in task_s
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Final
 
 import attrs
 
 from flow.domain.money import micros_to_dollars
 from flow.domain.task.config import MountSpec, TaskConfig, VolumeSpec
+from flow.domain.task.dependencies import Condition, Dependency
 from flow.domain.task.function_call import FunctionCall
 from flow.domain.task.lifecycle import TaskRecord
 from flow.wire.calls import Call
 from flow.wire.function_codec import function_call_to_proto
 from flow.wire.task_snapshot_codec import TaskSnapshot, task_resource_name
 from flow.wire.task_spec_codec import CREATE_TASK as CREATE_TASK
-from flow.wire.task_spec_codec import create_task_call_from_spec, task_spec_from_fields
+from flow.wire.task_spec_codec import DEPENDENCY_CONDITIONS, create_task_call_from_spec, task_spec_from_fields
 from flow.wire.task_spec_codec import volume_spec_to_proto as volume_spec_to_proto
 from flow.wire.task_state_codec import task_state_from_proto as task_state_from_proto  # flowd imports it from here
 from flow.wire.task_state_codec import task_state_to_proto
-from flow.wire.timestamps import seconds_to_proto
+from flow.wire.timestamps import seconds_from_proto, seconds_to_proto
 from flowapi.v1 import task_pb2
 
 
@@ -32,6 +34,22 @@ def volume_spec_from_proto(msg: task_pb2.VolumeSpec) -> VolumeSpec:
         iops=msg.iops or None,
         volume_id=msg.volume_id or None,
     )
+
+
+_CONDITIONS: Final = {Condition(name): number for name, number in DEPENDENCY_CONDITIONS.items()}
+_CONDITIONS_BACK: Final = {v: k for k, v in _CONDITIONS.items()} | {
+    task_pb2.DEPENDENCY_CONDITION_UNSPECIFIED: Condition.AFTER_OK
+}
+
+
+def dependency_to_proto(dep: Dependency) -> task_pb2.Dependency:
+    return task_pb2.Dependency(task_id=dep.task_id, condition=_CONDITIONS[dep.condition])
+
+
+def dependency_from_proto(msg: task_pb2.Dependency) -> Dependency:
+    """An unknown condition number is kept as it came, for validation to name."""
+    condition = _CONDITIONS_BACK.get(msg.condition, msg.condition)
+    return Dependency(task_id=msg.task_id, condition=condition)  # type: ignore[arg-type]  # judged by validation
 
 
 def task_config_to_proto(cfg: TaskConfig, secrets: Mapping[str, str] | None = None) -> task_pb2.TaskSpec:
@@ -64,6 +82,9 @@ def task_config_from_proto(spec: task_pb2.TaskSpec) -> TaskConfig:
         code_root=spec.code_root or None,
         memory_mb=spec.memory_mb if spec.HasField("memory_mb") else None,
         secret_env=tuple(sorted(spec.secret_env)),
+        depends_on=tuple(dependency_from_proto(d) for d in spec.depends_on),
+        start_after=seconds_from_proto(spec.start_after) if spec.HasField("start_after") else None,
+        priority=spec.priority,
     )
 
 

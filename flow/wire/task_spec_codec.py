@@ -16,9 +16,19 @@ from typing import Any, Final
 from flow.domain.money import price_to_micros
 from flow.wire.calls import Call, method_path
 from flow.wire.task_snapshot_codec import TaskSnapshot, task_snapshot_from_proto
+from flow.wire.timestamps import seconds_to_proto
 from flowapi.v1 import task_pb2, task_service_pb2
 
 CREATE_TASK: Final = method_path(task_service_pb2.DESCRIPTOR.services_by_name["TaskService"], "CreateTask")
+# A dependency's condition by the core's name for it (flow.domain.task.dependencies.Condition, a
+# StrEnum: its members are these strings).
+DEPENDENCY_CONDITIONS: Final[Mapping[str, task_pb2.DependencyCondition.ValueType]] = {
+    "afterok": task_pb2.DEPENDENCY_CONDITION_AFTER_OK,
+    "afterany": task_pb2.DEPENDENCY_CONDITION_AFTER_ANY,
+    "afternotok": task_pb2.DEPENDENCY_CONDITION_AFTER_NOT_OK,
+    "after": task_pb2.DEPENDENCY_CONDITION_AFTER,
+    "singleton": task_pb2.DEPENDENCY_CONDITION_SINGLETON,
+}
 
 
 def volume_spec_to_proto(vol: Any) -> task_pb2.VolumeSpec:
@@ -74,6 +84,13 @@ def task_spec_from_fields(fields: Mapping[str, Any], secrets: Mapping[str, str] 
         spec.memory_mb = fields["memory_mb"]
     for name in given("secret_env") or ():
         spec.secret_env[name] = (secrets or {}).get(name, "")
+    for dep in given("depends_on") or ():
+        spec.depends_on.append(task_pb2.Dependency(task_id=dep.task_id, condition=DEPENDENCY_CONDITIONS[dep.condition]))
+    begin = seconds_to_proto(given("start_after"))
+    if begin is not None:
+        spec.start_after.CopyFrom(begin)
+    if given("priority") is not None:
+        spec.priority = fields["priority"]
     return spec
 
 

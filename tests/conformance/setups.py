@@ -64,6 +64,7 @@ class Setup:
     region: str  # a region it offers
     always_reachable: str = ""  # why it has no unreachable case, when it has none
     task_options: dict[str, Any] = field(default_factory=dict)  # what every task here needs (an instance type)
+    multi_node_options: dict[str, Any] = field(default_factory=dict)  # where a task of max_nodes nodes runs
     clients: list[Flow] = field(default_factory=list)
     timed: Any = None  # a task with max_run_time_hours, started when the set-up is
 
@@ -189,9 +190,10 @@ def slurm_setup(stack: Any, mode: str) -> Iterator[Setup]:
             Unreachable("slurm-down", errors.ProviderError),
             Unreachable("slurm-noconf", errors.ProviderError),
         ],
-        max_nodes=1,  # the test cluster has one node
+        max_nodes=2,  # on partition multi: two hosts (tools/test-stack)
         node_logs=False,
         region="debug",
+        multi_node_options={"region": "multi"},
     )
     try:
         yield setup

@@ -168,7 +168,7 @@ def test_two_nodes_get_their_distributed_variables(setup: Setup) -> None:
             run(setup, show, num_instances=2)
         assert "num_instances=2" in caught.value.message and caught.value.suggestions
         return
-    task = finished(run(setup, show, num_instances=2))
+    task = finished(run(setup, show, num_instances=2, **setup.multi_node_options))
     assert task.last_status is TaskStatus.COMPLETED, task.logs()
     if setup.node_logs:
         assert [task.logs(node=k) for k in (0, 1)] == [f"NODE_RANK={k} NNODES=2 WORLD_SIZE=2\n" for k in (0, 1)]

@@ -10,6 +10,7 @@ before binary payloads, so any bytes a task prints survive.
 
 from __future__ import annotations
 
+import math
 import shlex
 from collections.abc import Iterable, Sequence
 from typing import Final
@@ -17,8 +18,10 @@ from typing import Final
 from attrs import frozen
 
 from flow.domain.code.manifest import ManifestEntry
-from flow.domain.slurm.sbatch import EXIT_FILE, JOB_FILE, JOB_ID_FILE, OUTPUT_FILE
+from flow.domain.slurm.sbatch import ELEMENT_TASK_FILE, EXIT_FILE, JOB_FILE, JOB_ID_FILE, OUTPUT_FILE
 from flow.domain.slurm.states import SACCT_FIELDS, SINFO_FORMAT, SQUEUE_FORMAT
+from flow.domain.task.config import TaskConfig
+from flow.domain.task.dependencies import Dependency, render_slurm_dependency
 
 RECORD: Final = b"@@flow "
 # Per poll, at most this many new log bytes of one task travel (the rest follows next poll).
@@ -74,8 +77,76 @@ def snapshot_lines(blob_dir: str, code_dir: str, entries: Sequence[ManifestEntry
 
 
 @frozen
+class Scheduling:
+    """What Slurm schedules for a task itself (TaskConfig.depends_on on jobs of its cluster,
+    start_after, priority), as sbatch options. `after_jobs`: the jobs --dependency names."""
+
+    options: tuple[str, ...] = ()
+    after_jobs: tuple[str, ...] = ()
+    nice: int | None = None  # negative (a raised priority) only privileged users may set
+
+    @property
+    def plain(self) -> bool:
+        """Nothing to schedule: a bare sbatch submits the job."""
+        return not self.options and not self.after_jobs and self.nice is None
+
+
+def scheduling_of(config: TaskConfig, after: Sequence[tuple[Dependency, str]], now: float) -> Scheduling:
+    """--dependency for the conditions on jobs of this cluster (`after`: each with its job id),
+    --begin relative to `now` (the cluster's clock and time zone are not flowd's), and --nice
+    for priority: Slurm adds the negated nice to a job's priority, so priority p is --nice=-p."""
+    options: list[str] = []
+    if after:
+        job_of = {dep.task_id: job for dep, job in after}
+        options.append(f"--dependency={render_slurm_dependency([dep for dep, _ in after], job_of)}")
+    if config.start_after is not None and config.start_after > now:
+        options.append(f"--begin=now+{math.ceil(config.start_after - now)}")
+    return Scheduling(
+        options=tuple(options),
+        after_jobs=tuple(dict.fromkeys(job for _, job in after)),
+        nice=-config.priority if config.priority else None,
+    )
+
+
+@frozen
+class ElementRegistration:
+    """An array element taken by a Flow task: the element's directory under the array's holds
+    the task's id and name (the job script reads them), and the task's own directory is a link
+    to it, so everything Flow reads of a task (exit status, output) is where it always is."""
+
+    array_dir: str
+    index: int
+    task_id: str
+    task_name: str
+    task_dir: str  # <work_dir>/tasks/<task_id>, made a link to <array_dir>/<index>
+
+    @property
+    def element_dir(self) -> str:
+        return f"{self.array_dir}/{self.index}"
+
+
+def registration_lines(r: ElementRegistration) -> list[str]:
+    e = r.element_dir
+    task = f"{e}/{ELEMENT_TASK_FILE}"
+    return [
+        f"mkdir -p -- {q(e)} {q(r.task_dir.rsplit('/', 1)[0])} || exit 90",
+        f"printf '%s %s\\n' {q(r.task_id)} {q(r.task_name)} > {q(task + '.tmp')} || exit 90",
+        f"mv -f -- {q(task + '.tmp')} {q(task)} || exit 90",
+        f"ln -sfn -- {q(e)} {q(r.task_dir)} || exit 90",
+    ]
+
+
+def register_script(r: ElementRegistration) -> str:
+    """Registers a further element of an array already submitted; prints the array's job id."""
+    job_id = q(f"{r.array_dir}/{JOB_ID_FILE}")
+    lines = [f"[ -s {job_id} ] || exit {ARRAY_NOT_SUBMITTED}", *registration_lines(r), f"cat -- {job_id}", ""]
+    return "\n".join(["umask 077", *lines])
+
+
+@frozen
 class SubmitPlan:
-    """What one submission does on the cluster (all paths absolute, on the cluster)."""
+    """What one submission does on the cluster (all paths absolute, on the cluster). For an
+    array, `task_dir` is the array's directory, and `register` the element submitting it."""
 
     task_dir: str
     submit_dir: str  # where sbatch runs: the job's SLURM_SUBMIT_DIR (the code snapshot)
@@ -85,6 +156,10 @@ class SubmitPlan:
     code_dir: str | None = None
     check_dir: str | None = None  # a working directory that must exist before submitting
     make_work_dir: str | None = None
+    scheduling: Scheduling = Scheduling()
+    register: ElementRegistration | None = None
+    element_dirs: tuple[str, ...] = ()  # made before sbatch: Slurm opens each element's output there
+    output_dirs: tuple[str, ...] = ()  # the directories of the script's own output files
 
 
 # Exit statuses of the submit script, each with what went wrong.
@@ -94,18 +169,21 @@ SUBMIT_ERRORS: Final = {
     93: "cannot build the code snapshot on the cluster",
     94: "the working directory does not exist in the code snapshot",
     95: "sbatch refused the job",
+    96: "the cluster no longer knows a job this one was to wait for",
+    97: "the array job this element belongs to was never submitted",
 }
+DEPENDENCY_FORGOTTEN: Final = 96
+ARRAY_NOT_SUBMITTED: Final = 97
 
 
 def submit_script(plan: SubmitPlan) -> str:
     """Unpacks what was uploaded, builds the snapshot and runs sbatch; prints the job id.
     Idempotent: a task already submitted (its job_id file exists) prints that id again."""
     td = q(plan.task_dir)
-    lines = [
-        "umask 077",
-        f"mkdir -p -- {td} || exit 90",
-        f"if [ -s {td}/{JOB_ID_FILE} ]; then cat -- {td}/{JOB_ID_FILE}; exit 0; fi",
-    ]
+    lines = ["umask 077", f"mkdir -p -- {td} || exit 90"]
+    if plan.register is not None:
+        lines += registration_lines(plan.register)
+    lines.append(f"if [ -s {td}/{JOB_ID_FILE} ]; then cat -- {td}/{JOB_ID_FILE}; exit 0; fi")
     if plan.pack is not None:
         assert plan.blob_dir is not None
         pack = q(plan.pack)
@@ -127,14 +205,50 @@ def submit_script(plan: SubmitPlan) -> str:
         lines.append(f"mkdir -p -- {q(plan.make_work_dir)} || exit 90")
     if plan.check_dir is not None:
         lines.append(f"[ -d {q(plan.check_dir)} ] || exit 94")
+    for group in _chunks((*plan.element_dirs, *plan.output_dirs)):
+        lines.append("mkdir -p -- " + " ".join(q(d) for d in group) + " || exit 90")
+    lines.append(f"cd -- {q(plan.submit_dir)} || exit 94")
+    lines += _sbatch_lines(plan.scheduling, f"{td}/{JOB_FILE}", f"{td}/sbatch.err")
     lines += [
-        f"cd -- {q(plan.submit_dir)} || exit 94",
-        f"out=$(sbatch --parsable -- {td}/{JOB_FILE}) || exit 95",
-        "jid=${out%%;*}",
         f"printf '%s\\n' \"$jid\" > {td}/{JOB_ID_FILE}.tmp && mv -f -- {td}/{JOB_ID_FILE}.tmp {td}/{JOB_ID_FILE}",
         "printf '%s\\n' \"$jid\"",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _sbatch_lines(scheduling: Scheduling, job_file: str, err: str) -> list[str]:
+    """sbatch, setting $jid. With a dependency the job is submitted held, and released only once
+    `scontrol show job` lists every job it waits for: Slurm takes a dependency on a job it has
+    already forgotten (MinJobAge) as met, so an unchecked one could run a job whose dependency
+    failed; exit 96 instead (the job is gone again), and flowd decides once it learns the end.
+    A raised priority (negative --nice) is Slurm's to refuse an unprivileged user: then the job
+    is submitted at the default."""
+    options = [q(o) for o in scheduling.options] + (["--hold"] if scheduling.after_jobs else [])
+    plain = " ".join(["sbatch", "--parsable", *options, "--", job_file])
+    nice = scheduling.nice
+    if nice is None:
+        lines = [f"out=$({plain}) || exit 95"]
+    else:
+        niced = " ".join(["sbatch", "--parsable", *options, f"--nice={nice}", "--", job_file])
+        lines = [f"out=$({niced}) || exit 95"]
+        if nice < 0:
+            lines = [
+                f"if ! out=$({niced} 2>{err}); then",
+                f"  if grep -q -- --nice {err}; then out=$({plain}) || {{ rm -f -- {err}; exit 95; }}",
+                f"  else cat -- {err} >&2; rm -f -- {err}; exit 95; fi",
+                "fi",
+                f"rm -f -- {err}",
+            ]
+    lines.append("jid=${out%%;*}")
+    if scheduling.after_jobs:
+        lines += [
+            'listed=$(scontrol show job -o "$jid" 2>/dev/null) || listed=',
+            f"for j in {' '.join(q(j) for j in scheduling.after_jobs)}; do",
+            '  case "$listed" in *":$j("*) ;; *) scancel "$jid" 2>/dev/null; exit 96 ;; esac',
+            "done",
+            'scontrol release "$jid" || { scancel "$jid" 2>/dev/null; exit 96; }',
+        ]
+    return lines
 
 
 def job_id_script(task_dir: str) -> str:
@@ -178,7 +292,7 @@ def poll_script(jobs: Sequence[PolledJob], max_log_bytes: int = MAX_LOG_BYTES_PE
             f'  n=$((size - o)); [ "$n" -gt {int(max_log_bytes)} ] && n={int(max_log_bytes)}',
             '  echo "@@flow log ${owner[$path]} $o $n $size"',
             '  tail -c +$((o + 1)) -- "$path" | head -c "$n"',
-            f"done < <(stat -c '%s %n' -- {files} 2>/dev/null)",
+            f"done < <(stat -L -c '%s %n' -- {files} 2>/dev/null)",  # -L: a task's output may be a link
         ]
     lines.append('echo "@@flow end"')
     return "\n".join(lines) + "\n"
@@ -259,8 +373,12 @@ def final_states_script(job_ids: Sequence[str], accounting: bool, jobcomp_file: 
             f"sacct -n -P -X -j {q(','.join(ids))} -o {q(SACCT_FIELDS)} 2>/dev/null",
         ]
     if jobcomp_file:
-        pattern = "^JobId=(" + "|".join(ids) + ") "
-        lines += ["echo '@@flow jobcomp'", f"grep -E -- {q(pattern)} {q(jobcomp_file)} 2>/dev/null"]
+        plain = [i for i in ids if i.isdigit()]
+        elements = [i.split("_", 1) for i in ids if "_" in i]
+        patterns = ["^JobId=(" + "|".join(plain) + ") "] if plain else []
+        patterns += [f" ArrayJobId={a} ArrayTaskId={k} " for a, k in elements]  # an array element's record
+        args = " ".join(f"-e {q(p)}" for p in patterns)
+        lines += ["echo '@@flow jobcomp'", f"grep -E {args} -- {q(jobcomp_file)} 2>/dev/null"]
     lines.append("echo '@@flow end'")
     return "\n".join(lines) + "\n"
 
@@ -288,3 +406,9 @@ def sinfo_script() -> str:
 
 def config_script() -> str:
     return "scontrol show config\n"
+
+
+def test_only_script(job_script: str, work_dir: str) -> str:
+    """sbatch --test-only of a job script (fed on stdin: nothing is written on the cluster),
+    from the provider's work directory when it exists."""
+    return f"cd -- {q(work_dir)} 2>/dev/null || cd\nprintf '%s' {q(job_script)} | sbatch --test-only\n"
