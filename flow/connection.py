@@ -137,6 +137,7 @@ class DaemonConnection:
         self._channel = channel
         self._http2: Channel | None = None
         self._http2_allowed = _http2_first and channel is None and remote is None
+        self.closings = 0  # channels close() closed for good: a stream broken by that resumes
         if self.auto_start and not self._injected:
             start_daemon_early(self.home)
 
@@ -173,6 +174,7 @@ class DaemonConnection:
             self._channel.close()
             if not self._injected:
                 self._channel = None
+                self.closings += 1
 
     def ensure_daemon(self) -> DaemonInfo:
         """Answers the daemon's info, starting flowd first when none serves this home."""

@@ -195,7 +195,7 @@ class Task:
         `node` selects one node of a multi-node task (None: all, each line "[node K] ...")."""
         self._submitted("logs()")
         while True:
-            channel = self._conn.channel
+            closings = self._conn.closings  # not .channel: that opens grpcio, which the CLI avoids
             try:
                 for chunk in self._stream_once(cursor, follow, tail, node):
                     cursor = chunk.cursor
@@ -206,7 +206,7 @@ class Task:
                     raise
                 self._conn.ensure_daemon()
             except (errors.FlowError, ValueError):  # grpcio: ValueError on a channel closed before the call
-                if self._conn.channel is channel:
+                if self._conn.closings == closings:
                     raise
                 # The client was closed under this stream (a `with Flow()` block ended): the
                 # connection reopens, and the stream resumes after the last chunk it gave.
