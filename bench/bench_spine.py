@@ -1,6 +1,6 @@
 """Times Flow's spine end to end against a real flowd: submit -> done, log streaming, CLI start-up.
 
-Run: .venv/bin/python bench/bench_spine.py [--quick] [--only status|logs]   (Flow installed, as `make bench` does)
+Run: .venv/bin/python bench/bench_spine.py [--quick] [--only status|logs|cli]   (Flow installed, as `make bench` does)
 
 One run starts a private flowd in a fresh FLOW_HOME under /tmp, measures every row against a
 floor measured in the same run on the same machine, prints one table (median, p90, floor, ratio)
@@ -10,15 +10,20 @@ cheapest way to do the same thing here, whatever the machine.
 
 Rows:
   sdk run(true)+wait       Flow.run(["true"]) then task.wait(), client warm; floor: subprocess.run(["true"])
-  cli flow run ... true    `flow run --no-upload true` as a whole process; floor: `python -c pass`
+  cli flow ...              every CLI command as a whole process against a running daemon; floor:
+                           `python -c pass`, with a budget of 3x that floor each: --version, status,
+                           run --no-upload true, run true (uploading a small project, unchanged since the
+                           last run), logs and wait (a finished task), cancel (a fresh running task each
+                           time), ssh TASK -- true (a running task), invoke FILE FUNCTION
+  cold flow status          `flow status` with no daemon running (it starts one): the first command a
+                           person types; budget 250 ms. The next row is flowd alone, from
+                           `flowd --detach` to serving (the process exits once it serves)
   logs 200k lines          submit of a task printing 200,000 lines of 100 bytes (20 MB) to the last
                            line out of `task.logs(follow=True)` (count and order checked); floor: the
                            same program under subprocess.Popen, its pipe read line by line to EOF
-  cli flow --version       whole process; floor: `python -c "import grpc"`
-  cli flow status          whole process, a handful of tasks in the daemon; same floor. It answers
-                           without grpcio (flow.transport.http2_unary); the next row is the same command
-                           forced onto the grpcio path (FLOW_CLI_FASTPATH=0), for comparison
-  python: import ...       context for the two rows above: the imports any gRPC client of flowd
+  cli flow status, grpcio   `flow status` forced onto the grpcio path (FLOW_CLI_FASTPATH=0), for
+                           comparison; floor: `python -c "import grpc"`
+  python: import ...       context for the row above: the imports any gRPC client of flowd
                            needs (grpc, protobuf, the flowapi stubs), and the SDK's (flow.client)
   raw GetDaemonInfo        one unary call on a bare gRPC stub (the transport's own floor)
   sdk get_task             Flow.get_task(id); floor: the raw GetDaemonInfo call
@@ -29,25 +34,28 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import grpc
 
 from flow.client import Flow
 from flow.config import TaskConfig
-from flow.task import TaskStatus
+from flow.home import FlowHome
+from flow.task import Task, TaskStatus
 from flowapi.v1 import daemon_service_pb2, daemon_service_pb2_grpc
 
 if TYPE_CHECKING:  # mypy resolves bench/ as a namespace package; as a script, bench/ is sys.path[0]
-    from bench.harness import BenchDaemon, Row, Sample, fmt, interleaved, repeat, running_daemon
+    from bench.harness import BenchDaemon, Row, Sample, fmt, interleaved, pid_alive, repeat, running_daemon
 else:
-    from harness import BenchDaemon, Row, Sample, fmt, interleaved, repeat, running_daemon
+    from harness import BenchDaemon, Row, Sample, fmt, interleaved, pid_alive, repeat, running_daemon
 
 BIN = Path(sys.executable).parent  # the environment Flow is installed in (its `flow` script)
 LINES = 200_000
@@ -63,6 +71,11 @@ PASS_FLOOR = "python -c pass"
 GRPC_FLOOR = 'python -c "import grpc"'
 STATUS = f"cli flow status ({SEED_TASKS} tasks)"
 STATUS_GRPC = "cli flow status, grpcio path"
+CLI_RUN = "cli flow run --no-upload true"
+COLD_STATUS = "cold flow status (no daemon)"
+COLD_FLOWD = "cold flowd --detach to serving"
+CLI_BUDGET_RATIO = 3.0  # each CLI command within 3x `python -c pass` when the daemon runs
+COLD_BUDGET = 0.250  # the first command with no daemon running
 IMPORT_STUBS = (
     "import grpc, grpc_status.rpc_status, flowapi.v1.task_service_pb2_grpc, flowapi.v1.daemon_service_pb2_grpc"
 )
@@ -88,6 +101,7 @@ class Report:
     rows: list[Row] = field(default_factory=list)
     budgets: list[tuple[str, float, Sample]] = field(default_factory=list)
     home: str = ""  # the daemon's FLOW_HOME, gone by the time the report prints
+    load_before: tuple[float, float, float] = (0.0, 0.0, 0.0)  # the machine is shared: say how busy
 
 
 # --- the measurements ----------------------------------------------------------------------------
@@ -220,10 +234,131 @@ def measure_unary(flow: Flow, daemon: BenchDaemon, task_id: str, runs: int) -> t
     return Row(raw, None), Row(sdk, raw)
 
 
+def stop_daemon_of(home: FlowHome) -> None:
+    """Stops the flowd serving `home` (if any) and waits until it is gone, socket and all."""
+    try:
+        pid = int(home.lock.read_text().strip())
+    except (OSError, ValueError):
+        return
+    if pid_alive(pid):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    while home.socket.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)  # a SIGKILLed daemon leaves it: the next start replaces it
+
+
+class Launch(NamedTuple):
+    argv: list[str]
+    cwd: Path
+    env: dict[str, str]
+
+
+def prepared_samples(launches: dict[str, Callable[[], Launch]], runs: int) -> dict[str, Sample]:
+    """Whole processes, timed from spawn to exit, round-robin; each launch first does its untimed
+    preparation (a fresh task to cancel, no daemon for a cold start) and says what to run."""
+    for prepare in launches.values():  # once untimed: .pyc caches written, files in the page cache
+        launch = prepare()
+        run_process(launch.argv, launch.env, launch.cwd)
+    timings: dict[str, list[float]] = {name: [] for name in launches}
+    for _ in range(runs):
+        for name, prepare in launches.items():
+            launch = prepare()
+            started = time.perf_counter()
+            run_process(launch.argv, launch.env, launch.cwd)
+            timings[name].append(time.perf_counter() - started)
+    return {name: Sample(name, seconds) for name, seconds in timings.items()}
+
+
+def make_project() -> Path:
+    """A small project to submit from: twenty source files and the function `flow invoke` calls."""
+    project = Path(tempfile.mkdtemp(prefix="flow-b-proj-", dir="/tmp"))
+    for i in range(20):
+        (project / f"module_{i:02d}.py").write_text(f"VALUE = {i}\n" + "# filler\n" * 50)
+    (project / "fn.py").write_text("def add(a, b):\n    return a + b\n")
+    return project
+
+
+def cli_launches(flow: Flow, daemon: BenchDaemon, project: Path, cold: FlowHome) -> dict[str, Callable[[], Launch]]:
+    """Every CLI command against the running daemon (and the two cold-start rows, on `cold`)."""
+    flow_cli = str(BIN / "flow")
+    env = daemon.env()
+    home = daemon.home.root
+    finished = flow.run("for i in 1 2 3 4 5 6 7 8 9 10; do echo line $i; done", upload_code=False).wait()
+    running = flow.run(["sleep", "600"], upload_code=False)
+    wait_running(running)
+    cold_env = {**env, "FLOW_HOME": str(cold.root)}
+
+    def fixed(*args: str, cwd: Path = home) -> Callable[[], Launch]:
+        return lambda: Launch([flow_cli, *args], cwd, env)
+
+    def cancel() -> Launch:
+        task = flow.run(["sleep", "600"], upload_code=False)
+        wait_running(task)
+        return Launch([flow_cli, "cancel", task.task_id], home, env)
+
+    def cold_status() -> Launch:
+        stop_daemon_of(cold)
+        return Launch([flow_cli, "status"], home, cold_env)
+
+    def cold_flowd() -> Launch:
+        stop_daemon_of(cold)
+        return Launch([sys.executable, "-m", "flowd", "--detach", "--home", str(cold.root)], home, cold_env)
+
+    return {
+        PASS_FLOOR: lambda: Launch([sys.executable, "-c", "pass"], home, env),
+        "cli flow --version": fixed("--version"),
+        STATUS: fixed("status"),
+        CLI_RUN: fixed("run", "--no-upload", "true"),
+        "cli flow run true (upload)": fixed("run", "true", cwd=project),
+        "cli flow logs TASK": fixed("logs", finished.task_id),
+        "cli flow wait TASK": fixed("wait", finished.task_id),
+        "cli flow cancel TASK": cancel,
+        "cli flow ssh TASK -- true": fixed("ssh", running.task_id, "--", "true"),
+        "cli flow invoke FILE FUNCTION": fixed("invoke", "fn.py", "add", "--args", "[1, 2]", cwd=project),
+        COLD_STATUS: cold_status,
+        COLD_FLOWD: cold_flowd,
+    }
+
+
+def wait_running(task: Task) -> None:
+    deadline = time.monotonic() + 60
+    while task.status is not TaskStatus.RUNNING:
+        if task.last_status.is_terminal or time.monotonic() > deadline:
+            raise RuntimeError(f"task {task.task_id} is {task.last_status}, not RUNNING: {task.state_reason}")
+        time.sleep(0.01)
+
+
+def measure_cli(flow: Flow, daemon: BenchDaemon, runs: int) -> tuple[list[Row], list[tuple[str, float, Sample]]]:
+    """Every CLI command as a whole process, and the cold start, against `python -c pass`."""
+    project = make_project()
+    cold = FlowHome(root=Path(tempfile.mkdtemp(prefix="flow-c-", dir="/tmp")))
+    try:
+        samples = prepared_samples(cli_launches(flow, daemon, project, cold), runs)
+    finally:
+        stop_daemon_of(cold)
+        shutil.rmtree(cold.root, ignore_errors=True)
+        shutil.rmtree(project, ignore_errors=True)
+    floor = samples.pop(PASS_FLOOR)
+    rows = [Row(sample, floor) for sample in samples.values()]
+    limit = CLI_BUDGET_RATIO * floor.median
+    budgets = [
+        (f"{name} = {CLI_BUDGET_RATIO:g}x {PASS_FLOOR}", limit, sample)
+        for name, sample in samples.items()
+        if name.startswith("cli ")
+    ]
+    budgets.append((COLD_STATUS, COLD_BUDGET, samples[COLD_STATUS]))
+    return rows, budgets
+
+
 def measure(quick: bool, only: str | None = None) -> Report:
-    """Every row; with `only`, just the `flow status` rows ("status") or the log rows ("logs")."""
+    """Every row; with `only`, just the `flow status` rows ("status"), the log rows ("logs") or
+    the CLI rows ("cli")."""
     reps = Reps.of(quick)
-    report = Report()
+    report = Report(load_before=os.getloadavg())
     flow_cli = BIN / "flow"
     if not flow_cli.exists():
         raise SystemExit(f"no `flow` next to {sys.executable}; run this with the project's .venv python")
@@ -254,15 +389,18 @@ def measure(quick: bool, only: str | None = None) -> Report:
                 report.rows = [Row(sample, floor) for sample in picked.values()]
                 report.budgets = [("cli flow status", 0.150, picked[STATUS])]
                 return report
+            if only == "cli":
+                report.rows, report.budgets = measure_cli(flow, daemon, reps.cli_run)
+                return report
 
-            # (d) cold CLI start-up, while the daemon holds only the seeded tasks. The two
-            # `python: import` rows are context: what any gRPC client of flowd must import, and
-            # what the SDK imports (`flow status` is the latter, two unary calls and a table).
+            # (b) every CLI command as a whole process, and the cold start.
+            cli_rows, cli_budgets = measure_cli(flow, daemon, reps.cli_run)
+
+            # (d) the grpcio path of `flow status`, and what any gRPC client of flowd must import
+            # and what the SDK imports, against importing grpc.
             start_up = process_samples(
                 {
                     GRPC_FLOOR: [sys.executable, "-c", "import grpc"],
-                    "cli flow --version": [str(flow_cli), "--version"],
-                    STATUS: [str(flow_cli), "status"],
                     STATUS_GRPC: [str(flow_cli), "status"],
                     "python: import grpc+flowapi stubs": [sys.executable, "-c", IMPORT_STUBS],
                     "python: import flow.client": [sys.executable, "-c", "import flow.client"],
@@ -284,17 +422,6 @@ def measure(quick: bool, only: str | None = None) -> Report:
                 reps.sdk_run,
             )
 
-            # (b) the same through the CLI, as a whole process.
-            cli_run = process_samples(
-                {
-                    PASS_FLOOR: [sys.executable, "-c", "pass"],
-                    "cli flow run --no-upload true": [str(flow_cli), "run", "--no-upload", "true"],
-                },
-                reps.cli_run,
-                env,
-                cwd,
-            )
-
             # (c) 20 MB of logs.
             logs = measure_logs(flow, daemon, reps.logs)
 
@@ -303,12 +430,10 @@ def measure(quick: bool, only: str | None = None) -> Report:
             flow.close()
 
     grpc_floor = start_up.pop(GRPC_FLOOR)
-    status = start_up[STATUS]
     sdk = submit[SDK_RUN]
-    pass_floor = cli_run.pop(PASS_FLOOR)
     report.rows = [
         Row(sdk, submit[TRUE_FLOOR]),
-        *(Row(sample, pass_floor) for sample in cli_run.values()),
+        *cli_rows,
         logs,
         *(Row(sample, grpc_floor) for sample in start_up.values()),
         raw,
@@ -317,7 +442,7 @@ def measure(quick: bool, only: str | None = None) -> Report:
     report.budgets = [
         (SDK_RUN, 0.015, sdk),
         ("logs 200k lines", 1.0, logs.sample),
-        ("cli flow status", 0.150, status),
+        *cli_budgets,
     ]
     return report
 
@@ -329,6 +454,11 @@ def print_report(report: Report, quick: bool) -> None:
     print(
         f"flow spine benchmark ({'quick' if quick else 'full'}; python {sys.version.split()[0]}, {os.cpu_count()} cpus)"
     )
+    before, after = report.load_before, os.getloadavg()
+    print(
+        f"load average (1, 5, 15 min): {before[0]:.2f} {before[1]:.2f} {before[2]:.2f} before, "
+        f"{after[0]:.2f} {after[1]:.2f} {after[2]:.2f} after"
+    )
     print(f"{'benchmark':<34} {'n':>4} {'median':>10} {'p90':>10}   {'floor':<28} {'median':>10} {'ratio':>8}")
     for row in report.rows:
         s = row.sample
@@ -339,7 +469,7 @@ def print_report(report: Report, quick: bool) -> None:
         print(f"{s.name:<34} {len(s.seconds):>4} {fmt(s.median):>10} {fmt(s.p90):>10}   {floor}")
     for label, budget, sample in report.budgets:
         verdict = "ok" if sample.median <= budget else "over"
-        limit = f"{budget:g} s" if budget >= 1.0 else f"{budget * 1e3:g} ms"
+        limit = fmt(budget)
         print(f"budget {limit} ({label}, median): {fmt(sample.median)} ({verdict})")
     print("(medians of repeated runs; floors measured in this run; budgets are reported, not asserted)")
     print(f"flowd for FLOW_HOME={report.home}: stopped, home removed")
@@ -348,7 +478,9 @@ def print_report(report: Report, quick: bool) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run)")
-    parser.add_argument("--only", choices=["status", "logs"], help="only the `flow status` rows, or only the log rows")
+    parser.add_argument(
+        "--only", choices=["status", "logs", "cli"], help="only the `flow status` rows, the log rows or the CLI rows"
+    )
     args = parser.parse_args()
     report = measure(args.quick, args.only)
     print_report(report, args.quick)

@@ -19,7 +19,6 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Final
 
@@ -280,10 +279,13 @@ def hash_files(files: Sequence[PlannedFile], cache: HashCache) -> list[str | Non
         for k, (ident, now), f in zip(keys, identities, files, strict=True)
     ]
     stale = [i for i, d in enumerate(digests) if d is None and identities[i] != _GONE]
-    with ThreadPoolExecutor(HASH_WORKERS) as pool:  # hashlib releases the GIL on large buffers
-        hashed = pool.map(lambda i: _hash_file(files[i].source, files[i].size), stale)
-        for i, digest in zip(stale, hashed, strict=True):
-            digests[i] = digest
+    if stale:  # an unchanged tree hashes nothing, and skips importing a pool (and `logging`, its import)
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(HASH_WORKERS) as pool:  # hashlib releases the GIL on large buffers
+            hashed = pool.map(lambda i: _hash_file(files[i].source, files[i].size), stale)
+            for i, digest in zip(stale, hashed, strict=True):
+                digests[i] = digest
     # A file whose size changed since the walk was hashed in part: its digest is not the file's.
     cache.store(
         [(keys[i], identities[i][0], d) for i in stale if (d := digests[i]) and identities[i][1] == files[i].size]

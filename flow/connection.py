@@ -2,13 +2,23 @@
 
 Every call goes through `DaemonConnection`: the SDK hands it encoded calls (flow.wire builds
 them and reads their replies into SDK values) and it sends them over a channel (flow.transport):
-grpcio by default, opened on the first call, or whatever channel the caller passes (the CLI's
-HTTP/2 fast path, a test's). When the daemon is gone, it starts it again and retries: all Flow
-calls are safe to retry (CreateTask carries a request_id, log streams resume from their cursor).
+grpcio by default, opened on the first call, or whatever channel the caller passes (a test's).
+When the daemon is gone, it starts it again and retries: all Flow calls are safe to retry
+(CreateTask carries a request_id, log streams resume from their cursor).
+
+The CLI asks for HTTP/2 first (`prefer_http2`): calls to the local daemon then go over
+flow.transport.http2, without importing grpcio, and any call that channel cannot make
+(FastPathUnusableError) is made over grpcio instead, as are all later calls of that connection.
+A call is handed over whole, before any of its effects could be seen twice: a unary or
+client-streaming call is simply made again (a fresh request stream), a server stream only before
+its first reply, a bidirectional one only before its first request was taken. Past that point a
+broken stream is reported as grpcio reports a daemon gone mid-stream (DaemonUnavailableError), and
+log streams resume from their cursor as they always do.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -16,8 +26,12 @@ from typing import TYPE_CHECKING, Final, TypeVar
 
 from flow.errors import DaemonUnavailableError, ValidationError
 from flow.home import FlowHome, UnsafeHomeError, check_ownership, resolve_home
+from flow.transport.channel import FastPathUnusableError
 
 if TYPE_CHECKING:
+    import subprocess
+    from pathlib import Path
+
     from flow.transport.channel import Channel, Remote
     from flow.wire.calls import Call, StreamingCall
     from flow.wire.daemon_codec import DaemonInfo
@@ -27,9 +41,45 @@ START_TIMEOUT: Final = 30.0
 EXIT_ALREADY_RUNNING: Final = 3  # flowd's exit status when another daemon holds the lock
 RETRY_WINDOW: Final = 30.0
 
+_http2_first = False  # set by prefer_http2: the CLI's choice, for the connections made after it
+_early_starts: dict[Path, subprocess.Popen[str]] = {}  # flowd processes start_daemon_early began
+
+
+def prefer_http2(enabled: bool = True) -> None:
+    """Connections to the local daemon made from now on in this process try HTTP/2 without
+    grpcio first (the CLI: its start-up cannot afford importing grpcio). The SDK keeps grpcio,
+    whose one channel a long-lived program reuses for all its calls."""
+    global _http2_first
+    _http2_first = enabled
+
+
+class DaemonStartError(DaemonUnavailableError):
+    """flowd was started and did not come up (it exited with an error, or never said it serves):
+    final, unlike a daemon that is merely not there yet, so calls stop retrying and show why."""
+
 
 def _flowd_command(home: FlowHome) -> list[str]:
     return [sys.executable, "-m", "flowd", "--detach", "--home", str(home.root)]
+
+
+def _spawn_flowd(home: FlowHome) -> subprocess.Popen[str]:
+    import subprocess  # here: `flow status` imports this module and must start fast
+
+    return subprocess.Popen(
+        _flowd_command(home),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def start_daemon_early(home: FlowHome) -> None:
+    """Starts flowd for `home` now, without waiting, when its socket is missing (no daemon can be
+    serving it): the caller goes on importing what its first call needs while flowd starts, and
+    `start_daemon` later waits for this one instead of starting another."""
+    if home.root not in _early_starts and not os.path.lexists(home.socket):
+        _early_starts[home.root] = _spawn_flowd(home)
 
 
 def start_daemon(home: FlowHome) -> None:
@@ -37,24 +87,21 @@ def start_daemon(home: FlowHome) -> None:
 
     Race-free: when two clients start one at once, flowd's flock lets exactly one serve; the
     other exits with EXIT_ALREADY_RUNNING and its caller simply waits for the winner."""
-    import subprocess  # here: `flow status` imports this module and must start fast
+    import subprocess
 
+    process = _early_starts.pop(home.root, None) or _spawn_flowd(home)
     try:
-        done = subprocess.run(
-            _flowd_command(home),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=START_TIMEOUT,
-        )
+        _, stderr = process.communicate(timeout=START_TIMEOUT)
     except subprocess.TimeoutExpired:
-        raise DaemonUnavailableError(
+        process.kill()
+        process.communicate()
+        raise DaemonStartError(
             f"flowd did not start within {START_TIMEOUT:g} s",
             suggestions=[f"look at {home.daemon_log}", "run `flowd` in a terminal to see why"],
         ) from None
-    if done.returncode not in (0, EXIT_ALREADY_RUNNING):
-        detail = done.stderr.strip() or f"exit status {done.returncode}"
-        raise DaemonUnavailableError(
+    if process.returncode not in (0, EXIT_ALREADY_RUNNING):
+        detail = stderr.strip() or f"exit status {process.returncode}"
+        raise DaemonStartError(
             f"flowd could not be started: {detail}",
             suggestions=[f"look at {home.daemon_log}", "run `flowd` in a terminal to see why"],
         )
@@ -88,6 +135,26 @@ class DaemonConnection:
         self.auto_start = auto_start and remote is None  # a remote daemon is not ours to start
         self._injected = channel is not None
         self._channel = channel
+        self._http2: Channel | None = None
+        self._http2_allowed = _http2_first and channel is None and remote is None
+        self.closings = 0  # channels close() closed for good: a stream broken by that resumes
+        if self.auto_start and not self._injected:
+            start_daemon_early(self.home)
+
+    def _first_channel(self) -> Channel | None:
+        """The HTTP/2 channel while this connection may still use it."""
+        if not self._http2_allowed:
+            return None
+        if self._http2 is None:
+            from flow.transport.http2 import Http2Channel
+
+            self._http2 = Http2Channel(str(self.home.socket))
+        return self._http2
+
+    def _give_up_http2(self) -> None:
+        """After one surprise, this connection's calls all go over grpcio."""
+        self._http2_allowed = False
+        self._http2 = None
 
     @property
     def channel(self) -> Channel:
@@ -107,6 +174,7 @@ class DaemonConnection:
             self._channel.close()
             if not self._injected:
                 self._channel = None
+                self.closings += 1
 
     def ensure_daemon(self) -> DaemonInfo:
         """Answers the daemon's info, starting flowd first when none serves this home."""
@@ -127,6 +195,12 @@ class DaemonConnection:
         return self._unary_once(daemon_info_call(), timeout=START_TIMEOUT, wait_for_ready=True)
 
     def _unary_once(self, call: Call[T], timeout: float, wait_for_ready: bool = False) -> T:
+        first = self._first_channel()
+        if first is not None:
+            try:
+                return call.read(first.unary(call.method, call.request, timeout, wait_for_ready))
+            except FastPathUnusableError:
+                self._give_up_http2()
         return call.read(self.channel.unary(call.method, call.request, timeout, wait_for_ready))
 
     def unary(self, call: Call[T], timeout: float) -> T:
@@ -136,16 +210,60 @@ class DaemonConnection:
 
     def client_stream(self, call: StreamingCall[T], timeout: float) -> T:
         """The answer to a stream of requests (sent again, from the start, on a retry)."""
-        return self._retrying(lambda: call.read(self.channel.client_stream(call.method, call.requests(), timeout)))
+        return self._retrying(lambda: self._client_stream_once(call, timeout))
+
+    def _client_stream_once(self, call: StreamingCall[T], timeout: float) -> T:
+        first = self._first_channel()
+        if first is not None:
+            try:
+                return call.read(first.client_stream(call.method, call.requests(), timeout))
+            except FastPathUnusableError:
+                self._give_up_http2()
+        return call.read(self.channel.client_stream(call.method, call.requests(), timeout))
 
     def server_stream(self, call: Call[T], timeout: float | None = None) -> Iterator[T]:
         """The answers to one request, as they come. Resuming a broken stream is the caller's job."""
+        first = self._first_channel()
+        if first is not None:
+            replied = False
+            try:
+                for raw in first.server_stream(call.method, call.request, timeout):
+                    replied = True
+                    yield call.read(raw)
+                return
+            except FastPathUnusableError as exc:
+                self._give_up_http2()
+                if replied:
+                    raise self._broken_stream(exc) from None
         for raw in self.channel.server_stream(call.method, call.request, timeout):
             yield call.read(raw)
 
     def bidi_stream(self, call: StreamingCall[T]) -> Iterator[T]:
+        first = self._first_channel()
+        if first is not None:
+            taken = False
+
+            def requests() -> Iterator[bytes]:
+                nonlocal taken
+                taken = True  # from here on, the requests are this attempt's
+                yield from call.requests()
+
+            try:
+                for raw in first.bidi_stream(call.method, requests()):
+                    yield call.read(raw)
+                return
+            except FastPathUnusableError as exc:
+                self._give_up_http2()
+                if taken:
+                    raise self._broken_stream(exc) from None
         for raw in self.channel.bidi_stream(call.method, call.requests()):
             yield call.read(raw)
+
+    def _broken_stream(self, why: Exception) -> DaemonUnavailableError:
+        return DaemonUnavailableError(
+            f"the stream from flowd at {self.home.socket} broke: {why}",
+            suggestions=["try again", f"if it keeps happening, look at {self.home.daemon_log}"],
+        )
 
     def _retrying(self, attempt: Callable[[], T]) -> T:
         deadline = time.monotonic() + RETRY_WINDOW
@@ -157,8 +275,10 @@ class DaemonConnection:
                     raise
             try:
                 self._restart()
+            except DaemonStartError:
+                raise
             except DaemonUnavailableError:
                 time.sleep(0.2)
 
 
-__all__ = ["DaemonConnection", "start_daemon"]
+__all__ = ["DaemonConnection", "DaemonStartError", "prefer_http2", "start_daemon", "start_daemon_early"]

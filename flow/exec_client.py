@@ -16,8 +16,6 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, BinaryIO
 
-from attrs import frozen
-
 from flow.errors import TaskExecutionError
 from flow.wire.exec_codec import (
     ExecOutput,
@@ -30,15 +28,9 @@ from flow.wire.exec_codec import (
 
 if TYPE_CHECKING:
     from flow.connection import DaemonConnection
+    from flow.exec_result import ExecResult
 
 _DONE = object()
-
-
-@frozen
-class ExecResult:
-    exit_code: int
-    stdout: bytes
-    stderr: bytes
 
 
 def as_argv(command: str | Sequence[str] | None) -> list[str]:
@@ -89,6 +81,29 @@ def run(
     err: BinaryIO | None = None,
 ) -> ExecResult:
     """Runs a command without a terminal; output is collected, and also copied to out/err."""
+    from flow.exec_result import ExecResult
+
+    code, stdout, stderr = _output(conn, task_id, argv, stdin, out, err, keep=True)
+    return ExecResult(exit_code=code, stdout=stdout, stderr=stderr)
+
+
+def run_streaming(
+    conn: DaemonConnection, task_id: str, argv: list[str], stdin: bytes | None, out: BinaryIO, err: BinaryIO
+) -> int:
+    """Runs a command without a terminal, its output copied to out/err as it comes and not
+    kept (`flow ssh TASK -- CMD`); answers its exit code."""
+    return _output(conn, task_id, argv, stdin, out, err, keep=False)[0]
+
+
+def _output(
+    conn: DaemonConnection,
+    task_id: str,
+    argv: list[str],
+    stdin: bytes | None,
+    out: BinaryIO | None,
+    err: BinaryIO | None,
+    keep: bool,
+) -> tuple[int, bytes, bytes]:
     session = _Session(conn, task_id, argv, tty=False)
     if stdin:
         session.send(stdin)
@@ -97,12 +112,14 @@ def run(
     code: int | None = None
     for reply in session.responses():
         if reply.stdout:
-            stdout += reply.stdout
+            if keep:
+                stdout += reply.stdout
             if out is not None:
                 out.write(reply.stdout)
                 out.flush()
         if reply.stderr:
-            stderr += reply.stderr
+            if keep:
+                stderr += reply.stderr
             if err is not None:
                 err.write(reply.stderr)
                 err.flush()
@@ -110,7 +127,7 @@ def run(
             code = reply.exit_code
     if code is None:
         raise TaskExecutionError("the exec session ended without an exit status", suggestions=["try again"])
-    return ExecResult(exit_code=code, stdout=bytes(stdout), stderr=bytes(stderr))
+    return code, bytes(stdout), bytes(stderr)
 
 
 def interactive(conn: DaemonConnection, task_id: str, argv: list[str]) -> int:

@@ -24,7 +24,7 @@ from flow.wire.task_snapshot_codec import (
 if TYPE_CHECKING:
     from flow.config import TaskConfig
     from flow.connection import DaemonConnection
-    from flow.exec_client import ExecResult
+    from flow.exec_result import ExecResult
 
 TaskStatus = TaskState
 # What run(..., wait_until=...) and wait(until=...) wait for: nothing, the task running (or already
@@ -204,7 +204,7 @@ class Task:
         `node` selects one node of a multi-node task (None: all, each line "[node K] ...")."""
         self._submitted("logs()")
         while True:
-            channel = self._conn.channel
+            closings = self._conn.closings  # not .channel: that opens grpcio, which the CLI avoids
             try:
                 for chunk in self._stream_once(cursor, follow, tail, node):
                     cursor = chunk.cursor
@@ -215,7 +215,7 @@ class Task:
                     raise
                 self._conn.ensure_daemon()
             except (errors.FlowError, ValueError):  # grpcio: ValueError on a channel closed before the call
-                if self._conn.channel is channel:
+                if self._conn.closings == closings:
                     raise
                 # The client was closed under this stream (a `with Flow()` block ended): the
                 # connection reopens, and the stream resumes after the last chunk it gave.

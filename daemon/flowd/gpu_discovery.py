@@ -18,6 +18,7 @@ from flow.domain.instances.gpu_inventory import Gpu, gpu_from_device
 
 log = logging.getLogger(__name__)
 DECLARED_ENV = "FLOW_LOCAL_GPUS"
+NVML_LIBRARY = "libnvidia-ml.so.1"  # the name pynvml loads on Linux
 
 
 class InventoryError(Exception):
@@ -49,6 +50,14 @@ def declared_gpus(text: str) -> tuple[Gpu, ...]:
 
 def nvml_gpus() -> tuple[Gpu, ...] | None:
     """The GPUs NVML reports; None when NVML is unavailable (no driver, no library)."""
+    import ctypes
+
+    try:
+        # The driver's library first: importing pynvml costs flowd's start-up more than this
+        # probe, and on a machine without NVIDIA's driver it would find nothing anyway.
+        ctypes.CDLL(NVML_LIBRARY)
+    except OSError:
+        return None
     try:
         import pynvml
     except ImportError:

@@ -27,7 +27,7 @@ import stat
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from attrs import evolve
 from returns.result import Failure, Result, Success
@@ -47,17 +47,17 @@ from flow.domain.daemon_config import (
     mithril_settings,
 )
 from flow.domain.errors import DomainError, ErrorReason, FieldViolation, validation_error, violation
-from flow.domain.slurm.sbatch import PLAIN_PATH
 from flow.domain.source_lines import locate
 from flow.home import FlowHome
 from flowd.blobs import BlobStore
 from flowd.gpu_discovery import discover_gpus
 from flowd.providers.base import Provider, Reporter
 from flowd.providers.local import LocalProvider
-from flowd.providers.slurm import SlurmProvider
-from flowd.providers.slurm_cluster import Cluster, LocalCluster, SshCluster
 from flowd.providers.unusable import UnusableProvider
 from flowd.volumes import VolumeManager
+
+if TYPE_CHECKING:
+    from flowd.providers.slurm import SlurmProvider
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +131,8 @@ def _file_problems(settings: SlurmSettings, home: FlowHome) -> list[FieldViolati
                 found.append(violation(f"{path}.known_hosts", str(known), "does not exist", fix))
     else:
         work_dir = settings.work_dir or str(home.root / "slurm" / settings.name)
+        from flow.domain.slurm.sbatch import PLAIN_PATH
+
         if not PLAIN_PATH.fullmatch(work_dir):
             fix = "set work_dir to a directory of letters, digits and / . _ - (it goes into #SBATCH lines)"
             found.append(violation(f"{path}.work_dir", work_dir, "is not a plain absolute path", fix))
@@ -140,6 +142,10 @@ def _file_problems(settings: SlurmSettings, home: FlowHome) -> list[FieldViolati
 def _slurm(
     settings: SlurmSettings, home: FlowHome, reporter: Reporter, blobs: BlobStore, env: Mapping[str, str]
 ) -> SlurmProvider:
+    # Here, not at the top: flowd serves sooner without the Slurm modules where no Slurm is configured.
+    from flowd.providers.slurm import SlurmProvider
+    from flowd.providers.slurm_cluster import Cluster, LocalCluster, SshCluster
+
     cluster: Cluster
     if settings.ssh is None:
         cluster = LocalCluster(env, settings.slurm_conf, settings.bin_dir)

@@ -8,13 +8,15 @@ The rule for programs (`flow run`, `flow ssh`): Flow's own options are recognise
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+import os
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from flow.client import Flow
 
 PROGRAM_SEPARATOR = "--"
+FASTPATH_ENV: Final = "FLOW_CLI_FASTPATH"  # "0": every call over grpcio (tests compare both paths)
 
 
 class CommandParser(argparse.ArgumentParser):
@@ -61,11 +63,18 @@ def add_provider(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def fast_path_enabled(env: Mapping[str, str] | None = None) -> bool:
+    """Whether the CLI's calls try HTTP/2 without grpcio first (flow.connection.prefer_http2);
+    only ever for the local daemon on its Unix socket, never for FLOW_DAEMON_ADDRESS (TCP/TLS)."""
+    source = os.environ if env is None else env
+    return not source.get("FLOW_DAEMON_ADDRESS", "").startswith(("tcp:", "tls:")) and source.get(FASTPATH_ENV) != "0"
+
+
 def client(args: argparse.Namespace) -> Flow:
-    """A Flow client for the command's --provider (the grpcio path: imported only here)."""
+    """A Flow client for the command's --provider (imported only here: `flow --version` needs none)."""
     from flow.client import Flow
 
     return Flow(provider=getattr(args, "provider", None))
 
 
-__all__ = ["CommandParser", "add_json", "add_provider", "client", "split_program"]
+__all__ = ["FASTPATH_ENV", "CommandParser", "add_json", "add_provider", "client", "fast_path_enabled", "split_program"]

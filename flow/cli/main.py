@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NoReturn
 
 from flow.cli import daemon, exit_status, functions, instances, slurm, tasks, volumes
-from flow.cli.arguments import CommandParser, split_program
+from flow.cli.arguments import CommandParser, fast_path_enabled, split_program
 from flow.cli.output import emit_json
 
 if TYPE_CHECKING:
@@ -90,7 +90,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
     if handler is None:
         _usage(getattr(args, "command_parser", None) or build_parser())
+    from flow.connection import prefer_http2
     from flow.errors import FlowError
+
+    prefer_http2(fast_path_enabled())  # calls without importing grpcio (see flow.connection)
 
     try:
         code = handler(args)

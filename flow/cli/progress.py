@@ -7,8 +7,6 @@ import sys
 import time
 from typing import TYPE_CHECKING, TextIO
 
-from flow.code_upload import mb
-
 if TYPE_CHECKING:
     from flow.code_upload import Progress
 
@@ -26,6 +24,8 @@ def progress_bar(stream: TextIO | None = None) -> Progress:
     def draw(sent: int, total: int) -> None:
         if finished[0] or (time.monotonic() - began < 0.5 and not shown[0]):
             return
+        from flow.code_upload import mb  # only when there is something to show
+
         done_now = sent >= total
         if live:
             width = 30

@@ -1,14 +1,15 @@
 """`flow run|status|logs|cancel|wait|ssh`: tasks from the command line.
 
-`flow status` answers without grpcio when it can (the HTTP/2 transport, flow.transport.http2_unary):
-importing grpcio alone costs more than a cold `flow status` may take."""
+Start-up is most of what these commands cost, so they import little: their calls go over HTTP/2
+without grpcio (flow.connection.prefer_http2, set by flow.cli.main), and `flow run` with plain
+options encodes its task without building a TaskConfig (`_plain_run_fields`)."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from flow.cli import exit_status
@@ -17,11 +18,11 @@ from flow.cli.output import emit_json, table
 
 if TYPE_CHECKING:
     from flow.client import Flow
+    from flow.code_upload import Progress
     from flow.config import TaskConfig
     from flow.connection import DaemonConnection
     from flow.task import Task
 
-FASTPATH_ENV: Final = "FLOW_CLI_FASTPATH"  # "0" turns the fast path off (tests compare both paths)
 CANCEL_SETTLE: Final = 2.0  # seconds `flow cancel` waits to show the state reached before it says "stopping"
 NO_PROGRAM: Final = (
     'no program to run: give a shell string (flow run "python train.py"), an argument vector after -- '
@@ -123,14 +124,97 @@ def _with_code_root(config: TaskConfig) -> TaskConfig:
     return config
 
 
+# The options `flow run` encodes straight into the TaskSpec, by the TaskConfig field each sets,
+# and those that set no field; any other option takes the path through TaskConfig.
+PLAIN_RUN_FIELDS: Final = frozenset(
+    {
+        "instance_type",
+        "min_gpu_memory_gb",
+        "name",
+        "env",
+        "max_run_time_hours",
+        "max_price_per_hour",
+        "region",
+        "num_instances",
+        "image",
+        "memory_mb",
+        "upload_code",
+    }
+)
+PLAIN_RUN_OTHERS: Final = frozenset({"command", "provider", "detach", "json", "help"})
+JOB_FILE_SUFFIXES: Final = (".yaml", ".yml")  # flow.config's, too heavy to import here (a test keeps them equal)
+
+
+def _plain_run_fields(args: argparse.Namespace) -> dict[str, Any] | None:
+    """`flow run`'s task as TaskConfig's fields, read straight from plain options: no TaskConfig
+    is built (importing the core costs more than the whole command may take), and flowd
+    validates the spec as it validates every client's, by the same rules, in the same words.
+    None where the TaskConfig path must run: a job file, --dry-run or another option not listed
+    above, a usage error, or a value the wire would read as unset ("", a count below 1) or a
+    number that is not finite, which TaskConfig names as the mistake it is."""
+    import math
+
+    for action in args.command_parser._actions:
+        if action.dest not in PLAIN_RUN_FIELDS | PLAIN_RUN_OTHERS and getattr(args, action.dest) != action.default:
+            return None
+    words: list[str] = args.command
+    if (args.program is not None and words) or not (words or args.program):
+        return None
+    if args.program is None and len(words) == 1:
+        if words[0].endswith(JOB_FILE_SUFFIXES):
+            return None
+        command: str | list[str] = words[0]  # one word: a shell string, as typed
+    else:
+        command = list(words or args.program)
+    fields: dict[str, Any] = {"command": command}
+    for name in PLAIN_RUN_FIELDS - {"env"}:
+        value = getattr(args, name)
+        if value is None:
+            continue
+        unset_on_the_wire = value == "" or (name == "num_instances" and value < 1)
+        if unset_on_the_wire or (isinstance(value, float) and not math.isfinite(value)):
+            return None
+        fields[name] = value
+    if args.env:
+        fields["env"] = _parse_env(args.env)
+    return fields
+
+
+def _submit_plain(flow: Flow, fields: dict[str, Any], progress: Progress | None) -> Task:
+    """Submits the task of `_plain_run_fields` as Flow.submit submits a TaskConfig: the code
+    uploaded first (unless --no-upload), a fresh request id, this client's provider."""
+    import uuid
+
+    from flow.task import Task
+    from flow.wire.task_spec_codec import create_task_call_from_spec, task_spec_from_fields
+
+    digest = None
+    if fields.get("upload_code", True):
+        root = os.getcwd()  # the task runs in a snapshot of the directory it was submitted from
+        fields = {**fields, "upload_code": True, "code_root": root}
+        digest = flow.upload_code(root, progress=progress).digest
+    call = create_task_call_from_spec(
+        task_spec_from_fields(fields), code_digest=digest, request_id=uuid.uuid4().hex, provider=flow.provider
+    )
+    return Task(flow.connection, flow.connection.unary(call, timeout=600))
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    from flow.cli.progress import progress_bar
+
+    fields = None if args.dry_run else _plain_run_fields(args)
+    if fields is not None:
+        task = _submit_plain(client(args), fields, progress=None if args.json else progress_bar())
+        return _submitted(task, args)
     config = _config_from_args(args)
     flow = client(args)
     if args.dry_run:
         return _dry_run(flow, config, args.json)
-    from flow.cli.progress import progress_bar
-
     task = flow.submit(_with_code_root(config), progress=None if args.json else progress_bar())
+    return _submitted(task, args)
+
+
+def _submitted(task: Task, args: argparse.Namespace) -> int:
     if args.detach:
         if args.json:
             emit_json(task.to_dict())
@@ -218,39 +302,25 @@ def _task_table(tasks: Sequence[Task]) -> str:
     return table(rows, ragged_last=True)
 
 
-def fast_path_enabled(env: Mapping[str, str] | None = None) -> bool:
-    """Only for the local daemon on its Unix socket: never for FLOW_DAEMON_ADDRESS (TCP/TLS)."""
-    source = os.environ if env is None else env
-    return not source.get("FLOW_DAEMON_ADDRESS") and source.get(FASTPATH_ENV, "1") != "0"
-
-
 def _status_tasks(conn: DaemonConnection, args: argparse.Namespace) -> list[Task]:
     from flow.task import get_task, list_tasks
 
     return [get_task(conn, args.task)] if args.task else list_tasks(conn, args.limit)
 
 
-def _status_fast(args: argparse.Namespace) -> list[Task] | None:
-    """The tasks `flow status` shows, read without grpcio; None when that transport cannot
-    answer and grpcio must (which also starts a daemon that is not running)."""
-    if not fast_path_enabled():
-        return None
+def _bare_connection() -> DaemonConnection:
+    """The daemon's connection without a Flow client: no GetDaemonInfo first, no flow.client to
+    import (for commands that name no provider)."""
     from flow.connection import DaemonConnection
     from flow.home import resolve_home
-    from flow.transport.http2_unary import FastPathUnusableError, Http2UnaryChannel
+    from flow.transport.channel import Remote
 
-    home = resolve_home()
-    conn = DaemonConnection(home, auto_start=False, channel=Http2UnaryChannel(str(home.socket)))
-    try:
-        return _status_tasks(conn, args)
-    except FastPathUnusableError:
-        return None
+    return DaemonConnection(resolve_home(), remote=Remote.from_env(os.environ))
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    tasks = _status_fast(args)
-    if tasks is None:
-        tasks = _status_tasks(client(args).connection, args)  # grpcio, which also starts a daemon
+    """Reads through a bare connection, not a Flow client: one call, no GetDaemonInfo first."""
+    tasks = _status_tasks(_bare_connection(), args)
     if args.json:
         emit_json(tasks[0].to_dict() if args.task else [t.to_dict() for t in tasks])
     elif tasks:
@@ -328,10 +398,10 @@ def cmd_wait(args: argparse.Namespace) -> int:
 def cmd_ssh(args: argparse.Namespace) -> int:
     """Unlike Task.ssh, a command also gets this terminal when asked (-t) and piped input."""
     from flow import exec_client
+    from flow.task import get_task
 
-    flow = client(args)
-    task_id = flow.get_task(args.task).task_id  # a task that does not exist fails here, by name
-    conn = flow.connection
+    conn = _bare_connection()
+    task_id = get_task(conn, args.task).task_id  # a task that does not exist fails here, by name
     if args.program is not None and args.command:
         args.command_parser.error("give the command either before `--` or after it, not both")
     words: list[str] = args.command or args.program or []
@@ -353,7 +423,7 @@ def cmd_ssh(args: argparse.Namespace) -> int:
     if args.tty or (not words and sys.stdin.isatty()):
         return exec_client.interactive(conn, task_id, words)
     stdin = None if sys.stdin.isatty() else sys.stdin.buffer.read()
-    return exec_client.run(conn, task_id, words, stdin, sys.stdout.buffer, sys.stderr.buffer).exit_code
+    return exec_client.run_streaming(conn, task_id, words, stdin, sys.stdout.buffer, sys.stderr.buffer)
 
 
 def add_scheduling(parser: argparse.ArgumentParser) -> None:

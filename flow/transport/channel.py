@@ -4,14 +4,24 @@ daemon is when it is not the local one.
 A channel moves serialized messages (flow.wire encodes and decodes them) and raises the SDK's
 exceptions, translated by the one error table (flow.wire.error_table). A daemon that does not
 answer at all raises DaemonUnavailableError, which the connection answers by starting one.
+A channel that cannot make a call at all, for reasons of its own (the HTTP/2 channel meeting
+something it does not handle), raises FastPathUnusableError, and the connection makes the call
+over grpcio instead.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import NamedTuple, Protocol
+from typing import Final, NamedTuple, Protocol
 
-from flow.errors import ValidationError
+from flow.errors import DaemonUnavailableError, FlowError, ValidationError
+
+UNAVAILABLE: Final = 14  # google.rpc.Code.UNAVAILABLE (grpc.StatusCode.UNAVAILABLE)
+
+
+class FastPathUnusableError(Exception):
+    """This channel cannot make the call (a protocol surprise, a socket it cannot use): the
+    caller makes it over grpcio instead. Never reaches a user."""
 
 
 class Channel(Protocol):
@@ -83,4 +93,30 @@ class Remote(NamedTuple):
         return hints
 
 
-__all__ = ["Channel", "Remote"]
+def unreachable(where: str, detail: str, remote: Remote | None = None) -> DaemonUnavailableError:
+    """No daemon answers at `where` (the local socket, or `remote`'s address)."""
+    if remote is not None:
+        return DaemonUnavailableError(
+            f"cannot reach the remote flowd at {where}: {detail or 'unavailable'} (settings: {remote.settings()})",
+            suggestions=remote.unreachable_hints(),
+        )
+    return DaemonUnavailableError(
+        f"cannot reach flowd at {where}: {detail or 'unavailable'}",
+        suggestions=[
+            "start it with `flow daemon start` (or run `flowd` in a terminal)",
+            "check FLOW_HOME if the daemon runs with another state directory",
+        ],
+    )
+
+
+def call_failure(code: int, message: str, details: bytes | None, where: str, remote: Remote | None = None) -> FlowError:
+    """The SDK exception for a call that ended with a non-OK status, whichever transport carried
+    it. UNAVAILABLE without a status of flowd's is no daemon at all: DaemonUnavailableError."""
+    if code == UNAVAILABLE and details is None:
+        return unreachable(where, message, remote)
+    from flow.wire.error_table import exception_from_call
+
+    return exception_from_call(code, message, details)
+
+
+__all__ = ["Channel", "FastPathUnusableError", "Remote", "call_failure", "unreachable"]

@@ -9,10 +9,9 @@ from typing import Any, Final
 
 import grpc
 
-from flow.errors import DaemonUnavailableError, FlowError, ValidationError
+from flow.errors import FlowError, ValidationError
 from flow.home import FlowHome
-from flow.transport.channel import Remote
-from flow.wire.error_table import exception_from_call
+from flow.transport.channel import Remote, call_failure
 
 CHANNEL_OPTIONS: Final = [("grpc.max_receive_message_length", 64 * 1024 * 1024), ("grpc.enable_retries", 0)]
 STATUS_DETAILS: Final = "grpc-status-details-bin"
@@ -25,25 +24,11 @@ def _status_details(call: Any) -> bytes | None:
 
 def translate(error: grpc.RpcError, where: str, remote: Remote | None = None) -> FlowError:
     """The SDK exception for a failed call to the daemon at `where` (`remote`: one reached over
-    TCP). UNAVAILABLE without a status of flowd's is no daemon at all: DaemonUnavailableError."""
+    TCP), by the rules every transport shares (flow.transport.channel.call_failure)."""
     call: Any = error
     code = call.code() if hasattr(call, "code") else grpc.StatusCode.UNKNOWN
     message = (call.details() if hasattr(call, "details") else str(error)) or ""
-    details = _status_details(call)
-    if code == grpc.StatusCode.UNAVAILABLE and details is None and remote is not None:
-        return DaemonUnavailableError(
-            f"cannot reach the remote flowd at {where}: {message or 'unavailable'} (settings: {remote.settings()})",
-            suggestions=remote.unreachable_hints(),
-        )
-    if code == grpc.StatusCode.UNAVAILABLE and details is None:
-        return DaemonUnavailableError(
-            f"cannot reach flowd at {where}: {message or 'unavailable'}",
-            suggestions=[
-                "start it with `flow daemon start` (or run `flowd` in a terminal)",
-                "check FLOW_HOME if the daemon runs with another state directory",
-            ],
-        )
-    return exception_from_call(code.value[0], message, details)
+    return call_failure(code.value[0], message, _status_details(call), where, remote)
 
 
 class _BearerToken(

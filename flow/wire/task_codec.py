@@ -6,31 +6,23 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final
 
-from flow.domain.money import micros_to_dollars, price_to_micros
+import attrs
+
+from flow.domain.money import micros_to_dollars
 from flow.domain.task.config import MountSpec, TaskConfig, VolumeSpec
 from flow.domain.task.dependencies import Condition, Dependency
 from flow.domain.task.function_call import FunctionCall
 from flow.domain.task.lifecycle import TaskRecord
-from flow.wire.calls import Call, method_path
+from flow.wire.calls import Call
 from flow.wire.function_codec import function_call_to_proto
-from flow.wire.task_snapshot_codec import TaskSnapshot, task_resource_name, task_snapshot_from_proto
+from flow.wire.task_snapshot_codec import TaskSnapshot, task_resource_name
+from flow.wire.task_spec_codec import CREATE_TASK as CREATE_TASK
+from flow.wire.task_spec_codec import DEPENDENCY_CONDITIONS, create_task_call_from_spec, task_spec_from_fields
+from flow.wire.task_spec_codec import volume_spec_to_proto as volume_spec_to_proto
 from flow.wire.task_state_codec import task_state_from_proto as task_state_from_proto  # flowd imports it from here
 from flow.wire.task_state_codec import task_state_to_proto
 from flow.wire.timestamps import seconds_from_proto, seconds_to_proto
-from flowapi.v1 import task_pb2, task_service_pb2
-
-CREATE_TASK: Final = method_path(task_service_pb2.DESCRIPTOR.services_by_name["TaskService"], "CreateTask")
-
-
-def volume_spec_to_proto(vol: VolumeSpec) -> task_pb2.VolumeSpec:
-    return task_pb2.VolumeSpec(
-        name=vol.name or "",
-        size_gb=vol.size_gb or 0,
-        mount_path=vol.mount_path or "",
-        interface=vol.interface,
-        iops=vol.iops or 0,
-        volume_id=vol.volume_id or "",
-    )
+from flowapi.v1 import task_pb2
 
 
 def volume_spec_from_proto(msg: task_pb2.VolumeSpec) -> VolumeSpec:
@@ -44,13 +36,7 @@ def volume_spec_from_proto(msg: task_pb2.VolumeSpec) -> VolumeSpec:
     )
 
 
-_CONDITIONS: Final = {
-    Condition.AFTER_OK: task_pb2.DEPENDENCY_CONDITION_AFTER_OK,
-    Condition.AFTER_ANY: task_pb2.DEPENDENCY_CONDITION_AFTER_ANY,
-    Condition.AFTER_NOT_OK: task_pb2.DEPENDENCY_CONDITION_AFTER_NOT_OK,
-    Condition.AFTER: task_pb2.DEPENDENCY_CONDITION_AFTER,
-    Condition.SINGLETON: task_pb2.DEPENDENCY_CONDITION_SINGLETON,
-}
+_CONDITIONS: Final = {Condition(name): number for name, number in DEPENDENCY_CONDITIONS.items()}
 _CONDITIONS_BACK: Final = {v: k for k, v in _CONDITIONS.items()} | {
     task_pb2.DEPENDENCY_CONDITION_UNSPECIFIED: Condition.AFTER_OK
 }
@@ -67,48 +53,8 @@ def dependency_from_proto(msg: task_pb2.Dependency) -> Dependency:
 
 
 def task_config_to_proto(cfg: TaskConfig, secrets: Mapping[str, str] | None = None) -> task_pb2.TaskSpec:
-    """The wire form of a valid config. A string `command` travels as `shell`. The values of
-    `secret_env` travel only when given (submitting); otherwise the names alone, with empty
-    values (every answer flowd sends)."""
-    spec = task_pb2.TaskSpec(
-        name=cfg.name or "",
-        instance_type=cfg.instance_type or "",
-        image=cfg.image or "",
-        env=cfg.env,
-        working_dir=cfg.working_dir or "",
-        volumes=[volume_spec_to_proto(v) for v in cfg.volumes],
-        region=cfg.region or "",
-        num_instances=cfg.num_instances,
-        ssh_keys=list(cfg.ssh_keys),
-        upload_code=cfg.upload_code,
-        data_mounts=[task_pb2.MountSpec(source=m.source, target=m.target) for m in cfg.data_mounts],
-        code_root=cfg.code_root or "",
-    )
-    if cfg.min_gpu_memory_gb is not None:
-        spec.min_gpu_memory_gb = cfg.min_gpu_memory_gb
-    if isinstance(cfg.command, tuple):
-        spec.command.extend(cfg.command)
-    elif isinstance(cfg.command, str):
-        spec.shell = cfg.command
-    if cfg.shell is not None:
-        spec.shell = cfg.shell
-    if cfg.script is not None:
-        spec.script = cfg.script
-    if cfg.max_price_per_hour is not None:
-        spec.max_price_per_hour_micros = price_to_micros(cfg.max_price_per_hour)
-    if cfg.max_run_time_hours is not None:
-        spec.max_run_time_hours = cfg.max_run_time_hours
-    if cfg.memory_mb is not None:
-        spec.memory_mb = cfg.memory_mb
-    spec.max_retries = cfg.max_retries
-    for name in cfg.secret_env:
-        spec.secret_env[name] = (secrets or {}).get(name, "")
-    spec.depends_on.extend(dependency_to_proto(d) for d in cfg.depends_on)
-    begin = seconds_to_proto(cfg.start_after)
-    if begin is not None:
-        spec.start_after.CopyFrom(begin)
-    spec.priority = cfg.priority
-    return spec
+    """The wire form of a valid config (flow.wire.task_spec_codec reads its fields)."""
+    return task_spec_from_fields(attrs.asdict(cfg, recurse=False), secrets)
 
 
 def task_config_from_proto(spec: task_pb2.TaskSpec) -> TaskConfig:
@@ -190,18 +136,13 @@ def create_task_call(
     validate_only: bool,
     provider: str,
 ) -> Call[TaskSnapshot]:
-    spec = task_config_to_proto(config, secrets)
-    if code_digest:
-        spec.code_digest = code_digest
-    if function_call is not None:
-        spec.function_call.CopyFrom(function_call_to_proto(function_call))
-    request = task_service_pb2.CreateTaskRequest(
-        spec=spec, request_id=request_id, validate_only=validate_only, provider=provider
-    )
-    return Call(
-        CREATE_TASK,
-        request.SerializeToString(),
-        lambda raw: task_snapshot_from_proto(task_service_pb2.CreateTaskResponse.FromString(raw).task),
+    return create_task_call_from_spec(
+        task_config_to_proto(config, secrets),
+        code_digest=code_digest,
+        request_id=request_id,
+        provider=provider,
+        validate_only=validate_only,
+        function_call=None if function_call is None else function_call_to_proto(function_call),
     )
 
 

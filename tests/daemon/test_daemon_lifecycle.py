@@ -13,7 +13,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from conftest import Daemon, _cleanup, pid_alive, short_tmpdir, wait_until
+from conftest import BIN, Daemon, _cleanup, pid_alive, short_tmpdir, wait_until
 from flow import Flow, TaskStatus
 from flow.errors import DaemonUnavailableError
 from flowapi.v1 import daemon_service_pb2, daemon_service_pb2_grpc
@@ -114,6 +114,30 @@ def test_two_clients_starting_at_once_share_one_daemon() -> None:
     try:
         assert not errors
         assert len(pids) == 4 and len(set(pids)) == 1
+    finally:
+        _cleanup(d)
+
+
+@pytest.mark.parametrize("stale_socket", [False, True], ids=["no-socket", "stale-socket"])
+def test_the_first_cli_command_starts_the_daemon(stale_socket: bool) -> None:
+    """`flow status` with no daemon: with no socket at all the CLI starts flowd before it has
+    imported what its call needs (flow.connection.start_daemon_early); with the socket of a
+    killed daemon left behind, once its call finds nobody there. Either way, one daemon, serving."""
+    root = short_tmpdir("flow-f-")
+    d = Daemon(root)
+    if stale_socket:
+        d.start()
+        d.kill9()
+        assert d.home.socket.exists()
+    env = d.env
+    try:
+        done = subprocess.run([str(BIN / "flow"), "status"], capture_output=True, text=True, env=env, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert "no tasks yet" in done.stdout
+        d.pid = int(d.home.lock.read_text().strip())
+        assert pid_alive(d.pid)
+        again = subprocess.run([str(BIN / "flow"), "daemon", "status"], capture_output=True, text=True, env=env)
+        assert again.returncode == 0 and str(d.pid) in again.stdout, again.stdout + again.stderr
     finally:
         _cleanup(d)
 

@@ -21,7 +21,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final, Protocol
 
-import paramiko
 from attrs import frozen
 
 from flow.domain.daemon_config import SshSettings
@@ -132,7 +131,8 @@ def _expand(path: str | None) -> str | None:
 
 
 class SshCluster:
-    """The login node over one shared SSH connection (paramiko)."""
+    """The login node over one shared SSH connection (paramiko, imported by the methods that
+    use it: importing it costs flowd's start-up a tenth of a second, and most daemons never SSH)."""
 
     local = False
 
@@ -161,6 +161,8 @@ class SshCluster:
             return self._client
 
     def _open(self) -> Any:
+        import paramiko
+
         s = self._settings
         client = paramiko.SSHClient()
         if s.host_key_checking:
@@ -230,6 +232,8 @@ class SshCluster:
     # --- commands ------------------------------------------------------------------------
 
     def run(self, script: str, timeout: float = DEFAULT_TIMEOUT) -> Completed:
+        import paramiko
+
         deadline = time.monotonic() + timeout
         with self._channels:
             client = self._connect()
@@ -287,6 +291,8 @@ class SshCluster:
     # --- files ---------------------------------------------------------------------------
 
     def _sftp_client(self) -> tuple[Any, Any]:
+        import paramiko
+
         client = self._connect()
         if self._sftp is None:
             try:
@@ -297,6 +303,8 @@ class SshCluster:
         return client, self._sftp
 
     def put_file(self, local: Path, remote: str) -> None:
+        import paramiko
+
         with self._sftp_lock:
             client, sftp = self._sftp_client()
             try:
@@ -310,6 +318,8 @@ class SshCluster:
                 raise ClusterError(f"lost the connection to {self.description}: {exc}") from None
 
     def read_file(self, remote: str) -> bytes | None:
+        import paramiko
+
         with self._sftp_lock:
             client, sftp = self._sftp_client()
             try:

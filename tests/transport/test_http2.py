@@ -1,4 +1,4 @@
-"""flow.transport.http2_unary against an independent HTTP/2 server: the `h2` package (a dev dependency),
+"""flow.transport.http2 against an independent HTTP/2 server: the `h2` package (a dev dependency),
 on a real Unix socket, answering the way a server may but flowd's rarely does (padding, PING and
 SETTINGS mid-response, CONTINUATION, trailers-only errors) and the ways that must send the CLI
 back to grpcio (resets, GOAWAY, wrong status, a closed or silent socket). h2 also checks, as the
@@ -22,7 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import short_tmpdir
-from flow.transport.http2_unary import CallFailedError, FastPathUnusableError, unary_call
+from flow.transport.http2 import CallFailedError, FastPathUnusableError, unary_call
 
 Respond = Callable[[Any, int, "H2Server"], None]
 METHOD = "/flowapi.v1.TaskService/GetTask"
@@ -279,6 +279,33 @@ def test_surprises_send_the_caller_back_to_grpcio(serve: Callable[[Respond], H2S
 
 
 def test_a_silent_server_runs_into_the_deadline(serve: Callable[[Respond], H2Server]) -> None:
+    """As grpcio does when its own deadline passes: DEADLINE_EXCEEDED (which the channel turns into
+    flow.errors.TimeoutError), not a fallback that would wait the whole time again."""
     server = serve(lambda conn, stream, srv: None)
-    with pytest.raises(FastPathUnusableError, match="deadline"):
+    with pytest.raises(CallFailedError) as failed:
         call(server, timeout=0.5)
+    assert (failed.value.code, failed.value.message) == (4, "Deadline Exceeded")
+
+
+def test_true_binary_status_details(serve: Callable[[Respond], H2Server]) -> None:
+    """We allow gRPC's true binary metadata (SETTINGS 0xFE03): grpc-status-details-bin may come
+    as the raw bytes after a 0 byte, as flowd's grpc sends it to us, instead of base64."""
+    details = bytes(range(256))
+
+    trailers = [
+        (b":status", b"200"),
+        (b"content-type", b"application/grpc"),
+        (b"grpc-status", b"5"),
+        (b"grpc-message", b"gone"),
+        (b"grpc-status-details-bin", b"\x00" + details),
+    ]
+
+    def respond(conn: Any, stream: int, server: H2Server) -> None:
+        conn.send_headers(stream, trailers, end_stream=True)
+
+    server = serve(respond)
+    with pytest.raises(CallFailedError) as failed:
+        call(server)
+    assert (failed.value.code, failed.value.message, failed.value.details) == (5, "gone", details)
+    server.close()
+    assert any(isinstance(e, h2.events.RemoteSettingsChanged) and 0xFE03 in e.changed_settings for e in server.events)
