@@ -51,7 +51,7 @@ from flowd.providers.base import (
 from flowd.providers.environment import public_env
 from flowd.providers.local_containers import EngineProbe, no_engine_error, remove_container
 from flowd.providers.local_gpus import GpuQueue
-from flowd.providers.local_keeper import Keeper, read_record
+from flowd.providers.local_keeper import Keeper, Spawned, forget_dead_journals, read_journals
 from flowd.providers.local_launcher import MARKER_PREFIX, LocalLauncher
 from flowd.providers.local_monitor import Monitor, Watched, find_process_by_marker, process_start_ticks
 from flowd.providers.local_nodes import NodeTracker, node_key, split_node_key
@@ -95,7 +95,9 @@ class LocalProvider:
         self._engines = EngineProbe(path=base.get("PATH"))  # docker/podman, asked once
         self._monitor = Monitor(on_exit=self._on_exit, grace=cancel_grace)
         self._monitor.start()
-        self._keeper = Keeper(on_start=self._monitor.follow_keeper, log_file=tasks_root.parent / "flowd.log")
+        self._journals = tasks_root.parent / "keepers"  # which process each task is (local_keeper_process.py)
+        self._keeper = Keeper(self._monitor.follow_keeper, self._journals, log_file=tasks_root.parent / "flowd.log")
+        self._journaled: dict[str, Spawned] | None = None  # read once, by the first recovery that needs it
         self._launcher = LocalLauncher(name, tasks_root, blobs, base, self._engines, volumes, self._keeper)
         self._machine = Machine(provider=name, gpus=tuple(gpus), memory_mb=machine_memory_mb())
         self._gpus = GpuQueue(gpus)
@@ -205,7 +207,23 @@ class LocalProvider:
 
     def recovered(self) -> None:
         """Every task is known again after a restart: start the queue moving."""
+        self._journaled = None
+        forget_dead_journals(self._journals)
         self._dispatch()
+
+    def _journal(self, key: str, task_dir: Path) -> Spawned | None:
+        """The process task (or node) `key` was started as: the keepers' journals say, or for a
+        function task on a warm interpreter, its wrapper's record in the task's directory."""
+        if self._journaled is None:
+            self._journaled = read_journals(self._journals, lambda s: process_start_ticks(s.pid) == s.ticks)
+        found = self._journaled.get(key)
+        if found is not None:
+            return found
+        record = TaskDir(task_dir).read(task_files.PROCESS)
+        parts = (record or b"").split()
+        if len(parts) == 2 and parts[0].isdigit():
+            return Spawned(int(parts[0]), int(parts[1]) if parts[1].isdigit() else None)
+        return None
 
     # --- watching ---------------------------------------------------------------------------
 
@@ -348,7 +366,7 @@ class LocalProvider:
             nodes = task_dir / task_files.NODES_DIR
             if not nodes.exists():
                 return self.launch(record)  # it never started: start it now
-            records = [read_record(node / task_files.PROCESS) for node in nodes.iterdir()]
+            records = [self._journal(node_key(record.task_id, int(n.name)), n) for n in nodes.iterdir()]
             alive = [r for r in records if r is not None and process_start_ticks(r.pid) == r.ticks]
             for started in alive:
                 with contextlib.suppress(OSError):
@@ -361,7 +379,7 @@ class LocalProvider:
                 record.task_id, Lost(reason="flowd stopped while it was starting the nodes; they were stopped")
             )
             return Ended()
-        process = read_record(task_dir / task_files.PROCESS)
+        process = self._journal(record.task_id, task_dir)
         if process is not None and process_start_ticks(process.pid) == process.ticks:
             return Running(LocalProcess(pid=process.pid, start_ticks=process.ticks, task_dir=str(task_dir)))
         found = find_process_by_marker(marker) if process is None else None

@@ -43,7 +43,7 @@ class Spawned:
 class _Connection:
     """One running keeper: the socket it takes requests on, the pipe it reports ends on."""
 
-    def __init__(self, generation: int, log_file: Path | None) -> None:
+    def __init__(self, generation: int, journals: Path, log_file: Path | None) -> None:
         self.generation = generation
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         exits_r, exits_w = os.pipe2(os.O_CLOEXEC)
@@ -55,7 +55,7 @@ class _Connection:
             )
             try:
                 self.process = subprocess.Popen(
-                    [sys.executable, "-I", "-S", "-B", str(PROGRAM), str(theirs.fileno()), str(exits_w)],
+                    [sys.executable, "-I", "-S", "-B", str(PROGRAM), str(theirs.fileno()), str(exits_w), str(journals)],
                     stdin=subprocess.DEVNULL,
                     stdout=output,
                     stderr=output,
@@ -145,10 +145,13 @@ class Keeper:
     def __init__(
         self,
         on_start: Callable[[int, int, Callable[[], Ends | None]], None],
+        journals: Path,
         log_file: Path | None = None,
     ) -> None:
-        """`on_start(generation, fd, read_ends)`: a new keeper reports ends on `fd`."""
+        """`on_start(generation, fd, read_ends)`: a new keeper reports ends on `fd`. Keepers
+        keep their journals in `journals` (see read_journals)."""
         self._on_start = on_start
+        self._journals = journals
         self._log_file = log_file
         self._lock = threading.Lock()
         self._connection: _Connection | None = None
@@ -166,7 +169,8 @@ class Keeper:
             return connection
         self._generations += 1
         try:
-            connection = _Connection(self._generations, self._log_file)
+            self._journals.mkdir(mode=0o700, exist_ok=True)
+            connection = _Connection(self._generations, self._journals, self._log_file)
         except OSError as exc:
             raise LaunchError(f"could not start the task keeper ({sys.executable}): {exc.strerror}") from exc
         self._connection = connection
@@ -175,23 +179,26 @@ class Keeper:
 
     def start(
         self,
+        key: str,
         argv: Sequence[str],
         cwd: Path,
         env: Mapping[str, str],
         output: Path,
         exit_file: Path,
-        record: Path,
+        dirs: Sequence[Path] = (),
     ) -> tuple[Spawned, int]:
-        """Starts the program; (the process, the generation of the keeper that reports its end).
-        Raises LaunchError when it cannot be started (not for a program that is not found: that
-        one ends at once with status 127, as under a shell)."""
+        """Starts the program of task (or node) `key`, creating `dirs` first; (the process, the
+        generation of the keeper that reports its end). Raises LaunchError when it cannot be
+        started (not for a program that is not found: that one ends at once with status 127, as
+        under a shell)."""
         message: dict[str, object] = {
+            "key": key,
             "argv": list(argv),
             "cwd": str(cwd),
             "env": dict(env),
             "output": str(output),
             "exit_file": str(exit_file),
-            "record": str(record),
+            "dirs": [str(d) for d in dirs],
         }
         with self._lock:
             for attempt in range(2):  # a keeper found dead is replaced once
@@ -217,10 +224,32 @@ class Keeper:
                 self._connection = None
 
 
-def read_record(path: Path) -> Spawned | None:
-    """The process record the keeper wrote when it started a program (None: it never did)."""
-    try:
-        pid, ticks = path.read_text().split()
-        return Spawned(int(pid), None if ticks == "None" else int(ticks))
-    except (OSError, ValueError):
-        return None
+def read_journals(journals: Path, alive: Callable[[Spawned], bool]) -> dict[str, Spawned]:
+    """Which process each task (or node) key was started as, by every keeper whose journal is
+    still there. A key started more than once (journals are not ordered among themselves: a
+    keeper's pid says nothing of when it ran) is the start whose process is `alive`, else the
+    last one read."""
+    found: dict[str, Spawned] = {}
+    for journal in journals.glob("*.journal"):
+        with contextlib.suppress(OSError):
+            for line in journal.read_text().splitlines():
+                parts = line.split()
+                if len(parts) == 3 and parts[1].isdigit():
+                    started = Spawned(int(parts[1]), int(parts[2]) if parts[2].isdigit() else None)
+                    earlier = found.get(parts[0])
+                    if earlier is None or not alive(earlier):
+                        found[parts[0]] = started
+    return found
+
+
+def forget_dead_journals(journals: Path) -> None:
+    """Removes the journals of keepers that were killed (a keeper removes its own when it ends)."""
+    for journal in journals.glob("*.journal"):
+        pid = journal.name.removesuffix(".journal")
+        try:
+            alive = PROGRAM.name.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            alive = False
+        if not alive:
+            with contextlib.suppress(OSError):
+                journal.unlink()

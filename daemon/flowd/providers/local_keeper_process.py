@@ -5,10 +5,10 @@ standard library only, nothing of the user's or of Flow's) in a session of its o
 over a socket to start each task's program: directly, without a shell in between. The keeper
 records how each one ended, as the /bin/sh wrapper it replaces did:
 
-- On a start request it opens the output file, starts the program in a new session (its own
-  process group) with the task's argv, cwd and environment, writes the process record
-  (`<pid> <start ticks>`: which process it is, for a flowd restarted before it saved that), and
-  answers with the pid.
+- On a start request it creates the task's directories, opens the output file, starts the
+  program (posix_spawn) in a new session (its own process group) with the task's argv, cwd and
+  environment, appends `<task> <pid> <start ticks>` to its journal (which process the task is,
+  for a flowd restarted before it saved that), and answers with the pid.
 - When a program ends, it writes the exit status file (128+N for signal N, as a shell says)
   while the process is still a zombie, then reaps it and tells flowd. So for anyone who watches
   the pid (a restarted flowd, through a pidfd): a process fully gone has its status on disk.
@@ -18,7 +18,7 @@ records how each one ended, as the /bin/sh wrapper it replaces did:
   output says why and its status is 127 (or 126).
 
 flowd stopping or dying closes the socket; the keeper then only waits for the programs it
-started, recording how each ends, and exits after the last. A restarted flowd starts a new
+started, recording how each ends, and exits after the last (removing its journal). A restarted flowd starts a new
 keeper and watches the old keeper's programs by pid. Frames are a 4-byte big-endian length and
 a JSON object, both ways; exits go to a second, non-blocking pipe (a flowd that stopped reading
 loses nothing: the files have it).
@@ -31,7 +31,6 @@ import json
 import os
 import select
 import signal
-import subprocess
 import sys
 
 TYPE_CHECKING = False  # typing costs start-up; mypy reads this name
@@ -88,47 +87,74 @@ def write_file(path: str, text: str) -> None:
         os.close(fd)
 
 
+def executables(program: str, env: dict[str, str]) -> list[str]:
+    """Where to look for `program`, in order, as subprocess does: itself when it names a
+    directory, else each directory of the task's PATH."""
+    if os.path.dirname(program):
+        return [program]
+    return [os.path.join(directory, program) for directory in env.get("PATH", os.defpath).split(os.pathsep)]
+
+
+def spawn(argv: list[str], env: dict[str, str], output: int) -> int:
+    """posix_spawn (a vfork and an exec: no Python runs in the child) of argv in a new session,
+    stdin from /dev/null, stdout and stderr to `output`, SIGPIPE and SIGXFSZ back to their
+    defaults (Python ignores them; programs expect them); in the keeper's cwd."""
+    refused: OSError | None = None
+    for path in executables(argv[0], env):
+        try:
+            return os.posix_spawn(
+                path,
+                argv,
+                env,
+                file_actions=[
+                    (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
+                    (os.POSIX_SPAWN_DUP2, output, 1),
+                    (os.POSIX_SPAWN_DUP2, output, 2),
+                ],
+                setsid=True,
+                setsigmask=(),
+                setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
+            )
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except PermissionError as exc:
+            refused = refused or exc
+    raise refused or FileNotFoundError(2, "No such file or directory", argv[0])
+
+
 class Keeper:
-    def __init__(self, requests: int, exits: int) -> None:
+    def __init__(self, requests: int, exits: int, journals: str) -> None:
         self.requests = requests
         self.exits = exits
         self.connected = True
-        # pid -> (process, its exit status file, its start ticks)
-        self.children: dict[int, tuple[subprocess.Popen[bytes], str, int | None]] = {}
+        # Which process each task is, for a flowd restarted before it saved that: one line per
+        # start, "<task key> <pid> <start ticks>", appended (no file per task).
+        self.journal_path = os.path.join(journals, f"{os.getpid()}.journal")
+        self.journal = os.open(self.journal_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        self.children: dict[int, tuple[str, int | None]] = {}  # pid -> (its exit status file, start ticks)
 
     def start(self, request: dict[str, Any]) -> dict[str, Any]:
+        for directory in request.get("dirs", ()):
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(directory, 0o700)
         output = os.open(request["output"], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
-        argv = request["argv"]
+        argv = [str(a) for a in request["argv"]]
+        env = request["env"]
         try:
+            os.chdir(request["cwd"])
             try:
-                process = subprocess.Popen(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=output,
-                    stderr=output,
-                    cwd=request["cwd"],
-                    env=request["env"],
-                    start_new_session=True,
-                )
+                pid = spawn(argv, env, output)
             except OSError as exc:  # as a shell: 127 not found, 126 found but not runnable
-                code = 127 if isinstance(exc, FileNotFoundError) else 126
+                code = 127 if isinstance(exc, FileNotFoundError | NotADirectoryError) else 126
                 why = exc.strerror or str(exc)
-                process = subprocess.Popen(
-                    ["/bin/sh", "-c", NOT_STARTED, "sh", str(argv[0]) if argv else "", why, str(code)],
-                    stdin=subprocess.DEVNULL,
-                    stdout=output,
-                    stderr=output,
-                    cwd="/",
-                    env=request["env"],
-                    start_new_session=True,
-                )
+                pid = spawn(["/bin/sh", "-c", NOT_STARTED, "sh", argv[0] if argv else "", why, str(code)], env, output)
         finally:
             os.close(output)
-        ticks = start_ticks(process.pid)
-        self.children[process.pid] = (process, request["exit_file"], ticks)
-        if request.get("record"):
-            write_file(request["record"], f"{process.pid} {ticks}\n")
-        return {"pid": process.pid, "ticks": ticks}
+            os.chdir("/")
+        ticks = start_ticks(pid)
+        self.children[pid] = (request["exit_file"], ticks)
+        os.write(self.journal, f"{request['key']} {pid} {ticks}\n".encode())
+        return {"pid": pid, "ticks": ticks}
 
     def reap(self) -> None:
         """Records and reaps every child that ended (status written while it is a zombie)."""
@@ -141,14 +167,12 @@ class Keeper:
                 return
             pid = info.si_pid
             code = info.si_status if info.si_code == os.CLD_EXITED else 128 + info.si_status
-            process, exit_file, ticks = self.children.pop(pid, (None, "", None))
+            exit_file, ticks = self.children.pop(pid, ("", None))
             if exit_file:
                 with contextlib.suppress(OSError):  # its directory is gone: nobody will ask
                     write_file(exit_file, f"{code}\n")
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
-            if process is not None:
-                process.returncode = code  # reaped here: subprocess must never wait for it
             if self.connected:
                 try:
                     os.write(self.exits, frame({"pid": pid, "ticks": ticks, "code": code}))
@@ -199,9 +223,13 @@ class Keeper:
 def main(argv: list[str]) -> int:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # inherited by every program, as under nohup
     requests, exits = int(argv[1]), int(argv[2])
+    for fd in (requests, exits):  # not inherited by the programs
+        os.set_inheritable(fd, False)
     os.set_blocking(exits, False)
-    keeper = Keeper(requests, exits)
+    os.chdir("/")
+    keeper = Keeper(requests, exits, argv[3])
     keeper.serve()
+    os.unlink(keeper.journal_path)  # every program it started has ended, its status recorded
     return 0
 
 

@@ -115,6 +115,17 @@ class LocalLauncher:
             )
         return base
 
+    @staticmethod
+    def _writes_nothing_first(record: TaskRecord) -> bool:
+        """A command in its own work directory: nothing is written into the task's directory
+        before it starts, so the keeper creates both."""
+        config = record.config
+        if record.code_digest is not None or record.function_call is not None or config.num_instances > 1:
+            return False
+        if config.working_dir or config.image or config.volumes or config.data_mounts:
+            return False
+        return program_of(config)[0] in ("command", "shell")
+
     def env(self, record: TaskRecord, gpus: Sequence[int]) -> dict[str, str]:
         env = dict(self._base_env)
         env.setdefault("PYTHONUNBUFFERED", "1")  # live logs from Python programs
@@ -151,8 +162,14 @@ class LocalLauncher:
         """Starts the task now on these GPUs (raises LaunchError when it cannot)."""
         if record.config.num_instances > 1:
             return self._spawn_nodes(record, gpus)
-        task_dir = self.task_dir(record.task_id).create()
-        cwd = self._cwd(record, task_dir)
+        task_dir = self.task_dir(record.task_id)
+        dirs: tuple[Path, ...] = ()
+        if self._writes_nothing_first(record):  # the keeper makes its directories (off flowd's path)
+            cwd = task_dir.file(task_files.WORK_DIR)
+            dirs = (task_dir.path, cwd)
+        else:
+            task_dir.create()
+            cwd = self._cwd(record, task_dir)
         argv = self._argv(record, task_dir)
         marker = MARKER_PREFIX + record.task_id
         env = self.env(record, gpus)
@@ -161,13 +178,14 @@ class LocalLauncher:
         # Function tasks start on a warm interpreter where that is indistinguishable (warm_python.py).
         exit_file = task_dir.file(task_files.EXIT_STATUS)
         clock = pid_clock()
-        process = task_dir.file(task_files.PROCESS)
+        process = task_dir.file(task_files.PROCESS)  # the warm wrapper's record of the task's process
         warm = warm_python.launch(self._tasks_root, record, argv, cwd, env, task_dir.output, exit_file, process, marker)
         if warm is not None:
             pid, ticks = warm, process_start_ticks(warm)
             self._started[record.task_id] = (None, clock)
         else:
-            pid, ticks = self._start(record, task_dir, record.task_id, exit_file, argv, task_dir.output, cwd, env, "")
+            key = record.task_id
+            pid, ticks = self._start(record, task_dir, key, exit_file, argv, task_dir.output, cwd, env, "", dirs)
         return LocalProcess(pid=pid, start_ticks=ticks, task_dir=str(task_dir.path), gpus=gpus, cwd=str(cwd))
 
     def _start(
@@ -181,15 +199,15 @@ class LocalLauncher:
         cwd: Path,
         env: Mapping[str, str],
         what: str,
+        dirs: Sequence[Path] = (),
     ) -> tuple[int, int | None]:
         """Starts one process through the keeper, in its own session (and, with volumes or data
-        mounts, its own mount namespace), writing to `output`; (pid, start ticks)."""
+        mounts, its own mount namespace), writing to `output`, once `dirs` exist; (pid, start
+        ticks)."""
         argv = volume_namespace.namespace_command(record.config, command, self._volumes, task_dir.path)
         clock = pid_clock()
         try:
-            started, generation = self._keeper.start(
-                argv, cwd, {**env, "PWD": str(cwd)}, output, exit_file, exit_file.with_name(task_files.PROCESS)
-            )
+            started, generation = self._keeper.start(key, argv, cwd, {**env, "PWD": str(cwd)}, output, exit_file, dirs)
         except LaunchError as exc:
             raise LaunchError(f"could not start {what}the task: {exc}") from exc
         self._started[key] = (generation, clock)
