@@ -54,9 +54,9 @@ from flow.client import Flow
 from flow.task import Task, TaskStatus
 
 if TYPE_CHECKING:  # mypy resolves bench/ as a namespace package; as a script, bench/ is sys.path[0]
-    from bench.harness import Row, Sample, fmt, interleaved, running_daemon
+    from bench.harness import BenchDaemon, Row, Sample, fmt, interleaved, running_daemon
 else:
-    from harness import Row, Sample, fmt, interleaved, running_daemon
+    from harness import BenchDaemon, Row, Sample, fmt, interleaved, running_daemon
 
 FILE_BYTES = 20_000
 FILES_PER_DIR = 100
@@ -131,6 +131,15 @@ class Reps:
 class Report:
     rows: dict[str, Row] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    removed: list[Path] = field(default_factory=list)  # daemon homes and scratch, gone at the end
+
+
+@contextlib.contextmanager
+def daemon_for(report: Report) -> Iterator[BenchDaemon]:
+    """A private flowd (bench/harness.py) whose home is listed as removed once it is stopped."""
+    with running_daemon() as daemon:
+        report.removed.append(daemon.home.root)
+        yield daemon
 
 
 def expect_completed(task: Task) -> None:
@@ -413,7 +422,7 @@ def measure_snapshots(tree: Path, scratch: Path, reps: Reps, only: set[str], rep
             os.sync()
             tar.append(timed(lambda: tar_cat(tree)))
             os.sync()
-            with running_daemon() as daemon, Flow(flow_home=daemon.home.root) as flow:
+            with daemon_for(report) as daemon, Flow(flow_home=daemon.home.root) as flow:
                 started = time.perf_counter()
                 upload = flow.upload_code(tree)
                 first.append(time.perf_counter() - started)
@@ -421,7 +430,7 @@ def measure_snapshots(tree: Path, scratch: Path, reps: Reps, only: set[str], rep
         rows.append(("upload", Row(Sample("upload first", first), Sample("tar -c tree | cat", tar))))
     if not only & {"again", "copy"}:
         return rows
-    with running_daemon() as daemon:
+    with daemon_for(report) as daemon:
         flow = Flow(flow_home=daemon.home.root)
         try:
             flow.upload_code(tree)
@@ -474,7 +483,7 @@ def measure(quick: bool, only: set[str]) -> Report:
     work = Path(tempfile.mkdtemp(prefix="flow-bw-", dir="/tmp"))
     try:
         if only & {"run", "exec", "many", "warm", "cold"}:
-            with running_daemon() as daemon:
+            with daemon_for(report) as daemon:
                 flow = Flow(flow_home=daemon.home.root)
                 try:
                     if "run" in only:
@@ -501,6 +510,7 @@ def measure(quick: bool, only: set[str]) -> Report:
             found += measure_snapshots(tree, work, reps, only, report)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        report.removed.append(work)
     report.rows = {key: row for key, row in sorted(found, key=lambda kv: ROWS.index(kv[0]))}
     return report
 
@@ -523,6 +533,8 @@ def print_report(report: Report, quick: bool, load_before: tuple[float, float, f
         )
     for note in report.notes:
         print(note)
+    for path in report.removed:
+        print(f"removed: {path}")
     print("(medians of repeated runs; floors measured in this run, interleaved; goals are reported, not asserted)")
 
 
