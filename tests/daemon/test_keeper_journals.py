@@ -66,3 +66,29 @@ def test_a_key_in_two_journals_is_the_start_whose_process_lives(tmp_path: Path) 
             assert not list(journals.glob("*.journal"))
         finally:
             running.kill()
+
+
+def test_programs_are_found_as_a_shell_finds_them(tmp_path: Path) -> None:
+    """The first executable of that name on the task's PATH (not the first file); a file that
+    is there but not executable fails with 126, as under a shell."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    for directory in (first, second):
+        directory.mkdir()
+    (first / "hello").write_text("#!/bin/sh\necho first\n")  # not executable: skipped
+    (second / "hello").write_text("#!/bin/sh\necho second\n")
+    (second / "hello").chmod(0o755)
+    (second / "plain").write_text("#!/bin/sh\necho never\n")
+    env = {**os.environ, "PATH": f"{first}:{second}:/usr/bin:/bin"}
+    keeper = Keeper(ignore_ends, tmp_path / "keepers")
+    try:
+        keeper.start("t-1", ["hello"], tmp_path, env, tmp_path / "out1", tmp_path / "exit1")
+        keeper.start("t-2", ["plain"], tmp_path, env, tmp_path / "out2", tmp_path / "exit2")
+        keeper.start("t-3", ["./second/hello"], tmp_path, env, tmp_path / "out3", tmp_path / "exit3")
+        for n in (1, 2, 3):
+            wait_until(lambda n=n: (tmp_path / f"exit{n}").exists(), timeout=30)
+    finally:
+        keeper.close()
+    assert ((tmp_path / "exit1").read_text(), (tmp_path / "out1").read_text()) == ("0\n", "second\n")
+    assert (tmp_path / "exit2").read_text() == "126\n"
+    assert "plain" in (tmp_path / "out2").read_text()
+    assert ((tmp_path / "exit3").read_text(), (tmp_path / "out3").read_text()) == ("0\n", "second\n")

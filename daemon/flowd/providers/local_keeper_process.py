@@ -27,10 +27,12 @@ loses nothing: the files have it).
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import select
 import signal
+import stat
 import sys
 
 TYPE_CHECKING = False  # typing costs start-up; mypy reads this name
@@ -87,39 +89,45 @@ def write_file(path: str, text: str) -> None:
         os.close(fd)
 
 
-def executables(program: str, env: dict[str, str]) -> list[str]:
-    """Where to look for `program`, in order, as subprocess does: itself when it names a
-    directory, else each directory of the task's PATH."""
-    if os.path.dirname(program):
-        return [program]
-    return [os.path.join(directory, program) for directory in env.get("PATH", os.defpath).split(os.pathsep)]
+def executable(program: str, env: dict[str, str]) -> str:
+    """The file to run for `program`, as a shell finds it: itself when it names a directory,
+    else the first executable file of that name in the task's PATH (relative entries against
+    the cwd), else the first such file at all (it then fails to start: 126). Looked up before
+    the one spawn: a failed spawn per PATH entry would create a process each time."""
+    if "/" in program:
+        return program
+    found: str | None = None
+    for directory in env.get("PATH", os.defpath).split(os.pathsep):
+        path = os.path.join(directory or ".", program)
+        try:
+            regular = stat.S_ISREG(os.stat(path).st_mode)
+        except OSError:
+            continue
+        if regular and os.access(path, os.X_OK):
+            return path
+        found = found or path
+    if found is None:
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", program)
+    return found
 
 
 def spawn(argv: list[str], env: dict[str, str], output: int) -> int:
     """posix_spawn (a vfork and an exec: no Python runs in the child) of argv in a new session,
     stdin from /dev/null, stdout and stderr to `output`, SIGPIPE and SIGXFSZ back to their
     defaults (Python ignores them; programs expect them); in the keeper's cwd."""
-    refused: OSError | None = None
-    for path in executables(argv[0], env):
-        try:
-            return os.posix_spawn(
-                path,
-                argv,
-                env,
-                file_actions=[
-                    (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
-                    (os.POSIX_SPAWN_DUP2, output, 1),
-                    (os.POSIX_SPAWN_DUP2, output, 2),
-                ],
-                setsid=True,
-                setsigmask=(),
-                setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
-            )
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        except PermissionError as exc:
-            refused = refused or exc
-    raise refused or FileNotFoundError(2, "No such file or directory", argv[0])
+    return os.posix_spawn(
+        executable(argv[0], env),
+        argv,
+        env,
+        file_actions=[
+            (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_DUP2, output, 1),
+            (os.POSIX_SPAWN_DUP2, output, 2),
+        ],
+        setsid=True,
+        setsigmask=(),
+        setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
+    )
 
 
 class Keeper:
