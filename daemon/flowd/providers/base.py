@@ -57,7 +57,9 @@ Optional capabilities
 ---------------------
 Declared in `Provider.capabilities` (a frozen value), never probed: `offers` (find_instances),
 `exec` (flow ssh), `results` (.remote() results), `volumes` (volumes kept on the provider's own
-platform rather than by flowd) and `node_logs` (one output file per node). A capability left out
+platform rather than by flowd), `node_logs` (one output file per node) and `dependencies` (the
+provider schedules dependencies among its own tasks, start_after and priority itself: Slurm's
+--dependency, --begin, --nice; flowd.dependency_holds holds the rest). A capability left out
 is refused by flowd with a clear error, so a new provider can start with the required protocol
 alone.
 """
@@ -74,6 +76,7 @@ from returns.result import Result
 from flow.domain.errors import DomainError, ErrorReason
 from flow.domain.instances.matching import Offer
 from flow.domain.task.config import TaskConfig
+from flow.domain.task.dependencies import Dependency
 from flow.domain.task.lifecycle import TaskEvent, TaskRecord
 from flow.domain.volumes.rules import Volume
 from flowd.exec_session import ExecSession
@@ -126,6 +129,13 @@ class Refused:
 @frozen
 class Ended:
     """(recover only) The task ended while flowd was down; the provider has reported how."""
+
+
+@frozen
+class Forgotten:
+    """(launch_after only) The provider no longer knows a task the launch was to wait for (Slurm
+    forgets an ended job after MinJobAge): nothing was submitted, and flowd holds the task until
+    it has learnt how that task ended."""
 
 
 Launched = Running[S] | Queued[S] | Refused
@@ -219,6 +229,22 @@ class OwnVolumes(Protocol):
     def delete_volume(self, volume_id: str) -> Result[Volume, DomainError]: ...
 
 
+class NativeDependencies(Protocol[S_contra]):
+    """A provider that schedules, among its own tasks, what TaskConfig.depends_on, start_after and
+    priority ask (Slurm: --dependency, --begin, --nice). Its `launch` honours start_after and
+    priority; flowd holds only conditions the provider cannot see (tasks of other providers,
+    tasks it has not accepted yet, singleton) and hands the others to `launch_after`."""
+
+    def native_id(self, state: S_contra) -> str | None:
+        """The provider's own id of an accepted task (a Slurm job id), which others can wait for."""
+        ...
+
+    def launch_after(self, record: TaskRecord, after: Sequence[tuple[Dependency, str]]) -> Launched[Any] | Forgotten:
+        """`launch`, the provider itself holding the task until these conditions on its own
+        tasks (given by native id) hold. Forgotten when it no longer knows one of them."""
+        ...
+
+
 @frozen(eq=False)
 class Capabilities:
     """What a provider can do beyond the required protocol: each is the object that does it
@@ -229,6 +255,7 @@ class Capabilities:
     results: Results | None = None
     volumes: OwnVolumes | None = None
     node_logs: bool = False  # a multi-node task has one output file per node
+    dependencies: NativeDependencies[Any] | None = None
 
 
 # --- the required protocol -------------------------------------------------------------------------

@@ -97,6 +97,71 @@ func (TaskState) EnumDescriptor() ([]byte, []int) {
 	return file_flowapi_v1_task_proto_rawDescGZIP(), []int{0}
 }
 
+// Slurm's dependency types, with Slurm's meaning.
+type DependencyCondition int32
+
+const (
+	// Treated as AFTER_OK.
+	DependencyCondition_DEPENDENCY_CONDITION_UNSPECIFIED DependencyCondition = 0
+	// The task COMPLETED (exit status 0).
+	DependencyCondition_DEPENDENCY_CONDITION_AFTER_OK DependencyCondition = 1
+	// The task ended, however it ended.
+	DependencyCondition_DEPENDENCY_CONDITION_AFTER_ANY DependencyCondition = 2
+	// The task ended and did not complete (FAILED, CANCELLED, PREEMPTED).
+	DependencyCondition_DEPENDENCY_CONDITION_AFTER_NOT_OK DependencyCondition = 3
+	// The task started (or ended without starting).
+	DependencyCondition_DEPENDENCY_CONDITION_AFTER DependencyCondition = 4
+	// Every earlier live task of the same name (of this flowd) has ended; task_id is empty.
+	DependencyCondition_DEPENDENCY_CONDITION_SINGLETON DependencyCondition = 5
+)
+
+// Enum value maps for DependencyCondition.
+var (
+	DependencyCondition_name = map[int32]string{
+		0: "DEPENDENCY_CONDITION_UNSPECIFIED",
+		1: "DEPENDENCY_CONDITION_AFTER_OK",
+		2: "DEPENDENCY_CONDITION_AFTER_ANY",
+		3: "DEPENDENCY_CONDITION_AFTER_NOT_OK",
+		4: "DEPENDENCY_CONDITION_AFTER",
+		5: "DEPENDENCY_CONDITION_SINGLETON",
+	}
+	DependencyCondition_value = map[string]int32{
+		"DEPENDENCY_CONDITION_UNSPECIFIED":  0,
+		"DEPENDENCY_CONDITION_AFTER_OK":     1,
+		"DEPENDENCY_CONDITION_AFTER_ANY":    2,
+		"DEPENDENCY_CONDITION_AFTER_NOT_OK": 3,
+		"DEPENDENCY_CONDITION_AFTER":        4,
+		"DEPENDENCY_CONDITION_SINGLETON":    5,
+	}
+)
+
+func (x DependencyCondition) Enum() *DependencyCondition {
+	p := new(DependencyCondition)
+	*p = x
+	return p
+}
+
+func (x DependencyCondition) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (DependencyCondition) Descriptor() protoreflect.EnumDescriptor {
+	return file_flowapi_v1_task_proto_enumTypes[1].Descriptor()
+}
+
+func (DependencyCondition) Type() protoreflect.EnumType {
+	return &file_flowapi_v1_task_proto_enumTypes[1]
+}
+
+func (x DependencyCondition) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use DependencyCondition.Descriptor instead.
+func (DependencyCondition) EnumDescriptor() ([]byte, []int) {
+	return file_flowapi_v1_task_proto_rawDescGZIP(), []int{1}
+}
+
 // How function arguments and results are encoded.
 type ValueEncoding int32
 
@@ -134,11 +199,11 @@ func (x ValueEncoding) String() string {
 }
 
 func (ValueEncoding) Descriptor() protoreflect.EnumDescriptor {
-	return file_flowapi_v1_task_proto_enumTypes[1].Descriptor()
+	return file_flowapi_v1_task_proto_enumTypes[2].Descriptor()
 }
 
 func (ValueEncoding) Type() protoreflect.EnumType {
-	return &file_flowapi_v1_task_proto_enumTypes[1]
+	return &file_flowapi_v1_task_proto_enumTypes[2]
 }
 
 func (x ValueEncoding) Number() protoreflect.EnumNumber {
@@ -147,7 +212,7 @@ func (x ValueEncoding) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ValueEncoding.Descriptor instead.
 func (ValueEncoding) EnumDescriptor() ([]byte, []int) {
-	return file_flowapi_v1_task_proto_rawDescGZIP(), []int{1}
+	return file_flowapi_v1_task_proto_rawDescGZIP(), []int{2}
 }
 
 // A task: one unit of work (a command, a shell string or a script) run by a provider.
@@ -349,7 +414,17 @@ type TaskSpec struct {
 	MemoryMb *int32 `protobuf:"varint,21,opt,name=memory_mb,json=memoryMb,proto3,oneof" json:"memory_mb,omitempty"`
 	// Secret environment variables: name -> value. flowd gives them to the task and stores them
 	// privately, but never returns the values: in a Task they come back as empty strings.
-	SecretEnv     map[string]string `protobuf:"bytes,22,rep,name=secret_env,json=secretEnv,proto3" json:"secret_env,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	SecretEnv map[string]string `protobuf:"bytes,22,rep,name=secret_env,json=secretEnv,proto3" json:"secret_env,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Tasks this one waits for, each with a condition (Slurm's --dependency). Until every
+	// condition holds the task is PENDING, its state_reason naming what it waits for. A condition
+	// that can never hold (AFTER_OK of a task that FAILED or was cancelled) ends the task
+	// CANCELLED, its state_reason naming the dependency, and so its own dependents, transitively.
+	DependsOn []*Dependency `protobuf:"bytes,23,rep,name=depends_on,json=dependsOn,proto3" json:"depends_on,omitempty"`
+	// Not before this instant (sbatch's --begin).
+	StartAfter *timestamppb.Timestamp `protobuf:"bytes,24,opt,name=start_after,json=startAfter,proto3" json:"start_after,omitempty"`
+	// Order among the user's waiting tasks: higher first; equal priorities keep submission order.
+	// From -10000 to 10000; 0 by default.
+	Priority      int32 `protobuf:"varint,25,opt,name=priority,proto3" json:"priority,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -538,6 +613,82 @@ func (x *TaskSpec) GetSecretEnv() map[string]string {
 	return nil
 }
 
+func (x *TaskSpec) GetDependsOn() []*Dependency {
+	if x != nil {
+		return x.DependsOn
+	}
+	return nil
+}
+
+func (x *TaskSpec) GetStartAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartAfter
+	}
+	return nil
+}
+
+func (x *TaskSpec) GetPriority() int32 {
+	if x != nil {
+		return x.Priority
+	}
+	return 0
+}
+
+// One condition on another task (or, for SINGLETON, on the earlier tasks of the same name).
+type Dependency struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The task waited for, e.g. "t-3kq9x2m4zr". Empty for SINGLETON, which names no task.
+	TaskId string `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	// What must happen to it.
+	Condition     DependencyCondition `protobuf:"varint,2,opt,name=condition,proto3,enum=flowapi.v1.DependencyCondition" json:"condition,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Dependency) Reset() {
+	*x = Dependency{}
+	mi := &file_flowapi_v1_task_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Dependency) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Dependency) ProtoMessage() {}
+
+func (x *Dependency) ProtoReflect() protoreflect.Message {
+	mi := &file_flowapi_v1_task_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Dependency.ProtoReflect.Descriptor instead.
+func (*Dependency) Descriptor() ([]byte, []int) {
+	return file_flowapi_v1_task_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Dependency) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+func (x *Dependency) GetCondition() DependencyCondition {
+	if x != nil {
+		return x.Condition
+	}
+	return DependencyCondition_DEPENDENCY_CONDITION_UNSPECIFIED
+}
+
 // A call of a Python function inside a task.
 type FunctionCall struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -564,7 +715,7 @@ type FunctionCall struct {
 
 func (x *FunctionCall) Reset() {
 	*x = FunctionCall{}
-	mi := &file_flowapi_v1_task_proto_msgTypes[2]
+	mi := &file_flowapi_v1_task_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -576,7 +727,7 @@ func (x *FunctionCall) String() string {
 func (*FunctionCall) ProtoMessage() {}
 
 func (x *FunctionCall) ProtoReflect() protoreflect.Message {
-	mi := &file_flowapi_v1_task_proto_msgTypes[2]
+	mi := &file_flowapi_v1_task_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -589,7 +740,7 @@ func (x *FunctionCall) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FunctionCall.ProtoReflect.Descriptor instead.
 func (*FunctionCall) Descriptor() ([]byte, []int) {
-	return file_flowapi_v1_task_proto_rawDescGZIP(), []int{2}
+	return file_flowapi_v1_task_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *FunctionCall) GetPath() string {
@@ -669,7 +820,7 @@ type VolumeSpec struct {
 
 func (x *VolumeSpec) Reset() {
 	*x = VolumeSpec{}
-	mi := &file_flowapi_v1_task_proto_msgTypes[3]
+	mi := &file_flowapi_v1_task_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -681,7 +832,7 @@ func (x *VolumeSpec) String() string {
 func (*VolumeSpec) ProtoMessage() {}
 
 func (x *VolumeSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_flowapi_v1_task_proto_msgTypes[3]
+	mi := &file_flowapi_v1_task_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -694,7 +845,7 @@ func (x *VolumeSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeSpec.ProtoReflect.Descriptor instead.
 func (*VolumeSpec) Descriptor() ([]byte, []int) {
-	return file_flowapi_v1_task_proto_rawDescGZIP(), []int{3}
+	return file_flowapi_v1_task_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *VolumeSpec) GetName() string {
@@ -752,7 +903,7 @@ type MountSpec struct {
 
 func (x *MountSpec) Reset() {
 	*x = MountSpec{}
-	mi := &file_flowapi_v1_task_proto_msgTypes[4]
+	mi := &file_flowapi_v1_task_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -764,7 +915,7 @@ func (x *MountSpec) String() string {
 func (*MountSpec) ProtoMessage() {}
 
 func (x *MountSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_flowapi_v1_task_proto_msgTypes[4]
+	mi := &file_flowapi_v1_task_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -777,7 +928,7 @@ func (x *MountSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MountSpec.ProtoReflect.Descriptor instead.
 func (*MountSpec) Descriptor() ([]byte, []int) {
-	return file_flowapi_v1_task_proto_rawDescGZIP(), []int{4}
+	return file_flowapi_v1_task_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *MountSpec) GetSource() string {
@@ -817,7 +968,7 @@ const file_flowapi_v1_task_proto_rawDesc = "" +
 	"\rinstance_type\x18\v \x01(\tR\finstanceType\x12/\n" +
 	"\x14cost_per_hour_micros\x18\f \x01(\x03R\x11costPerHourMicrosB\f\n" +
 	"\n" +
-	"_exit_code\"\xc8\b\n" +
+	"_exit_code\"\xd8\t\n" +
 	"\bTaskSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12#\n" +
 	"\rinstance_type\x18\x02 \x01(\tR\finstanceType\x12.\n" +
@@ -846,7 +997,12 @@ const file_flowapi_v1_task_proto_rawDesc = "" +
 	"\rfunction_call\x18\x14 \x01(\v2\x18.flowapi.v1.FunctionCallR\ffunctionCall\x12 \n" +
 	"\tmemory_mb\x18\x15 \x01(\x05H\x05R\bmemoryMb\x88\x01\x01\x12B\n" +
 	"\n" +
-	"secret_env\x18\x16 \x03(\v2#.flowapi.v1.TaskSpec.SecretEnvEntryR\tsecretEnv\x1a6\n" +
+	"secret_env\x18\x16 \x03(\v2#.flowapi.v1.TaskSpec.SecretEnvEntryR\tsecretEnv\x125\n" +
+	"\n" +
+	"depends_on\x18\x17 \x03(\v2\x16.flowapi.v1.DependencyR\tdependsOn\x12;\n" +
+	"\vstart_after\x18\x18 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"startAfter\x12\x1a\n" +
+	"\bpriority\x18\x19 \x01(\x05R\bpriority\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a<\n" +
@@ -859,7 +1015,11 @@ const file_flowapi_v1_task_proto_rawDesc = "" +
 	"\x1a_max_price_per_hour_microsB\x15\n" +
 	"\x13_max_run_time_hoursB\f\n" +
 	"\n" +
-	"_memory_mb\"\xb3\x02\n" +
+	"_memory_mb\"d\n" +
+	"\n" +
+	"Dependency\x12\x17\n" +
+	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12=\n" +
+	"\tcondition\x18\x02 \x01(\x0e2\x1f.flowapi.v1.DependencyConditionR\tcondition\"\xb3\x02\n" +
 	"\fFunctionCall\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x16\n" +
 	"\x06module\x18\x02 \x01(\tR\x06module\x12\x1a\n" +
@@ -889,7 +1049,14 @@ const file_flowapi_v1_task_proto_rawDesc = "" +
 	"\x14TASK_STATE_COMPLETED\x10\x04\x12\x15\n" +
 	"\x11TASK_STATE_FAILED\x10\x05\x12\x18\n" +
 	"\x14TASK_STATE_CANCELLED\x10\x06\x12\x18\n" +
-	"\x14TASK_STATE_PREEMPTED\x10\a*c\n" +
+	"\x14TASK_STATE_PREEMPTED\x10\a*\xed\x01\n" +
+	"\x13DependencyCondition\x12$\n" +
+	" DEPENDENCY_CONDITION_UNSPECIFIED\x10\x00\x12!\n" +
+	"\x1dDEPENDENCY_CONDITION_AFTER_OK\x10\x01\x12\"\n" +
+	"\x1eDEPENDENCY_CONDITION_AFTER_ANY\x10\x02\x12%\n" +
+	"!DEPENDENCY_CONDITION_AFTER_NOT_OK\x10\x03\x12\x1e\n" +
+	"\x1aDEPENDENCY_CONDITION_AFTER\x10\x04\x12\"\n" +
+	"\x1eDEPENDENCY_CONDITION_SINGLETON\x10\x05*c\n" +
 	"\rValueEncoding\x12\x1e\n" +
 	"\x1aVALUE_ENCODING_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13VALUE_ENCODING_JSON\x10\x01\x12\x19\n" +
@@ -910,41 +1077,46 @@ func file_flowapi_v1_task_proto_rawDescGZIP() []byte {
 	return file_flowapi_v1_task_proto_rawDescData
 }
 
-var file_flowapi_v1_task_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_flowapi_v1_task_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_flowapi_v1_task_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_flowapi_v1_task_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_flowapi_v1_task_proto_goTypes = []any{
 	(TaskState)(0),                // 0: flowapi.v1.TaskState
-	(ValueEncoding)(0),            // 1: flowapi.v1.ValueEncoding
-	(*Task)(nil),                  // 2: flowapi.v1.Task
-	(*TaskSpec)(nil),              // 3: flowapi.v1.TaskSpec
-	(*FunctionCall)(nil),          // 4: flowapi.v1.FunctionCall
-	(*VolumeSpec)(nil),            // 5: flowapi.v1.VolumeSpec
-	(*MountSpec)(nil),             // 6: flowapi.v1.MountSpec
-	nil,                           // 7: flowapi.v1.TaskSpec.EnvEntry
-	nil,                           // 8: flowapi.v1.TaskSpec.SecretEnvEntry
-	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
-	(*structpb.ListValue)(nil),    // 10: google.protobuf.ListValue
-	(*structpb.Struct)(nil),       // 11: google.protobuf.Struct
+	(DependencyCondition)(0),      // 1: flowapi.v1.DependencyCondition
+	(ValueEncoding)(0),            // 2: flowapi.v1.ValueEncoding
+	(*Task)(nil),                  // 3: flowapi.v1.Task
+	(*TaskSpec)(nil),              // 4: flowapi.v1.TaskSpec
+	(*Dependency)(nil),            // 5: flowapi.v1.Dependency
+	(*FunctionCall)(nil),          // 6: flowapi.v1.FunctionCall
+	(*VolumeSpec)(nil),            // 7: flowapi.v1.VolumeSpec
+	(*MountSpec)(nil),             // 8: flowapi.v1.MountSpec
+	nil,                           // 9: flowapi.v1.TaskSpec.EnvEntry
+	nil,                           // 10: flowapi.v1.TaskSpec.SecretEnvEntry
+	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
+	(*structpb.ListValue)(nil),    // 12: google.protobuf.ListValue
+	(*structpb.Struct)(nil),       // 13: google.protobuf.Struct
 }
 var file_flowapi_v1_task_proto_depIdxs = []int32{
-	3,  // 0: flowapi.v1.Task.spec:type_name -> flowapi.v1.TaskSpec
+	4,  // 0: flowapi.v1.Task.spec:type_name -> flowapi.v1.TaskSpec
 	0,  // 1: flowapi.v1.Task.state:type_name -> flowapi.v1.TaskState
-	9,  // 2: flowapi.v1.Task.create_time:type_name -> google.protobuf.Timestamp
-	9,  // 3: flowapi.v1.Task.start_time:type_name -> google.protobuf.Timestamp
-	9,  // 4: flowapi.v1.Task.end_time:type_name -> google.protobuf.Timestamp
-	7,  // 5: flowapi.v1.TaskSpec.env:type_name -> flowapi.v1.TaskSpec.EnvEntry
-	5,  // 6: flowapi.v1.TaskSpec.volumes:type_name -> flowapi.v1.VolumeSpec
-	6,  // 7: flowapi.v1.TaskSpec.data_mounts:type_name -> flowapi.v1.MountSpec
-	4,  // 8: flowapi.v1.TaskSpec.function_call:type_name -> flowapi.v1.FunctionCall
-	8,  // 9: flowapi.v1.TaskSpec.secret_env:type_name -> flowapi.v1.TaskSpec.SecretEnvEntry
-	10, // 10: flowapi.v1.FunctionCall.args:type_name -> google.protobuf.ListValue
-	11, // 11: flowapi.v1.FunctionCall.kwargs:type_name -> google.protobuf.Struct
-	1,  // 12: flowapi.v1.FunctionCall.encoding:type_name -> flowapi.v1.ValueEncoding
-	13, // [13:13] is the sub-list for method output_type
-	13, // [13:13] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	11, // 2: flowapi.v1.Task.create_time:type_name -> google.protobuf.Timestamp
+	11, // 3: flowapi.v1.Task.start_time:type_name -> google.protobuf.Timestamp
+	11, // 4: flowapi.v1.Task.end_time:type_name -> google.protobuf.Timestamp
+	9,  // 5: flowapi.v1.TaskSpec.env:type_name -> flowapi.v1.TaskSpec.EnvEntry
+	7,  // 6: flowapi.v1.TaskSpec.volumes:type_name -> flowapi.v1.VolumeSpec
+	8,  // 7: flowapi.v1.TaskSpec.data_mounts:type_name -> flowapi.v1.MountSpec
+	6,  // 8: flowapi.v1.TaskSpec.function_call:type_name -> flowapi.v1.FunctionCall
+	10, // 9: flowapi.v1.TaskSpec.secret_env:type_name -> flowapi.v1.TaskSpec.SecretEnvEntry
+	5,  // 10: flowapi.v1.TaskSpec.depends_on:type_name -> flowapi.v1.Dependency
+	11, // 11: flowapi.v1.TaskSpec.start_after:type_name -> google.protobuf.Timestamp
+	1,  // 12: flowapi.v1.Dependency.condition:type_name -> flowapi.v1.DependencyCondition
+	12, // 13: flowapi.v1.FunctionCall.args:type_name -> google.protobuf.ListValue
+	13, // 14: flowapi.v1.FunctionCall.kwargs:type_name -> google.protobuf.Struct
+	2,  // 15: flowapi.v1.FunctionCall.encoding:type_name -> flowapi.v1.ValueEncoding
+	16, // [16:16] is the sub-list for method output_type
+	16, // [16:16] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_flowapi_v1_task_proto_init() }
@@ -959,8 +1131,8 @@ func file_flowapi_v1_task_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flowapi_v1_task_proto_rawDesc), len(file_flowapi_v1_task_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   7,
+			NumEnums:      3,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

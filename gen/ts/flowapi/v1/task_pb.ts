@@ -12,7 +12,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file flowapi/v1/task.proto.
  */
 export const file_flowapi_v1_task: GenFile = /*@__PURE__*/
-  fileDesc("ChVmbG93YXBpL3YxL3Rhc2sucHJvdG8SCmZsb3dhcGkudjEigQMKBFRhc2sSDAoEbmFtZRgBIAEoCRIPCgd0YXNrX2lkGAIgASgJEiIKBHNwZWMYAyABKAsyFC5mbG93YXBpLnYxLlRhc2tTcGVjEiQKBXN0YXRlGAQgASgOMhUuZmxvd2FwaS52MS5UYXNrU3RhdGUSFgoJZXhpdF9jb2RlGAUgASgFSACIAQESFAoMc3RhdGVfcmVhc29uGAYgASgJEi8KC2NyZWF0ZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpzdGFydF90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIcHJvdmlkZXIYCiABKAkSFQoNaW5zdGFuY2VfdHlwZRgLIAEoCRIcChRjb3N0X3Blcl9ob3VyX21pY3JvcxgMIAEoA0IMCgpfZXhpdF9jb2RlIrsGCghUYXNrU3BlYxIMCgRuYW1lGAEgASgJEhUKDWluc3RhbmNlX3R5cGUYAiABKAkSHgoRbWluX2dwdV9tZW1vcnlfZ2IYAyABKAVIAIgBARIPCgdjb21tYW5kGAQgAygJEhIKBXNoZWxsGAUgASgJSAGIAQESEwoGc2NyaXB0GAYgASgJSAKIAQESDQoFaW1hZ2UYByABKAkSKgoDZW52GAggAygLMh0uZmxvd2FwaS52MS5UYXNrU3BlYy5FbnZFbnRyeRITCgt3b3JraW5nX2RpchgJIAEoCRInCgd2b2x1bWVzGAogAygLMhYuZmxvd2FwaS52MS5Wb2x1bWVTcGVjEiYKGW1heF9wcmljZV9wZXJfaG91cl9taWNyb3MYCyABKANIA4gBARIfChJtYXhfcnVuX3RpbWVfaG91cnMYDCABKAFIBIgBARIOCgZyZWdpb24YDSABKAkSFQoNbnVtX2luc3RhbmNlcxgOIAEoBRIQCghzc2hfa2V5cxgPIAMoCRITCgt1cGxvYWRfY29kZRgQIAEoCBIqCgtkYXRhX21vdW50cxgRIAMoCzIVLmZsb3dhcGkudjEuTW91bnRTcGVjEhEKCWNvZGVfcm9vdBgSIAEoCRITCgtjb2RlX2RpZ2VzdBgTIAEoCRIvCg1mdW5jdGlvbl9jYWxsGBQgASgLMhguZmxvd2FwaS52MS5GdW5jdGlvbkNhbGwSFgoJbWVtb3J5X21iGBUgASgFSAWIAQESNwoKc2VjcmV0X2VudhgWIAMoCzIjLmZsb3dhcGkudjEuVGFza1NwZWMuU2VjcmV0RW52RW50cnkaKgoIRW52RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARowCg5TZWNyZXRFbnZFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBQhQKEl9taW5fZ3B1X21lbW9yeV9nYkIICgZfc2hlbGxCCQoHX3NjcmlwdEIcChpfbWF4X3ByaWNlX3Blcl9ob3VyX21pY3Jvc0IVChNfbWF4X3J1bl90aW1lX2hvdXJzQgwKCl9tZW1vcnlfbWIi6QEKDEZ1bmN0aW9uQ2FsbBIMCgRwYXRoGAEgASgJEg4KBm1vZHVsZRgCIAEoCRIQCghmdW5jdGlvbhgDIAEoCRIoCgRhcmdzGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLkxpc3RWYWx1ZRInCgZrd2FyZ3MYBSABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EisKCGVuY29kaW5nGAYgASgOMhkuZmxvd2FwaS52MS5WYWx1ZUVuY29kaW5nEhkKEXBpY2tsZWRfYXJndW1lbnRzGAcgASgMEg4KBnB5dGhvbhgIIAEoCSJzCgpWb2x1bWVTcGVjEgwKBG5hbWUYASABKAkSDwoHc2l6ZV9nYhgCIAEoBRISCgptb3VudF9wYXRoGAMgASgJEhEKCWludGVyZmFjZRgEIAEoCRIMCgRpb3BzGAUgASgFEhEKCXZvbHVtZV9pZBgGIAEoCSIrCglNb3VudFNwZWMSDgoGc291cmNlGAEgASgJEg4KBnRhcmdldBgCIAEoCSrZAQoJVGFza1N0YXRlEhoKFlRBU0tfU1RBVEVfVU5TUEVDSUZJRUQQABIWChJUQVNLX1NUQVRFX1BFTkRJTkcQARIbChdUQVNLX1NUQVRFX1BST1ZJU0lPTklORxACEhYKElRBU0tfU1RBVEVfUlVOTklORxADEhgKFFRBU0tfU1RBVEVfQ09NUExFVEVEEAQSFQoRVEFTS19TVEFURV9GQUlMRUQQBRIYChRUQVNLX1NUQVRFX0NBTkNFTExFRBAGEhgKFFRBU0tfU1RBVEVfUFJFRU1QVEVEEAcqYwoNVmFsdWVFbmNvZGluZxIeChpWQUxVRV9FTkNPRElOR19VTlNQRUNJRklFRBAAEhcKE1ZBTFVFX0VOQ09ESU5HX0pTT04QARIZChVWQUxVRV9FTkNPRElOR19QSUNLTEUQAmIGcHJvdG8z", [file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("ChVmbG93YXBpL3YxL3Rhc2sucHJvdG8SCmZsb3dhcGkudjEigQMKBFRhc2sSDAoEbmFtZRgBIAEoCRIPCgd0YXNrX2lkGAIgASgJEiIKBHNwZWMYAyABKAsyFC5mbG93YXBpLnYxLlRhc2tTcGVjEiQKBXN0YXRlGAQgASgOMhUuZmxvd2FwaS52MS5UYXNrU3RhdGUSFgoJZXhpdF9jb2RlGAUgASgFSACIAQESFAoMc3RhdGVfcmVhc29uGAYgASgJEi8KC2NyZWF0ZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpzdGFydF90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIcHJvdmlkZXIYCiABKAkSFQoNaW5zdGFuY2VfdHlwZRgLIAEoCRIcChRjb3N0X3Blcl9ob3VyX21pY3JvcxgMIAEoA0IMCgpfZXhpdF9jb2RlIqoHCghUYXNrU3BlYxIMCgRuYW1lGAEgASgJEhUKDWluc3RhbmNlX3R5cGUYAiABKAkSHgoRbWluX2dwdV9tZW1vcnlfZ2IYAyABKAVIAIgBARIPCgdjb21tYW5kGAQgAygJEhIKBXNoZWxsGAUgASgJSAGIAQESEwoGc2NyaXB0GAYgASgJSAKIAQESDQoFaW1hZ2UYByABKAkSKgoDZW52GAggAygLMh0uZmxvd2FwaS52MS5UYXNrU3BlYy5FbnZFbnRyeRITCgt3b3JraW5nX2RpchgJIAEoCRInCgd2b2x1bWVzGAogAygLMhYuZmxvd2FwaS52MS5Wb2x1bWVTcGVjEiYKGW1heF9wcmljZV9wZXJfaG91cl9taWNyb3MYCyABKANIA4gBARIfChJtYXhfcnVuX3RpbWVfaG91cnMYDCABKAFIBIgBARIOCgZyZWdpb24YDSABKAkSFQoNbnVtX2luc3RhbmNlcxgOIAEoBRIQCghzc2hfa2V5cxgPIAMoCRITCgt1cGxvYWRfY29kZRgQIAEoCBIqCgtkYXRhX21vdW50cxgRIAMoCzIVLmZsb3dhcGkudjEuTW91bnRTcGVjEhEKCWNvZGVfcm9vdBgSIAEoCRITCgtjb2RlX2RpZ2VzdBgTIAEoCRIvCg1mdW5jdGlvbl9jYWxsGBQgASgLMhguZmxvd2FwaS52MS5GdW5jdGlvbkNhbGwSFgoJbWVtb3J5X21iGBUgASgFSAWIAQESNwoKc2VjcmV0X2VudhgWIAMoCzIjLmZsb3dhcGkudjEuVGFza1NwZWMuU2VjcmV0RW52RW50cnkSKgoKZGVwZW5kc19vbhgXIAMoCzIWLmZsb3dhcGkudjEuRGVwZW5kZW5jeRIvCgtzdGFydF9hZnRlchgYIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIcHJpb3JpdHkYGSABKAUaKgoIRW52RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARowCg5TZWNyZXRFbnZFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBQhQKEl9taW5fZ3B1X21lbW9yeV9nYkIICgZfc2hlbGxCCQoHX3NjcmlwdEIcChpfbWF4X3ByaWNlX3Blcl9ob3VyX21pY3Jvc0IVChNfbWF4X3J1bl90aW1lX2hvdXJzQgwKCl9tZW1vcnlfbWIiUQoKRGVwZW5kZW5jeRIPCgd0YXNrX2lkGAEgASgJEjIKCWNvbmRpdGlvbhgCIAEoDjIfLmZsb3dhcGkudjEuRGVwZW5kZW5jeUNvbmRpdGlvbiLpAQoMRnVuY3Rpb25DYWxsEgwKBHBhdGgYASABKAkSDgoGbW9kdWxlGAIgASgJEhAKCGZ1bmN0aW9uGAMgASgJEigKBGFyZ3MYBCABKAsyGi5nb29nbGUucHJvdG9idWYuTGlzdFZhbHVlEicKBmt3YXJncxgFIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSKwoIZW5jb2RpbmcYBiABKA4yGS5mbG93YXBpLnYxLlZhbHVlRW5jb2RpbmcSGQoRcGlja2xlZF9hcmd1bWVudHMYByABKAwSDgoGcHl0aG9uGAggASgJInMKClZvbHVtZVNwZWMSDAoEbmFtZRgBIAEoCRIPCgdzaXplX2diGAIgASgFEhIKCm1vdW50X3BhdGgYAyABKAkSEQoJaW50ZXJmYWNlGAQgASgJEgwKBGlvcHMYBSABKAUSEQoJdm9sdW1lX2lkGAYgASgJIisKCU1vdW50U3BlYxIOCgZzb3VyY2UYASABKAkSDgoGdGFyZ2V0GAIgASgJKtkBCglUYXNrU3RhdGUSGgoWVEFTS19TVEFURV9VTlNQRUNJRklFRBAAEhYKElRBU0tfU1RBVEVfUEVORElORxABEhsKF1RBU0tfU1RBVEVfUFJPVklTSU9OSU5HEAISFgoSVEFTS19TVEFURV9SVU5OSU5HEAMSGAoUVEFTS19TVEFURV9DT01QTEVURUQQBBIVChFUQVNLX1NUQVRFX0ZBSUxFRBAFEhgKFFRBU0tfU1RBVEVfQ0FOQ0VMTEVEEAYSGAoUVEFTS19TVEFURV9QUkVFTVBURUQQByrtAQoTRGVwZW5kZW5jeUNvbmRpdGlvbhIkCiBERVBFTkRFTkNZX0NPTkRJVElPTl9VTlNQRUNJRklFRBAAEiEKHURFUEVOREVOQ1lfQ09ORElUSU9OX0FGVEVSX09LEAESIgoeREVQRU5ERU5DWV9DT05ESVRJT05fQUZURVJfQU5ZEAISJQohREVQRU5ERU5DWV9DT05ESVRJT05fQUZURVJfTk9UX09LEAMSHgoaREVQRU5ERU5DWV9DT05ESVRJT05fQUZURVIQBBIiCh5ERVBFTkRFTkNZX0NPTkRJVElPTl9TSU5HTEVUT04QBSpjCg1WYWx1ZUVuY29kaW5nEh4KGlZBTFVFX0VOQ09ESU5HX1VOU1BFQ0lGSUVEEAASFwoTVkFMVUVfRU5DT0RJTkdfSlNPThABEhkKFVZBTFVFX0VOQ09ESU5HX1BJQ0tMRRACYgZwcm90bzM", [file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * A task: one unit of work (a command, a shell string or a script) run by a provider.
@@ -279,6 +279,31 @@ export type TaskSpec = Message<"flowapi.v1.TaskSpec"> & {
    * @generated from field: map<string, string> secret_env = 22;
    */
   secretEnv: { [key: string]: string };
+
+  /**
+   * Tasks this one waits for, each with a condition (Slurm's --dependency). Until every
+   * condition holds the task is PENDING, its state_reason naming what it waits for. A condition
+   * that can never hold (AFTER_OK of a task that FAILED or was cancelled) ends the task
+   * CANCELLED, its state_reason naming the dependency, and so its own dependents, transitively.
+   *
+   * @generated from field: repeated flowapi.v1.Dependency depends_on = 23;
+   */
+  dependsOn: Dependency[];
+
+  /**
+   * Not before this instant (sbatch's --begin).
+   *
+   * @generated from field: google.protobuf.Timestamp start_after = 24;
+   */
+  startAfter?: Timestamp | undefined;
+
+  /**
+   * Order among the user's waiting tasks: higher first; equal priorities keep submission order.
+   * From -10000 to 10000; 0 by default.
+   *
+   * @generated from field: int32 priority = 25;
+   */
+  priority: number;
 };
 
 /**
@@ -287,6 +312,34 @@ export type TaskSpec = Message<"flowapi.v1.TaskSpec"> & {
  */
 export const TaskSpecSchema: GenMessage<TaskSpec> = /*@__PURE__*/
   messageDesc(file_flowapi_v1_task, 1);
+
+/**
+ * One condition on another task (or, for SINGLETON, on the earlier tasks of the same name).
+ *
+ * @generated from message flowapi.v1.Dependency
+ */
+export type Dependency = Message<"flowapi.v1.Dependency"> & {
+  /**
+   * The task waited for, e.g. "t-3kq9x2m4zr". Empty for SINGLETON, which names no task.
+   *
+   * @generated from field: string task_id = 1;
+   */
+  taskId: string;
+
+  /**
+   * What must happen to it.
+   *
+   * @generated from field: flowapi.v1.DependencyCondition condition = 2;
+   */
+  condition: DependencyCondition;
+};
+
+/**
+ * Describes the message flowapi.v1.Dependency.
+ * Use `create(DependencySchema)` to create a new message.
+ */
+export const DependencySchema: GenMessage<Dependency> = /*@__PURE__*/
+  messageDesc(file_flowapi_v1_task, 2);
 
 /**
  * A call of a Python function inside a task.
@@ -357,7 +410,7 @@ export type FunctionCall = Message<"flowapi.v1.FunctionCall"> & {
  * Use `create(FunctionCallSchema)` to create a new message.
  */
 export const FunctionCallSchema: GenMessage<FunctionCall> = /*@__PURE__*/
-  messageDesc(file_flowapi_v1_task, 2);
+  messageDesc(file_flowapi_v1_task, 3);
 
 /**
  * A persistent volume to attach: either a new one (name + size_gb) or an existing one (volume_id).
@@ -413,7 +466,7 @@ export type VolumeSpec = Message<"flowapi.v1.VolumeSpec"> & {
  * Use `create(VolumeSpecSchema)` to create a new message.
  */
 export const VolumeSpecSchema: GenMessage<VolumeSpec> = /*@__PURE__*/
-  messageDesc(file_flowapi_v1_task, 3);
+  messageDesc(file_flowapi_v1_task, 4);
 
 /**
  * A read-only data source mounted into the task.
@@ -441,7 +494,7 @@ export type MountSpec = Message<"flowapi.v1.MountSpec"> & {
  * Use `create(MountSpecSchema)` to create a new message.
  */
 export const MountSpecSchema: GenMessage<MountSpec> = /*@__PURE__*/
-  messageDesc(file_flowapi_v1_task, 4);
+  messageDesc(file_flowapi_v1_task, 5);
 
 /**
  * The life cycle of a task. PENDING -> (PROVISIONING) -> RUNNING -> COMPLETED | FAILED |
@@ -514,6 +567,61 @@ export const TaskStateSchema: GenEnum<TaskState> = /*@__PURE__*/
   enumDesc(file_flowapi_v1_task, 0);
 
 /**
+ * Slurm's dependency types, with Slurm's meaning.
+ *
+ * @generated from enum flowapi.v1.DependencyCondition
+ */
+export enum DependencyCondition {
+  /**
+   * Treated as AFTER_OK.
+   *
+   * @generated from enum value: DEPENDENCY_CONDITION_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The task COMPLETED (exit status 0).
+   *
+   * @generated from enum value: DEPENDENCY_CONDITION_AFTER_OK = 1;
+   */
+  AFTER_OK = 1,
+
+  /**
+   * The task ended, however it ended.
+   *
+   * @generated from enum value: DEPENDENCY_CONDITION_AFTER_ANY = 2;
+   */
+  AFTER_ANY = 2,
+
+  /**
+   * The task ended and did not complete (FAILED, CANCELLED, PREEMPTED).
+   *
+   * @generated from enum value: DEPENDENCY_CONDITION_AFTER_NOT_OK = 3;
+   */
+  AFTER_NOT_OK = 3,
+
+  /**
+   * The task started (or ended without starting).
+   *
+   * @generated from enum value: DEPENDENCY_CONDITION_AFTER = 4;
+   */
+  AFTER = 4,
+
+  /**
+   * Every earlier live task of the same name (of this flowd) has ended; task_id is empty.
+   *
+   * @generated from enum value: DEPENDENCY_CONDITION_SINGLETON = 5;
+   */
+  SINGLETON = 5,
+}
+
+/**
+ * Describes the enum flowapi.v1.DependencyCondition.
+ */
+export const DependencyConditionSchema: GenEnum<DependencyCondition> = /*@__PURE__*/
+  enumDesc(file_flowapi_v1_task, 1);
+
+/**
  * How function arguments and results are encoded.
  *
  * @generated from enum flowapi.v1.ValueEncoding
@@ -545,5 +653,5 @@ export enum ValueEncoding {
  * Describes the enum flowapi.v1.ValueEncoding.
  */
 export const ValueEncodingSchema: GenEnum<ValueEncoding> = /*@__PURE__*/
-  enumDesc(file_flowapi_v1_task, 1);
+  enumDesc(file_flowapi_v1_task, 2);
 
