@@ -116,18 +116,23 @@ class BenchDaemon:
             if pid_alive(self.pid):
                 os.kill(self.pid, signal.SIGKILL)
         self.pid = None
-        markers = {f"{MARKER_PREFIX}{d.name}".encode() for d in self.home.tasks.glob("*")}
-        if markers:
+        # Task processes carry FLOW_TASK_ID in their environment (a warm wrapper, a marker in argv).
+        ids = [d.name for d in self.home.tasks.glob("*")]
+        words = {f"{MARKER_PREFIX}{i}".encode() for i in ids} | {f"FLOW_TASK_ID={i}".encode() for i in ids}
+        if ids:
             for entry in os.listdir("/proc"):
                 if not entry.isdigit():
                     continue
                 try:
-                    argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+                    seen = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+                    seen += Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
                 except OSError:
                     continue
-                if markers.intersection(argv):
+                if words.intersection(seen):
                     with contextlib.suppress(OSError):
                         os.killpg(int(entry), signal.SIGKILL)
+                    with contextlib.suppress(OSError):
+                        os.kill(int(entry), signal.SIGKILL)
         shutil.rmtree(self.home.root, ignore_errors=True)
 
 

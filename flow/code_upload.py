@@ -1,8 +1,8 @@
 """Uploading a code root as a content-addressed snapshot (the SDK side of CodeService).
 
 1. Walk the root and select files (`.flowignore` / `.gitignore`, see flow.domain.code.selection).
-2. Hash them, reusing a local cache keyed by (path, size, mtime, ctime, inode), so an unchanged
-   tree costs one stat per file.
+2. Hash them, reusing a local cache keyed by (path, size, mtime, ctime, inode) as the walk's
+   stat saw them, so an unchanged tree costs one stat per file (the walk's).
 3. Ask flowd which blobs it lacks; send only those; send the manifest; its digest names the
    snapshot. A task runs in a copy of exactly these bytes, so edits made after submit never
    reach it.
@@ -44,7 +44,8 @@ class PlannedFile:
     path: str
     size: int
     executable: bool
-    source: Path  # what to read (a symlink's target file)
+    source: str  # what to read, absolute (a symlink's target file)
+    identity: str  # what stat said of `source` when it was listed (CodeFile.identity_of)
 
 
 @frozen
@@ -82,8 +83,9 @@ def _planned(root: Path, walked: WalkResult) -> tuple[list[PlannedFile], int]:
     files: list[PlannedFile] = []
     skipped = 0
     leaving: list[str] = []
+    prefix = f"{root}/" if str(root) != "/" else "/"
     for item in walked.files:
-        source = root / item.path
+        source = prefix + item.path  # a string: a Path per file costs more than the rest of the plan
         if item.is_symlink:
             try:
                 real = Path(os.path.realpath(source, strict=True))
@@ -97,9 +99,13 @@ def _planned(root: Path, walked: WalkResult) -> tuple[list[PlannedFile], int]:
             if not real.is_relative_to(root):
                 leaving.append(f"{item.path} -> {real}")
                 continue
-            files.append(PlannedFile(item.path, target.st_size, bool(target.st_mode & 0o111), real))
+            files.append(
+                PlannedFile(
+                    item.path, target.st_size, bool(target.st_mode & 0o111), str(real), CodeFile.identity_of(target)
+                )
+            )
         else:
-            files.append(PlannedFile(item.path, item.size, bool(item.mode & 0o111), source))
+            files.append(PlannedFile(item.path, item.size, bool(item.mode & 0o111), source, item.identity))
     if leaving:
         raise _links_leave_root(root, leaving)
     return files, skipped
@@ -236,22 +242,10 @@ def _hash_cache(path: Path) -> HashCache:
         return cache
 
 
-_GONE: Final = ("", -1)  # the identity of a file deleted since the walk listed it
-
-
-def _identity(path: Path) -> tuple[str, int]:
-    """What stat says about the file (the cache's key), and its size now; _GONE once deleted."""
-    try:
-        info = path.stat()
-    except (FileNotFoundError, NotADirectoryError):
-        return _GONE
-    return f"{info.st_size}:{info.st_mtime_ns}:{info.st_ctime_ns}:{info.st_ino}", info.st_size
-
-
-def _hash_file(path: Path, size: int) -> str | None:
+def _hash_file(path: str, size: int) -> tuple[str | None, bool]:
     """The digest of the file's first `size` bytes (its size when the walk listed it: what the
-    upload sends of a file that grew since, a log say); None once deleted. A file now shorter
-    changed under us: _TreeChangedError."""
+    upload sends of a file that grew since), and whether that is the whole file; (None, False)
+    once deleted. A file now shorter changed under us: _TreeChangedError."""
     digest = hashlib.sha256()
     left = size
     try:
@@ -259,37 +253,57 @@ def _hash_file(path: Path, size: int) -> str | None:
             while left and (chunk := source.read(min(CHUNK_BYTES, left))):
                 digest.update(chunk)
                 left -= len(chunk)
+            whole = not left and not source.read(1)
     except (FileNotFoundError, NotADirectoryError):
-        return None
+        return None, False
     except IsADirectoryError:
-        raise _TreeChangedError(str(path)) from None
+        raise _TreeChangedError(path) from None
     if left:
-        raise _TreeChangedError(str(path))
-    return "sha256:" + digest.hexdigest()
+        raise _TreeChangedError(path)
+    return "sha256:" + digest.hexdigest(), whole
+
+
+RACY_NS: Final = 2_000_000_000  # coarser than any filesystem's timestamps (FAT: 2 s) and kernel tick
+
+
+def _last_change_ns(identity: str) -> int:
+    """The later of the modification and change times in a CodeFile identity."""
+    _, mtime, ctime, _ = identity.split(":")
+    return max(int(mtime), int(ctime))
 
 
 def hash_files(files: Sequence[PlannedFile], cache: HashCache) -> list[str | None]:
-    """Digest of each file (None: deleted since the walk listed it), hashing only those that
-    changed since the cache saw them. Raises _TreeChangedError for a file that shrank."""
-    keys = [str(f.source) for f in files]  # absolute: plan_upload resolved the root
+    """Digest of each file (None: deleted since the walk listed it), hashing only those whose
+    identity (as the walk's stat saw it) the cache does not know: no second stat. A file changed
+    after the walk is hashed as it is now (the upload sends what it reads), and cached under the
+    walk's identity, which it no longer has. Raises _TreeChangedError for a file that shrank."""
+    # A file changed within RACY_NS of now may change again within the same tick of the
+    # filesystem's clock without its identity changing ("racily clean", as git calls it): such
+    # a digest is used, never cached.
+    racy_after = time.time_ns() - RACY_NS
+    keys = [f.source for f in files]  # absolute: plan_upload resolved the root
     known = cache.lookup(keys)
-    identities = [_identity(f.source) for f in files]
-    digests: list[str | None] = [
-        known[k][1] if k in known and known[k][0] == ident and now == f.size else None
-        for k, (ident, now), f in zip(keys, identities, files, strict=True)
-    ]
-    stale = [i for i, d in enumerate(digests) if d is None and identities[i] != _GONE]
+    digests: list[str | None] = []
+    stale: list[int] = []
+    for i, (key, planned) in enumerate(zip(keys, files, strict=True)):
+        seen = known.get(key)
+        if seen is not None and seen[0] == planned.identity and seen[1]:
+            digests.append(seen[1])
+        else:
+            digests.append(None)
+            stale.append(i)
+    kept: list[tuple[str, str, str]] = []
     if stale:  # an unchanged tree hashes nothing, and skips importing a pool (and `logging`, its import)
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(HASH_WORKERS) as pool:  # hashlib releases the GIL on large buffers
             hashed = pool.map(lambda i: _hash_file(files[i].source, files[i].size), stale)
-            for i, digest in zip(stale, hashed, strict=True):
+            for i, (digest, whole) in zip(stale, hashed, strict=True):
                 digests[i] = digest
-    # A file whose size changed since the walk was hashed in part: its digest is not the file's.
-    cache.store(
-        [(keys[i], identities[i][0], d) for i in stale if (d := digests[i]) and identities[i][1] == files[i].size]
-    )
+                # A file that grew was hashed in part: not its digest.
+                if digest is not None and whole and _last_change_ns(files[i].identity) < racy_after:
+                    kept.append((keys[i], files[i].identity, digest))
+    cache.store(kept)
     return digests
 
 
@@ -301,7 +315,7 @@ def _without_deleted(plan: UploadPlan, digests: Sequence[str | None]) -> tuple[U
 
 
 def _batches(
-    blobs: Sequence[tuple[str, Path | bytes, int]],
+    blobs: Sequence[tuple[str, str | bytes, int]],
     progress: Progress | None,
     total: int,
     vanished: list[str] | None = None,
@@ -361,7 +375,7 @@ def _send(
     manifest_digest = digest_of(manifest)
     lacking = conn.unary(find_missing_blobs_call(sorted({*digests, manifest_digest})), timeout=60)
     missing = set(lacking)
-    blobs: list[tuple[str, Path | bytes, int]] = []
+    blobs: list[tuple[str, str | bytes, int]] = []
     for f, d in zip(plan.files, digests, strict=True):
         if d in missing:
             blobs.append((d, f.source, f.size))
@@ -409,7 +423,7 @@ def upload_code(
             break
         except (_TreeChangedError, ValidationError) as exc:
             # ValidationError: flowd found a blob whose content no longer matches its digest.
-            cache.store([(str(f.source), "", "") for f in plan.files])  # forget what we knew
+            cache.store([(f.source, "", "") for f in plan.files])  # forget what we knew
             if attempt == _ATTEMPTS - 1:
                 if isinstance(exc, ValidationError):
                     raise

@@ -36,6 +36,13 @@ class CodeFile:
     path: str  # POSIX, relative to the code root
     size: int
     mode: int
+    identity: str = ""  # what else lstat said (see `identity`): the upload's hash cache key
+
+    @staticmethod
+    def identity_of(status: os.stat_result) -> str:
+        """Size, modification and change times, inode: a file with the same identity is taken
+        to hold the same bytes (as git's index does)."""
+        return f"{status.st_size}:{status.st_mtime_ns}:{status.st_ctime_ns}:{status.st_ino}"
 
     @property
     def is_symlink(self) -> bool:
@@ -99,7 +106,7 @@ def walk_code_root(root: Path) -> WalkResult:
             status = listed[path].stat(follow_symlinks=False)
         except FileNotFoundError:  # deleted since it was listed
             continue
-        files.append(CodeFile(path, status.st_size, status.st_mode))
+        files.append(CodeFile(path, status.st_size, status.st_mode, CodeFile.identity_of(status)))
     return WalkResult(root, rules, tuple(sorted(virtualenvs)), tuple(sorted(pruned)), selection, tuple(files))
 
 

@@ -156,18 +156,25 @@ def _cleanup(daemon: Daemon) -> None:
 
 
 def kill_task_processes(daemon: Daemon) -> None:
-    for task_dir in daemon.home.tasks.glob("*"):
-        marker = f"flow-task:{task_dir.name}".encode()
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if marker in argv:
-                with contextlib.suppress(OSError):
-                    os.killpg(int(entry), signal.SIGKILL)
+    """Every process of the daemon's tasks: by FLOW_TASK_ID in its environment (which a task's
+    processes inherit), or by the marker a warm interpreter's wrapper carries in its argv."""
+    ids = [task_dir.name for task_dir in daemon.home.tasks.glob("*")]
+    if not ids:
+        return
+    words = {f"flow-task:{i}".encode() for i in ids} | {f"FLOW_TASK_ID={i}".encode() for i in ids}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            seen = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+            seen += Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if words.intersection(seen):
+            with contextlib.suppress(OSError):
+                os.killpg(int(entry), signal.SIGKILL)
+            with contextlib.suppress(OSError):
+                os.kill(int(entry), signal.SIGKILL)
 
 
 @pytest.fixture

@@ -98,8 +98,11 @@ class BlobStore:
         """Those of `digests` the store lacks; the others count as just used (see `collect`)."""
         now = time.time()
         absent = []
+        directory = f"{self.root}/sha256/"  # strings: a Path per digest costs more than its stat
         for digest in dict.fromkeys(digests):
-            path = self.path(digest)
+            if not is_digest(digest):
+                raise BlobError(f"{digest!r} is not a sha256 digest")
+            path = directory + digest.removeprefix("sha256:")
             with self._lock:  # never between `collect`'s look at a blob and its removal
                 try:
                     if os.stat(path).st_mtime < now - _REFRESH_AFTER:

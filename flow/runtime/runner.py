@@ -277,8 +277,8 @@ def main(argv: list[str]) -> int:
 # flowd (daemon/flowd/providers/warm_python.py) keeps this file running as a fork server, started
 # by the same interpreter with the same environment (minus the per-task variables) as a task's
 # own `python flow_runner.py ...` would be, and stopped at the start of main(): everything a cold
-# start does before it calls a function is done once. Each call forks a wrapper (the /bin/sh
-# wrapper's part: its own session, the task's directory and output, the exit status file) which
+# start does before it calls a function is done once. Each call forks a wrapper (the keeper's
+# part: the task's directory and output, the exit status file) which
 # forks the task's process; that one takes the task's environment, argv and sys.path[0], then
 # runs the task's copy of this file as __main__, exactly as `python` would.
 
@@ -353,7 +353,7 @@ def _run_task(
     signals = _signals()
     signals.signal(signals.SIGTERM, signals.SIG_DFL)
     signals.signal(signals.SIGINT, signals.default_int_handler)
-    signals.signal(signals.SIGHUP, signals.SIG_IGN)  # as under the sh wrapper's `trap "" HUP`
+    signals.signal(signals.SIGHUP, signals.SIG_IGN)  # as the keeper starts cold tasks (nohup)
     argv = list(request["argv"])  # [python, runner, invocation, result]
     retitle(argv, area)
     env = request["env"]  # the zygote's environment is this one without the per-task variables
@@ -362,7 +362,7 @@ def _run_task(
     for name, value in env.items():
         if os.environ.get(name) != value:
             os.environ[name] = value
-    os.environ["PWD"] = os.getcwd()  # as the sh wrapper of a cold task exports it
+    os.environ["PWD"] = os.getcwd()  # as the keeper sets it for a cold task
     sys.argv = argv[1:]
     sys.orig_argv = list(argv)
     sys.path[0] = os.path.dirname(argv[1])
@@ -391,6 +391,15 @@ def _run_task(
     exec(code, namespace)  # ends with sys.exit(main(sys.argv)): SystemExit, as in a cold start
 
 
+def _start_ticks(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            raw = stat.read()
+        return raw[raw.rfind(b")") + 2 :].split()[19].decode()
+    except (OSError, IndexError):
+        return "None"
+
+
 def _wrapper(
     request: dict[str, Any],
     ready: int,
@@ -399,12 +408,12 @@ def _wrapper(
     baseline: set[str],
     area: tuple[int, int],
 ) -> None:
-    """The forked wrapper: what `/bin/sh -c WRAPPER` does for a cold task. Returns only in the
-    task's process (to run it); the wrapper itself ends with os._exit."""
+    """The forked wrapper: what the keeper is for a cold task (the parent that records the exit
+    status). Returns only in the task's process (to run it); the wrapper itself ends with os._exit."""
     try:
         for fd in inherited:
             os.close(fd)
-        os.setsid()
+        os.setsid()  # out of the zygote's session (the task gets one of its own below)
         signals = _signals()
         signals.signal(signals.SIGCHLD, signals.SIG_DFL)
         for name in ("SIGTERM", "SIGINT", "SIGHUP"):  # outlive the program to record its status
@@ -420,34 +429,50 @@ def _wrapper(
             os.write(ready, f"E{exc}".encode())
         os._exit(127)
     if pid == 0:
+        try:
+            os.setsid()  # the task leads its own session and process group, as a cold task does
+            if request.get("record"):
+                fd = os.open(request["record"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                os.write(fd, f"{os.getpid()} {_start_ticks(os.getpid())}\n".encode())
+                os.close(fd)
+            os.write(ready, f"ok {os.getpid()}".encode())  # once its group exists: flowd signals it
+        except BaseException as exc:  # noqa: BLE001 - reported to flowd, which fails the launch
+            with contextlib.suppress(OSError):
+                os.write(ready, f"E{exc}".encode())
+            os._exit(127)
         os.close(ready)
         _run_task(request, compiled, baseline, area)
         raise SystemExit(0)
-    os.write(ready, b"ok")
     os.close(ready)
-    # Found by its marker, as a cold task's wrapper is (restart recovery before its pid was
-    # saved); done after answering, off the launch's path: flowd cannot restart within it.
+    # Found by its marker, as a cold task's keeper is by its name (what `ps` shows).
     retitle(["flow-warm-python", request["marker"]], area)
     while True:
         try:
-            _, status = os.waitpid(pid, 0)
+            # The status is recorded while the task is still a zombie: whoever watches its pid
+            # finds the status on disk once it is gone.
+            info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+            if info is None:  # (only with WNOHANG)
+                continue
+            code = info.si_status if info.si_code == os.CLD_EXITED else 128 + info.si_status
             break
         except ChildProcessError:
-            status = 127 << 8
+            code = 127
             break
-    code = os.waitstatus_to_exitcode(status)
-    code = 128 - code if code < 0 else code
+        except InterruptedError:
+            continue
     with contextlib.suppress(OSError):
         fd = os.open(request["exit_file"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)  # as `>"$f"`
         os.write(fd, f"{code}\n".encode())
         os.close(fd)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
     os._exit(code & 0xFF)
 
 
 def serve(requests: int, replies: int) -> None:
-    """The fork server's loop: one request (JSON) per task, answered with the wrapper's pid once
-    the wrapper has its own session and the task's process exists. Ends when flowd closes the
-    pipe. Children are reaped by the kernel (SIGCHLD ignored here; the wrapper resets it)."""
+    """The fork server's loop: one request (JSON) per task, answered with the task's pid once
+    its process leads its own session. Ends when flowd closes the pipe. Wrappers are reaped by
+    the kernel (SIGCHLD ignored here; the wrapper resets it)."""
     baseline = set(sys.modules)
     signals = _signals()
     signals.signal(signals.SIGCHLD, signals.SIG_IGN)
@@ -471,8 +496,8 @@ def serve(requests: int, replies: int) -> None:
         os.close(ready_w)
         answer = os.read(ready_r, 4096)
         os.close(ready_r)
-        if answer == b"ok":
-            _write_frame(replies, {"pid": pid})
+        if answer.startswith(b"ok "):
+            _write_frame(replies, {"pid": int(answer[3:])})
         else:
             _write_frame(replies, {"error": answer[1:].decode(errors="replace") or "the wrapper died"})
 

@@ -231,6 +231,34 @@ def test_k8s_quick_prints_every_row_with_a_ratio_and_cleans_up() -> None:
     assert processes_mentioning(home.group(1)) == []
 
 
+WAITS_ROWS = (
+    "sdk run(true)+wait",
+    'task.exec("true")',
+    "1,000 true tasks, 16 thr (/task)",
+    ".remote() noop, warm worker",
+    ".remote() noop, default",
+    "upload first",
+    "upload unchanged",
+    "materialize snapshot",
+)
+WAITS_VERDICT = re.compile(r"\s\d+(\.\d+)?x\s+(.+ \((ok|over)\)|\(context\))$")
+
+
+@pytest.mark.slow
+def test_waits_quick_prints_a_row_per_goal_with_its_floor_and_cleans_up() -> None:
+    output = run_script("bench/bench_waits.py", "--quick", timeout=600)
+    assert re.search(r"load average \d+\.\d before, \d+\.\d after", output), output
+    for name in WAITS_ROWS:
+        assert WAITS_VERDICT.search(row(output, name)), row(output, name)
+    assert "again: unchanged uploads sent 0 bytes in all" in output  # what it sends, not how fast
+    # Every daemon is stopped with its home removed, the project and tree are gone, nothing is left.
+    removed = re.findall(r"^removed: (/tmp/\S+)$", output, re.MULTILINE)
+    assert len(removed) >= 3, output
+    for path in removed:
+        assert not Path(path).exists(), path
+        assert processes_mentioning(path) == [], path
+
+
 DEPENDENCIES_ROWS = (
     "core: check 1,000-task DAG",
     "local: end -> dependent start",

@@ -375,3 +375,19 @@ def test_a_file_growing_while_it_is_sent_goes_as_it_was_when_listed(daemon: Daem
     blobs = daemon.home.root / "blobs" / "sha256"
     assert (blobs / digest_of(first).removeprefix("sha256:")).read_bytes() == first
     assert upload.files == 1 and upload.total_bytes == len(first)
+
+
+def test_an_edit_that_keeps_size_and_mtime_still_reaches_the_next_snapshot(flow: Flow, tmp_path: Path) -> None:
+    # The hash cache trusts a file whose stat identity it knows; the change time and inode are
+    # part of that identity, so an edit that restores the old size and mtime is hashed again.
+    data = tmp_path / "data.txt"
+    data.write_text("before\n")
+    first = flow.upload_code(tmp_path)
+    status = data.stat()
+    with open(data, "r+b") as handle:  # in place: same inode, same size
+        handle.write(b"after!\n")
+    os.utime(data, ns=(status.st_atime_ns, status.st_mtime_ns))
+    second = flow.upload_code(tmp_path)
+    assert second.digest != first.digest and second.sent_files == 2
+    task = flow.run("cat data.txt", code_root=str(tmp_path))
+    assert task.wait(timeout=30).logs() == "after!\n"

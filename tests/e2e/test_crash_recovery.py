@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
 from conftest import Daemon, pid_alive, wait_until
@@ -27,7 +29,7 @@ def test_tasks_survive_a_daemon_kill_and_are_reconciled(daemon: Daemon, tmp_path
     wait_until(lambda: ok.status is TaskStatus.RUNNING and "before" in ok.logs(), 10)
 
     daemon.kill9()
-    gate.write_text("")  # ok and bad end while no daemon watches them: their wrappers record how
+    gate.write_text("")  # ok and bad end while no daemon watches them: their keeper records how
     wait_until(lambda: all((daemon.home.task_dir(t.task_id) / "exit_status").exists() for t in (ok, bad)), 60)
     daemon.start()
 
@@ -45,18 +47,42 @@ def test_tasks_survive_a_daemon_kill_and_are_reconciled(daemon: Daemon, tmp_path
     assert victim.wait(timeout=30).last_status is TaskStatus.CANCELLED
 
 
-def test_a_task_killed_while_the_daemon_is_down_is_failed_not_lost(daemon: Daemon, tmp_path: Path) -> None:
+def _parent(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_bytes()
+    return int(stat[stat.rfind(b")") + 2 :].split()[1])
+
+
+def test_a_task_killed_while_the_daemon_is_down_ends_with_the_status_its_keeper_recorded(
+    daemon: Daemon, tmp_path: Path
+) -> None:
     client: Flow = daemon.client()
     pidfile = tmp_path / "pid"
     task = client.run(["sh", "-c", f"echo $$ > {pidfile}; exec sleep 600"], upload_code=False)
     wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), 10)
     daemon.kill9()
-    # Kill the whole task, wrapper included, so that no exit status is recorded at all.
-    import os
-    import signal
-
     os.killpg(os.getpgid(int(pidfile.read_text())), signal.SIGKILL)
     wait_until(lambda: not pid_alive(int(pidfile.read_text())), 10)
+    daemon.start()
+    final = client.get_task(task.task_id).wait(timeout=30)
+    assert (final.last_status, final.exit_code) == (TaskStatus.FAILED, 128 + 9)
+
+
+def test_a_task_killed_with_its_keeper_while_the_daemon_is_down_is_failed_not_lost(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    client: Flow = daemon.client()
+    pidfile = tmp_path / "pid"
+    task = client.run(["sh", "-c", f"echo $$ > {pidfile}; exec sleep 600"], upload_code=False)
+    wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), 10)
+    pid = int(pidfile.read_text())
+    keeper = _parent(pid)
+    assert b"local_keeper_process.py" in Path(f"/proc/{keeper}/cmdline").read_bytes()
+    daemon.kill9()
+    # The keeper, then the task: nothing is left to record how it ended.
+    os.kill(keeper, signal.SIGKILL)
+    wait_until(lambda: not pid_alive(keeper), 10)
+    os.killpg(os.getpgid(pid), signal.SIGKILL)
+    wait_until(lambda: not pid_alive(pid), 10)
     daemon.start()
     final = client.get_task(task.task_id).wait(timeout=30)
     assert final.last_status is TaskStatus.FAILED

@@ -3,11 +3,12 @@
 Placement is pure (flow.domain.instances.local_placement). A task starts at once when it needs
 no GPUs or its GPUs are free (`Running`), else it waits in a FIFO queue for them (`Queued`,
 reported Started when it gets them); a task with s3:// data mounts waits while its data is
-copied in (volume_s3.TaskDataSyncs). Processes are started by local_launcher (a wrapper that
-records the exit status in the task's directory, in its own session), watched by local_monitor
-(pidfds: an exit is seen the moment it happens), and are not flowd's children in the sense that
-matters: they keep running when flowd stops, and a restarted flowd adopts the ones still running
-(by pid, checked against the kernel's start time) and reads how the others ended.
+copied in (volume_s3.TaskDataSyncs). Processes are started by local_launcher through the keeper
+(local_keeper.py: their parent, which records each exit status in the task's directory; each task
+in its own session), watched by local_monitor (the keeper reports an end the moment it happens),
+and are not flowd's children: they keep running when flowd stops, and a restarted flowd adopts the
+ones still running (by pid, checked against the kernel's start time) and reads how the others
+ended.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import contextlib
 import logging
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -51,6 +51,7 @@ from flowd.providers.base import (
 from flowd.providers.environment import public_env
 from flowd.providers.local_containers import EngineProbe, no_engine_error, remove_container
 from flowd.providers.local_gpus import GpuQueue
+from flowd.providers.local_keeper import Keeper, Spawned, forget_dead_journals, read_journals
 from flowd.providers.local_launcher import MARKER_PREFIX, LocalLauncher
 from flowd.providers.local_monitor import Monitor, Watched, find_process_by_marker, process_start_ticks
 from flowd.providers.local_nodes import NodeTracker, node_key, split_node_key
@@ -92,13 +93,16 @@ class LocalProvider:
         self._report = reporter
         base = public_env(os.environ if base_env is None else base_env)
         self._engines = EngineProbe(path=base.get("PATH"))  # docker/podman, asked once
-        self._launcher = LocalLauncher(name, tasks_root, blobs, base, self._engines, volumes)
+        self._monitor = Monitor(on_exit=self._on_exit, grace=cancel_grace)
+        self._monitor.start()
+        self._journals = tasks_root.parent / "keepers"  # which process each task is (local_keeper_process.py)
+        self._keeper = Keeper(self._monitor.follow_keeper, self._journals, log_file=tasks_root.parent / "flowd.log")
+        self._journaled: dict[str, Spawned] | None = None  # read once, by the first recovery that needs it
+        self._launcher = LocalLauncher(name, tasks_root, blobs, base, self._engines, volumes, self._keeper)
         self._machine = Machine(provider=name, gpus=tuple(gpus), memory_mb=machine_memory_mb())
         self._gpus = GpuQueue(gpus)
         self._nodes = NodeTracker()  # multi-node tasks: which nodes have ended (local_nodes.py)
         self._containers: dict[str, str] = {}  # watched key -> container name (image tasks)
-        self._monitor = Monitor(on_exit=self._on_exit, grace=cancel_grace)
-        self._monitor.start()
         self._syncs = TaskDataSyncs()  # s3:// data mounts, copied in before the command starts
         self.capabilities = Capabilities(offers=self, exec=self, results=self, node_logs=True)
 
@@ -203,7 +207,23 @@ class LocalProvider:
 
     def recovered(self) -> None:
         """Every task is known again after a restart: start the queue moving."""
+        self._journaled = None
+        forget_dead_journals(self._journals)
         self._dispatch()
+
+    def _journal(self, key: str, task_dir: Path) -> Spawned | None:
+        """The process task (or node) `key` was started as: the keepers' journals say, or for a
+        function task on a warm interpreter, its wrapper's record in the task's directory."""
+        if self._journaled is None:
+            self._journaled = read_journals(self._journals, lambda s: process_start_ticks(s.pid) == s.ticks)
+        found = self._journaled.get(key)
+        if found is not None:
+            return found
+        record = TaskDir(task_dir).read(task_files.PROCESS)
+        parts = (record or b"").split()
+        if len(parts) == 2 and parts[0].isdigit():
+            return Spawned(int(parts[0]), int(parts[1]) if parts[1].isdigit() else None)
+        return None
 
     # --- watching ---------------------------------------------------------------------------
 
@@ -227,36 +247,20 @@ class LocalProvider:
             self._watch_nodes(record, state)
             return
         task_dir = self._launcher.task_dir(record.task_id)
-        if not self._watch(record.task_id, state.pid, record, task_dir.path, self._launcher.take_child(record.task_id)):
-            self._report_end(record.task_id, task_dir.exit_status(), False, "the process")
-            self._release(record.task_id)
+        self._watch(record.task_id, state.pid, state.start_ticks, record, task_dir.path)
 
-    def _watch(
-        self, key: str, pid: int, record: TaskRecord, directory: Path, child: subprocess.Popen[bytes] | None
-    ) -> bool:
-        """Hands the process to the monitor; False when it is gone already."""
-        try:
-            pidfd = os.pidfd_open(pid)
-        except ProcessLookupError:
-            return False
-        self._monitor.add(Watched(key, pid, pidfd, directory, child, deadline_of(record)))
-        return True
+    def _watch(self, key: str, pid: int, ticks: int | None, record: TaskRecord, directory: Path) -> None:
+        """Hands the process to the monitor (which finds out if it is gone already)."""
+        keeper, since = self._launcher.take_started(key)
+        self._monitor.add(Watched(key, pid, ticks, directory, deadline_of(record), keeper=keeper, since=since))
 
     def _watch_nodes(self, record: TaskRecord, state: LocalGroup) -> None:
         """Watches every node; a node already gone (it ended while flowd was down) counts as
         ended with the status it recorded."""
         task_dir = self._launcher.task_dir(record.task_id)
         self._nodes.begin(record.task_id, len(state.nodes))
-        gone: list[int] = []
         for rank, node in enumerate(state.nodes):
-            key = node_key(record.task_id, rank)
-            ours = self._launcher.take_child(key)
-            if ours is None and process_start_ticks(node.pid) != node.start_ticks:
-                gone.append(rank)  # not ours, and its pid is someone else's now
-            elif not self._watch(key, node.pid, record, task_dir.node(rank).path, ours):
-                gone.append(rank)
-        for rank in gone:
-            self._node_ended(record.task_id, rank, task_dir.node(rank).exit_status(), timed_out=False)
+            self._watch(node_key(record.task_id, rank), node.pid, node.start_ticks, record, task_dir.node(rank).path)
 
     def cancel(self, record: TaskRecord, state: LocalState) -> None:
         if self._syncs.cancel(record.task_id):
@@ -297,8 +301,7 @@ class LocalProvider:
         container = self._containers.pop(watched.key, None)
         if container is not None:  # killed clients leave their container running: remove it
             remove_container(self._engines.find()[0], container)
-        recorded = TaskDir(watched.task_dir).exit_status()
-        code = recorded if recorded is not None else watched.status
+        code = watched.status if watched.status is not None else TaskDir(watched.task_dir).exit_status()
         node = split_node_key(watched.key)
         if node is not None:  # one node of a multi-node task
             self._node_ended(node[0], node[1], code, watched.timed_out)
@@ -355,22 +358,31 @@ class LocalProvider:
         return self._recover_unsaved(record, task_dir.path)
 
     def _recover_unsaved(self, record: TaskRecord, task_dir: Path) -> Recovered[LocalState]:
-        """Launched (maybe) just before a crash, before its state was saved."""
+        """Launched (maybe) just before a crash, before its state was saved: the keeper's process
+        record (or a warm interpreter's wrapper, by the marker in its command line) says."""
         marker = MARKER_PREFIX + record.task_id
-        found = find_process_by_marker(marker)
         if record.config.num_instances > 1:
             # A partly started group cannot be completed, so its nodes are stopped and it ends LOST.
-            if found is None and not (task_dir / task_files.NODES_DIR).exists():
+            nodes = task_dir / task_files.NODES_DIR
+            if not nodes.exists():
                 return self.launch(record)  # it never started: start it now
-            while found is not None:
+            records = [self._journal(node_key(record.task_id, int(n.name)), n) for n in nodes.iterdir()]
+            alive = [r for r in records if r is not None and process_start_ticks(r.pid) == r.ticks]
+            for started in alive:
                 with contextlib.suppress(OSError):
-                    os.killpg(found, signal.SIGKILL)
+                    os.killpg(started.pid, signal.SIGKILL)
+            deadline = time.monotonic() + 10
+            while alive and time.monotonic() < deadline:  # gone (reaped: its status is recorded)
                 time.sleep(0.01)
-                found = find_process_by_marker(marker)
+                alive = [r for r in alive if process_start_ticks(r.pid) == r.ticks]
             self._report(
                 record.task_id, Lost(reason="flowd stopped while it was starting the nodes; they were stopped")
             )
             return Ended()
+        process = self._journal(record.task_id, task_dir)
+        if process is not None and process_start_ticks(process.pid) == process.ticks:
+            return Running(LocalProcess(pid=process.pid, start_ticks=process.ticks, task_dir=str(task_dir)))
+        found = find_process_by_marker(marker) if process is None else None
         if found is not None:
             return Running(LocalProcess(pid=found, start_ticks=process_start_ticks(found), task_dir=str(task_dir)))
         recorded = TaskDir(task_dir).exit_status()
@@ -383,3 +395,4 @@ class LocalProvider:
     def close(self) -> None:
         self._syncs.close()
         self._monitor.stop()
+        self._keeper.close()  # it keeps recording how the running tasks end, then exits

@@ -1,10 +1,11 @@
-"""Starting a local task's processes: its program, directory, environment, code and wrapper.
+"""Starting a local task's processes: its program, directory, environment, code and keeper.
 
-Each task (each node of a multi-node task) runs under a tiny POSIX-sh wrapper in its own session
-and process group, with its output appended to a file in the task's directory. The wrapper
-records the command's exit status in a file before it exits, so the status survives flowd.
+Each task (each node of a multi-node task) is started by the keeper (local_keeper.py) in its own
+session and process group, with its output appended to a file in the task's directory. The
+keeper, its parent, records the program's exit status in a file when it ends, so the status
+survives flowd; no shell runs between the keeper and the program.
 
-User values never pass through a shell: the argv form runs as "$@", a shell string is one
+User values never pass through a shell: the argv form runs as it is, a shell string is one
 argument of `bash -c`, a script is a file.
 """
 
@@ -15,7 +16,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Final
@@ -35,15 +35,13 @@ from flowd.blobs import BlobStore
 from flowd.providers import warm_python
 from flowd.providers.base import LaunchError
 from flowd.providers.local_containers import EngineProbe, containerize, no_engine_error
-from flowd.providers.local_monitor import process_start_ticks
+from flowd.providers.local_keeper import Keeper
+from flowd.providers.local_monitor import PidClock, pid_clock, process_start_ticks
 from flowd.providers.local_nodes import free_port, node_key
 from flowd.providers.local_state import LocalGroup, LocalNode, LocalProcess
 from flowd.providers.task_dir import TaskDir
 from flowd.volumes import VolumeManager
 
-# $1: file for the exit status; the rest: the program. TERM/INT are trapped (not ignored, so the
-# program keeps default dispositions) to let the wrapper outlive its program and record its status.
-WRAPPER: Final = 'f=$1; shift; trap "" HUP; trap : TERM INT; "$@"; rc=$?; printf "%s\\n" "$rc" >"$f"; exit "$rc"'
 MARKER_PREFIX: Final = "flow-task:"
 RUNNER_SOURCE: Final = Path(runner.__file__)
 
@@ -57,6 +55,7 @@ class LocalLauncher:
         base_env: Mapping[str, str],
         engines: EngineProbe,
         volumes: VolumeManager | None,
+        keeper: Keeper,
     ) -> None:
         self._provider = provider
         self._tasks_root = tasks_root
@@ -65,14 +64,17 @@ class LocalLauncher:
         self._engines = engines
         self._volumes = volumes
         self.bash = shutil.which("bash", path=self._base_env.get("PATH")) or "/bin/sh"
-        self._children: dict[str, subprocess.Popen[bytes]] = {}  # watch key -> our own child
+        self._keeper = keeper
+        # watch key -> (the keeper that reports its end, the pid clock read before it started)
+        self._started: dict[str, tuple[int | None, PidClock | None]] = {}
 
     def task_dir(self, task_id: str) -> TaskDir:
         return TaskDir(self._tasks_root / task_id)
 
-    def take_child(self, key: str) -> subprocess.Popen[bytes] | None:
-        """The Popen of a process this flowd started (so its status can be waited for), once."""
-        return self._children.pop(key, None)
+    def take_started(self, key: str) -> tuple[int | None, PidClock | None]:
+        """For a process this flowd started: the keeper generation that reports its end and the
+        pid clock read before it started; (None, None) for any other (once)."""
+        return self._started.pop(key, (None, None))
 
     # --- what runs, where, with what --------------------------------------------------------
 
@@ -113,6 +115,17 @@ class LocalLauncher:
             )
         return base
 
+    @staticmethod
+    def _writes_nothing_first(record: TaskRecord) -> bool:
+        """A command in its own work directory: nothing is written into the task's directory
+        before it starts, so the keeper creates both."""
+        config = record.config
+        if record.code_digest is not None or record.function_call is not None or config.num_instances > 1:
+            return False
+        if config.working_dir or config.image or config.volumes or config.data_mounts:
+            return False
+        return program_of(config)[0] in ("command", "shell")
+
     def env(self, record: TaskRecord, gpus: Sequence[int]) -> dict[str, str]:
         env = dict(self._base_env)
         env.setdefault("PYTHONUNBUFFERED", "1")  # live logs from Python programs
@@ -151,61 +164,56 @@ class LocalLauncher:
             self.task_dir(record.task_id).clear_run()
         if record.config.num_instances > 1:
             return self._spawn_nodes(record, gpus)
-        task_dir = self.task_dir(record.task_id).create()
-        cwd = self._cwd(record, task_dir)
+        task_dir = self.task_dir(record.task_id)
+        dirs: tuple[Path, ...] = ()
+        if self._writes_nothing_first(record):  # the keeper makes its directories (off flowd's path)
+            cwd = task_dir.file(task_files.WORK_DIR)
+            dirs = (task_dir.path, cwd)
+        else:
+            task_dir.create()
+            cwd = self._cwd(record, task_dir)
         argv = self._argv(record, task_dir)
         marker = MARKER_PREFIX + record.task_id
         env = self.env(record, gpus)
         if record.config.image:  # in its image, through docker or podman (local_containers.py)
             argv, env = self._in_container(record, task_dir, cwd, argv, gpus, None)
-        output = task_dir.open_append(task_files.OUTPUT)
         # Function tasks start on a warm interpreter where that is indistinguishable (warm_python.py).
         exit_file = task_dir.file(task_files.EXIT_STATUS)
-        warm = warm_python.launch(self._tasks_root, record, argv, cwd, env, task_dir.output, exit_file, marker)
+        clock = pid_clock()
+        process = task_dir.file(task_files.PROCESS)  # the warm wrapper's record of the task's process
+        warm = warm_python.launch(self._tasks_root, record, argv, cwd, env, task_dir.output, exit_file, process, marker)
         if warm is not None:
-            os.close(output)
-            pid = warm
+            pid, ticks = warm, process_start_ticks(warm)
+            self._started[record.task_id] = (None, clock)
         else:
-            child = self._start_wrapped(record, task_dir, marker, exit_file, argv, output, cwd, env, "")
-            self._children[record.task_id] = child
-            pid = child.pid
-        return LocalProcess(
-            pid=pid, start_ticks=process_start_ticks(pid), task_dir=str(task_dir.path), gpus=gpus, cwd=str(cwd)
-        )
+            key = record.task_id
+            pid, ticks = self._start(record, task_dir, key, exit_file, argv, task_dir.output, cwd, env, "", dirs)
+        return LocalProcess(pid=pid, start_ticks=ticks, task_dir=str(task_dir.path), gpus=gpus, cwd=str(cwd))
 
-    def _start_wrapped(
+    def _start(
         self,
         record: TaskRecord,
         task_dir: TaskDir,
-        marker: str,
+        key: str,
         exit_file: Path,
         command: Sequence[str],
-        output: int,
+        output: Path,
         cwd: Path,
         env: Mapping[str, str],
         what: str,
-    ) -> subprocess.Popen[bytes]:
-        """One process under the exit-status wrapper, in its own session (and, with volumes or
-        data mounts, its own mount namespace), writing to `output`, which this closes."""
+        dirs: Sequence[Path] = (),
+    ) -> tuple[int, int | None]:
+        """Starts one process through the keeper, in its own session (and, with volumes or data
+        mounts, its own mount namespace), writing to `output`, once `dirs` exist; (pid, start
+        ticks)."""
+        argv = volume_namespace.namespace_command(record.config, command, self._volumes, task_dir.path)
+        clock = pid_clock()
         try:
-            return subprocess.Popen(
-                volume_namespace.namespace_command(
-                    record.config,
-                    ["/bin/sh", "-c", WRAPPER, marker, str(exit_file), *command],
-                    self._volumes,
-                    task_dir.path,
-                ),
-                stdin=subprocess.DEVNULL,
-                stdout=output,
-                stderr=output,
-                cwd=cwd,
-                env=env,
-                start_new_session=True,
-            )
-        except OSError as exc:
-            raise LaunchError(f"could not start {what}/bin/sh: {exc.strerror}") from exc
-        finally:
-            os.close(output)
+            started, generation = self._keeper.start(key, argv, cwd, {**env, "PWD": str(cwd)}, output, exit_file, dirs)
+        except LaunchError as exc:
+            raise LaunchError(f"could not start {what}the task: {exc}") from exc
+        self._started[key] = (generation, clock)
+        return started.pid, started.ticks
 
     def _spawn_nodes(self, record: TaskRecord, gpus: tuple[int, ...]) -> LocalGroup:
         """N node processes, each under the wrapper in its own process group, with its own GPUs,
@@ -215,8 +223,7 @@ class LocalLauncher:
         argv = self._argv(record, task_dir)
         num_nodes = record.config.num_instances
         port = free_port()
-        marker = MARKER_PREFIX + record.task_id
-        started: list[subprocess.Popen[bytes]] = []
+        started: list[int] = []
         nodes: list[LocalNode] = []
         try:
             for node, share in enumerate(split_gpus(gpus, num_nodes)):
@@ -228,21 +235,18 @@ class LocalLauncher:
                 command = [str(directory.file(task_files.RESULT)) if a == shared_result and node else a for a in argv]
                 if record.config.image:
                     command, env = self._in_container(record, task_dir, cwd, command, share, (node, env))
-                output = directory.open_append(task_files.OUTPUT)
                 exit_file = directory.file(task_files.EXIT_STATUS)
-                child = self._start_wrapped(
-                    record, task_dir, marker, exit_file, command, output, cwd, env, f"node {node} with "
-                )
-                started.append(child)
-                self._children[node_key(record.task_id, node)] = child
-                nodes.append(LocalNode(pid=child.pid, start_ticks=process_start_ticks(child.pid), gpus=share))
+                key = node_key(record.task_id, node)
+                what = f"node {node} of "
+                pid, ticks = self._start(record, task_dir, key, exit_file, command, directory.output, cwd, env, what)
+                started.append(pid)
+                nodes.append(LocalNode(pid=pid, start_ticks=ticks, gpus=share))
         except BaseException:
-            for child in started:  # all or nothing: no node outlives a failed launch
+            for pid in started:  # all or nothing: no node outlives a failed launch (the keeper reaps it)
                 with contextlib.suppress(OSError):
-                    os.killpg(child.pid, signal.SIGKILL)
-                child.wait()
+                    os.killpg(pid, signal.SIGKILL)
             for node in range(len(started)):
-                self._children.pop(node_key(record.task_id, node), None)
+                self._started.pop(node_key(record.task_id, node), None)
             raise
         return LocalGroup(task_dir=str(task_dir.path), nodes=tuple(nodes), gpus=gpus, cwd=str(cwd), master_port=port)
 

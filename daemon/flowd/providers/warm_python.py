@@ -6,14 +6,16 @@ server per (python, start-up environment): flow/runtime/runner.py started with `
 same interpreter path, with the task's environment minus the per-task variables, so that it is
 in exactly the state a cold start is in when the runner's main() begins. A call forks it:
 
-    zygote --fork--> wrapper (own session and process group, the task's cwd and output file;
-                     waits, writes the exit status file, exits with the status: the sh wrapper)
-                     --fork--> the task's process (the task's env incl. CUDA_VISIBLE_DEVICES,
+    zygote --fork--> wrapper (the task's cwd and output file; waits, writes the exit status file
+                     while the task is a zombie, then reaps it: the keeper's part)
+                     --fork--> the task's process (leader of its own session and process group,
+                               as a cold task is; the task's env incl. CUDA_VISIBLE_DEVICES,
                                argv, sys.path[0]; runs the task's copy of the runner as __main__)
 
-Each call gets its own process; nothing CUDA (or any user code) runs in the zygote. The
-wrapper's pid is what flowd watches, cancels (its process group) and recovers after a restart,
-exactly as for a cold task; its command line carries the task's marker.
+Each call gets its own process; nothing CUDA (or any user code) runs in the zygote. The task's
+pid is what flowd watches, cancels (its process group) and recovers after a restart (from the
+process record it writes), exactly as for a cold task; the wrapper's command line carries the
+task's marker (`ps` shows which task it waits for).
 
 tests/e2e/test_function_latency_paths.py compares, field by field, what a function sees on both
 paths (environment, cwd, argv, sys.path, sys.modules, __main__, signal dispositions, session and
@@ -155,7 +157,7 @@ class Zygote:
         return all(_stamp(stamp[0]) == stamp for stamp in self._stamps)
 
     def fork(self, request: dict[str, object]) -> int | None:
-        """The wrapper's pid; None when the zygote is gone (the caller starts the task cold)."""
+        """The task's pid; None when the zygote is gone (the caller starts the task cold)."""
         data = json.dumps(request).encode()
         try:
             os.write(self._requests, len(data).to_bytes(4, "big"))
@@ -240,10 +242,17 @@ class WarmPool:
         zygote.close()
 
     def launch(
-        self, argv: Sequence[str], cwd: Path, env: Mapping[str, str], output: Path, exit_file: Path, marker: str
+        self,
+        argv: Sequence[str],
+        cwd: Path,
+        env: Mapping[str, str],
+        output: Path,
+        exit_file: Path,
+        record: Path,
+        marker: str,
     ) -> int | None:
-        """Starts argv ([python, runner, invocation, result]) on a warm interpreter; the
-        wrapper's pid, or None to start it cold instead."""
+        """Starts argv ([python, runner, invocation, result]) on a warm interpreter; the task's
+        pid, or None to start it cold instead."""
         python = argv[0]
         resolved = shutil.which(python, path=env.get("PATH", os.defpath)) if os.sep not in python else python
         if resolved is None:
@@ -254,6 +263,7 @@ class WarmPool:
             "env": dict(env),
             "output": str(output),
             "exit_file": str(exit_file),
+            "record": str(record),
             "marker": marker,
         }
         started = startup_env(env)
@@ -287,21 +297,22 @@ _pools_lock = threading.Lock()
 
 def launch(
     tasks_root: Path,
-    record: TaskRecord,
+    task: TaskRecord,
     argv: Sequence[str],
     cwd: Path,
     env: Mapping[str, str],
     output: Path,
     exit_file: Path,
+    process: Path,
     marker: str,
 ) -> int | None:
     """The local provider's one entry: the pid of a function task started on a warm interpreter
-    (the pid to watch, signal and recover, as a cold task's wrapper pid), or None when this task
-    should start cold (not a function task, not eligible, turned off, or no zygote)."""
-    if os.environ.get(ENABLE_ENV, "1") == "0" or not warm_eligible(record, env):
+    (the pid to watch, signal and recover, as a cold task's), or None when this task should start
+    cold (not a function task, not eligible, turned off, or no zygote)."""
+    if os.environ.get(ENABLE_ENV, "1") == "0" or not warm_eligible(task, env):
         return None
     with _pools_lock:
         pool = _pools.get(tasks_root)
         if pool is None:
             pool = _pools[tasks_root] = WarmPool(tasks_root.parent / "warm-python")
-    return pool.launch(argv, cwd, env, output, exit_file, marker)
+    return pool.launch(argv, cwd, env, output, exit_file, process, marker)

@@ -13,6 +13,7 @@ from typing import Final
 
 OUTPUT: Final = "output.log"  # stdout and stderr of the program, append-only
 EXIT_STATUS: Final = "exit_status"  # "<status>\n" (128+N when killed by signal N)
+PROCESS: Final = "process"  # "<pid> <start ticks>\n" of a warm function task's process (local)
 RESULT: Final = "result.json"  # what a function call returned or raised
 SCRIPT: Final = "script"  # TaskConfig.script
 RUNNER: Final = "flow_runner.py"  # flow.runtime.runner, for function calls

@@ -183,7 +183,7 @@ def namespace_script(binds: Iterable[Bind], root: str, kinds: Mapping[str, PathK
 
 
 def namespace_argv(unshare: str, script: str, command: Iterable[str]) -> list[str]:
-    """The argv that runs `command` (the wrapper) in a private mount namespace set up by `script`."""
+    """The argv that runs `command` (the task's program) in a private mount namespace set up by `script`."""
     return [unshare, "--mount", "--propagation", "private", "/bin/sh", "-c", script, "flow-mounts", *command]
 
 
