@@ -282,12 +282,12 @@ class FlowExecutor(core.PicklingExecutor):
             raise ValueError(f"Unavailable parameter(s): {unknown}\nValid parameters are:\n{lines}")
         for key, value in kwargs.items():
             types = GENERIC.get(key)
-            acceptable = types is None or value is None or isinstance(value, types) and (bool in types or not isinstance(value, bool))
-            if not acceptable:
+            if types and value is not None and not _typed(value, types):
                 raise ValueError(f'Parameter "{key}" expected type {types} (but value: "{value}")')
         merged = {**self.parameters, **{k: v for k, v in kwargs.items() if k not in slurm}}
         if merged.get("nodes", 1) < 1 or merged.get("tasks_per_node", 1) < 1:
-            raise ValueError(f"nodes and tasks_per_node must be at least 1 (got {merged['nodes']}, {merged['tasks_per_node']})")
+            counts = f"{merged['nodes']}, {merged['tasks_per_node']}"
+            raise ValueError(f"nodes and tasks_per_node must be at least 1 (got {counts})")
         if merged.get("gpus_per_node") and not merged.get("instance_type"):
             raise ValueError(
                 f"gpus_per_node={merged['gpus_per_node']} needs the GPU model: set flow_instance_type "
@@ -315,7 +315,9 @@ class FlowExecutor(core.PicklingExecutor):
         # through the shared file system the folder needs anyway.
         return self.python or sys.executable
 
-    def _task_config(self, parameters: dict[str, Any], python: str, extra_env: dict[str, str] | None = None) -> TaskConfig:
+    def _task_config(
+        self, parameters: dict[str, Any], python: str, extra_env: dict[str, str] | None = None, kind: str = ""
+    ) -> TaskConfig:
         from flow.config import TaskConfig
 
         timeout_min = float(parameters["timeout_min"])
@@ -337,7 +339,7 @@ class FlowExecutor(core.PicklingExecutor):
             instance_type = f"{gpus}x{instance_type}"
         fields = {k: parameters[k] for k in TASK_FIELDS if parameters.get(k) is not None}
         fields.update(env=env, instance_type=instance_type)
-        if self.slurm_parameters.get("slurm_partition") and not fields.get("region"):
+        if kind == "slurm" and self.slurm_parameters.get("slurm_partition") and not fields.get("region"):
             fields["region"] = self.slurm_parameters["slurm_partition"]  # a Slurm provider's partition
         mem_gb = parameters.get("mem_gb")
         # The whole attempt sequence: the launcher enforces timeout_min per attempt (and restarts
@@ -354,11 +356,16 @@ class FlowExecutor(core.PicklingExecutor):
             **fields,
         )
 
-    def _warn_slurm_parameters(self, flow: Flow) -> None:
+    def _provider_kind(self, flow: Flow) -> str:
+        """The kind of provider the jobs go to (asked only when a slurm_ parameter needs it)."""
+        if not self.slurm_parameters:
+            return ""
+        info = flow.daemon_info()
+        return info.kind_of(flow.chosen_provider(info))
+
+    def _warn_slurm_parameters(self, kind: str) -> None:
         if not self.slurm_parameters:
             return
-        info = flow.daemon_info()
-        kind = info.kind_of(flow.chosen_provider(info))
         ignored = sorted(self.slurm_parameters.keys() - ({"slurm_partition"} if kind == "slurm" else set()))
         if ignored:
             warnings.warn(
@@ -369,7 +376,8 @@ class FlowExecutor(core.PicklingExecutor):
 
     def _internal_process_submissions(self, delayed_submissions: list[utils.DelayedSubmission]) -> list[core.Job[Any]]:
         flow = _client(self.flow_home, self.provider)
-        self._warn_slurm_parameters(flow)
+        kind = self._provider_kind(flow)
+        self._warn_slurm_parameters(kind)
         timeout_min = self.parameters["timeout_min"]
         first = utils.JobPaths.get_first_id_independent_folder(self.folder)
         first.mkdir(parents=True, exist_ok=True)
@@ -396,14 +404,13 @@ class FlowExecutor(core.PicklingExecutor):
                 "SUBMITIT_FLOW_ARRAY_SLOTS": str(first / f".flow-array-{uuid.uuid4().hex[:12]}"),
                 "SUBMITIT_FLOW_ARRAY_PARALLELISM": str(limit),
             }
-        config = self._task_config(self.parameters, self._python(), extra)
+        config = self._task_config(self.parameters, self._python(), extra, kind)
         jobs: list[core.Job[Any]] = []
         try:
             for pickle_path in pickles:
                 task = flow.submit(config)
-                job: FlowJob[Any] = FlowJob(
-                    self.folder, task.task_id, tasks=range(self._num_tasks()), flow_home=self.flow_home, provider=self.provider
-                )
+                tasks = range(self._num_tasks())
+                job: FlowJob[Any] = FlowJob(self.folder, task.task_id, tasks, self.flow_home, self.provider)
                 job.paths.move_temporary_file(pickle_path, "submitted_pickle")
                 jobs.append(job)
         finally:
@@ -411,6 +418,11 @@ class FlowExecutor(core.PicklingExecutor):
                 with contextlib.suppress(FileNotFoundError):
                     pickle_path.unlink()
         return jobs
+
+
+def _typed(value: object, types: tuple[type, ...]) -> bool:
+    """isinstance, except that a bool is not an int (as submitit's own type checks say)."""
+    return isinstance(value, types) and (bool in types or not isinstance(value, bool))
 
 
 def _python_path() -> str:

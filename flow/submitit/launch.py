@@ -24,6 +24,7 @@ their ranks at once (one file lock per slot).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import signal
@@ -148,10 +149,8 @@ class Ranks:
     def signal(self, signum: int) -> None:
         for proc in self.procs:
             if proc.poll() is None:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     proc.send_signal(signum)
-                except ProcessLookupError:
-                    pass
 
     def stop(self) -> None:
         """SIGINT (submitit ranks ignore SIGTERM), then SIGKILL."""
