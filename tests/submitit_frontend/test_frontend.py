@@ -206,7 +206,12 @@ def test_submitits_executor_tests_pass_with_flow_as_the_executor(local_daemon: D
     """submitit's own tests of LocalExecutor and of the shared `executor` fixture, with FlowExecutor
     in LocalExecutor's place (tests/submitit_frontend/flow_as_local.py): map_array, submit_array, errors,
     multi-task ranks, stdout/stderr, setup, odd folder names, requeuing after timeouts."""
-    modules = ["submitit.local.test_local", "submitit.test_helpers", "submitit.core.test_utils", "submitit.auto.test_auto"]
+    modules = [
+        "submitit.local.test_local",
+        "submitit.test_helpers",
+        "submitit.core.test_utils",
+        "submitit.auto.test_auto",
+    ]
     done = _pytest_submitit(
         local_daemon, tmp_path, ["flow_as_local"], modules, [*LOCAL_JOB_INTERNALS, *TIMING_THRESHOLDS]
     )
@@ -218,7 +223,8 @@ def _pytest_submitit(
     daemon: Daemon, tmp_path: Path, plugins: list[str], modules: list[str], deselected: list[str]
 ) -> subprocess.CompletedProcess[str]:
     env = {**daemon.env, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
-    argv = [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", "-o", "asyncio_default_fixture_loop_scope=function"]
+    argv = [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider"]
+    argv += ["-o", "asyncio_default_fixture_loop_scope=function"]
     for plugin in plugins:
         argv += ["-p", plugin]
     argv += ["-k", " and ".join(f"not {name}" for name in deselected), "--pyargs", *modules]
