@@ -5,7 +5,6 @@ with Flow's plugin installed (and, for the executor-generic ones, with Flow as t
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import warnings
@@ -23,24 +22,14 @@ submitit = pytest.importorskip("submitit")
 import cloudpickle  # noqa: E402
 
 from flow.submitit import FlowExecutor, FlowJob, FlowJobEnvironment  # noqa: E402
+from submitit_frontend import EXAMPLES, HERE, run_example  # noqa: E402
 
 # The jobs' functions below travel by value: the ranks need not import this test module.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
-HERE = Path(__file__).parent
-EXAMPLES = ("add", "arrays", "errors", "multitask", "checkpoint")
 # submitit's tests that depend on wall-clock thresholds (they fail on a loaded machine whatever the
 # executor: test_as_completed asserts two 0.1 s jobs finish within 1.5 s of the submission).
 TIMING_THRESHOLDS = ("test_as_completed",)
-
-
-def run_example(name: str, workdir: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """Runs tests/submitit_frontend/examples/NAME.py as a script in `workdir` (a fresh directory)."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    shutil.copy(HERE / "examples" / f"{name}.py", workdir / f"{name}.py")
-    return subprocess.run(
-        [sys.executable, f"{name}.py"], cwd=workdir, env=env, capture_output=True, text=True, timeout=600
-    )
 
 
 @pytest.fixture(scope="module")
