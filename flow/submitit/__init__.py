@@ -80,7 +80,6 @@ DEFAULTS: Final[dict[str, Any]] = {
     "tasks_per_node": 1,
     "stderr_to_stdout": False,
     "array_parallelism": DEFAULT_ARRAY_PARALLELISM,
-    "signal_delay_s": DEFAULT_SIGNAL_DELAY_S,
 }
 _NAME_CHARS: Final = re.compile(r"[^A-Za-z0-9_-]+")
 _COUNTED_TYPE: Final = re.compile(r"\d+x", re.IGNORECASE)
@@ -324,7 +323,7 @@ class FlowExecutor(core.PicklingExecutor):
         env = {
             "SUBMITIT_FLOW_TASKS_PER_NODE": str(parameters["tasks_per_node"]),
             "SUBMITIT_FLOW_TIMEOUT_S": f"{timeout_min * 60:g}",
-            "SUBMITIT_FLOW_SIGNAL_DELAY_S": f"{min(float(parameters['signal_delay_s']), timeout_min * 60 / 5):g}",
+            "SUBMITIT_FLOW_SIGNAL_DELAY_S": f"{_signal_delay_s(parameters.get('signal_delay_s'), timeout_min):g}",
             "SUBMITIT_FLOW_MAX_REQUEUES": str(MAX_REQUEUES),
             "SUBMITIT_STDERR_TO_STDOUT": "1" if parameters.get("stderr_to_stdout") else "0",
             **({"PYTHONPATH": _python_path()} if _python_path() else {}),
@@ -418,6 +417,14 @@ class FlowExecutor(core.PicklingExecutor):
                 with contextlib.suppress(FileNotFoundError):
                     pickle_path.unlink()
         return jobs
+
+
+def _signal_delay_s(given: float | None, timeout_min: float) -> float:
+    """How long before the time limit the ranks are told to checkpoint: as given, else
+    LocalExecutor's 30 s, but no more than a fifth of the limit (so a short one still runs)."""
+    if given is not None:
+        return float(given)
+    return min(float(DEFAULT_SIGNAL_DELAY_S), timeout_min * 60 / 5)
 
 
 def _typed(value: object, types: tuple[type, ...]) -> bool:
