@@ -74,6 +74,17 @@ def test_flow_is_a_submitit_plugin() -> None:
     assert FlowExecutor.affinity() == 0  # never picked unless named
 
 
+def test_submitit_loading_flows_plugin_imports_no_sdk() -> None:
+    """Every submitit user with Flow installed loads the plugin: it must not pull in gRPC or the SDK."""
+    probe = (
+        "import sys, submitit; from submitit.core import plugins; "
+        "plugins.get_executors(); plugins.get_job_environments(); "
+        "print(sorted(m for m in sys.modules if m.startswith(('grpc', 'flowapi', 'flow.client', 'flow.wire'))))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.strip() == "[]", done.stdout
+
+
 def test_a_job_is_an_ordinary_flow_task_with_its_parameters_mapped(
     executor: FlowExecutor, flow: Flow, tmp_path: Path
 ) -> None:
