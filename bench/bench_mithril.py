@@ -1,5 +1,6 @@
 """The mithril provider against the fake Mithril server (tests/fakes/mithril.py) and the test
-stack's real sshd: API requests per status poll, and submit->RUNNING latency.
+stack's real sshd: API requests and SSH commands per status poll, submit->RUNNING and
+submit->first log line latency.
 
 Run: .venv/bin/python bench/bench_mithril.py [--quick]   (as root: it takes a lease on
 tools/test-stack for the instances' sshd, starting it if needed; the last lease stops it again)
@@ -7,10 +8,20 @@ tools/test-stack for the instances' sshd, starting it if needed; the last lease 
   submit->RUNNING (1 task)        Flow.run(sleep) then task.status every 20 ms until RUNNING, with
                                   zero simulated provisioning delay; floor: one bare httpx GET of
                                   /v2/spot/availability to the same fake, in the same run
+  submit->first log line         Flow.run("echo first; sleep 600") then the first line of
+                                  task.logs(follow=True); same floor
   API requests per poll (N live)  with N running tasks, the fake's request log over a steady window
                                   divided by the polls in it (one bid listing starts each poll);
                                   floor: one request per task per poll (N). Batched listings make
                                   it a small constant whatever N.
+  SSH commands per poll           N running tasks whose instances have 10 addresses (the fake gives
+  (N live, 10 instances)          them 10 spellings of 127.0.0.1, all the one sshd): SSH channels
+                                  flowd opened over a steady window divided by its polls, counted
+                                  inside a flowd built in this process (flowd.server.build_daemon,
+                                  the provider's ssh_commands and polls); floor: one command per
+                                  task per poll (N), what polling each task's log and exit costs.
+                                  The connections flowd keeps open are printed beside it (goal:
+                                  one per instance address, whatever N).
 
 Ratios are Flow's over the floor's; nothing is asserted.
 """
@@ -20,8 +31,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -30,6 +43,9 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from flow.client import Flow
+from flow.domain.task.config import TaskConfig
+from flow.domain.task.lifecycle import TaskState
+from flow.home import FlowHome
 from flow.task import Task, TaskStatus
 
 if TYPE_CHECKING:  # mypy resolves bench/ as a namespace package; as a script, bench/ is sys.path[0]
@@ -60,7 +76,24 @@ def fake_mithril_class() -> Any:
     return importlib.import_module("fakes.mithril").FakeMithril
 
 
-def config_yaml(fake: Any, stack: dict[str, str]) -> str:
+# Ten spellings of 127.0.0.1 (inet_aton reads each so): ten instance addresses, one sshd.
+LOOPBACKS = (
+    "127.0.0.1",
+    "127.1",
+    "127.0.1",
+    "127.0.0.01",
+    "127.00.0.1",
+    "127.000.0.1",
+    "127.0.00.1",
+    "127.0.000.1",
+    "127.00.00.1",
+    "127.000.000.001",
+)
+
+
+def config_yaml(fake: Any, stack: dict[str, str], known_hosts: bool = True) -> str:
+    # Without known_hosts, flowd learns each address's host key on first use (accept-new).
+    hosts = f"    known_hosts: {stack['FLOW_TEST_SSH_KNOWN_HOSTS']}\n" if known_hosts else ""
     return f"""\
 providers:
   mithril:
@@ -70,9 +103,61 @@ providers:
     api_url: {fake.base_url}
     ssh_key_file: {stack["FLOW_TEST_SSH_KEY"]}
     ssh_user: {stack["FLOW_TEST_MITHRIL_SSH_USER"]}
-    known_hosts: {stack["FLOW_TEST_SSH_KNOWN_HOSTS"]}
-    poll_interval: {POLL_INTERVAL}
+{hosts}    poll_interval: {POLL_INTERVAL}
 """
+
+
+def ssh_per_poll(fake: Any, stack: dict[str, str], live: int, window: float) -> None:
+    """SSH commands per poll with `live` running tasks on len(LOOPBACKS) instance addresses,
+    counted inside a flowd built in this process."""
+    from flowd.server import build_daemon
+
+    root = Path(tempfile.mkdtemp(prefix="flow-bi-", dir="/tmp"))
+    home = FlowHome(root=root)
+    home.config.write_text(config_yaml(fake, stack, known_hosts=False))
+    home.config.chmod(0o600)
+    fake.ssh_hosts = LOOPBACKS
+    daemon = build_daemon(home, shutdown=lambda: None)
+    engine = daemon.engine
+    try:
+        provider: Any = engine.providers.get("mithril")
+        config = TaskConfig(command="echo up; sleep 600", instance_type="a100", upload_code=False)
+        before = provider.ssh_commands
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            ids = list(pool.map(lambda _: engine.create(config, "", False, "mithril").unwrap().task_id, range(live)))
+
+        def followed(task_id: str) -> bool:  # its first line arrived: its instance's stream is up
+            record = engine.get(task_id).unwrap()
+            return record.state is TaskState.RUNNING and provider.log_files(record)[0].read_bytes() == b"up\n"
+
+        deadline = time.monotonic() + 300
+        while not all(followed(t) for t in ids):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the tasks did not all reach RUNNING with their first line")
+            time.sleep(0.1)
+        started = provider.ssh_commands - before
+        time.sleep(2 * POLL_INTERVAL)
+        commands, polls = provider.ssh_commands, provider.polls
+        time.sleep(window)
+        commands, polls = provider.ssh_commands - commands, max(1, provider.polls - polls)
+        per_poll = commands / polls
+        links = len({d for t in ids for d in (provider._poller.get(t).destinations if provider._poller.get(t) else ())})
+        name = f"SSH commands per poll ({live} live)"
+        print(f"{name:34} {per_poll:>10.2f} {'':>10} {live:>10}  {per_poll / live:.2f}x")
+        print(
+            f"  {live} tasks on {links} instance addresses: {started} SSH channels until every task's first line "
+            f"arrived; "
+            f"then {commands} in {window:.1f} s ({polls} polls)"
+        )
+        for t in ids:
+            engine.cancel(t)
+        deadline = time.monotonic() + 120
+        while any(not engine.get(t).unwrap().is_terminal for t in ids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        fake.ssh_hosts = (fake.ssh_host,)
+        daemon.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def until_running(task: Task, timeout: float = 120) -> None:
@@ -112,12 +197,22 @@ def main() -> None:
             until_running(task)
             task.cancel()
 
+        def submit_to_first_line() -> None:
+            task = flow.run("echo first; sleep 600", instance_type="a100", upload_code=False)
+            line = next(task.logs(follow=True))
+            task.cancel()
+            if line != "first":
+                raise RuntimeError(f"the first line was {line!r}")
+
         def bare_get() -> None:
             bare.get("/v2/spot/availability").raise_for_status()
 
         submit_to_running()  # warm: catalog, project and SSH key lookups, the SSH connection
-        timed = interleaved({"flow": submit_to_running, "bare": bare_get}, runs)
-        rows: list[tuple[str, Sample, Sample | None]] = [("submit->RUNNING (1 task)", timed["flow"], timed["bare"])]
+        timed = interleaved({"flow": submit_to_running, "line": submit_to_first_line, "bare": bare_get}, runs)
+        rows: list[tuple[str, Sample, Sample | None]] = [
+            ("submit->RUNNING (1 task)", timed["flow"], timed["bare"]),
+            ("submit->first log line", timed["line"], timed["bare"]),
+        ]
         print(f"{'measure':34} {'median':>10} {'p90':>10} {'floor':>10}  ratio")
         for name, sample, floor in rows:
             ratio = f"  {sample.median / floor.median:.1f}x" if floor else ""
@@ -146,6 +241,7 @@ def main() -> None:
             list(pool.map(lambda t: t.cancel(), tasks))
         bare.close()
         flow.close()
+        ssh_per_poll(fake, stack, live, window)
     finally:
         daemon.stop()
         fake.stop()

@@ -104,10 +104,7 @@ class Flow:
 
     def _configure_provider(self, provider: MithrilProvider) -> None:
         """Hands the provider's settings to flowd (which keeps the key in a 0600 file)."""
-        from flow.wire.provider_codec import configure_provider_call
-
-        self._conn.unary(configure_provider_call(provider.name, provider.kind, provider.settings()), timeout=60)
-        self.provider = provider.name
+        self.provider = provider.configure(self._conn)
 
     def _pick_mithril(self) -> None:
         """`Flow()` with MITHRIL_API_KEY set: Mithril, as flowd has it configured or from the
@@ -250,7 +247,7 @@ class Flow:
         """Volumes, newest first, each with the live tasks it is attached to."""
         from flow.volumes import list_volumes
 
-        return list_volumes(self._conn, limit)
+        return list_volumes(self._conn, limit, self.provider)
 
     def delete_volume(self, volume_id: str) -> bool:
         """Deletes a volume and its data (VolumeError while a live task uses it)."""

@@ -11,7 +11,7 @@ from flow.connection import DaemonConnection
 from flow.errors import DaemonUnavailableError, FlowError
 from flow.home import FlowHome
 from flow.wire.code_codec import CollectedBlobs, collect_blobs_call
-from flow.wire.daemon_codec import DaemonInfo, daemon_info_call, shutdown_daemon_call
+from flow.wire.daemon_codec import DaemonInfo, daemon_info_call, list_providers_call, shutdown_daemon_call
 
 STOP_TIMEOUT: Final = 15.0
 
@@ -24,10 +24,16 @@ def _info(conn: DaemonConnection) -> DaemonInfo | None:
 
 
 def status(home: FlowHome) -> DaemonInfo | None:
-    """The daemon serving `home`, if one answers."""
+    """The daemon serving `home`, if one answers, with its providers (and what is wrong with any)."""
     conn = DaemonConnection(home, auto_start=False)
     try:
-        return _info(conn)
+        info = _info(conn)
+        if info is None:
+            return None
+        try:
+            return info._replace(providers=conn.unary(list_providers_call(), timeout=10))
+        except FlowError:
+            return info
     finally:
         conn.close()
 

@@ -13,6 +13,7 @@ from flow.domain.money import micros_to_dollars
 from flow.domain.task.states import TaskState
 from flow.wire.log_codec import LogChunk, stream_logs_call
 from flow.wire.task_snapshot_codec import (
+    AttemptSnapshot,
     TaskSnapshot,
     cancel_task_call,
     get_task_call,
@@ -32,6 +33,11 @@ PAGE_MAX = 1000  # ListTasks' largest page
 
 def _when(seconds: float | None) -> datetime | None:
     return None if seconds is None else datetime.fromtimestamp(seconds, tz=UTC)
+
+
+def _iso(seconds: float | None) -> str | None:
+    when = _when(seconds)
+    return when.isoformat() if when else None
 
 
 class Task:
@@ -55,6 +61,9 @@ class Task:
         self.started_at = _when(snapshot.started_at)
         self.completed_at = _when(snapshot.ended_at)
         self._state = snapshot.state
+        # Earlier runs, oldest first, when the task ran again (TaskConfig.max_retries): each was
+        # preempted or asked to run again (exit status 75). The attributes above are the current run's.
+        self.attempts: tuple[AttemptSnapshot, ...] = snapshot.attempts
 
     @property
     def config(self) -> TaskConfig:
@@ -197,6 +206,16 @@ class Task:
             "created_at": self.created_at.isoformat() if self.created_at else None,
             "started_at": self.started_at.isoformat() if self.started_at else None,
             "completed_at": self.completed_at.isoformat() if self.completed_at else None,
+            "attempts": [
+                {
+                    "status": str(a.state),
+                    "state_reason": a.state_reason,
+                    "exit_code": a.exit_code,
+                    "started_at": _iso(a.started_at),
+                    "completed_at": _iso(a.ended_at),
+                }
+                for a in self.attempts
+            ],
         }
 
     def __repr__(self) -> str:

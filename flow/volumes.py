@@ -80,11 +80,12 @@ def get_volume(conn: DaemonConnection, volume_id: str) -> Volume:
     return Volume.from_core(conn.unary(get_volume_call(volume_id), timeout=30))
 
 
-def list_volumes(conn: DaemonConnection, limit: int) -> list[Volume]:
+def list_volumes(conn: DaemonConnection, limit: int, provider: str = "") -> list[Volume]:
+    """`provider`: only the volumes its tasks can use (a provider that keeps its own adds them)."""
     found: list[Volume] = []
     token = ""
     while len(found) < limit:
-        page = conn.unary(list_volumes_call(min(limit - len(found), PAGE_MAX), token), timeout=30)
+        page = conn.unary(list_volumes_call(min(limit - len(found), PAGE_MAX), token, provider), timeout=30)
         found.extend(Volume.from_core(v) for v in page.items)
         token = page.next_page_token
         if not token:

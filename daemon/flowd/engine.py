@@ -6,6 +6,11 @@ lifecycle (flowd.lifecycle: the one writer of task state). Log streams are flowd
 
 CreateTask returns once the provider has accepted the task (see flowd.providers.base): its
 record is written first (a crash during launch finds it again), and a refusal deletes it.
+
+A task that runs again (preempted, or asking to: TaskConfig.max_retries, see flowd.lifecycle) is
+launched anew by `_relaunch`, on a thread of its own (the provider reported the end from its
+own thread, which must not wait for a launch): same task id, config, code snapshot and provider.
+A provider that refuses the new run ends the task FAILED with the refusal (it existed before).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets as token
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Final
@@ -96,6 +102,7 @@ class TaskEngine:
         self.volumes = volumes
         self._clock = clock
         self._new_id = new_id
+        lifecycle.relaunch = self._relaunch_soon
 
     @property
     def default_provider(self) -> str:
@@ -227,6 +234,24 @@ class TaskEngine:
         if cancelled:  # cancelled while it was being launched: it must not keep running
             provider.cancel(current or record, outcome.state)
         return current or record
+
+    def _relaunch_soon(self, record: TaskRecord) -> None:
+        threading.Thread(target=self._relaunch, args=(record,), name=f"relaunch-{record.task_id}", daemon=True).start()
+
+    def _relaunch(self, record: TaskRecord) -> None:
+        """Launches a task that runs again (see the module docstring)."""
+        if not self._lifecycle.is_live(record.task_id):
+            return  # cancelled meanwhile
+        provider = self.providers.get(record.provider)
+        if provider is None:
+            why = f"provider {record.provider} is no longer configured"
+            self._lifecycle.report(record.task_id, LaunchFailed(reason=why))
+            return
+        outcome = _launched(provider, record)
+        if isinstance(outcome, Refused):
+            self._lifecycle.report(record.task_id, LaunchFailed(reason=outcome.error.message))
+            return
+        self._accept(provider, record, outcome)
 
     # --- reading -------------------------------------------------------------------------------
 

@@ -6,6 +6,11 @@ is applied through the pure state machine (flow.domain.task.lifecycle), persiste
 provider's runtime state (one cattrs converter: flowd.providers.runtime_state) and announced to
 whoever waits for that task (flowd.wakeups).
 
+A reported end that is not the task's end (preempted, or asking to run again, while
+TaskConfig.max_retries allows: flow.domain.task.lifecycle.run_again) makes the task PENDING
+again, its ended run kept in its history (TaskRecord.attempts), and hands it to `relaunch` (the
+engine's: launch it anew on the same provider).
+
 A change a user requested that cannot be saved (disk full, state read-only) raises
 StateWriteError and changes nothing. What a provider observed is applied even then (it is true
 whether saved or not): it is kept and written with the next write that succeeds, and a daemon
@@ -22,7 +27,16 @@ from collections.abc import Callable
 from returns.result import Failure
 
 from flow.domain.task.config import VolumeSpec
-from flow.domain.task.lifecycle import CancelRequested, LaunchFailed, Started, TaskEvent, TaskRecord, TaskState, apply
+from flow.domain.task.lifecycle import (
+    CancelRequested,
+    LaunchFailed,
+    Started,
+    TaskEvent,
+    TaskRecord,
+    TaskState,
+    apply,
+    run_again,
+)
 from flowd.providers.base import Queued, Running
 from flowd.providers.runtime_state import dump_state
 from flowd.store import StateWriteError, Store
@@ -41,6 +55,9 @@ class TaskLifecycle:
         self._states: dict[str, object] = {}  # the provider's runtime state of each accepted live task
         self._holding: dict[str, tuple[VolumeSpec, ...]] = {}  # flowd volumes each live task names
         self._unsaved: dict[str, tuple[TaskRecord, object | None]] = {}  # observed, not yet written
+        # Who launches a task that runs again (the engine sets it); called under the lock, so it
+        # must only hand the work on.
+        self.relaunch: Callable[[TaskRecord], None] = lambda record: None
 
     # --- reading ------------------------------------------------------------------------------
 
@@ -177,7 +194,18 @@ class TaskLifecycle:
             if isinstance(result, Failure):
                 log.info("ignoring event for task %s: %s", task_id, result.failure().message)
                 return
-            self._commit(result.unwrap(), state)
+            ended = result.unwrap()
+            again = run_again(record, ended)
+            if again is None:
+                self._commit(ended, state)
+                return
+            log.info("task %s: %s", task_id, again.state_reason)
+            self._states.pop(task_id, None)  # the ended run's; the next run brings its own
+            stale = self._unsaved.get(task_id)
+            if stale is not None:
+                self._unsaved[task_id] = (stale[0], None)
+            self._commit(again)
+            self.relaunch(again)
 
     def request_cancel(self, task_id: str) -> tuple[TaskRecord, object | None] | None:
         """Applies the user's cancel; returns the record and the provider state to stop (None

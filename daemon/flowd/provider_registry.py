@@ -3,7 +3,13 @@ environment. The local provider is always there (the embedded default).
 
 A config file that is wrong in any way stops flowd from starting, with a message that names the
 file, the line and the field of every problem (`flowd --detach` passes it to the SDK, so `flow`
-shows it). The file may name SSH keys and known_hosts files, so, like OpenSSH with ~/.ssh/config:
+shows it), with one exception: a Mithril provider whose own settings cannot be used (a malformed
+or missing API key, an unknown setting, a key in a file others can read) is registered as
+unusable instead (providers/unusable.py): it reports why through every call that needs it and
+`flow daemon status`, and flowd and every other provider keep serving. Mithril providers a
+client configures (ConfigureProvider) are told apart by their settings (see `configure`).
+
+The file may name SSH keys and known_hosts files, so, like OpenSSH with ~/.ssh/config:
 it must belong to you and must not be writable by anyone else (someone who could edit it could
 point Flow at their own known_hosts and read your code and commands on the way to the cluster);
 readable by others is allowed, and logged, since it holds paths, not secrets. A key file it names
@@ -23,15 +29,18 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
+from attrs import evolve
 from returns.result import Failure, Result, Success
 
 from flow.domain.daemon_config import (
     LOCAL,
     MITHRIL_ENV,
+    MITHRIL_KEYS,
     PROVIDER_NAME,
     DaemonConfig,
     MithrilSettings,
     SlurmSettings,
+    UnusableSettings,
     daemon_config_from_dict,
     mithril_from_env,
     mithril_settings,
@@ -46,6 +55,7 @@ from flowd.providers.base import Provider, Reporter
 from flowd.providers.local import LocalProvider
 from flowd.providers.slurm import SlurmProvider
 from flowd.providers.slurm_cluster import Cluster, LocalCluster, SshCluster
+from flowd.providers.unusable import UnusableProvider
 from flowd.volumes import VolumeManager
 
 log = logging.getLogger(__name__)
@@ -156,49 +166,85 @@ def _request_timeout(env: Mapping[str, str]) -> float:
         return 30.0
 
 
-def _with_keys(found: list[MithrilSettings]) -> list[MithrilSettings]:
-    for s in found:
-        if not s.api_key:
-            raise DaemonConfigError(
-                f"provider {s.name} (kind: mithril) has no API key: set MITHRIL_API_KEY for flowd, "
-                "or api_key in $FLOW_HOME/config.yaml (chmod 600)"
-            )
-    return found
+def _unusable(name: str, error: DomainError, suggestions: tuple[str, ...] = ()) -> UnusableSettings:
+    """Mithril settings flowd cannot use: the provider is reported, the daemon serves on."""
+    fixes = suggestions or tuple(v.fix for v in error.violations if v.fix)
+    return UnusableSettings(
+        name,
+        "mithril",
+        evolve(
+            error,
+            message=f"Provider {name} cannot be used: {error.message}",
+            suggestions=(*fixes, "then restart flowd to use it: flow daemon stop (it starts again on the next call)"),
+            metadata=(*error.metadata, ("provider", name)),
+        ),
+    )
 
 
-def _mithril_settings(config: DaemonConfig, home: FlowHome, env: Mapping[str, str]) -> list[MithrilSettings]:
+def _no_key(name: str) -> UnusableSettings:
+    return _unusable(
+        name,
+        validation_error(
+            [violation("api_key", None, "is required", "set MITHRIL_API_KEY for flowd, or api_key in config.yaml")],
+            subject=f"settings of provider {name}",
+        ),
+    )
+
+
+MithrilConfigured = MithrilSettings | UnusableSettings
+
+
+def _mithril_settings(
+    config: DaemonConfig, home: FlowHome, env: Mapping[str, str], lines: Mapping[str, int]
+) -> list[MithrilConfigured]:
     """The Mithril providers: those of the config file, with the MITHRIL_* variables overriding
-    their settings, or one named "mithril" when only the variables configure it. A file that
-    holds an API key must be private (0600)."""
-    found = [s for s in config.providers if isinstance(s, MithrilSettings)]
+    their settings, or one named "mithril" when only the variables configure it. Settings that
+    cannot be used (wrong, no key, a key in a file others can read) come back as UnusableSettings
+    with every problem and its line."""
+    found = [
+        s
+        for s in config.providers
+        if isinstance(s, MithrilSettings) or (isinstance(s, UnusableSettings) and s.kind == "mithril")
+    ]
     overlay = {key: env[variable] for variable, key in reversed(list(MITHRIL_ENV.items())) if env.get(variable)}
-    if found:
-        if home.config.stat().st_mode & 0o077 and any(s.api_key and "api_key" not in overlay for s in found):
-            raise DaemonConfigError(
-                f"{home.config} holds a Mithril API key and other users can read it; "
-                f"fix it with: chmod 600 {home.config}"
-            )
-        if not overlay:
-            return _with_keys(found)
+    where = str(home.config)
+    if not found:
+        from_env = mithril_from_env(env)
+        if isinstance(from_env, Failure):
+            return [_unusable("mithril", from_env.failure())]
+        settings = from_env.unwrap()
+        return [settings] if settings is not None else []
+    if overlay:  # the variables win over the file: each provider's settings read again, merged
         from flow.yaml_document import load_yaml_with_lines
 
-        loaded = load_yaml_with_lines(home.config.read_text(), str(home.config))
-        if isinstance(loaded, Failure):
-            raise DaemonConfigError(loaded.failure().message)
-        data, _ = loaded.unwrap()
-        out: list[FieldViolation] = []
-        merged = [
-            mithril_settings(s.name, {**data["providers"][s.name], **overlay}, f"providers.{s.name}", out)
-            for s in found
-        ]
-        if out:
-            raise DaemonConfigError(validation_error(out, subject=SUBJECT).message)
-        return _with_keys(merged)
-    from_env = mithril_from_env(env)
-    if isinstance(from_env, Failure):
-        raise DaemonConfigError(from_env.failure().message)
-    settings = from_env.unwrap()
-    return [settings] if settings is not None else []
+        loaded = load_yaml_with_lines(home.config.read_text(), where)
+        data = loaded.unwrap()[0] if not isinstance(loaded, Failure) else {}
+        merged: list[MithrilConfigured] = []
+        for s in found:
+            raw = data["providers"][s.name] if isinstance(data, Mapping) else {}
+            out: list[FieldViolation] = []
+            again = mithril_settings(s.name, {**raw, **overlay}, f"providers.{s.name}", out)
+            if any(k not in MITHRIL_KEYS for k in raw):
+                merged.append(s)  # still wrong, whatever the variables say
+            elif out:
+                merged.append(UnusableSettings(s.name, "mithril", validation_error(out, subject=SUBJECT)))
+            else:
+                merged.append(again)
+        found = merged
+    private = not home.config.stat().st_mode & 0o077
+    usable: list[MithrilConfigured] = []
+    for s in found:
+        if isinstance(s, UnusableSettings):
+            usable.append(_unusable(s.name, locate(s.error, lines, where)))
+        elif not s.api_key:
+            usable.append(_no_key(s.name))
+        elif not private and "api_key" not in overlay:
+            readable = f"{home.config} holds its Mithril API key and other users can read that file"
+            error = DomainError(reason=ErrorReason.VALIDATION_FAILED, message=readable)
+            usable.append(_unusable(s.name, error, (f"make the file private: chmod 600 {home.config}",)))
+        else:
+            usable.append(s)
+    return usable
 
 
 RUNTIME_PROVIDERS: Final = "providers.d"  # under $FLOW_HOME: providers clients configured (0600 files)
@@ -238,18 +284,32 @@ def _runtime_settings(name: str, kind: str, settings: Mapping[str, str]) -> Resu
 
 
 def _mithril_provider(
-    settings: MithrilSettings, home: FlowHome, reporter: Reporter, blobs: BlobStore, env: Mapping[str, str]
+    settings: MithrilConfigured, home: FlowHome, reporter: Reporter, blobs: BlobStore, env: Mapping[str, str]
 ) -> Provider[Any]:
-    from flowd.providers.mithril import MithrilProvider  # httpx only where Mithril is used
+    if isinstance(settings, UnusableSettings):
+        from flowd.providers.mithril_state import MITHRIL_STATES
 
-    return MithrilProvider(
+        log.warning("%s", settings.error.message)
+        return UnusableProvider(settings.name, settings.kind, settings.error, MITHRIL_STATES, home.tasks)
+    from flowd.providers.mithril import MithrilCloud  # httpx only where Mithril is used
+
+    return MithrilCloud(
         settings=settings,
         tasks_root=home.tasks,
         state_root=home.root / "mithril",
+        keys_root=home.root / "keys",
         reporter=reporter,
         blobs=blobs,
         request_timeout=_request_timeout(env),
     )
+
+
+def _save_runtime(home: FlowHome, name: str, kind: str, settings: Mapping[str, str]) -> None:
+    folder = home.root / RUNTIME_PROVIDERS
+    folder.mkdir(mode=0o700, exist_ok=True)
+    fd = os.open(folder / f"{name}.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump({"name": name, "kind": kind, "settings": dict(settings)}, handle)
 
 
 class ProviderRegistry:
@@ -277,15 +337,38 @@ class ProviderRegistry:
         with self._lock:
             return {name: provider for name, (provider, _) in self._providers.items()}
 
+    def _same_settings(self, wanted: MithrilSettings) -> Provider[Any] | None:
+        """A Mithril provider configured exactly so (whatever its name). Callers hold the lock."""
+        for provider, settings in self._providers.values():
+            if isinstance(settings, MithrilSettings) and evolve(settings, name=wanted.name) == wanted:
+                return provider
+        return None
+
+    def _free_name(self, kind: str) -> str:
+        """ "mithril", else "mithril-2", "mithril-3", ... Callers hold the lock."""
+        taken = set(self._providers) | {p.stem for p in (self._home.root / RUNTIME_PROVIDERS).glob("*.json")}
+        return next(n for n in (kind, *(f"{kind}-{i}" for i in range(2, 10_000))) if n not in taken)
+
     def configure(self, name: str, kind: str, settings: Mapping[str, str]) -> Result[Provider[Any], DomainError]:
         """Adds the provider a client configured (ConfigureProvider), and keeps its settings in a
-        0600 file so that a restarted flowd finds its tasks again. The same settings again are a
-        no-op; other settings under a taken name are refused."""
-        parsed = _runtime_settings(name, kind, settings)
+        0600 file so that a restarted flowd finds its tasks again.
+
+        Without a name the settings are the provider's identity: a provider configured exactly
+        so (from config.yaml, or by another client) is the answer, else a new one under the
+        first free name ("mithril", "mithril-2", ...); clients with different settings work
+        side by side. With a name, the same settings again are a no-op, and other settings under
+        a taken name are refused."""
+        parsed = _runtime_settings(name or kind, kind, settings)
         if isinstance(parsed, Failure):
             return Failure(parsed.failure())
         wanted = parsed.unwrap()
         with self._lock:
+            if not name:
+                same = self._same_settings(wanted)
+                if same is not None:
+                    return Success(same)
+                name = self._free_name(kind)
+                wanted = evolve(wanted, name=name)
             existing = self._providers.get(name)
             if existing is not None:
                 if existing[1] == wanted:
@@ -295,18 +378,13 @@ class ProviderRegistry:
                         reason=ErrorReason.ALREADY_EXISTS,
                         message=f"flowd already has a provider named {name!r}, configured differently",
                         suggestions=(
-                            "give this one another name, e.g. MithrilProvider(..., name='mithril-2')",
-                            "or change the settings of the existing one in $FLOW_HOME/config.yaml "
-                            "(then flow daemon stop)",
+                            "leave name out: flowd then tells providers apart by their settings",
+                            "or give this one another name, e.g. MithrilProvider(..., name='mithril-2')",
                         ),
                         metadata=(("provider", name),),
                     )
                 )
-            folder = self._home.root / RUNTIME_PROVIDERS
-            folder.mkdir(mode=0o700, exist_ok=True)
-            fd = os.open(folder / f"{name}.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                json.dump({"name": name, "kind": kind, "settings": dict(settings)}, handle)
+            _save_runtime(self._home, name, kind, settings)
             provider = _mithril_provider(wanted, self._home, self._reporter, self._blobs, os.environ)
             self._providers[name] = (provider, wanted)
         return Success(provider)
@@ -341,7 +419,9 @@ def build_providers(
     volumes: VolumeManager | None = None,
 ) -> ProviderRegistry:
     """The providers, and the default one ($FLOW_PROVIDER when it names a configured provider,
-    else the file's default_provider, else local). Local tasks keep their volumes in `volumes`."""
+    else the file's default_provider, else local). Local tasks keep their volumes in `volumes`.
+    A Mithril provider whose settings cannot be used is registered as such (it reports why);
+    every other one serves."""
     config, lines = load_daemon_config(home)
     problems = [p for s in config.providers if isinstance(s, SlurmSettings) for p in _file_problems(s, home)]
     if problems:
@@ -355,12 +435,12 @@ def build_providers(
     for settings in config.providers:
         if isinstance(settings, SlurmSettings):
             registry.add(_slurm(settings, home, reporter, blobs, env), settings)
-    for mithril in _mithril_settings(config, home, env):
+    for mithril in _mithril_settings(config, home, env, lines):
         registry.add(_mithril_provider(mithril, home, reporter, blobs, env), mithril)
         if default == LOCAL and "default_provider" not in lines:
             default = mithril.name  # a configured Mithril key makes Mithril the default
-    for mithril in _runtime_providers(home, set(registry.all())):
-        registry.add(_mithril_provider(mithril, home, reporter, blobs, env), mithril)
+    for runtime in _runtime_providers(home, set(registry.all())):
+        registry.add(_mithril_provider(runtime, home, reporter, blobs, env), runtime)
     wanted = env.get("FLOW_PROVIDER", "")
     if wanted:
         if registry.get(wanted) is not None:

@@ -1,7 +1,7 @@
 """ProviderService: providers a client configures at run time (`Flow(provider=MithrilProvider(...))`).
 
 Decodes the request, asks the provider registry, encodes the answer. The settings' secret (the
-API key) is never logged or echoed: the answer carries only the provider's name and kind.
+API key) is never logged or echoed: the answer carries only the provider's name, kind and health.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import logging
 import grpc
 from returns.result import Failure
 
-from flowapi.v1 import daemon_service_pb2, provider_pb2, provider_pb2_grpc
+from flowapi.v1 import provider_pb2, provider_pb2_grpc
 from flowd.provider_registry import ProviderRegistry
-from flowd.servicers import fail, guarded
+from flowd.servicers import fail, guarded, provider_to_proto
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +33,7 @@ class ProviderServicer(provider_pb2_grpc.ProviderServiceServicer):
         provider = done.unwrap()
         log.info("provider %s (%s) configured by a client", provider.name, provider.kind)
         return provider_pb2.ConfigureProviderResponse(
-            provider=daemon_service_pb2.Provider(
-                name=f"providers/{provider.name}",
-                kind=provider.kind,
-                is_default=provider.name == self._providers.default,
-            )
+            provider=provider_to_proto(provider, provider.name == self._providers.default)
         )
 
 

@@ -45,7 +45,7 @@ from flowapi.v1 import (
 from flowd.blobs import DEFAULT_MIN_AGE, BlobError, BlobStore, BlobWriter
 from flowd.call_budget import CallBudget
 from flowd.engine import TaskEngine, state_write_failure
-from flowd.providers.base import ExecRequest
+from flowd.providers.base import ExecRequest, Provider
 from flowd.request_decoding import UndecodableRequestError
 from flowd.store import StateWriteError
 from flowd.wakeups import Waiter
@@ -59,6 +59,18 @@ INTERNAL = DomainError(
     message="flowd hit an internal error; details are in its log ($FLOW_HOME/flowd.log)",
     suggestions=("retry the call", "report the error with the log lines around it"),
 )
+
+
+def provider_to_proto(provider: Provider[Any], is_default: bool) -> daemon_service_pb2.Provider:
+    """A provider as ListProviders shows it, with what is wrong with it (if its health says)."""
+    health = provider.capabilities.health
+    problem = health.problem() if health is not None else None
+    return daemon_service_pb2.Provider(
+        name=f"providers/{provider.name}",
+        kind=provider.kind,
+        is_default=is_default,
+        problem="" if problem is None else "\n".join([problem.message, *(f"fix: {s}" for s in problem.suggestions)]),
+    )
 
 
 def fail(context: grpc.ServicerContext, error: DomainError) -> None:
@@ -498,11 +510,9 @@ class DaemonServicer(daemon_service_pb2_grpc.DaemonServiceServicer):
         self, request: daemon_service_pb2.ListProvidersRequest, context: grpc.ServicerContext
     ) -> daemon_service_pb2.ListProvidersResponse:
         default = self._engine.default_provider
+        providers = sorted(self._engine.providers.all().items())
         return daemon_service_pb2.ListProvidersResponse(
-            providers=[
-                daemon_service_pb2.Provider(name=f"providers/{name}", kind=p.kind, is_default=name == default)
-                for name, p in sorted(self._engine.providers.all().items())
-            ]
+            providers=[provider_to_proto(p, name == default) for name, p in providers]
         )
 
     @guarded(daemon_service_pb2.ShutdownDaemonResponse)

@@ -25,7 +25,7 @@ from attrs import frozen
 from flow.domain.task.config import TaskConfig
 from flow.domain.task.config_codec import converter, task_config_to_dict
 from flow.domain.task.function_call import FunctionCall
-from flow.domain.task.lifecycle import TERMINAL_STATES, TaskRecord, TaskState
+from flow.domain.task.lifecycle import TERMINAL_STATES, Attempt, TaskRecord, TaskState
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -117,9 +117,18 @@ def record_to_json(record: TaskRecord) -> str:
             "code_digest": record.code_digest,
             "secrets": kept_secrets,  # the database is 0600 in a 0700 directory
             "function_call": None if record.function_call is None else _call_to_json(record.function_call),
+            "attempts": [_attempt_to_json(a) for a in record.attempts],
         },
         separators=(",", ":"),
     )
+
+
+def _attempt_to_json(attempt: Attempt) -> dict[str, Any]:
+    return {**attrs.asdict(attempt), "state": attempt.state.value}
+
+
+def _attempt_from_json(data: dict[str, Any]) -> Attempt:
+    return Attempt(**{**data, "state": TaskState(data["state"])})
 
 
 def _call_to_json(call: FunctionCall) -> dict[str, Any]:
@@ -143,6 +152,7 @@ def record_from_json(text: str) -> TaskRecord:
         config=config,
         state=TaskState(data.pop("state")),
         function_call=None if call is None else _call_from_json(call),
+        attempts=tuple(_attempt_from_json(a) for a in data.pop("attempts", ())),
         **data,
     )
 

@@ -4,11 +4,14 @@ that keep their own (`capabilities.volumes`: Mithril's /v2/volumes), encode the 
 Which one: CreateVolume by `provider` (else the daemon's default); Get and Delete ask flowd's own
 volumes first, then each provider that keeps its own (an id is never told apart by its spelling);
 ListVolumes lists the local volumes page by page and then, on the last page, every volume of each
-provider that keeps its own."""
+provider that keeps its own (only the one the request names, when it names one: a provider that
+cannot be asked then answers its error; when it names none, such a provider is left out, so a
+client's wrong key never breaks another client's listing)."""
 # ruff: noqa: N802 - gRPC method names come from the contract
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -23,6 +26,8 @@ from flowapi.v1 import volume_pb2, volume_pb2_grpc
 from flowd.providers.base import OwnVolumes, Provider
 from flowd.servicers import _unwrap, guarded
 from flowd.volumes import VolumeManager
+
+log = logging.getLogger(__name__)
 
 
 class VolumeServicer(volume_pb2_grpc.VolumeServiceServicer):
@@ -119,11 +124,15 @@ class VolumeServicer(volume_pb2_grpc.VolumeServiceServicer):
         holders = self._volumes.holders()
         out = [volume_to_proto(v, holders.get(v.volume_id, ())) for v in volumes]
         if not token:  # the last local page: then the platforms' volumes
-            for provider in self._own():
-                listed = _unwrap(provider.list_volumes(), context)
-                if listed is None:
+            for provider in self._own(request.provider or None):
+                listed = provider.list_volumes()
+                if isinstance(listed, Failure) and not request.provider:  # not this client's: left out
+                    log.warning("listing volumes without a provider that cannot be asked: %s", listed.failure())
+                    continue
+                found = _unwrap(listed, context)
+                if found is None:
                     return volume_pb2.ListVolumesResponse()
-                out += [volume_to_proto(v, held) for v, held in listed]
+                out += [volume_to_proto(v, held) for v, held in found]
         return volume_pb2.ListVolumesResponse(volumes=out, next_page_token=token)
 
     @guarded(volume_pb2.DeleteVolumeResponse)

@@ -22,6 +22,10 @@ def _running(info: DaemonInfo) -> dict[str, Any]:
         "flow_home": info.flow_home,
         "addresses": list(info.addresses),
         "default_provider": info.default_provider,
+        "providers": [
+            {"name": p.name, "kind": p.kind, "default": p.default, **({"problem": p.problem} if p.problem else {})}
+            for p in info.providers
+        ],
         "blob_count": info.blob_count,
         "blob_store_bytes": info.blob_store_bytes,
     }
@@ -36,6 +40,11 @@ def _show(info: DaemonInfo, as_json: bool) -> None:
         emit_json(_running(info))
     else:
         print(f"flowd {info.version} is running (pid {info.pid}) on {', '.join(info.addresses)}")
+        for p in info.providers:
+            default = ", the default" if p.default else ""
+            print(f"  provider {p.name} ({p.kind}{default}): " + ("cannot be used" if p.problem else "ok"))
+            for line in p.problem.splitlines():
+                print(f"    {line}")
         size = _megabytes(info.blob_store_bytes)
         print(f"blob store: {info.blob_count} blobs, {size} (`flow daemon gc` removes unused ones)")
 

@@ -233,6 +233,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         emit_json(tasks[0].to_dict() if args.task else [t.to_dict() for t in tasks])
     elif tasks:
         sys.stdout.write(_task_table(tasks))
+        if args.task:  # one task: its earlier runs too
+            for number, a in enumerate(tasks[0].attempts, start=1):
+                code = "" if a.exit_code is None else f", exit {a.exit_code}"
+                print(f"  attempt {number}: {a.state}{code} ({a.state_reason})")
     else:
         print('no tasks yet; start one with `flow run "python train.py"`')
     return 0

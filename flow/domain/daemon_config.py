@@ -17,7 +17,9 @@
 `daemon_config_from_dict` takes the parsed document (plain dicts, lists and scalars) and returns
 the settings or one error naming every problem at once: the field path (`providers.cluster.port`),
 the value given and a fix; unknown keys get a "did you mean". The shell that read the file maps the
-paths back to line numbers. Nothing here touches the file system: whether a key file exists is the
+paths back to line numbers. A Mithril provider whose own settings are wrong is not a problem of the
+file: it comes back as `UnusableSettings` (flowd serves the others and reports it). Nothing here
+touches the file system: whether a key file exists is the
 shell's question.
 """
 
@@ -159,7 +161,18 @@ class MithrilSettings:
     poll_interval: float = 2.0
 
 
-ProviderSettings = LocalSettings | SlurmSettings | MithrilSettings
+@frozen
+class UnusableSettings:
+    """A provider whose settings are wrong (a malformed key, an unknown setting): flowd keeps
+    serving every other provider and reports this one, by name, with `error` (every problem,
+    each with its field and a fix), instead of refusing to start."""
+
+    name: str
+    kind: str
+    error: DomainError
+
+
+ProviderSettings = LocalSettings | SlurmSettings | MithrilSettings | UnusableSettings
 
 
 @frozen
@@ -344,7 +357,7 @@ def mithril_settings(name: str, data: Mapping[str, object], path: str, out: list
     read = _Reader(data, path, out)
     key = data.get("api_key")
     if key is None:
-        key = ""  # MITHRIL_API_KEY may give it; flowd refuses to start when nothing does
+        key = ""  # MITHRIL_API_KEY may give it; without one the provider is unusable (and says so)
     elif (problem := _key_problem(key)) is not None:
         fix = "copy the whole key from the Mithril console; it starts with fkey_"
         out.append(violation(read.at("api_key"), "<hidden>", problem, fix))
@@ -426,11 +439,15 @@ def _provider(name: object, data: object, out: list[FieldViolation]) -> Provider
         out.append(violation(f"{path}.kind", kind, "is the kind of the one provider named 'local'", fix))
         return None
     known = ("kind",) if kind == LOCAL else MITHRIL_KEYS if kind == "mithril" else SLURM_KEYS
+    if kind == "mithril":  # its own problems make it unusable, not the whole file
+        mine = [_unknown(path, key, known) for key in data if key not in known]
+        found = mithril_settings(name, {k: v for k, v in data.items() if isinstance(k, str)}, path, mine)
+        if mine:
+            return UnusableSettings(name, "mithril", validation_error(mine, subject=f"settings of provider {name}"))
+        return found
     out.extend(_unknown(path, key, known) for key in data if key not in known)
     if kind == LOCAL:
         return LocalSettings(name=name)
-    if kind == "mithril":
-        return mithril_settings(name, {k: v for k, v in data.items() if isinstance(k, str)}, path, out)
     return _slurm(name, {k: v for k, v in data.items() if isinstance(k, str)}, path, out)
 
 

@@ -5,6 +5,14 @@ MITHRIL_PROJECT (or MITHRIL_DEFAULT_PROJECT), MITHRIL_REGION (or MITHRIL_DEFAULT
 MITHRIL_API_URL, MITHRIL_SSH_KEY (the private key flowd logs in to instances with),
 MITHRIL_SSH_KEYS (comma-separated key names or fids) and MITHRIL_SSH_USER. The key is never
 shown: not in repr, not in errors, not in task listings; flowd keeps it in a 0600 file.
+
+No SSH setting is needed: without ssh_key_file (or MITHRIL_SSH_KEY) flowd makes a key of its own
+($FLOW_HOME/keys/mithril_ed25519, 0600), registers its public half with the project once, and
+reaches instances with it.
+
+The settings are the provider's identity: two clients with different settings in one $FLOW_HOME
+get two providers (flowd names them "mithril", "mithril-2", ...), and the same settings again get
+the same one. `name` chooses the name instead (other settings under a taken name are refused).
 """
 
 from __future__ import annotations
@@ -12,10 +20,14 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from attrs import field, frozen
 
 from flow.errors import ValidationError
+
+if TYPE_CHECKING:
+    from flow.connection import DaemonConnection
 
 _KEY = re.compile(r"fkey_[A-Za-z0-9]{20,}")
 
@@ -39,7 +51,7 @@ class MithrilProvider:
     ssh_key_file: str | None = None
     ssh_keys: tuple[str, ...] | None = None
     ssh_user: str | None = None
-    name: str = "mithril"
+    name: str = ""  # "": flowd tells providers apart by their settings (see the module docstring)
     kind: str = "mithril"
 
     def settings(self) -> dict[str, str]:
@@ -63,6 +75,13 @@ class MithrilProvider:
         if found["ssh_key_file"]:
             found["ssh_key_file"] = os.path.abspath(os.path.expanduser(str(found["ssh_key_file"])))
         return {k: v for k, v in found.items() if v}
+
+    def configure(self, conn: DaemonConnection) -> str:
+        """Hands the settings to flowd (ConfigureProvider; it keeps the key in a 0600 file) and
+        returns the name of the provider they configure there."""
+        from flow.wire.provider_codec import configure_provider_call
+
+        return conn.unary(configure_provider_call(self.name, self.kind, self.settings()), timeout=60).name
 
     @staticmethod
     def configured(env: Mapping[str, str] | None = None) -> bool:

@@ -21,6 +21,7 @@ class ProviderInfo(NamedTuple):
     name: str
     kind: str  # local, slurm, mithril, ...
     default: bool
+    problem: str = ""  # why it cannot be used now, with the fix ("" when nothing is known to be wrong)
 
 
 class DaemonInfo(NamedTuple):
@@ -58,7 +59,10 @@ def daemon_info_from_proto(message: daemon_service_pb2.GetDaemonInfoResponse) ->
 
 def provider_from_proto(message: daemon_service_pb2.Provider) -> ProviderInfo:
     return ProviderInfo(
-        name=message.name.removeprefix(PROVIDER_NAME_PREFIX), kind=message.kind, default=message.is_default
+        name=message.name.removeprefix(PROVIDER_NAME_PREFIX),
+        kind=message.kind,
+        default=message.is_default,
+        problem=message.problem,
     )
 
 

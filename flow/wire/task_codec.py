@@ -77,6 +77,7 @@ def task_config_to_proto(cfg: TaskConfig, secrets: Mapping[str, str] | None = No
         spec.max_run_time_hours = cfg.max_run_time_hours
     if cfg.memory_mb is not None:
         spec.memory_mb = cfg.memory_mb
+    spec.max_retries = cfg.max_retries
     for name in cfg.secret_env:
         spec.secret_env[name] = (secrets or {}).get(name, "")
     return spec
@@ -107,6 +108,7 @@ def task_config_from_proto(spec: task_pb2.TaskSpec) -> TaskConfig:
         code_root=spec.code_root or None,
         memory_mb=spec.memory_mb if spec.HasField("memory_mb") else None,
         secret_env=tuple(sorted(spec.secret_env)),
+        max_retries=spec.max_retries,
     )
 
 
@@ -131,6 +133,14 @@ def task_record_to_proto(record: TaskRecord) -> task_pb2.Task:
         msg.spec.function_call.CopyFrom(function_call_to_proto(record.function_call, with_arguments=False))
     if record.exit_code is not None:
         msg.exit_code = record.exit_code
+    for attempt in record.attempts:
+        msg.attempts.add(
+            state=task_state_to_proto(attempt.state),
+            state_reason=attempt.state_reason,
+            exit_code=attempt.exit_code,
+            start_time=seconds_to_proto(attempt.started_at),
+            end_time=seconds_to_proto(attempt.ended_at),
+        )
     return msg
 
 

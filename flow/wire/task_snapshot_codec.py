@@ -27,6 +27,16 @@ WAIT_TASK: Final = method_path(_SERVICE, "WaitTask")
 CANCEL_TASK: Final = method_path(_SERVICE, "CancelTask")
 
 
+class AttemptSnapshot(NamedTuple):
+    """One earlier run of a task that then ran again (spec max_retries)."""
+
+    state: TaskState
+    state_reason: str
+    exit_code: int | None
+    started_at: float | None
+    ended_at: float | None
+
+
 class TaskSnapshot(NamedTuple):
     """One task as flowd last described it. Times are seconds since the epoch.
 
@@ -44,6 +54,7 @@ class TaskSnapshot(NamedTuple):
     started_at: float | None
     ended_at: float | None
     spec: bytes  # the task's TaskSpec, still encoded (see the module docstring)
+    attempts: tuple[AttemptSnapshot, ...] = ()  # earlier runs, oldest first
 
 
 def task_resource_name(task_id: str) -> str:
@@ -68,6 +79,16 @@ def task_snapshot_from_proto(message: task_pb2.Task) -> TaskSnapshot:
         started_at=_seconds(message.start_time, message.HasField("start_time")),
         ended_at=_seconds(message.end_time, message.HasField("end_time")),
         spec=message.spec.SerializeToString(),
+        attempts=tuple(
+            AttemptSnapshot(
+                state=task_state_from_proto(a.state) or TaskState.FAILED,
+                state_reason=a.state_reason,
+                exit_code=a.exit_code if a.HasField("exit_code") else None,
+                started_at=_seconds(a.start_time, a.HasField("start_time")),
+                ended_at=_seconds(a.end_time, a.HasField("end_time")),
+            )
+            for a in message.attempts
+        ),
     )
 
 
@@ -107,6 +128,7 @@ def cancel_task_call(task_id: str) -> Call[TaskSnapshot]:
 
 
 __all__ = [
+    "AttemptSnapshot",
     "TaskSnapshot",
     "cancel_task_call",
     "get_task_call",

@@ -95,8 +95,8 @@ def _read_page(raw: bytes) -> Page[AttachedVolume]:
     return Page(tuple(volume_from_proto(v) for v in reply.volumes), reply.next_page_token)
 
 
-def list_volumes_call(page_size: int, page_token: str) -> Call[Page[AttachedVolume]]:
-    request = volume_pb2.ListVolumesRequest(page_size=page_size, page_token=page_token)
+def list_volumes_call(page_size: int, page_token: str, provider: str = "") -> Call[Page[AttachedVolume]]:
+    request = volume_pb2.ListVolumesRequest(page_size=page_size, page_token=page_token, provider=provider)
     return Call(LIST_VOLUMES, request.SerializeToString(), _read_page)
 
 

@@ -179,7 +179,9 @@ def test_volumes_quick_prints_every_row_with_a_ratio_and_cleans_up() -> None:
 
 MITHRIL_ROWS = (
     "submit->RUNNING (1 task)",
+    "submit->first log line",
     "API requests per poll (20 live)",
+    "SSH commands per poll (20 live)",
 )
 
 
@@ -189,6 +191,7 @@ def test_mithril_quick_prints_every_row_with_a_ratio_and_cleans_up() -> None:
     for name in MITHRIL_ROWS:
         assert RATIO.search(row(output, name)), row(output, name)
     assert "requests by path: {'GET /v2/spot/bids'" in output  # each poll is batched listings
+    assert "20 tasks on 10 instance addresses" in output  # one kept-open connection per address
     assert "violations: 0" in output  # every request the provider made fits the spec
     home = re.search(r"FLOW_HOME=(/tmp/\S+):", output)
     assert home, output

@@ -20,7 +20,7 @@ from flow.domain.errors import DomainError, ErrorReason
 from flow.domain.instances.instance_types import CPU_INSTANCE
 from flow.domain.instances.matching import Offer
 from flow.domain.task.config import TaskConfig
-from flow.domain.task.lifecycle import Exited, Lost, Started, TaskRecord
+from flow.domain.task.lifecycle import Exited, Lost, Preempted, Started, TaskRecord
 from flowd.providers.base import (
     Capabilities,
     Launched,
@@ -134,3 +134,6 @@ class MemoryProvider:
 
     def end(self, task_id: str, code: int) -> None:
         self._report(task_id, Exited(exit_code=code))
+
+    def preempt(self, task_id: str, reason: str = "capacity reclaimed") -> None:
+        self._report(task_id, Preempted(reason=reason))

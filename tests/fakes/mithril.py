@@ -96,6 +96,7 @@ import argparse
 import base64
 import contextlib
 import datetime as dt
+import fcntl
 import json
 import os
 import pwd
@@ -150,6 +151,21 @@ def _alnum(n: int) -> str:
 
 def new_fid(prefix: str) -> str:
     return f"{prefix}_{_alnum(16)}"
+
+
+def machine_address() -> str:
+    """A non-loopback IPv4 address of this machine: the fake instances' private_ip (they all run
+    here), which the /etc/hosts rendezvous of multi-node tasks needs (it skips loopback lines)."""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        found = subprocess.run(["hostname", "-I"], capture_output=True, text=True, timeout=10).stdout.split()
+        for address in found:
+            if re.fullmatch(r"\d+\.\d+\.\d+\.\d+", address) and not address.startswith("127."):
+                return address
+    return "127.0.0.1"
+
+
+def instance_hostname(inst_fid: str) -> str:
+    return inst_fid.replace("_", "-")
 
 
 def new_api_key() -> str:
@@ -294,6 +310,10 @@ class FakeMithril:
         self.ssh_port = int(ssh_port if ssh_port is not None else os.environ.get("FLOW_TEST_SSH_PORT", "2822"))
         self.ssh_user = ssh_user
         self.ssh_host = ssh_host
+        # Where more than one: instances get them in turn, as a fleet's machines have addresses
+        # of their own (the benchmark gives spellings of 127.0.0.1, which reach the one sshd).
+        self.ssh_hosts: tuple[str, ...] = (ssh_host,)
+        self._booted = 0
         self.provisioning_delay_s = provisioning_delay_s
         self.run_startup_scripts = run_startup_scripts
         self._port = port
@@ -309,6 +329,9 @@ class FakeMithril:
         self._violations: list[str] = []
         self._injections: list[Injection] = []
         self.tmpdir: Path | None = None
+        self.private_ip = machine_address()
+        self._key_tag = f"fake-mithril-{os.getpid()}-{_alnum(8)}"  # our lines in authorized_keys
+        self._namespaces = False  # instances get their own hostname and /etc/hosts (start() checks)
         now = time.time()
 
         self.api_key = new_api_key()
@@ -377,6 +400,7 @@ class FakeMithril:
     def start(self) -> str:
         """Binds 127.0.0.1 (port 0 unless given), serves in threads; returns the base URL."""
         self.tmpdir = Path(tempfile.mkdtemp(prefix="fake-mithril-"))
+        self._namespaces = _namespaces_work()
         self.tmpdir.chmod(0o755)
         (self.tmpdir / "instances").mkdir(mode=0o755)
         self._install_shims()
@@ -415,6 +439,7 @@ class FakeMithril:
             if run.proc is not None:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     run.proc.wait(timeout=5)
+        self._edit_authorized(lambda lines: [x for x in lines if not x.endswith(" " + self._key_tag)])
         if self.tmpdir is not None:
             shutil.rmtree(self.tmpdir, ignore_errors=True)
 
@@ -626,8 +651,11 @@ class FakeMithril:
                     if inst["status"] == "STATUS_NEW" and elapsed >= self.provisioning_delay_s / 2:
                         inst["status"] = "STATUS_STARTING"
                     if inst["status"] == "STATUS_STARTING" and elapsed >= self.provisioning_delay_s:
+                        self._authorize(bid)  # the bid's keys log in from now on
                         inst["status"] = "STATUS_RUNNING"
-                        inst["ssh_destination"] = f"{self.ssh_host}:{self.ssh_port}"
+                        host = self.ssh_hosts[self._booted % len(self.ssh_hosts)]
+                        self._booted += 1
+                        inst["ssh_destination"] = f"{host}:{self.ssh_port}"
                         # Booted by the boot thread: a fork+setuid costs tens of ms, not to be
                         # paid inside a request or under the lock.
                         self._boot_queue.put((inst_fid, json.loads(json.dumps(bid))))
@@ -653,7 +681,7 @@ class FakeMithril:
                 "bid": bid_fid,
                 "reservation": None,
                 "ssh_destination": None,
-                "private_ip": "127.0.0.1",
+                "private_ip": self.private_ip,
                 "status": "STATUS_NEW",
             }
             self._seqs[fid] = self._next_seq()
@@ -713,6 +741,45 @@ class FakeMithril:
             tmp.chmod(0o755)
             tmp.replace(base / "bin" / name)
 
+    def _authorized_keys(self) -> Path | None:
+        user = self._user()
+        if user is None or os.geteuid() != 0:
+            return None
+        return Path(user.pw_dir) / ".ssh" / "authorized_keys"
+
+    def _edit_authorized(self, edit: Callable[[list[str]], list[str]]) -> None:
+        """Rewrites the instances' user's authorized_keys under a lock (fakes of other test
+        sessions share that user)."""
+        path = self._authorized_keys()
+        user = self._user()
+        if path is None or user is None or not path.parent.is_dir():
+            return
+        lock = path.parent / ".fake-mithril.lock"
+        with open(lock, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                lines = path.read_text().splitlines() if path.exists() else []
+                changed = edit(lines)
+                if changed != lines:
+                    partial = path.with_name(f".authorized_keys.{os.getpid()}")
+                    partial.write_text("".join(f"{line}\n" for line in changed))
+                    os.chown(partial, user.pw_uid, user.pw_gid)
+                    partial.chmod(0o600)
+                    partial.replace(path)
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _authorize(self, bid: dict[str, Any]) -> None:
+        """The bid's SSH keys log in to its instances (the platform puts them in authorized_keys;
+        here they join the stack's client key, tagged so that stop() takes them out again)."""
+        wanted = []
+        for fid in bid["launch_specification"]["ssh_keys"]:
+            key = self._ssh_keys.get(fid)
+            if key is not None:
+                wanted.append(" ".join(str(key["public_key"]).split()[:2]) + " " + self._key_tag)
+        if wanted:
+            self._edit_authorized(lambda lines: lines + [w for w in wanted if w not in lines])
+
     def _booter(self) -> None:
         while True:
             item = self._boot_queue.get()
@@ -763,6 +830,20 @@ class FakeMithril:
                 "FAKE_MITHRIL_GPU_MEMORY_MIB": str(spec.gpu_memory_gb * 1024),
             }
             argv = [str(path)] if script.startswith("#!") else ["/bin/bash", str(path)]
+            identity: dict[str, Any] = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
+            if self._namespaces:
+                # The VM's own hostname and /etc/hosts (every instance of the bid, the head last),
+                # in namespaces of its own; then the user, as before.
+                hosts = idir / "hosts"
+                hosts.write_text(self._hosts_of(bid))
+                hosts.chmod(0o644)
+                argv = [
+                    "/usr/bin/unshare", "--mount", "--uts", "--propagation", "private", "--", "/bin/sh", "-c",
+                    'mount --bind "$1" /etc/hosts && hostname "$2" && shift 2 && exec /usr/bin/setpriv '
+                    f'--reuid={user.pw_uid} --regid={user.pw_gid} --clear-groups -- "$@"',
+                    "fake-mithril-boot", str(hosts), instance_hostname(inst_fid), *argv,
+                ]  # fmt: skip
+                identity = {}
             try:
                 proc = subprocess.Popen(
                     argv,
@@ -772,9 +853,7 @@ class FakeMithril:
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
-                    user=user.pw_uid,
-                    group=user.pw_gid,
-                    extra_groups=[],
+                    **identity,
                 )
             except OSError as exc:
                 log.write(f"fake-mithril: cannot run the startup script: {exc}\n".encode())
@@ -788,6 +867,13 @@ class FakeMithril:
                 os.killpg(proc.pid, signal.SIGKILL)
         reaper = threading.Thread(target=self._reap, args=(inst_fid, run), name=f"reap-{inst_fid}", daemon=True)
         reaper.start()
+
+    def _hosts_of(self, bid: dict[str, Any]) -> str:
+        """An instance's /etc/hosts: every instance of the bid, the head (the first) last, as the
+        platform writes it (3.28.2's rendezvous counts ranks up from the bottom)."""
+        lines = ["127.0.0.1 localhost"]
+        lines += [f"{self.private_ip} {instance_hostname(fid)}" for fid in reversed(bid["instances"])]
+        return "".join(f"{line}\n" for line in lines)
 
     def volume_dir(self, vol_fid: str) -> Path:
         """Where the fake keeps a volume's storage: `fs/` is its data, `label` its filesystem label
@@ -1634,6 +1720,19 @@ class FakeMithril:
             if key["fid"] == model["fid"]:
                 key["revoked"] = True
         return 204, None
+
+
+def _namespaces_work() -> bool:
+    """Whether this machine lets the fake give each instance mount and UTS namespaces."""
+    if os.geteuid() != 0 or not Path("/usr/bin/unshare").exists() or not Path("/usr/bin/setpriv").exists():
+        return False
+    done = subprocess.run(
+        ["/usr/bin/unshare", "--mount", "--uts", "--propagation", "private", "--", "/bin/hostname", "fake-check"],
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    return done.returncode == 0
 
 
 def _is_zombie(pid: int) -> bool:

@@ -44,7 +44,8 @@ def run_script(script: str, home: Path, timeout: float = 60) -> subprocess.Compl
 
 
 def task_dir(home: Path, task_id: str) -> Path:
-    return home / ".flow" / "tasks" / task_id
+    """A one-node task's directory (its node 0's)."""
+    return home / ".flow" / "tasks" / task_id / "nodes" / "0"
 
 
 def tar_of(files: dict[str, bytes]) -> bytes:
@@ -139,7 +140,7 @@ def test_big_code_and_scripts_over_the_limit_fall_back_to_upload(tmp_path: Path)
     assert noise not in plan.startup_script
     # The waiting script runs the payload once it is there and `ready` exists.
     d = task_dir(tmp_path, "t-big0000002")
-    d.mkdir(parents=True)
+    d.mkdir(parents=True)  # (made by the waiting script too, as the instance boots)
     for name, data, _ in plan.uploads:
         (d / name).write_bytes(data)
     (d / "ready").touch()

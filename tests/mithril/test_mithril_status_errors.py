@@ -32,9 +32,12 @@ def test_the_mapping_table() -> None:
     two = [inst("STATUS_RUNNING"), inst("STATUS_STARTING", None)]
     assert observe(bid("Allocated", 2), two).phase is Phase.PROVISIONING
     assert observe(bid("Allocated", 2), [inst("STATUS_RUNNING")]).phase is Phase.PROVISIONING
-    preempted = observe(bid("Preempting"), [inst("STATUS_PREEMPTING")])
+    notice = observe(bid("Preempting"), [inst("STATUS_PREEMPTING")])  # it still runs: its last lines come
+    assert notice.phase is Phase.PREEMPTING and notice.destinations == ("10.0.0.1:22",)
+    assert observe(bid("Allocated"), [inst("STATUS_RELOCATING")]).phase is Phase.PREEMPTING
+    preempted = observe(bid("Terminated"), [inst("STATUS_PREEMPTED", None)])
     assert preempted.phase is Phase.PREEMPTED and preempted.detail.startswith("PREEMPTED")
-    assert observe(bid("Allocated"), [inst("STATUS_RELOCATING")]).phase is Phase.PREEMPTED
+    assert observe(bid("Open"), [inst("STATUS_PREEMPTED", None)]).phase is Phase.PREEMPTED  # to be reallocated
     assert observe(bid("Allocated"), [inst("STATUS_ERROR")]).phase is Phase.FAILED
     assert observe(bid("Terminated"), [inst("STATUS_TERMINATED")]).phase is Phase.TERMINATED
     assert observe(bid("Paused"), [inst("STATUS_PAUSED")]).phase is Phase.PAUSED

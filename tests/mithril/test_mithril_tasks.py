@@ -228,7 +228,7 @@ def test_exec_and_ssh_run_on_the_instance(fake_mithril: FakeMithril, mithril_dae
     wait_until(lambda: task.status is TaskStatus.RUNNING, 30)
     result = task.exec("pwd; echo err >&2; exit 5")
     assert result.exit_code == 5 and result.stderr == b"err\n"
-    assert result.stdout.decode().strip().endswith(f".flow/tasks/{task.task_id}/code")
+    assert result.stdout.decode().strip().endswith(f".flow/tasks/{task.task_id}/nodes/0/code")
     assert task.ssh("nvidia-smi -L") == 0
     task.cancel()
 

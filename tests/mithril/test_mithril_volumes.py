@@ -119,9 +119,9 @@ def test_bad_task_volumes_are_refused_before_anything_is_created(
     with pytest.raises(errors.ValidationError) as multi:  # Block volumes attach to one instance
         flow.run("true", num_instances=2, volumes=[VolumeSpec(name="shared", size_gb=1)], **A100)
     assert [v.field for v in multi.value.violations] == ["volumes[0].interface"]
-    with pytest.raises(errors.ValidationError) as mounts:  # not mapped on Mithril yet: refused by name
-        flow.run("true", data_mounts=[MountSpec(source="s3://bucket/train", target="/train")], **A100)
-    assert [v.field for v in mounts.value.violations] == ["data_mounts[0]"]
+    with pytest.raises(errors.ValidationError) as mounts:  # a path of this machine: not on an instance
+        flow.run("true", data_mounts=[MountSpec(source="/srv/train", target="/train")], **A100)
+    assert [v.field for v in mounts.value.violations] == ["data_mounts[0].source"]
     assert not fake_mithril.volumes and not fake_mithril.bids
 
 

@@ -57,7 +57,9 @@ Optional capabilities
 ---------------------
 Declared in `Provider.capabilities` (a frozen value), never probed: `offers` (find_instances),
 `exec` (flow ssh), `results` (.remote() results), `volumes` (volumes kept on the provider's own
-platform rather than by flowd) and `node_logs` (one output file per node). A capability left out
+platform rather than by flowd), `node_logs` (one output file per node) and `health` (why the
+provider cannot be used now: settings that are wrong or rejected, a platform out of reach; shown
+by `flow daemon status`). A capability left out
 is refused by flowd with a clear error, so a new provider can start with the required protocol
 alone.
 """
@@ -219,6 +221,14 @@ class OwnVolumes(Protocol):
     def delete_volume(self, volume_id: str) -> Result[Volume, DomainError]: ...
 
 
+class Health(Protocol):
+    def problem(self) -> DomainError | None:
+        """Why the provider cannot be used now (its settings are invalid or were rejected, its
+        platform cannot be reached), with a fix; None when nothing is known to be wrong. Must
+        not block: it answers what the provider last saw."""
+        ...
+
+
 @frozen(eq=False)
 class Capabilities:
     """What a provider can do beyond the required protocol: each is the object that does it
@@ -229,6 +239,7 @@ class Capabilities:
     results: Results | None = None
     volumes: OwnVolumes | None = None
     node_logs: bool = False  # a multi-node task has one output file per node
+    health: Health | None = None
 
 
 # --- the required protocol -------------------------------------------------------------------------

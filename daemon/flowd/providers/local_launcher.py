@@ -147,6 +147,8 @@ class LocalLauncher:
 
     def spawn(self, record: TaskRecord, gpus: tuple[int, ...]) -> LocalProcess | LocalGroup:
         """Starts the task now on these GPUs (raises LaunchError when it cannot)."""
+        if record.attempts:  # it ran before: how that run ended must not pass for this one's end
+            self.task_dir(record.task_id).clear_run()
         if record.config.num_instances > 1:
             return self._spawn_nodes(record, gpus)
         task_dir = self.task_dir(record.task_id).create()

@@ -1,22 +1,39 @@
 """The mithril provider: a task is a spot bid on Mithril's GPU cloud; its instances are reached
-over SSH.
+over SSH. (`MithrilCloud`; the SDK's flow.providers.mithril.MithrilProvider is its settings.)
 
 Placing plans the bid in the core (`flow.domain.mithril.bid`: instance type and region through
-the matcher, a limit price within max_price_per_hour, a unique name) and asks the platform's
-minimum price. Launching builds the startup script (`flow.domain.mithril.startup_script`) and
-posts the bid once (`MithrilAPI.create_bid`): a bid created means accepted (`Queued`); anything
-the platform refuses (a bad key, a quota, a 422, a price below the minimum) is `Refused` with its
-own message. Then, asynchronously: the task stays PENDING while the bid is open, PROVISIONING
-while its instances start, RUNNING once they answer over SSH and the task's files are uploaded.
+the matcher, a limit price within max_price_per_hour, a unique name), asks the platform's
+minimum price, and makes sure of the SSH key flowd reaches instances with (mithril_keys: made
+and registered for the user when none is configured). Launching builds the startup script
+(`flow.domain.mithril.startup_script`) and posts the bid once (`MithrilAPI.create_bid`): a bid
+created means accepted (`Queued`); anything the platform refuses (a bad key, a quota, a 422, a
+price below the minimum) is `Refused` with its own message. Then, asynchronously: the task stays
+PENDING while the bid is open, PROVISIONING while its instances start, RUNNING once they answer
+over SSH and the task's files (payload, code, secrets, data mounts' credentials) are uploaded
+into each node's directory.
 
-One poller thread (remote_poller) follows every live bid with batched listings: the project's
-bids (newest first, until every live one is seen) and the instances of the allocated ones
-(`bid_fid_in`), so a poll costs the same few requests for 1 or 100 tasks. For each running task
-one command over the instance's (kept-open) SSH connection reads the exit record and the log's
-new bytes into the task's local log file. When the command has exited, Flow deletes the bid (so
-nothing keeps running or billing) and only then reports COMPLETED or FAILED with its code.
-Preemption -> PREEMPTED; a bid the platform ended without an exit record -> FAILED (CANCELLED
-when the user asked).
+Two channels follow a task:
+- the API, polled (remote_poller) with batched listings: the project's bids (newest first, until
+  every live one is seen) and the instances of the allocated ones (`bid_fid_in`), so a poll costs
+  the same two requests for 1 or 100 tasks. It sees provisioning, preemption and a bid the
+  platform ended;
+- SSH, pushed: one kept-open connection per instance address runs a watcher
+  (flow.runtime.task_watch, through mithril_stream) that streams every node's log as it is
+  written into the task's local copies (at exact offsets: a reconnect loses and repeats nothing)
+  and reports each node's exit the moment it is recorded. A poll does no SSH work at all.
+
+How a task ends (and only then is it reported: the bid is deleted first, so nothing keeps
+running or billing):
+- every node exited 0 -> COMPLETED; a node failed -> FAILED with the first failing node's code
+  (the others are stopped with the bid), as on the local provider; the time limit -> TIMEOUT;
+- a node could not start (a volume that did not appear, data that could not be synced) -> FAILED
+  "could not start: ...";
+- cancel: the task's command gets SIGTERM on its instances (its own script sends it), so its last
+  lines arrive; the bid goes once it has exited, or after STOP_GRACE -> CANCELLED;
+- preemption: while the platform gives notice the task keeps running; once an instance is gone,
+  the last lines the instances still hold are drained, then PREEMPTED (which a task's
+  max_preemption_retries may turn into a new attempt: the engine's relaunch);
+- a bid the platform ended without an exit record -> FAILED (CANCELLED when the user asked).
 """
 
 from __future__ import annotations
@@ -26,23 +43,25 @@ import json
 import logging
 import os
 import tarfile
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Final
 
 import attrs
-from attrs import define, frozen
+from attrs import define, field
 from returns.result import Failure, Result, Success
 
 from flow.domain.code.manifest import parse_manifest
 from flow.domain.daemon_config import MithrilSettings
-from flow.domain.errors import DomainError, validation_error, violation
+from flow.domain.errors import DomainError, ErrorReason, validation_error
 from flow.domain.instances.instance_types import format_instance_type
 from flow.domain.instances.matching import Offer
 from flow.domain.mithril.bid import BidPlan, bid_name, bid_request, memory_refusal, plan_bid, price_too_low
 from flow.domain.mithril.catalog import Catalog, limit_price_text
+from flow.domain.mithril.data_mounts import DataMountPlan, data_mount_violations, data_mounts_of
 from flow.domain.mithril.errors import is_price_too_low
 from flow.domain.mithril.startup_script import StartupRequest, startup_plan
 from flow.domain.mithril.status import Phase, observe
@@ -52,6 +71,7 @@ from flow.domain.task.config import TaskConfig
 from flow.domain.task.function_call import invocation_document
 from flow.domain.task.lifecycle import (
     Exited,
+    LaunchFailed,
     Lost,
     Preempted,
     Provisioning,
@@ -62,8 +82,9 @@ from flow.domain.task.lifecycle import (
     TimedOut,
     deadline_of,
 )
+from flow.domain.task.multinode import group_outcome
 from flow.domain.volumes.rules import VolumeMount
-from flow.runtime import runner
+from flow.runtime import runner, s3_sync
 from flowd.blobs import BlobStore
 from flowd.exec_session import ExecError, ExecSession
 from flowd.providers.base import (
@@ -82,70 +103,61 @@ from flowd.providers.base import (
 from flowd.providers.environment import public_env
 from flowd.providers.mithril_account import MithrilAccount
 from flowd.providers.mithril_api import MithrilAPI, MithrilError
-from flowd.providers.mithril_instances import LOG_CHUNK, STAGED_DIR, InstanceShell
+from flowd.providers.mithril_instances import STAGED_DIR, InstanceShell
+from flowd.providers.mithril_link import LinkError
+from flowd.providers.mithril_state import MITHRIL_STATES, MithrilBid
 from flowd.providers.mithril_volumes import MithrilVolumes
 from flowd.providers.remote_poller import RemotePoller
-from flowd.providers.slurm_cluster import ClusterError
+from flowd.providers.s3_credentials import storage_credentials
 from flowd.providers.task_dir import TaskDir
+
+__all__ = ["MITHRIL_STATES", "MithrilBid", "MithrilCloud"]
 
 log = logging.getLogger(__name__)
 
 RUNNER_SOURCE: Final = Path(runner.__file__)
+SYNCER_SOURCE: Final = Path(s3_sync.__file__)
 MAX_INSTANCES_PER_QUERY: Final = 50
 # The instance stops a task at max_run_time_hours (`timeout`); flowd deletes the bid this much later
 # if the instance did not (a wedged instance must not bill forever).
 TIME_LIMIT_GRACE: Final = 120.0
-SSH_WORKERS: Final = 8  # sshd's MaxSessions is 10 per connection
-
-
-@frozen
-class MithrilBid:
-    """The runtime state of a task on Mithril: its bid (and, once running, its instance)."""
-
-    bid_fid: str
-    bid_name: str
-    region: str = ""
-    uploads_pending: bool = False
-    destination: str | None = None
-
-
-def _legacy(data: Mapping[str, Any]) -> MithrilBid | None:
-    fid = data.get("bid_fid")
-    if not isinstance(fid, str):
-        return None  # stopped while posting: the bid is looked up by its name (from the task)
-    return MithrilBid(
-        bid_fid=fid,
-        bid_name=str(data.get("bid_name", "")),
-        region=str(data.get("region", "")),
-        uploads_pending=bool(data.get("uploads_pending")),
-        destination=data.get("destination"),
-    )
-
-
-MITHRIL_STATES: Final = StateType(classes=(MithrilBid,), legacy=_legacy)
+STOP_GRACE: Final = 15.0  # a cancelled command's time to end on SIGTERM before its bid goes
+DRAIN_TIMEOUT: Final = 5.0  # waiting for the last lines of instances that may be gone
+WORKERS: Final = 8  # uploads, ends (a delete, a result fetch) of several tasks at once
 
 
 @define
 class _Bid:
-    """A bid the poller follows."""
+    """A bid the poller follows (its fields change under the provider's lock)."""
 
     task_id: str
     bid_fid: str
     name: str
     uploads_pending: bool
+    nodes: int = 1
     reported: str = ""  # the last phase reported: "", "provisioning", "running"
     function_call: bool = False
     limit_s: float | None = None  # max_run_time_hours, in seconds
     deadline: float | None = None  # when flowd stops it, whatever the instance did (epoch seconds)
-    destination: str | None = None
-    cancelling: bool = False  # the user cancelled: the bid is deleted (again, until it is gone)
+    destinations: tuple[str, ...] = ()  # one per instance, in the API's order
+    following: bool = False  # its instances' streams follow it
+    cancelling: bool = False  # the user cancelled: the command is stopped, then the bid deleted
+    stop_deadline: float | None = None  # (cancelling a running task) the bid goes then at the latest
+    exits: list[tuple[int, int | None]] = field(factory=list)  # (node, code), in the order seen
+    timed_out: bool = False
+    outcome: TaskEvent | None = None  # decided; reported once the bid is gone
+    ending: bool = False  # an end is being carried out
+    log_base: tuple[int, ...] = ()  # bytes of earlier attempts in each local log
 
     @property
     def state(self) -> MithrilBid:
-        return MithrilBid(self.bid_fid, self.name, destination=self.destination)
+        first = self.destinations[0] if self.destinations else None
+        return MithrilBid(self.bid_fid, self.name, destination=first, log_base=self.log_base)
 
 
-class MithrilProvider:
+class MithrilCloud:
+    """The mithril provider (the SDK's flow.providers.mithril.MithrilProvider is its settings)."""
+
     kind = "mithril"
 
     def __init__(
@@ -155,6 +167,7 @@ class MithrilProvider:
         state_root: Path,
         reporter: Reporter,
         blobs: BlobStore,
+        keys_root: Path | None = None,
         clock: Callable[[], float] = time.monotonic,
         request_timeout: float = 30.0,
     ) -> None:
@@ -163,15 +176,21 @@ class MithrilProvider:
         self._tasks_root = tasks_root
         self._report = reporter
         self._blobs = blobs
-        self.api = MithrilAPI(settings.api_url, settings.api_key, timeout=request_timeout)
-        self._account = MithrilAccount(settings, self.api, clock)
-        self._shell = InstanceShell(settings, state_root, self._account.key_file)
+        self._lock = threading.RLock()
+        self._api_problem: DomainError | None = None  # a rejected key, an unreachable API
+        self._settings_problem: DomainError | None = None  # a project the key cannot see, an SSH key
+        self.api = MithrilAPI(settings.api_url, settings.api_key, timeout=request_timeout, observer=self._observed)
+        self._account = MithrilAccount(settings, self.api, keys_root or state_root / "keys", clock)
+        self._shell = InstanceShell(settings, state_root, self._account.key_file, self)
         self._poller: RemotePoller[_Bid] = RemotePoller(
             self.name, settings.poll_interval, self.poll, (MithrilError,), clock
         )
         self._volumes = MithrilVolumes(settings, self.api, self._account, self._holders)
-        self._pool = ThreadPoolExecutor(max_workers=SSH_WORKERS, thread_name_prefix=f"mithril-ssh-{self.name}")
-        self.capabilities = Capabilities(offers=self, exec=self, results=self, volumes=self._volumes)
+        self._pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix=f"mithril-{self.name}")
+        self.capabilities = Capabilities(
+            offers=self, exec=self, results=self, volumes=self._volumes, node_logs=True, health=self
+        )
+        self._pool.submit(self._check)
 
     @property
     def state_type(self) -> StateType:
@@ -181,14 +200,54 @@ class MithrilProvider:
     def polls(self) -> int:
         return self._poller.polls
 
+    @property
+    def ssh_commands(self) -> int:
+        """SSH channels opened so far (the benchmark reads it)."""
+        return self._shell.commands
+
+    # --- health ------------------------------------------------------------------------------
+
+    def problem(self) -> DomainError | None:
+        with self._lock:
+            return self._settings_problem or self._api_problem
+
+    def _observed(self, error: MithrilError | None) -> None:
+        """How an API call ended: a rejected key or an unreachable API makes the provider
+        unusable until a call succeeds again."""
+        with self._lock:
+            if error is None:
+                self._api_problem = None
+            elif error.error.reason in (ErrorReason.AUTHENTICATION_FAILED, ErrorReason.NETWORK_ERROR):
+                self._api_problem = error.error
+
+    def _check(self) -> None:
+        """At start: whether the key is accepted and names the project (flow daemon status)."""
+        try:
+            self._account.project_fid()
+        except MithrilError as exc:
+            if exc.error.reason not in (ErrorReason.AUTHENTICATION_FAILED, ErrorReason.NETWORK_ERROR):
+                with self._lock:
+                    self._settings_problem = exc.error
+            log.warning("provider %s cannot be used now: %s", self.name, exc.error.message)
+            return
+        with self._lock:
+            self._settings_problem = None
+
+    # --- files ---------------------------------------------------------------------------
+
     def _holders(self, bid_fids: set[str]) -> tuple[str, ...]:
         return tuple(b.task_id for b in self._poller.jobs() if b.bid_fid in bid_fids)
 
     def _local_dir(self, task_id: str) -> TaskDir:
         return TaskDir(self._tasks_root / task_id).create()
 
+    def _outputs(self, task_id: str, nodes: int) -> list[Path]:
+        """The task's local logs: one per node of a multi-node task, else output.log."""
+        local = TaskDir(self._tasks_root / task_id)
+        return [local.node(k).output for k in range(nodes)] if nodes > 1 else [local.output]
+
     def log_files(self, record: TaskRecord) -> Sequence[Path]:
-        return [TaskDir(self._tasks_root / record.task_id).output]
+        return self._outputs(record.task_id, record.config.num_instances)
 
     def read_result(self, task_id: str) -> bytes | None:
         return TaskDir(self._tasks_root / task_id).read(task_files.RESULT)
@@ -204,11 +263,7 @@ class MithrilProvider:
     def _plan(
         self, config: TaskConfig, name: str, task_id: str
     ) -> Result[tuple[BidPlan, Catalog, tuple[VolumeMount, ...]], DomainError]:
-        fix = "fetch the data from your task (e.g. aws s3 cp) instead"
-        problems = [
-            violation(f"data_mounts[{i}]", m.source, "is not supported by the mithril provider", fix)
-            for i, m in enumerate(config.data_mounts)
-        ]
+        problems = data_mount_violations(config, self.name)
         if problems:
             return Failure(validation_error(problems, subject=f"task for provider {self.name}"))
         mounts: tuple[VolumeMount, ...] = ()
@@ -221,6 +276,8 @@ class MithrilProvider:
             pinned = sorted({m.volume.region for m in mounts if not m.created and m.volume.region})
             if config.region is None and len(pinned) == 1:
                 config = attrs.evolve(config, region=pinned[0])
+        if config.region is None and self.settings.region:  # the provider's region, where the task names none
+            config = attrs.evolve(config, region=self.settings.region)
         catalog = self._account.catalog()
         planned = plan_bid(config, catalog, name, task_id)
         if isinstance(planned, Failure):
@@ -245,23 +302,20 @@ class MithrilProvider:
         return None
 
     def place(self, config: TaskConfig) -> Result[Placement, DomainError]:
-        if self._account.key_file is None:
-            fix = "set ssh_key_file (MITHRIL_SSH_KEY) to a private key, e.g. ~/.ssh/id_ed25519 (ssh-keygen -t ed25519)"
-            problem = "is needed: flowd reads logs and exit codes from instances over SSH"
-            return Failure(
-                validation_error([violation("ssh_key_file", None, problem, fix)], subject=f"provider {self.name}")
-            )
         try:
             planned = self._plan(config, config.name or "task", "check")
             if isinstance(planned, Failure):
                 return Failure(planned.failure())
             plan, catalog, _ = planned.unwrap()
-            self._account.project_fid()
+            project = self._account.project_fid()
+            self._account.ssh_keys(project, config.ssh_keys)  # the key flowd reaches instances with
             too_low = self._below_minimum(plan, catalog)
         except MithrilError as exc:
             return Failure(exc.error)
         if too_low is not None:
             return Failure(too_low)
+        if config.data_mounts and storage_credentials(os.environ) is None:
+            return Failure(_no_storage_credentials(self.name))
         offer = plan.offer
         return Success(Placement(format_instance_type(offer.instance_type), offer.price_per_hour_micros))
 
@@ -282,6 +336,18 @@ class MithrilProvider:
                 with open(self._blobs.path(entry.digest), "rb") as handle:
                     tar.addfile(info, handle)
         return buffer.getvalue()
+
+    def _data_plan(self, config: TaskConfig) -> DataMountPlan | None:
+        if not config.data_mounts:
+            return None
+        credentials = storage_credentials(os.environ)
+        if credentials is None:
+            raise LaunchError("no storage credentials", _no_storage_credentials(self.name))
+        return DataMountPlan(
+            mounts=data_mounts_of(config),
+            credentials=json.dumps(credentials).encode(),
+            syncer=SYNCER_SOURCE.read_bytes(),
+        )
 
     def launch(self, record: TaskRecord) -> Launched[MithrilBid]:
         """Posts the bid: created means accepted; a refusal comes back with Mithril's words."""
@@ -313,12 +379,16 @@ class MithrilProvider:
                 invocation=json.dumps(invocation_document(call)).encode() if call is not None else None,
                 python=(call.python if call is not None and call.python else "python3"),
                 volumes=attached,
+                data=self._data_plan(record.config),
             )
         )
+        local = self._local_dir(record.task_id)
         if startup.needs_upload:  # kept in the task's (0700) directory until SSH answers
-            staged = TaskDir(self._local_dir(record.task_id).path / STAGED_DIR)
+            staged = TaskDir(local.path / STAGED_DIR)
             for name, data, _mode in startup.uploads:
                 staged.write(name, data)
+        # An earlier attempt's log stays: this one's output follows it.
+        base = tuple(_size(p) for p in self._outputs(record.task_id, record.config.num_instances))
         fids = [a.volume_id for a in attached]
         keys = self._account.ssh_keys(project, record.config.ssh_keys)
         body = bid_request(plan, project, keys, fids, startup.startup_script)
@@ -328,7 +398,13 @@ class MithrilProvider:
             if exc.status is not None and is_price_too_low(exc.status, exc.body, exc.raw):
                 raise MithrilError(price_too_low(plan, catalog, exc.error.message)) from None
             raise
-        return MithrilBid(bid["fid"], plan.name, region=plan.region, uploads_pending=startup.needs_upload)
+        return MithrilBid(
+            bid["fid"],
+            plan.name,
+            region=plan.region,
+            uploads_pending=startup.needs_upload,
+            log_base=base if any(base) else (),
+        )
 
     def _follow(self, record: TaskRecord, state: MithrilBid) -> None:
         hours = record.config.max_run_time_hours
@@ -338,26 +414,39 @@ class MithrilProvider:
             bid_fid=state.bid_fid,
             name=state.bid_name,
             uploads_pending=state.uploads_pending,
+            nodes=record.config.num_instances,
             reported="running" if running else "",
             limit_s=float(hours) * 3600.0 if hours else None,
             function_call=record.function_call is not None,
-            destination=state.destination,
+            destinations=(state.destination,) if state.destination else (),
+            log_base=state.log_base,
         )
         started = deadline_of(record)
         if started is not None:
             bid.deadline = started + TIME_LIMIT_GRACE
-        self._local_dir(record.task_id).touch(task_files.OUTPUT)
+        for path in self._outputs(record.task_id, bid.nodes):
+            TaskDir(path.parent).touch(path.name)
         self._poller.follow(record.task_id, bid)
 
     def watch(self, record: TaskRecord, state: MithrilBid) -> None:
         self._follow(record, state)
 
     def cancel(self, record: TaskRecord, state: MithrilBid) -> None:
-        """Deletes the bid; the task ends (CANCELLED) once the poller sees that the platform has
-        terminated its instances, as any end is reported."""
+        """A running command is asked to stop (SIGTERM from its own script on each instance), so
+        its last lines arrive; its bid goes once it has exited, or after STOP_GRACE. A task not
+        running yet has its bid deleted now. Either way the end is reported once the platform has
+        terminated the instances, as any end is."""
         followed = self._poller.get(record.task_id)
         if followed is not None:
-            followed.cancelling = True
+            with self._lock:
+                followed.cancelling = True
+                stopping = followed.following
+                if stopping:
+                    followed.stop_deadline = time.time() + STOP_GRACE
+            if stopping:
+                self._shell.stop(record.task_id, followed.destinations)
+                self._poller.wake()
+                return
         try:
             self._delete_bid(state.bid_fid)
         except MithrilError as exc:  # still followed: tried again at the next poll
@@ -374,7 +463,7 @@ class MithrilProvider:
                 raise
 
     def recover(self, record: TaskRecord, state: MithrilBid | None) -> Recovered[MithrilBid]:
-        if state is None:  # flowd stopped while posting: the bid may exist under its name
+        if state is None:  # flowd stopped while posting (or relaunching): the bid may exist under its name
             name = bid_name(record.name, record.task_id)
             try:
                 found = self.api.find_bid(self._account.project_fid(), name)
@@ -382,7 +471,8 @@ class MithrilProvider:
                 return Refused(exc.error)
             if found is None:
                 return self.launch(record)
-            state = MithrilBid(str(found["fid"]), name)
+            base = tuple(_size(p) for p in self._outputs(record.task_id, record.config.num_instances))
+            state = MithrilBid(str(found["fid"]), name, log_base=base if any(base) else ())
         return Running(state) if record.state is TaskState.RUNNING else Queued(state)
 
     def recovered(self) -> None:
@@ -414,7 +504,7 @@ class MithrilProvider:
         return by_bid
 
     def poll(self, bids: list[_Bid]) -> None:
-        """One round: two batched listings, then SSH for the running ones, side by side."""
+        """One round: two batched listings, then each task's next step (an upload, an end)."""
         wanted = {b.bid_fid for b in bids}
         listed = self._listed_bids(wanted)
         for fid in wanted - set(listed):  # older than the listing went: ask for it alone
@@ -434,22 +524,34 @@ class MithrilProvider:
     def _advance_logged(self, bid: _Bid, seen: dict[str, Any], instances: list[dict[str, Any]]) -> None:
         try:
             self._advance(bid, seen, instances)
-        except (ClusterError, MithrilError) as exc:
+        except (LinkError, MithrilError) as exc:
             log.info("provider %s: task %s: %s (retrying)", self.name, bid.task_id, exc)
         except Exception:
             log.exception("provider %s: task %s: cannot follow it this round", self.name, bid.task_id)
 
     def _advance(self, bid: _Bid, seen: dict[str, Any], instances: list[dict[str, Any]]) -> None:
+        if bid.outcome is not None:  # decided before (the delete failed): again
+            self._end(bid, bid.outcome)
+            return
         observed = observe(seen, instances)
         phase = observed.phase
-        if bid.cancelling and phase not in (Phase.TERMINATED, Phase.FAILED, Phase.PREEMPTED):
-            self._delete_bid(bid.bid_fid)  # the cancel's delete failed before: again
+        if bid.cancelling and not bid.following:
+            if phase in (Phase.TERMINATED, Phase.FAILED, Phase.PREEMPTED):
+                self._end(bid, Lost(reason="cancelled"))
+            else:
+                self._delete_bid(bid.bid_fid)  # the cancel's delete failed before: again
+            return
+        if bid.cancelling and bid.stop_deadline is not None and time.time() > bid.stop_deadline:
+            self._end(bid, Lost(reason=f"the command did not stop within {STOP_GRACE:g} s of SIGTERM"))
             return
         if phase is Phase.PROVISIONING and bid.reported == "":
             bid.reported = "provisioning"
             self._report(bid.task_id, Provisioning())
         elif phase is Phase.RUNNING:
-            self._running(bid, observed.destinations[0])
+            self._running(bid, observed.destinations)
+        elif phase is Phase.PREEMPTING:  # notice: it runs (and may checkpoint) until the capacity goes
+            if observed.destinations:
+                bid.destinations = observed.destinations
         elif phase is Phase.PREEMPTED:
             self._end(bid, Preempted(reason=observed.detail))
         elif phase in (Phase.FAILED, Phase.TERMINATED):
@@ -457,52 +559,120 @@ class MithrilProvider:
         elif phase is Phase.UNKNOWN:
             log.info("provider %s: task %s: %s", self.name, bid.task_id, observed.detail)
 
-    def _running(self, bid: _Bid, destination: str) -> None:
-        bid.destination = destination
-        local = self._local_dir(bid.task_id)
+    def _running(self, bid: _Bid, destinations: tuple[str, ...]) -> None:
+        bid.destinations = destinations
         if bid.deadline is not None and time.time() > bid.deadline:
             self._end(bid, TimedOut())  # the instance did not stop it in time: flowd does
             return
         if bid.uploads_pending:
-            self._shell.upload(bid.task_id, local, destination)
+            self._shell.upload(bid.task_id, self._local_dir(bid.task_id), destinations)
             bid.uploads_pending = False
         if bid.reported != "running":
             bid.reported = "running"
             if bid.limit_s is not None:
                 bid.deadline = time.time() + bid.limit_s + TIME_LIMIT_GRACE
             self._report(bid.task_id, Started(), bid.state)
-        code, timed_out, chunk = self._shell.read(bid.task_id, local, destination)
-        while code is not None and len(chunk) >= LOG_CHUNK:  # the rest of the log first
-            _, _, chunk = self._shell.read(bid.task_id, local, destination)
-        if code is not None:
-            if bid.function_call:
-                self._shell.fetch_result(bid.task_id, local, destination)
-            self._end(bid, TimedOut(exit_code=code) if timed_out else Exited(exit_code=code))
+        if not bid.following:
+            bid.following = True
+            self._shell.follow(bid.task_id, destinations, bid.nodes)
+
+    # --- what the streams push (on their threads) ---------------------------------------------
+
+    def offsets(self, task_id: str) -> Sequence[int]:
+        bid = self._poller.get(task_id)
+        if bid is None:
+            return []
+        base = bid.log_base or (0,) * bid.nodes
+        return [max(0, _size(p) - b) for p, b in zip(self._outputs(task_id, bid.nodes), base, strict=False)]
+
+    def output(self, task_id: str, node: int, offset: int, data: bytes) -> None:
+        bid = self._poller.get(task_id)
+        if bid is None or not 0 <= node < bid.nodes:
+            return
+        path = self._outputs(task_id, bid.nodes)[node]
+        base = bid.log_base[node] if node < len(bid.log_base) else 0
+        TaskDir(path.parent).append_at(path.name, base + offset, data)
+
+    def exited(self, task_id: str, node: int, code: int, timed_out: bool) -> None:
+        bid = self._poller.get(task_id)
+        if bid is None:
+            return
+        with self._lock:
+            if bid.outcome is not None or any(n == node for n, _ in bid.exits):
+                return
+            bid.exits.append((node, code))
+            bid.timed_out = bid.timed_out or timed_out
+            outcome = group_outcome(bid.nodes, bid.exits)
+            if not (outcome.finished or outcome.stop_others):
+                return
+            failed = next(((n, c) for n, c in bid.exits if c != 0), None)
+            final = failed[1] if failed is not None and failed[1] is not None else 0
+            bid.outcome = TimedOut(exit_code=final) if bid.timed_out else Exited(exit_code=final)
+            if failed is not None and bid.nodes > 1:
+                log.info("task %s: node %s ended with status %s; stopping the others", task_id, failed[0], final)
+        self._pool.submit(self._end_logged, bid)
+
+    def start_failed(self, task_id: str, node: int, reason: str) -> None:
+        bid = self._poller.get(task_id)
+        if bid is None:
+            return
+        with self._lock:
+            if bid.outcome is not None:
+                return
+            where = f"node {node}: " if bid.nodes > 1 else ""
+            bid.outcome = LaunchFailed(reason=where + (reason.removeprefix("flow: ") or "the node could not start"))
+        self._pool.submit(self._end_logged, bid)
+
+    def _end_logged(self, bid: _Bid) -> None:
+        try:
+            if bid.outcome is not None:
+                self._end(bid, bid.outcome)
+        except (LinkError, MithrilError) as exc:  # the poller tries again
+            log.info("provider %s: task %s: cannot end it yet: %s", self.name, bid.task_id, exc)
+        except Exception:
+            log.exception("provider %s: task %s: cannot end it yet", self.name, bid.task_id)
+
+    # --- the end -------------------------------------------------------------------------------
 
     def _end(self, bid: _Bid, event: TaskEvent) -> None:
-        """Deletes the bid, so nothing keeps running or billing, and then reports how the task
-        ended. A delete that fails is retried next poll: the end waits for it."""
-        self._delete_bid(bid.bid_fid)  # MithrilError: kept, and tried again next poll
-        self._forget(bid.task_id)
+        """Gets the last output the instances hold, deletes the bid (so nothing keeps running or
+        billing), and only then reports how the task ended. A delete that fails is tried again
+        at the next poll: the end waits for it."""
+        with self._lock:
+            if bid.ending:
+                return
+            bid.ending = True
+            bid.outcome = event
+        try:
+            if bid.following and (bid.nodes > 1 or not isinstance(event, Exited | TimedOut)):
+                self._shell.drain(bid.task_id, bid.destinations, DRAIN_TIMEOUT)
+            if bid.function_call and isinstance(event, Exited | TimedOut):
+                self._shell.fetch_result(bid.task_id, self._local_dir(bid.task_id), bid.destinations)
+            self._delete_bid(bid.bid_fid)
+        except BaseException:
+            with self._lock:
+                bid.ending = False
+            raise
+        self._forget(bid)
         if bid.reported != "running" and isinstance(event, Exited | TimedOut):
             self._report(bid.task_id, Started(), bid.state)
         self._report(bid.task_id, event)
 
-    def _forget(self, task_id: str) -> None:
-        bid = self._poller.forget(task_id)
-        in_use = {b.destination for b in self._poller.jobs()}
-        if bid is not None and bid.destination is not None and bid.destination not in in_use:
-            self._shell.drop(bid.destination)
+    def _forget(self, bid: _Bid) -> None:
+        self._poller.forget(bid.task_id)
+        self._shell.unfollow(bid.task_id, bid.destinations)
+        self._shell.release({d for b in self._poller.jobs() for d in b.destinations})
 
     # --- exec --------------------------------------------------------------------------------
 
     def exec(self, record: TaskRecord, state: MithrilBid, request: ExecRequest) -> ExecSession:
         """A command in the task's code directory on its (first) instance, through ssh."""
         followed = self._poller.get(record.task_id)
-        destination = (followed.destination if followed is not None else None) or state.destination or ""
+        destinations = followed.destinations if followed is not None else ()
+        destination = (destinations[0] if destinations else None) or state.destination or ""
         try:
             command = self._shell.ssh_command(record.task_id, destination, request.argv, request.tty)
-        except ClusterError as exc:
+        except LinkError as exc:
             raise LaunchError(str(exc)) from None
         env = public_env(os.environ)
         if request.tty:
@@ -519,3 +689,26 @@ class MithrilProvider:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._shell.close()
         self.api.close()
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _no_storage_credentials(provider: str) -> DomainError:
+    return DomainError(
+        reason=ErrorReason.VALIDATION_FAILED,
+        message=(
+            f"s3:// data mounts on provider {provider} need storage credentials, and flowd finds none "
+            "(its environment, AWS_PROFILE, ~/.aws)"
+        ),
+        suggestions=(
+            "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_ENDPOINT_URL for an S3-compatible "
+            "server) where flowd starts, then flow daemon stop",
+            "or configure a profile in ~/.aws/credentials",
+        ),
+        metadata=(("provider", provider),),
+    )

@@ -1,11 +1,10 @@
 """What a Mithril provider knows about its account: the project, the catalog (instance types and
-spot availability), and the SSH keys a bid names. Each is asked once and kept (the catalog for
-CATALOG_TTL, except when asked fresh, as find_instances does)."""
+spot availability), and the SSH keys a bid names (with the one flowd reaches instances with:
+flowd.providers.mithril_keys). Each is asked once and kept (the catalog for CATALOG_TTL, except
+when asked fresh, as find_instances does)."""
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import logging
 import threading
 import time
@@ -13,40 +12,38 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-import paramiko
-
 from flow.domain.daemon_config import MithrilSettings
 from flow.domain.errors import DomainError, ErrorReason, validation_error, violation
 from flow.domain.mithril.catalog import Catalog, catalog_of
 from flowd.providers.mithril_api import MithrilAPI, MithrilError
+from flowd.providers.mithril_keys import SshIdentity
 
 log = logging.getLogger(__name__)
 
 CATALOG_TTL: Final = 30.0
 
 
-def default_key_file(configured: str | None) -> str | None:
-    """The private key flowd logs in to instances with: the configured one, else the user's
-    usual ones (as ssh would try them)."""
-    if configured is not None:
-        return str(Path(configured).expanduser())
-    for name in ("id_ed25519", "id_ecdsa", "id_rsa"):
-        candidate = Path.home() / ".ssh" / name
-        if candidate.is_file():
-            return str(candidate)
-    return None
-
-
 class MithrilAccount:
-    def __init__(self, settings: MithrilSettings, api: MithrilAPI, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        settings: MithrilSettings,
+        api: MithrilAPI,
+        keys_root: Path,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._settings = settings
         self._api = api
         self._clock = clock
         self._lock = threading.Lock()
+        self._keys_lock = threading.Lock()
         self._catalog: tuple[Catalog, float] | None = None
         self._project: str | None = None
         self._ssh_key_fids: list[str] | None = None
-        self.key_file = default_key_file(settings.ssh_key_file)
+        self.identity = SshIdentity(settings.name, settings.ssh_key_file, api, keys_root)
+
+    @property
+    def key_file(self) -> str:
+        return self.identity.key_file
 
     def project_fid(self) -> str:
         with self._lock:
@@ -94,32 +91,19 @@ class MithrilAccount:
             self._catalog = (catalog, self._clock())
         return catalog
 
-    def _public_key(self) -> str | None:
-        if self.key_file is None:
-            return None
-        pub = Path(self.key_file + ".pub")
-        if pub.is_file():
-            return " ".join(pub.read_text().split()[:2])
-        for kind in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
-            with contextlib.suppress(paramiko.SSHException, ValueError):
-                key = kind.from_private_key_file(self.key_file)
-                return f"{key.get_name()} {key.get_base64()}"
-        return None
-
     def _keys(self, project: str) -> list[dict[str, Any]]:
         return self._api.listing("/v2/ssh-keys", "list the project's SSH keys", params={"project": project})
 
     def ssh_keys(self, project: str, wanted: Sequence[str] = ()) -> list[str]:
         """The key fids for a bid: the provider's configured names/fids, the task's own
-        (TaskConfig.ssh_keys, `wanted`), the key flowd logs in with (registered once if the
-        project lacks it), and the project's required keys. Raises MithrilError (a named key the
-        project lacks is VALIDATION_FAILED, naming the field)."""
-        with self._lock:
+        (TaskConfig.ssh_keys, `wanted`), the key flowd reaches instances with (made and
+        registered once if needed: mithril_keys), and the project's required keys. Raises
+        MithrilError (a named key the project lacks is VALIDATION_FAILED, naming the field)."""
+        with self._keys_lock:  # one registration of flowd's key, whatever asks at once
             base = self._ssh_key_fids
-        keys = self._keys(project) if base is None or wanted else []
-        if base is None:
-            base = self._base_keys(project, keys)
-            with self._lock:
+            keys = self._keys(project) if base is None or wanted else []
+            if base is None:
+                base = self._base_keys(project, keys)
                 self._ssh_key_fids = base
         extra = [
             self._named(keys, name, "ssh_keys", "give names (or sshkey_ fids) of the project's SSH keys")
@@ -144,24 +128,6 @@ class MithrilAccount:
             self._named(keys, wanted, "ssh_keys (provider setting)", "fix ssh_keys (MITHRIL_SSH_KEYS) for the provider")
             for wanted in self._settings.ssh_keys
         ]
-        public = self._public_key()
-        if public is not None:
-            match = [k for k in keys if " ".join(str(k.get("public_key", "")).split()[:2]) == public]
-            if match:
-                chosen.append(str(match[0]["fid"]))
-            else:
-                fingerprint = hashlib.sha256(public.encode()).hexdigest()[:10]
-                created = self._api.call(
-                    "POST",
-                    "/v2/ssh-keys",
-                    "register flowd's SSH key",
-                    body={
-                        "project": project,
-                        "name": f"flow-{self._settings.name}-{fingerprint}",
-                        "public_key": public,
-                    },
-                    retry=False,
-                )
-                chosen.append(str(created["fid"]))
+        chosen.append(self.identity.fid(project, keys))
         chosen += [str(k["fid"]) for k in keys if k.get("required") is True]
         return list(dict.fromkeys(chosen))

@@ -57,8 +57,10 @@ class MithrilAPI:
         timeout: float = DEFAULT_TIMEOUT,
         max_attempts: int = MAX_ATTEMPTS,
         sleep: Callable[[float], None] = time.sleep,
+        observer: Callable[[MithrilError | None], None] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self._observer = observer  # hears how each call ended (the provider's health)
         self._max_attempts = max_attempts
         self._sleep = sleep
         self._client = httpx.Client(
@@ -107,6 +109,19 @@ class MithrilAPI:
     ) -> Any:
         """The decoded JSON answer (None for 204). `retry`: 5xx and network errors are retried
         (reads and deletes); 429 always is."""
+        try:
+            answer = self._call(method, path, action, params, body, retry)
+        except MithrilError as exc:
+            if self._observer is not None:
+                self._observer(exc)
+            raise
+        if self._observer is not None:
+            self._observer(None)
+        return answer
+
+    def _call(
+        self, method: str, path: str, action: str, params: Mapping[str, Any] | None, body: object, retry: bool
+    ) -> Any:
         failures = 0
         throttled = 0
         while True:

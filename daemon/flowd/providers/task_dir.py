@@ -44,6 +44,15 @@ class TaskDir:
         os.chmod(path, mode)
         return path
 
+    def clear_run(self) -> None:
+        """Forgets how the previous run of the task ended (its exit status, time-out mark and
+        result, also each node's), before it runs again under the same id. Its output stays:
+        the next run appends to it."""
+        for directory in (self, *(TaskDir(p) for p in (self.path / task_files.NODES_DIR).glob("*"))):
+            for name in (task_files.EXIT_STATUS, task_files.TIMED_OUT, task_files.RESULT):
+                with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                    (directory.path / name).unlink()
+
     def touch(self, name: str) -> Path:
         self.create()
         path = self.path / name

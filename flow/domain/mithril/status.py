@@ -20,7 +20,8 @@ class Phase(enum.Enum):
     PENDING = "pending"  # bid open, nothing allocated
     PROVISIONING = "provisioning"  # allocated, instances starting or not reachable yet
     RUNNING = "running"  # every instance running with an SSH destination
-    PREEMPTED = "preempted"  # the platform is taking the capacity back
+    PREEMPTING = "preempting"  # the platform takes the capacity back soon: the instances still run
+    PREEMPTED = "preempted"  # the platform took the capacity back: an instance is gone
     PAUSED = "paused"
     FAILED = "failed"  # an instance in error
     TERMINATED = "terminated"  # the bid ended without an exit record
@@ -28,7 +29,8 @@ class Phase(enum.Enum):
 
 
 _STARTING: Final = frozenset({"new", "confirmed", "initializing", "starting"})
-_PREEMPTING: Final = frozenset({"preempting", "preempted", "relocating", "replaced"})
+_PREEMPTING: Final = frozenset({"preempting", "relocating"})
+_RECLAIMED: Final = frozenset({"preempted", "replaced"})
 _ENDED: Final = frozenset({"terminated", "stopping"})
 _DESTINATION: Final = re.compile(r"(?P<host>[A-Za-z0-9_.-]{1,253}|\[[0-9A-Fa-f:.]+\])(?::(?P<port>[0-9]{1,5}))?")
 
@@ -65,10 +67,12 @@ def observe(bid: Mapping[str, object], instances: Sequence[Mapping[str, object]]
     destinations = tuple(str(i.get("ssh_destination")) for i in instances if i.get("ssh_destination"))
     if "error" in states:
         return Observation(Phase.FAILED, "an instance of the bid is in STATUS_ERROR (a platform error)")
-    if status in ("preempting", "relocating") or any(s in _PREEMPTING for s in states):
+    if any(s in _RECLAIMED for s in states):
         return Observation(
             Phase.PREEMPTED, f"PREEMPTED: Mithril reclaimed the spot capacity (bid status {bid.get('status')})"
         )
+    if status in ("preempting", "relocating") or any(s in _PREEMPTING for s in states):
+        return Observation(Phase.PREEMPTING, "Mithril is reclaiming the spot capacity", destinations=destinations)
     if status == "terminated":
         return Observation(Phase.TERMINATED, "terminated by the platform (exit status unknown)")
     if status == "paused" or (states and all(s == "paused" for s in states)):

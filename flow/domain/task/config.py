@@ -29,6 +29,7 @@ MAX_PRICE_PER_HOUR: Final = 100_000.0
 MIN_PRICE_PER_HOUR: Final = 0.000001  # one micro-dollar: the wire carries prices as integer micros
 MAX_GPU_MEMORY_GB: Final = 4096
 MAX_MEMORY_MB: Final = 64 * 2**20  # 64 TB
+MAX_RETRIES: Final = 100
 MAX_VOLUME_GB: Final = 1_000_000
 MAX_IOPS: Final = 10_000_000
 MAX_TEXT: Final = 1_000_000  # a script or shell string larger than 1 MB belongs in code upload
@@ -106,6 +107,10 @@ class TaskConfig:
     # Names of environment variables whose values are secret: taken from the submitter's
     # environment at submit time, given to the task, never stored in the config, never shown.
     secret_env: tuple[str, ...] = field(default=(), converter=_as_tuple)
+    # How many times the task runs again from the start (same config, same code snapshot) when a
+    # run is preempted, or ends asking to run again (exit status 75, EX_TEMPFAIL: see
+    # flow.domain.task.lifecycle.REQUEUE_EXIT_STATUS); each earlier run is kept in the task's history.
+    max_retries: int = 0
 
 
 # --- validation -------------------------------------------------------------------------------
@@ -558,6 +563,10 @@ def task_config_violations(cfg: TaskConfig) -> tuple[FieldViolation, ...]:
     _check_mount_points(out, cfg)
     _check_optional_str(out, "code_root", cfg.code_root, "give the directory to upload")
     _check_positive_int(out, "memory_mb", cfg.memory_mb, MAX_MEMORY_MB, "give the RAM the task needs in MB, e.g. 32768")
+    retries = cfg.max_retries
+    if not _is_int(retries) or not 0 <= retries <= MAX_RETRIES:
+        fix = f"give how many times a preempted task runs again, from 0 to {MAX_RETRIES}, e.g. 3"
+        out.append(violation("max_retries", retries, "is not a number of retries", fix))
     if _check_list(out, "secret_env", cfg.secret_env, "give a list of variable names, e.g. ['WANDB_API_KEY']"):
         for i, name in enumerate(cfg.secret_env):
             if not isinstance(name, str) or not ENV_NAME_PATTERN.fullmatch(name):

@@ -9,9 +9,19 @@ state reported twice (after a daemon restart, by two pollers) is harmless.
 
 Like Slurm's job states, each terminal state carries a reason a human can act on
 (`state_reason`), and the exit code of the command where there is one.
+
+A task can run more than once (TaskConfig.max_retries): `run_again` turns a run's end that is
+not the task's end into an `Attempt` in the task's history and a PENDING record, which flowd
+launches anew under the same task id, with the same config and code snapshot. A run's end is not
+the task's end when it was preempted, or when the command asked to run again by exiting with
+REQUEUE_EXIT_STATUS (also when that was its answer to the SIGTERM of max_run_time_hours: how a
+checkpointing program, such as submitit's Checkpointable, requeues itself), and while the task's
+max_retries allows another run and nobody asked to cancel it.
 """
 
 from __future__ import annotations
+
+from typing import Final
 
 from attrs import evolve, field, frozen
 from returns.result import Failure, Result, Success
@@ -21,6 +31,21 @@ from flow.domain.task.config import TaskConfig
 from flow.domain.task.function_call import FunctionCall
 from flow.domain.task.states import TERMINAL_STATES as TERMINAL_STATES
 from flow.domain.task.states import TaskState as TaskState
+
+# EX_TEMPFAIL in sysexits.h ("temporary failure; the user is invited to retry"): a command that
+# exits with it asks to run again from the start (honoured while max_retries allows).
+REQUEUE_EXIT_STATUS: Final = 75
+
+
+@frozen
+class Attempt:
+    """One earlier run of a task that then ran again: how it ended and when."""
+
+    state: TaskState
+    state_reason: str
+    started_at: float | None
+    ended_at: float
+    exit_code: int | None = None
 
 
 @frozen
@@ -44,6 +69,7 @@ class TaskRecord:
     # Values of config.secret_env; never shown (repr, listings, logs).
     secrets: dict[str, str] = field(factory=dict, hash=False, repr=False)
     function_call: FunctionCall | None = None  # a function to call instead of a command
+    attempts: tuple[Attempt, ...] = ()  # earlier runs, oldest first (the current one is the record)
 
     @property
     def name(self) -> str:
@@ -183,6 +209,37 @@ def apply(record: TaskRecord, event: TaskEvent, now: float) -> Result[TaskRecord
                 return Success(_finish(record, TaskState.CANCELLED, now, "cancelled by user", None))
             return Success(_finish(record, TaskState.FAILED, now, why, None))
     return _illegal(record, event)
+
+
+def _why_again(ended: TaskRecord) -> str | None:
+    if ended.state is TaskState.PREEMPTED:
+        return f"preempted: {ended.state_reason}" if ended.state_reason else "preempted"
+    if ended.state is TaskState.FAILED and ended.exit_code == REQUEUE_EXIT_STATUS:
+        return f"it asked to run again (exit status {REQUEUE_EXIT_STATUS})"
+    return None
+
+
+def run_again(before: TaskRecord, ended: TaskRecord) -> TaskRecord | None:
+    """The task PENDING again, its run that just ended (`before` -> `ended`) kept as an Attempt,
+    when that end is not the task's end (see the module docstring); None when it is."""
+    why = _why_again(ended)
+    if why is None or before.is_terminal or before.cancel_requested or ended.cancel_requested:
+        return None
+    retries = before.config.max_retries
+    if not isinstance(retries, int) or len(before.attempts) >= retries:
+        return None
+    ended_at = ended.ended_at if ended.ended_at is not None else ended.created_at
+    attempt = Attempt(ended.state, ended.state_reason, ended.started_at, ended_at, ended.exit_code)
+    number = len(before.attempts) + 2
+    return evolve(
+        ended,
+        state=TaskState.PENDING,
+        state_reason=f"attempt {number} of at most {retries + 1}: to run again, {why}",
+        started_at=None,
+        ended_at=None,
+        exit_code=None,
+        attempts=(*before.attempts, attempt),
+    )
 
 
 def deadline_of(record: TaskRecord) -> float | None:

@@ -268,7 +268,10 @@ type Provider struct {
 	// The kind: "local", "slurm" or "mithril".
 	Kind string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
 	// Whether this is the default provider.
-	IsDefault     bool `protobuf:"varint,3,opt,name=is_default,json=isDefault,proto3" json:"is_default,omitempty"`
+	IsDefault bool `protobuf:"varint,3,opt,name=is_default,json=isDefault,proto3" json:"is_default,omitempty"`
+	// Why the provider cannot be used now, with the fix (its settings are wrong or were rejected,
+	// its platform cannot be reached); empty when nothing is known to be wrong.
+	Problem       string `protobuf:"bytes,4,opt,name=problem,proto3" json:"problem,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -322,6 +325,13 @@ func (x *Provider) GetIsDefault() bool {
 		return x.IsDefault
 	}
 	return false
+}
+
+func (x *Provider) GetProblem() string {
+	if x != nil {
+		return x.Problem
+	}
+	return ""
 }
 
 // Request for ShutdownDaemon.
@@ -420,12 +430,13 @@ const file_flowapi_v1_daemon_service_proto_rawDesc = "" +
 	"\x10blob_store_bytes\x18\t \x01(\x03R\x0eblobStoreBytes\"\x16\n" +
 	"\x14ListProvidersRequest\"K\n" +
 	"\x15ListProvidersResponse\x122\n" +
-	"\tproviders\x18\x01 \x03(\v2\x14.flowapi.v1.ProviderR\tproviders\"Q\n" +
+	"\tproviders\x18\x01 \x03(\v2\x14.flowapi.v1.ProviderR\tproviders\"k\n" +
 	"\bProvider\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x1d\n" +
 	"\n" +
-	"is_default\x18\x03 \x01(\bR\tisDefault\"\x17\n" +
+	"is_default\x18\x03 \x01(\bR\tisDefault\x12\x18\n" +
+	"\aproblem\x18\x04 \x01(\tR\aproblem\"\x17\n" +
 	"\x15ShutdownDaemonRequest\"\x18\n" +
 	"\x16ShutdownDaemonResponse2\x94\x02\n" +
 	"\rDaemonService\x12T\n" +

@@ -24,7 +24,9 @@ const (
 // Request for ConfigureProvider.
 type ConfigureProviderRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The provider's name, e.g. "mithril".
+	// The provider's name, e.g. "mithril". Empty: the settings are the provider's identity, and
+	// flowd answers the provider configured exactly so, or adds one under a free name ("mithril",
+	// "mithril-2", ...).
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// The kind of provider; "mithril" is the one configurable this way.
 	Kind string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`

@@ -28,7 +28,7 @@ const (
 //
 // Providers a client configures at run time, e.g. `Flow(provider=MithrilProvider(api_key=...))`.
 type ProviderServiceClient interface {
-	// Adds a provider with these settings (or confirms one configured the same way). flowd keeps
+	// Adds a provider with these settings (or answers one configured the same way). flowd keeps
 	// the settings in a 0600 file under $FLOW_HOME so its tasks survive a restart; secrets such as
 	// an API key are never echoed back, logged or shown in listings.
 	ConfigureProvider(ctx context.Context, in *ConfigureProviderRequest, opts ...grpc.CallOption) (*ConfigureProviderResponse, error)
@@ -58,7 +58,7 @@ func (c *providerServiceClient) ConfigureProvider(ctx context.Context, in *Confi
 //
 // Providers a client configures at run time, e.g. `Flow(provider=MithrilProvider(api_key=...))`.
 type ProviderServiceServer interface {
-	// Adds a provider with these settings (or confirms one configured the same way). flowd keeps
+	// Adds a provider with these settings (or answers one configured the same way). flowd keeps
 	// the settings in a 0600 file under $FLOW_HOME so its tasks survive a restart; secrets such as
 	// an API key are never echoed back, logged or shown in listings.
 	ConfigureProvider(context.Context, *ConfigureProviderRequest) (*ConfigureProviderResponse, error)

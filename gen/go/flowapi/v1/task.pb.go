@@ -179,8 +179,12 @@ type Task struct {
 	InstanceType string `protobuf:"bytes,11,opt,name=instance_type,json=instanceType,proto3" json:"instance_type,omitempty"`
 	// Price per hour in micro-dollars (1 USD = 1,000,000). 0 for the local provider.
 	CostPerHourMicros int64 `protobuf:"varint,12,opt,name=cost_per_hour_micros,json=costPerHourMicros,proto3" json:"cost_per_hour_micros,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// The task's earlier runs, oldest first, when it ran more than once (spec.max_retries): each
+	// was preempted or asked to run again, and the task was launched anew under the same task_id.
+	// The fields above describe the current run.
+	Attempts      []*TaskAttempt `protobuf:"bytes,13,rep,name=attempts,proto3" json:"attempts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Task) Reset() {
@@ -297,6 +301,95 @@ func (x *Task) GetCostPerHourMicros() int64 {
 	return 0
 }
 
+func (x *Task) GetAttempts() []*TaskAttempt {
+	if x != nil {
+		return x.Attempts
+	}
+	return nil
+}
+
+// One earlier run of a task that then ran again.
+type TaskAttempt struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How that run ended: TASK_STATE_PREEMPTED, or TASK_STATE_FAILED when it asked to run again.
+	State TaskState `protobuf:"varint,1,opt,name=state,proto3,enum=flowapi.v1.TaskState" json:"state,omitempty"`
+	// Why, e.g. "preempted: spot capacity reclaimed" or "exited with code 75".
+	StateReason string `protobuf:"bytes,2,opt,name=state_reason,json=stateReason,proto3" json:"state_reason,omitempty"`
+	// The exit status of that run's command, when it had one.
+	ExitCode *int32 `protobuf:"varint,3,opt,name=exit_code,json=exitCode,proto3,oneof" json:"exit_code,omitempty"`
+	// When that run started (absent if it never did).
+	StartTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	// When that run ended.
+	EndTime       *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TaskAttempt) Reset() {
+	*x = TaskAttempt{}
+	mi := &file_flowapi_v1_task_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TaskAttempt) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TaskAttempt) ProtoMessage() {}
+
+func (x *TaskAttempt) ProtoReflect() protoreflect.Message {
+	mi := &file_flowapi_v1_task_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TaskAttempt.ProtoReflect.Descriptor instead.
+func (*TaskAttempt) Descriptor() ([]byte, []int) {
+	return file_flowapi_v1_task_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *TaskAttempt) GetState() TaskState {
+	if x != nil {
+		return x.State
+	}
+	return TaskState_TASK_STATE_UNSPECIFIED
+}
+
+func (x *TaskAttempt) GetStateReason() string {
+	if x != nil {
+		return x.StateReason
+	}
+	return ""
+}
+
+func (x *TaskAttempt) GetExitCode() int32 {
+	if x != nil && x.ExitCode != nil {
+		return *x.ExitCode
+	}
+	return 0
+}
+
+func (x *TaskAttempt) GetStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartTime
+	}
+	return nil
+}
+
+func (x *TaskAttempt) GetEndTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EndTime
+	}
+	return nil
+}
+
 // Everything a user configures about a task: the wire form of the SDK's TaskConfig.
 // flowd validates it authoritatively and names every invalid field in one error.
 type TaskSpec struct {
@@ -349,14 +442,18 @@ type TaskSpec struct {
 	MemoryMb *int32 `protobuf:"varint,21,opt,name=memory_mb,json=memoryMb,proto3,oneof" json:"memory_mb,omitempty"`
 	// Secret environment variables: name -> value. flowd gives them to the task and stores them
 	// privately, but never returns the values: in a Task they come back as empty strings.
-	SecretEnv     map[string]string `protobuf:"bytes,22,rep,name=secret_env,json=secretEnv,proto3" json:"secret_env,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	SecretEnv map[string]string `protobuf:"bytes,22,rep,name=secret_env,json=secretEnv,proto3" json:"secret_env,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// How many times the task runs again from the start, under the same task_id, when a run is
+	// preempted or its command exits with status 75 (EX_TEMPFAIL: "run me again", e.g. after saving
+	// a checkpoint). 0 (the default): never. Each earlier run is kept in Task.attempts.
+	MaxRetries    int32 `protobuf:"varint,23,opt,name=max_retries,json=maxRetries,proto3" json:"max_retries,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TaskSpec) Reset() {
 	*x = TaskSpec{}
-	mi := &file_flowapi_v1_task_proto_msgTypes[1]
+	mi := &file_flowapi_v1_task_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -368,7 +465,7 @@ func (x *TaskSpec) String() string {
 func (*TaskSpec) ProtoMessage() {}
 
 func (x *TaskSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_flowapi_v1_task_proto_msgTypes[1]
+	mi := &file_flowapi_v1_task_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -381,7 +478,7 @@ func (x *TaskSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskSpec.ProtoReflect.Descriptor instead.
 func (*TaskSpec) Descriptor() ([]byte, []int) {
-	return file_flowapi_v1_task_proto_rawDescGZIP(), []int{1}
+	return file_flowapi_v1_task_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *TaskSpec) GetName() string {
@@ -538,6 +635,13 @@ func (x *TaskSpec) GetSecretEnv() map[string]string {
 	return nil
 }
 
+func (x *TaskSpec) GetMaxRetries() int32 {
+	if x != nil {
+		return x.MaxRetries
+	}
+	return 0
+}
+
 // A call of a Python function inside a task.
 type FunctionCall struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -564,7 +668,7 @@ type FunctionCall struct {
 
 func (x *FunctionCall) Reset() {
 	*x = FunctionCall{}
-	mi := &file_flowapi_v1_task_proto_msgTypes[2]
+	mi := &file_flowapi_v1_task_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -576,7 +680,7 @@ func (x *FunctionCall) String() string {
 func (*FunctionCall) ProtoMessage() {}
 
 func (x *FunctionCall) ProtoReflect() protoreflect.Message {
-	mi := &file_flowapi_v1_task_proto_msgTypes[2]
+	mi := &file_flowapi_v1_task_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -589,7 +693,7 @@ func (x *FunctionCall) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FunctionCall.ProtoReflect.Descriptor instead.
 func (*FunctionCall) Descriptor() ([]byte, []int) {
-	return file_flowapi_v1_task_proto_rawDescGZIP(), []int{2}
+	return file_flowapi_v1_task_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *FunctionCall) GetPath() string {
@@ -669,7 +773,7 @@ type VolumeSpec struct {
 
 func (x *VolumeSpec) Reset() {
 	*x = VolumeSpec{}
-	mi := &file_flowapi_v1_task_proto_msgTypes[3]
+	mi := &file_flowapi_v1_task_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -681,7 +785,7 @@ func (x *VolumeSpec) String() string {
 func (*VolumeSpec) ProtoMessage() {}
 
 func (x *VolumeSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_flowapi_v1_task_proto_msgTypes[3]
+	mi := &file_flowapi_v1_task_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -694,7 +798,7 @@ func (x *VolumeSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeSpec.ProtoReflect.Descriptor instead.
 func (*VolumeSpec) Descriptor() ([]byte, []int) {
-	return file_flowapi_v1_task_proto_rawDescGZIP(), []int{3}
+	return file_flowapi_v1_task_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *VolumeSpec) GetName() string {
@@ -752,7 +856,7 @@ type MountSpec struct {
 
 func (x *MountSpec) Reset() {
 	*x = MountSpec{}
-	mi := &file_flowapi_v1_task_proto_msgTypes[4]
+	mi := &file_flowapi_v1_task_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -764,7 +868,7 @@ func (x *MountSpec) String() string {
 func (*MountSpec) ProtoMessage() {}
 
 func (x *MountSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_flowapi_v1_task_proto_msgTypes[4]
+	mi := &file_flowapi_v1_task_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -777,7 +881,7 @@ func (x *MountSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MountSpec.ProtoReflect.Descriptor instead.
 func (*MountSpec) Descriptor() ([]byte, []int) {
-	return file_flowapi_v1_task_proto_rawDescGZIP(), []int{4}
+	return file_flowapi_v1_task_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *MountSpec) GetSource() string {
@@ -799,7 +903,7 @@ var File_flowapi_v1_task_proto protoreflect.FileDescriptor
 const file_flowapi_v1_task_proto_rawDesc = "" +
 	"\n" +
 	"\x15flowapi/v1/task.proto\x12\n" +
-	"flowapi.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfe\x03\n" +
+	"flowapi.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb3\x04\n" +
 	"\x04Task\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x17\n" +
 	"\atask_id\x18\x02 \x01(\tR\x06taskId\x12(\n" +
@@ -815,9 +919,19 @@ const file_flowapi_v1_task_proto_rawDesc = "" +
 	"\bprovider\x18\n" +
 	" \x01(\tR\bprovider\x12#\n" +
 	"\rinstance_type\x18\v \x01(\tR\finstanceType\x12/\n" +
-	"\x14cost_per_hour_micros\x18\f \x01(\x03R\x11costPerHourMicrosB\f\n" +
+	"\x14cost_per_hour_micros\x18\f \x01(\x03R\x11costPerHourMicros\x123\n" +
+	"\battempts\x18\r \x03(\v2\x17.flowapi.v1.TaskAttemptR\battemptsB\f\n" +
 	"\n" +
-	"_exit_code\"\xc8\b\n" +
+	"_exit_code\"\xff\x01\n" +
+	"\vTaskAttempt\x12+\n" +
+	"\x05state\x18\x01 \x01(\x0e2\x15.flowapi.v1.TaskStateR\x05state\x12!\n" +
+	"\fstate_reason\x18\x02 \x01(\tR\vstateReason\x12 \n" +
+	"\texit_code\x18\x03 \x01(\x05H\x00R\bexitCode\x88\x01\x01\x129\n" +
+	"\n" +
+	"start_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
+	"\bend_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\aendTimeB\f\n" +
+	"\n" +
+	"_exit_code\"\xe9\b\n" +
 	"\bTaskSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12#\n" +
 	"\rinstance_type\x18\x02 \x01(\tR\finstanceType\x12.\n" +
@@ -846,7 +960,9 @@ const file_flowapi_v1_task_proto_rawDesc = "" +
 	"\rfunction_call\x18\x14 \x01(\v2\x18.flowapi.v1.FunctionCallR\ffunctionCall\x12 \n" +
 	"\tmemory_mb\x18\x15 \x01(\x05H\x05R\bmemoryMb\x88\x01\x01\x12B\n" +
 	"\n" +
-	"secret_env\x18\x16 \x03(\v2#.flowapi.v1.TaskSpec.SecretEnvEntryR\tsecretEnv\x1a6\n" +
+	"secret_env\x18\x16 \x03(\v2#.flowapi.v1.TaskSpec.SecretEnvEntryR\tsecretEnv\x12\x1f\n" +
+	"\vmax_retries\x18\x17 \x01(\x05R\n" +
+	"maxRetries\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a<\n" +
@@ -911,40 +1027,45 @@ func file_flowapi_v1_task_proto_rawDescGZIP() []byte {
 }
 
 var file_flowapi_v1_task_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_flowapi_v1_task_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_flowapi_v1_task_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_flowapi_v1_task_proto_goTypes = []any{
 	(TaskState)(0),                // 0: flowapi.v1.TaskState
 	(ValueEncoding)(0),            // 1: flowapi.v1.ValueEncoding
 	(*Task)(nil),                  // 2: flowapi.v1.Task
-	(*TaskSpec)(nil),              // 3: flowapi.v1.TaskSpec
-	(*FunctionCall)(nil),          // 4: flowapi.v1.FunctionCall
-	(*VolumeSpec)(nil),            // 5: flowapi.v1.VolumeSpec
-	(*MountSpec)(nil),             // 6: flowapi.v1.MountSpec
-	nil,                           // 7: flowapi.v1.TaskSpec.EnvEntry
-	nil,                           // 8: flowapi.v1.TaskSpec.SecretEnvEntry
-	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
-	(*structpb.ListValue)(nil),    // 10: google.protobuf.ListValue
-	(*structpb.Struct)(nil),       // 11: google.protobuf.Struct
+	(*TaskAttempt)(nil),           // 3: flowapi.v1.TaskAttempt
+	(*TaskSpec)(nil),              // 4: flowapi.v1.TaskSpec
+	(*FunctionCall)(nil),          // 5: flowapi.v1.FunctionCall
+	(*VolumeSpec)(nil),            // 6: flowapi.v1.VolumeSpec
+	(*MountSpec)(nil),             // 7: flowapi.v1.MountSpec
+	nil,                           // 8: flowapi.v1.TaskSpec.EnvEntry
+	nil,                           // 9: flowapi.v1.TaskSpec.SecretEnvEntry
+	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
+	(*structpb.ListValue)(nil),    // 11: google.protobuf.ListValue
+	(*structpb.Struct)(nil),       // 12: google.protobuf.Struct
 }
 var file_flowapi_v1_task_proto_depIdxs = []int32{
-	3,  // 0: flowapi.v1.Task.spec:type_name -> flowapi.v1.TaskSpec
+	4,  // 0: flowapi.v1.Task.spec:type_name -> flowapi.v1.TaskSpec
 	0,  // 1: flowapi.v1.Task.state:type_name -> flowapi.v1.TaskState
-	9,  // 2: flowapi.v1.Task.create_time:type_name -> google.protobuf.Timestamp
-	9,  // 3: flowapi.v1.Task.start_time:type_name -> google.protobuf.Timestamp
-	9,  // 4: flowapi.v1.Task.end_time:type_name -> google.protobuf.Timestamp
-	7,  // 5: flowapi.v1.TaskSpec.env:type_name -> flowapi.v1.TaskSpec.EnvEntry
-	5,  // 6: flowapi.v1.TaskSpec.volumes:type_name -> flowapi.v1.VolumeSpec
-	6,  // 7: flowapi.v1.TaskSpec.data_mounts:type_name -> flowapi.v1.MountSpec
-	4,  // 8: flowapi.v1.TaskSpec.function_call:type_name -> flowapi.v1.FunctionCall
-	8,  // 9: flowapi.v1.TaskSpec.secret_env:type_name -> flowapi.v1.TaskSpec.SecretEnvEntry
-	10, // 10: flowapi.v1.FunctionCall.args:type_name -> google.protobuf.ListValue
-	11, // 11: flowapi.v1.FunctionCall.kwargs:type_name -> google.protobuf.Struct
-	1,  // 12: flowapi.v1.FunctionCall.encoding:type_name -> flowapi.v1.ValueEncoding
-	13, // [13:13] is the sub-list for method output_type
-	13, // [13:13] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	10, // 2: flowapi.v1.Task.create_time:type_name -> google.protobuf.Timestamp
+	10, // 3: flowapi.v1.Task.start_time:type_name -> google.protobuf.Timestamp
+	10, // 4: flowapi.v1.Task.end_time:type_name -> google.protobuf.Timestamp
+	3,  // 5: flowapi.v1.Task.attempts:type_name -> flowapi.v1.TaskAttempt
+	0,  // 6: flowapi.v1.TaskAttempt.state:type_name -> flowapi.v1.TaskState
+	10, // 7: flowapi.v1.TaskAttempt.start_time:type_name -> google.protobuf.Timestamp
+	10, // 8: flowapi.v1.TaskAttempt.end_time:type_name -> google.protobuf.Timestamp
+	8,  // 9: flowapi.v1.TaskSpec.env:type_name -> flowapi.v1.TaskSpec.EnvEntry
+	6,  // 10: flowapi.v1.TaskSpec.volumes:type_name -> flowapi.v1.VolumeSpec
+	7,  // 11: flowapi.v1.TaskSpec.data_mounts:type_name -> flowapi.v1.MountSpec
+	5,  // 12: flowapi.v1.TaskSpec.function_call:type_name -> flowapi.v1.FunctionCall
+	9,  // 13: flowapi.v1.TaskSpec.secret_env:type_name -> flowapi.v1.TaskSpec.SecretEnvEntry
+	11, // 14: flowapi.v1.FunctionCall.args:type_name -> google.protobuf.ListValue
+	12, // 15: flowapi.v1.FunctionCall.kwargs:type_name -> google.protobuf.Struct
+	1,  // 16: flowapi.v1.FunctionCall.encoding:type_name -> flowapi.v1.ValueEncoding
+	17, // [17:17] is the sub-list for method output_type
+	17, // [17:17] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_flowapi_v1_task_proto_init() }
@@ -954,13 +1075,14 @@ func file_flowapi_v1_task_proto_init() {
 	}
 	file_flowapi_v1_task_proto_msgTypes[0].OneofWrappers = []any{}
 	file_flowapi_v1_task_proto_msgTypes[1].OneofWrappers = []any{}
+	file_flowapi_v1_task_proto_msgTypes[2].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flowapi_v1_task_proto_rawDesc), len(file_flowapi_v1_task_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   7,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -428,7 +428,11 @@ type ListVolumesRequest struct {
 	// At most this many volumes (default 100, maximum 1000).
 	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// From a previous ListVolumesResponse.next_page_token.
-	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	PageToken string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Only the volumes a task of this provider can use: flowd's own, and those the provider keeps
+	// on its platform (an error there is the answer). Empty: every provider's, leaving out a
+	// provider that cannot be asked now (its settings were rejected, its platform is out of reach).
+	Provider      string `protobuf:"bytes,3,opt,name=provider,proto3" json:"provider,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -473,6 +477,13 @@ func (x *ListVolumesRequest) GetPageSize() int32 {
 func (x *ListVolumesRequest) GetPageToken() string {
 	if x != nil {
 		return x.PageToken
+	}
+	return ""
+}
+
+func (x *ListVolumesRequest) GetProvider() string {
+	if x != nil {
+		return x.Provider
 	}
 	return ""
 }
@@ -654,11 +665,12 @@ const file_flowapi_v1_volume_proto_rawDesc = "" +
 	"\x10GetVolumeRequest\x12\x1b\n" +
 	"\tvolume_id\x18\x01 \x01(\tR\bvolumeId\"?\n" +
 	"\x11GetVolumeResponse\x12*\n" +
-	"\x06volume\x18\x01 \x01(\v2\x12.flowapi.v1.VolumeR\x06volume\"P\n" +
+	"\x06volume\x18\x01 \x01(\v2\x12.flowapi.v1.VolumeR\x06volume\"l\n" +
 	"\x12ListVolumesRequest\x12\x1b\n" +
 	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x02 \x01(\tR\tpageToken\"k\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\x12\x1a\n" +
+	"\bprovider\x18\x03 \x01(\tR\bprovider\"k\n" +
 	"\x13ListVolumesResponse\x12,\n" +
 	"\avolumes\x18\x01 \x03(\v2\x12.flowapi.v1.VolumeR\avolumes\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"2\n" +

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x66lowapi/v1/daemon_service.proto\x12\nflowapi.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x16\n\x14GetDaemonInfoRequest\"\xce\x02\n\x15GetDaemonInfoResponse\x12\x18\n\x07version\x18\x01 \x01(\tR\x07version\x12\x1f\n\x0b\x61pi_version\x18\x02 \x01(\tR\napiVersion\x12\x10\n\x03pid\x18\x03 \x01(\x05R\x03pid\x12\x39\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12\x1b\n\tflow_home\x18\x05 \x01(\tR\x08\x66lowHome\x12\x1c\n\taddresses\x18\x06 \x03(\tR\taddresses\x12)\n\x10\x64\x65\x66\x61ult_provider\x18\x07 \x01(\tR\x0f\x64\x65\x66\x61ultProvider\x12\x1d\n\nblob_count\x18\x08 \x01(\x03R\tblobCount\x12(\n\x10\x62lob_store_bytes\x18\t \x01(\x03R\x0e\x62lobStoreBytes\"\x16\n\x14ListProvidersRequest\"K\n\x15ListProvidersResponse\x12\x32\n\tproviders\x18\x01 \x03(\x0b\x32\x14.flowapi.v1.ProviderR\tproviders\"Q\n\x08Provider\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n\x04kind\x18\x02 \x01(\tR\x04kind\x12\x1d\n\nis_default\x18\x03 \x01(\x08R\tisDefault\"\x17\n\x15ShutdownDaemonRequest\"\x18\n\x16ShutdownDaemonResponse2\x94\x02\n\rDaemonService\x12T\n\rGetDaemonInfo\x12 .flowapi.v1.GetDaemonInfoRequest\x1a!.flowapi.v1.GetDaemonInfoResponse\x12T\n\rListProviders\x12 .flowapi.v1.ListProvidersRequest\x1a!.flowapi.v1.ListProvidersResponse\x12W\n\x0eShutdownDaemon\x12!.flowapi.v1.ShutdownDaemonRequest\x1a\".flowapi.v1.ShutdownDaemonResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x66lowapi/v1/daemon_service.proto\x12\nflowapi.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x16\n\x14GetDaemonInfoRequest\"\xce\x02\n\x15GetDaemonInfoResponse\x12\x18\n\x07version\x18\x01 \x01(\tR\x07version\x12\x1f\n\x0b\x61pi_version\x18\x02 \x01(\tR\napiVersion\x12\x10\n\x03pid\x18\x03 \x01(\x05R\x03pid\x12\x39\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12\x1b\n\tflow_home\x18\x05 \x01(\tR\x08\x66lowHome\x12\x1c\n\taddresses\x18\x06 \x03(\tR\taddresses\x12)\n\x10\x64\x65\x66\x61ult_provider\x18\x07 \x01(\tR\x0f\x64\x65\x66\x61ultProvider\x12\x1d\n\nblob_count\x18\x08 \x01(\x03R\tblobCount\x12(\n\x10\x62lob_store_bytes\x18\t \x01(\x03R\x0e\x62lobStoreBytes\"\x16\n\x14ListProvidersRequest\"K\n\x15ListProvidersResponse\x12\x32\n\tproviders\x18\x01 \x03(\x0b\x32\x14.flowapi.v1.ProviderR\tproviders\"k\n\x08Provider\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n\x04kind\x18\x02 \x01(\tR\x04kind\x12\x1d\n\nis_default\x18\x03 \x01(\x08R\tisDefault\x12\x18\n\x07problem\x18\x04 \x01(\tR\x07problem\"\x17\n\x15ShutdownDaemonRequest\"\x18\n\x16ShutdownDaemonResponse2\x94\x02\n\rDaemonService\x12T\n\rGetDaemonInfo\x12 .flowapi.v1.GetDaemonInfoRequest\x1a!.flowapi.v1.GetDaemonInfoResponse\x12T\n\rListProviders\x12 .flowapi.v1.ListProvidersRequest\x1a!.flowapi.v1.ListProvidersResponse\x12W\n\x0eShutdownDaemon\x12!.flowapi.v1.ShutdownDaemonRequest\x1a\".flowapi.v1.ShutdownDaemonResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,11 +41,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTPROVIDERSRESPONSE']._serialized_start=465
   _globals['_LISTPROVIDERSRESPONSE']._serialized_end=540
   _globals['_PROVIDER']._serialized_start=542
-  _globals['_PROVIDER']._serialized_end=623
-  _globals['_SHUTDOWNDAEMONREQUEST']._serialized_start=625
-  _globals['_SHUTDOWNDAEMONREQUEST']._serialized_end=648
-  _globals['_SHUTDOWNDAEMONRESPONSE']._serialized_start=650
-  _globals['_SHUTDOWNDAEMONRESPONSE']._serialized_end=674
-  _globals['_DAEMONSERVICE']._serialized_start=677
-  _globals['_DAEMONSERVICE']._serialized_end=953
+  _globals['_PROVIDER']._serialized_end=649
+  _globals['_SHUTDOWNDAEMONREQUEST']._serialized_start=651
+  _globals['_SHUTDOWNDAEMONREQUEST']._serialized_end=674
+  _globals['_SHUTDOWNDAEMONRESPONSE']._serialized_start=676
+  _globals['_SHUTDOWNDAEMONRESPONSE']._serialized_end=700
+  _globals['_DAEMONSERVICE']._serialized_start=703
+  _globals['_DAEMONSERVICE']._serialized_end=979
 # @@protoc_insertion_point(module_scope)

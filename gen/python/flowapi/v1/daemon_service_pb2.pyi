@@ -144,22 +144,28 @@ class Provider(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     KIND_FIELD_NUMBER: _builtins.int
     IS_DEFAULT_FIELD_NUMBER: _builtins.int
+    PROBLEM_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name, "providers/{provider}"."""
     kind: _builtins.str
     """The kind: "local", "slurm" or "mithril"."""
     is_default: _builtins.bool
     """Whether this is the default provider."""
+    problem: _builtins.str
+    """Why the provider cannot be used now, with the fix (its settings are wrong or were rejected,
+    its platform cannot be reached); empty when nothing is known to be wrong.
+    """
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         kind: _builtins.str = ...,
         is_default: _builtins.bool = ...,
+        problem: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["is_default", b"is_default", "kind", b"kind", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["is_default", b"is_default", "kind", b"kind", "name", b"name", "problem", b"problem"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

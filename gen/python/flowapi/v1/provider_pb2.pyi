@@ -49,7 +49,10 @@ class ConfigureProviderRequest(_message.Message):
     KIND_FIELD_NUMBER: _builtins.int
     SETTINGS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
-    """The provider's name, e.g. "mithril"."""
+    """The provider's name, e.g. "mithril". Empty: the settings are the provider's identity, and
+    flowd answers the provider configured exactly so, or adds one under a free name ("mithril",
+    "mithril-2", ...).
+    """
     kind: _builtins.str
     """The kind of provider; "mithril" is the one configurable this way."""
     @_builtins.property

@@ -47,7 +47,7 @@ class ProviderServiceServicer:
     """
 
     def ConfigureProvider(self, request, context):
-        """Adds a provider with these settings (or confirms one configured the same way). flowd keeps
+        """Adds a provider with these settings (or answers one configured the same way). flowd keeps
         the settings in a 0600 file under $FLOW_HOME so its tasks survive a restart; secrets such as
         an API key are never echoed back, logged or shown in listings.
         """

@@ -34,7 +34,7 @@ class ProviderServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> ProviderServiceAsyncStub: ...
     ConfigureProvider: _grpc.UnaryUnaryMultiCallable[_provider_pb2.ConfigureProviderRequest, _provider_pb2.ConfigureProviderResponse]
-    """Adds a provider with these settings (or confirms one configured the same way). flowd keeps
+    """Adds a provider with these settings (or answers one configured the same way). flowd keeps
     the settings in a 0600 file under $FLOW_HOME so its tasks survive a restart; secrets such as
     an API key are never echoed back, logged or shown in listings.
     """
@@ -45,7 +45,7 @@ class ProviderServiceAsyncStub(ProviderServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     ConfigureProvider: _aio.UnaryUnaryMultiCallable[_provider_pb2.ConfigureProviderRequest, _provider_pb2.ConfigureProviderResponse]  # type: ignore[assignment]
-    """Adds a provider with these settings (or confirms one configured the same way). flowd keeps
+    """Adds a provider with these settings (or answers one configured the same way). flowd keeps
     the settings in a 0600 file under $FLOW_HOME so its tasks survive a restart; secrets such as
     an API key are never echoed back, logged or shown in listings.
     """
@@ -59,7 +59,7 @@ class ProviderServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _provider_pb2.ConfigureProviderRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_provider_pb2.ConfigureProviderResponse, _abc.Awaitable[_provider_pb2.ConfigureProviderResponse]]:
-        """Adds a provider with these settings (or confirms one configured the same way). flowd keeps
+        """Adds a provider with these settings (or answers one configured the same way). flowd keeps
         the settings in a 0600 file under $FLOW_HOME so its tasks survive a restart; secrets such as
         an API key are never echoed back, logged or shown in listings.
         """

@@ -111,6 +111,7 @@ class Task(_message.Message):
     PROVIDER_FIELD_NUMBER: _builtins.int
     INSTANCE_TYPE_FIELD_NUMBER: _builtins.int
     COST_PER_HOUR_MICROS_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name, "tasks/{task_id}"."""
     task_id: _builtins.str
@@ -145,6 +146,13 @@ class Task(_message.Message):
     def end_time(self) -> _timestamp_pb2.Timestamp:
         """When the task reached a terminal state."""
 
+    @_builtins.property
+    def attempts(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaskAttempt]:
+        """The task's earlier runs, oldest first, when it ran more than once (spec.max_retries): each
+        was preempted or asked to run again, and the task was launched anew under the same task_id.
+        The fields above describe the current run.
+        """
+
     def __init__(
         self,
         *,
@@ -160,16 +168,61 @@ class Task(_message.Message):
         provider: _builtins.str = ...,
         instance_type: _builtins.str = ...,
         cost_per_hour_micros: _builtins.int = ...,
+        attempts: _abc.Iterable[Global___TaskAttempt] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "create_time", b"create_time", "end_time", b"end_time", "exit_code", b"exit_code", "spec", b"spec", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "cost_per_hour_micros", b"cost_per_hour_micros", "create_time", b"create_time", "end_time", b"end_time", "exit_code", b"exit_code", "instance_type", b"instance_type", "name", b"name", "provider", b"provider", "spec", b"spec", "start_time", b"start_time", "state", b"state", "state_reason", b"state_reason", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "attempts", b"attempts", "cost_per_hour_micros", b"cost_per_hour_micros", "create_time", b"create_time", "end_time", b"end_time", "exit_code", b"exit_code", "instance_type", b"instance_type", "name", b"name", "provider", b"provider", "spec", b"spec", "start_time", b"start_time", "state", b"state", "state_reason", b"state_reason", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__exit_code: _TypeAlias = _typing.Literal["exit_code"]  # noqa: Y015
     _WhichOneofArgType__exit_code: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__exit_code) -> _WhichOneofReturnType__exit_code | None: ...
 
 Global___Task: _TypeAlias = Task  # noqa: Y015
+
+@_typing.final
+class TaskAttempt(_message.Message):
+    """One earlier run of a task that then ran again."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATE_FIELD_NUMBER: _builtins.int
+    STATE_REASON_FIELD_NUMBER: _builtins.int
+    EXIT_CODE_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    state: Global___TaskState.ValueType
+    """How that run ended: TASK_STATE_PREEMPTED, or TASK_STATE_FAILED when it asked to run again."""
+    state_reason: _builtins.str
+    """Why, e.g. "preempted: spot capacity reclaimed" or "exited with code 75"."""
+    exit_code: _builtins.int
+    """The exit status of that run's command, when it had one."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """When that run started (absent if it never did)."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """When that run ended."""
+
+    def __init__(
+        self,
+        *,
+        state: Global___TaskState.ValueType = ...,
+        state_reason: _builtins.str = ...,
+        exit_code: _builtins.int | None = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "end_time", b"end_time", "exit_code", b"exit_code", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "end_time", b"end_time", "exit_code", b"exit_code", "start_time", b"start_time", "state", b"state", "state_reason", b"state_reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__exit_code: _TypeAlias = _typing.Literal["exit_code"]  # noqa: Y015
+    _WhichOneofArgType__exit_code: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__exit_code) -> _WhichOneofReturnType__exit_code | None: ...
+
+Global___TaskAttempt: _TypeAlias = TaskAttempt  # noqa: Y015
 
 @_typing.final
 class TaskSpec(_message.Message):
@@ -241,6 +294,7 @@ class TaskSpec(_message.Message):
     FUNCTION_CALL_FIELD_NUMBER: _builtins.int
     MEMORY_MB_FIELD_NUMBER: _builtins.int
     SECRET_ENV_FIELD_NUMBER: _builtins.int
+    MAX_RETRIES_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Alphanumeric, dash and underscore. Empty: flowd derives one."""
     instance_type: _builtins.str
@@ -277,6 +331,11 @@ class TaskSpec(_message.Message):
     """
     memory_mb: _builtins.int
     """RAM the task needs per node, in MB."""
+    max_retries: _builtins.int
+    """How many times the task runs again from the start, under the same task_id, when a run is
+    preempted or its command exits with status 75 (EX_TEMPFAIL: "run me again", e.g. after saving
+    a checkpoint). 0 (the default): never. Each earlier run is kept in Task.attempts.
+    """
     @_builtins.property
     def command(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The command as an argument vector. At most one of command, shell and script."""
@@ -334,10 +393,11 @@ class TaskSpec(_message.Message):
         function_call: Global___FunctionCall | None = ...,
         memory_mb: _builtins.int | None = ...,
         secret_env: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        max_retries: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_max_price_per_hour_micros", b"_max_price_per_hour_micros", "_max_run_time_hours", b"_max_run_time_hours", "_memory_mb", b"_memory_mb", "_min_gpu_memory_gb", b"_min_gpu_memory_gb", "_script", b"_script", "_shell", b"_shell", "function_call", b"function_call", "max_price_per_hour_micros", b"max_price_per_hour_micros", "max_run_time_hours", b"max_run_time_hours", "memory_mb", b"memory_mb", "min_gpu_memory_gb", b"min_gpu_memory_gb", "script", b"script", "shell", b"shell"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_price_per_hour_micros", b"_max_price_per_hour_micros", "_max_run_time_hours", b"_max_run_time_hours", "_memory_mb", b"_memory_mb", "_min_gpu_memory_gb", b"_min_gpu_memory_gb", "_script", b"_script", "_shell", b"_shell", "code_digest", b"code_digest", "code_root", b"code_root", "command", b"command", "data_mounts", b"data_mounts", "env", b"env", "function_call", b"function_call", "image", b"image", "instance_type", b"instance_type", "max_price_per_hour_micros", b"max_price_per_hour_micros", "max_run_time_hours", b"max_run_time_hours", "memory_mb", b"memory_mb", "min_gpu_memory_gb", b"min_gpu_memory_gb", "name", b"name", "num_instances", b"num_instances", "region", b"region", "script", b"script", "secret_env", b"secret_env", "shell", b"shell", "ssh_keys", b"ssh_keys", "upload_code", b"upload_code", "volumes", b"volumes", "working_dir", b"working_dir"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_price_per_hour_micros", b"_max_price_per_hour_micros", "_max_run_time_hours", b"_max_run_time_hours", "_memory_mb", b"_memory_mb", "_min_gpu_memory_gb", b"_min_gpu_memory_gb", "_script", b"_script", "_shell", b"_shell", "code_digest", b"code_digest", "code_root", b"code_root", "command", b"command", "data_mounts", b"data_mounts", "env", b"env", "function_call", b"function_call", "image", b"image", "instance_type", b"instance_type", "max_price_per_hour_micros", b"max_price_per_hour_micros", "max_retries", b"max_retries", "max_run_time_hours", b"max_run_time_hours", "memory_mb", b"memory_mb", "min_gpu_memory_gb", b"min_gpu_memory_gb", "name", b"name", "num_instances", b"num_instances", "region", b"region", "script", b"script", "secret_env", b"secret_env", "shell", b"shell", "ssh_keys", b"ssh_keys", "upload_code", b"upload_code", "volumes", b"volumes", "working_dir", b"working_dir"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_price_per_hour_micros: _TypeAlias = _typing.Literal["max_price_per_hour_micros"]  # noqa: Y015
     _WhichOneofArgType__max_price_per_hour_micros: _TypeAlias = _typing.Literal["_max_price_per_hour_micros", b"_max_price_per_hour_micros"]  # noqa: Y015

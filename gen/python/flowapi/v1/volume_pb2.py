@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x66lowapi/v1/volume.proto\x12\nflowapi.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbe\x02\n\x06Volume\x12\x1b\n\tvolume_id\x18\x01 \x01(\tR\x08volumeId\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12\x17\n\x07size_gb\x18\x03 \x01(\x03R\x06sizeGb\x12\x16\n\x06region\x18\x04 \x01(\tR\x06region\x12\x39\n\tinterface\x18\x05 \x01(\x0e\x32\x1b.flowapi.v1.VolumeInterfaceR\tinterface\x12;\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12*\n\x11\x61ttached_task_ids\x18\x07 \x03(\tR\x0f\x61ttachedTaskIds\x12\x1a\n\x08provider\x18\x08 \x01(\tR\x08provider\x12\x12\n\x04iops\x18\t \x01(\x03R\x04iops\"\xcc\x01\n\x13\x43reateVolumeRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x17\n\x07size_gb\x18\x02 \x01(\x03R\x06sizeGb\x12\x39\n\tinterface\x18\x03 \x01(\x0e\x32\x1b.flowapi.v1.VolumeInterfaceR\tinterface\x12\x12\n\x04iops\x18\x04 \x01(\x03R\x04iops\x12\x1d\n\nrequest_id\x18\x05 \x01(\tR\trequestId\x12\x1a\n\x08provider\x18\x06 \x01(\tR\x08provider\"B\n\x14\x43reateVolumeResponse\x12*\n\x06volume\x18\x01 \x01(\x0b\x32\x12.flowapi.v1.VolumeR\x06volume\"/\n\x10GetVolumeRequest\x12\x1b\n\tvolume_id\x18\x01 \x01(\tR\x08volumeId\"?\n\x11GetVolumeResponse\x12*\n\x06volume\x18\x01 \x01(\x0b\x32\x12.flowapi.v1.VolumeR\x06volume\"P\n\x12ListVolumesRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\"k\n\x13ListVolumesResponse\x12,\n\x07volumes\x18\x01 \x03(\x0b\x32\x12.flowapi.v1.VolumeR\x07volumes\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"2\n\x13\x44\x65leteVolumeRequest\x12\x1b\n\tvolume_id\x18\x01 \x01(\tR\x08volumeId\"3\n\x14\x44\x65leteVolumeResponse\x12\x1b\n\tvolume_id\x18\x01 \x01(\tR\x08volumeId*j\n\x0fVolumeInterface\x12 \n\x1cVOLUME_INTERFACE_UNSPECIFIED\x10\x00\x12\x1a\n\x16VOLUME_INTERFACE_BLOCK\x10\x01\x12\x19\n\x15VOLUME_INTERFACE_FILE\x10\x02\x32\xcf\x02\n\rVolumeService\x12Q\n\x0c\x43reateVolume\x12\x1f.flowapi.v1.CreateVolumeRequest\x1a .flowapi.v1.CreateVolumeResponse\x12H\n\tGetVolume\x12\x1c.flowapi.v1.GetVolumeRequest\x1a\x1d.flowapi.v1.GetVolumeResponse\x12N\n\x0bListVolumes\x12\x1e.flowapi.v1.ListVolumesRequest\x1a\x1f.flowapi.v1.ListVolumesResponse\x12Q\n\x0c\x44\x65leteVolume\x12\x1f.flowapi.v1.DeleteVolumeRequest\x1a .flowapi.v1.DeleteVolumeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x66lowapi/v1/volume.proto\x12\nflowapi.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbe\x02\n\x06Volume\x12\x1b\n\tvolume_id\x18\x01 \x01(\tR\x08volumeId\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12\x17\n\x07size_gb\x18\x03 \x01(\x03R\x06sizeGb\x12\x16\n\x06region\x18\x04 \x01(\tR\x06region\x12\x39\n\tinterface\x18\x05 \x01(\x0e\x32\x1b.flowapi.v1.VolumeInterfaceR\tinterface\x12;\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12*\n\x11\x61ttached_task_ids\x18\x07 \x03(\tR\x0f\x61ttachedTaskIds\x12\x1a\n\x08provider\x18\x08 \x01(\tR\x08provider\x12\x12\n\x04iops\x18\t \x01(\x03R\x04iops\"\xcc\x01\n\x13\x43reateVolumeRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x17\n\x07size_gb\x18\x02 \x01(\x03R\x06sizeGb\x12\x39\n\tinterface\x18\x03 \x01(\x0e\x32\x1b.flowapi.v1.VolumeInterfaceR\tinterface\x12\x12\n\x04iops\x18\x04 \x01(\x03R\x04iops\x12\x1d\n\nrequest_id\x18\x05 \x01(\tR\trequestId\x12\x1a\n\x08provider\x18\x06 \x01(\tR\x08provider\"B\n\x14\x43reateVolumeResponse\x12*\n\x06volume\x18\x01 \x01(\x0b\x32\x12.flowapi.v1.VolumeR\x06volume\"/\n\x10GetVolumeRequest\x12\x1b\n\tvolume_id\x18\x01 \x01(\tR\x08volumeId\"?\n\x11GetVolumeResponse\x12*\n\x06volume\x18\x01 \x01(\x0b\x32\x12.flowapi.v1.VolumeR\x06volume\"l\n\x12ListVolumesRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\x12\x1a\n\x08provider\x18\x03 \x01(\tR\x08provider\"k\n\x13ListVolumesResponse\x12,\n\x07volumes\x18\x01 \x03(\x0b\x32\x12.flowapi.v1.VolumeR\x07volumes\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"2\n\x13\x44\x65leteVolumeRequest\x12\x1b\n\tvolume_id\x18\x01 \x01(\tR\x08volumeId\"3\n\x14\x44\x65leteVolumeResponse\x12\x1b\n\tvolume_id\x18\x01 \x01(\tR\x08volumeId*j\n\x0fVolumeInterface\x12 \n\x1cVOLUME_INTERFACE_UNSPECIFIED\x10\x00\x12\x1a\n\x16VOLUME_INTERFACE_BLOCK\x10\x01\x12\x19\n\x15VOLUME_INTERFACE_FILE\x10\x02\x32\xcf\x02\n\rVolumeService\x12Q\n\x0c\x43reateVolume\x12\x1f.flowapi.v1.CreateVolumeRequest\x1a .flowapi.v1.CreateVolumeResponse\x12H\n\tGetVolume\x12\x1c.flowapi.v1.GetVolumeRequest\x1a\x1d.flowapi.v1.GetVolumeResponse\x12N\n\x0bListVolumes\x12\x1e.flowapi.v1.ListVolumesRequest\x1a\x1f.flowapi.v1.ListVolumesResponse\x12Q\n\x0c\x44\x65leteVolume\x12\x1f.flowapi.v1.DeleteVolumeRequest\x1a .flowapi.v1.DeleteVolumeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'flowapi.v1.volume_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_VOLUMEINTERFACE']._serialized_start=1078
-  _globals['_VOLUMEINTERFACE']._serialized_end=1184
+  _globals['_VOLUMEINTERFACE']._serialized_start=1106
+  _globals['_VOLUMEINTERFACE']._serialized_end=1212
   _globals['_VOLUME']._serialized_start=73
   _globals['_VOLUME']._serialized_end=391
   _globals['_CREATEVOLUMEREQUEST']._serialized_start=394
@@ -45,13 +45,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETVOLUMERESPONSE']._serialized_start=717
   _globals['_GETVOLUMERESPONSE']._serialized_end=780
   _globals['_LISTVOLUMESREQUEST']._serialized_start=782
-  _globals['_LISTVOLUMESREQUEST']._serialized_end=862
-  _globals['_LISTVOLUMESRESPONSE']._serialized_start=864
-  _globals['_LISTVOLUMESRESPONSE']._serialized_end=971
-  _globals['_DELETEVOLUMEREQUEST']._serialized_start=973
-  _globals['_DELETEVOLUMEREQUEST']._serialized_end=1023
-  _globals['_DELETEVOLUMERESPONSE']._serialized_start=1025
-  _globals['_DELETEVOLUMERESPONSE']._serialized_end=1076
-  _globals['_VOLUMESERVICE']._serialized_start=1187
-  _globals['_VOLUMESERVICE']._serialized_end=1522
+  _globals['_LISTVOLUMESREQUEST']._serialized_end=890
+  _globals['_LISTVOLUMESRESPONSE']._serialized_start=892
+  _globals['_LISTVOLUMESRESPONSE']._serialized_end=999
+  _globals['_DELETEVOLUMEREQUEST']._serialized_start=1001
+  _globals['_DELETEVOLUMEREQUEST']._serialized_end=1051
+  _globals['_DELETEVOLUMERESPONSE']._serialized_start=1053
+  _globals['_DELETEVOLUMERESPONSE']._serialized_end=1104
+  _globals['_VOLUMESERVICE']._serialized_start=1215
+  _globals['_VOLUMESERVICE']._serialized_end=1550
 # @@protoc_insertion_point(module_scope)

@@ -222,19 +222,26 @@ class ListVolumesRequest(_message.Message):
 
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """At most this many volumes (default 100, maximum 1000)."""
     page_token: _builtins.str
     """From a previous ListVolumesResponse.next_page_token."""
+    provider: _builtins.str
+    """Only the volumes a task of this provider can use: flowd's own, and those the provider keeps
+    on its platform (an error there is the answer). Empty: every provider's, leaving out a
+    provider that cannot be asked now (its settings were rejected, its platform is out of reach).
+    """
     def __init__(
         self,
         *,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        provider: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "provider", b"provider"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -21,7 +21,9 @@ export const file_flowapi_v1_provider: GenFile = /*@__PURE__*/
  */
 export type ConfigureProviderRequest = Message<"flowapi.v1.ConfigureProviderRequest"> & {
   /**
-   * The provider's name, e.g. "mithril".
+   * The provider's name, e.g. "mithril". Empty: the settings are the provider's identity, and
+   * flowd answers the provider configured exactly so, or adds one under a free name ("mithril",
+   * "mithril-2", ...).
    *
    * @generated from field: string name = 1;
    */
@@ -79,7 +81,7 @@ export const ConfigureProviderResponseSchema: GenMessage<ConfigureProviderRespon
  */
 export const ProviderService: GenService<{
   /**
-   * Adds a provider with these settings (or confirms one configured the same way). flowd keeps
+   * Adds a provider with these settings (or answers one configured the same way). flowd keeps
    * the settings in a 0600 file under $FLOW_HOME so its tasks survive a restart; secrets such as
    * an API key are never echoed back, logged or shown in listings.
    *

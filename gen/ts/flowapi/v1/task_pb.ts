@@ -12,7 +12,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file flowapi/v1/task.proto.
  */
 export const file_flowapi_v1_task: GenFile = /*@__PURE__*/
-  fileDesc("ChVmbG93YXBpL3YxL3Rhc2sucHJvdG8SCmZsb3dhcGkudjEigQMKBFRhc2sSDAoEbmFtZRgBIAEoCRIPCgd0YXNrX2lkGAIgASgJEiIKBHNwZWMYAyABKAsyFC5mbG93YXBpLnYxLlRhc2tTcGVjEiQKBXN0YXRlGAQgASgOMhUuZmxvd2FwaS52MS5UYXNrU3RhdGUSFgoJZXhpdF9jb2RlGAUgASgFSACIAQESFAoMc3RhdGVfcmVhc29uGAYgASgJEi8KC2NyZWF0ZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpzdGFydF90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIcHJvdmlkZXIYCiABKAkSFQoNaW5zdGFuY2VfdHlwZRgLIAEoCRIcChRjb3N0X3Blcl9ob3VyX21pY3JvcxgMIAEoA0IMCgpfZXhpdF9jb2RlIrsGCghUYXNrU3BlYxIMCgRuYW1lGAEgASgJEhUKDWluc3RhbmNlX3R5cGUYAiABKAkSHgoRbWluX2dwdV9tZW1vcnlfZ2IYAyABKAVIAIgBARIPCgdjb21tYW5kGAQgAygJEhIKBXNoZWxsGAUgASgJSAGIAQESEwoGc2NyaXB0GAYgASgJSAKIAQESDQoFaW1hZ2UYByABKAkSKgoDZW52GAggAygLMh0uZmxvd2FwaS52MS5UYXNrU3BlYy5FbnZFbnRyeRITCgt3b3JraW5nX2RpchgJIAEoCRInCgd2b2x1bWVzGAogAygLMhYuZmxvd2FwaS52MS5Wb2x1bWVTcGVjEiYKGW1heF9wcmljZV9wZXJfaG91cl9taWNyb3MYCyABKANIA4gBARIfChJtYXhfcnVuX3RpbWVfaG91cnMYDCABKAFIBIgBARIOCgZyZWdpb24YDSABKAkSFQoNbnVtX2luc3RhbmNlcxgOIAEoBRIQCghzc2hfa2V5cxgPIAMoCRITCgt1cGxvYWRfY29kZRgQIAEoCBIqCgtkYXRhX21vdW50cxgRIAMoCzIVLmZsb3dhcGkudjEuTW91bnRTcGVjEhEKCWNvZGVfcm9vdBgSIAEoCRITCgtjb2RlX2RpZ2VzdBgTIAEoCRIvCg1mdW5jdGlvbl9jYWxsGBQgASgLMhguZmxvd2FwaS52MS5GdW5jdGlvbkNhbGwSFgoJbWVtb3J5X21iGBUgASgFSAWIAQESNwoKc2VjcmV0X2VudhgWIAMoCzIjLmZsb3dhcGkudjEuVGFza1NwZWMuU2VjcmV0RW52RW50cnkaKgoIRW52RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARowCg5TZWNyZXRFbnZFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBQhQKEl9taW5fZ3B1X21lbW9yeV9nYkIICgZfc2hlbGxCCQoHX3NjcmlwdEIcChpfbWF4X3ByaWNlX3Blcl9ob3VyX21pY3Jvc0IVChNfbWF4X3J1bl90aW1lX2hvdXJzQgwKCl9tZW1vcnlfbWIi6QEKDEZ1bmN0aW9uQ2FsbBIMCgRwYXRoGAEgASgJEg4KBm1vZHVsZRgCIAEoCRIQCghmdW5jdGlvbhgDIAEoCRIoCgRhcmdzGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLkxpc3RWYWx1ZRInCgZrd2FyZ3MYBSABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EisKCGVuY29kaW5nGAYgASgOMhkuZmxvd2FwaS52MS5WYWx1ZUVuY29kaW5nEhkKEXBpY2tsZWRfYXJndW1lbnRzGAcgASgMEg4KBnB5dGhvbhgIIAEoCSJzCgpWb2x1bWVTcGVjEgwKBG5hbWUYASABKAkSDwoHc2l6ZV9nYhgCIAEoBRISCgptb3VudF9wYXRoGAMgASgJEhEKCWludGVyZmFjZRgEIAEoCRIMCgRpb3BzGAUgASgFEhEKCXZvbHVtZV9pZBgGIAEoCSIrCglNb3VudFNwZWMSDgoGc291cmNlGAEgASgJEg4KBnRhcmdldBgCIAEoCSrZAQoJVGFza1N0YXRlEhoKFlRBU0tfU1RBVEVfVU5TUEVDSUZJRUQQABIWChJUQVNLX1NUQVRFX1BFTkRJTkcQARIbChdUQVNLX1NUQVRFX1BST1ZJU0lPTklORxACEhYKElRBU0tfU1RBVEVfUlVOTklORxADEhgKFFRBU0tfU1RBVEVfQ09NUExFVEVEEAQSFQoRVEFTS19TVEFURV9GQUlMRUQQBRIYChRUQVNLX1NUQVRFX0NBTkNFTExFRBAGEhgKFFRBU0tfU1RBVEVfUFJFRU1QVEVEEAcqYwoNVmFsdWVFbmNvZGluZxIeChpWQUxVRV9FTkNPRElOR19VTlNQRUNJRklFRBAAEhcKE1ZBTFVFX0VOQ09ESU5HX0pTT04QARIZChVWQUxVRV9FTkNPRElOR19QSUNLTEUQAmIGcHJvdG8z", [file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("ChVmbG93YXBpL3YxL3Rhc2sucHJvdG8SCmZsb3dhcGkudjEirAMKBFRhc2sSDAoEbmFtZRgBIAEoCRIPCgd0YXNrX2lkGAIgASgJEiIKBHNwZWMYAyABKAsyFC5mbG93YXBpLnYxLlRhc2tTcGVjEiQKBXN0YXRlGAQgASgOMhUuZmxvd2FwaS52MS5UYXNrU3RhdGUSFgoJZXhpdF9jb2RlGAUgASgFSACIAQESFAoMc3RhdGVfcmVhc29uGAYgASgJEi8KC2NyZWF0ZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpzdGFydF90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIcHJvdmlkZXIYCiABKAkSFQoNaW5zdGFuY2VfdHlwZRgLIAEoCRIcChRjb3N0X3Blcl9ob3VyX21pY3JvcxgMIAEoAxIpCghhdHRlbXB0cxgNIAMoCzIXLmZsb3dhcGkudjEuVGFza0F0dGVtcHRCDAoKX2V4aXRfY29kZSLNAQoLVGFza0F0dGVtcHQSJAoFc3RhdGUYASABKA4yFS5mbG93YXBpLnYxLlRhc2tTdGF0ZRIUCgxzdGF0ZV9yZWFzb24YAiABKAkSFgoJZXhpdF9jb2RlGAMgASgFSACIAQESLgoKc3RhcnRfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgwKCl9leGl0X2NvZGUi0AYKCFRhc2tTcGVjEgwKBG5hbWUYASABKAkSFQoNaW5zdGFuY2VfdHlwZRgCIAEoCRIeChFtaW5fZ3B1X21lbW9yeV9nYhgDIAEoBUgAiAEBEg8KB2NvbW1hbmQYBCADKAkSEgoFc2hlbGwYBSABKAlIAYgBARITCgZzY3JpcHQYBiABKAlIAogBARINCgVpbWFnZRgHIAEoCRIqCgNlbnYYCCADKAsyHS5mbG93YXBpLnYxLlRhc2tTcGVjLkVudkVudHJ5EhMKC3dvcmtpbmdfZGlyGAkgASgJEicKB3ZvbHVtZXMYCiADKAsyFi5mbG93YXBpLnYxLlZvbHVtZVNwZWMSJgoZbWF4X3ByaWNlX3Blcl9ob3VyX21pY3JvcxgLIAEoA0gDiAEBEh8KEm1heF9ydW5fdGltZV9ob3VycxgMIAEoAUgEiAEBEg4KBnJlZ2lvbhgNIAEoCRIVCg1udW1faW5zdGFuY2VzGA4gASgFEhAKCHNzaF9rZXlzGA8gAygJEhMKC3VwbG9hZF9jb2RlGBAgASgIEioKC2RhdGFfbW91bnRzGBEgAygLMhUuZmxvd2FwaS52MS5Nb3VudFNwZWMSEQoJY29kZV9yb290GBIgASgJEhMKC2NvZGVfZGlnZXN0GBMgASgJEi8KDWZ1bmN0aW9uX2NhbGwYFCABKAsyGC5mbG93YXBpLnYxLkZ1bmN0aW9uQ2FsbBIWCgltZW1vcnlfbWIYFSABKAVIBYgBARI3CgpzZWNyZXRfZW52GBYgAygLMiMuZmxvd2FwaS52MS5UYXNrU3BlYy5TZWNyZXRFbnZFbnRyeRITCgttYXhfcmV0cmllcxgXIAEoBRoqCghFbnZFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGjAKDlNlY3JldEVudkVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCFAoSX21pbl9ncHVfbWVtb3J5X2diQggKBl9zaGVsbEIJCgdfc2NyaXB0QhwKGl9tYXhfcHJpY2VfcGVyX2hvdXJfbWljcm9zQhUKE19tYXhfcnVuX3RpbWVfaG91cnNCDAoKX21lbW9yeV9tYiLpAQoMRnVuY3Rpb25DYWxsEgwKBHBhdGgYASABKAkSDgoGbW9kdWxlGAIgASgJEhAKCGZ1bmN0aW9uGAMgASgJEigKBGFyZ3MYBCABKAsyGi5nb29nbGUucHJvdG9idWYuTGlzdFZhbHVlEicKBmt3YXJncxgFIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSKwoIZW5jb2RpbmcYBiABKA4yGS5mbG93YXBpLnYxLlZhbHVlRW5jb2RpbmcSGQoRcGlja2xlZF9hcmd1bWVudHMYByABKAwSDgoGcHl0aG9uGAggASgJInMKClZvbHVtZVNwZWMSDAoEbmFtZRgBIAEoCRIPCgdzaXplX2diGAIgASgFEhIKCm1vdW50X3BhdGgYAyABKAkSEQoJaW50ZXJmYWNlGAQgASgJEgwKBGlvcHMYBSABKAUSEQoJdm9sdW1lX2lkGAYgASgJIisKCU1vdW50U3BlYxIOCgZzb3VyY2UYASABKAkSDgoGdGFyZ2V0GAIgASgJKtkBCglUYXNrU3RhdGUSGgoWVEFTS19TVEFURV9VTlNQRUNJRklFRBAAEhYKElRBU0tfU1RBVEVfUEVORElORxABEhsKF1RBU0tfU1RBVEVfUFJPVklTSU9OSU5HEAISFgoSVEFTS19TVEFURV9SVU5OSU5HEAMSGAoUVEFTS19TVEFURV9DT01QTEVURUQQBBIVChFUQVNLX1NUQVRFX0ZBSUxFRBAFEhgKFFRBU0tfU1RBVEVfQ0FOQ0VMTEVEEAYSGAoUVEFTS19TVEFURV9QUkVFTVBURUQQBypjCg1WYWx1ZUVuY29kaW5nEh4KGlZBTFVFX0VOQ09ESU5HX1VOU1BFQ0lGSUVEEAASFwoTVkFMVUVfRU5DT0RJTkdfSlNPThABEhkKFVZBTFVFX0VOQ09ESU5HX1BJQ0tMRRACYgZwcm90bzM", [file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * A task: one unit of work (a command, a shell string or a script) run by a provider.
@@ -105,6 +105,15 @@ export type Task = Message<"flowapi.v1.Task"> & {
    * @generated from field: int64 cost_per_hour_micros = 12;
    */
   costPerHourMicros: bigint;
+
+  /**
+   * The task's earlier runs, oldest first, when it ran more than once (spec.max_retries): each
+   * was preempted or asked to run again, and the task was launched anew under the same task_id.
+   * The fields above describe the current run.
+   *
+   * @generated from field: repeated flowapi.v1.TaskAttempt attempts = 13;
+   */
+  attempts: TaskAttempt[];
 };
 
 /**
@@ -113,6 +122,55 @@ export type Task = Message<"flowapi.v1.Task"> & {
  */
 export const TaskSchema: GenMessage<Task> = /*@__PURE__*/
   messageDesc(file_flowapi_v1_task, 0);
+
+/**
+ * One earlier run of a task that then ran again.
+ *
+ * @generated from message flowapi.v1.TaskAttempt
+ */
+export type TaskAttempt = Message<"flowapi.v1.TaskAttempt"> & {
+  /**
+   * How that run ended: TASK_STATE_PREEMPTED, or TASK_STATE_FAILED when it asked to run again.
+   *
+   * @generated from field: flowapi.v1.TaskState state = 1;
+   */
+  state: TaskState;
+
+  /**
+   * Why, e.g. "preempted: spot capacity reclaimed" or "exited with code 75".
+   *
+   * @generated from field: string state_reason = 2;
+   */
+  stateReason: string;
+
+  /**
+   * The exit status of that run's command, when it had one.
+   *
+   * @generated from field: optional int32 exit_code = 3;
+   */
+  exitCode?: number | undefined;
+
+  /**
+   * When that run started (absent if it never did).
+   *
+   * @generated from field: google.protobuf.Timestamp start_time = 4;
+   */
+  startTime?: Timestamp | undefined;
+
+  /**
+   * When that run ended.
+   *
+   * @generated from field: google.protobuf.Timestamp end_time = 5;
+   */
+  endTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message flowapi.v1.TaskAttempt.
+ * Use `create(TaskAttemptSchema)` to create a new message.
+ */
+export const TaskAttemptSchema: GenMessage<TaskAttempt> = /*@__PURE__*/
+  messageDesc(file_flowapi_v1_task, 1);
 
 /**
  * Everything a user configures about a task: the wire form of the SDK's TaskConfig.
@@ -279,6 +337,15 @@ export type TaskSpec = Message<"flowapi.v1.TaskSpec"> & {
    * @generated from field: map<string, string> secret_env = 22;
    */
   secretEnv: { [key: string]: string };
+
+  /**
+   * How many times the task runs again from the start, under the same task_id, when a run is
+   * preempted or its command exits with status 75 (EX_TEMPFAIL: "run me again", e.g. after saving
+   * a checkpoint). 0 (the default): never. Each earlier run is kept in Task.attempts.
+   *
+   * @generated from field: int32 max_retries = 23;
+   */
+  maxRetries: number;
 };
 
 /**
@@ -286,7 +353,7 @@ export type TaskSpec = Message<"flowapi.v1.TaskSpec"> & {
  * Use `create(TaskSpecSchema)` to create a new message.
  */
 export const TaskSpecSchema: GenMessage<TaskSpec> = /*@__PURE__*/
-  messageDesc(file_flowapi_v1_task, 1);
+  messageDesc(file_flowapi_v1_task, 2);
 
 /**
  * A call of a Python function inside a task.
@@ -357,7 +424,7 @@ export type FunctionCall = Message<"flowapi.v1.FunctionCall"> & {
  * Use `create(FunctionCallSchema)` to create a new message.
  */
 export const FunctionCallSchema: GenMessage<FunctionCall> = /*@__PURE__*/
-  messageDesc(file_flowapi_v1_task, 2);
+  messageDesc(file_flowapi_v1_task, 3);
 
 /**
  * A persistent volume to attach: either a new one (name + size_gb) or an existing one (volume_id).
@@ -413,7 +480,7 @@ export type VolumeSpec = Message<"flowapi.v1.VolumeSpec"> & {
  * Use `create(VolumeSpecSchema)` to create a new message.
  */
 export const VolumeSpecSchema: GenMessage<VolumeSpec> = /*@__PURE__*/
-  messageDesc(file_flowapi_v1_task, 3);
+  messageDesc(file_flowapi_v1_task, 4);
 
 /**
  * A read-only data source mounted into the task.
@@ -441,7 +508,7 @@ export type MountSpec = Message<"flowapi.v1.MountSpec"> & {
  * Use `create(MountSpecSchema)` to create a new message.
  */
 export const MountSpecSchema: GenMessage<MountSpec> = /*@__PURE__*/
-  messageDesc(file_flowapi_v1_task, 4);
+  messageDesc(file_flowapi_v1_task, 5);
 
 /**
  * The life cycle of a task. PENDING -> (PROVISIONING) -> RUNNING -> COMPLETED | FAILED |
