@@ -40,8 +40,9 @@ if tp.TYPE_CHECKING:
     from flow.client import Flow
     from flow.config import TaskConfig
 
-REQUEUE_EXIT_CODE: Final = 144  # flow.submitit.launch restarts the ranks on it
-MAX_REQUEUES: Final = 6  # LocalExecutor's bound on restarts too
+REQUEUE_EXIT_CODE: Final = 144  # flow.submitit.launch turns it into flowd's requeue (exit 75)
+MAX_REQUEUES: Final = 6  # runs again after the first (TaskConfig.max_retries); LocalExecutor's bound too
+LIMIT_GRACE_S: Final = 60  # Flow's hard time limit comes this long after the launcher's own
 DEFAULT_SIGNAL_DELAY_S: Final = 30  # LocalExecutor's (Slurm's 90 would eat short limits)
 DEFAULT_ARRAY_PARALLELISM: Final = 256  # SlurmExecutor's
 RESULTS_TIMEOUT_S: Final = 5  # the task has ended when this is used: the pickle is there or never comes
@@ -69,6 +70,7 @@ TASK_FIELDS: Final = (
     "volumes",
     "data_mounts",
     "ssh_keys",
+    "max_retries",
 )
 # Launcher settings. array_parallelism is also SlurmExecutor's name (unavoidable: it is what
 # submitit calls it).
@@ -130,12 +132,14 @@ def _client(flow_home: str | None, provider: str | None) -> Flow:
 def _submitit_state(state: str, reason: str) -> str:
     """A Flow task state as submitit's (Slurm's) state names: every unfinished one is a name
     submitit counts as unfinished."""
+    if state == "PENDING" and reason.startswith("attempt "):
+        return "REQUEUED"  # waiting to run again (flowd's state_reason "attempt 2 of at most 7: ...")
     if state in ("PENDING", "PROVISIONING"):
         return "PENDING"
     if state == "FAILED" and "time limit" in reason.lower():
         return "TIMEOUT"
     if state == "PREEMPTED":
-        return "INTERRUPTED"  # terminal in Flow: nothing runs it again
+        return "INTERRUPTED"  # terminal in Flow: its retries are spent
     return state or "UNKNOWN"
 
 
@@ -324,7 +328,6 @@ class FlowExecutor(core.PicklingExecutor):
             "SUBMITIT_FLOW_TASKS_PER_NODE": str(parameters["tasks_per_node"]),
             "SUBMITIT_FLOW_TIMEOUT_S": f"{timeout_min * 60:g}",
             "SUBMITIT_FLOW_SIGNAL_DELAY_S": f"{_signal_delay_s(parameters.get('signal_delay_s'), timeout_min):g}",
-            "SUBMITIT_FLOW_MAX_REQUEUES": str(MAX_REQUEUES),
             "SUBMITIT_STDERR_TO_STDOUT": "1" if parameters.get("stderr_to_stdout") else "0",
             **({"PYTHONPATH": _python_path()} if _python_path() else {}),
             **(extra_env or {}),
@@ -341,9 +344,10 @@ class FlowExecutor(core.PicklingExecutor):
         if kind == "slurm" and self.slurm_parameters.get("slurm_partition") and not fields.get("region"):
             fields["region"] = self.slurm_parameters["slurm_partition"]  # a Slurm provider's partition
         mem_gb = parameters.get("mem_gb")
-        # The whole attempt sequence: the launcher enforces timeout_min per attempt (and restarts
-        # the ranks on a requeue); Flow's own limit is the outer bound.
-        hours = timeout_min * (MAX_REQUEUES + 1) / 60 + 5 / 60
+        # Per run (a requeued run gets the whole limit again): the launcher signals and stops the
+        # ranks at timeout_min; Flow's own limit is the outer bound.
+        hours = (timeout_min * 60 + LIMIT_GRACE_S) / 3600
+        fields.setdefault("max_retries", max(MAX_REQUEUES, self.max_num_timeout + 1))
         return TaskConfig(
             name=_NAME_CHARS.sub("-", str(parameters["name"])).strip("-_")[:63] or "submitit",
             command=[python, "-u", "-m", "flow.submitit.launch", str(self.folder)],

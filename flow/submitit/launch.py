@@ -13,9 +13,11 @@ Checkpointable and asks for a requeue); at the time limit the ranks are stopped.
 launcher receives (a preemption notice, `job._interrupt()`) is passed on to the ranks. SIGTERM
 (`flow cancel`) stops the ranks with SIGINT, then SIGKILL: submitit ranks ignore SIGTERM.
 
-Requeue: rank 0 exits with REQUEUE_EXIT_CODE after writing the checkpointed submission; the
-launcher then starts the node's ranks again under the same job id (at most SUBMITIT_FLOW_MAX_REQUEUES
-times), which load the checkpoint, and says so in the task's log.
+Requeue: rank 0 exits with SUBMITIT_REQUEUE_EXIT_CODE after writing the checkpointed submission;
+the launcher stops the node's other ranks and exits with flowd's REQUEUE_EXIT_STATUS (75), so flowd
+runs the task again (TaskConfig.max_retries) under the same id, with a fresh time limit, keeping
+the earlier run in the task's attempts; the new run's ranks load the checkpoint. A run that ends
+PREEMPTED (the machine gone) runs again the same way, from the last checkpoint written, if any.
 
 Array parallelism: the tasks of one map_array share SUBMITIT_FLOW_ARRAY_SLOTS (a directory in the
 job folder's first id-independent parent) and at most SUBMITIT_FLOW_ARRAY_PARALLELISM of them run
@@ -35,7 +37,9 @@ import time
 from pathlib import Path
 from typing import IO, Final
 
-REQUEUE_EXIT_CODE: Final = 144  # what FlowJobEnvironment._requeue exits with (as LocalExecutor's)
+from flow.domain.task.lifecycle import REQUEUE_EXIT_STATUS
+
+SUBMITIT_REQUEUE_EXIT_CODE: Final = 144  # what FlowJobEnvironment._requeue exits with (as LocalExecutor's)
 STOP_GRACE_S: Final = 1.0  # between SIGINT and SIGKILL when the ranks are stopped
 SLOT_RETRY_S: Final = 0.2
 # The variables a task gets from Flow's multi-node set-up that would be wrong for a rank (one
@@ -200,7 +204,6 @@ def run(folder: str) -> int:
     ranks = Ranks(folder, job_id, node, num_nodes, max(_int_env("SUBMITIT_FLOW_TASKS_PER_NODE", default=1), 1))
     timeout_s = _float_env("SUBMITIT_FLOW_TIMEOUT_S")
     signal_delay_s = _float_env("SUBMITIT_FLOW_SIGNAL_DELAY_S") or 0.0
-    max_requeues = _int_env("SUBMITIT_FLOW_MAX_REQUEUES", default=6)
     cancelled = threading.Event()
 
     def on_term(signum: int, _frame: object) -> None:
@@ -217,39 +220,37 @@ def run(folder: str) -> int:
     ranks.paths[0].folder.mkdir(parents=True, exist_ok=True)
     pid_file.write_text(f"{os.getpid()}\n")
     slot = _take_slot()
-    hostnames = _hostnames(num_nodes)
-    requeues = 0
     try:
-        while True:
-            ranks.start(hostnames)
-            started = time.monotonic()
-            warned = False
-            while not cancelled.is_set():
-                ranks.ended.clear()  # before reading the codes: an end after the read wakes the wait
-                codes = ranks.codes()
-                if all(c is not None for c in codes) or (node == 0 and codes[0] == REQUEUE_EXIT_CODE):
-                    break
-                elapsed = time.monotonic() - started
-                if timeout_s is not None and not warned and elapsed >= timeout_s - signal_delay_s:
-                    warned = True
-                    ranks.signal(signal.SIGUSR2)  # the time limit is near: checkpoint now
-                if timeout_s is not None and elapsed >= timeout_s:
-                    print(f"flow: job {job_id} reached its time limit ({timeout_s:g} s)", file=sys.stderr, flush=True)
-                    break
-                wake = [timeout_s - signal_delay_s - elapsed] if timeout_s is not None and not warned else []
-                wake += [timeout_s - elapsed] if timeout_s is not None else []
-                ranks.ended.wait(timeout=max(min([*wake, 1.0]), 0.01))
-            ranks.stop()
-            ranks.finish_copies()
+        ranks.start(_hostnames(num_nodes))
+        started = time.monotonic()
+        warned = False
+        while not cancelled.is_set():
+            ranks.ended.clear()  # before reading the codes: an end after the read wakes the wait
             codes = ranks.codes()
-            if cancelled.is_set():
-                return 128 + signal.SIGTERM
-            if node == 0 and codes[0] == REQUEUE_EXIT_CODE and requeues < max_requeues:
-                requeues += 1
-                print(f"flow: job {job_id} requeued ({requeues} of at most {max_requeues})", flush=True)
-                continue
-            failed = [c for c in codes if c]
-            return failed[0] if failed and failed[0] is not None else (1 if failed else 0)
+            if all(c is not None for c in codes) or (node == 0 and codes[0] == SUBMITIT_REQUEUE_EXIT_CODE):
+                break
+            elapsed = time.monotonic() - started
+            if timeout_s is not None and not warned and elapsed >= timeout_s - signal_delay_s:
+                warned = True
+                ranks.signal(signal.SIGUSR2)  # the time limit is near: checkpoint now
+            if timeout_s is not None and elapsed >= timeout_s:
+                print(f"flow: job {job_id} reached its time limit ({timeout_s:g} s)", file=sys.stderr, flush=True)
+                break
+            wake = [timeout_s - signal_delay_s - elapsed] if timeout_s is not None and not warned else []
+            wake += [timeout_s - elapsed] if timeout_s is not None else []
+            ranks.ended.wait(timeout=max(min([*wake, 1.0]), 0.01))
+        ranks.stop()
+        ranks.finish_copies()
+        codes = ranks.codes()
+        if cancelled.is_set():
+            return 128 + signal.SIGTERM
+        if node == 0 and codes[0] == SUBMITIT_REQUEUE_EXIT_CODE:
+            # submitit checkpointed the job and asks for a requeue: flowd runs the task again
+            # (TaskConfig.max_retries), under the same id, and the ranks load the checkpoint.
+            print(f"flow: job {job_id} asks to be requeued (its checkpoint is saved)", flush=True)
+            return REQUEUE_EXIT_STATUS
+        failed = [c for c in codes if c]
+        return failed[0] if failed and failed[0] is not None else (1 if failed else 0)
     finally:
         pid_file.unlink(missing_ok=True)
         if slot is not None:

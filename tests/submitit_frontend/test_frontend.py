@@ -96,6 +96,7 @@ def test_a_job_is_an_ordinary_flow_task_with_its_parameters_mapped(
     config = task.config
     assert (config.name, config.num_instances, config.memory_mb) == ("my-job", 2, 1536)
     assert config.max_run_time_hours is not None and config.max_run_time_hours >= 2 / 60
+    assert config.max_retries >= 4  # Checkpointable requeues: submitit's max_num_timeout (3) and more
     assert config.command is not None and "flow.submitit.launch" in config.command
     assert job.job_id in [t.task_id for t in flow.list_tasks()]  # `flow status` lists it
     assert task.logs().count("hello from a rank") == 4  # `flow logs` shows the ranks' output
@@ -174,8 +175,11 @@ def test_a_checkpointable_that_times_out_is_requeued_from_its_checkpoint(executo
     assert job.result() == 2
     out = job.stdout() or ""
     assert out.count("Requeued job") == 1 and "start at 1" in out and "this job is timed-out" in out
-    log = Flow(flow_home=executor.flow_home).get_task(job.job_id).logs()
-    assert f"flow: job {job.job_id} requeued (1 of at most" in log
+    # flowd ran the same task again: its history shows the requeued run
+    task = Flow(flow_home=executor.flow_home).get_task(job.job_id)
+    assert task.status is TaskStatus.COMPLETED
+    assert [(a.state, a.exit_code) for a in task.attempts] == [(TaskStatus.FAILED, 75)]
+    assert f"flow: job {job.job_id} asks to be requeued" in task.logs()
 
 
 def test_jobs_survive_pickling(executor: FlowExecutor) -> None:

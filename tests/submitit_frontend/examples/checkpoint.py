@@ -6,6 +6,8 @@ from pathlib import Path
 
 import submitit
 
+import flow  # only to show the task's history at the end
+
 
 class Counter(submitit.helpers.Checkpointable):
     """Counts to `total`; at `pause` it waits until `gate` exists (so it can be preempted there)."""
@@ -43,3 +45,5 @@ gate.touch()
 assert job.result() == 10
 print(job.stdout())
 assert "Requeued job" in job.stdout()
+print("attempts of the task:", [(a.state, a.exit_code) for a in flow.Flow().get_task(job.job_id).attempts])
+assert len(flow.Flow().get_task(job.job_id).attempts) == 1  # the requeue is in the task's history
