@@ -33,6 +33,17 @@ def submitit_slurm(multinode: MultiNode) -> Iterator[Daemon]:
         shutil.rmtree(work)
 
 
+def _tasks(daemon: Daemon) -> str:
+    """What flowd says about the tasks (for a failure's message)."""
+    from flow import Flow
+
+    with Flow(flow_home=daemon.home.root) as flow:
+        return "\n".join(
+            f"{t.task_id} {t.last_status} {t.state_reason!r} attempts={t.attempts}\n{t.logs(tail=30)}"
+            for t in flow.list_tasks(limit=3)
+        )
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("example", EXAMPLES)
 def test_the_documentation_examples_run_unchanged_on_slurm(
@@ -41,6 +52,8 @@ def test_the_documentation_examples_run_unchanged_on_slurm(
     workdir = multinode.stack.shared / f"submitit-{example}-{submitit_slurm.home.root.name}"
     try:
         done = run_example(example, workdir, {**submitit_slurm.env, "FLOW_PROVIDER": PROVIDER})
-        assert done.returncode == 0, f"{example}.py failed on Slurm:\n{done.stdout}\n{done.stderr}"
+        assert done.returncode == 0, (
+            f"{example}.py failed on Slurm:\n{done.stdout}\n{done.stderr}\n{_tasks(submitit_slurm)}"
+        )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -96,6 +96,7 @@ class SlurmSubmitter:
             code_dir=code_dir,
             check_dir=cwd if relative else None,
             make_work_dir=None if code_dir else f"{td}/{task_files.WORK_DIR}",
+            run=len(record.attempts),
         )
         if self._cluster.local:
             self._write_locally(td, files, manifest)

@@ -17,8 +17,9 @@ from typing import Final
 from attrs import frozen
 
 from flow.domain.code.manifest import ManifestEntry
-from flow.domain.slurm.sbatch import EXIT_FILE, JOB_FILE, JOB_ID_FILE, OUTPUT_FILE
+from flow.domain.slurm.sbatch import EXIT_FILE, JOB_FILE, JOB_ID_FILE, OUTPUT_FILE, RESULT_FILE
 from flow.domain.slurm.states import SACCT_FIELDS, SINFO_FORMAT, SQUEUE_FORMAT
+from flow.domain.task.task_files import TIMED_OUT as TIMED_OUT_FILE
 
 RECORD: Final = b"@@flow "
 # Per poll, at most this many new log bytes of one task travel (the rest follows next poll).
@@ -85,6 +86,7 @@ class SubmitPlan:
     code_dir: str | None = None
     check_dir: str | None = None  # a working directory that must exist before submitting
     make_work_dir: str | None = None
+    run: int = 0  # how many runs of the task came before this one (TaskRecord.attempts)
 
 
 # Exit statuses of the submit script, each with what went wrong.
@@ -99,13 +101,18 @@ SUBMIT_ERRORS: Final = {
 
 def submit_script(plan: SubmitPlan) -> str:
     """Unpacks what was uploaded, builds the snapshot and runs sbatch; prints the job id.
-    Idempotent: a task already submitted (its job_id file exists) prints that id again."""
+    Idempotent: a run already submitted (its job id file exists) prints that id again. A task that
+    runs again (max_retries) has one job id file per run, and its new run starts without the
+    previous run's exit marker, time-out mark and result (TaskDir.clear_run, on the cluster)."""
     td = q(plan.task_dir)
+    job_id_file = f"{td}/{JOB_ID_FILE}" + (f".{plan.run}" if plan.run else "")
     lines = [
         "umask 077",
         f"mkdir -p -- {td} || exit 90",
-        f"if [ -s {td}/{JOB_ID_FILE} ]; then cat -- {td}/{JOB_ID_FILE}; exit 0; fi",
+        f"if [ -s {job_id_file} ]; then cat -- {job_id_file}; exit 0; fi",
     ]
+    if plan.run:
+        lines.append(f"rm -f -- {td}/{EXIT_FILE} {td}/{TIMED_OUT_FILE} {td}/{RESULT_FILE}")
     if plan.pack is not None:
         assert plan.blob_dir is not None
         pack = q(plan.pack)
@@ -131,7 +138,7 @@ def submit_script(plan: SubmitPlan) -> str:
         f"cd -- {q(plan.submit_dir)} || exit 94",
         f"out=$(sbatch --parsable -- {td}/{JOB_FILE}) || exit 95",
         "jid=${out%%;*}",
-        f"printf '%s\\n' \"$jid\" > {td}/{JOB_ID_FILE}.tmp && mv -f -- {td}/{JOB_ID_FILE}.tmp {td}/{JOB_ID_FILE}",
+        f"printf '%s\\n' \"$jid\" > {job_id_file}.tmp && mv -f -- {job_id_file}.tmp {job_id_file}",
         "printf '%s\\n' \"$jid\"",
     ]
     return "\n".join(lines) + "\n"
