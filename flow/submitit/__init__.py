@@ -40,7 +40,7 @@ if tp.TYPE_CHECKING:
     from flow.client import Flow
     from flow.config import TaskConfig
 
-REQUEUE_EXIT_CODE: Final = 144  # flow.submitit.launch turns it into flowd's requeue (exit 75)
+REQUEUE_EXIT_CODE: Final = 144  # flow.runtime.submitit_launch turns it into flowd's requeue (exit 75)
 MAX_REQUEUES: Final = 6  # runs again after the first (TaskConfig.max_retries); LocalExecutor's bound too
 LIMIT_GRACE_S: Final = 60  # Flow's hard time limit comes this long after the launcher's own
 DEFAULT_SIGNAL_DELAY_S: Final = 30  # LocalExecutor's (Slurm's 90 would eat short limits)
@@ -91,7 +91,7 @@ _COUNTED_TYPE: Final = re.compile(r"\d+x", re.IGNORECASE)
 
 
 class FlowJobEnvironment(JobEnvironment):
-    """`submitit.JobEnvironment()` inside a job launched by FlowExecutor (flow.submitit.launch sets
+    """`submitit.JobEnvironment()` inside a job FlowExecutor launched (flow.runtime.submitit_launch sets
     these variables). Active only there: a Flow task that is not a submitit job is not one."""
 
     _env: tp.ClassVar[dict[str, str]] = {
@@ -350,7 +350,7 @@ class FlowExecutor(core.PicklingExecutor):
         fields.setdefault("max_retries", max(MAX_REQUEUES, self.max_num_timeout + 1))
         return TaskConfig(
             name=_NAME_CHARS.sub("-", str(parameters["name"])).strip("-_")[:63] or "submitit",
-            command=[python, "-u", "-m", "flow.submitit.launch", str(self.folder)],
+            command=[python, "-u", "-m", "flow.runtime.submitit_launch", str(self.folder)],
             upload_code=False,
             working_dir=os.getcwd(),
             num_instances=int(parameters["nodes"]),

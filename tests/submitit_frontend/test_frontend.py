@@ -74,6 +74,15 @@ def test_flow_is_a_submitit_plugin() -> None:
     assert FlowExecutor.affinity() == 0  # never picked unless named
 
 
+def test_the_launcher_speaks_flowds_and_submitits_requeue_codes() -> None:
+    from flow.domain.task.lifecycle import REQUEUE_EXIT_STATUS
+    from flow.runtime import submitit_launch
+    from flow.submitit import REQUEUE_EXIT_CODE
+
+    assert submitit_launch.REQUEUE_EXIT_STATUS == REQUEUE_EXIT_STATUS
+    assert submitit_launch.SUBMITIT_REQUEUE_EXIT_CODE == REQUEUE_EXIT_CODE
+
+
 def test_submitit_loading_flows_plugin_imports_no_sdk() -> None:
     """Every submitit user with Flow installed loads the plugin: it must not pull in gRPC or the SDK."""
     probe = (
@@ -97,7 +106,7 @@ def test_a_job_is_an_ordinary_flow_task_with_its_parameters_mapped(
     assert (config.name, config.num_instances, config.memory_mb) == ("my-job", 2, 1536)
     assert config.max_run_time_hours is not None and config.max_run_time_hours >= 2 / 60
     assert config.max_retries >= 4  # Checkpointable requeues: submitit's max_num_timeout (3) and more
-    assert config.command is not None and "flow.submitit.launch" in config.command
+    assert config.command is not None and "flow.runtime.submitit_launch" in config.command
     assert job.job_id in [t.task_id for t in flow.list_tasks()]  # `flow status` lists it
     assert task.logs().count("hello from a rank") == 4  # `flow logs` shows the ranks' output
     assert [job.task(k).paths.result_pickle.exists() for k in range(4)] == [True] * 4

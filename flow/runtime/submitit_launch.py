@@ -1,7 +1,7 @@
 """The command of a task submitted through `flow.submitit`: it runs on every node of the task and
 starts that node's submitit ranks, as srun (Slurm) or the controller (LocalExecutor) does.
 
-    python -u -m flow.submitit.launch FOLDER
+    python -u -m flow.runtime.submitit_launch FOLDER
 
 Each rank is `python -u -m submitit.core._submit FOLDER`, with the variables FlowJobEnvironment
 reads (job id = the Flow task id, global/local rank, node, counts, hostnames). A rank's output is
@@ -37,9 +37,10 @@ import time
 from pathlib import Path
 from typing import IO, Final
 
-from flow.domain.task.lifecycle import REQUEUE_EXIT_STATUS
-
 SUBMITIT_REQUEUE_EXIT_CODE: Final = 144  # what FlowJobEnvironment._requeue exits with (as LocalExecutor's)
+# flowd's "run this task again" (flow.domain.task.lifecycle.REQUEUE_EXIT_STATUS; a test checks they
+# agree): this module starts every job, so it imports the standard library only.
+REQUEUE_EXIT_STATUS: Final = 75
 STOP_GRACE_S: Final = 1.0  # between SIGINT and SIGKILL when the ranks are stopped
 SLOT_RETRY_S: Final = 0.2
 # The variables a task gets from Flow's multi-node set-up that would be wrong for a rank (one
@@ -80,18 +81,26 @@ def _hostnames(num_nodes: int) -> list[str]:
     return [os.environ.get("MASTER_ADDR") or socket.gethostname()] * num_nodes
 
 
+class JobFiles:
+    """Where submitit's files of one rank are (submitit.core.utils.JobPaths' layout: `%j` in the
+    folder is the job id, `%t` the rank; a Flow job id has no `_`, so no array `%A`/`%a`)."""
+
+    def __init__(self, folder: str, job_id: str, rank: int) -> None:
+        self.folder = Path(folder.replace("%j", job_id).replace("%t", str(rank))).expanduser().absolute()
+        self.stdout = self.folder / f"{job_id}_{rank}_log.out"
+        self.stderr = self.folder / f"{job_id}_{rank}_log.err"
+
+
 class Ranks:
     """The ranks of this node: started together, signalled together, their output copied."""
 
     def __init__(self, folder: str, job_id: str, node: int, num_nodes: int, per_node: int) -> None:
-        from submitit.core.utils import JobPaths
-
         self.folder = folder
         self.job_id = job_id
         self.node = node
         self.num_nodes = num_nodes
         self.per_node = per_node
-        self.paths = [JobPaths(folder, job_id=job_id, task_id=node * per_node + k) for k in range(per_node)]
+        self.paths = [JobFiles(folder, job_id, node * per_node + k) for k in range(per_node)]
         self.merged = os.environ.get("SUBMITIT_STDERR_TO_STDOUT", "") == "1"
         self.procs: list[subprocess.Popen[bytes]] = []
         self.copiers: list[threading.Thread] = []
@@ -260,7 +269,7 @@ def run(folder: str) -> int:
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m flow.submitit.launch FOLDER", file=sys.stderr)
+        print("usage: python -m flow.runtime.submitit_launch FOLDER", file=sys.stderr)
         sys.exit(2)
     sys.exit(run(args[0]))
 
