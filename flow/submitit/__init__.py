@@ -27,6 +27,7 @@ import contextlib
 import os
 import re
 import sys
+import time
 import typing as tp
 import uuid
 import warnings
@@ -136,8 +137,8 @@ def _submitit_state(state: str, reason: str) -> str:
         return "REQUEUED"  # waiting to run again (flowd's state_reason "attempt 2 of at most 7: ...")
     if state in ("PENDING", "PROVISIONING"):
         return "PENDING"
-    if state == "FAILED" and "time limit" in reason.lower():
-        return "TIMEOUT"
+    if state == "FAILED" and reason.startswith("TIMEOUT"):
+        return "TIMEOUT"  # flowd's max_run_time_hours stopped it
     if state == "PREEMPTED":
         return "INTERRUPTED"  # terminal in Flow: its retries are spent
     return state or "UNKNOWN"
@@ -167,7 +168,7 @@ class FlowInfoWatcher(core.InfoWatcher):
                 logger.get_logger().warning(f"Bypassing flowd error {e}, status of {job_id} may be inaccurate.")
                 continue
             self.record(task.task_id, str(task.last_status), task.state_reason)
-        self._last_status_check = _time()
+        self._last_status_check = time.time()
         for job_id in self._registered - self._finished:
             if self.is_done(job_id, mode="cache"):
                 self._finished.add(job_id)
@@ -176,16 +177,9 @@ class FlowInfoWatcher(core.InfoWatcher):
         self._info_dict[job_id] = {"JobID": job_id, "State": _submitit_state(state, reason), "Reason": reason}
 
 
-def _time() -> float:
-    import time
-
-    return time.time()
-
-
 class FlowJob(core.Job[core.R]):
     """A submitit job that is one Flow task: job_id is the task id."""
 
-    _cancel_command = "flow"
     _results_timeout_s = RESULTS_TIMEOUT_S
     watcher = FlowInfoWatcher()
 

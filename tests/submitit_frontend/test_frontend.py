@@ -83,6 +83,31 @@ def test_the_launcher_speaks_flowds_and_submitits_requeue_codes() -> None:
     assert submitit_launch.SUBMITIT_REQUEUE_EXIT_CODE == REQUEUE_EXIT_CODE
 
 
+@pytest.mark.parametrize(
+    ("state", "reason", "shown"),
+    [
+        ("PENDING", "", "PENDING"),
+        ("PROVISIONING", "", "PENDING"),
+        ("PENDING", "attempt 2 of at most 7: to run again, ...", "REQUEUED"),
+        ("RUNNING", "", "RUNNING"),
+        ("COMPLETED", "exited with code 0", "COMPLETED"),
+        ("FAILED", "exited with code 1", "FAILED"),
+        ("FAILED", "TIMEOUT: ran past max_run_time_hours=1", "TIMEOUT"),
+        ("CANCELLED", "cancelled by user", "CANCELLED"),
+        ("PREEMPTED", "", "INTERRUPTED"),
+    ],
+)
+def test_flow_states_read_as_submitits_and_only_unfinished_ones_keep_a_job_waiting(
+    state: str, reason: str, shown: str
+) -> None:
+    from flow.submitit import FlowInfoWatcher, _submitit_state
+
+    assert _submitit_state(state, reason) == shown
+    watcher = FlowInfoWatcher()
+    watcher.record("t-x", state, reason)
+    assert watcher.is_done("t-x", mode="cache") is TaskStatus(state).is_terminal
+
+
 def test_submitit_loading_flows_plugin_imports_no_sdk() -> None:
     """Every submitit user with Flow installed loads the plugin: it must not pull in gRPC or the SDK."""
     probe = (
