@@ -5,6 +5,11 @@
 
 Public names are loaded on first use, so `import flow` (and the `flow` CLI) stays fast: gRPC is
 imported only when something talks to the daemon.
+
+Code written for the Mithril platform's SDK (flow-compute, also imported as `flow`) finds its
+names here too: `flow.run(...)`, `flow.Secret`, `flow.Volume`, `flow.invoke_async`, `@app.cls`
+with `flow.param`/`flow.on_enter`/`flow.on_exit`/`flow.remote`, and its exception names. Those
+it has and this project does not are listed in flow.flow_compute, with the alternatives.
 """
 
 from __future__ import annotations
@@ -38,21 +43,54 @@ _EXPORTS: dict[str, str] = {
     "QuotaExceededError": "flow.errors",
     "VolumeError": "flow.errors",
     "TaskExecutionError": "flow.errors",
+    # The Mithril platform's SDK (flow-compute) names.
+    "run": "flow.default_client",
+    "invoke_async": "flow.invoke_task",
+    "InvokeTask": "flow.invoke_task",
+    "Secret": "flow.secret",
+    "Volume": "flow.volumes",
+    "WaitUntil": "flow.task",
+    "on_enter": "flow.remote_class",
+    "on_exit": "flow.remote_class",
+    "remote": "flow.remote_class",
+    "param": "flow.remote_class",
+    "FlowTimeoutError": "flow.errors",
+    "AuthorizationError": "flow.errors",
+    "RateLimitError": "flow.errors",
+    "InsufficientBidPriceError": "flow.errors",
+    "ProviderCapabilityError": "flow.errors",
+    "ConfigParserError": "flow.errors",
+    "NameConflictError": "flow.errors",
+    "RemoteExecutionError": "flow.errors",
+    "InstanceNotReadyError": "flow.errors",
+    "FlowOperationError": "flow.errors",
 }
 
 __all__ = [
     "APIError",
     "AuthenticationError",
+    "AuthorizationError",
+    "ConfigParserError",
     "DaemonUnavailableError",
     "Flow",
     "FlowApp",
     "FlowError",
+    "FlowOperationError",
+    "FlowTimeoutError",
+    "InstanceNotReadyError",
+    "InsufficientBidPriceError",
+    "InvokeTask",
     "MountSpec",
+    "NameConflictError",
     "NetworkError",
+    "ProviderCapabilityError",
     "ProviderError",
     "QuotaExceededError",
+    "RateLimitError",
+    "RemoteExecutionError",
     "ResourceNotAvailableError",
     "ResourceNotFoundError",
+    "Secret",
     "Task",
     "TaskConfig",
     "TaskExecutionError",
@@ -61,24 +99,43 @@ __all__ = [
     "TimeoutError",
     "ValidationAPIError",
     "ValidationError",
+    "Volume",
     "VolumeError",
     "VolumeSpec",
+    "WaitUntil",
     "__version__",
     "invoke",
+    "invoke_async",
+    "on_enter",
+    "on_exit",
+    "param",
+    "remote",
+    "run",
 ]
 
 if TYPE_CHECKING:
     from flow.app import FlowApp
     from flow.client import Flow
     from flow.config import MountSpec, TaskConfig, VolumeSpec
+    from flow.default_client import run
     from flow.errors import (
         APIError,
         AuthenticationError,
+        AuthorizationError,
+        ConfigParserError,
         DaemonUnavailableError,
         FlowError,
+        FlowOperationError,
+        FlowTimeoutError,
+        InstanceNotReadyError,
+        InsufficientBidPriceError,
+        NameConflictError,
         NetworkError,
+        ProviderCapabilityError,
         ProviderError,
         QuotaExceededError,
+        RateLimitError,
+        RemoteExecutionError,
         ResourceNotAvailableError,
         ResourceNotFoundError,
         TaskExecutionError,
@@ -89,13 +146,19 @@ if TYPE_CHECKING:
         VolumeError,
     )
     from flow.invoke import invoke
-    from flow.task import Task, TaskStatus
+    from flow.invoke_task import InvokeTask, invoke_async
+    from flow.remote_class import on_enter, on_exit, param, remote
+    from flow.secret import Secret
+    from flow.task import Task, TaskStatus, WaitUntil
+    from flow.volumes import Volume
 
 
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
-        raise AttributeError(f"module 'flow' has no attribute {name!r}")
+        from flow.flow_compute import absent
+
+        raise absent(name)
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value

@@ -13,7 +13,7 @@ from flow.connection import DaemonConnection
 from flow.domain.task.states import TaskState
 from flow.errors import ValidationError
 from flow.home import resolve_home
-from flow.task import Task, TaskStatus
+from flow.task import Task, TaskStatus, WaitUntil
 from flow.transport.channel import Remote
 from flow.wire.daemon_codec import DaemonInfo, daemon_info_call, list_providers_call
 
@@ -23,14 +23,16 @@ if TYPE_CHECKING:
     from flow.domain.task.function_call import FunctionCall
     from flow.providers.local import LocalProvider
     from flow.providers.mithril import MithrilProvider
-    from flow.volumes import Volume
+    from flow.volumes import Volume, VolumeClient
 
 
-def _as_config(task: TaskConfig | str | Sequence[str], overrides: dict[str, Any]) -> TaskConfig:
+def _as_config(task: TaskConfig | str | Path | Sequence[str], overrides: dict[str, Any]) -> TaskConfig:
     import attrs  # here, not at the top: `flow status` never builds a config
 
     from flow.config import TaskConfig, job_file
 
+    if isinstance(task, Path):
+        task = TaskConfig.from_yaml(task)
     if isinstance(task, str):
         task = job_file(task) or TaskConfig(command=task)  # "job.yaml" is read as `flow run job.yaml` does
     if isinstance(task, TaskConfig):
@@ -62,6 +64,17 @@ def _check_snapshot_working_dir(config: TaskConfig) -> None:
     checked = checked_working_dir(config, exists=(Path(config.code_root) / inside).is_dir())
     if isinstance(checked, Failure):
         raise exception_from_domain_error(checked.failure())
+
+
+def _state(value: TaskState | str) -> TaskState:
+    if isinstance(value, TaskState):
+        return value
+    if isinstance(value, str) and value.upper() in TaskState.__members__:
+        return TaskState(value)
+    raise ValidationError(
+        f"status={value!r} is not a task state",
+        suggestions=[f"use one of {', '.join(s.value for s in TaskState)} (either case)"],
+    )
 
 
 class FoundInstances(list[dict[str, Any]]):
@@ -135,13 +148,44 @@ class Flow:
 
     # --- tasks ------------------------------------------------------------------------------
 
-    def run(self, task: TaskConfig | str | Sequence[str], **overrides: Any) -> Task:
+    def run(
+        self,
+        task: TaskConfig | str | Path | Sequence[str],
+        *,
+        wait_until: WaitUntil | None = None,
+        dry_run: bool = False,
+        max_wait_seconds: float | None = 3600,
+        **overrides: Any,
+    ) -> Task:
         """Submits a task and returns at once (PENDING or RUNNING). `task` is a TaskConfig, a
         shell command string, the path of a YAML job file ("job.yaml", read as `flow run
         job.yaml` reads it) or an argument list; keyword arguments set TaskConfig fields,
         e.g. `flow.run("python train.py", instance_type="a100")`. With upload_code (the
-        default), the task runs in a snapshot of code_root (the current directory) taken now."""
-        return self.submit(_as_config(task, overrides))
+        default), the task runs in a snapshot of code_root (the current directory) taken now.
+
+        As in flow-compute: `wait_until="running"` or `"terminal"` returns once the task runs
+        (or has finished) or has finished, within `max_wait_seconds` (None: no limit; else
+        flow.TimeoutError); `dry_run=True` submits nothing and returns the handle of `validate`;
+        `data_mounts` also takes a dict {target: source} ("s3://...", "volume://NAME", a path)."""
+        mounts = overrides.pop("data_mounts", None)
+        config = _as_config(task, overrides)
+        if mounts is not None:
+            from flow.config import with_data_mounts
+
+            config = with_data_mounts(config, mounts)
+        if dry_run:
+            return self.submit(config, validate_only=True)
+        if wait_until is not None:
+            tasks.check_wait_until(wait_until)  # before anything is submitted
+        if max_wait_seconds is not None and not max_wait_seconds > 0:
+            raise ValidationError(
+                f"max_wait_seconds={max_wait_seconds!r} must be a positive number of seconds",
+                suggestions=["give e.g. 3600, or None to wait without a limit"],
+            )
+        submitted = self.submit(config)
+        if wait_until is None or wait_until == "submitted":
+            return submitted
+        return submitted.wait(timeout=max_wait_seconds, until=wait_until)
 
     def submit(
         self,
@@ -214,10 +258,17 @@ class Flow:
     def status(self, task_id: str) -> TaskStatus:
         return self.get_task(task_id).last_status
 
-    def list_tasks(self, status: TaskState | Sequence[TaskState] | None = None, limit: int = 100) -> list[Task]:
-        """Tasks, newest first, optionally only those in the given state(s)."""
-        wanted = [status] if isinstance(status, TaskState) else list(status or [])
-        return tasks.list_tasks(self._conn, limit, wanted)
+    def list_tasks(
+        self,
+        status: TaskState | str | Sequence[TaskState | str] | None = None,
+        limit: int = 100,
+        force_refresh: bool = False,
+    ) -> list[Task]:
+        """Tasks, newest first, optionally only those in the given state(s): TaskStatus values
+        or their names in either case ("completed"). (`force_refresh` is flow-compute's: every
+        listing here is current.)"""
+        wanted = [status] if isinstance(status, str) else list(status or [])
+        return tasks.list_tasks(self._conn, limit, [_state(s) for s in wanted])
 
     def cancel(self, task_id: str) -> None:
         self.get_task(task_id).cancel()
@@ -226,10 +277,21 @@ class Flow:
         return self.get_task(task_id).wait(timeout=timeout)
 
     def logs(self, task_id: str, follow: bool = False, tail: int | None = None) -> Any:
+        """As Task.logs (a number in follow's place is a tail, as in flow-compute)."""
         task = self.get_task(task_id)
+        if isinstance(follow, int) and not isinstance(follow, bool):
+            follow, tail = False, follow
         return task.logs(follow=True, tail=tail) if follow else task.logs(tail=tail)
 
     # --- volumes ----------------------------------------------------------------------------
+
+    @property
+    def volumes(self) -> VolumeClient:
+        """flow-compute's volume calls: `f.volumes.create(size_gb=1, name=...)`, `.list()`,
+        `.get(id_or_name)`, `.delete(volume_id)`."""
+        from flow.volumes import VolumeClient
+
+        return VolumeClient(self._conn, self.provider)
 
     def create_volume(self, size_gb: int, name: str, interface: str = "block", *, iops: int | None = None) -> Volume:
         """Creates persistent storage: `flow.create_volume(size_gb=100, name="checkpoints")`.

@@ -18,6 +18,11 @@
 
 `error_code` is the contract's `ErrorReason` name (e.g. "VALIDATION_FAILED"), the same string that
 clients in other languages read from the `google.rpc.ErrorInfo` of a failed call.
+
+ValidationError is also a builtin ValueError, as in the Mithril platform's SDK (flow-compute).
+The other names that SDK exports are here too, under the class that already covers them, so
+`except` clauses written for it work unchanged: FlowTimeoutError is TimeoutError; those marked
+"never raised here" name cases this project does not tell apart from their parent class.
 """
 
 from __future__ import annotations
@@ -72,7 +77,7 @@ class TaskNotFoundError(ResourceNotFoundError):
     default_code = "TASK_NOT_FOUND"
 
 
-class ValidationError(FlowError):
+class ValidationError(FlowError, ValueError):
     default_code = "VALIDATION_FAILED"
 
 
@@ -120,14 +125,72 @@ class TaskExecutionError(FlowError):
     task_id: str = ""
 
 
+# --- the names of flow-compute's exceptions ----------------------------------------------------
+
+FlowTimeoutError = TimeoutError
+
+
+class AuthorizationError(AuthenticationError):
+    """Never raised here: a refused permission is an AuthenticationError."""
+
+
+class RateLimitError(APIError):
+    """Never raised here: flowd retries a provider's rate limits itself."""
+
+
+class InsufficientBidPriceError(ResourceNotAvailableError, ValidationAPIError):
+    """Never raised here: a price below the market is a ResourceNotAvailableError."""
+
+
+class ConfigParserError(ValidationError):
+    """Never raised here: a config file that does not parse is a ValidationError."""
+
+
+class NameConflictError(FlowError):
+    """Never raised here: task names need not be unique, and a volume name's conflicts are
+    VolumeError or ValidationError."""
+
+
+class InstanceNotReadyError(FlowError):
+    """Never raised here: exec and ssh wait for the task to run."""
+
+
+class FlowOperationError(FlowError):
+    """Never raised here: errors keep their own class."""
+
+
+class RemoteExecutionError(FlowError):
+    """A command run in a task by `task.shell(command, capture_output=True)` exited non-zero."""
+
+    default_code = "TASK_EXECUTION_FAILED"
+    exit_code: int | None = None
+
+
+class ProviderCapabilityError(FlowError, NotImplementedError):
+    """An operation of flow-compute's API that this project does not offer; the message names
+    the alternative."""
+
+    default_code = "VALIDATION_FAILED"  # the request names something not offered
+
+
 __all__ = [
     "APIError",
     "AuthenticationError",
+    "AuthorizationError",
+    "ConfigParserError",
     "DaemonUnavailableError",
     "FlowError",
+    "FlowOperationError",
+    "FlowTimeoutError",
+    "InstanceNotReadyError",
+    "InsufficientBidPriceError",
+    "NameConflictError",
     "NetworkError",
+    "ProviderCapabilityError",
     "ProviderError",
     "QuotaExceededError",
+    "RateLimitError",
+    "RemoteExecutionError",
     "ResourceNotAvailableError",
     "ResourceNotFoundError",
     "TaskExecutionError",

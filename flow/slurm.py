@@ -17,10 +17,11 @@ refused (naming the line and a fix) or, when they matter to Slurm only, reported
 from __future__ import annotations
 
 import os
+import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from returns.result import Failure
@@ -70,7 +71,7 @@ def read_sbatch(
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ValidationError(f"Cannot read {source}: {exc}", suggestions=["give a readable text file"]) from None
-    parsed = sbatch_to_configs(text, name=source.stem, environ=os.environ)
+    parsed = sbatch_to_configs(text, name=source.stem, environ=os.environ, now=time.time(), local=local_time)
     if isinstance(parsed, Failure):
         raise exception_from_domain_error(locate(parsed.failure(), {}, str(source)))
     job: SbatchJob = parsed.unwrap()
@@ -100,6 +101,11 @@ def read_sbatch(
     return [TaskConfig.from_core(c) for c in configs], notes
 
 
+def local_time(fields: tuple[int, int, int, int, int, int]) -> float:
+    """Seconds since the epoch of a local date and time (this machine's zone, as sbatch's)."""
+    return time.mktime((*fields, 0, 0, -1))
+
+
 def submit_sbatch(
     flow: Flow,
     path: str | os.PathLike[str],
@@ -110,12 +116,15 @@ def submit_sbatch(
     upload_code: bool = True,
     validate_only: bool = False,
     on_warning: Callable[[str], None] | None = None,
+    overrides: Mapping[str, Any] | None = None,
 ) -> list[Task]:
     """Submits an sbatch script as Flow task(s), one per --array element (one without), and
     returns them in order. The task runs in a snapshot of `code_root` (default: the current
     directory), as sbatch runs a job in the directory it was submitted from. Warnings (what the
     task runs without) go to `on_warning`, by default as SbatchWarning through `warnings`.
-    The client is only used, never changed: one Flow may submit from several threads at once."""
+    The client is only used, never changed: one Flow may submit from several threads at once.
+    `overrides`: TaskConfig fields given at submission, which win over the script's directives
+    (as sbatch's command line does; e.g. depends_on from `flow slurm submit --dependency`)."""
     name, kind = _provider_kind(flow, provider or "")
     configs, notes = read_sbatch(path, provider_kind=kind, provider_name=name, instance_type=instance_type)
     warn = on_warning or (lambda text: warnings.warn(text, SbatchWarning, stacklevel=3))
@@ -124,7 +133,7 @@ def submit_sbatch(
     root = str(code_root or Path.cwd())
     return [
         flow.submit(
-            attrs.evolve(config, upload_code=upload_code, code_root=root if upload_code else None),
+            attrs.evolve(config, upload_code=upload_code, code_root=root if upload_code else None, **(overrides or {})),
             validate_only=validate_only,
             provider=name,
         )

@@ -6,7 +6,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Final, Literal, overload
 
 from flow import errors
 from flow.domain.money import micros_to_dollars
@@ -27,8 +27,21 @@ if TYPE_CHECKING:
     from flow.exec_client import ExecResult
 
 TaskStatus = TaskState
+# What run(..., wait_until=...) and wait(until=...) wait for: nothing, the task running (or already
+# finished), or the task finished. (The spelling of the Mithril platform's SDK, flow-compute.)
+WaitUntil = Literal["submitted", "running", "terminal"]
+WAIT_UNTIL: Final = ("submitted", "running", "terminal")
 WAIT_SLICE = 30.0  # one WaitTask call waits at most this long on the server
 PAGE_MAX = 1000  # ListTasks' largest page
+RUNNING_POLL_MAX = 1.0  # wait(until="running") looks at least this often
+
+
+def check_wait_until(until: object) -> None:
+    if until not in WAIT_UNTIL:
+        raise errors.ValidationError(
+            f"until={until!r} is not something to wait for",
+            suggestions=[f"use one of {', '.join(map(repr, WAIT_UNTIL))}"],
+        )
 
 
 def _when(seconds: float | None) -> datetime | None:
@@ -42,10 +55,15 @@ def _iso(seconds: float | None) -> str | None:
 
 class Task:
     """A task submitted to flowd. Attributes describe it as of the last refresh; `status`,
-    `is_running` and `is_terminal` refresh it first."""
+    `is_running` and `is_terminal` refresh it first.
+
+    A Task keeps working after the Flow client that made it is closed (its calls reopen the
+    connection). `dry_run` is True for the handle of a dry run (`Flow.validate`, `run(...,
+    dry_run=True)`): nothing was submitted, so it answers from memory (PENDING, no task_id)."""
 
     def __init__(self, connection: DaemonConnection, snapshot: TaskSnapshot) -> None:
         self._conn = connection
+        self.dry_run: bool = not snapshot.task_id
         self._update(snapshot)
 
     def _update(self, snapshot: TaskSnapshot) -> None:
@@ -73,8 +91,16 @@ class Task:
         return TaskConfig.from_core(task_config_from_spec(self._snapshot.spec))
 
     def refresh(self) -> Task:
-        self._update(self._conn.unary(get_task_call(self.task_id), timeout=30))
+        if not self.dry_run:
+            self._update(self._conn.unary(get_task_call(self.task_id), timeout=30))
         return self
+
+    def _submitted(self, what: str) -> None:
+        if self.dry_run:
+            raise errors.ValidationError(
+                f"{what}: this Task is the handle of a dry run, so no task was submitted",
+                suggestions=["submit it without dry_run=True (or with Flow.run instead of Flow.validate)"],
+            )
 
     @property
     def status(self) -> TaskStatus:
@@ -94,10 +120,17 @@ class Task:
     def is_running(self) -> bool:
         return self.status is TaskStatus.RUNNING
 
-    def wait(self, timeout: float | None = None) -> Task:
+    def wait(self, timeout: float | None = None, *, until: WaitUntil = "terminal") -> Task:
         """Blocks until the task is COMPLETED, FAILED, CANCELLED or PREEMPTED; returns it.
-        Raises flow.TimeoutError when `timeout` seconds pass first."""
+        Raises flow.TimeoutError when `timeout` seconds pass first. `until="running"` returns as
+        soon as it runs (or has already finished); `until="submitted"` at once."""
+        check_wait_until(until)
+        self._submitted("wait()")
         deadline = None if timeout is None else time.monotonic() + timeout
+        if until == "submitted":
+            return self
+        if until == "running":
+            return self._wait_running(timeout, deadline)
         while True:
             left = WAIT_SLICE if deadline is None else min(WAIT_SLICE, deadline - time.monotonic())
             self._update(self._wait_once(max(left, 0.0)))
@@ -109,6 +142,19 @@ class Task:
                     suggestions=["wait longer", f"check progress with `flow logs {self.task_id}`"],
                 )
 
+    def _wait_running(self, timeout: float | None, deadline: float | None) -> Task:
+        pause = 0.05
+        while not (self.status is TaskStatus.RUNNING or self._state.is_terminal):
+            if deadline is not None and time.monotonic() >= deadline:
+                raise errors.TimeoutError(
+                    f"task {self.task_id} is still {self._state} after {timeout:g} s",
+                    suggestions=["wait longer", f"see why with `flow status {self.task_id}`"],
+                )
+            left = RUNNING_POLL_MAX if deadline is None else max(0.0, deadline - time.monotonic())
+            time.sleep(min(pause, left))
+            pause = min(pause * 2, RUNNING_POLL_MAX)
+        return self
+
     def _wait_once(self, seconds: float) -> TaskSnapshot:
         return self._conn.unary(wait_task_call(self.task_id, seconds), timeout=seconds + 30)
 
@@ -119,6 +165,7 @@ class Task:
         from flow.remote_call import decode_result
         from flow.wire.function_codec import task_result_call
 
+        self._submitted("result()")
         self.wait(timeout=timeout)
         return decode_result(self.task_id, self._conn.unary(task_result_call(self.task_id), timeout=120))
 
@@ -128,6 +175,7 @@ class Task:
         working directory with its environment and GPUs. Works on every provider."""
         from flow import exec_client
 
+        self._submitted("ssh()")
         argv = exec_client.as_argv(command)
         if command is None and sys.stdin.isatty():
             return exec_client.interactive(self._conn, self.task_id, argv)
@@ -139,11 +187,13 @@ class Task:
         """Runs a command in the running task and returns its exit code and output."""
         from flow import exec_client
 
+        self._submitted("exec()")
         return exec_client.run(self._conn, self.task_id, exec_client.as_argv(command), stdin)
 
     def cancel(self) -> None:
         """Stops the task (SIGTERM to its processes, SIGKILL after a grace period). Cancelling a
         finished task does nothing."""
+        self._submitted("cancel()")
         self._update(self._conn.unary(cancel_task_call(self.task_id), timeout=30))
 
     def log_chunks(
@@ -152,7 +202,9 @@ class Task:
         """The output as chunks of whole lines, each with a cursor. Pass a chunk's cursor back to
         resume right after it; if the daemon restarts meanwhile, the stream resumes by itself.
         `node` selects one node of a multi-node task (None: all, each line "[node K] ...")."""
+        self._submitted("logs()")
         while True:
+            channel = self._conn.channel
             try:
                 for chunk in self._stream_once(cursor, follow, tail, node):
                     cursor = chunk.cursor
@@ -162,6 +214,11 @@ class Task:
                 if not self._conn.auto_start:
                     raise
                 self._conn.ensure_daemon()
+            except (errors.FlowError, ValueError):  # grpcio: ValueError on a channel closed before the call
+                if self._conn.channel is channel:
+                    raise
+                # The client was closed under this stream (a `with Flow()` block ended): the
+                # connection reopens, and the stream resumes after the last chunk it gave.
 
     def _stream_once(self, cursor: str, follow: bool, tail: int, node: int | None = None) -> Iterator[LogChunk]:
         return self._conn.server_stream(stream_logs_call(self.task_id, cursor, follow, 0 if cursor else tail, node))
@@ -177,11 +234,50 @@ class Task:
         their newline) that ends when the task is terminal; otherwise the output so far as one
         string. `tail` limits it to the last N lines. For a multi-node task (num_instances > 1),
         `node=K` gives node K's output alone; by default every node's, each line prefixed with
-        "[node K] " (and `tail` counts per node)."""
+        "[node K] " (and `tail` counts per node). A number in follow's place is a tail, as in
+        flow-compute's `task.logs(50)`."""
+        if isinstance(follow, int) and not isinstance(follow, bool):
+            follow, tail = False, follow
         if follow:
             return self._follow_lines(tail or 0, node)
         chunks = self.log_chunks(follow=False, tail=tail or 0, node=node)
         return b"".join(c.data for c in chunks).decode("utf-8", errors="replace")
+
+    def log_stream(
+        self, tail: int = 100, *, node: int | None = None, source: str | None = None, stream: str | None = None
+    ) -> Iterator[str]:
+        """flow-compute's way to follow the output: its last `tail` lines, then each new line until
+        the task ends, without newlines; empty lines are left out. Output here is stdout and
+        stderr together, as it was written (stream="combined"); `source` has no equivalent."""
+        if source is not None or stream not in (None, "combined"):
+            keyword, value = ("source", source) if source is not None else ("stream", stream)
+            raise errors.ValidationError(
+                f"log_stream({keyword}={value!r}): a task's output here is its stdout and stderr together",
+                suggestions=[f"leave {keyword} out", "to keep stderr apart, redirect it to a file in the command"],
+            )
+        return (line for line in self._follow_lines(tail, node) if line)
+
+    def shell(self, command: str | None = None, node: int | None = None, capture_output: bool = False) -> Any:
+        """flow-compute's `task.shell`: an interactive terminal (no command), or one command, its
+        output shown here (returns the exit code) or, with capture_output=True, returned as text
+        (RemoteExecutionError if it exits non-zero). Same as `ssh()` and `exec()`."""
+        if node is not None:
+            raise errors.ValidationError(
+                f"shell(node={node!r}): commands run on the task's first node",
+                suggestions=["leave node out"],
+            )
+        if command is None or not capture_output:
+            return self.ssh(command)
+        done = self.exec(command)
+        if done.exit_code != 0:
+            failed = errors.RemoteExecutionError(
+                f"{command!r} exited with code {done.exit_code} in task {self.task_id}: "
+                f"{done.stderr.decode('utf-8', errors='replace').strip()}",
+                suggestions=[f"run it with `flow ssh {self.task_id} -- {command}` to see its output"],
+            )
+            failed.exit_code = done.exit_code
+            raise failed
+        return done.stdout.decode("utf-8", errors="replace")
 
     def _follow_lines(self, tail: int, node: int | None = None) -> Iterator[str]:
         # A chunk may end mid-line (a line longer than a chunk): lines are cut at newlines only.
@@ -192,6 +288,12 @@ class Task:
                 yield line.decode("utf-8", errors="replace")
         if pending:
             yield pending.decode("utf-8", errors="replace")
+
+    def __getattr__(self, name: str) -> Any:
+        # Only for names a Task lacks: those flow-compute's Task has say what to use instead.
+        from flow.flow_compute import absent_task_attribute
+
+        raise absent_task_attribute(name)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -239,4 +341,4 @@ def list_tasks(conn: DaemonConnection, limit: int, states: Sequence[TaskState] =
     return found
 
 
-__all__ = ["LogChunk", "Task", "TaskStatus", "get_task", "list_tasks"]
+__all__ = ["LogChunk", "Task", "TaskStatus", "WaitUntil", "get_task", "list_tasks"]

@@ -1,5 +1,6 @@
-"""Volumes in the SDK: `Volume` (what `Flow.create_volume` and `Flow.list_volumes` return) and the
-calls behind those methods, over flowd's VolumeService."""
+"""Volumes in the SDK: `Volume` (what `Flow.create_volume` and `Flow.list_volumes` return), the
+calls behind those methods, over flowd's VolumeService, and `VolumeClient`, the same calls as
+`Flow().volumes` offers them in the Mithril platform's SDK (flow-compute)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from flow.wire.volume_codec import (
 )
 
 if TYPE_CHECKING:
+    from flow.config import VolumeSpec
     from flow.connection import DaemonConnection
 
 PAGE_MAX = 1000  # ListVolumes' largest page
@@ -54,6 +56,25 @@ class Volume:
             iops=volume.iops,
         )
 
+    @property
+    def id(self) -> str:
+        """flow-compute's name for volume_id."""
+        return self.volume_id
+
+    @property
+    def attached_to(self) -> tuple[str, ...]:
+        """flow-compute's name for attachments."""
+        return self.attachments
+
+    @staticmethod
+    def from_name(name: str, *, create_if_missing: bool = False, size_gb: int | None = None) -> VolumeSpec:
+        """flow-compute's reference to a volume by name, for `@app.function(volumes={path: ...})`:
+        a VolumeSpec of that name (its mount path is set by the mapping). It attaches the existing
+        volume, or with create_if_missing=True (and size_gb) creates it on first use."""
+        from flow.config import VolumeSpec
+
+        return VolumeSpec(name=name, size_gb=size_gb, create_if_missing=create_if_missing)
+
     def to_dict(self) -> dict[str, object]:
         data = attrs.asdict(self)
         data["created_at"] = self.created_at.isoformat().replace("+00:00", "Z")
@@ -62,7 +83,13 @@ class Volume:
 
 
 def create_volume(
-    conn: DaemonConnection, size_gb: int, name: str, interface: str, iops: int | None, provider: str
+    conn: DaemonConnection,
+    size_gb: int,
+    name: str,
+    interface: str,
+    iops: int | None,
+    provider: str,
+    request_id: str | None = None,
 ) -> Volume:
     from returns.result import Failure
 
@@ -72,7 +99,7 @@ def create_volume(
     if isinstance(checked, Failure):
         raise exception_from_domain_error(checked.failure())
     # request_id: a retried create never makes two volumes
-    call = create_volume_call(name, size_gb, interface, iops, uuid.uuid4().hex, provider)
+    call = create_volume_call(name, size_gb, interface, iops, request_id or uuid.uuid4().hex, provider)
     return Volume.from_core(conn.unary(call, timeout=600))
 
 
@@ -98,4 +125,73 @@ def delete_volume(conn: DaemonConnection, volume_id: str) -> bool:
     return True
 
 
-__all__ = ["Volume", "create_volume", "delete_volume", "get_volume", "list_volumes"]
+class VolumeClient:
+    """`Flow().volumes`: the volume calls as the Mithril platform's SDK (flow-compute) spells
+    them. The design API's Flow.create_volume/list_volumes/delete_volume do the same."""
+
+    def __init__(self, conn: DaemonConnection, provider: str) -> None:
+        self._conn = conn
+        self._provider = provider
+
+    def create(
+        self,
+        size_gb: int,
+        *,
+        name: str | None = None,
+        interface: str | None = None,
+        region: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Volume:
+        """A new volume; without a name, one is made up (`volume-` and 8 hex digits).
+        `idempotency_key`: a retried create with the same key makes one volume."""
+        if region is not None:
+            from flow.errors import ValidationError
+
+            raise ValidationError(
+                f"volumes.create(region={region!r}): a volume is made in its provider's region",
+                suggestions=["leave region out; a provider's region is in its settings (flow daemon config)"],
+            )
+        chosen = name if name is not None else f"volume-{uuid.uuid4().hex[:8]}"
+        return create_volume(
+            self._conn, size_gb, chosen, interface or "block", None, self._provider, request_id=idempotency_key
+        )
+
+    def list(self, limit: int | None = None) -> list[Volume]:
+        """Every volume (or the newest `limit`), newest first."""
+        return list_volumes(self._conn, limit if limit is not None else 1 << 31)
+
+    def get(self, volume_id_or_name: str) -> Volume:
+        """The volume with this id, or else with exactly this name (VolumeError if none)."""
+        from flow.errors import ResourceNotFoundError, VolumeError
+
+        if volume_id_or_name.startswith(("vol-", "vol_")):
+            try:
+                return get_volume(self._conn, volume_id_or_name)
+            except ResourceNotFoundError:
+                pass
+        named = [v for v in self.list() if v.name == volume_id_or_name]
+        if not named:
+            raise VolumeError(
+                f"No volume with id or name {volume_id_or_name!r}",
+                suggestions=["list volumes with `flow volumes list`"],
+            )
+        return named[0]
+
+    def delete(self, volume_id: str) -> None:
+        """Deletes the volume and its data (VolumeError while a live task uses it)."""
+        delete_volume(self._conn, volume_id)
+
+    def mount(self, volume_id: str, task_id: str, mount_point: str | None = None) -> bool:
+        """Refused: volumes attach when a task starts, not to a running one."""
+        from flow.errors import ProviderCapabilityError
+
+        where = mount_point or "/volumes/NAME"
+        raise ProviderCapabilityError(
+            f"volumes.mount({volume_id!r}, {task_id!r}): a volume attaches when a task starts, not to a running task",
+            suggestions=[
+                f"submit the task with volumes=[VolumeSpec(volume_id={volume_id!r}, mount_path={where!r})]",
+            ],
+        )
+
+
+__all__ = ["Volume", "VolumeClient", "create_volume", "delete_volume", "get_volume", "list_volumes"]

@@ -15,8 +15,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from flow.home import FlowHome
+
+# Hypothesis times each example against a 200 ms deadline and checks that data generation is quick:
+# both are timing claims that fail on a busy CI machine, not defects. Properties are what we test.
+settings.register_profile("flow", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("flow")
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -24,6 +24,7 @@ from flow.domain.task.config import (
     TaskConfig,
     VolumeSpec,
 )
+from flow.domain.task.dependencies import MAX_INSTANT, MAX_PRIORITY, MIN_PRIORITY, SINGLETON, Condition, Dependency
 
 # A sample of the spellings users type, all of which parse_instance_type accepts.
 VALID_INSTANCE_TYPES = (
@@ -86,6 +87,13 @@ def names() -> st.SearchStrategy[str]:
 
 def env_names() -> st.SearchStrategy[str]:
     return _word(_LETTERS + "_", _LETTERS + _DIGITS + "_", 15)
+
+
+def dependencies() -> st.SearchStrategy[Dependency]:
+    """Any valid dependency: a task id with a condition, or singleton."""
+    ids = st.text("abcdefghjkmnpqrstvwxyz0123456789-_", min_size=1, max_size=20)
+    conditions = st.sampled_from([c for c in Condition if c is not Condition.SINGLETON])
+    return st.builds(Dependency, task_id=ids, condition=conditions) | st.just(SINGLETON)
 
 
 def regions() -> st.SearchStrategy[str]:
@@ -215,6 +223,12 @@ _FIELDS = st.fixed_dictionaries(
         ),
         "upload_code": st.booleans(),
         "code_root": st.none() | st.just("/home/me/project") | one_line_text(),
+        "depends_on": st.lists(dependencies(), max_size=4, unique=True).map(tuple),
+        # Whole and quarter seconds: what the wire's Timestamp gives back exactly (sub-second floats drift).
+        "start_after": st.none()
+        | st.integers(0, MAX_INSTANT - 1).map(float)
+        | st.integers(0, MAX_INSTANT * 4 - 1).map(lambda q: q / 4),
+        "priority": st.integers(MIN_PRIORITY, MAX_PRIORITY),
     }
 )
 

@@ -20,7 +20,7 @@ import logging
 import secrets as token
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from returns.result import Failure, Result, Success
@@ -31,15 +31,27 @@ from flow.domain.errors import DomainError, ErrorReason, FieldViolation, not_fou
 from flow.domain.instances.matching import MatchResult, match_offers, requirements_from_dict
 from flow.domain.page_token import decode_page_token, encode_page_token, page_size_of
 from flow.domain.task.config import TaskConfig
+from flow.domain.task.dependencies import Dependency
 from flow.domain.task.function_call import FunctionCall, FunctionResult, parse_result
 from flow.domain.task.lifecycle import LaunchFailed, TaskRecord, TaskState
 from flow.domain.task.multinode import check_node
 from flow.domain.task.requests import create_violations, exec_violations
 from flowd.blobs import BlobStore
+from flowd.dependency_holds import DependencyHolds, constrains
 from flowd.exec_session import ExecSession
 from flowd.lifecycle import TaskLifecycle
 from flowd.log_stream import LogChunk, LogStreams
-from flowd.providers.base import Ended, ExecRequest, Launched, LaunchError, Provider, Queued, Refused, Running
+from flowd.providers.base import (
+    Ended,
+    ExecRequest,
+    Forgotten,
+    Launched,
+    LaunchError,
+    Provider,
+    Queued,
+    Refused,
+    Running,
+)
 from flowd.providers.runtime_state import StateFormatError, load_state
 from flowd.store import DuplicateRequestError, StateWriteError, Store
 from flowd.volumes import VolumeManager
@@ -103,6 +115,7 @@ class TaskEngine:
         self._clock = clock
         self._new_id = new_id
         lifecycle.relaunch = self._relaunch_soon
+        self.holds = DependencyHolds(lifecycle, providers, _launched, self._accept, clock)
 
     @property
     def default_provider(self) -> str:
@@ -163,6 +176,10 @@ class TaskEngine:
         if isinstance(chosen, Failure):
             return Failure(chosen.failure())
         provider = chosen.unwrap()
+        if config.depends_on:
+            dependencies = self.holds.check(config, provider.name)
+            if isinstance(dependencies, Failure):
+                return Failure(dependencies.failure())
         if request_id:
             existing = self._store.by_request_id(request_id)
             if existing is not None:
@@ -200,6 +217,8 @@ class TaskEngine:
                 again = self._store.by_request_id(request_id)
                 assert again is not None
                 return self._same_request(again.record, config, code_digest, function_call)
+        if constrains(config):  # launched when its dependencies and start_after allow
+            return self.holds.admit(provider, record)
         return self._launch(provider, record)
 
     def _same_request(
@@ -223,6 +242,7 @@ class TaskEngine:
         """Asks the provider to take the PENDING task: accepted (running or queued) -> the record
         as it now stands; refused -> the task never existed, and the refusal is the answer."""
         outcome = _launched(provider, record)
+        assert not isinstance(outcome, Forgotten)  # only launch_after forgets
         if isinstance(outcome, Refused):
             self._lifecycle.discard(record.task_id, outcome.error.message)
             return Failure(outcome.error)
@@ -248,6 +268,7 @@ class TaskEngine:
             self._lifecycle.report(record.task_id, LaunchFailed(reason=why))
             return
         outcome = _launched(provider, record)
+        assert not isinstance(outcome, Forgotten)  # only launch_after forgets
         if isinstance(outcome, Refused):
             self._lifecycle.report(record.task_id, LaunchFailed(reason=outcome.error.message))
             return
@@ -462,6 +483,8 @@ class TaskEngine:
                 log.warning("task %s uses provider %r, which is not configured", record.task_id, record.provider)
                 continue
             self._lifecycle.adopt(record, self._holds(provider, record.config))
+            if self.holds.readmit(provider, record, stored.runtime):
+                continue  # never handed to its provider: the holds decide it again
             try:
                 state = load_state(stored.runtime, provider.state_type)
                 outcome = provider.recover(record, state)
@@ -474,18 +497,24 @@ class TaskEngine:
                 self._accept(provider, record, outcome)
         for provider in self.providers.all().values():
             provider.recovered()
+        self.holds.recovered()
 
     def close(self) -> None:
+        self.holds.close()
         self._lifecycle.close()
         self.providers.close()
         if self.volumes is not None:
             self.volumes.close()  # host mounts only: running tasks keep theirs
 
 
-def _launched(provider: Provider[Any], record: TaskRecord) -> Launched[Any]:
-    """The provider's answer; an exception (a provider's bug, a vanished file) is a refusal."""
+def _launched(
+    provider: Provider[Any], record: TaskRecord, after: Sequence[tuple[Dependency, str]] = ()
+) -> Launched[Any] | Forgotten:
+    """The provider's answer (with conditions on its own tasks it enforces itself, `after`); an
+    exception (a provider's bug, a vanished file) is a refusal."""
+    native = provider.capabilities.dependencies
     try:
-        return provider.launch(record)
+        return native.launch_after(record, after) if after and native is not None else provider.launch(record)
     except Exception as exc:
         log.exception("provider %s: launching task %s failed", provider.name, record.task_id)
         return Refused(

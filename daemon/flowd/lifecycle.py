@@ -34,6 +34,7 @@ from flow.domain.task.lifecycle import (
     TaskEvent,
     TaskRecord,
     TaskState,
+    Unsatisfiable,
     apply,
     run_again,
 )
@@ -58,6 +59,12 @@ class TaskLifecycle:
         # Who launches a task that runs again (the engine sets it); called under the lock, so it
         # must only hand the work on.
         self.relaunch: Callable[[TaskRecord], None] = lambda record: None
+        self._listeners: list[Callable[[TaskRecord], None]] = []
+
+    def listen(self, listener: Callable[[TaskRecord], None]) -> None:
+        """`listener` sees every change as it is committed, under this lifecycle's lock: it must
+        only take note (flowd.dependency_holds queues it), never call back in or block."""
+        self._listeners.append(listener)
 
     # --- reading ------------------------------------------------------------------------------
 
@@ -81,6 +88,17 @@ class TaskLifecycle:
     def state_of(self, task_id: str) -> object | None:
         with self._lock:
             return self._states.get(task_id)
+
+    def live_named_before(self, task_id: str, name: str) -> list[str]:
+        """The live tasks named `name` submitted before `task_id` (for singleton)."""
+        with self._lock:
+            found: list[str] = []
+            for other, record in self._live.items():  # in submission order
+                if other == task_id:
+                    break
+                if record.name == name:
+                    found.append(other)
+            return found
 
     def live_volume_specs(self) -> dict[str, tuple[VolumeSpec, ...]]:
         """The flowd-managed volumes named by each live task (they hold them), oldest first."""
@@ -110,6 +128,8 @@ class TaskLifecycle:
             self._holding.pop(record.task_id, None)
         else:
             self._live[record.task_id] = record
+        for listener in self._listeners:
+            listener(record)
         self._wakeups.fire(record.task_id)
 
     def _save(self, record: TaskRecord, state: object | None) -> None:
@@ -218,6 +238,19 @@ class TaskLifecycle:
             updated = apply(record, CancelRequested(), self._clock()).unwrap()
             self._commit(updated, requested=True)
             return updated, state
+
+    def doom(self, task_id: str, reason: str) -> tuple[TaskRecord, object | None] | None:
+        """A dependency can never be met: the task ends CANCELLED with `reason`. Returns it and
+        the provider state to stop (None: never handed to its provider), or None when it is not
+        live or has started (a condition on a running task changes nothing)."""
+        with self._lock:
+            record = self._live.get(task_id)
+            ended = apply(record, Unsatisfiable(reason), self._clock()) if record is not None else None
+            if ended is None or isinstance(ended, Failure):
+                return None
+            state = self._states.get(task_id)  # before the commit, which forgets it
+            self._commit(ended.unwrap())
+            return ended.unwrap(), state
 
     def close(self) -> None:
         self.save_unsaved()

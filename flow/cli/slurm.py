@@ -9,7 +9,7 @@ from collections.abc import Callable
 from flow.cli import exit_status
 from flow.cli.arguments import add_json, add_provider, client
 from flow.cli.output import emit_json
-from flow.cli.tasks import attach, summary
+from flow.cli.tasks import attach, begin_time, summary
 
 
 def cmd_slurm_submit(args: argparse.Namespace) -> int:
@@ -23,6 +23,7 @@ def cmd_slurm_submit(args: argparse.Namespace) -> int:
         upload_code=args.upload_code is not False,
         validate_only=args.dry_run,
         on_warning=lambda text: print(f"warning: {text}", file=sys.stderr),
+        overrides=_scheduling(args),
     )
     if args.dry_run:
         if args.json:
@@ -52,6 +53,28 @@ def cmd_slurm_submit(args: argparse.Namespace) -> int:
     return max((exit_status.of_task(t) for t in tasks), key=lambda code: code != 0)  # the first that did not complete
 
 
+def _scheduling(args: argparse.Namespace) -> dict[str, object]:
+    """sbatch's scheduling options given on the command line: they win over the script's."""
+    from returns.result import Failure
+
+    from flow.domain.task.dependencies import parse_slurm_dependency
+    from flow.wire.error_table import exception_from_domain_error
+
+    found: dict[str, object] = {}
+    if args.dependency is not None:
+        parsed = parse_slurm_dependency(args.dependency)
+        if isinstance(parsed, Failure):
+            raise exception_from_domain_error(parsed.failure())
+        found["depends_on"] = parsed.unwrap()
+    if args.begin is not None:
+        found["start_after"] = begin_time(args.begin)
+    if args.nice is not None:
+        found["priority"] = -args.nice
+    if args.priority is not None:
+        found["priority"] = args.priority
+    return found
+
+
 def register(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
     slurm = add_parser("slurm", help="run existing Slurm batch scripts as Flow tasks")
     slurm.set_defaults(command_parser=slurm)
@@ -74,6 +97,15 @@ def register(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
         const=False,
         help="run in the task's own empty directory, not in a snapshot of this one",
     )
+    submit.add_argument(
+        "--dependency",
+        metavar="TYPE:TASK[:TASK...][,...]",
+        help="as sbatch's: afterok:t-abc,afterany:t-def (Flow task ids), or singleton",
+    )
+    submit.add_argument("-b", "--begin", metavar="TIME", help="as sbatch's: now+1hour, 2025-06-01T09:00, 18:30")
+    order = submit.add_mutually_exclusive_group()
+    order.add_argument("--nice", type=int, metavar="N", help="as sbatch's: lower the tasks' priority by N")
+    order.add_argument("--priority", type=int, metavar="N", help="order among your waiting tasks: higher first")
     submit.add_argument("-d", "--detach", action="store_true", help="print the task ids and return at once")
     submit.add_argument("--dry-run", action="store_true", help="validate and place, launch nothing")
     add_json(submit)

@@ -83,12 +83,33 @@ def _config_from_args(args: argparse.Namespace) -> TaskConfig:
             "image",
             "memory_mb",
             "upload_code",
+            "priority",
         )
         if getattr(args, name) is not None
     }
     if args.env:
         overrides["env"] = {**config.env, **_parse_env(args.env)}
+    if args.depends_on:
+        overrides["depends_on"] = (*config.depends_on, *args.depends_on)
+    if args.start_after is not None:
+        overrides["start_after"] = begin_time(args.start_after)
     return attrs.evolve(config, **overrides) if overrides else config
+
+
+def begin_time(text: str) -> float:
+    """--begin as sbatch reads it (now+1hour, 2025-06-01T09:00, 18:30, tomorrow ...), local time."""
+    import time
+
+    from returns.result import Failure
+
+    from flow.domain.task.dependencies import parse_begin
+    from flow.slurm import local_time
+    from flow.wire.error_table import exception_from_domain_error
+
+    parsed = parse_begin(text, time.time(), local_time)
+    if isinstance(parsed, Failure):
+        raise exception_from_domain_error(parsed.failure())
+    return parsed.unwrap()
 
 
 def _with_code_root(config: TaskConfig) -> TaskConfig:
@@ -334,6 +355,27 @@ def cmd_ssh(args: argparse.Namespace) -> int:
     return exec_client.run(conn, task_id, words, stdin, sys.stdout.buffer, sys.stderr.buffer).exit_code
 
 
+def add_scheduling(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--after",
+        dest="depends_on",
+        action="append",
+        default=[],
+        metavar="TASK[:CONDITION]",
+        help="start after another task: afterok (completed; the default), afterany, afternotok, after (started), "
+        "or 'singleton' (repeatable)",
+    )
+    parser.add_argument(
+        "--begin",
+        dest="start_after",
+        metavar="TIME",
+        help="not before this time, as sbatch's --begin: now+1hour, 2025-06-01T09:00, 18:30, tomorrow",
+    )
+    parser.add_argument(
+        "--priority", type=int, metavar="N", help="order among your waiting tasks: higher first (default 0)"
+    )
+
+
 def register(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
     # dest = the TaskConfig field an option sets: _config_from_args reads them by that name, and
     # the CLI's hints name the option where the core's name the field (flow.cli.hints).
@@ -371,6 +413,7 @@ def register(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
     )
     run.add_argument("--image", help="a container image to run in, e.g. pytorch/pytorch:2.1.0-cuda12.1-cudnn8")
     run.add_argument("--memory", dest="memory_mb", type=int, metavar="MB", help="RAM the task needs per node")
+    add_scheduling(run)
     run.add_argument(
         "--no-upload",
         dest="upload_code",

@@ -8,8 +8,10 @@ nothing from Flow either.
 
 INVOCATION_JSON names the function ("path" to a file relative to the working directory, or a
 "module"), its "function", and its "args"/"kwargs" (JSON) or "pickled_arguments" (base64 of
-cloudpickle). RESULT_JSON receives {"ok": true, "value": ...} or {"ok": false, "error": {...}},
-written atomically. Exit status: 0 when the function returned, 1 when it raised, 2 when it could
+cloudpickle). A method of an `@app.cls` class is called as its class with one keyword argument,
+CLASS_CALL: {"method", "params", "enter", "exit", "args", "kwargs"} (see call_method).
+RESULT_JSON receives {"ok": true, "value": ...} or {"ok": false, "error": {...}}, written
+atomically. Exit status: 0 when the function returned, 1 when it raised, 2 when it could
 not be called at all (missing file or function, wrong arguments).
 """
 
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
 MAX_RESULT_BYTES = 16 * 1024 * 1024
 IMPORTING_ENV = "FLOW_IMPORTING_FOR_CALL"
 MAX_SAFE_INTEGER = 2**53
+CLASS_CALL = "__flow_class_call__"
 
 
 class CallError(Exception):
@@ -51,25 +54,43 @@ def restore_integers(value: Any) -> Any:
     return value
 
 
-class _StandInApp:
-    """flow.FlowApp where Flow is not installed: its decorators leave functions as they are."""
+class _StandIn:
+    """Whatever a module asks of `flow` where Flow is not installed: `FlowApp()`, `app.function(...)`,
+    `app.cls(...)`, `flow.on_enter()`, `flow.param(...)`, `flow.Secret.from_env(...)`. Used as a
+    decorator, it leaves what it decorates as it is (the task calls it itself); anything else
+    gives another stand-in."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         pass
 
-    def function(self, *args: Any, **kwargs: Any) -> Any:
-        return lambda fn: fn
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if len(args) == 1 and not kwargs and callable(args[0]):
+            return args[0]
+        return _StandIn()
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return _StandIn()
+
+
+def _stand_in_attribute(name: str) -> Any:
+    if name.startswith("__"):  # __path__, __file__, ...: what the import system asks a module
+        raise AttributeError(name)
+    return _StandIn()
 
 
 def flow_stand_in() -> None:
     """A task on a machine without Flow installed (a cluster node, a cloud instance) still imports
     a module written with `from flow import FlowApp`: the task calls the function itself, so the
-    decorator has nothing to do there."""
+    decorators have nothing to do there."""
     try:
         importlib.import_module("flow")
     except ImportError:
-        stand_in = types.ModuleType("flow", "Flow is not installed here; FlowApp is a stand-in (flow.runtime.runner).")
-        stand_in.FlowApp = _StandInApp  # type: ignore[attr-defined]
+        stand_in = types.ModuleType(
+            "flow", "Flow is not installed here; its names are stand-ins (flow.runtime.runner)."
+        )
+        stand_in.__getattr__ = _stand_in_attribute  # type: ignore[method-assign]
         sys.modules["flow"] = stand_in
 
 
@@ -123,6 +144,22 @@ def load_arguments(spec: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
         args, kwargs = cloudpickle.loads(__import__("base64").b64decode(spec["pickled_arguments"]))
         return list(args), dict(kwargs)
     return restore_integers(spec.get("args") or []), restore_integers(spec.get("kwargs") or {})
+
+
+def call_method(cls: type, call: dict[str, Any]) -> Any:
+    """A method of an `@app.cls` class, as flow-compute runs one per task: the class made with no
+    arguments, its parameters set, its on_enter hooks run, the method called, then its on_exit
+    hooks (also when something raised)."""
+    instance = cls()
+    for name, value in call["params"].items():
+        setattr(instance, name, value)
+    for hook in call["enter"]:
+        getattr(instance, hook)()
+    try:
+        return getattr(instance, call["method"])(*call["args"], **call["kwargs"])
+    finally:
+        for hook in call["exit"]:
+            getattr(instance, hook)()
 
 
 def signature_error(function: Any, exc: TypeError) -> CallError | None:
@@ -208,6 +245,8 @@ def main(argv: list[str]) -> int:
         __import__("traceback").print_exc()
         write_result(result_path, encode_error(exc, encoding, kind="import"))
         return 2
+    if isinstance(function, type) and not args and list(kwargs) == [CLASS_CALL]:
+        function, args, kwargs = call_method, [function, kwargs[CLASS_CALL]], {}
     try:
         value = function(*args, **kwargs)
     except TypeError as exc:

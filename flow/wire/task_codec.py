@@ -8,6 +8,7 @@ from typing import Final
 
 from flow.domain.money import micros_to_dollars, price_to_micros
 from flow.domain.task.config import MountSpec, TaskConfig, VolumeSpec
+from flow.domain.task.dependencies import Condition, Dependency
 from flow.domain.task.function_call import FunctionCall
 from flow.domain.task.lifecycle import TaskRecord
 from flow.wire.calls import Call, method_path
@@ -15,7 +16,7 @@ from flow.wire.function_codec import function_call_to_proto
 from flow.wire.task_snapshot_codec import TaskSnapshot, task_resource_name, task_snapshot_from_proto
 from flow.wire.task_state_codec import task_state_from_proto as task_state_from_proto  # flowd imports it from here
 from flow.wire.task_state_codec import task_state_to_proto
-from flow.wire.timestamps import seconds_to_proto
+from flow.wire.timestamps import seconds_from_proto, seconds_to_proto
 from flowapi.v1 import task_pb2, task_service_pb2
 
 CREATE_TASK: Final = method_path(task_service_pb2.DESCRIPTOR.services_by_name["TaskService"], "CreateTask")
@@ -41,6 +42,28 @@ def volume_spec_from_proto(msg: task_pb2.VolumeSpec) -> VolumeSpec:
         iops=msg.iops or None,
         volume_id=msg.volume_id or None,
     )
+
+
+_CONDITIONS: Final = {
+    Condition.AFTER_OK: task_pb2.DEPENDENCY_CONDITION_AFTER_OK,
+    Condition.AFTER_ANY: task_pb2.DEPENDENCY_CONDITION_AFTER_ANY,
+    Condition.AFTER_NOT_OK: task_pb2.DEPENDENCY_CONDITION_AFTER_NOT_OK,
+    Condition.AFTER: task_pb2.DEPENDENCY_CONDITION_AFTER,
+    Condition.SINGLETON: task_pb2.DEPENDENCY_CONDITION_SINGLETON,
+}
+_CONDITIONS_BACK: Final = {v: k for k, v in _CONDITIONS.items()} | {
+    task_pb2.DEPENDENCY_CONDITION_UNSPECIFIED: Condition.AFTER_OK
+}
+
+
+def dependency_to_proto(dep: Dependency) -> task_pb2.Dependency:
+    return task_pb2.Dependency(task_id=dep.task_id, condition=_CONDITIONS[dep.condition])
+
+
+def dependency_from_proto(msg: task_pb2.Dependency) -> Dependency:
+    """An unknown condition number is kept as it came, for validation to name."""
+    condition = _CONDITIONS_BACK.get(msg.condition, msg.condition)
+    return Dependency(task_id=msg.task_id, condition=condition)  # type: ignore[arg-type]  # judged by validation
 
 
 def task_config_to_proto(cfg: TaskConfig, secrets: Mapping[str, str] | None = None) -> task_pb2.TaskSpec:
@@ -80,6 +103,11 @@ def task_config_to_proto(cfg: TaskConfig, secrets: Mapping[str, str] | None = No
     spec.max_retries = cfg.max_retries
     for name in cfg.secret_env:
         spec.secret_env[name] = (secrets or {}).get(name, "")
+    spec.depends_on.extend(dependency_to_proto(d) for d in cfg.depends_on)
+    begin = seconds_to_proto(cfg.start_after)
+    if begin is not None:
+        spec.start_after.CopyFrom(begin)
+    spec.priority = cfg.priority
     return spec
 
 
@@ -109,6 +137,9 @@ def task_config_from_proto(spec: task_pb2.TaskSpec) -> TaskConfig:
         memory_mb=spec.memory_mb if spec.HasField("memory_mb") else None,
         secret_env=tuple(sorted(spec.secret_env)),
         max_retries=spec.max_retries,
+        depends_on=tuple(dependency_from_proto(d) for d in spec.depends_on),
+        start_after=seconds_from_proto(spec.start_after) if spec.HasField("start_after") else None,
+        priority=spec.priority,
     )
 
 

@@ -230,3 +230,30 @@ def test_submitit_quick_prints_every_row_against_local_executor_and_cleans_up() 
     for path in (home.group(1), work.group(1)):
         assert not Path(path).exists(), path
         assert processes_mentioning(path) == [], path
+
+
+DEPENDENCIES_ROWS = (
+    "core: check 1,000-task DAG",
+    "local: end -> dependent start",
+    "flowd: 200-task DAG",
+)
+DEPENDENCIES_SLURM_ROWS = (
+    "slurm: end -> dependent start",
+    "slurm after local (held)",
+)
+
+
+@pytest.mark.slow
+def test_dependencies_quick_prints_every_row_with_a_ratio_and_cleans_up() -> None:
+    output = run_script("bench/bench_dependencies.py", "--quick", timeout=600)
+    slurm = DEPENDENCIES_SLURM_ROWS if os.geteuid() == 0 else ()
+    if not slurm:
+        assert "slurm rows left out: they need the test Slurm" in output, output
+    for name in (*DEPENDENCIES_ROWS, *slurm):
+        assert RATIO.search(row(output, name)), row(output, name)
+    assert re.search(r"flowd: 200-task DAG: 300 dependencies, 2 layers of 100 behind one root", output), output
+    homes = re.findall(r"FLOW_HOME=(/tmp/\S+): stopped, home removed", output)
+    assert len(homes) == (2 if slurm else 1), output
+    for home in homes:
+        assert not Path(home).exists(), home
+        assert processes_mentioning(home) == [], home

@@ -22,6 +22,7 @@ import pytest
 
 from conftest import REPO, Daemon, short_tmpdir
 from flow import Flow, TaskStatus
+from flow.domain.task.dependencies import Condition, Dependency
 
 TSX = REPO / "node_modules" / ".bin" / "tsx"
 TSC = REPO / "node_modules" / ".bin" / "tsc"
@@ -50,7 +51,7 @@ def go_bins() -> Iterator[Path]:
     out = short_tmpdir("flow-go-bin-")
     try:
         builds = (
-            ("examples/go", ["./run_task", "./validation_error", "./invoke"]),
+            ("examples/go", ["./run_task", "./validation_error", "./invoke", "./pipeline"]),
             ("clients/go", ["./cmd/conformance"]),
         )
         for module, packages in builds:
@@ -145,6 +146,58 @@ def test_a_missing_daemon_is_unavailable_with_a_hint(language: str, go_bins: Pat
     assert re.search("UNAVAILABLE|Unavailable", done.stderr), done.stderr
     assert f"no flowd is listening on {home}/flowd.sock" in done.stderr
     assert "flow daemon start" in done.stderr
+
+
+# --- a pipeline: depends_on from TypeScript and Go ------------------------------------------------
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_pipeline_example_holds_the_second_step_until_the_first_completes(
+    language: str, shared_daemon: Daemon, flow: Flow, go_bins: Path, tmp_path: Path
+) -> None:
+    gate = tmp_path / "gate"
+    argv = [*_program(language, "pipeline", go_bins), f"while [ ! -e {gate} ]; do sleep 0.05; done; echo step one"]
+    with subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=shared_daemon.env
+    ) as run:
+        assert run.stdout is not None
+        first = re.fullmatch(r"created (t-[a-z0-9]+)\n", run.stdout.readline())
+        second = re.fullmatch(
+            rf"created (t-[a-z0-9]+) after {first.group(1) if first else ''}:"
+            r"DEPENDENCY_CONDITION_AFTER_OK\n",
+            run.stdout.readline(),
+        )
+        assert first and second, run.communicate()
+        one, two = first.group(1), second.group(1)
+        # Held by flowd while the first step runs: PENDING, saying what it waits for.
+        waiting = f"{two}: state=TASK_STATE_PENDING reason=waiting for {one} to complete (afterok)\n"
+        assert run.stdout.readline() == waiting
+        gate.touch()
+        out, err = run.communicate(timeout=240)
+    assert run.returncode == 0, err
+    assert out.splitlines() == [
+        f"{one}: state=TASK_STATE_COMPLETED reason=exited with code 0",
+        f"{two}: state=TASK_STATE_COMPLETED reason=exited with code 0",
+    ]
+    later = flow.get_task(two)
+    assert later.started_at is not None and later.started_at >= flow.get_task(one).completed_at  # type: ignore[operator]
+    assert later.logs() == "step two\n"
+    assert later.config.depends_on == (Dependency(one, Condition.AFTER_OK),)
+    assert later.config.priority == 5
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_pipeline_example_cancels_the_second_step_when_the_first_fails(
+    language: str, shared_daemon: Daemon, go_bins: Path
+) -> None:
+    done = _run([*_program(language, "pipeline", go_bins), "exit 3"], env=shared_daemon.env)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    one, two = lines[0].removeprefix("created "), lines[1].split(" ")[1]
+    assert lines[-2:] == [
+        f"{one}: state=TASK_STATE_FAILED reason=exited with code 3",
+        f"{two}: state=TASK_STATE_CANCELLED reason=dependency {one} ended FAILED (afterok)",
+    ]
 
 
 # --- invoke: a Python function called from TypeScript and Go ---------------------------------------

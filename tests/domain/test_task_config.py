@@ -101,7 +101,6 @@ INVALID: list[tuple[dict[str, Any], list[str], str, object]] = [
     ({"env": None}, ["env"], "must be a mapping", None),
     # new vs existing volumes
     ({"volumes": [VolumeSpec(size_gb=10)]}, ["volumes[0].name"], "is required for a new volume", None),
-    ({"volumes": [VolumeSpec(name="data")]}, ["volumes[0].size_gb"], "is required for a new volume", None),
     (
         {"volumes": [old_vol(size_gb=10)]},
         ["volumes[0].size_gb"],
@@ -425,7 +424,7 @@ def test_spec_violations_without_a_path_name_the_bare_field() -> None:
     """The SDK's VolumeSpec/MountSpec report their own fields, without a leading dot."""
     vol = VolumeSpec(volume_id="vol-1", mount_path="/c", size_gb=1, iops=5)
     assert [v.field for v in volume_spec_violations(vol)] == ["size_gb", "iops"]
-    assert [v.field for v in volume_spec_violations(VolumeSpec())] == ["name", "size_gb"]
+    assert [v.field for v in volume_spec_violations(VolumeSpec())] == ["name"]
     assert [v.field for v in volume_spec_violations(vol, "volumes[2]")] == ["volumes[2].size_gb", "volumes[2].iops"]
     assert [v.field for v in mount_spec_violations(MountSpec("s3://", "rel"))] == ["source", "target"]
     assert volume_spec_violations(VolumeSpec(name="d", size_gb=1)) == ()

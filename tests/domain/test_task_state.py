@@ -246,3 +246,27 @@ def test_any_event_sequence(steps: list[tuple[TaskEvent, float]], hours: float |
             assert rec.state_reason.startswith("TIMEOUT")
         if rec.state is TaskState.CANCELLED:
             assert isinstance(event, (CancelRequested, Exited, Lost))
+
+
+# --- both spellings (the Mithril platform's SDK writes states in lower case) ------------------
+
+
+@given(st.sampled_from(list(TaskState)), st.sampled_from([str.lower, str.upper, str.capitalize]))
+def test_a_state_equals_its_name_in_any_case_and_prints_upper_case(state: TaskState, case: object) -> None:
+    assert callable(case)
+    spelled = case(state.value)
+    assert state == spelled and spelled == state and (state != spelled) is False
+    assert TaskState(spelled) is state
+    assert str(state) == f"{state}" == state.value == state.value.upper()
+    assert hash(state) == hash(state.value)  # sets and dicts keyed by states keep working
+    others = [s for s in TaskState if s is not state]
+    assert all(state != case(o.value) and state != o for o in others)
+
+
+def test_what_still_differs_from_lower_case_states() -> None:
+    assert TaskState.COMPLETED not in {"completed"}  # hashing follows the printed (upper-case) name
+    assert TaskState.COMPLETED.value != "completed"
+    assert TaskState.COMPLETED in {"COMPLETED"} and TaskState.COMPLETED in ("completed",)
+    assert TaskState.COMPLETED != 1
+    with pytest.raises(ValueError):
+        TaskState("done")

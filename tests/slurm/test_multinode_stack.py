@@ -143,7 +143,10 @@ def test_a_node_killed_mid_job_ends_the_job_node_fail(multinode: MultiNode, jobs
         stack.kill_node(victim)
         # Slurm notices a silent node after SlurmdTimeout (the stack's: 10 s) and a ping round.
         final = stack.wait_job(job, ("NODE_FAIL", "COMPLETED", "FAILED", "CANCELLED"), timeout=180)
-        assert (final["JobState"], final["Reason"]) == ("NODE_FAIL", "NodeDown")
+        # Slurm names the cause as NodeDown while it holds the job record, and clears the reason to
+        # None once the job is finished long enough (seen under load): the state is the promise.
+        assert final["JobState"] == "NODE_FAIL"
+        assert final["Reason"] in ("NodeDown", "None")
         assert stack.node_state(victim).startswith("down")
     finally:
         stack.start_node(victim)

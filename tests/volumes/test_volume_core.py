@@ -110,6 +110,16 @@ def test_resolution_names_every_problem_and_missing_ids() -> None:
     assert "vol-nope" in missing.failure().message
 
 
+def test_a_name_without_a_size_attaches_the_existing_volume_as_it_is_and_never_creates_one() -> None:
+    existing = [Volume("vol-1", "data", 10, "file")]
+    (mount,) = resolve_volumes([VolumeSpec(name="data")], existing, fresh_ids(), 0.0).unwrap()
+    assert (mount.volume.volume_id, mount.mount_path, mount.created) == ("vol-1", "/volumes/data", False)
+    absent = resolve_volumes([VolumeSpec(name="weights", mount_path="/w")], existing, fresh_ids(), 0.0)
+    error = absent.failure()
+    assert error.reason is ErrorReason.RESOURCE_NOT_FOUND
+    assert "'weights'" in error.message and any("size_gb" in s for s in error.suggestions)
+
+
 @given(interfaces, st.lists(st.sampled_from(["t-1", "t-2", "t-3"]), unique=True, max_size=3))
 def test_only_a_held_block_volume_refuses_another_task(interface: str, holders: list[str]) -> None:
     volume = Volume("vol-1", "data", 10, interface)

@@ -57,9 +57,11 @@ Optional capabilities
 ---------------------
 Declared in `Provider.capabilities` (a frozen value), never probed: `offers` (find_instances),
 `exec` (flow ssh), `results` (.remote() results), `volumes` (volumes kept on the provider's own
-platform rather than by flowd), `node_logs` (one output file per node) and `health` (why the
+platform rather than by flowd), `node_logs` (one output file per node), `health` (why the
 provider cannot be used now: settings that are wrong or rejected, a platform out of reach; shown
-by `flow daemon status`). A capability left out
+by `flow daemon status`) and `dependencies` (the provider schedules dependencies among its own
+tasks, start_after and priority itself: Slurm's --dependency, --begin, --nice;
+flowd.dependency_holds holds the rest). A capability left out
 is refused by flowd with a clear error, so a new provider can start with the required protocol
 alone.
 """
@@ -76,6 +78,7 @@ from returns.result import Result
 from flow.domain.errors import DomainError, ErrorReason
 from flow.domain.instances.matching import Offer
 from flow.domain.task.config import TaskConfig
+from flow.domain.task.dependencies import Dependency
 from flow.domain.task.lifecycle import TaskEvent, TaskRecord
 from flow.domain.volumes.rules import Volume
 from flowd.exec_session import ExecSession
@@ -128,6 +131,13 @@ class Refused:
 @frozen
 class Ended:
     """(recover only) The task ended while flowd was down; the provider has reported how."""
+
+
+@frozen
+class Forgotten:
+    """(launch_after only) The provider no longer knows a task the launch was to wait for (Slurm
+    forgets an ended job after MinJobAge): nothing was submitted, and flowd holds the task until
+    it has learnt how that task ended."""
 
 
 Launched = Running[S] | Queued[S] | Refused
@@ -226,6 +236,21 @@ class Health(Protocol):
         """Why the provider cannot be used now (its settings are invalid or were rejected, its
         platform cannot be reached), with a fix; None when nothing is known to be wrong. Must
         not block: it answers what the provider last saw."""
+
+
+class NativeDependencies(Protocol[S_contra]):
+    """A provider that schedules, among its own tasks, what TaskConfig.depends_on, start_after and
+    priority ask (Slurm: --dependency, --begin, --nice). Its `launch` honours start_after and
+    priority; flowd holds only conditions the provider cannot see (tasks of other providers,
+    tasks it has not accepted yet, singleton) and hands the others to `launch_after`."""
+
+    def native_id(self, state: S_contra) -> str | None:
+        """The provider's own id of an accepted task (a Slurm job id), which others can wait for."""
+        ...
+
+    def launch_after(self, record: TaskRecord, after: Sequence[tuple[Dependency, str]]) -> Launched[Any] | Forgotten:
+        """`launch`, the provider itself holding the task until these conditions on its own
+        tasks (given by native id) hold. Forgotten when it no longer knows one of them."""
         ...
 
 
@@ -240,6 +265,7 @@ class Capabilities:
     volumes: OwnVolumes | None = None
     node_logs: bool = False  # a multi-node task has one output file per node
     health: Health | None = None
+    dependencies: NativeDependencies[Any] | None = None
 
 
 # --- the required protocol -------------------------------------------------------------------------

@@ -1,11 +1,13 @@
 """Who holds which of this machine's GPUs, and who waits for them (the local provider's queue).
 
 The decisions are the pure FIFO scheduler's (flow.domain.instances.gpu_scheduler); this keeps its
-inputs (the queue in submission order, the GPUs each running task holds) under one lock.
+inputs (the queue in start order: higher TaskConfig.priority first, then submission order, as
+flow.domain.task.dependencies.start_order; the GPUs each running task holds) under one lock.
 """
 
 from __future__ import annotations
 
+import bisect
 import threading
 from collections.abc import Sequence
 
@@ -25,7 +27,7 @@ class GpuQueue:
         """Joins the queue; the GPUs when it is this task's turn now (it then holds them), else
         None (it waits, and `ready` hands it its GPUs later)."""
         with self._lock:
-            self._queue.append((request, record))
+            self._join(request, record)
             mine = dict(next_starts(self._gpus, self._busy, [r for r, _ in self._queue])).get(record.task_id)
             if mine is None:
                 return None
@@ -36,7 +38,11 @@ class GpuQueue:
     def wait(self, request: GpuRequest, record: TaskRecord) -> None:
         """Back in line without starting (after a restart; the queue moves once all are back)."""
         with self._lock:
-            self._queue.append((request, record))
+            self._join(request, record)
+
+    def _join(self, request: GpuRequest, record: TaskRecord) -> None:
+        """In start order: behind every task of the same or a higher priority."""
+        bisect.insort_right(self._queue, (request, record), key=_start_key)
 
     def hold(self, task_id: str, gpus: Sequence[int]) -> None:
         """A running task found again after a restart keeps its GPUs."""
@@ -66,3 +72,7 @@ class GpuQueue:
                 self._busy[task_id] = gpus
                 chosen.append((record, gpus))
             return chosen
+
+
+def _start_key(entry: tuple[GpuRequest, TaskRecord]) -> tuple[int, float]:
+    return (-entry[1].config.priority, entry[1].created_at)

@@ -64,12 +64,14 @@ from flow.domain.slurm.states import (
 )
 from flow.domain.task import task_files
 from flow.domain.task.config import TaskConfig
+from flow.domain.task.dependencies import Dependency
 from flow.domain.task.lifecycle import Lost, Started, TaskEvent, TaskRecord, TaskState
 from flowd.blobs import BlobStore
 from flowd.exec_session import ExecError, ExecSession
 from flowd.providers.base import (
     Capabilities,
     ExecRequest,
+    Forgotten,
     Launched,
     LaunchError,
     Placement,
@@ -83,7 +85,7 @@ from flowd.providers.base import (
 from flowd.providers.environment import public_env
 from flowd.providers.remote_poller import RemotePoller
 from flowd.providers.slurm_cluster import Cluster, ClusterError
-from flowd.providers.slurm_submit import SlurmSubmitter
+from flowd.providers.slurm_submit import ForgottenDependencyError, SlurmSubmitter
 from flowd.providers.task_dir import TaskDir
 
 log = logging.getLogger(__name__)
@@ -157,7 +159,7 @@ class SlurmProvider:
         self._poller: RemotePoller[_Job] = RemotePoller(
             self.name, settings.poll_interval, self._poll, (ClusterError,), clock
         )
-        self.capabilities = Capabilities(offers=self, exec=self, results=self)
+        self.capabilities = Capabilities(offers=self, exec=self, results=self, dependencies=self)
 
     @property
     def state_type(self) -> StateType:
@@ -240,8 +242,21 @@ class SlurmProvider:
 
     def launch(self, record: TaskRecord) -> Launched[SlurmJob]:
         """Submits the job: a job id means accepted, and the job waits in Slurm's queue."""
+        launched = self.launch_after(record, ())
+        assert not isinstance(launched, Forgotten)  # only a dependency is forgotten
+        return launched
+
+    def native_id(self, state: SlurmJob) -> str | None:
+        return state.job_id
+
+    def launch_after(
+        self, record: TaskRecord, after: Sequence[tuple[Dependency, str]]
+    ) -> Launched[SlurmJob] | Forgotten:
+        """Submits the job, Slurm holding it until the jobs of `after` allow (--dependency)."""
         try:
-            job_id = self._submitter.submit(record, self._gres_for(record))
+            job_id = self._submitter.submit(record, self._gres_for(record), after)
+        except ForgottenDependencyError:
+            return Forgotten()
         except ClusterError as exc:
             return Refused(self._unreachable(exc))
         except (LaunchError, OSError) as exc:

@@ -16,7 +16,7 @@ import shlex
 import shutil
 import tarfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -27,8 +27,15 @@ from flow.domain.code.manifest import Manifest, parse_manifest
 from flow.domain.daemon_config import SlurmSettings
 from flow.domain.slurm.refusals import submit_refusal
 from flow.domain.slurm.sbatch import JobRequest, render_job, working_dir_of
-from flow.domain.slurm.scripts import SubmitPlan, missing_blobs_script, submit_script
+from flow.domain.slurm.scripts import (
+    DEPENDENCY_FORGOTTEN,
+    SubmitPlan,
+    missing_blobs_script,
+    scheduling_of,
+    submit_script,
+)
 from flow.domain.task import task_files
+from flow.domain.task.dependencies import Dependency
 from flow.domain.task.function_call import invocation_document
 from flow.domain.task.lifecycle import TaskRecord
 from flow.runtime import runner
@@ -40,6 +47,10 @@ from flowd.providers.task_dir import TaskDir
 RUNNER_SOURCE: Final = Path(runner.__file__)
 UPLOAD_FILE: Final = "upload.tar.gz"
 Run = Callable[[str, float], tuple[int, bytes, str]]
+
+
+class ForgottenDependencyError(LaunchError):
+    """The cluster no longer knows a job the task was to wait for: nothing was submitted."""
 
 
 class SlurmSubmitter:
@@ -64,10 +75,12 @@ class SlurmSubmitter:
     def task_dir(self, task_id: str) -> str:
         return f"{self._work_dir}/tasks/{task_id}"
 
-    def submit(self, record: TaskRecord, gres: str | None) -> str:
-        """The job id of the task's job, submitted now (or before). Raises LaunchError (with the
-        user's error: flow.domain.slurm.refusals) when sbatch or a step before it refuses;
-        ClusterError when the cluster cannot be reached."""
+    def submit(self, record: TaskRecord, gres: str | None, after: Sequence[tuple[Dependency, str]] = ()) -> str:
+        """The job id of the task's job, submitted now (or before), waiting for `after` (jobs of
+        this cluster) and honouring start_after and priority. Raises LaunchError (with the user's
+        error: flow.domain.slurm.refusals) when sbatch or a step before it refuses,
+        ForgottenDependencyError when a job of `after` is gone, ClusterError when the cluster cannot
+        be reached."""
         config = record.config
         td = self.task_dir(record.task_id)
         code_dir = f"{td}/{task_files.CODE_DIR}" if record.code_digest else None
@@ -97,12 +110,15 @@ class SlurmSubmitter:
             check_dir=cwd if relative else None,
             make_work_dir=None if code_dir else f"{td}/{task_files.WORK_DIR}",
             run=len(record.attempts),
+            scheduling=scheduling_of(config, after, time.time()),
         )
         if self._cluster.local:
             self._write_locally(td, files, manifest)
         else:
             plan = self._upload(record.task_id, files, manifest, plan)
         rc, out, err = self._run(submit_script(plan), 600)
+        if rc == DEPENDENCY_FORGOTTEN and after:
+            raise ForgottenDependencyError(f"Slurm no longer knows a job of {', '.join(job for _, job in after)}")
         if rc != 0:
             error = submit_refusal(rc, err, config.working_dir or cwd, self._settings.name)
             raise LaunchError(error.message, error)

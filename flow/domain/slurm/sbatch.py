@@ -37,6 +37,7 @@ from flow.domain.slurm.sbatch_options import LONG_NAMES, NONE, REQUIRED, SHORT, 
 from flow.domain.slurm.states import model_of_gres_type
 from flow.domain.task import task_files
 from flow.domain.task.config import ENV_NAME_PATTERN, MAX_NUM_INSTANCES, NAME_PATTERN, TaskConfig, program_of
+from flow.domain.task.dependencies import LocalTime, parse_begin, parse_slurm_dependency
 
 MAGIC: Final = "#SBATCH"
 OLD_MAGIC: Final = "#SLURM"
@@ -60,10 +61,13 @@ SECRETS_FILE: Final = task_files.SECRETS
 # Nothing the program started outlives the job (the task is terminal only once all of it is gone):
 # what carries the task's FLOW_TASK_ID in its environment is killed once the program has ended,
 # also what left the job's process tree (a shell's background job, a daemon), which Slurm's
-# proctrack/linuxproc does not follow.
+# proctrack/linuxproc does not follow. One grep reads every environ (a grep per process took
+# seconds on a busy node, and delayed the job's end, and so its dependents); the list is taken
+# before the grep and the subshell start, so neither is in it.
 LEFTOVERS_KILLED: Final = (
-    'for e in /proc/[0-9]*/environ; do p=${e#/proc/}; p=${p%/environ}; [ "$p" = "$$" ] && continue; '
-    'grep -qxzF "FLOW_TASK_ID=$FLOW_TASK_ID" "$e" 2>/dev/null && kill -KILL "$p" 2>/dev/null; done'
+    "set -- /proc/[0-9]*/environ; "
+    'for e in $(grep -lxzF "FLOW_TASK_ID=$FLOW_TASK_ID" "$@" 2>/dev/null); do p=${e#/proc/}; p=${p%/environ}; '
+    '[ "$p" = "$$" ] || kill -KILL "$p" 2>/dev/null; done'
 )
 
 # --- what Flow does with each option ---------------------------------------------------------
@@ -504,6 +508,8 @@ def sbatch_to_configs(
     instance_type: str | None = None,
     node_gpus: int | None = None,
     cpus_per_node: int | None = None,
+    now: float | None = None,
+    local: LocalTime | None = None,
 ) -> Result[SbatchJob, DomainError]:
     """The Flow tasks an sbatch script asks for. The script runs as it is (`script` = the whole
     file, directives included: they are comments to bash, and the slurm provider submits them
@@ -517,6 +523,10 @@ def sbatch_to_configs(
     names both where they differ (another count, another model, GPUs for a CPU-only script).
     `node_gpus`, `cpus_per_node`: the size of the cluster's nodes, for the node count Slurm would
     derive from task and GPU counts (layout.job_layout); unknown by default.
+    `now`, `local`: the time of submission and the submitter's local time (see parse_begin). With
+    them, --dependency, --begin, --nice and --priority become depends_on, start_after and priority
+    (and leave the script: the slurm provider passes them on from the config); without them they
+    stay Slurm's alone, as other directives Flow does not map.
     """
     out: list[FieldViolation] = []
     warnings: list[str] = []
@@ -541,7 +551,8 @@ def sbatch_to_configs(
             out.append(violation(each.field, each.value, "is not supported", REFUSED[each.option]))
             continue
         last[each.option] = each  # like sbatch: a later directive overrides an earlier one
-        if each.option not in MAPPED or each.option in _TASK_COUNTS:
+        scheduled = now is not None and each.option in SCHEDULING_OPTIONS
+        if (each.option not in MAPPED or each.option in _TASK_COUNTS) and not scheduled:
             native.append(each)
     d: Directive | None
     fields: dict[str, object] = {}
@@ -713,6 +724,8 @@ def sbatch_to_configs(
             out.append(violation(d.field, d.value, "is not an array spec", fix))
         else:
             array = ArraySpec(indices=parsed_array[0], step=parsed_array[1], throttle=parsed_array[2], directive=d)
+    if now is not None:
+        fields.update(_scheduling_fields(last, now, local or (lambda t: now), out))
     if out:
         return Failure(validation_error(out, subject=subject))
     base = TaskConfig(script=text, **fields)  # type: ignore[arg-type]  # each value checked above for its field
@@ -741,6 +754,8 @@ def sbatch_to_configs(
             )
             for index in indices
         )
+    if now is not None:
+        configs = tuple(evolve(c, script=_without_scheduling(c.script or "")) for c in configs)
     return Success(
         SbatchJob(
             configs=configs,
@@ -949,3 +964,76 @@ def render_job(request: JobRequest) -> Result[JobFiles, DomainError]:
     user_script = cfg.script if not request.function_call and program_of(cfg)[0] == "script" else None
     secrets = "".join(f"export {key}={q(value)}\n" for key, value in sorted(request.secrets.items())) or None
     return Success(JobFiles(job_script="\n".join(lines), user_script=user_script, secrets=secrets))
+
+
+# --- scheduling directives: TaskConfig.depends_on, start_after, priority ---------------------
+
+SCHEDULING_OPTIONS: Final = frozenset({"dependency", "begin", "nice", "priority"})
+DEFAULT_NICE: Final = 100  # sbatch's --nice without a value
+
+
+def _scheduling_fields(
+    last: Mapping[str, Directive], now: float, local: LocalTime, out: list[FieldViolation]
+) -> dict[str, object]:
+    """depends_on from --dependency, start_after from --begin, priority from --nice (negated:
+    Slurm adds -nice to a job's priority) or --priority; problems go to `out`."""
+    fields: dict[str, object] = {}
+    if (d := last.get("dependency")) is not None:
+        parsed = parse_slurm_dependency(d.value or "", field=d.field)
+        if isinstance(parsed, Failure):
+            out.extend(parsed.failure().violations)
+        else:
+            fields["depends_on"] = parsed.unwrap()
+    if (d := last.get("begin")) is not None:
+        begin = parse_begin(d.value or "", now, local, field=d.field)
+        if isinstance(begin, Failure):
+            out.extend(begin.failure().violations)
+        else:
+            fields["start_after"] = begin.unwrap()
+    nice, priority = last.get("nice"), last.get("priority")
+    if nice is not None and priority is not None:
+        fix = "give one: --nice=N lowers a job's priority by N, --priority=N sets it"
+        out.append(violation(priority.field, priority.value, f"is given together with {nice.label}", fix))
+    elif nice is not None:
+        value = (nice.value or str(DEFAULT_NICE)).strip()
+        if re.fullmatch(r"[+-]?\d{1,9}", value) is None:
+            out.append(violation(nice.field, nice.value, "is not a whole number", "write e.g. --nice=10"))
+        else:
+            fields["priority"] = -int(value)
+    elif priority is not None:
+        value = (priority.value or "").strip()
+        if re.fullmatch(r"[+-]?\d{1,9}", value) is None:
+            fix = "write a whole number, e.g. --priority=10 (higher runs first among your tasks)"
+            out.append(violation(priority.field, priority.value, "is not a priority Flow knows", fix))
+        else:
+            fields["priority"] = int(value)
+    return fields
+
+
+def _without_scheduling(script: str) -> str:
+    """The script without its scheduling directives (each line keeps its other options)."""
+    read = read_directives(script)
+    drop = [d for d in read.directives if d.option in SCHEDULING_OPTIONS]
+    if not drop:
+        return script
+    lines = script.split("\n")
+    for number in sorted({d.line for d in drop}):
+        line = lines[number - 1]
+        magic = MAGIC if line.startswith(MAGIC) else OLD_MAGIC
+        tokens, _ = _tokens(line[len(magic) :])
+        here = sorted((d for d in drop if d.line == number), key=lambda d: d.tokens)
+        kept: list[str] = []
+        at = 0
+        for d in here:
+            first, end = d.tokens
+            kept += tokens[at:first]
+            if d.bundle_at > 1:  # -Hd afterok:1: the options before it in the bundle stay
+                kept.append(tokens[first][: d.bundle_at])
+            at = end + 1
+        kept += tokens[at:]
+        shown = ", ".join(d.spelled for d in here)
+        note = f"flow: {shown} taken into the task's depends_on/start_after/priority"
+        lines[number - 1] = (
+            f"{magic} {' '.join(_quote_for_directive(t) for t in kept)}  # {note}" if kept else f"# {note}"
+        )
+    return "\n".join(lines)

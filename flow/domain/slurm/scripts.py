@@ -10,6 +10,7 @@ before binary payloads, so any bytes a task prints survive.
 
 from __future__ import annotations
 
+import math
 import shlex
 from collections.abc import Iterable, Sequence
 from typing import Final
@@ -19,6 +20,8 @@ from attrs import frozen
 from flow.domain.code.manifest import ManifestEntry
 from flow.domain.slurm.sbatch import EXIT_FILE, JOB_FILE, JOB_ID_FILE, OUTPUT_FILE, RESULT_FILE
 from flow.domain.slurm.states import SACCT_FIELDS, SINFO_FORMAT, SQUEUE_FORMAT
+from flow.domain.task.config import TaskConfig
+from flow.domain.task.dependencies import Dependency, render_slurm_dependency
 from flow.domain.task.task_files import TIMED_OUT as TIMED_OUT_FILE
 
 RECORD: Final = b"@@flow "
@@ -75,6 +78,33 @@ def snapshot_lines(blob_dir: str, code_dir: str, entries: Sequence[ManifestEntry
 
 
 @frozen
+class Scheduling:
+    """What Slurm schedules for a task itself (TaskConfig.depends_on on jobs of its cluster,
+    start_after, priority), as sbatch options. `after_jobs`: the jobs --dependency names."""
+
+    options: tuple[str, ...] = ()
+    after_jobs: tuple[str, ...] = ()
+    nice: int | None = None  # negative (a raised priority) only privileged users may set
+
+
+def scheduling_of(config: TaskConfig, after: Sequence[tuple[Dependency, str]], now: float) -> Scheduling:
+    """--dependency for the conditions on jobs of this cluster (`after`: each with its job id),
+    --begin relative to `now` (the cluster's clock and time zone are not flowd's), and --nice
+    for priority: Slurm adds the negated nice to a job's priority, so priority p is --nice=-p."""
+    options: list[str] = []
+    if after:
+        job_of = {dep.task_id: job for dep, job in after}
+        options.append(f"--dependency={render_slurm_dependency([dep for dep, _ in after], job_of)}")
+    if config.start_after is not None and config.start_after > now:
+        options.append(f"--begin=now+{math.ceil(config.start_after - now)}")
+    return Scheduling(
+        options=tuple(options),
+        after_jobs=tuple(dict.fromkeys(job for _, job in after)),
+        nice=-config.priority if config.priority else None,
+    )
+
+
+@frozen
 class SubmitPlan:
     """What one submission does on the cluster (all paths absolute, on the cluster)."""
 
@@ -87,6 +117,7 @@ class SubmitPlan:
     check_dir: str | None = None  # a working directory that must exist before submitting
     make_work_dir: str | None = None
     run: int = 0  # how many runs of the task came before this one (TaskRecord.attempts)
+    scheduling: Scheduling = Scheduling()
 
 
 # Exit statuses of the submit script, each with what went wrong.
@@ -96,7 +127,9 @@ SUBMIT_ERRORS: Final = {
     93: "cannot build the code snapshot on the cluster",
     94: "the working directory does not exist in the code snapshot",
     95: "sbatch refused the job",
+    96: "the cluster no longer knows a job this one was to wait for",
 }
+DEPENDENCY_FORGOTTEN: Final = 96
 
 
 def submit_script(plan: SubmitPlan) -> str:
@@ -134,14 +167,48 @@ def submit_script(plan: SubmitPlan) -> str:
         lines.append(f"mkdir -p -- {q(plan.make_work_dir)} || exit 90")
     if plan.check_dir is not None:
         lines.append(f"[ -d {q(plan.check_dir)} ] || exit 94")
+    lines.append(f"cd -- {q(plan.submit_dir)} || exit 94")
+    lines += _sbatch_lines(plan.scheduling, f"{td}/{JOB_FILE}", f"{td}/sbatch.err")
     lines += [
-        f"cd -- {q(plan.submit_dir)} || exit 94",
-        f"out=$(sbatch --parsable -- {td}/{JOB_FILE}) || exit 95",
-        "jid=${out%%;*}",
         f"printf '%s\\n' \"$jid\" > {job_id_file}.tmp && mv -f -- {job_id_file}.tmp {job_id_file}",
         "printf '%s\\n' \"$jid\"",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _sbatch_lines(scheduling: Scheduling, job_file: str, err: str) -> list[str]:
+    """sbatch, setting $jid. With a dependency the job is submitted held, and released only once
+    `scontrol show job` lists every job it waits for: Slurm takes a dependency on a job it has
+    already forgotten (MinJobAge) as met, so an unchecked one could run a job whose dependency
+    failed; exit 96 instead (the job is gone again), and flowd decides once it learns the end.
+    A raised priority (negative --nice) is Slurm's to refuse an unprivileged user: then the job
+    is submitted at the default."""
+    options = [q(o) for o in scheduling.options] + (["--hold"] if scheduling.after_jobs else [])
+    plain = " ".join(["sbatch", "--parsable", *options, "--", job_file])
+    nice = scheduling.nice
+    if nice is None:
+        lines = [f"out=$({plain}) || exit 95"]
+    else:
+        niced = " ".join(["sbatch", "--parsable", *options, f"--nice={nice}", "--", job_file])
+        lines = [f"out=$({niced}) || exit 95"]
+        if nice < 0:
+            lines = [
+                f"if ! out=$({niced} 2>{err}); then",
+                f"  if grep -q -- --nice {err}; then out=$({plain}) || {{ rm -f -- {err}; exit 95; }}",
+                f"  else cat -- {err} >&2; rm -f -- {err}; exit 95; fi",
+                "fi",
+                f"rm -f -- {err}",
+            ]
+    lines.append("jid=${out%%;*}")
+    if scheduling.after_jobs:
+        lines += [
+            'listed=$(scontrol show job -o "$jid" 2>/dev/null) || listed=',
+            f"for j in {' '.join(q(j) for j in scheduling.after_jobs)}; do",
+            '  case "$listed" in *":$j("*) ;; *) scancel "$jid" 2>/dev/null; exit 96 ;; esac',
+            "done",
+            'scontrol release "$jid" || { scancel "$jid" 2>/dev/null; exit 96; }',
+        ]
+    return lines
 
 
 def job_id_script(task_dir: str) -> str:

@@ -18,6 +18,7 @@ from returns.result import Failure, Result, Success
 
 from flow.domain.errors import DomainError, FieldViolation, show_value, validation_error, violation
 from flow.domain.instances.instance_types import parse_instance_type
+from flow.domain.task.dependencies import Dependency, as_dependencies, as_instant, dependency_violations
 
 NAME_PATTERN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
 ENV_NAME_PATTERN: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
@@ -54,7 +55,8 @@ def _as_dict(value: object) -> Any:
 
 @frozen
 class VolumeSpec:
-    """A persistent volume: a new one (`name` + `size_gb`) or an existing one (`volume_id`)."""
+    """A persistent volume: created on first use and reused by name (`name` + `size_gb`), or an
+    existing one, by `name` alone or by `volume_id`."""
 
     name: str | None = None
     size_gb: int | None = None
@@ -111,6 +113,12 @@ class TaskConfig:
     # run is preempted, or ends asking to run again (exit status 75, EX_TEMPFAIL: see
     # flow.domain.task.lifecycle.REQUEUE_EXIT_STATUS); each earlier run is kept in the task's history.
     max_retries: int = 0
+    # Scheduling (flow.domain.task.dependencies): the tasks this one waits for, with Slurm's
+    # conditions; not before this instant (seconds since the epoch); order among the user's
+    # waiting tasks (higher first).
+    depends_on: tuple[Dependency, ...] = field(default=(), converter=as_dependencies)
+    start_after: float | None = field(default=None, converter=as_instant)
+    priority: int = 0
 
 
 # --- validation -------------------------------------------------------------------------------
@@ -380,8 +388,8 @@ def _check_volume(out: list[FieldViolation], path: str, vol: object) -> None:
                     "give name (reused by later tasks) or volume_id of an existing volume",
                 )
             )
-        if vol.size_gb is None:
-            out.append(violation(_at(path, "size_gb"), None, "is required for a new volume", "give size_gb, e.g. 100"))
+        # A name without size_gb attaches the existing volume of that name (found, or refused, at
+        # submit: resolve_volumes), as the Mithril platform's SDK reads it.
     _check_name(out, _at(path, "name"), vol.name, "a volume name")
     _check_positive_int(out, _at(path, "size_gb"), vol.size_gb, MAX_VOLUME_GB, "give the size in GB, e.g. 100")
     _check_positive_int(out, _at(path, "iops"), vol.iops, MAX_IOPS, "give iops as a positive whole number, e.g. 3000")
@@ -582,6 +590,7 @@ def task_config_violations(cfg: TaskConfig) -> tuple[FieldViolation, ...]:
                         f"remove {name} from env; secret_env sets it",
                     )
                 )
+    out.extend(dependency_violations(cfg.depends_on, cfg.start_after, cfg.priority))
     return tuple(out)
 
 

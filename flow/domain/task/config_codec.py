@@ -19,6 +19,7 @@ from returns.result import Failure, Result, Success
 
 from flow.domain.errors import DomainError, FieldViolation, validation_error, violation
 from flow.domain.task.config import MountSpec, TaskConfig, VolumeSpec, task_config_violations
+from flow.domain.task.dependencies import Dependency
 
 
 def _passthrough(value: object, _: object) -> object:
@@ -82,6 +83,7 @@ for _cls in (TaskConfig, VolumeSpec, MountSpec):
     converter.register_structure_hook(_cls, _structure_spec(_cls))
     converter.register_unstructure_hook(_cls, _unstructure_spec(_cls))
 converter.register_unstructure_hook(tuple, lambda value: [converter.unstructure(v) for v in value])
+converter.register_unstructure_hook(Dependency, Dependency.render)  # "t-abc:afterany", as YAML writes it
 
 
 def task_config_to_dict(cfg: TaskConfig) -> dict[str, Any]:
@@ -134,7 +136,13 @@ def task_config_from_dict(data: object) -> Result[TaskConfig, DomainError]:
             )
         )
     key_problems = key_violations(data, TaskConfig, "")
-    cfg = converter.structure({k: v for k, v in data.items() if isinstance(k, str)}, TaskConfig)
+    fields = {k: v for k, v in data.items() if isinstance(k, str)}
+    begin = fields.get("start_after")
+    if getattr(begin, "tzinfo", False) is None and hasattr(begin, "isoformat"):
+        # YAML reads an unquoted time as a datetime, without a zone when none is written: which
+        # zone it means is ambiguous in a file (YAML says UTC, sbatch local time), so it is asked.
+        fields["start_after"] = begin.isoformat()  # type: ignore[union-attr]  # a datetime, by the check above
+    cfg = converter.structure(fields, TaskConfig)
     problems = [*key_problems, *task_config_violations(cfg)]
     if problems:
         return Failure(validation_error(problems, subject="task configuration"))

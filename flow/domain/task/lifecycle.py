@@ -139,7 +139,26 @@ class Lost:
     reason: str
 
 
-TaskEvent = Provisioning | Preparing | Started | Exited | CancelRequested | TimedOut | Preempted | LaunchFailed | Lost
+@frozen
+class Unsatisfiable:
+    """A dependency can never be met (flow.domain.task.dependencies): the task never runs and
+    ends CANCELLED with this reason, which names the dependency."""
+
+    reason: str
+
+
+TaskEvent = (
+    Provisioning
+    | Preparing
+    | Started
+    | Exited
+    | CancelRequested
+    | TimedOut
+    | Preempted
+    | LaunchFailed
+    | Lost
+    | Unsatisfiable
+)
 
 
 def _illegal(record: TaskRecord, event: TaskEvent) -> Result[TaskRecord, DomainError]:
@@ -202,6 +221,10 @@ def apply(record: TaskRecord, event: TaskEvent, now: float) -> Result[TaskRecord
             return Success(_finish(record, TaskState.FAILED, now, _time_limit_reason(record), code))
         case Preempted(reason=why):
             return Success(_finish(record, TaskState.PREEMPTED, now, why, None))
+        case Unsatisfiable(reason=why):
+            if state in (TaskState.PENDING, TaskState.PROVISIONING):
+                return Success(_finish(record, TaskState.CANCELLED, now, why, None))
+            return _illegal(record, event)
         case LaunchFailed(reason=why):
             return Success(_finish(record, TaskState.FAILED, now, f"could not start: {why}", None))
         case Lost(reason=why):

@@ -6,7 +6,8 @@ clock. Rules:
   - a name is letters, digits, '-' and '_' (as task names); a size is 1..MAX_VOLUME_GB GB;
   - `VolumeSpec(name=..., size_gb=...)` creates the volume on first use and reuses it by name
     afterwards (a different size or interface for an existing name is refused, not ignored);
-    `VolumeSpec(volume_id=...)` attaches an existing one;
+    `VolumeSpec(volume_id=...)` and `VolumeSpec(name=...)` without a size attach an existing one,
+    as it is;
   - a volume appears at `mount_path`, or /volumes/<name>;
   - a `file` volume is shared by any number of live tasks; a `block` volume is attached to one
     live task at a time, and a second one gets VOLUME_ERROR naming the holder.
@@ -76,7 +77,12 @@ def new_volume_violations(
         interface=interface,  # type: ignore[arg-type]  # see above
         iops=iops,  # type: ignore[arg-type]  # see above
     )
-    return volume_spec_violations(spec)
+    sized = (
+        ()
+        if size_gb is not None
+        else (violation("size_gb", None, "is required for a new volume", "give size_gb, e.g. 100"),)
+    )
+    return volume_spec_violations(spec) + sized
 
 
 def make_volume(
@@ -175,6 +181,7 @@ def resolve_volumes(
     mounts: list[VolumeMount] = []
     problems: list[FieldViolation] = []
     missing: list[str] = []
+    missing_names: list[str] = []
     used: dict[str, str] = {}
     for i, spec in enumerate(specs):
         path = f"volumes[{i}]"
@@ -196,7 +203,10 @@ def resolve_volumes(
         else:
             assert spec.name is not None
             found = by_name.get(spec.name)
-            if found is not None:
+            if found is None and spec.size_gb is None:
+                missing_names.append(spec.name)
+                continue
+            if found is not None and spec.size_gb is not None:
                 bad = _mismatch(path, spec, found)
                 if bad:
                     problems.extend(bad)
@@ -235,6 +245,19 @@ def resolve_volumes(
                     "or create one by name: VolumeSpec(name=..., size_gb=...)",
                 ),
                 metadata=(("volume", missing[0]),),
+            )
+        )
+    if missing_names:
+        shown = ", ".join(repr(n) for n in missing_names)
+        return Failure(
+            DomainError(
+                reason=ErrorReason.RESOURCE_NOT_FOUND,
+                message=f"No volume named {shown}",
+                suggestions=(
+                    "list volumes with `flow volumes list`",
+                    f"or give size_gb to create it on first use: VolumeSpec(name={missing_names[0]!r}, size_gb=...)",
+                ),
+                metadata=(("volume", missing_names[0]),),
             )
         )
     if problems:

@@ -97,6 +97,71 @@ func (TaskState) EnumDescriptor() ([]byte, []int) {
 	return file_flowapi_v1_task_proto_rawDescGZIP(), []int{0}
 }
 
+// Slurm's dependency types, with Slurm's meaning.
+type DependencyCondition int32
+
+const (
+	// Treated as AFTER_OK.
+	DependencyCondition_DEPENDENCY_CONDITION_UNSPECIFIED DependencyCondition = 0
+	// The task COMPLETED (exit status 0).
+	DependencyCondition_DEPENDENCY_CONDITION_AFTER_OK DependencyCondition = 1
+	// The task ended, however it ended.
+	DependencyCondition_DEPENDENCY_CONDITION_AFTER_ANY DependencyCondition = 2
+	// The task ended and did not complete (FAILED, CANCELLED, PREEMPTED).
+	DependencyCondition_DEPENDENCY_CONDITION_AFTER_NOT_OK DependencyCondition = 3
+	// The task started (or ended without starting).
+	DependencyCondition_DEPENDENCY_CONDITION_AFTER DependencyCondition = 4
+	// Every earlier live task of the same name (of this flowd) has ended; task_id is empty.
+	DependencyCondition_DEPENDENCY_CONDITION_SINGLETON DependencyCondition = 5
+)
+
+// Enum value maps for DependencyCondition.
+var (
+	DependencyCondition_name = map[int32]string{
+		0: "DEPENDENCY_CONDITION_UNSPECIFIED",
+		1: "DEPENDENCY_CONDITION_AFTER_OK",
+		2: "DEPENDENCY_CONDITION_AFTER_ANY",
+		3: "DEPENDENCY_CONDITION_AFTER_NOT_OK",
+		4: "DEPENDENCY_CONDITION_AFTER",
+		5: "DEPENDENCY_CONDITION_SINGLETON",
+	}
+	DependencyCondition_value = map[string]int32{
+		"DEPENDENCY_CONDITION_UNSPECIFIED":  0,
+		"DEPENDENCY_CONDITION_AFTER_OK":     1,
+		"DEPENDENCY_CONDITION_AFTER_ANY":    2,
+		"DEPENDENCY_CONDITION_AFTER_NOT_OK": 3,
+		"DEPENDENCY_CONDITION_AFTER":        4,
+		"DEPENDENCY_CONDITION_SINGLETON":    5,
+	}
+)
+
+func (x DependencyCondition) Enum() *DependencyCondition {
+	p := new(DependencyCondition)
+	*p = x
+	return p
+}
+
+func (x DependencyCondition) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (DependencyCondition) Descriptor() protoreflect.EnumDescriptor {
+	return file_flowapi_v1_task_proto_enumTypes[1].Descriptor()
+}
+
+func (DependencyCondition) Type() protoreflect.EnumType {
+	return &file_flowapi_v1_task_proto_enumTypes[1]
+}
+
+func (x DependencyCondition) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use DependencyCondition.Descriptor instead.
+func (DependencyCondition) EnumDescriptor() ([]byte, []int) {
+	return file_flowapi_v1_task_proto_rawDescGZIP(), []int{1}
+}
+
 // How function arguments and results are encoded.
 type ValueEncoding int32
 
@@ -134,11 +199,11 @@ func (x ValueEncoding) String() string {
 }
 
 func (ValueEncoding) Descriptor() protoreflect.EnumDescriptor {
-	return file_flowapi_v1_task_proto_enumTypes[1].Descriptor()
+	return file_flowapi_v1_task_proto_enumTypes[2].Descriptor()
 }
 
 func (ValueEncoding) Type() protoreflect.EnumType {
-	return &file_flowapi_v1_task_proto_enumTypes[1]
+	return &file_flowapi_v1_task_proto_enumTypes[2]
 }
 
 func (x ValueEncoding) Number() protoreflect.EnumNumber {
@@ -147,7 +212,7 @@ func (x ValueEncoding) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ValueEncoding.Descriptor instead.
 func (ValueEncoding) EnumDescriptor() ([]byte, []int) {
-	return file_flowapi_v1_task_proto_rawDescGZIP(), []int{1}
+	return file_flowapi_v1_task_proto_rawDescGZIP(), []int{2}
 }
 
 // A task: one unit of work (a command, a shell string or a script) run by a provider.
@@ -443,10 +508,20 @@ type TaskSpec struct {
 	// Secret environment variables: name -> value. flowd gives them to the task and stores them
 	// privately, but never returns the values: in a Task they come back as empty strings.
 	SecretEnv map[string]string `protobuf:"bytes,22,rep,name=secret_env,json=secretEnv,proto3" json:"secret_env,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Tasks this one waits for, each with a condition (Slurm's --dependency). Until every
+	// condition holds the task is PENDING, its state_reason naming what it waits for. A condition
+	// that can never hold (AFTER_OK of a task that FAILED or was cancelled) ends the task
+	// CANCELLED, its state_reason naming the dependency, and so its own dependents, transitively.
+	DependsOn []*Dependency `protobuf:"bytes,23,rep,name=depends_on,json=dependsOn,proto3" json:"depends_on,omitempty"`
+	// Not before this instant (sbatch's --begin).
+	StartAfter *timestamppb.Timestamp `protobuf:"bytes,24,opt,name=start_after,json=startAfter,proto3" json:"start_after,omitempty"`
+	// Order among the user's waiting tasks: higher first; equal priorities keep submission order.
+	// From -10000 to 10000; 0 by default.
+	Priority int32 `protobuf:"varint,25,opt,name=priority,proto3" json:"priority,omitempty"`
 	// How many times the task runs again from the start, under the same task_id, when a run is
 	// preempted or its command exits with status 75 (EX_TEMPFAIL: "run me again", e.g. after saving
 	// a checkpoint). 0 (the default): never. Each earlier run is kept in Task.attempts.
-	MaxRetries    int32 `protobuf:"varint,23,opt,name=max_retries,json=maxRetries,proto3" json:"max_retries,omitempty"`
+	MaxRetries    int32 `protobuf:"varint,26,opt,name=max_retries,json=maxRetries,proto3" json:"max_retries,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -635,11 +710,87 @@ func (x *TaskSpec) GetSecretEnv() map[string]string {
 	return nil
 }
 
+func (x *TaskSpec) GetDependsOn() []*Dependency {
+	if x != nil {
+		return x.DependsOn
+	}
+	return nil
+}
+
+func (x *TaskSpec) GetStartAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartAfter
+	}
+	return nil
+}
+
+func (x *TaskSpec) GetPriority() int32 {
+	if x != nil {
+		return x.Priority
+	}
+	return 0
+}
+
 func (x *TaskSpec) GetMaxRetries() int32 {
 	if x != nil {
 		return x.MaxRetries
 	}
 	return 0
+}
+
+// One condition on another task (or, for SINGLETON, on the earlier tasks of the same name).
+type Dependency struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The task waited for, e.g. "t-3kq9x2m4zr". Empty for SINGLETON, which names no task.
+	TaskId string `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	// What must happen to it.
+	Condition     DependencyCondition `protobuf:"varint,2,opt,name=condition,proto3,enum=flowapi.v1.DependencyCondition" json:"condition,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Dependency) Reset() {
+	*x = Dependency{}
+	mi := &file_flowapi_v1_task_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Dependency) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Dependency) ProtoMessage() {}
+
+func (x *Dependency) ProtoReflect() protoreflect.Message {
+	mi := &file_flowapi_v1_task_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Dependency.ProtoReflect.Descriptor instead.
+func (*Dependency) Descriptor() ([]byte, []int) {
+	return file_flowapi_v1_task_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Dependency) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+func (x *Dependency) GetCondition() DependencyCondition {
+	if x != nil {
+		return x.Condition
+	}
+	return DependencyCondition_DEPENDENCY_CONDITION_UNSPECIFIED
 }
 
 // A call of a Python function inside a task.
@@ -668,7 +819,7 @@ type FunctionCall struct {
 
 func (x *FunctionCall) Reset() {
 	*x = FunctionCall{}
-	mi := &file_flowapi_v1_task_proto_msgTypes[3]
+	mi := &file_flowapi_v1_task_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -680,7 +831,7 @@ func (x *FunctionCall) String() string {
 func (*FunctionCall) ProtoMessage() {}
 
 func (x *FunctionCall) ProtoReflect() protoreflect.Message {
-	mi := &file_flowapi_v1_task_proto_msgTypes[3]
+	mi := &file_flowapi_v1_task_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -693,7 +844,7 @@ func (x *FunctionCall) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FunctionCall.ProtoReflect.Descriptor instead.
 func (*FunctionCall) Descriptor() ([]byte, []int) {
-	return file_flowapi_v1_task_proto_rawDescGZIP(), []int{3}
+	return file_flowapi_v1_task_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *FunctionCall) GetPath() string {
@@ -773,7 +924,7 @@ type VolumeSpec struct {
 
 func (x *VolumeSpec) Reset() {
 	*x = VolumeSpec{}
-	mi := &file_flowapi_v1_task_proto_msgTypes[4]
+	mi := &file_flowapi_v1_task_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -785,7 +936,7 @@ func (x *VolumeSpec) String() string {
 func (*VolumeSpec) ProtoMessage() {}
 
 func (x *VolumeSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_flowapi_v1_task_proto_msgTypes[4]
+	mi := &file_flowapi_v1_task_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -798,7 +949,7 @@ func (x *VolumeSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeSpec.ProtoReflect.Descriptor instead.
 func (*VolumeSpec) Descriptor() ([]byte, []int) {
-	return file_flowapi_v1_task_proto_rawDescGZIP(), []int{4}
+	return file_flowapi_v1_task_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *VolumeSpec) GetName() string {
@@ -856,7 +1007,7 @@ type MountSpec struct {
 
 func (x *MountSpec) Reset() {
 	*x = MountSpec{}
-	mi := &file_flowapi_v1_task_proto_msgTypes[5]
+	mi := &file_flowapi_v1_task_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -868,7 +1019,7 @@ func (x *MountSpec) String() string {
 func (*MountSpec) ProtoMessage() {}
 
 func (x *MountSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_flowapi_v1_task_proto_msgTypes[5]
+	mi := &file_flowapi_v1_task_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -881,7 +1032,7 @@ func (x *MountSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MountSpec.ProtoReflect.Descriptor instead.
 func (*MountSpec) Descriptor() ([]byte, []int) {
-	return file_flowapi_v1_task_proto_rawDescGZIP(), []int{5}
+	return file_flowapi_v1_task_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *MountSpec) GetSource() string {
@@ -931,7 +1082,7 @@ const file_flowapi_v1_task_proto_rawDesc = "" +
 	"start_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
 	"\bend_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\aendTimeB\f\n" +
 	"\n" +
-	"_exit_code\"\xe9\b\n" +
+	"_exit_code\"\xf9\t\n" +
 	"\bTaskSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12#\n" +
 	"\rinstance_type\x18\x02 \x01(\tR\finstanceType\x12.\n" +
@@ -960,8 +1111,13 @@ const file_flowapi_v1_task_proto_rawDesc = "" +
 	"\rfunction_call\x18\x14 \x01(\v2\x18.flowapi.v1.FunctionCallR\ffunctionCall\x12 \n" +
 	"\tmemory_mb\x18\x15 \x01(\x05H\x05R\bmemoryMb\x88\x01\x01\x12B\n" +
 	"\n" +
-	"secret_env\x18\x16 \x03(\v2#.flowapi.v1.TaskSpec.SecretEnvEntryR\tsecretEnv\x12\x1f\n" +
-	"\vmax_retries\x18\x17 \x01(\x05R\n" +
+	"secret_env\x18\x16 \x03(\v2#.flowapi.v1.TaskSpec.SecretEnvEntryR\tsecretEnv\x125\n" +
+	"\n" +
+	"depends_on\x18\x17 \x03(\v2\x16.flowapi.v1.DependencyR\tdependsOn\x12;\n" +
+	"\vstart_after\x18\x18 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"startAfter\x12\x1a\n" +
+	"\bpriority\x18\x19 \x01(\x05R\bpriority\x12\x1f\n" +
+	"\vmax_retries\x18\x1a \x01(\x05R\n" +
 	"maxRetries\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
@@ -975,7 +1131,11 @@ const file_flowapi_v1_task_proto_rawDesc = "" +
 	"\x1a_max_price_per_hour_microsB\x15\n" +
 	"\x13_max_run_time_hoursB\f\n" +
 	"\n" +
-	"_memory_mb\"\xb3\x02\n" +
+	"_memory_mb\"d\n" +
+	"\n" +
+	"Dependency\x12\x17\n" +
+	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12=\n" +
+	"\tcondition\x18\x02 \x01(\x0e2\x1f.flowapi.v1.DependencyConditionR\tcondition\"\xb3\x02\n" +
 	"\fFunctionCall\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x16\n" +
 	"\x06module\x18\x02 \x01(\tR\x06module\x12\x1a\n" +
@@ -1005,7 +1165,14 @@ const file_flowapi_v1_task_proto_rawDesc = "" +
 	"\x14TASK_STATE_COMPLETED\x10\x04\x12\x15\n" +
 	"\x11TASK_STATE_FAILED\x10\x05\x12\x18\n" +
 	"\x14TASK_STATE_CANCELLED\x10\x06\x12\x18\n" +
-	"\x14TASK_STATE_PREEMPTED\x10\a*c\n" +
+	"\x14TASK_STATE_PREEMPTED\x10\a*\xed\x01\n" +
+	"\x13DependencyCondition\x12$\n" +
+	" DEPENDENCY_CONDITION_UNSPECIFIED\x10\x00\x12!\n" +
+	"\x1dDEPENDENCY_CONDITION_AFTER_OK\x10\x01\x12\"\n" +
+	"\x1eDEPENDENCY_CONDITION_AFTER_ANY\x10\x02\x12%\n" +
+	"!DEPENDENCY_CONDITION_AFTER_NOT_OK\x10\x03\x12\x1e\n" +
+	"\x1aDEPENDENCY_CONDITION_AFTER\x10\x04\x12\"\n" +
+	"\x1eDEPENDENCY_CONDITION_SINGLETON\x10\x05*c\n" +
 	"\rValueEncoding\x12\x1e\n" +
 	"\x1aVALUE_ENCODING_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13VALUE_ENCODING_JSON\x10\x01\x12\x19\n" +
@@ -1026,46 +1193,51 @@ func file_flowapi_v1_task_proto_rawDescGZIP() []byte {
 	return file_flowapi_v1_task_proto_rawDescData
 }
 
-var file_flowapi_v1_task_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_flowapi_v1_task_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_flowapi_v1_task_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_flowapi_v1_task_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_flowapi_v1_task_proto_goTypes = []any{
 	(TaskState)(0),                // 0: flowapi.v1.TaskState
-	(ValueEncoding)(0),            // 1: flowapi.v1.ValueEncoding
-	(*Task)(nil),                  // 2: flowapi.v1.Task
-	(*TaskAttempt)(nil),           // 3: flowapi.v1.TaskAttempt
-	(*TaskSpec)(nil),              // 4: flowapi.v1.TaskSpec
-	(*FunctionCall)(nil),          // 5: flowapi.v1.FunctionCall
-	(*VolumeSpec)(nil),            // 6: flowapi.v1.VolumeSpec
-	(*MountSpec)(nil),             // 7: flowapi.v1.MountSpec
-	nil,                           // 8: flowapi.v1.TaskSpec.EnvEntry
-	nil,                           // 9: flowapi.v1.TaskSpec.SecretEnvEntry
-	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
-	(*structpb.ListValue)(nil),    // 11: google.protobuf.ListValue
-	(*structpb.Struct)(nil),       // 12: google.protobuf.Struct
+	(DependencyCondition)(0),      // 1: flowapi.v1.DependencyCondition
+	(ValueEncoding)(0),            // 2: flowapi.v1.ValueEncoding
+	(*Task)(nil),                  // 3: flowapi.v1.Task
+	(*TaskAttempt)(nil),           // 4: flowapi.v1.TaskAttempt
+	(*TaskSpec)(nil),              // 5: flowapi.v1.TaskSpec
+	(*Dependency)(nil),            // 6: flowapi.v1.Dependency
+	(*FunctionCall)(nil),          // 7: flowapi.v1.FunctionCall
+	(*VolumeSpec)(nil),            // 8: flowapi.v1.VolumeSpec
+	(*MountSpec)(nil),             // 9: flowapi.v1.MountSpec
+	nil,                           // 10: flowapi.v1.TaskSpec.EnvEntry
+	nil,                           // 11: flowapi.v1.TaskSpec.SecretEnvEntry
+	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
+	(*structpb.ListValue)(nil),    // 13: google.protobuf.ListValue
+	(*structpb.Struct)(nil),       // 14: google.protobuf.Struct
 }
 var file_flowapi_v1_task_proto_depIdxs = []int32{
-	4,  // 0: flowapi.v1.Task.spec:type_name -> flowapi.v1.TaskSpec
+	5,  // 0: flowapi.v1.Task.spec:type_name -> flowapi.v1.TaskSpec
 	0,  // 1: flowapi.v1.Task.state:type_name -> flowapi.v1.TaskState
-	10, // 2: flowapi.v1.Task.create_time:type_name -> google.protobuf.Timestamp
-	10, // 3: flowapi.v1.Task.start_time:type_name -> google.protobuf.Timestamp
-	10, // 4: flowapi.v1.Task.end_time:type_name -> google.protobuf.Timestamp
-	3,  // 5: flowapi.v1.Task.attempts:type_name -> flowapi.v1.TaskAttempt
+	12, // 2: flowapi.v1.Task.create_time:type_name -> google.protobuf.Timestamp
+	12, // 3: flowapi.v1.Task.start_time:type_name -> google.protobuf.Timestamp
+	12, // 4: flowapi.v1.Task.end_time:type_name -> google.protobuf.Timestamp
+	4,  // 5: flowapi.v1.Task.attempts:type_name -> flowapi.v1.TaskAttempt
 	0,  // 6: flowapi.v1.TaskAttempt.state:type_name -> flowapi.v1.TaskState
-	10, // 7: flowapi.v1.TaskAttempt.start_time:type_name -> google.protobuf.Timestamp
-	10, // 8: flowapi.v1.TaskAttempt.end_time:type_name -> google.protobuf.Timestamp
-	8,  // 9: flowapi.v1.TaskSpec.env:type_name -> flowapi.v1.TaskSpec.EnvEntry
-	6,  // 10: flowapi.v1.TaskSpec.volumes:type_name -> flowapi.v1.VolumeSpec
-	7,  // 11: flowapi.v1.TaskSpec.data_mounts:type_name -> flowapi.v1.MountSpec
-	5,  // 12: flowapi.v1.TaskSpec.function_call:type_name -> flowapi.v1.FunctionCall
-	9,  // 13: flowapi.v1.TaskSpec.secret_env:type_name -> flowapi.v1.TaskSpec.SecretEnvEntry
-	11, // 14: flowapi.v1.FunctionCall.args:type_name -> google.protobuf.ListValue
-	12, // 15: flowapi.v1.FunctionCall.kwargs:type_name -> google.protobuf.Struct
-	1,  // 16: flowapi.v1.FunctionCall.encoding:type_name -> flowapi.v1.ValueEncoding
-	17, // [17:17] is the sub-list for method output_type
-	17, // [17:17] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	12, // 7: flowapi.v1.TaskAttempt.start_time:type_name -> google.protobuf.Timestamp
+	12, // 8: flowapi.v1.TaskAttempt.end_time:type_name -> google.protobuf.Timestamp
+	10, // 9: flowapi.v1.TaskSpec.env:type_name -> flowapi.v1.TaskSpec.EnvEntry
+	8,  // 10: flowapi.v1.TaskSpec.volumes:type_name -> flowapi.v1.VolumeSpec
+	9,  // 11: flowapi.v1.TaskSpec.data_mounts:type_name -> flowapi.v1.MountSpec
+	7,  // 12: flowapi.v1.TaskSpec.function_call:type_name -> flowapi.v1.FunctionCall
+	11, // 13: flowapi.v1.TaskSpec.secret_env:type_name -> flowapi.v1.TaskSpec.SecretEnvEntry
+	6,  // 14: flowapi.v1.TaskSpec.depends_on:type_name -> flowapi.v1.Dependency
+	12, // 15: flowapi.v1.TaskSpec.start_after:type_name -> google.protobuf.Timestamp
+	1,  // 16: flowapi.v1.Dependency.condition:type_name -> flowapi.v1.DependencyCondition
+	13, // 17: flowapi.v1.FunctionCall.args:type_name -> google.protobuf.ListValue
+	14, // 18: flowapi.v1.FunctionCall.kwargs:type_name -> google.protobuf.Struct
+	2,  // 19: flowapi.v1.FunctionCall.encoding:type_name -> flowapi.v1.ValueEncoding
+	20, // [20:20] is the sub-list for method output_type
+	20, // [20:20] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_flowapi_v1_task_proto_init() }
@@ -1081,8 +1253,8 @@ func file_flowapi_v1_task_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flowapi_v1_task_proto_rawDesc), len(file_flowapi_v1_task_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   8,
+			NumEnums:      3,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -67,6 +67,42 @@ TASK_STATE_PREEMPTED: TaskState.ValueType  # 7
 """The provider took the resources back."""
 Global___TaskState: _TypeAlias = TaskState  # noqa: Y015
 
+class _DependencyCondition:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DependencyConditionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DependencyCondition.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DEPENDENCY_CONDITION_UNSPECIFIED: _DependencyCondition.ValueType  # 0
+    """Treated as AFTER_OK."""
+    DEPENDENCY_CONDITION_AFTER_OK: _DependencyCondition.ValueType  # 1
+    """The task COMPLETED (exit status 0)."""
+    DEPENDENCY_CONDITION_AFTER_ANY: _DependencyCondition.ValueType  # 2
+    """The task ended, however it ended."""
+    DEPENDENCY_CONDITION_AFTER_NOT_OK: _DependencyCondition.ValueType  # 3
+    """The task ended and did not complete (FAILED, CANCELLED, PREEMPTED)."""
+    DEPENDENCY_CONDITION_AFTER: _DependencyCondition.ValueType  # 4
+    """The task started (or ended without starting)."""
+    DEPENDENCY_CONDITION_SINGLETON: _DependencyCondition.ValueType  # 5
+    """Every earlier live task of the same name (of this flowd) has ended; task_id is empty."""
+
+class DependencyCondition(_DependencyCondition, metaclass=_DependencyConditionEnumTypeWrapper):
+    """Slurm's dependency types, with Slurm's meaning."""
+
+DEPENDENCY_CONDITION_UNSPECIFIED: DependencyCondition.ValueType  # 0
+"""Treated as AFTER_OK."""
+DEPENDENCY_CONDITION_AFTER_OK: DependencyCondition.ValueType  # 1
+"""The task COMPLETED (exit status 0)."""
+DEPENDENCY_CONDITION_AFTER_ANY: DependencyCondition.ValueType  # 2
+"""The task ended, however it ended."""
+DEPENDENCY_CONDITION_AFTER_NOT_OK: DependencyCondition.ValueType  # 3
+"""The task ended and did not complete (FAILED, CANCELLED, PREEMPTED)."""
+DEPENDENCY_CONDITION_AFTER: DependencyCondition.ValueType  # 4
+"""The task started (or ended without starting)."""
+DEPENDENCY_CONDITION_SINGLETON: DependencyCondition.ValueType  # 5
+"""Every earlier live task of the same name (of this flowd) has ended; task_id is empty."""
+Global___DependencyCondition: _TypeAlias = DependencyCondition  # noqa: Y015
+
 class _ValueEncoding:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -294,6 +330,9 @@ class TaskSpec(_message.Message):
     FUNCTION_CALL_FIELD_NUMBER: _builtins.int
     MEMORY_MB_FIELD_NUMBER: _builtins.int
     SECRET_ENV_FIELD_NUMBER: _builtins.int
+    DEPENDS_ON_FIELD_NUMBER: _builtins.int
+    START_AFTER_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
     MAX_RETRIES_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Alphanumeric, dash and underscore. Empty: flowd derives one."""
@@ -331,6 +370,10 @@ class TaskSpec(_message.Message):
     """
     memory_mb: _builtins.int
     """RAM the task needs per node, in MB."""
+    priority: _builtins.int
+    """Order among the user's waiting tasks: higher first; equal priorities keep submission order.
+    From -10000 to 10000; 0 by default.
+    """
     max_retries: _builtins.int
     """How many times the task runs again from the start, under the same task_id, when a run is
     preempted or its command exits with status 75 (EX_TEMPFAIL: "run me again", e.g. after saving
@@ -368,6 +411,18 @@ class TaskSpec(_message.Message):
         privately, but never returns the values: in a Task they come back as empty strings.
         """
 
+    @_builtins.property
+    def depends_on(self) -> _containers.RepeatedCompositeFieldContainer[Global___Dependency]:
+        """Tasks this one waits for, each with a condition (Slurm's --dependency). Until every
+        condition holds the task is PENDING, its state_reason naming what it waits for. A condition
+        that can never hold (AFTER_OK of a task that FAILED or was cancelled) ends the task
+        CANCELLED, its state_reason naming the dependency, and so its own dependents, transitively.
+        """
+
+    @_builtins.property
+    def start_after(self) -> _timestamp_pb2.Timestamp:
+        """Not before this instant (sbatch's --begin)."""
+
     def __init__(
         self,
         *,
@@ -393,11 +448,14 @@ class TaskSpec(_message.Message):
         function_call: Global___FunctionCall | None = ...,
         memory_mb: _builtins.int | None = ...,
         secret_env: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        depends_on: _abc.Iterable[Global___Dependency] | None = ...,
+        start_after: _timestamp_pb2.Timestamp | None = ...,
+        priority: _builtins.int = ...,
         max_retries: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_price_per_hour_micros", b"_max_price_per_hour_micros", "_max_run_time_hours", b"_max_run_time_hours", "_memory_mb", b"_memory_mb", "_min_gpu_memory_gb", b"_min_gpu_memory_gb", "_script", b"_script", "_shell", b"_shell", "function_call", b"function_call", "max_price_per_hour_micros", b"max_price_per_hour_micros", "max_run_time_hours", b"max_run_time_hours", "memory_mb", b"memory_mb", "min_gpu_memory_gb", b"min_gpu_memory_gb", "script", b"script", "shell", b"shell"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_price_per_hour_micros", b"_max_price_per_hour_micros", "_max_run_time_hours", b"_max_run_time_hours", "_memory_mb", b"_memory_mb", "_min_gpu_memory_gb", b"_min_gpu_memory_gb", "_script", b"_script", "_shell", b"_shell", "function_call", b"function_call", "max_price_per_hour_micros", b"max_price_per_hour_micros", "max_run_time_hours", b"max_run_time_hours", "memory_mb", b"memory_mb", "min_gpu_memory_gb", b"min_gpu_memory_gb", "script", b"script", "shell", b"shell", "start_after", b"start_after"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_price_per_hour_micros", b"_max_price_per_hour_micros", "_max_run_time_hours", b"_max_run_time_hours", "_memory_mb", b"_memory_mb", "_min_gpu_memory_gb", b"_min_gpu_memory_gb", "_script", b"_script", "_shell", b"_shell", "code_digest", b"code_digest", "code_root", b"code_root", "command", b"command", "data_mounts", b"data_mounts", "env", b"env", "function_call", b"function_call", "image", b"image", "instance_type", b"instance_type", "max_price_per_hour_micros", b"max_price_per_hour_micros", "max_retries", b"max_retries", "max_run_time_hours", b"max_run_time_hours", "memory_mb", b"memory_mb", "min_gpu_memory_gb", b"min_gpu_memory_gb", "name", b"name", "num_instances", b"num_instances", "region", b"region", "script", b"script", "secret_env", b"secret_env", "shell", b"shell", "ssh_keys", b"ssh_keys", "upload_code", b"upload_code", "volumes", b"volumes", "working_dir", b"working_dir"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_price_per_hour_micros", b"_max_price_per_hour_micros", "_max_run_time_hours", b"_max_run_time_hours", "_memory_mb", b"_memory_mb", "_min_gpu_memory_gb", b"_min_gpu_memory_gb", "_script", b"_script", "_shell", b"_shell", "code_digest", b"code_digest", "code_root", b"code_root", "command", b"command", "data_mounts", b"data_mounts", "depends_on", b"depends_on", "env", b"env", "function_call", b"function_call", "image", b"image", "instance_type", b"instance_type", "max_price_per_hour_micros", b"max_price_per_hour_micros", "max_retries", b"max_retries", "max_run_time_hours", b"max_run_time_hours", "memory_mb", b"memory_mb", "min_gpu_memory_gb", b"min_gpu_memory_gb", "name", b"name", "num_instances", b"num_instances", "priority", b"priority", "region", b"region", "script", b"script", "secret_env", b"secret_env", "shell", b"shell", "ssh_keys", b"ssh_keys", "start_after", b"start_after", "upload_code", b"upload_code", "volumes", b"volumes", "working_dir", b"working_dir"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_price_per_hour_micros: _TypeAlias = _typing.Literal["max_price_per_hour_micros"]  # noqa: Y015
     _WhichOneofArgType__max_price_per_hour_micros: _TypeAlias = _typing.Literal["_max_price_per_hour_micros", b"_max_price_per_hour_micros"]  # noqa: Y015
@@ -425,6 +483,32 @@ class TaskSpec(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__shell) -> _WhichOneofReturnType__shell | None: ...
 
 Global___TaskSpec: _TypeAlias = TaskSpec  # noqa: Y015
+
+@_typing.final
+class Dependency(_message.Message):
+    """One condition on another task (or, for SINGLETON, on the earlier tasks of the same name)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    CONDITION_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    """The task waited for, e.g. "t-3kq9x2m4zr". Empty for SINGLETON, which names no task."""
+    condition: Global___DependencyCondition.ValueType
+    """What must happen to it."""
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+        condition: Global___DependencyCondition.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["condition", b"condition", "task_id", b"task_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Dependency: _TypeAlias = Dependency  # noqa: Y015
 
 @_typing.final
 class FunctionCall(_message.Message):

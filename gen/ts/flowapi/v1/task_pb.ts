@@ -12,7 +12,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file flowapi/v1/task.proto.
  */
 export const file_flowapi_v1_task: GenFile = /*@__PURE__*/
-  fileDesc("ChVmbG93YXBpL3YxL3Rhc2sucHJvdG8SCmZsb3dhcGkudjEirAMKBFRhc2sSDAoEbmFtZRgBIAEoCRIPCgd0YXNrX2lkGAIgASgJEiIKBHNwZWMYAyABKAsyFC5mbG93YXBpLnYxLlRhc2tTcGVjEiQKBXN0YXRlGAQgASgOMhUuZmxvd2FwaS52MS5UYXNrU3RhdGUSFgoJZXhpdF9jb2RlGAUgASgFSACIAQESFAoMc3RhdGVfcmVhc29uGAYgASgJEi8KC2NyZWF0ZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpzdGFydF90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIcHJvdmlkZXIYCiABKAkSFQoNaW5zdGFuY2VfdHlwZRgLIAEoCRIcChRjb3N0X3Blcl9ob3VyX21pY3JvcxgMIAEoAxIpCghhdHRlbXB0cxgNIAMoCzIXLmZsb3dhcGkudjEuVGFza0F0dGVtcHRCDAoKX2V4aXRfY29kZSLNAQoLVGFza0F0dGVtcHQSJAoFc3RhdGUYASABKA4yFS5mbG93YXBpLnYxLlRhc2tTdGF0ZRIUCgxzdGF0ZV9yZWFzb24YAiABKAkSFgoJZXhpdF9jb2RlGAMgASgFSACIAQESLgoKc3RhcnRfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgwKCl9leGl0X2NvZGUi0AYKCFRhc2tTcGVjEgwKBG5hbWUYASABKAkSFQoNaW5zdGFuY2VfdHlwZRgCIAEoCRIeChFtaW5fZ3B1X21lbW9yeV9nYhgDIAEoBUgAiAEBEg8KB2NvbW1hbmQYBCADKAkSEgoFc2hlbGwYBSABKAlIAYgBARITCgZzY3JpcHQYBiABKAlIAogBARINCgVpbWFnZRgHIAEoCRIqCgNlbnYYCCADKAsyHS5mbG93YXBpLnYxLlRhc2tTcGVjLkVudkVudHJ5EhMKC3dvcmtpbmdfZGlyGAkgASgJEicKB3ZvbHVtZXMYCiADKAsyFi5mbG93YXBpLnYxLlZvbHVtZVNwZWMSJgoZbWF4X3ByaWNlX3Blcl9ob3VyX21pY3JvcxgLIAEoA0gDiAEBEh8KEm1heF9ydW5fdGltZV9ob3VycxgMIAEoAUgEiAEBEg4KBnJlZ2lvbhgNIAEoCRIVCg1udW1faW5zdGFuY2VzGA4gASgFEhAKCHNzaF9rZXlzGA8gAygJEhMKC3VwbG9hZF9jb2RlGBAgASgIEioKC2RhdGFfbW91bnRzGBEgAygLMhUuZmxvd2FwaS52MS5Nb3VudFNwZWMSEQoJY29kZV9yb290GBIgASgJEhMKC2NvZGVfZGlnZXN0GBMgASgJEi8KDWZ1bmN0aW9uX2NhbGwYFCABKAsyGC5mbG93YXBpLnYxLkZ1bmN0aW9uQ2FsbBIWCgltZW1vcnlfbWIYFSABKAVIBYgBARI3CgpzZWNyZXRfZW52GBYgAygLMiMuZmxvd2FwaS52MS5UYXNrU3BlYy5TZWNyZXRFbnZFbnRyeRITCgttYXhfcmV0cmllcxgXIAEoBRoqCghFbnZFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGjAKDlNlY3JldEVudkVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCFAoSX21pbl9ncHVfbWVtb3J5X2diQggKBl9zaGVsbEIJCgdfc2NyaXB0QhwKGl9tYXhfcHJpY2VfcGVyX2hvdXJfbWljcm9zQhUKE19tYXhfcnVuX3RpbWVfaG91cnNCDAoKX21lbW9yeV9tYiLpAQoMRnVuY3Rpb25DYWxsEgwKBHBhdGgYASABKAkSDgoGbW9kdWxlGAIgASgJEhAKCGZ1bmN0aW9uGAMgASgJEigKBGFyZ3MYBCABKAsyGi5nb29nbGUucHJvdG9idWYuTGlzdFZhbHVlEicKBmt3YXJncxgFIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSKwoIZW5jb2RpbmcYBiABKA4yGS5mbG93YXBpLnYxLlZhbHVlRW5jb2RpbmcSGQoRcGlja2xlZF9hcmd1bWVudHMYByABKAwSDgoGcHl0aG9uGAggASgJInMKClZvbHVtZVNwZWMSDAoEbmFtZRgBIAEoCRIPCgdzaXplX2diGAIgASgFEhIKCm1vdW50X3BhdGgYAyABKAkSEQoJaW50ZXJmYWNlGAQgASgJEgwKBGlvcHMYBSABKAUSEQoJdm9sdW1lX2lkGAYgASgJIisKCU1vdW50U3BlYxIOCgZzb3VyY2UYASABKAkSDgoGdGFyZ2V0GAIgASgJKtkBCglUYXNrU3RhdGUSGgoWVEFTS19TVEFURV9VTlNQRUNJRklFRBAAEhYKElRBU0tfU1RBVEVfUEVORElORxABEhsKF1RBU0tfU1RBVEVfUFJPVklTSU9OSU5HEAISFgoSVEFTS19TVEFURV9SVU5OSU5HEAMSGAoUVEFTS19TVEFURV9DT01QTEVURUQQBBIVChFUQVNLX1NUQVRFX0ZBSUxFRBAFEhgKFFRBU0tfU1RBVEVfQ0FOQ0VMTEVEEAYSGAoUVEFTS19TVEFURV9QUkVFTVBURUQQBypjCg1WYWx1ZUVuY29kaW5nEh4KGlZBTFVFX0VOQ09ESU5HX1VOU1BFQ0lGSUVEEAASFwoTVkFMVUVfRU5DT0RJTkdfSlNPThABEhkKFVZBTFVFX0VOQ09ESU5HX1BJQ0tMRRACYgZwcm90bzM", [file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("ChVmbG93YXBpL3YxL3Rhc2sucHJvdG8SCmZsb3dhcGkudjEirAMKBFRhc2sSDAoEbmFtZRgBIAEoCRIPCgd0YXNrX2lkGAIgASgJEiIKBHNwZWMYAyABKAsyFC5mbG93YXBpLnYxLlRhc2tTcGVjEiQKBXN0YXRlGAQgASgOMhUuZmxvd2FwaS52MS5UYXNrU3RhdGUSFgoJZXhpdF9jb2RlGAUgASgFSACIAQESFAoMc3RhdGVfcmVhc29uGAYgASgJEi8KC2NyZWF0ZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpzdGFydF90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIcHJvdmlkZXIYCiABKAkSFQoNaW5zdGFuY2VfdHlwZRgLIAEoCRIcChRjb3N0X3Blcl9ob3VyX21pY3JvcxgMIAEoAxIpCghhdHRlbXB0cxgNIAMoCzIXLmZsb3dhcGkudjEuVGFza0F0dGVtcHRCDAoKX2V4aXRfY29kZSLNAQoLVGFza0F0dGVtcHQSJAoFc3RhdGUYASABKA4yFS5mbG93YXBpLnYxLlRhc2tTdGF0ZRIUCgxzdGF0ZV9yZWFzb24YAiABKAkSFgoJZXhpdF9jb2RlGAMgASgFSACIAQESLgoKc3RhcnRfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgwKCl9leGl0X2NvZGUivwcKCFRhc2tTcGVjEgwKBG5hbWUYASABKAkSFQoNaW5zdGFuY2VfdHlwZRgCIAEoCRIeChFtaW5fZ3B1X21lbW9yeV9nYhgDIAEoBUgAiAEBEg8KB2NvbW1hbmQYBCADKAkSEgoFc2hlbGwYBSABKAlIAYgBARITCgZzY3JpcHQYBiABKAlIAogBARINCgVpbWFnZRgHIAEoCRIqCgNlbnYYCCADKAsyHS5mbG93YXBpLnYxLlRhc2tTcGVjLkVudkVudHJ5EhMKC3dvcmtpbmdfZGlyGAkgASgJEicKB3ZvbHVtZXMYCiADKAsyFi5mbG93YXBpLnYxLlZvbHVtZVNwZWMSJgoZbWF4X3ByaWNlX3Blcl9ob3VyX21pY3JvcxgLIAEoA0gDiAEBEh8KEm1heF9ydW5fdGltZV9ob3VycxgMIAEoAUgEiAEBEg4KBnJlZ2lvbhgNIAEoCRIVCg1udW1faW5zdGFuY2VzGA4gASgFEhAKCHNzaF9rZXlzGA8gAygJEhMKC3VwbG9hZF9jb2RlGBAgASgIEioKC2RhdGFfbW91bnRzGBEgAygLMhUuZmxvd2FwaS52MS5Nb3VudFNwZWMSEQoJY29kZV9yb290GBIgASgJEhMKC2NvZGVfZGlnZXN0GBMgASgJEi8KDWZ1bmN0aW9uX2NhbGwYFCABKAsyGC5mbG93YXBpLnYxLkZ1bmN0aW9uQ2FsbBIWCgltZW1vcnlfbWIYFSABKAVIBYgBARI3CgpzZWNyZXRfZW52GBYgAygLMiMuZmxvd2FwaS52MS5UYXNrU3BlYy5TZWNyZXRFbnZFbnRyeRIqCgpkZXBlbmRzX29uGBcgAygLMhYuZmxvd2FwaS52MS5EZXBlbmRlbmN5Ei8KC3N0YXJ0X2FmdGVyGBggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCghwcmlvcml0eRgZIAEoBRITCgttYXhfcmV0cmllcxgaIAEoBRoqCghFbnZFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGjAKDlNlY3JldEVudkVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCFAoSX21pbl9ncHVfbWVtb3J5X2diQggKBl9zaGVsbEIJCgdfc2NyaXB0QhwKGl9tYXhfcHJpY2VfcGVyX2hvdXJfbWljcm9zQhUKE19tYXhfcnVuX3RpbWVfaG91cnNCDAoKX21lbW9yeV9tYiJRCgpEZXBlbmRlbmN5Eg8KB3Rhc2tfaWQYASABKAkSMgoJY29uZGl0aW9uGAIgASgOMh8uZmxvd2FwaS52MS5EZXBlbmRlbmN5Q29uZGl0aW9uIukBCgxGdW5jdGlvbkNhbGwSDAoEcGF0aBgBIAEoCRIOCgZtb2R1bGUYAiABKAkSEAoIZnVuY3Rpb24YAyABKAkSKAoEYXJncxgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5MaXN0VmFsdWUSJwoGa3dhcmdzGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIrCghlbmNvZGluZxgGIAEoDjIZLmZsb3dhcGkudjEuVmFsdWVFbmNvZGluZxIZChFwaWNrbGVkX2FyZ3VtZW50cxgHIAEoDBIOCgZweXRob24YCCABKAkicwoKVm9sdW1lU3BlYxIMCgRuYW1lGAEgASgJEg8KB3NpemVfZ2IYAiABKAUSEgoKbW91bnRfcGF0aBgDIAEoCRIRCglpbnRlcmZhY2UYBCABKAkSDAoEaW9wcxgFIAEoBRIRCgl2b2x1bWVfaWQYBiABKAkiKwoJTW91bnRTcGVjEg4KBnNvdXJjZRgBIAEoCRIOCgZ0YXJnZXQYAiABKAkq2QEKCVRhc2tTdGF0ZRIaChZUQVNLX1NUQVRFX1VOU1BFQ0lGSUVEEAASFgoSVEFTS19TVEFURV9QRU5ESU5HEAESGwoXVEFTS19TVEFURV9QUk9WSVNJT05JTkcQAhIWChJUQVNLX1NUQVRFX1JVTk5JTkcQAxIYChRUQVNLX1NUQVRFX0NPTVBMRVRFRBAEEhUKEVRBU0tfU1RBVEVfRkFJTEVEEAUSGAoUVEFTS19TVEFURV9DQU5DRUxMRUQQBhIYChRUQVNLX1NUQVRFX1BSRUVNUFRFRBAHKu0BChNEZXBlbmRlbmN5Q29uZGl0aW9uEiQKIERFUEVOREVOQ1lfQ09ORElUSU9OX1VOU1BFQ0lGSUVEEAASIQodREVQRU5ERU5DWV9DT05ESVRJT05fQUZURVJfT0sQARIiCh5ERVBFTkRFTkNZX0NPTkRJVElPTl9BRlRFUl9BTlkQAhIlCiFERVBFTkRFTkNZX0NPTkRJVElPTl9BRlRFUl9OT1RfT0sQAxIeChpERVBFTkRFTkNZX0NPTkRJVElPTl9BRlRFUhAEEiIKHkRFUEVOREVOQ1lfQ09ORElUSU9OX1NJTkdMRVRPThAFKmMKDVZhbHVlRW5jb2RpbmcSHgoaVkFMVUVfRU5DT0RJTkdfVU5TUEVDSUZJRUQQABIXChNWQUxVRV9FTkNPRElOR19KU09OEAESGQoVVkFMVUVfRU5DT0RJTkdfUElDS0xFEAJiBnByb3RvMw", [file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * A task: one unit of work (a command, a shell string or a script) run by a provider.
@@ -339,11 +339,36 @@ export type TaskSpec = Message<"flowapi.v1.TaskSpec"> & {
   secretEnv: { [key: string]: string };
 
   /**
+   * Tasks this one waits for, each with a condition (Slurm's --dependency). Until every
+   * condition holds the task is PENDING, its state_reason naming what it waits for. A condition
+   * that can never hold (AFTER_OK of a task that FAILED or was cancelled) ends the task
+   * CANCELLED, its state_reason naming the dependency, and so its own dependents, transitively.
+   *
+   * @generated from field: repeated flowapi.v1.Dependency depends_on = 23;
+   */
+  dependsOn: Dependency[];
+
+  /**
+   * Not before this instant (sbatch's --begin).
+   *
+   * @generated from field: google.protobuf.Timestamp start_after = 24;
+   */
+  startAfter?: Timestamp | undefined;
+
+  /**
+   * Order among the user's waiting tasks: higher first; equal priorities keep submission order.
+   * From -10000 to 10000; 0 by default.
+   *
+   * @generated from field: int32 priority = 25;
+   */
+  priority: number;
+
+  /**
    * How many times the task runs again from the start, under the same task_id, when a run is
    * preempted or its command exits with status 75 (EX_TEMPFAIL: "run me again", e.g. after saving
    * a checkpoint). 0 (the default): never. Each earlier run is kept in Task.attempts.
    *
-   * @generated from field: int32 max_retries = 23;
+   * @generated from field: int32 max_retries = 26;
    */
   maxRetries: number;
 };
@@ -354,6 +379,34 @@ export type TaskSpec = Message<"flowapi.v1.TaskSpec"> & {
  */
 export const TaskSpecSchema: GenMessage<TaskSpec> = /*@__PURE__*/
   messageDesc(file_flowapi_v1_task, 2);
+
+/**
+ * One condition on another task (or, for SINGLETON, on the earlier tasks of the same name).
+ *
+ * @generated from message flowapi.v1.Dependency
+ */
+export type Dependency = Message<"flowapi.v1.Dependency"> & {
+  /**
+   * The task waited for, e.g. "t-3kq9x2m4zr". Empty for SINGLETON, which names no task.
+   *
+   * @generated from field: string task_id = 1;
+   */
+  taskId: string;
+
+  /**
+   * What must happen to it.
+   *
+   * @generated from field: flowapi.v1.DependencyCondition condition = 2;
+   */
+  condition: DependencyCondition;
+};
+
+/**
+ * Describes the message flowapi.v1.Dependency.
+ * Use `create(DependencySchema)` to create a new message.
+ */
+export const DependencySchema: GenMessage<Dependency> = /*@__PURE__*/
+  messageDesc(file_flowapi_v1_task, 3);
 
 /**
  * A call of a Python function inside a task.
@@ -424,7 +477,7 @@ export type FunctionCall = Message<"flowapi.v1.FunctionCall"> & {
  * Use `create(FunctionCallSchema)` to create a new message.
  */
 export const FunctionCallSchema: GenMessage<FunctionCall> = /*@__PURE__*/
-  messageDesc(file_flowapi_v1_task, 3);
+  messageDesc(file_flowapi_v1_task, 4);
 
 /**
  * A persistent volume to attach: either a new one (name + size_gb) or an existing one (volume_id).
@@ -480,7 +533,7 @@ export type VolumeSpec = Message<"flowapi.v1.VolumeSpec"> & {
  * Use `create(VolumeSpecSchema)` to create a new message.
  */
 export const VolumeSpecSchema: GenMessage<VolumeSpec> = /*@__PURE__*/
-  messageDesc(file_flowapi_v1_task, 4);
+  messageDesc(file_flowapi_v1_task, 5);
 
 /**
  * A read-only data source mounted into the task.
@@ -508,7 +561,7 @@ export type MountSpec = Message<"flowapi.v1.MountSpec"> & {
  * Use `create(MountSpecSchema)` to create a new message.
  */
 export const MountSpecSchema: GenMessage<MountSpec> = /*@__PURE__*/
-  messageDesc(file_flowapi_v1_task, 5);
+  messageDesc(file_flowapi_v1_task, 6);
 
 /**
  * The life cycle of a task. PENDING -> (PROVISIONING) -> RUNNING -> COMPLETED | FAILED |
@@ -581,6 +634,61 @@ export const TaskStateSchema: GenEnum<TaskState> = /*@__PURE__*/
   enumDesc(file_flowapi_v1_task, 0);
 
 /**
+ * Slurm's dependency types, with Slurm's meaning.
+ *
+ * @generated from enum flowapi.v1.DependencyCondition
+ */
+export enum DependencyCondition {
+  /**
+   * Treated as AFTER_OK.
+   *
+   * @generated from enum value: DEPENDENCY_CONDITION_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The task COMPLETED (exit status 0).
+   *
+   * @generated from enum value: DEPENDENCY_CONDITION_AFTER_OK = 1;
+   */
+  AFTER_OK = 1,
+
+  /**
+   * The task ended, however it ended.
+   *
+   * @generated from enum value: DEPENDENCY_CONDITION_AFTER_ANY = 2;
+   */
+  AFTER_ANY = 2,
+
+  /**
+   * The task ended and did not complete (FAILED, CANCELLED, PREEMPTED).
+   *
+   * @generated from enum value: DEPENDENCY_CONDITION_AFTER_NOT_OK = 3;
+   */
+  AFTER_NOT_OK = 3,
+
+  /**
+   * The task started (or ended without starting).
+   *
+   * @generated from enum value: DEPENDENCY_CONDITION_AFTER = 4;
+   */
+  AFTER = 4,
+
+  /**
+   * Every earlier live task of the same name (of this flowd) has ended; task_id is empty.
+   *
+   * @generated from enum value: DEPENDENCY_CONDITION_SINGLETON = 5;
+   */
+  SINGLETON = 5,
+}
+
+/**
+ * Describes the enum flowapi.v1.DependencyCondition.
+ */
+export const DependencyConditionSchema: GenEnum<DependencyCondition> = /*@__PURE__*/
+  enumDesc(file_flowapi_v1_task, 1);
+
+/**
  * How function arguments and results are encoded.
  *
  * @generated from enum flowapi.v1.ValueEncoding
@@ -612,5 +720,5 @@ export enum ValueEncoding {
  * Describes the enum flowapi.v1.ValueEncoding.
  */
 export const ValueEncodingSchema: GenEnum<ValueEncoding> = /*@__PURE__*/
-  enumDesc(file_flowapi_v1_task, 1);
+  enumDesc(file_flowapi_v1_task, 2);
 
