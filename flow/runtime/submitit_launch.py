@@ -18,16 +18,11 @@ the launcher stops the node's other ranks and exits with flowd's REQUEUE_EXIT_ST
 runs the task again (TaskConfig.max_retries) under the same id, with a fresh time limit, keeping
 the earlier run in the task's attempts; the new run's ranks load the checkpoint. A run that ends
 PREEMPTED (the machine gone) runs again the same way, from the last checkpoint written, if any.
-
-Array parallelism: the tasks of one map_array share SUBMITIT_FLOW_ARRAY_SLOTS (a directory in the
-job folder's first id-independent parent) and at most SUBMITIT_FLOW_ARRAY_PARALLELISM of them run
-their ranks at once (one file lock per slot).
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import signal
 import subprocess
@@ -42,7 +37,6 @@ SUBMITIT_REQUEUE_EXIT_CODE: Final = 144  # what FlowJobEnvironment._requeue exit
 # agree): this module starts every job, so it imports the standard library only.
 REQUEUE_EXIT_STATUS: Final = 75
 STOP_GRACE_S: Final = 1.0  # between SIGINT and SIGKILL when the ranks are stopped
-SLOT_RETRY_S: Final = 0.2
 # The variables a task gets from Flow's multi-node set-up that would be wrong for a rank (one
 # rank per node) and that torch's env:// helpers refuse to overwrite.
 TORCH_VARIABLES: Final = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
@@ -182,30 +176,6 @@ class Ranks:
             thread.join(timeout=10)
 
 
-def _take_slot() -> IO[bytes] | None:
-    """Waits for a free slot of the array (None when the job is not part of a limited array)."""
-    slots = os.environ.get("SUBMITIT_FLOW_ARRAY_SLOTS")
-    limit = _int_env("SUBMITIT_FLOW_ARRAY_PARALLELISM", default=0)
-    if not slots or limit <= 0:
-        return None
-    directory = Path(slots)
-    directory.mkdir(parents=True, exist_ok=True)
-    announced = False
-    while True:
-        for k in range(limit):
-            handle = (directory / f"slot-{k}").open("ab")
-            try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                handle.close()
-                continue
-            return handle
-        if not announced:
-            print(f"flow: waiting for one of the array's {limit} slots (array_parallelism)", flush=True)
-            announced = True
-        time.sleep(SLOT_RETRY_S)
-
-
 def run(folder: str) -> int:
     job_id = os.environ["FLOW_TASK_ID"]
     node = _int_env("FLOW_NODE_RANK", "NODE_RANK", "SLURM_NODEID", default=0)
@@ -228,7 +198,6 @@ def run(folder: str) -> int:
     pid_file = ranks.paths[0].folder / f".{job_id}_{node}_launcher.pid"
     ranks.paths[0].folder.mkdir(parents=True, exist_ok=True)
     pid_file.write_text(f"{os.getpid()}\n")
-    slot = _take_slot()
     try:
         ranks.start(_hostnames(num_nodes))
         started = time.monotonic()
@@ -262,8 +231,6 @@ def run(folder: str) -> int:
         return failed[0] if failed and failed[0] is not None else (1 if failed else 0)
     finally:
         pid_file.unlink(missing_ok=True)
-        if slot is not None:
-            slot.close()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -290,7 +290,7 @@ class FlowExecutor(core.PicklingExecutor):
                 f"gpus_per_node={merged['gpus_per_node']} needs the GPU model: set flow_instance_type "
                 '(e.g. update_parameters(flow_instance_type="a100"); the count comes from gpus_per_node)'
             )
-        self._task_config(merged, "validation")  # Flow's own checks, now (ValidationError)
+        self._task_config(merged, "python3")  # Flow's own checks, now (ValidationError)
         self.parameters = merged
         self.slurm_parameters.update(slurm)
 
@@ -312,9 +312,7 @@ class FlowExecutor(core.PicklingExecutor):
         # through the shared file system the folder needs anyway.
         return self.python or sys.executable
 
-    def _task_config(
-        self, parameters: dict[str, Any], python: str, extra_env: dict[str, str] | None = None, kind: str = ""
-    ) -> TaskConfig:
+    def _task_config(self, parameters: dict[str, Any], python: str, kind: str = "") -> TaskConfig:
         from flow.config import TaskConfig
 
         timeout_min = float(parameters["timeout_min"])
@@ -324,7 +322,6 @@ class FlowExecutor(core.PicklingExecutor):
             "SUBMITIT_FLOW_SIGNAL_DELAY_S": f"{_signal_delay_s(parameters.get('signal_delay_s'), timeout_min):g}",
             "SUBMITIT_STDERR_TO_STDOUT": "1" if parameters.get("stderr_to_stdout") else "0",
             **({"PYTHONPATH": _python_path()} if _python_path() else {}),
-            **(extra_env or {}),
             **dict(parameters.get("env") or {}),
         }
         if parameters.get("cpus_per_task"):
@@ -372,6 +369,8 @@ class FlowExecutor(core.PicklingExecutor):
             )
 
     def _internal_process_submissions(self, delayed_submissions: list[utils.DelayedSubmission]) -> list[core.Job[Any]]:
+        import attrs
+
         flow = _client(self.flow_home, self.provider)
         kind = self._provider_kind(flow)
         self._warn_slurm_parameters(kind)
@@ -394,18 +393,16 @@ class FlowExecutor(core.PicklingExecutor):
                         "(this can be slow / overload the file system). If this is the intended behavior, "
                         "you should update executor.max_pickle_size_gb to a larger value"
                     )
-        extra: dict[str, str] = {}
+        config = self._task_config(self.parameters, self._python(), kind=kind)
+        # array_parallelism K: element i waits for element i-K to end (Flow's depends_on,
+        # "afterany"), so at most K run at once and the waiting ones hold no machine (PENDING,
+        # their state_reason naming the element they wait for; Slurm: a native --dependency).
         limit = int(self.parameters["array_parallelism"])
-        if len(delayed_submissions) > limit:
-            extra = {
-                "SUBMITIT_FLOW_ARRAY_SLOTS": str(first / f".flow-array-{uuid.uuid4().hex[:12]}"),
-                "SUBMITIT_FLOW_ARRAY_PARALLELISM": str(limit),
-            }
-        config = self._task_config(self.parameters, self._python(), extra, kind)
         jobs: list[core.Job[Any]] = []
         try:
-            for pickle_path in pickles:
-                task = flow.submit(config)
+            for k, pickle_path in enumerate(pickles):
+                after = (f"{jobs[k - limit].job_id}:afterany",) if k >= limit else ()
+                task = flow.submit(attrs.evolve(config, depends_on=after) if after else config)
                 tasks = range(self._num_tasks())
                 job: FlowJob[Any] = FlowJob(self.folder, task.task_id, tasks, self.flow_home, self.provider)
                 job.paths.move_temporary_file(pickle_path, "submitted_pickle")
