@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -69,8 +70,6 @@ def _hostnames(num_nodes: int) -> list[str]:
             listed = []
         if listed:
             return listed
-    import socket
-
     # One machine (the local provider): every node process is on this host.
     return [os.environ.get("MASTER_ADDR") or socket.gethostname()] * num_nodes
 
@@ -190,14 +189,28 @@ def run(folder: str) -> int:
         ranks.ended.set()
 
     def on_usr2(signum: int, _frame: object) -> None:
-        ranks.signal(signal.SIGUSR2)  # a preemption notice: the ranks checkpoint
+        notify()  # a preemption notice: the ranks checkpoint
+
+    notified = threading.Event()
+
+    def notify() -> None:
+        """SIGUSR2 to the ranks, once per run: a second one reaching rank 0 while it exits after
+        its checkpoint would kill it (Python has dropped submitit's handler by then)."""
+        if not notified.is_set():
+            notified.set()
+            ranks.signal(signal.SIGUSR2)
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
     signal.signal(signal.SIGUSR2, on_usr2)
     pid_file = ranks.paths[0].folder / f".{job_id}_{node}_launcher.pid"
+    # Node 0's "requeue me" for the other nodes: srun stops them when node 0 exits, and the job's
+    # exit status (the one flowd reads) must then say "run again" on every node.
+    requeue_mark = JobFiles(folder, job_id, 0).folder / f".{job_id}_requeue"
     ranks.paths[0].folder.mkdir(parents=True, exist_ok=True)
-    pid_file.write_text(f"{os.getpid()}\n")
+    if node == 0:
+        requeue_mark.unlink(missing_ok=True)
+    pid_file.write_text(f"{os.getpid()} {socket.gethostname()}\n")  # FlowJob._interrupt signals it
     try:
         ranks.start(_hostnames(num_nodes))
         started = time.monotonic()
@@ -210,7 +223,7 @@ def run(folder: str) -> int:
             elapsed = time.monotonic() - started
             if timeout_s is not None and not warned and elapsed >= timeout_s - signal_delay_s:
                 warned = True
-                ranks.signal(signal.SIGUSR2)  # the time limit is near: checkpoint now
+                notify()  # the time limit is near: checkpoint now
             if timeout_s is not None and elapsed >= timeout_s:
                 print(f"flow: job {job_id} reached its time limit ({timeout_s:g} s)", file=sys.stderr, flush=True)
                 break
@@ -221,10 +234,11 @@ def run(folder: str) -> int:
         ranks.finish_copies()
         codes = ranks.codes()
         if cancelled.is_set():
-            return 128 + signal.SIGTERM
+            return REQUEUE_EXIT_STATUS if node != 0 and requeue_mark.exists() else 128 + signal.SIGTERM
         if node == 0 and codes[0] == SUBMITIT_REQUEUE_EXIT_CODE:
             # submitit checkpointed the job and asks for a requeue: flowd runs the task again
             # (TaskConfig.max_retries), under the same id, and the ranks load the checkpoint.
+            requeue_mark.touch()
             print(f"flow: job {job_id} asks to be requeued (its checkpoint is saved)", flush=True)
             return REQUEUE_EXIT_STATUS
         failed = [c for c in codes if c]

@@ -192,8 +192,9 @@ class FlowJob(core.Job[core.R]):
         provider: str | None = None,
     ) -> None:
         self._flow_key = (flow_home, provider)
-        self.watcher.homes[job_id] = self._flow_key
         super().__init__(folder, job_id, tasks)
+        # After the sub-jobs (submitit builds them without these arguments) have registered.
+        self.watcher.homes[job_id] = self._flow_key
         for sub in self._sub_jobs:
             tp.cast("FlowJob[core.R]", sub)._flow_key = self._flow_key
 
@@ -230,7 +231,9 @@ class FlowJob(core.Job[core.R]):
         for submitit's signature; the launcher tells the two apart by elapsed time, as submitit does.)"""
         del timeout
         pid_file = self.paths.folder / f".{self.job_id}_0_launcher.pid"
-        self._flow().get_task(self.job_id).exec(["sh", "-c", 'kill -USR2 "$(cat "$1")"', "sh", str(pid_file)])
+        # The command may run on every node of the task (Slurm): only node 0's host signals.
+        signal_node_0 = 'read -r pid host < "$1" && if [ "$host" = "$(hostname)" ]; then kill -USR2 "$pid"; fi'
+        self._flow().get_task(self.job_id).exec(["sh", "-c", signal_node_0, "sh", str(pid_file)])
 
 
 class FlowExecutor(core.PicklingExecutor):

@@ -7,17 +7,19 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import sys
 from collections.abc import Iterator
 
 import pytest
 
 from conftest import Daemon, _cleanup
+from flow import TaskStatus
 
 from .conftest import MultiNode, slurm_daemon_for
 
-pytest.importorskip("submitit")
+submitit = pytest.importorskip("submitit")
 
-from submitit_frontend import EXAMPLES, run_example
+from submitit_frontend import EXAMPLES, run_example  # noqa: E402
 
 PROVIDER = "slurm-multi"
 
@@ -57,3 +59,55 @@ def test_the_documentation_examples_run_unchanged_on_slurm(
         )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+class _TwoNodeCounter(submitit.helpers.Checkpointable):
+    """Each rank counts to `total`, pausing at `pause` until `gate` exists; every rank says where
+    it (re)started."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, gate: str, pause: int, total: int) -> tuple[int, int]:
+        import time
+        from pathlib import Path
+
+        env = submitit.JobEnvironment()
+        print(f"rank {env.global_rank} on node {env.node} starting at {self.count}", flush=True)
+        while self.count < total:
+            if self.count == pause and not Path(gate).exists():
+                time.sleep(0.05)
+                continue
+            self.count += 1
+        return env.global_rank, self.count
+
+
+@pytest.mark.slow
+def test_a_two_node_checkpointable_interrupted_resumes_every_rank_from_the_checkpoint(
+    submitit_slurm: Daemon, multinode: MultiNode
+) -> None:
+    import cloudpickle
+
+    from conftest import wait_until
+    from flow import Flow
+    from flow.submitit import FlowExecutor
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    folder = multinode.stack.shared / f"submitit-2n-{submitit_slurm.home.root.name}"
+    gate = folder / "gate"
+    try:
+        executor = FlowExecutor(folder / "%j", provider=PROVIDER, flow_home=str(submitit_slurm.home.root))
+        executor.update_parameters(nodes=2, tasks_per_node=2, timeout_min=30)
+        job = executor.submit(_TwoNodeCounter(), str(gate), 3, 5)
+        wait_until(lambda: all("starting at 0" in (job.task(k).stdout() or "") for k in range(4)), 120)
+        job._interrupt()  # rank 0 checkpoints (the callable as it stands on rank 0) and asks for a requeue
+        try:
+            wait_until(lambda: "rank 3 on node 1 starting at 3" in (job.task(3).stdout() or ""), 180)
+        except AssertionError:
+            raise AssertionError(f"{_tasks(submitit_slurm)}\n{job.task(3).stdout()}") from None
+        gate.touch()
+        assert job.results() == [(0, 5), (1, 5), (2, 5), (3, 5)]
+        task = Flow(flow_home=submitit_slurm.home.root).get_task(job.job_id)
+        assert [(a.state, a.exit_code) for a in task.attempts] == [(TaskStatus.FAILED, 75)]
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

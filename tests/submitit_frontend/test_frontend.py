@@ -135,6 +135,9 @@ def test_a_job_is_an_ordinary_flow_task_with_its_parameters_mapped(
     assert job.job_id in local_daemon.flow_cli("status").stdout
     assert local_daemon.flow_cli("logs", job.job_id).stdout.count("hello from a rank") == 4  # every rank's
     assert [job.task(k).paths.result_pickle.exists() for k in range(4)] == [True] * 4
+    # every part of a multi-task job asks this flowd (not the default one) about the task
+    assert FlowJob.watcher.homes[job.job_id] == (executor.flow_home, None)
+    assert {job.task(k)._flow_key for k in range(4)} == {(executor.flow_home, None)}
     assert job.paths.submitted_pickle == tmp_path / "logs" / f"{job.job_id}_submitted.pkl"
     assert "hello from a rank" in (job.task(3).stdout() or "")
 
