@@ -1,7 +1,8 @@
 """The submitit frontend on the real test Slurm: submitit's documentation examples run unchanged
 apart from `cluster="flow"`, through a real flowd whose default provider is a slurm provider on
 the `multi` partition (two namespaced nodes sharing this machine's file system, as a cluster
-shares its home directories: submitit on Slurm needs the job folder on a shared file system)."""
+shares its home directories: submitit on Slurm needs the job folder on a shared file system), and
+a two-node Checkpointable that flowd requeues (every node's exit then says "run again")."""
 
 from __future__ import annotations
 
