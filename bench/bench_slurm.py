@@ -3,19 +3,24 @@
 Run: .venv/bin/python bench/bench_slurm.py [--quick]   (as root: it takes a lease on
 tools/test-stack, starting it if needed; the last lease stops it again)
 
-The Slurm commands flowd runs are wrapped by counting shims on its PATH (each appends its name,
-the time and its arguments to a log, then execs the real command), so the counts are Slurm's real
-workload, not a mock's. Floors are bare Slurm, measured in the same run:
+For the count, the Slurm commands of a second provider of the same flowd are wrapped by counting
+shims (its bin_dir: each appends its name, the time and its arguments to a log, then execs the
+real command), so the counts are Slurm's real workload, not a mock's; the timed rows use a
+provider without them (a shim is a bash start per command, which the floor does not pay). Floors
+are bare Slurm, measured in the same run:
 
   submit->RUNNING (1 task)       Flow.run(sleep) then task.status polled every 20 ms until RUNNING;
                                  floor: `sbatch --wrap sleep`, then `squeue -j` every 20 ms
   N tasks submit->all RUNNING    N concurrent Flow.run from 16 threads, until every task is RUNNING;
-                                 floor: N concurrent bare sbatch, then one squeue for all every 20 ms
-  squeue calls per poll          with N live tasks, squeue calls in a steady window divided by the
-                                 polls the window holds (window / poll_interval): O(1) means 1.00
-                                 whatever N (the ids per call show that each call asks for all)
+                                 floor: N concurrent bare sbatch, then one squeue for all every 20 ms;
+                                 the median of 3 rounds
+  squeue calls per poll          with N live tasks (of the counted provider, all RUNNING), squeue
+                                 calls in a steady window divided by the polls the window holds
+                                 (window / poll_interval): O(1) means 1.00 whatever N (the ids
+                                 per call show that each call asks for all)
 
-Ratios are Flow's time over the floor's; nothing is asserted.
+Flow and its floor are measured in turns (one bare run, one Flow run, ...), so a busy moment of a
+shared machine falls on both. Ratios are Flow's time over the floor's; nothing is asserted.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ STACK = REPO / "tools" / "test-stack"
 SLURM_TOOLS = ("squeue", "sbatch", "scancel", "sinfo", "scontrol", "sacct")
 POLL_INTERVAL = 0.25
 PROVIDER = "bench-slurm"
+COUNTED = "bench-slurm-counted"  # the same cluster, every Slurm command through a counting shim
 SPIN = 0.02
 BARE_JOBS: list[str] = []  # every bare job this run submitted, cancelled at the end whatever happens
 
@@ -83,39 +89,48 @@ def calls(log: Path, tool: str, start: float = 0.0, end: float = float("inf")) -
     return found
 
 
-def bare_latency(env: dict[str, str], runs: int) -> Sample:
+def bare_once(env: dict[str, str]) -> float:
     """sbatch, then squeue every 20 ms until RUNNING: what a hand-written poller gets."""
-    seconds = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        job = subprocess.run(
-            ["sbatch", "--parsable", "--wrap", "sleep 60", "-o", "/dev/null"],
-            capture_output=True,
-            text=True,
-            check=True,
-            env=env,
-        ).stdout.strip()
-        BARE_JOBS.append(job)
-        while True:
-            state = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True, env=env)
-            if state.stdout.strip() == "RUNNING":
-                break
-            time.sleep(SPIN)
-        seconds.append(time.perf_counter() - started)
-        subprocess.run(["scancel", job], env=env, check=False)
-    return Sample("bare sbatch + squeue", seconds)
+    started = time.perf_counter()
+    job = subprocess.run(
+        ["sbatch", "--parsable", "--wrap", "sleep 60", "-o", "/dev/null"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    ).stdout.strip()
+    BARE_JOBS.append(job)
+    while True:
+        state = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True, env=env)
+        if state.stdout.strip() == "RUNNING":
+            break
+        time.sleep(SPIN)
+    took = time.perf_counter() - started
+    subprocess.run(["scancel", job], env=env, check=False)
+    return took
 
 
-def flow_latency(flow: Flow, runs: int) -> Sample:
-    seconds = []
+def flow_once(flow: Flow) -> float:
+    started = time.perf_counter()
+    task = flow.run(TaskConfig(command=["sleep", "60"], upload_code=False))
+    while task.status is not TaskStatus.RUNNING:
+        time.sleep(SPIN)
+    took = time.perf_counter() - started
+    task.cancel()
+    return took
+
+
+def latencies(env: dict[str, str], flow: Flow, runs: int) -> tuple[Sample, Sample]:
+    """Flow and the floor in turns (bare, Flow, bare, ...): a busy moment of the machine or the
+    controller falls on both, not on one row."""
+    bare: list[float] = []
+    flowed: list[float] = []
     for _ in range(runs):
-        started = time.perf_counter()
-        task = flow.run(TaskConfig(command=["sleep", "60"], upload_code=False))
-        while task.status is not TaskStatus.RUNNING:
-            time.sleep(SPIN)
-        seconds.append(time.perf_counter() - started)
-        task.cancel()
-    return Sample("flow run -> RUNNING", seconds)
+        bare.append(bare_once(env))
+        wait_idle(env)
+        flowed.append(flow_once(flow))
+        wait_idle(env)
+    return Sample("bare sbatch + squeue", bare), Sample("flow run -> RUNNING", flowed)
 
 
 def bare_many(env: dict[str, str], count: int) -> float:
@@ -178,7 +193,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer runs and 20 tasks instead of 100 (a smoke run)")
     args = parser.parse_args()
-    runs, count, window = (5, 20, 2.0) if args.quick else (15, 100, 5.0)
+    runs, count, rounds, window = (5, 20, 1, 2.0) if args.quick else (15, 100, 3, 5.0)
     if os.geteuid() != 0:
         print("bench_slurm needs the test Slurm: run it as root (it starts tools/test-stack)", file=sys.stderr)
         return 2
@@ -193,29 +208,38 @@ def main() -> int:
     write_shims(shim_dir, log)
     daemon = BenchDaemon()
     config = daemon.home.config
+    providers = {PROVIDER: "", COUNTED: f"    bin_dir: {shim_dir}\n"}
     config.write_text(
-        f"providers:\n  {PROVIDER}:\n    kind: slurm\n    mode: local\n"
-        f"    slurm_conf: {env['SLURM_CONF']}\n    poll_interval: {POLL_INTERVAL}\n"
-        f"    work_dir: {scratch}/work\n"
+        "providers:\n"
+        + "".join(
+            f"  {name}:\n    kind: slurm\n    mode: local\n    slurm_conf: {env['SLURM_CONF']}\n"
+            f"    poll_interval: {POLL_INTERVAL}\n    work_dir: {scratch}/work-{name}\n{extra}"
+            for name, extra in providers.items()
+        )
     )
     config.chmod(0o600)
-    saved_path = os.environ["PATH"]
-    os.environ["PATH"] = f"{shim_dir}:{saved_path}"  # flowd inherits it: every Slurm call is counted
     os.environ["SLURM_CONF"] = env["SLURM_CONF"]
     try:
         daemon.start()
-        os.environ["PATH"] = saved_path
         flow = Flow(provider=PROVIDER, flow_home=daemon.home.root)
+        counted = Flow(provider=COUNTED, flow_home=daemon.home.root)
         print(f"FLOW_HOME={daemon.home.root}: slurm provider (local CLI mode), poll_interval {POLL_INTERVAL} s")
-        flow_latency(flow, 1)  # warm: sinfo, the first scheduler pass
+        flow_once(flow)  # warm: sinfo, the first scheduler pass
         wait_idle(env)
-        floor = bare_latency(env, runs)
-        wait_idle(env)
-        measured = flow_latency(flow, runs)
-        wait_idle(env)
-        bare_total = bare_many(env, count)
-        wait_idle(env)
-        flow_total, tasks = flow_many(flow, count)
+        floor, measured = latencies(env, flow, runs)
+        bare_totals: list[float] = []
+        flow_totals: list[float] = []
+        for _ in range(rounds):  # in turns too
+            bare_totals.append(bare_many(env, count))
+            wait_idle(env)
+            took, tasks = flow_many(flow, count)
+            flow_totals.append(took)
+            for task in tasks:
+                task.cancel()
+            wait_idle(env)
+        bare_total = statistics.median(bare_totals)
+        flow_total = statistics.median(flow_totals)
+        _, tasks = flow_many(counted, count)
         before = calls(log, "squeue")
         t0 = time.time()
         time.sleep(window)
@@ -241,17 +265,17 @@ def main() -> int:
         print()
         print(
             f"steady window {window:g} s = {polls:g} polls: {len(steady)} squeue calls, {ids_per_call:.0f} job ids "
-            f"each; {sbatch_calls} sbatch calls for {runs + 1 + count} tasks; {len(before)} squeue calls in all"
+            f"each; {sbatch_calls} sbatch calls for {count} tasks; {len(before)} squeue calls before it"
         )
         return 0
     finally:
-        os.environ["PATH"] = saved_path
         if daemon.pid is not None:  # the tasks' jobs: cancelled through Flow, before it stops
             with contextlib.suppress(Exception):
-                bench = Flow(provider=PROVIDER, flow_home=daemon.home.root, auto_start=False)
-                for task in bench.list_tasks(limit=10 * count):
-                    if not task.is_terminal:
-                        task.cancel()
+                for name in providers:
+                    bench = Flow(provider=name, flow_home=daemon.home.root, auto_start=False)
+                    for task in bench.list_tasks(limit=10 * count):
+                        if not task.is_terminal:
+                            task.cancel()
         daemon.stop()
         if BARE_JOBS:
             subprocess.run(["scancel", *BARE_JOBS], env=env, check=False, capture_output=True)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -26,7 +27,9 @@ from typing import TYPE_CHECKING, Any
 import attrs
 from returns.result import Failure
 
+from flow.domain.slurm.emulation import ARRAY_ID_VAR
 from flow.domain.slurm.sbatch import SbatchJob, sbatch_to_configs
+from flow.domain.slurm.submission_plan import SubmissionPlan, submission_plan
 from flow.domain.source_lines import locate
 from flow.errors import ValidationError
 from flow.wire.error_table import exception_from_domain_error
@@ -37,6 +40,7 @@ if TYPE_CHECKING:
     from flow.task import Task
 
 SLURM_KIND = "slurm"
+MAX_LISTED = 10_000  # tasks looked through for an array's elements
 
 
 class SbatchWarning(UserWarning):
@@ -51,6 +55,56 @@ def _provider_kind(flow: Flow, name: str) -> tuple[str, str]:
     return chosen, info.kind_of(chosen)
 
 
+def _shim_source() -> str:
+    from flow.runtime import slurm_shim
+
+    return Path(slurm_shim.__file__).read_text()
+
+
+def plan_sbatch(
+    path: str | os.PathLike[str],
+    *,
+    provider_kind: str = SLURM_KIND,
+    provider_name: str = "",
+    instance_type: str | None = None,
+) -> SubmissionPlan:
+    """What submitting the sbatch script at `path` to a provider of `provider_kind` would do: the
+    tasks (one per --array element), the Slurm-only directives and the warnings. Raises
+    ValidationError naming each bad line, or the error the provider would give (a GPU model only
+    Slurm knows, elsewhere)."""
+    source = Path(path)
+    try:
+        text = source.read_text()
+    except FileNotFoundError:
+        raise ValidationError(
+            f"No sbatch script at {source}", suggestions=["give the path of an existing #SBATCH script"]
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValidationError(f"Cannot read {source}: {exc}", suggestions=["give a readable text file"]) from None
+    parsed = sbatch_to_configs(
+        text, name=source.stem, environ=os.environ, instance_type=instance_type, now=time.time(), local=local_time
+    )
+    if isinstance(parsed, Failure):
+        raise exception_from_domain_error(locate(parsed.failure(), {}, str(source)))
+    job: SbatchJob = parsed.unwrap()
+    planned = submission_plan(
+        job,
+        source=str(source),
+        provider=provider_name or provider_kind,
+        provider_kind=provider_kind,
+        array_id=uuid.uuid4().hex[:12],  # new for each submission: its elements share it
+        shim_source=None if provider_kind == SLURM_KIND else _shim_source(),
+    )
+    if isinstance(planned, Failure):
+        raise exception_from_domain_error(planned.failure())
+    return planned.unwrap()
+
+
+def local_time(fields: tuple[int, int, int, int, int, int]) -> float:
+    """Seconds since the epoch of a local date and time (this machine's zone, as sbatch's)."""
+    return time.mktime((*fields, 0, 0, -1))
+
+
 def read_sbatch(
     path: str | os.PathLike[str],
     *,
@@ -62,48 +116,46 @@ def read_sbatch(
     `provider_kind`, and the warnings to show; raises ValidationError naming each bad line."""
     from flow.config import TaskConfig
 
-    source = Path(path)
-    try:
-        text = source.read_text()
-    except FileNotFoundError:
-        raise ValidationError(
-            f"No sbatch script at {source}", suggestions=["give the path of an existing #SBATCH script"]
-        ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValidationError(f"Cannot read {source}: {exc}", suggestions=["give a readable text file"]) from None
-    parsed = sbatch_to_configs(text, name=source.stem, environ=os.environ, now=time.time(), local=local_time)
-    if isinstance(parsed, Failure):
-        raise exception_from_domain_error(locate(parsed.failure(), {}, str(source)))
-    job: SbatchJob = parsed.unwrap()
-    notes = list(job.warnings)
-    configs = list(job.configs)
-    if instance_type is not None:
-        configs = [attrs.evolve(c, instance_type=instance_type) for c in configs]
-    elif job.generic_gpus and provider_kind != SLURM_KIND:
-        asked = job.gpu_directive
-        where = asked.label if asked is not None else "the script"
-        count = job.generic_gpus
-        raise ValidationError(
-            f"{source}: {where} asks for {count} GPU(s) without naming a model, and provider "
-            f"{provider_name or provider_kind} needs one (only Slurm knows what its untyped GPUs are)",
-            suggestions=[
-                f"give the instance type, e.g. --instance-type {count}xa100 (flow slurm submit) or "
-                f"instance_type='{count}xa100' (submit_sbatch)",
-                f"or name the model in the script, e.g. #SBATCH --gres=gpu:a100:{count}",
-                "or submit to a slurm provider, which runs the directive as it is",
-            ],
-        )
-    if provider_kind != SLURM_KIND:
-        notes.extend(
-            f"{d.label} only applies on Slurm; provider {provider_name or provider_kind} ignores it"
-            for d in job.native_only
-        )
-    return [TaskConfig.from_core(c) for c in configs], notes
+    plan = plan_sbatch(path, provider_kind=provider_kind, provider_name=provider_name, instance_type=instance_type)
+    return [TaskConfig.from_core(t.config) for t in plan.tasks], list(plan.warnings)
 
 
-def local_time(fields: tuple[int, int, int, int, int, int]) -> float:
-    """Seconds since the epoch of a local date and time (this machine's zone, as sbatch's)."""
-    return time.mktime((*fields, 0, 0, -1))
+def plan_for(flow: Flow, path: str | os.PathLike[str], provider: str | None = None, **options: Any) -> SubmissionPlan:
+    """plan_sbatch for the provider a submission through `flow` goes to (`provider`, else the
+    client's, else the daemon's default)."""
+    name, kind = _provider_kind(flow, provider or "")
+    return plan_sbatch(path, provider_kind=kind, provider_name=name, **options)
+
+
+def submit_plan(
+    flow: Flow,
+    plan: SubmissionPlan,
+    *,
+    code_root: str | os.PathLike[str] | None = None,
+    upload_code: bool = True,
+    validate_only: bool = False,
+    overrides: Mapping[str, Any] | None = None,
+) -> list[Task]:
+    """Submits a plan's tasks in order (on a slurm provider, an array's first element submits the
+    array job, and each further one takes its element). `overrides`: TaskConfig fields given at
+    submission, which win over the script's directives (as sbatch's command line does; e.g.
+    depends_on from `flow slurm submit --dependency`)."""
+    from flow.config import TaskConfig
+
+    root = str(code_root or Path.cwd())
+    return [
+        flow.submit(
+            attrs.evolve(
+                TaskConfig.from_core(task.config),
+                upload_code=upload_code,
+                code_root=root if upload_code else None,
+                **(overrides or {}),
+            ),
+            validate_only=validate_only,
+            provider=plan.provider,
+        )
+        for task in plan.tasks
+    ]
 
 
 def submit_sbatch(
@@ -123,22 +175,44 @@ def submit_sbatch(
     directory), as sbatch runs a job in the directory it was submitted from. Warnings (what the
     task runs without) go to `on_warning`, by default as SbatchWarning through `warnings`.
     The client is only used, never changed: one Flow may submit from several threads at once.
-    `overrides`: TaskConfig fields given at submission, which win over the script's directives
-    (as sbatch's command line does; e.g. depends_on from `flow slurm submit --dependency`)."""
-    name, kind = _provider_kind(flow, provider or "")
-    configs, notes = read_sbatch(path, provider_kind=kind, provider_name=name, instance_type=instance_type)
+    `overrides`: as submit_plan's."""
+    plan = plan_for(flow, path, provider, instance_type=instance_type)
     warn = on_warning or (lambda text: warnings.warn(text, SbatchWarning, stacklevel=3))
-    for note in notes:
+    for note in plan.warnings:
         warn(note)
-    root = str(code_root or Path.cwd())
-    return [
-        flow.submit(
-            attrs.evolve(config, upload_code=upload_code, code_root=root if upload_code else None, **(overrides or {})),
-            validate_only=validate_only,
-            provider=name,
+    return submit_plan(
+        flow, plan, code_root=code_root, upload_code=upload_code, validate_only=validate_only, overrides=overrides
+    )
+
+
+def array_of(task: Task) -> str | None:
+    """The --array submission a task is an element of (None: it is none)."""
+    return task.config.env.get(ARRAY_ID_VAR) if task.config is not None else None
+
+
+def cancel_array(flow: Flow, task: Task) -> list[Task]:
+    """Cancels every element of the array `task` belongs to that has not ended (on a slurm
+    provider each is its element of one array job), and returns them as they are now."""
+    key = array_of(task)
+    if key is None:
+        raise ValidationError(
+            f"Task {task.task_id} is not an element of an array",
+            suggestions=["cancel it alone with `flow cancel`", "arrays come from `flow slurm submit` of --array"],
         )
-        for config in configs
-    ]
+    elements = [t for t in flow.list_tasks(limit=MAX_LISTED) if array_of(t) == key and not t.is_terminal]
+    for element in elements:
+        element.cancel()
+    return [flow.get_task(t.task_id) for t in elements]
 
 
-__all__ = ["SbatchWarning", "read_sbatch", "submit_sbatch"]
+__all__ = [
+    "SbatchWarning",
+    "array_of",
+    "cancel_array",
+    "local_time",
+    "plan_for",
+    "plan_sbatch",
+    "read_sbatch",
+    "submit_plan",
+    "submit_sbatch",
+]

@@ -38,7 +38,7 @@ from flow.domain.task.multinode import check_node
 from flow.domain.task.requests import create_violations, exec_violations
 from flowd.blobs import BlobStore
 from flowd.dependency_holds import DependencyHolds, constrains
-from flowd.exec_session import ExecSession
+from flowd.exec_session import ExecChannel
 from flowd.lifecycle import TaskLifecycle
 from flowd.log_stream import LogChunk, LogStreams
 from flowd.providers.base import (
@@ -114,8 +114,8 @@ class TaskEngine:
         self.volumes = volumes
         self._clock = clock
         self._new_id = new_id
-        lifecycle.relaunch = self._relaunch_soon
         self.holds = DependencyHolds(lifecycle, providers, _launched, self._accept, clock)
+        lifecycle.relaunch = self._relaunch_soon
 
     @property
     def default_provider(self) -> str:
@@ -207,16 +207,19 @@ class TaskEngine:
                 function_call=function_call,
                 secrets={name: secrets[name] for name in config.secret_env},
             )
-            if validate_only:
-                return Success(record)
-            try:
-                self._lifecycle.insert(record, holds)
-            except StateWriteError as exc:
-                return Failure(state_write_failure(exc))
-            except DuplicateRequestError:
-                again = self._store.by_request_id(request_id)
-                assert again is not None
-                return self._same_request(again.record, config, code_digest, function_call)
+            if not validate_only:
+                try:
+                    self._lifecycle.insert(record, holds)
+                except StateWriteError as exc:
+                    return Failure(state_write_failure(exc))
+                except DuplicateRequestError:
+                    again = self._store.by_request_id(request_id)
+                    assert again is not None
+                    return self._same_request(again.record, config, code_digest, function_call)
+        if validate_only:  # a provider that can asks its platform too (outside the volume claim)
+            checker = provider.capabilities.dry_run
+            there = checker.dry_run(record) if checker is not None else Success(None)
+            return Failure(there.failure()) if isinstance(there, Failure) else Success(record)
         if constrains(config):  # launched when its dependencies and start_after allow
             return self.holds.admit(provider, record)
         return self._launch(provider, record)
@@ -267,7 +270,7 @@ class TaskEngine:
             why = f"provider {record.provider} is no longer configured"
             self._lifecycle.report(record.task_id, LaunchFailed(reason=why))
             return
-        outcome = _launched(provider, record)
+        outcome = _launched(provider, record)  # its dependencies held once: they are not asked again
         assert not isinstance(outcome, Forgotten)  # only launch_after forgets
         if isinstance(outcome, Refused):
             self._lifecycle.report(record.task_id, LaunchFailed(reason=outcome.error.message))
@@ -417,7 +420,7 @@ class TaskEngine:
             )
         return parse_result(data, record.function_call.encoding)
 
-    def exec(self, task_id: str, request: ExecRequest) -> Result[ExecSession, DomainError]:
+    def exec(self, task_id: str, request: ExecRequest) -> Result[ExecChannel, DomainError]:
         """A command started inside a running task's environment (flow ssh)."""
         checked = exec_violations(request.argv, request.rows, request.columns, request.term)
         if isinstance(checked, Failure):

@@ -20,8 +20,20 @@ import termios
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Protocol
 
 READ_BYTES = 64 * 1024
+
+
+class ExecChannel(Protocol):
+    """What ExecTask drives: a local process (ExecSession) or a remote one (a pod's exec stream)."""
+
+    def read(self, timeout: float | None = None) -> tuple[str, bytes] | None: ...
+    def write(self, data: bytes) -> None: ...
+    def close_stdin(self) -> None: ...
+    def resize(self, rows: int, columns: int) -> None: ...
+    def wait(self) -> int: ...
+    def kill(self) -> None: ...
 
 
 class ExecError(Exception):

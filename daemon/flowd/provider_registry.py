@@ -38,6 +38,7 @@ from flow.domain.daemon_config import (
     MITHRIL_KEYS,
     PROVIDER_NAME,
     DaemonConfig,
+    KubernetesSettings,
     MithrilSettings,
     SlurmSettings,
     UnusableSettings,
@@ -141,7 +142,7 @@ def _slurm(
 ) -> SlurmProvider:
     cluster: Cluster
     if settings.ssh is None:
-        cluster = LocalCluster(env)
+        cluster = LocalCluster(env, settings.slurm_conf, settings.bin_dir)
         work_dir = settings.work_dir or str(home.root / "slurm" / settings.name)
     else:
         ssh = settings.ssh
@@ -304,6 +305,14 @@ def _mithril_provider(
     )
 
 
+def _kubernetes_provider(
+    settings: KubernetesSettings, home: FlowHome, reporter: Reporter, blobs: BlobStore, env: Mapping[str, str]
+) -> Provider[Any]:
+    from flowd.providers.kubernetes import KubernetesProvider  # lightkube only where Kubernetes is used
+
+    return KubernetesProvider(settings=settings, tasks_root=home.tasks, reporter=reporter, blobs=blobs, env=env)
+
+
 def _save_runtime(home: FlowHome, name: str, kind: str, settings: Mapping[str, str]) -> None:
     folder = home.root / RUNTIME_PROVIDERS
     folder.mkdir(mode=0o700, exist_ok=True)
@@ -435,6 +444,8 @@ def build_providers(
     for settings in config.providers:
         if isinstance(settings, SlurmSettings):
             registry.add(_slurm(settings, home, reporter, blobs, env), settings)
+        elif isinstance(settings, KubernetesSettings):
+            registry.add(_kubernetes_provider(settings, home, reporter, blobs, env), settings)
     for mithril in _mithril_settings(config, home, env, lines):
         registry.add(_mithril_provider(mithril, home, reporter, blobs, env), mithril)
         if default == LOCAL and "default_provider" not in lines:

@@ -84,6 +84,7 @@ def _config_from_args(args: argparse.Namespace) -> TaskConfig:
             "memory_mb",
             "upload_code",
             "priority",
+            "max_retries",
         )
         if getattr(args, name) is not None
     }
@@ -405,6 +406,12 @@ def register(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
     )
     run.add_argument(
         "--max-price", dest="max_price_per_hour", type=float, metavar="USD_PER_HOUR", help="the most to pay per hour"
+    )
+    run.add_argument(
+        "--max-retries",
+        type=int,
+        metavar="N",
+        help="run again (same task id) up to N times after a preemption or exit status 75 (default 0)",
     )
     run.add_argument("--region", help="where to run, e.g. us-central1-b (cloud providers); a partition on Slurm")
     run.add_argument("--num-instances", type=int, metavar="N", help="nodes of a multi-node task (default 1)")

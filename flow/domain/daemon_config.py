@@ -45,7 +45,7 @@ USER: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}\$?")
 # A cluster path that is safe in a #SBATCH line, an --output pattern and an unquoted `read`:
 # no whitespace, quotes, '#', '%' (an --output pattern character), '\\' or control characters.
 PLAIN_PATH: Final = re.compile(r"/[A-Za-z0-9_./+@,:=~-]*")
-KINDS: Final = ("local", "slurm", "mithril")
+KINDS: Final = ("local", "slurm", "mithril", "kubernetes")
 MODES: Final = ("local", "ssh")
 LOCAL: Final = "local"
 DEFAULT_POLL_INTERVAL: Final = 1.0
@@ -101,6 +101,30 @@ MITHRIL_ENV: Final = {
     "MITHRIL_SSH_KEYS": "ssh_keys",
     "MITHRIL_SSH_USER": "ssh_user",
 }
+KUBERNETES_KEYS: Final = (
+    "kind",
+    "kubeconfig",
+    "context",
+    "namespace",
+    "image",
+    "image_pull_policy",
+    "gpu_resource",
+    "gpu_product_label",
+    "node_selector",
+    "tolerations",
+    "queue",
+    "storage_class",
+    "node_paths",
+    "pod_annotations",
+)
+DEFAULT_KUBE_IMAGE: Final = "python:3.11-slim"
+PULL_POLICIES: Final = ("IfNotPresent", "Always", "Never")
+# A label key (optionally prefixed: example.com/name) and a label value, as Kubernetes checks them.
+LABEL_KEY: Final = re.compile(r"([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
+LABEL_VALUE: Final = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?")
+NAMESPACE: Final = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+IMAGE_REF: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@+-]{0,254}")
+TOLERATION_KEYS: Final = ("key", "operator", "value", "effect", "tolerationSeconds")
 SSH_ONLY_KEYS: Final = ("host", "port", "user", "key_file", "known_hosts", "host_key_checking", "connect_timeout")
 
 
@@ -162,6 +186,47 @@ class MithrilSettings:
 
 
 @frozen
+class Toleration:
+    """A pod toleration, as Kubernetes spells it (operator Equal or Exists)."""
+
+    key: str = ""
+    operator: str = "Equal"
+    value: str = ""
+    effect: str = ""
+
+
+@frozen
+class NodePath:
+    """A directory of every node mounted into every task's pods (a shared file system the nodes
+    mount, e.g. /mnt/shared), at the same path unless `target` says otherwise."""
+
+    source: str
+    target: str
+
+
+@frozen
+class KubernetesSettings:
+    """A Kubernetes cluster: Jobs in one namespace, through the user's kubeconfig."""
+
+    name: str
+    kubeconfig: str | None = None  # None: $KUBECONFIG, else ~/.kube/config
+    context: str | None = None  # None: the kubeconfig's current context
+    namespace: str | None = None  # None: the context's namespace, else "default"
+    image: str = DEFAULT_KUBE_IMAGE  # tasks without image= run in this one
+    image_pull_policy: str = "IfNotPresent"
+    gpu_resource: str = "nvidia.com/gpu"
+    gpu_product_label: str = "nvidia.com/gpu.product"  # GPU feature discovery's node label
+    node_selector: tuple[tuple[str, str], ...] = ()
+    tolerations: tuple[Toleration, ...] = ()
+    queue: str | None = None  # a Kueue LocalQueue: Jobs are created suspended and admitted by Kueue
+    storage_class: str | None = None  # for volumes (PersistentVolumeClaims); None: the cluster's default
+    node_paths: tuple[NodePath, ...] = ()
+    pod_annotations: tuple[tuple[str, str], ...] = ()  # e.g. sidecar.istio.io/inject: "false"
+
+
+
+
+@frozen
 class UnusableSettings:
     """A provider whose settings are wrong (a malformed key, an unknown setting): flowd keeps
     serving every other provider and reports this one, by name, with `error` (every problem,
@@ -172,7 +237,7 @@ class UnusableSettings:
     error: DomainError
 
 
-ProviderSettings = LocalSettings | SlurmSettings | MithrilSettings | UnusableSettings
+ProviderSettings = LocalSettings | SlurmSettings | MithrilSettings | KubernetesSettings | UnusableSettings
 
 
 @frozen
@@ -405,6 +470,120 @@ def mithril_from_env(env: Mapping[str, str], name: str = "mithril") -> Result[Mi
     return Success(settings)
 
 
+def _annotations(read: _Reader) -> tuple[tuple[str, str], ...]:
+    value = read.data.get("pod_annotations")
+    if value is None:
+        return ()
+    fix = 'give annotations as key: "value" pairs, e.g. pod_annotations: {sidecar.istio.io/inject: "false"}'
+    if not isinstance(value, Mapping):
+        read.out.append(violation(read.at("pod_annotations"), value, "must be a mapping", fix))
+        return ()
+    found: list[tuple[str, str]] = []
+    for k, v in value.items():
+        if not isinstance(k, str) or not LABEL_KEY.fullmatch(k):
+            read.out.append(violation(f"{read.at('pod_annotations')}.{k}", k, "is not an annotation key", fix))
+        elif not isinstance(v, str):
+            read.out.append(violation(f"{read.at('pod_annotations')}.{k}", v, "must be a string", fix))
+        else:
+            found.append((k, v))
+    return tuple(found)
+
+
+def _label_map(read: _Reader, key: str) -> tuple[tuple[str, str], ...]:
+    value = read.data.get(key)
+    if value is None:
+        return ()
+    fix = f"give {key} as label: value pairs, e.g. {key}: {{nvidia.com/gpu.product: NVIDIA-A100-SXM4-80GB}}"
+    if not isinstance(value, Mapping):
+        read.out.append(violation(read.at(key), value, "must be a mapping of labels to values", fix))
+        return ()
+    found: list[tuple[str, str]] = []
+    for k, v in value.items():
+        if not isinstance(k, str) or not LABEL_KEY.fullmatch(k):
+            read.out.append(violation(f"{read.at(key)}.{k}", k, "is not a Kubernetes label key", fix))
+        elif not isinstance(v, str) or not LABEL_VALUE.fullmatch(v):
+            read.out.append(violation(f"{read.at(key)}.{k}", v, "is not a Kubernetes label value", fix))
+        else:
+            found.append((k, v))
+    return tuple(found)
+
+
+def _tolerations(read: _Reader) -> tuple[Toleration, ...]:
+    value = read.data.get("tolerations")
+    if value is None:
+        return ()
+    fix = "give a list such as [{key: kwok.x-k8s.io/node, operator: Equal, value: fake, effect: NoSchedule}]"
+    if not isinstance(value, list):
+        read.out.append(violation(read.at("tolerations"), value, "must be a list of tolerations", fix))
+        return ()
+    found: list[Toleration] = []
+    for i, item in enumerate(value):
+        at = f"{read.at('tolerations')}[{i}]"
+        if not isinstance(item, Mapping) or not all(isinstance(v, str) for v in item.values()):
+            read.out.append(violation(at, item, "must be a mapping of strings", fix))
+            continue
+        read.out.extend(_unknown(at, k, TOLERATION_KEYS[:4]) for k in item if k not in TOLERATION_KEYS[:4])
+        operator = item.get("operator", "Equal")
+        if operator not in ("Equal", "Exists"):
+            read.out.append(violation(f"{at}.operator", operator, "is not Equal or Exists", fix))
+        effect = item.get("effect", "")
+        if effect not in ("", "NoSchedule", "PreferNoSchedule", "NoExecute"):
+            read.out.append(violation(f"{at}.effect", effect, "is not a taint effect", "use NoSchedule or NoExecute"))
+        key = item.get("key", "")
+        if key and not LABEL_KEY.fullmatch(key):
+            read.out.append(violation(f"{at}.key", key, "is not a taint key", fix))
+        found.append(Toleration(key=key, operator=operator, value=item.get("value", ""), effect=effect))
+    return tuple(found)
+
+
+def _node_paths(read: _Reader) -> tuple[NodePath, ...]:
+    value = read.data.get("node_paths")
+    if value is None:
+        return ()
+    fix = 'give a list of node directories, e.g. ["/mnt/shared", "/data:/data"] (node path[:path in the pod])'
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        read.out.append(violation(read.at("node_paths"), value, "must be a list of paths", fix))
+        return ()
+    found: list[NodePath] = []
+    for i, item in enumerate(value):
+        source, _, target = item.partition(":")
+        target = target or source
+        if not all(p.startswith("/") and ".." not in p.split("/") and "\x00" not in p for p in (source, target)):
+            read.out.append(violation(f"{read.at('node_paths')}[{i}]", item, "is not an absolute path", fix))
+        else:
+            found.append(NodePath(source=source.rstrip("/") or "/", target=target.rstrip("/") or "/"))
+    return tuple(found)
+
+
+def kubernetes_settings(
+    name: str, data: Mapping[str, object], path: str, out: list[FieldViolation]
+) -> KubernetesSettings:
+    read = _Reader(data, path, out)
+    policy = data.get("image_pull_policy", "IfNotPresent")
+    if policy not in PULL_POLICIES:
+        fix = f"use one of {', '.join(PULL_POLICIES)}"
+        out.append(violation(read.at("image_pull_policy"), policy, "is not an image pull policy", fix))
+        policy = "IfNotPresent"
+    assert isinstance(policy, str)
+    label_fix = "give a Kubernetes resource or label name, e.g. nvidia.com/gpu"
+    return KubernetesSettings(
+        name=name,
+        kubeconfig=read.path_value("kubeconfig", plain=False, local_file=True),
+        context=read.text("context", re.compile(r"[^\x00-\x1f]{1,253}"), "give a context of your kubeconfig"),
+        namespace=read.text("namespace", NAMESPACE, "give a namespace name: lowercase letters, digits and -"),
+        image=read.text("image", IMAGE_REF, "give an image reference, e.g. python:3.11-slim") or DEFAULT_KUBE_IMAGE,
+        image_pull_policy=policy,
+        gpu_resource=read.text("gpu_resource", LABEL_KEY, label_fix) or "nvidia.com/gpu",
+        gpu_product_label=read.text("gpu_product_label", LABEL_KEY, label_fix) or "nvidia.com/gpu.product",
+        node_selector=_label_map(read, "node_selector"),
+        tolerations=_tolerations(read),
+        queue=read.text("queue", LABEL_VALUE, "give the name of a Kueue LocalQueue in the namespace"),
+        storage_class=read.text("storage_class", NAMESPACE, "give a StorageClass name, e.g. standard"),
+        node_paths=_node_paths(read),
+        pod_annotations=_annotations(read),
+    )
+
+
 def check_provider_name(name: str, field: str = "provider") -> Result[str, DomainError]:
     """A provider name given in a request: malformed is INVALID_ARGUMENT naming the field, as
     every malformed id is (whether such a provider exists is the caller's question)."""
@@ -438,7 +617,7 @@ def _provider(name: object, data: object, out: list[FieldViolation]) -> Provider
         fix = "there is one local provider (this machine, its GPUs shared by its tasks): name it 'local'"
         out.append(violation(f"{path}.kind", kind, "is the kind of the one provider named 'local'", fix))
         return None
-    known = ("kind",) if kind == LOCAL else MITHRIL_KEYS if kind == "mithril" else SLURM_KEYS
+    known = {LOCAL: ("kind",), "mithril": MITHRIL_KEYS, "kubernetes": KUBERNETES_KEYS}.get(kind, SLURM_KEYS)
     if kind == "mithril":  # its own problems make it unusable, not the whole file
         mine = [_unknown(path, key, known) for key in data if key not in known]
         found = mithril_settings(name, {k: v for k, v in data.items() if isinstance(k, str)}, path, mine)
@@ -448,6 +627,8 @@ def _provider(name: object, data: object, out: list[FieldViolation]) -> Provider
     out.extend(_unknown(path, key, known) for key in data if key not in known)
     if kind == LOCAL:
         return LocalSettings(name=name)
+    if kind == "kubernetes":
+        return kubernetes_settings(name, {k: v for k, v in data.items() if isinstance(k, str)}, path, out)
     return _slurm(name, {k: v for k, v in data.items() if isinstance(k, str)}, path, out)
 
 

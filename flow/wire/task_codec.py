@@ -136,10 +136,10 @@ def task_config_from_proto(spec: task_pb2.TaskSpec) -> TaskConfig:
         code_root=spec.code_root or None,
         memory_mb=spec.memory_mb if spec.HasField("memory_mb") else None,
         secret_env=tuple(sorted(spec.secret_env)),
-        max_retries=spec.max_retries,
         depends_on=tuple(dependency_from_proto(d) for d in spec.depends_on),
         start_after=seconds_from_proto(spec.start_after) if spec.HasField("start_after") else None,
         priority=spec.priority,
+        max_retries=spec.max_retries,
     )
 
 

@@ -232,6 +232,22 @@ def test_submitit_quick_prints_every_row_against_local_executor_and_cleans_up() 
         assert processes_mentioning(path) == [], path
 
 
+K8S_ROWS = ("submit->RUNNING (1 task)", "submit->first log line", "API requests/s (20 live)")
+
+
+@pytest.mark.slow
+def test_k8s_quick_prints_every_row_with_a_ratio_and_cleans_up() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("bench_k8s starts the test cluster (tools/k8s-stack), which needs root; CI runs as root")
+    output = run_script("bench/bench_k8s.py", "--quick", timeout=600)
+    for name in K8S_ROWS:
+        assert RATIO.search(row(output, name)), row(output, name)
+    home = re.search(r"FLOW_HOME=(/tmp/\S+):", output)
+    assert home, output
+    assert not Path(home.group(1)).exists()
+    assert processes_mentioning(home.group(1)) == []
+
+
 DEPENDENCIES_ROWS = (
     "core: check 1,000-task DAG",
     "local: end -> dependent start",

@@ -12,9 +12,18 @@ from collections.abc import Iterator
 
 import pytest
 from fakes.fixtures import mithril_stack  # noqa: F401 - a session fixture the Mithril set-up needs
+from k8s.fixtures import k8s_cluster  # noqa: F401 - a session fixture the Kubernetes set-up needs
 from slurm.conftest import slurm_stack  # noqa: F401 - a session fixture the Slurm set-ups need
 
-from conformance.setups import SETUPS, TIME_LIMIT_HOURS, Setup, local_setup, mithril_setup, slurm_setup
+from conformance.setups import (
+    SETUPS,
+    TIME_LIMIT_HOURS,
+    Setup,
+    kubernetes_setup,
+    local_setup,
+    mithril_setup,
+    slurm_setup,
+)
 
 
 def _start(name: str, request: pytest.FixtureRequest) -> contextlib.AbstractContextManager[Setup]:
@@ -22,6 +31,8 @@ def _start(name: str, request: pytest.FixtureRequest) -> contextlib.AbstractCont
         return local_setup()
     if name in ("slurm-local", "slurm-ssh"):
         return slurm_setup(request.getfixturevalue("slurm_stack"), name)
+    if name == "kubernetes":
+        return kubernetes_setup(request.getfixturevalue("k8s_cluster"))
     return mithril_setup(request.getfixturevalue("mithril_stack"))
 
 

@@ -21,10 +21,10 @@ from typing import Any
 
 from fakes.mithril import CATALOG, FakeMithril
 
-from conftest import Daemon, _cleanup, short_tmpdir, wait_until
+from conftest import Daemon, _cleanup, pid_alive, short_tmpdir, wait_until
 from flow import Flow, TaskStatus, errors
 
-SETUPS = ("local", "slurm-local", "slurm-ssh", "mithril")
+SETUPS = ("local", "slurm-local", "slurm-ssh", "mithril", "kubernetes")
 GPU = "a100"  # what every set-up offers one of, and ALL_GPUS of
 ALL_GPUS = "2xa100"
 TIME_LIMIT_HOURS = 1 / 60  # whole minutes: Slurm's unit, so the limit means the same everywhere
@@ -64,8 +64,11 @@ class Setup:
     region: str  # a region it offers
     always_reachable: str = ""  # why it has no unreachable case, when it has none
     task_options: dict[str, Any] = field(default_factory=dict)  # what every task here needs (an instance type)
+    multi_node_options: dict[str, Any] = field(default_factory=dict)  # where a task of max_nodes nodes runs
     clients: list[Flow] = field(default_factory=list)
     timed: Any = None  # a task with max_run_time_hours, started when the set-up is
+    # Whether a pid a task wrote names a live process (tasks in containers see their own pids).
+    alive: Callable[[int], bool] = pid_alive
 
     def flow(self, provider: str | None = None) -> Flow:
         client: Flow = self.daemon.client(provider=provider or self.provider)  # type: ignore[assignment]
@@ -189,9 +192,10 @@ def slurm_setup(stack: Any, mode: str) -> Iterator[Setup]:
             Unreachable("slurm-down", errors.ProviderError),
             Unreachable("slurm-noconf", errors.ProviderError),
         ],
-        max_nodes=1,  # the test cluster has one node
+        max_nodes=2,  # on partition multi: two hosts (tools/test-stack)
         node_logs=False,
         region="debug",
+        multi_node_options={"region": "multi"},
     )
     try:
         yield setup
@@ -291,7 +295,7 @@ def mithril_setup(stack: dict[str, str]) -> Iterator[Setup]:
             Unreachable("mithril-badkey", errors.AuthenticationError),
         ],
         max_nodes=2,
-        node_logs=False,
+        node_logs=True,  # each node's log pushed from its instance
         region="us-central1-a",
         task_options={"instance_type": GPU},  # Mithril rents GPU instances: a task names one
     )
@@ -303,3 +307,92 @@ def mithril_setup(stack: dict[str, str]) -> Iterator[Setup]:
         fake.stop()
         shutil.rmtree(scratch, ignore_errors=True)
         fake.assert_clean()
+
+
+# --- kubernetes (the real cluster of tools/k8s-stack) ------------------------------------------------
+
+
+def pod_pid_alive(pid: int) -> bool:
+    """Whether a process of some pod (another PID namespace) has `pid` there and still runs: the
+    pids a task in a pod writes are its namespace's. The scenarios' left-behind processes are
+    sleeps, which tells them from other pods' processes of the same number."""
+    own = os.readlink("/proc/self/ns/pid")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.readlink(f"/proc/{entry}/ns/pid") == own:
+                continue
+            status = Path(f"/proc/{entry}/status").read_text()
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        nspids = fields.get("NSpid", "").split()
+        if nspids and nspids[-1] == str(pid) and fields.get("State", "").strip()[:1] != "Z" and b"sleep" in cmdline:
+            return True
+    return False
+
+
+def kubernetes_yaml(cluster: Any, namespace: str, scratch: Path | None = None, name: str = "k8s") -> str:
+    paths = f"    node_paths: [{scratch}]\n" if scratch is not None else ""
+    return (
+        f"  {name}:\n    kind: kubernetes\n    kubeconfig: {cluster.kubeconfig}\n    context: {cluster.context}\n"
+        f"    namespace: {namespace}\n    image: {cluster.image}\n    image_pull_policy: IfNotPresent\n{paths}"
+    )
+
+
+@contextlib.contextmanager
+def kubernetes_setup(cluster: Any) -> Iterator[Setup]:
+    namespace = f"flow-conf-{uuid.uuid4().hex[:8]}"
+    cluster.kubectl("create", "namespace", namespace)
+    cluster.kubectl("-n", namespace, "wait", "--for=create", "serviceaccount/default", "--timeout=60s", timeout=90)
+    daemon = Daemon(short_tmpdir("flow-ck-"))
+    daemon.home.root.mkdir(parents=True, exist_ok=True)
+    scratch = _scratch(Path("/tmp"))
+    down = daemon.home.root / "down.kubeconfig"
+    down.write_text(cluster.kubeconfig.read_text().replace(cluster.env["FLOW_K8S_SERVER"], "https://127.0.0.1:1"))
+    badtoken = daemon.home.root / "badtoken.kubeconfig"
+    server = cluster.env["FLOW_K8S_SERVER"]
+    badtoken.write_text(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {server: "
+        f"{server}, insecure-skip-tls-verify: true}}\nusers:\n- name: u\n  user: {{token: not-a-token}}\n"
+        "contexts:\n- name: c\n  context: {cluster: c, user: u}\ncurrent-context: c\n"
+    )
+    for path in (down, badtoken):
+        path.chmod(0o600)
+    daemon.home.config.write_text(
+        "providers:\n"
+        + kubernetes_yaml(cluster, namespace, scratch)
+        + f"  k8s-down:\n    kind: kubernetes\n    kubeconfig: {down}\n    namespace: {namespace}\n"
+        + f"  k8s-badtoken:\n    kind: kubernetes\n    kubeconfig: {badtoken}\n    namespace: {namespace}\n"
+    )
+    daemon.home.config.chmod(0o600)
+    daemon.start()
+    setup = Setup(
+        name="kubernetes",
+        daemon=daemon,
+        provider="k8s",
+        scratch=scratch,
+        busy=lambda: _gpus_held(setup),
+        refusals=[
+            Refusal("more memory than any node has", errors.ResourceNotAvailableError, {"memory_mb": 64 * 2**20}),
+            Refusal("ssh_keys (pods are reached through the API)", errors.ValidationError, {"ssh_keys": ["my-key"]}),
+            Refusal("credentials the cluster does not accept", errors.AuthenticationError, provider="k8s-badtoken"),
+        ],
+        unreachable=[
+            Unreachable("k8s-down", errors.NetworkError),
+            Unreachable("k8s-badtoken", errors.AuthenticationError),
+        ],
+        max_nodes=2,
+        node_logs=True,
+        region=cluster.context,  # the kubeconfig's cluster name: its nodes have no region label
+        alive=pod_pid_alive,
+    )
+    try:
+        yield setup
+    finally:
+        setup.close()
+        _cleanup(daemon)
+        cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+        shutil.rmtree(scratch, ignore_errors=True)

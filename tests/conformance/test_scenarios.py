@@ -18,7 +18,7 @@ import grpc
 import pytest
 
 from conformance.setups import ALL_GPUS, GPU, Setup
-from conftest import pid_alive, wait_until
+from conftest import wait_until
 from flow import TaskConfig, TaskStatus, errors
 from flowapi.v1 import task_service_pb2, task_service_pb2_grpc
 
@@ -64,7 +64,7 @@ def test_a_process_left_behind_is_gone_when_the_task_ends(setup: Setup) -> None:
     pid = setup.path("pid")
     task = finished(run(setup, ["bash", "-c", f"set -m; sleep 600 & echo $! > {pid}; exit 0"]))
     assert task.last_status is TaskStatus.COMPLETED
-    assert not pid_alive(written_pid(pid))
+    assert not setup.alive(written_pid(pid))
 
 
 # --- logs ------------------------------------------------------------------------------------------
@@ -126,7 +126,7 @@ def test_cancel_while_running_ends_once_its_processes_are_gone(setup: Setup) -> 
     task.cancel()
     final = finished(task)
     assert final.last_status is TaskStatus.CANCELLED and final.state_reason == "cancelled by user"
-    assert not pid_alive(child)
+    assert not setup.alive(child)
 
 
 # --- what a task sees ------------------------------------------------------------------------------
@@ -168,7 +168,7 @@ def test_two_nodes_get_their_distributed_variables(setup: Setup) -> None:
             run(setup, show, num_instances=2)
         assert "num_instances=2" in caught.value.message and caught.value.suggestions
         return
-    task = finished(run(setup, show, num_instances=2))
+    task = finished(run(setup, show, num_instances=2, **setup.multi_node_options))
     assert task.last_status is TaskStatus.COMPLETED, task.logs()
     if setup.node_logs:
         assert [task.logs(node=k) for k in (0, 1)] == [f"NODE_RANK={k} NNODES=2 WORLD_SIZE=2\n" for k in (0, 1)]

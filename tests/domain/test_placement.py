@@ -14,7 +14,7 @@ from flow.domain.instances.instance_types import parse_instance_type
 from flow.domain.instances.local_placement import Machine, local_requirements, place_locally
 from flow.domain.instances.matching import Offer, Requirements, explain_no_match, match_offers
 from flow.domain.instances.placement import choose_offer
-from flow.domain.slurm.placement import place_on_cluster
+from flow.domain.slurm.placement import ArrayElement, array_element, place_on_cluster
 from flow.domain.slurm.refusals import submit_refusal
 from flow.domain.slurm.states import Partition, offers_of
 from flow.domain.task.config import TaskConfig, VolumeSpec
@@ -109,3 +109,38 @@ def test_sbatch_refusals_become_the_seeds_exceptions() -> None:
 def test_offers_never_match_another_region() -> None:
     offer = Offer("o", "p", parse_instance_type("a100").unwrap(), 0, "r1", 1)
     assert not match_offers(Requirements(region="r2"), [offer]).matches
+
+
+def test_a_partition_the_script_names_is_blamed_on_its_directive() -> None:
+    """Only the script can change its own --partition (a provider setting comes before it)."""
+    offers = offers_of([PART], "slurm", SETTINGS.gpu)
+    script = "#!/bin/bash\n#SBATCH -t 5\n#SBATCH --part=nope\ntrue\n"
+    placed = place_on_cluster(TaskConfig(script=script), [PART], offers, SETTINGS)
+    assert isinstance(placed, Failure)
+    assert placed.failure().suggestions == ("change #SBATCH --part nope (line 3) in the script to one of: debug",)
+
+
+def test_sbatch_refusals_name_the_scripts_directive() -> None:
+    script = "#!/bin/bash\n#SBATCH -A ml --qos=high\n#SBATCH --constraint=ib\ntrue\n"
+    qos = submit_refusal(95, "sbatch: error: Invalid qos specification", "", "slurm", script)
+    assert qos.suggestions[0] == "fix or remove #SBATCH --qos high (line 2) in the script"
+    account = submit_refusal(95, "sbatch: error: Invalid account or account/partition combination", "", "s", script)
+    assert account.suggestions[0] == "fix or remove #SBATCH -A ml (line 2) in the script"
+    feature = submit_refusal(95, "allocation failure: Invalid feature specification", "", "s", script)
+    assert feature.suggestions[0] == "fix or remove #SBATCH --constraint ib (line 3) in the script"
+    plain = submit_refusal(95, "sbatch: error: Invalid qos specification", "", "s", None)
+    assert "in the task's settings or its #SBATCH lines" in plain.suggestions[0]
+
+
+def test_an_array_is_placed_only_as_an_element_of_a_flow_slurm_submission() -> None:
+    offers = offers_of([PART], "slurm", SETTINGS.gpu)
+    script = "#!/bin/bash\n#SBATCH --array=0-3\ntrue\n"
+    alone = place_on_cluster(TaskConfig(script=script), [PART], offers, SETTINGS)
+    assert isinstance(alone, Failure) and "flow slurm submit" in alone.failure().violations[0].fix
+    element = TaskConfig(script=script, env={"FLOW_ARRAY_ID": "a1", "SLURM_ARRAY_TASK_ID": "2"})
+    assert isinstance(place_on_cluster(element, [PART], offers, SETTINGS), Success)
+    assert array_element(element) == ArrayElement(array_id="a1", index=2, indices=(0, 1, 2, 3))
+    outside = TaskConfig(script=script, env={"FLOW_ARRAY_ID": "../x", "SLURM_ARRAY_TASK_ID": "9"})
+    refused = place_on_cluster(outside, [PART], offers, SETTINGS)
+    assert isinstance(refused, Failure)
+    assert [v.field for v in refused.failure().violations] == ["env.FLOW_ARRAY_ID", "env.SLURM_ARRAY_TASK_ID"]

@@ -11,7 +11,7 @@ from returns.result import Failure
 
 from flow.domain.errors import ErrorReason
 from flow.domain.slurm.gpu_requests import GpuAsk, GpuSpecProblem, GresRequest, parse_gpu_count, parse_gres_request
-from flow.domain.slurm.sbatch import gpu_model_needed, sbatch_to_configs
+from flow.domain.slurm.sbatch import gpu_model_needed, read_directives, sbatch_to_configs
 
 
 def script(directives: str) -> str:
@@ -194,3 +194,70 @@ def test_any_gres_is_read_or_refused_with_a_fix(text: str) -> None:
         assert found.gpu.type is None or not found.gpu.type.isdigit()
     parsed = sbatch_to_configs(script(f"--gres={text}"))
     assert not isinstance(parsed, Failure) or all(v.fix for v in parsed.failure().violations)
+
+
+def _gpu_directives(text: str) -> list[str]:
+    """The GPU requests of a script's directives (a --gres of other resources only is none)."""
+    gpu_options = ("gres", "gpus", "gpus-per-node", "gpus-per-task")
+    return [
+        f"{d.spelled} {d.value}"
+        for d in read_directives(text).directives
+        if d.option in gpu_options and (d.option != "gres" or "gpu" in (d.value or ""))
+    ]
+
+
+@pytest.mark.parametrize(
+    ("directives", "given_type", "edited", "nodes"),
+    [
+        ("--gres=gpu:a100:2 -t 5", "4xa100", "#SBATCH -t 5  # flow: -i 4xa100 replaces this GPU request", 1),
+        ("--gres=gpu:2,nvme:1", "a100", "#SBATCH --gres=nvme:1  # flow: -i a100 replaces this GPU request", 1),
+        ("--gpus=16", "8xa100", "#SBATCH --nodes=2  # flow: -i 8xa100 replaces this GPU request", 2),
+        ("-n 4 --gpus-per-task=1", "cpu", "#SBATCH -n 4  # flow: -i cpu replaces this GPU request", 1),
+        ("--gpus-per-node=h100:8 --cpus-per-gpu=4", "cpu", "# flow: -i cpu replaces this GPU request", 1),
+        ("--gres=gpu:2", "2xh100", "# flow: -i 2xh100 replaces this GPU request", 1),  # untyped: -i names the model
+    ],
+)
+def test_an_instance_type_given_at_submission_replaces_the_scripts_gpu_directives(
+    directives: str, given_type: str, edited: str, nodes: int
+) -> None:
+    """As an option on sbatch's command line wins over the script's: the task runs with the GPUs
+    -i names on every provider (on Slurm, the job asks for the instance type's GRES), on the
+    nodes the script's counts come to."""
+    job = sbatch_to_configs(script(directives), instance_type=given_type).unwrap()
+    text = job.configs[0].script
+    assert text is not None and text.split("\n")[1] == edited
+    assert _gpu_directives(text) == []
+    again = sbatch_to_configs(text).unwrap()
+    assert (again.layout.nodes, again.layout.gpus_per_node) == (nodes, 0)
+    assert job.layout.nodes == nodes and job.configs[0].num_instances == nodes
+
+
+def test_an_instance_type_that_names_the_scripts_own_request_leaves_the_script_as_it_is() -> None:
+    text = script("--gres=gpu:a100:2")
+    assert sbatch_to_configs(text, instance_type="2xa100").unwrap().configs[0].script == text
+
+
+@given(
+    gres=st.sampled_from(["", "--gres=gpu:2", "--gres=gpu:a100:1", "--gres=gpu:h100:4,nvme:1"]),
+    gpus=st.sampled_from(["", "--gpus=4", "--gpus=a100:2"]),
+    per_task=st.sampled_from(["", "--gpus-per-task=1"]),
+    tasks=st.sampled_from(["", "-n 4", "--ntasks-per-node=2", "-N 2"]),
+    given_type=st.sampled_from(["cpu", "a100", "8xh100", "2xa100"]),
+)
+def test_after_an_override_no_gpu_directive_is_left_and_the_nodes_stay(
+    gres: str, gpus: str, per_task: str, tasks: str, given_type: str
+) -> None:
+    text = f"#!/bin/bash\n#SBATCH {tasks} {gres} -J x\n#SBATCH {gpus} {per_task} --time=5\ntrue\n"
+    read = sbatch_to_configs(text, instance_type=given_type)
+    if isinstance(read, Failure):
+        return  # counts Slurm refuses (e.g. --gpus-per-task without a task count)
+    job = read.unwrap()
+    edited = job.configs[0].script or ""
+    if not job.warnings and not _gpu_directives(text):
+        assert edited == text
+        return
+    kept = read_directives(edited)
+    if edited != text:
+        assert _gpu_directives(edited) == []
+        assert {d.option for d in kept.directives} >= {"job-name", "time"}  # the rest stays
+        assert sbatch_to_configs(edited).unwrap().layout.nodes == job.layout.nodes

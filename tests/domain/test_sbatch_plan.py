@@ -4,8 +4,9 @@ with it on one provider, as plain JSON a user or a script can check."""
 from __future__ import annotations
 
 import json
+import subprocess
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from returns.result import Failure, Success
 
@@ -73,9 +74,10 @@ def test_elsewhere_they_are_ignored_with_a_warning_each() -> None:
     shown = plan_for("local", "local")
     directives = shown["slurm_directives"]
     assert isinstance(directives, dict) and directives["passed_through"] == []
-    assert [d["written"] for d in directives["ignored"]] == ["--part", "--account", "--ntasks", "--tasks-per-node"]
+    assert [d["written"] for d in directives["ignored"]] == ["--part", "--account"]
+    assert [d["written"] for d in directives["emulated"]] == ["--ntasks", "--tasks-per-node"]  # srun reads them
     assert "#SBATCH --part gpu (line 3) only applies on Slurm; provider local ignores it" in shown["warnings"]  # type: ignore[operator]
-    assert any("the %1 limit is not applied" in w for w in shown["warnings"])  # type: ignore[union-attr]
+    assert any("the %1 limit applies on Slurm only" in w for w in shown["warnings"])  # type: ignore[union-attr]
 
 
 def test_an_instance_type_given_at_submission_is_shown_with_its_warning() -> None:
@@ -104,3 +106,69 @@ def test_every_plan_is_json_and_lists_every_task(kind: str, elements: int, gpus:
     assert json.loads(json.dumps(shown)) == shown
     assert [t["array_index"] for t in shown["tasks"]] == list(range(1, elements + 1))
     assert len(shown["slurm_directives"]["passed_through" if kind == "slurm" else "ignored"]) == 1
+    assert shown["slurm_directives"]["emulated"] == []
+
+
+SWEEP = "#!/bin/bash\n#SBATCH -J sweep --array=0-3%2 -p q\n#SBATCH -o logs/%A_%a.out\necho $SLURM_ARRAY_TASK_ID\n"
+
+
+def test_on_slurm_an_array_is_one_array_job_whose_elements_are_tasks() -> None:
+    job = sbatch_to_configs(SWEEP).unwrap()
+    plan = submission_plan(job, source="s.sbatch", provider="c", provider_kind="slurm", array_id="a1b2").unwrap()
+    assert [t.array_index for t in plan.tasks] == [0, 1, 2, 3]
+    assert [t.config.name for t in plan.tasks] == ["sweep-0", "sweep-1", "sweep-2", "sweep-3"]
+    # Each element carries the whole script, --array and its throttle included: Slurm runs it.
+    assert {t.config.script for t in plan.tasks} == {SWEEP}
+    assert [t.config.env for t in plan.tasks] == [
+        {"FLOW_ARRAY_ID": "a1b2", "SLURM_ARRAY_TASK_ID": str(k)} for k in range(4)
+    ]
+    shown = plan.to_dict()
+    assert [d["written"] for d in shown["slurm_directives"]["passed_through"]] == ["-p", "-o"]
+    assert not any("limit" in w or "not written" in w for w in shown["warnings"])
+
+
+def test_elsewhere_each_element_gets_the_variables_sbatch_sets_and_runs_through_the_shim() -> None:
+    job = sbatch_to_configs(SWEEP).unwrap()
+    plan = submission_plan(
+        job, source="dir/s.sbatch", provider="local", provider_kind="local", array_id="a1b2", shim_source="# shim\n"
+    ).unwrap()
+    first = plan.tasks[0].config
+    assert {k: v for k, v in first.env.items() if k.startswith(("SLURM_", "FLOW_"))} == {
+        "SLURM_JOB_NAME": "sweep",
+        "SLURM_NNODES": "1",
+        "SLURM_JOB_NUM_NODES": "1",
+        "SLURM_NTASKS": "1",
+        "SLURM_NPROCS": "1",
+        "SLURM_ARRAY_TASK_COUNT": "4",
+        "SLURM_ARRAY_TASK_MIN": "0",
+        "SLURM_ARRAY_TASK_MAX": "3",
+        "SLURM_ARRAY_TASK_ID": "0",
+        "FLOW_ARRAY_ID": "a1b2",
+    }
+    assert first.script is not None and first.script.startswith("#!/bin/bash\n# Written by Flow")
+    assert "flow_slurm.py" in first.script and "# shim" in first.script
+    output = "#SBATCH -o logs/%A_%a.out (line 3): on provider local the output is the task's log (flow logs)"
+    assert any(w.startswith(output) for w in plan.warnings)
+    assert "the %2 limit applies on Slurm only" in plan.warnings[-1]
+
+
+def test_the_job_name_is_the_file_name_without_one() -> None:
+    job = sbatch_to_configs("#!/bin/bash\n#SBATCH -t 5\ntrue\n", name="train").unwrap()
+    plan = submission_plan(job, source="x/train.sbatch", provider="l", provider_kind="local").unwrap()
+    assert plan.tasks[0].config.env["SLURM_JOB_NAME"] == "train.sbatch"  # sbatch's default
+    assert plan.tasks[0].config.name == "train"
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.text(st.characters(codec="utf-8", exclude_characters="\x00\r"), max_size=200))
+def test_the_wrapper_carries_the_script_byte_for_byte(body: str) -> None:
+    """The wrapper is bash that writes the script into a file; run with a stub shim, the file it
+    wrote is the script exactly."""
+    from flow.domain.slurm.emulation import wrapped_script
+
+    text = f"#!/bin/bash\n#SBATCH -t 5\n{body}"
+    stub = "import os, sys; sys.stdout.write(open(os.path.join(sys.argv[2], 'job.sbatch')).read())\n"
+    wrapper = wrapped_script(text, stub, "s.sbatch")
+    done = subprocess.run(["bash", "-c", wrapper], capture_output=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode() == text

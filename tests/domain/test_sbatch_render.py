@@ -14,7 +14,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from returns.result import Failure
 
-from flow.domain.slurm.sbatch import EXIT_FILE, SECRETS_FILE, JobFiles, JobRequest, render_job, sbatch_to_configs
+from flow.domain.slurm.sbatch import (
+    ELEMENT_TASK_FILE,
+    EXIT_FILE,
+    SECRETS_FILE,
+    ArrayJob,
+    JobFiles,
+    JobRequest,
+    output_dirs,
+    render_job,
+    sbatch_to_configs,
+)
 from flow.domain.task.config import TaskConfig
 
 STUB = (
@@ -163,7 +173,7 @@ def test_function_calls_run_the_runner(tmp_path: Path) -> None:
     assert "/opt/py/bin/python /w/t/flow_runner.py /w/t/invocation.json /w/t/result.json" in files.job_script
 
 
-def test_arrays_and_unplain_paths_are_refused() -> None:
+def test_arrays_outside_flow_slurm_submit_and_unplain_paths_are_refused() -> None:
     array = render_job(JobRequest("t", "n", TaskConfig(script="#!/bin/bash\n#SBATCH -a 0-3\ntrue\n"), "/w/t"))
     assert isinstance(array, Failure)
     assert "flow slurm submit" in array.failure().violations[0].fix
@@ -198,3 +208,56 @@ def test_multi_node_tasks_run_once_per_node_with_torchrun_variables(tmp_path: Pa
     assert done.returncode == 0, done.stderr
     assert out.read_text().splitlines() == ["0 gpu-a 21234 2 2 an arg", "1 gpu-a 21234 2 2 an arg"]
     assert "#SBATCH --nodes=2" in files.job_script
+
+
+def test_a_script_that_names_its_output_files_keeps_them_and_flow_reads_its_output(tmp_path: Path) -> None:
+    """No --output/--error/--open-mode of Flow's: Slurm writes the script's files, and the task's
+    output in its directory is a link to the file the job's output goes to (here: where bash's
+    stdout goes, as slurmstepd opens the file before the script runs)."""
+    script = "#!/bin/bash\n#SBATCH --out=logs/%x-%j.out -J mine\necho hello\n"
+    files = render(TaskConfig(script=script), tmp_path / "task")
+    directives = [line for line in files.job_script.splitlines() if line.startswith("#SBATCH")]
+    assert not any(line.startswith(("#SBATCH --output", "#SBATCH --error", "#SBATCH --open")) for line in directives)
+    assert "#SBATCH --out=logs/%x-%j.out -J mine" in directives
+    task_dir = tmp_path / "task"
+    (task_dir / "work").mkdir(parents=True)
+    (task_dir / "job.sbatch").write_text(files.job_script)
+    (task_dir / "script").write_text(script)
+    (task_dir / "script").chmod(0o700)
+    user_file = tmp_path / "mine-7.out"
+    with user_file.open("w") as stdout:
+        done = subprocess.run(["bash", str(task_dir / "job.sbatch")], stdout=stdout, timeout=30)
+    assert done.returncode == 0
+    assert (task_dir / "output.log").resolve() == user_file.resolve()
+    assert (task_dir / "output.log").read_text() == "hello\n"
+
+
+def test_relative_output_directories_are_made_in_the_code_copy() -> None:
+    script = "#!/bin/bash\n#SBATCH -o logs/%j.out -e /abs/err/%j.err\n#SBATCH -D run\ntrue\n"
+    config = sbatch_to_configs(script).unwrap().configs[0]
+    request = JobRequest("t", "n", config, "/w/t", code_dir="/w/t/code")
+    assert output_dirs(request) == ("/w/t/code/run/logs",)  # an absolute one is the script's own
+    patterned = JobRequest("t", "n", TaskConfig(script="#!/bin/bash\n#SBATCH -o %x/o\ntrue\n"), "/w/t")
+    assert output_dirs(patterned) == ()  # a pattern names it only once the job runs, as on Slurm
+
+
+def test_an_array_job_runs_each_element_in_its_own_directory_as_the_task_that_took_it(tmp_path: Path) -> None:
+    """One job script for the array: an element finds the Flow task that took it in its
+    directory, and records its exit status there; Slurm's own array variables are not
+    overwritten by the first element's."""
+    script = "#!/bin/bash\n#SBATCH -J sweep --array=0-3%2\necho $FLOW_TASK_ID $FLOW_TASK_NAME $SLURM_ARRAY_TASK_ID\n"
+    config = TaskConfig(
+        script=script, name="sweep-0", env={"SLURM_ARRAY_TASK_ID": "0", "FLOW_ARRAY_ID": "a1", "LR": "0.1"}
+    )
+    array_dir = tmp_path / "arr"
+    files = render(config, array_dir, array=ArrayJob(indices=(0, 1, 2, 3)))
+    directives = [line for line in files.job_script.splitlines() if line.startswith("#SBATCH")]
+    assert f"#SBATCH --output={array_dir}/%a/output.log" in directives
+    assert "#SBATCH -J sweep --array=0-3%2" in directives
+    assert "export SLURM_ARRAY_TASK_ID" not in files.job_script and "export LR=0.1" in files.job_script
+    element = array_dir / "2"
+    element.mkdir(parents=True)
+    (element / ELEMENT_TASK_FILE).write_text("t-two sweep-2\n")
+    done = run_job(files, array_dir, {"SLURM_ARRAY_TASK_ID": "2"})
+    assert (done.returncode, done.stdout) == (0, "t-two sweep-2 2\n")
+    assert (element / EXIT_FILE).read_text() == "0\n"

@@ -8,17 +8,20 @@ import pytest
 from flow.domain.code.manifest import ManifestEntry
 from flow.domain.instances.instance_types import InstanceType, short_name
 from flow.domain.slurm.scripts import (
+    ElementRegistration,
     PolledJob,
     SubmitPlan,
     final_states_script,
     missing_blobs_script,
     parse_poll_output,
     poll_script,
+    register_script,
     split_sections,
     submit_script,
 )
 from flow.domain.slurm.states import (
     GpuGres,
+    array_record_ids,
     event_for,
     gpu_of,
     model_of_gres_type,
@@ -275,3 +278,56 @@ def test_final_state_sources() -> None:
         "jobcomp": "",
         "end": "",
     }
+
+
+def test_squeue_records_of_array_elements() -> None:
+    """Slurm lists an array's pending elements as one compressed record until it starts them; each
+    element's task reads its own state from it (ids as `<array job>_<index>`)."""
+    squeue = parse_squeue(
+        "20_[2-5%2]|PENDING|JobArrayTaskLimit\n20_0|RUNNING|None\n20_1|COMPLETED|None\n21_[0,7]|PENDING|None\n"
+    )
+    assert {k: v.state for k, v in squeue.items()} == {
+        "20_0": "RUNNING",
+        "20_1": "COMPLETED",
+        **{f"20_{k}": "PENDING" for k in range(2, 6)},
+        "21_0": "PENDING",
+        "21_7": "PENDING",
+    }
+    assert squeue["20_4"].reason == "JobArrayTaskLimit"
+    assert array_record_ids("30_[0-8:4]") == ["30_0", "30_4", "30_8"]
+    assert array_record_ids("31") == ["31"]
+    assert parse_sacct("20_3|FAILED|2:0\n20_3.batch|FAILED|2:0\n")["20_3"].exit_code == 2
+    jobcomp = parse_jobcomp(
+        "JobId=1840 UserId=root(0) Name=wrap JobState=COMPLETED ArrayJobId=1838 ArrayTaskId=1 ExitCode=0:0\n"
+        "JobId=1841 UserId=root(0) Name=wrap JobState=FAILED ExitCode=4:0\n"
+    )
+    assert (jobcomp["1838_1"].state, jobcomp["1840"].state, jobcomp["1841"].exit_code) == ("COMPLETED", "COMPLETED", 4)
+    assert "1841_0" not in jobcomp
+    text = final_states_script(["12", "1838_1"], accounting=False, jobcomp_file="/j.log")
+    assert "grep -E -e '^JobId=(12) ' -e ' ArrayJobId=1838 ArrayTaskId=1 ' -- /j.log" in text
+
+
+def test_array_elements_register_their_task() -> None:
+    element = ElementRegistration(
+        array_dir="/w/arrays/a1", index=3, task_id="t-3", task_name="sweep-3", task_dir="/w/tasks/t-3"
+    )
+    text = register_script(element)
+    assert "[ -s /w/arrays/a1/job_id ] || exit 97" in text
+    assert "ln -sfn -- /w/arrays/a1/3 /w/tasks/t-3" in text
+    first = submit_script(
+        SubmitPlan(
+            task_dir="/w/arrays/a1",
+            submit_dir="/w/arrays/a1/work",
+            make_work_dir="/w/arrays/a1/work",
+            register=element,
+            element_dirs=("/w/arrays/a1/0", "/w/arrays/a1/3"),
+        )
+    )
+    # Registered before the idempotency check: an element submitted again still registers.
+    assert first.index("ln -sfn") < first.index("if [ -s /w/arrays/a1/job_id ]") < first.index("sbatch")
+    assert "mkdir -p -- /w/arrays/a1/0 /w/arrays/a1/3 || exit 90" in first
+
+
+def test_the_poll_follows_a_tasks_output_link() -> None:
+    text = poll_script([PolledJob(task_id="t-1", job_id="20_3", task_dir="/w/tasks/t-1", log_offset=0)])
+    assert "stat -L -c" in text and "-j 20_3" in text

@@ -65,3 +65,10 @@ def test_a_two_node_task_runs_again_when_one_node_asks(flow: Flow) -> None:
     assert task.logs(node=0).splitlines()[-1] == "node 0 done"
     (attempt,) = task.attempts
     assert attempt.exit_code == 75
+
+
+def test_flow_run_takes_max_retries(shared_daemon: Daemon) -> None:
+    done = shared_daemon.flow_cli("run", "--max-retries", "1", "--json", TWICE)
+    assert done.returncode == 0, done.stderr
+    shown = json.loads(done.stdout)
+    assert shown["status"] == "COMPLETED" and [a["exit_code"] for a in shown["attempts"]] == [75]

@@ -99,7 +99,9 @@ def test_exit_codes_and_a_missing_image_fail_the_task(podman_daemon: Daemon, pod
     assert "flow.local/does-not-exist" in missing.logs()  # podman's error names the image
 
 
-def test_exec_goes_into_the_container_and_cancel_leaves_none_behind(podman_daemon: Daemon, podman: Podman) -> None:
+def test_exec_and_flow_ssh_go_into_the_container_and_cancel_leaves_none_behind(
+    podman_daemon: Daemon, podman: Podman
+) -> None:
     client: Flow = podman_daemon.client()  # type: ignore[assignment]
     task = client.run(["sleep", "600"], image=podman.image, upload_code=False)
     name = f"flow-{task.task_id}"
@@ -110,6 +112,8 @@ def test_exec_goes_into_the_container_and_cancel_leaves_none_behind(podman_daemo
     wait_until(lambda: task.status is TaskStatus.RUNNING and container_runs(), timeout=120, interval=0.1)
     done = task.exec(["sh", "-c", "pwd; cat /proc/1/cmdline | tr '\\0' ' '"])
     assert (done.exit_code, done.stdout.decode()) == (0, "/workspace\n/run/podman-init -- sleep 600 ")
+    ssh = podman_daemon.flow_cli("ssh", task.task_id, "--", "sh", "-c", "test -e /run/.containerenv && exit 5")
+    assert (ssh.returncode, ssh.stderr) == (5, "")  # flow ssh lands in the container (podman's marker file)
     task.cancel()
     assert task.wait(timeout=60).last_status is TaskStatus.CANCELLED
     wait_until(lambda: podman.run(["container", "exists", name]).returncode == 1, timeout=60, interval=0.1)

@@ -78,7 +78,7 @@ def test_every_problem_is_named_with_its_path_and_a_fix() -> None:
                     "host_key_checking": "yes",
                 },
                 "login": {"kind": "slurm", "mode": "local", "host": "x", "partition": "bad name"},
-                "other": {"kind": "kubernetes"},
+                "other": {"kind": "nomad"},
                 "laptop": {"kind": "local"},
                 "local": {"kind": "slurm"},
                 "bad name": {"kind": "slurm"},

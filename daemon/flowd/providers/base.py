@@ -59,9 +59,10 @@ Declared in `Provider.capabilities` (a frozen value), never probed: `offers` (fi
 `exec` (flow ssh), `results` (.remote() results), `volumes` (volumes kept on the provider's own
 platform rather than by flowd), `node_logs` (one output file per node), `health` (why the
 provider cannot be used now: settings that are wrong or rejected, a platform out of reach; shown
-by `flow daemon status`) and `dependencies` (the provider schedules dependencies among its own
+by `flow daemon status`), `dependencies` (the provider schedules dependencies among its own
 tasks, start_after and priority itself: Slurm's --dependency, --begin, --nice;
-flowd.dependency_holds holds the rest). A capability left out
+flowd.dependency_holds holds the rest) and `dry_run` (a dry run asks the platform too). A
+capability left out
 is refused by flowd with a clear error, so a new provider can start with the required protocol
 alone.
 """
@@ -81,7 +82,7 @@ from flow.domain.task.config import TaskConfig
 from flow.domain.task.dependencies import Dependency
 from flow.domain.task.lifecycle import TaskEvent, TaskRecord
 from flow.domain.volumes.rules import Volume
-from flowd.exec_session import ExecSession
+from flowd.exec_session import ExecChannel
 
 S = TypeVar("S")
 S_contra = TypeVar("S_contra", contravariant=True)
@@ -202,7 +203,7 @@ class Offers(Protocol):
 
 
 class Exec(Protocol[S_contra]):
-    def exec(self, record: TaskRecord, state: S_contra, request: ExecRequest) -> ExecSession:
+    def exec(self, record: TaskRecord, state: S_contra, request: ExecRequest) -> ExecChannel:
         """Starts the command in the running task's environment (its first node); raises
         LaunchError when it cannot. Called on the ExecTask RPC's thread; may block briefly."""
         ...
@@ -211,6 +212,13 @@ class Exec(Protocol[S_contra]):
 class Results(Protocol):
     def read_result(self, task_id: str) -> bytes | None:
         """The result document a finished function-call task wrote, if it wrote one."""
+        ...
+
+
+class DryRun(Protocol):
+    def dry_run(self, record: TaskRecord) -> Result[None, DomainError]:
+        """(validate_only) Whether the provider's platform would accept the placed task, asked
+        without starting anything (Slurm: sbatch --test-only): the refusal `launch` would give."""
         ...
 
 
@@ -236,6 +244,7 @@ class Health(Protocol):
         """Why the provider cannot be used now (its settings are invalid or were rejected, its
         platform cannot be reached), with a fix; None when nothing is known to be wrong. Must
         not block: it answers what the provider last saw."""
+        ...
 
 
 class NativeDependencies(Protocol[S_contra]):
@@ -266,6 +275,7 @@ class Capabilities:
     node_logs: bool = False  # a multi-node task has one output file per node
     health: Health | None = None
     dependencies: NativeDependencies[Any] | None = None
+    dry_run: DryRun | None = None
 
 
 # --- the required protocol -------------------------------------------------------------------------

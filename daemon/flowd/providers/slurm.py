@@ -36,6 +36,7 @@ from flow.domain.instances.matching import Offer
 from flow.domain.slurm.placement import place_on_cluster
 from flow.domain.slurm.scripts import (
     PolledJob,
+    PollOutput,
     cancel_script,
     config_script,
     final_states_script,
@@ -47,6 +48,7 @@ from flow.domain.slurm.scripts import (
 )
 from flow.domain.slurm.states import (
     NEEDS_EXIT_CODE,
+    SQUEUE_FORMAT,
     ClusterConfig,
     JobStatus,
     Partition,
@@ -92,6 +94,9 @@ log = logging.getLogger(__name__)
 
 CATALOG_TTL: Final = 15.0
 GONE_POLLS_BEFORE_LOST: Final = 3
+# A job just submitted is looked at every 20 ms (then after a tenth of its wait) until it is seen
+# running: one that can run starts within milliseconds (RemotePoller).
+FAST_START: Final = 0.02
 
 
 @frozen
@@ -157,9 +162,9 @@ class SlurmProvider:
         self._cluster_config: ClusterConfig | None = None
         self._submitter = SlurmSubmitter(settings, cluster, work_dir.rstrip("/"), tasks_root, blobs, self._run)
         self._poller: RemotePoller[_Job] = RemotePoller(
-            self.name, settings.poll_interval, self._poll, (ClusterError,), clock
+            self.name, settings.poll_interval, self._poll, (ClusterError,), clock, fast_start=FAST_START
         )
-        self.capabilities = Capabilities(offers=self, exec=self, results=self, dependencies=self)
+        self.capabilities = Capabilities(offers=self, exec=self, results=self, dependencies=self, dry_run=self)
 
     @property
     def state_type(self) -> StateType:
@@ -263,6 +268,18 @@ class SlurmProvider:
             return (exc if isinstance(exc, LaunchError) else LaunchError(str(exc))).refused(self.name)
         return Queued(SlurmJob(job_id=job_id, task_dir=self._submitter.task_dir(record.task_id)))
 
+    def dry_run(self, record: TaskRecord) -> Result[None, DomainError]:
+        """sbatch --test-only of the job the task would submit: what Slurm would refuse (a GRES
+        type no node has, a feature, a partition's limits), said without submitting anything."""
+        try:
+            refused = self._submitter.test_only(record, self._gres_for(record))
+        except ClusterError as exc:
+            return Failure(self._unreachable(exc))
+        except LaunchError as exc:
+            refusal = exc.refused(self.name)
+            return Failure(refusal.error)
+        return Success(None) if refused is None else Failure(refused)
+
     # --- watching ------------------------------------------------------------------------
 
     def _follow(self, record: TaskRecord, state: SlurmJob, started: bool) -> None:
@@ -326,7 +343,8 @@ class SlurmProvider:
         """A command inside the job's allocation: `srun --jobid=N --overlap`, on the login node
         or, over SSH, through the ssh client with the same host key checking."""
         tty = ["--pty"] if request.tty else []
-        srun = ["srun", f"--jobid={state.job_id}", "--overlap", "--quiet", *tty, *(request.argv or ("bash",))]
+        job_id = self._own_job_id(state.job_id)
+        srun = ["srun", f"--jobid={job_id}", "--overlap", "--quiet", *tty, *(request.argv or ("bash",))]
         env = public_env(os.environ)
         if request.tty:
             env["TERM"] = request.term or "xterm-256color"
@@ -343,6 +361,19 @@ class SlurmProvider:
             return ExecSession(command, cwd, env, request.tty, request.rows, request.columns)
         except ExecError as exc:
             raise LaunchError(str(exc)) from exc
+
+    def _own_job_id(self, job_id: str) -> str:
+        """An array element's own job id (srun --jobid takes no `<array>_<index>`)."""
+        if "_" not in job_id:
+            return job_id
+        try:
+            rc, out, err = self._run(f"squeue -h -j {shlex.quote(job_id)} -o %A\n", timeout=60)
+        except ClusterError as exc:
+            raise LaunchError(f"cannot reach the cluster: {exc}") from exc
+        found = out.decode("utf-8", "replace").split()
+        if rc != 0 or not found or not found[0].isdigit():
+            raise LaunchError(f"the Slurm job {job_id} is not running ({err or 'squeue says nothing of it'})")
+        return found[0]
 
     def _ssh_command(self, remote: list[str], tty: bool) -> list[str]:
         ssh = self._settings.ssh
@@ -372,20 +403,17 @@ class SlurmProvider:
             )
             for j in jobs
         ]
-        done = self._cluster.run(self._prelude + poll_script(polled), timeout=120)
-        out = parse_poll_output(done.stdout)
-        if not out.complete:
-            raise ClusterError(f"the status query ended early: {done.error_text or done.rc}")
+        out, error_text = self._poll_here(polled) if self._cluster.local else self._poll_there(polled)
         for j in jobs:  # the new bytes of every log, each exactly once
             chunk = out.logs.get(j.task_id)
             if chunk is not None and j.local_log is not None:
                 j.local_log.append_at(task_files.OUTPUT, chunk.offset, chunk.data)
         if out.squeue_rc == 0:
             statuses = parse_squeue(out.squeue)
-        elif out.squeue_rc is not None and squeue_says_gone(out.squeue_rc, done.error_text):
+        elif out.squeue_rc is not None and squeue_says_gone(out.squeue_rc, error_text):
             statuses = {}
         else:
-            raise ClusterError(f"squeue failed: {done.error_text or f'exit status {out.squeue_rc}'}")
+            raise ClusterError(f"squeue failed: {error_text or f'exit status {out.squeue_rc}'}")
         ended: list[tuple[_Job, JobStatus | None]] = []
         lookup: list[_Job] = []
         for j in jobs:
@@ -395,6 +423,8 @@ class SlurmProvider:
                 lookup.append(j)
                 continue
             phase = phase_of(status.state)
+            if phase in ("running", "ended"):
+                self._poller.settled(j.task_id)
             if phase == "running" and not j.started:
                 j.started = True
                 self._report(j.task_id, Started(), SlurmJob(j.job_id, j.task_dir))
@@ -414,6 +444,28 @@ class SlurmProvider:
             if chunk is not None and not chunk.complete:
                 continue  # the rest of its log first, next poll
             self._finish(j, status)
+
+    def _poll_there(self, polled: list[PolledJob]) -> tuple[PollOutput, str]:
+        """One script on the cluster: squeue, the exit markers and the logs' new bytes."""
+        done = self._cluster.run(self._prelude + poll_script(polled), timeout=120)
+        out = parse_poll_output(done.stdout)
+        if not out.complete:
+            raise ClusterError(f"the status query ended early: {done.error_text or done.rc}")
+        return out, done.error_text
+
+    def _poll_here(self, polled: list[PolledJob]) -> tuple[PollOutput, str]:
+        """On the login node: squeue alone (no shell), and the exit markers read here."""
+        ids = ",".join(sorted({j.job_id for j in polled}, key=lambda i: (len(i), i)))
+        done = self._cluster.command(["squeue", "-h", "-t", "all", "-j", ids, "-o", SQUEUE_FORMAT], "/", timeout=120)
+        exits = {j.task_id: TaskDir(Path(j.task_dir)).exit_status() for j in polled}
+        out = PollOutput(
+            squeue=done.stdout.decode("utf-8", "replace"),
+            squeue_rc=done.rc,
+            exits={task_id: code for task_id, code in exits.items() if code is not None},
+            logs={},
+            complete=True,
+        )
+        return out, done.error_text
 
     def _ending(
         self, job: _Job, seen: JobStatus | None, recorded: JobStatus | None, marker: int | None

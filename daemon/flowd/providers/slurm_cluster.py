@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shlex
 import stat
 import subprocess
 import threading
@@ -60,6 +61,8 @@ class Cluster(Protocol):
 
     def run(self, script: str, timeout: float = DEFAULT_TIMEOUT) -> Completed: ...
 
+    def command(self, argv: list[str], cwd: str, timeout: float = DEFAULT_TIMEOUT) -> Completed: ...
+
     def put_file(self, local: Path, remote: str) -> None: ...
 
     def read_file(self, remote: str) -> bytes | None: ...
@@ -73,11 +76,18 @@ class LocalCluster:
     local = True
     description = "this machine"
 
-    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, env: Mapping[str, str] | None = None, slurm_conf: str | None = None, bin_dir: str | None = None
+    ) -> None:
         source = os.environ if env is None else env
         # flowd's private variables never reach a job; local mode passes the rest, as sbatch's
         # default --export=ALL would from a login shell.
         self._env = public_env(source)
+        # What the scripts' prelude sets, for commands run without a shell.
+        if slurm_conf:
+            self._env["SLURM_CONF"] = slurm_conf
+        if bin_dir:
+            self._env["PATH"] = f"{bin_dir}:{self._env.get('PATH', '')}"
 
     def run(self, script: str, timeout: float = DEFAULT_TIMEOUT) -> Completed:
         try:
@@ -88,6 +98,18 @@ class LocalCluster:
             raise ClusterError(f"a Slurm command took longer than {timeout:g} s") from None
         except OSError as exc:
             raise ClusterError(f"cannot run bash: {exc.strerror}") from None
+        return Completed(rc=done.returncode, stdout=done.stdout, stderr=done.stderr)
+
+    def command(self, argv: list[str], cwd: str, timeout: float = DEFAULT_TIMEOUT) -> Completed:
+        """One Slurm command run here directly (no shell), from `cwd`."""
+        try:
+            done = subprocess.run(
+                argv, cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True, env=self._env, timeout=timeout
+            )
+        except subprocess.TimeoutExpired:
+            raise ClusterError(f"a Slurm command took longer than {timeout:g} s") from None
+        except OSError as exc:
+            raise ClusterError(f"cannot run {argv[0]}: {exc.strerror}") from None
         return Completed(rc=done.returncode, stdout=done.stdout, stderr=done.stderr)
 
     def put_file(self, local: Path, remote: str) -> None:
@@ -230,6 +252,10 @@ class SshCluster:
                     with contextlib.suppress(Exception):
                         channel.close()
         return Completed(rc=rc, stdout=out, stderr=err)
+
+    def command(self, argv: list[str], cwd: str, timeout: float = DEFAULT_TIMEOUT) -> Completed:
+        """One command on the login node, from `cwd` (one exec, as `run`)."""
+        return self.run(f"cd -- {shlex.quote(cwd)} && exec {shlex.join(argv)}", timeout)
 
     def _drain(self, channel: Any, deadline: float) -> tuple[bytes, bytes]:
         """stdout to its end, and stderr alongside it (one shared window: an unread stream can

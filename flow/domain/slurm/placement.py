@@ -10,7 +10,9 @@ must fit. What Slurm cannot do (volumes, data mounts, images, job arrays) is ref
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from typing import Final
 
 from attrs import evolve, frozen
 from returns.result import Failure, Result, Success
@@ -20,9 +22,12 @@ from flow.domain.errors import DomainError, ErrorReason, FieldViolation, validat
 from flow.domain.instances.instance_types import short_name
 from flow.domain.instances.matching import Offer, rank_key
 from flow.domain.instances.placement import choose_offer
-from flow.domain.slurm.sbatch import has_directives, read_directives, sbatch_to_configs
+from flow.domain.slurm.emulation import ARRAY_ID_VAR, ARRAY_INDEX_VAR
+from flow.domain.slurm.sbatch import Directive, has_directives, parse_array, read_directives, sbatch_to_configs
 from flow.domain.slurm.states import GENERIC_GPU, Partition, SlurmOffer
 from flow.domain.task.config import TaskConfig
+
+ARRAY_ID_PATTERN: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 @frozen
@@ -73,11 +78,58 @@ def unsupported(config: TaskConfig) -> list[FieldViolation]:
     if config.script and config.script.startswith("#!"):
         read = read_directives(config.script)
         found.extend(read.problems)
-        for d in read.directives:
-            if d.option == "array":
-                fix = "submit the script with `flow slurm submit`, which runs one task per array element"
-                found.append(violation(f"script: {d.field}", d.value, "asks for a job array", fix))
+        arrays = [d for d in read.directives if d.option == "array"]
+        if arrays and ARRAY_ID_VAR not in config.env:
+            fix = "submit the script with `flow slurm submit`, which runs one task per array element"
+            found += [violation(f"script: {d.field}", d.value, "asks for a job array", fix) for d in arrays]
+        elif arrays:
+            found += _element_problems(config, arrays[-1])
     return found
+
+
+@frozen
+class ArrayElement:
+    """A task that is one element of a native array job (flow slurm submit --array on Slurm)."""
+
+    array_id: str  # the submission's key, shared by its elements
+    index: int
+    indices: tuple[int, ...]  # every element of the array
+
+
+def _element_problems(config: TaskConfig, array: Directive) -> list[FieldViolation]:
+    key = config.env.get(ARRAY_ID_VAR, "")
+    index = config.env.get(ARRAY_INDEX_VAR, "")
+    parsed = parse_array(array.value or "")
+    found: list[FieldViolation] = []
+    if not ARRAY_ID_PATTERN.fullmatch(key):
+        fix = "leave it to `flow slurm submit`, which names each array submission"
+        found.append(violation(f"env.{ARRAY_ID_VAR}", key, "is not an array id (letters, digits, - and _)", fix))
+    if parsed is None or not index.isdigit() or int(index) not in parsed[0]:
+        fix = f"give an index the script's {array.label} lists"
+        found.append(violation(f"env.{ARRAY_INDEX_VAR}", index, "is not an element of the array", fix))
+    return found
+
+
+def array_element(config: TaskConfig) -> ArrayElement | None:
+    """The array element a (valid) task is, when it is one."""
+    key = config.env.get(ARRAY_ID_VAR)
+    if not key or not config.script or not config.script.startswith("#!"):
+        return None
+    arrays = [d for d in read_directives(config.script).directives if d.option == "array"]
+    parsed = parse_array(arrays[-1].value or "") if arrays else None
+    index = config.env.get(ARRAY_INDEX_VAR, "")
+    if parsed is None or not index.isdigit():
+        return None
+    return ArrayElement(array_id=key, index=int(index), indices=parsed[0])
+
+
+def partition_directive(config: TaskConfig) -> Directive | None:
+    """The script's own --partition, when it names one partition."""
+    if config.script and config.script.startswith("#!"):
+        for d in reversed(read_directives(config.script).directives):
+            if d.option == "partition":
+                return d if d.value and "," not in d.value else None
+    return None
 
 
 def partition_for(config: TaskConfig, partitions: Sequence[Partition], settings: SlurmSettings) -> str | None:
@@ -85,10 +137,8 @@ def partition_for(config: TaskConfig, partitions: Sequence[Partition], settings:
     setting, else the cluster's default partition."""
     if config.region:
         return config.region
-    if config.script and config.script.startswith("#!"):
-        for d in reversed(read_directives(config.script).directives):
-            if d.option == "partition" and d.value and "," not in d.value:
-                return d.value
+    if (d := partition_directive(config)) is not None:
+        return d.value
     if settings.partition:
         return settings.partition
     return next((p.name for p in partitions if p.default), None)
@@ -172,13 +222,21 @@ def place_on_cluster(
     known = {p.name: p for p in partitions}
     if name is None or name not in known:
         names = ", ".join(known) or "none"
+        directive = None if config.region else partition_directive(config)
+        hints: tuple[str, ...]
+        if directive is not None:  # the script's own directive decides: only it can be changed
+            hints = (f"change {directive.label} in the script to one of: {names}",)
+        else:
+            hints = (
+                f"use one of: {names} (region is the partition on Slurm)",
+                "set partition for the provider in $FLOW_HOME/config.yaml",
+            )
         return Failure(
             _refusal(
                 settings.name,
                 str(name),
                 f"The Slurm cluster of provider {settings.name} has no partition {name!r} (it has: {names})",
-                f"use one of: {names} (region is the partition on Slurm)",
-                "set partition for the provider in $FLOW_HOME/config.yaml",
+                *hints,
             )
         )
     part = known[name]

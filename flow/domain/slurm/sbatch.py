@@ -19,7 +19,7 @@ import math
 import posixpath
 import re
 import shlex
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Final
 
 from attrs import evolve, field, frozen
@@ -32,7 +32,7 @@ from flow.domain.instances.instance_types import (
     short_name,
 )
 from flow.domain.slurm.gpu_requests import GpuAsk, GpuSpecProblem, parse_gpu_count, parse_gres_request
-from flow.domain.slurm.layout import ONE_NODE, Layout, TaskCounts, job_layout
+from flow.domain.slurm.layout import ONE_NODE, Layout, LayoutProblem, TaskCounts, job_layout
 from flow.domain.slurm.sbatch_options import LONG_NAMES, NONE, REQUIRED, SHORT, argument_of, resolve_long
 from flow.domain.slurm.states import model_of_gres_type
 from flow.domain.task import task_files
@@ -107,6 +107,9 @@ REFUSED: Final[Mapping[str, str]] = {
 }
 # Directives the task counts only matter to Slurm: they are native-only, but also parsed.
 _TASK_COUNTS: Final = ("ntasks", "ntasks-per-node", "cpus-per-task")
+# Read, and also only Slurm's: the task counts, and the files Slurm writes the job's output to
+# (elsewhere the output is the task's log).
+_NATIVE_TOO: Final = frozenset({*_TASK_COUNTS, "output", "error"})
 _GPU_OPTIONS: Final = ("gres", "gpus", "gpus-per-node", "gpus-per-task")
 _MEMORY_OPTIONS: Final = ("mem", "mem-per-cpu", "mem-per-gpu")
 # Directives that decide how many nodes Slurm allocates: with any of them in the script, the
@@ -445,6 +448,9 @@ class SbatchJob:
     array: ArraySpec | None = None
     # -i/--instance-type given at submission, which replaces what the script asks for.
     instance_type_override: str | None = None
+    # The job as one task, before --array makes one per element: its script is the file as it
+    # is (an -i edits only its GPU directives), --array included. None: configs[0].
+    base: TaskConfig | None = None
 
 
 def _quote_for_directive(token: str) -> str:
@@ -454,24 +460,50 @@ def _quote_for_directive(token: str) -> str:
     return '"' + token.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _without_array(script: str, array: Directive, index: int, count: int) -> str:
-    """The script with its --array option taken out of its #SBATCH line (each element is its own
-    task), so that the slurm provider does not submit every element as an array again."""
+@frozen
+class Edit:
+    """One option of a script's #SBATCH lines replaced by other tokens (none: taken out)."""
+
+    directive: Directive
+    tokens: tuple[str, ...] = ()
+    note: str = ""
+
+
+def _edited(script: str, edits: Sequence[Edit]) -> str:
+    """The script with each edit made on its #SBATCH line, and the edits' notes after the line;
+    a line left with no option becomes a comment. Other options of the same line stay."""
     lines = script.split("\n")
-    line = lines[array.line - 1]
-    magic = MAGIC if line.startswith(MAGIC) else OLD_MAGIC
-    tokens, _ = _tokens(line[len(magic) :])
-    first, last = array.tokens
-    kept = tokens[:first]
-    if array.bundle_at > 1:  # -Ha0-3: the options before it in the bundle stay
-        kept.append(tokens[first][: array.bundle_at])
-    kept += tokens[last + 1 :]
-    note = f"flow: --array expanded into {count} tasks; this one is element {index}"
-    if kept:
-        lines[array.line - 1] = f"{magic} {' '.join(_quote_for_directive(t) for t in kept)}  # {note}"
-    else:
-        lines[array.line - 1] = f"# {note}"
+    by_line: dict[int, list[tuple[Directive, tuple[str, ...]]]] = {}
+    notes: dict[int, list[str]] = {}
+    for edit in edits:
+        by_line.setdefault(edit.directive.line, []).append((edit.directive, edit.tokens))
+        if edit.note and edit.note not in notes.setdefault(edit.directive.line, []):
+            notes[edit.directive.line].append(edit.note)
+    for number, changes in by_line.items():
+        note = "flow: " + "; ".join(notes.get(number, [])) if notes.get(number) else "flow: edited"
+        line = lines[number - 1]
+        magic = MAGIC if line.startswith(MAGIC) else OLD_MAGIC
+        tokens, _ = _tokens(line[len(magic) :])
+        kept: list[str] = []
+        at = 0
+        for d, replacement in sorted(changes, key=lambda c: (c[0].tokens, c[0].bundle_at)):
+            first, last = d.tokens
+            kept += tokens[at:first]
+            if d.bundle_at > 1:  # -Ha0-3: the options before it in the bundle stay
+                kept.append(tokens[first][: d.bundle_at])
+            kept += replacement
+            at = last + 1
+        kept += tokens[at:]
+        if kept:
+            lines[number - 1] = f"{magic} {' '.join(_quote_for_directive(t) for t in kept)}  # {note}"
+        else:
+            lines[number - 1] = f"# {note}"
     return "\n".join(lines)
+
+
+def _array_edit(array: Directive, index: int, count: int) -> Edit:
+    """--array taken out of an element's script (each element is its own task elsewhere)."""
+    return Edit(array, (), f"--array expanded into {count} tasks; this one is element {index}")
 
 
 def _int_value(d: Directive, out: list[FieldViolation], what: str) -> int | None:
@@ -552,7 +584,7 @@ def sbatch_to_configs(
             continue
         last[each.option] = each  # like sbatch: a later directive overrides an earlier one
         scheduled = now is not None and each.option in SCHEDULING_OPTIONS
-        if (each.option not in MAPPED or each.option in _TASK_COUNTS) and not scheduled:
+        if (each.option not in MAPPED or each.option in _NATIVE_TOO) and not scheduled:
             native.append(each)
     d: Directive | None
     fields: dict[str, object] = {}
@@ -619,6 +651,7 @@ def sbatch_to_configs(
         cpus_per_node=cpus_per_node,
     )
     gpu_directive = next((asks[o][0] for o in ("gres", "gpus-per-node", "gpus", "gpus-per-task") if o in asks), None)
+    overrides: tuple[Edit, ...] = ()
     blame = {
         "gpus-per-node": gpu_directive,
         "ntasks": last.get("ntasks") or last.get("nodes") or last.get("ntasks-per-node"),
@@ -662,8 +695,16 @@ def sbatch_to_configs(
         wanted = given.unwrap()
         asked_model = model or unknown_type
         gets_model = None if wanted.is_cpu else wanted.model
-        if wanted.count != count or (count and asked_model is not None and gets_model != asked_model.split("-")[0]):
+        contradicts = wanted.count != count or bool(
+            count and asked_model is not None and gets_model != asked_model.split("-")[0]
+        )
+        if contradicts:
             warnings.append(_override_warning(instance_type, wanted, count, asked_model, gpu_directive))
+        if contradicts or (count and asked_model is None):
+            # -i wins, as an option on sbatch's command line wins over the script's: its GPU
+            # directives go (on Slurm the job asks for the instance type's GRES instead), also
+            # untyped ones it agrees with, which Slurm could meet with another model.
+            overrides = _gpu_override(read.directives, last, layout, counts, nodes, wanted.is_cpu, instance_type)
         fields["instance_type"] = instance_type
         generic_gpus = None
     elif model is not None:
@@ -689,12 +730,6 @@ def sbatch_to_configs(
             out.append(violation(d.field, d.value, "is not a time limit", fix))
         elif minutes:
             fields["max_run_time_hours"] = minutes / 60
-    for option in ("output", "error"):
-        if (d := last.get(option)) is not None:
-            warnings.append(
-                f"{d.label}: Flow keeps the job's output and errors in the task's log (flow logs); "
-                "this file is not written"
-            )
     env: dict[str, str] = {}
     if (d := last.get("export")) is not None:
         for item in (d.value or "").split(","):
@@ -728,29 +763,18 @@ def sbatch_to_configs(
         fields.update(_scheduling_fields(last, now, local or (lambda t: now), out))
     if out:
         return Failure(validation_error(out, subject=subject))
-    base = TaskConfig(script=text, **fields)  # type: ignore[arg-type]  # each value checked above for its field
+    script = _edited(text, overrides) if overrides else text
+    base = TaskConfig(script=script, **fields)  # type: ignore[arg-type]  # each value checked above for its field
     configs: tuple[TaskConfig, ...] = (base,)
     if array is not None:
         indices = array.indices
-        if array.throttle is not None:
-            warnings.append(
-                f"{array.directive.label}: Flow submits all {len(indices)} elements at once; "
-                f"the %{array.throttle} limit is not applied"
-            )
-        array_env = {
-            "SLURM_ARRAY_TASK_COUNT": str(len(indices)),
-            "SLURM_ARRAY_TASK_MIN": str(indices[0]),
-            "SLURM_ARRAY_TASK_MAX": str(indices[-1]),
-        }
-        if array.step is not None:
-            array_env["SLURM_ARRAY_TASK_STEP"] = str(array.step)
         stem = base.name or "array"
         configs = tuple(
             evolve(
                 base,
-                name=f"{stem[: 62 - len(str(index))]}-{index}",
-                script=_without_array(text, array.directive, index, len(indices)),
-                env={**base.env, **array_env, "SLURM_ARRAY_TASK_ID": str(index)},
+                name=element_name(stem, index),
+                script=_edited(text, (*overrides, _array_edit(array.directive, index, len(indices)))),
+                env={**base.env, **array_env(array), "SLURM_ARRAY_TASK_ID": str(index)},
             )
             for index in indices
         )
@@ -769,8 +793,83 @@ def sbatch_to_configs(
             layout=layout,
             array=array,
             instance_type_override=instance_type,
+            base=base,
         )
     )
+
+
+def element_name(stem: str, index: int) -> str:
+    """The task name of array element `index` of a job whose task name is `stem`."""
+    return f"{stem[: 62 - len(str(index))]}-{index}"
+
+
+def array_env(array: ArraySpec) -> dict[str, str]:
+    """The array variables every element shares (each adds its SLURM_ARRAY_TASK_ID)."""
+    indices = array.indices
+    found = {
+        "SLURM_ARRAY_TASK_COUNT": str(len(indices)),
+        "SLURM_ARRAY_TASK_MIN": str(indices[0]),
+        "SLURM_ARRAY_TASK_MAX": str(indices[-1]),
+    }
+    if array.step is not None:
+        found["SLURM_ARRAY_TASK_STEP"] = str(array.step)
+    return found
+
+
+# Options that only mean something for GPUs: they go with the GPUs when -i asks for none.
+_PER_GPU_OPTIONS: Final = frozenset(
+    {"cpus-per-gpu", "mem-per-gpu", "ntasks-per-gpu", "gpu-bind", "gpu-freq", "gpus-per-socket"}
+)
+
+
+def _gpu_override(
+    directives: Sequence[Directive],
+    last: Mapping[str, Directive],
+    layout: Layout,
+    counts: Mapping[str, int | None],
+    nodes: int | None,
+    cpu_only: bool,
+    given: str,
+) -> tuple[Edit, ...]:
+    """The edits that take a script's GPU directives out for -i, keeping its nodes and tasks: a
+    count Slurm derived from the GPUs (`--gpus=16` is 2 nodes) is written out instead."""
+    note = f"-i {given} replaces this GPU request"
+    edits: list[Edit] = []
+    for d in directives:
+        if d.option == "gres":
+            others = [
+                item.strip()
+                for item in (d.value or "").split(",")
+                if item.strip()
+                and item.strip().lower() != "none"
+                and item.strip().split(":")[0].split("/")[-1] != "gpu"
+            ]
+            edits.append(Edit(d, (f"--gres={','.join(others)}",) if others else (), note))
+        elif d.option in _GPU_OPTIONS or (cpu_only and d.option in _PER_GPU_OPTIONS):
+            edits.append(Edit(d, (), note))
+    if not edits:
+        return ()
+
+    def without_gpus(node_count: int | None) -> Layout | tuple[LayoutProblem, ...]:
+        return job_layout(
+            TaskCounts(
+                nodes=node_count,
+                ntasks=counts.get("ntasks"),
+                ntasks_per_node=counts.get("ntasks-per-node"),
+                cpus_per_task=counts.get("cpus-per-task"),
+            )
+        )
+
+    kept: list[str] = []
+    without = without_gpus(nodes)
+    if isinstance(without, Layout) and without.nodes != layout.nodes and "nodes" not in last:
+        kept.append(f"--nodes={layout.nodes}")
+        without = without_gpus(layout.nodes)
+    if isinstance(without, Layout) and without.ntasks != layout.ntasks and "ntasks" not in last:
+        kept.append(f"--ntasks={layout.ntasks}")
+    if kept:
+        edits[0] = evolve(edits[0], tokens=(*edits[0].tokens, *kept))
+    return tuple(edits)
 
 
 def gpu_model_needed(job: SbatchJob, provider: str, source: str = "") -> DomainError | None:
@@ -813,6 +912,23 @@ def time_limit_minutes(hours: float) -> int:
 
 
 @frozen
+class ArrayJob:
+    """A native Slurm array (flow slurm submit --array on a slurm provider): ONE job whose
+    elements are Flow tasks. Its files live in one directory (`JobRequest.task_dir`): the job
+    script, the script, the code; each element has `<dir>/<index>/` (its exit status, its output
+    unless the script names one, and `task`: the Flow task that took it)."""
+
+    indices: tuple[int, ...]
+
+
+# How long an array element that Slurm starts waits for the Flow task that takes it (flow slurm
+# submit creates them one by one right after the array job; a submission that died midway leaves
+# elements nobody takes: they end at once).
+ELEMENT_WAIT_SECONDS: Final = 300
+ELEMENT_TASK_FILE: Final = "task"  # in an element's directory: "<task id> <task name>"
+
+
+@frozen
 class JobRequest:
     """Everything the job script depends on. Paths are absolute paths on the cluster."""
 
@@ -831,6 +947,9 @@ class JobRequest:
     # sources, never into job.sbatch: Slurm keeps batch scripts in its state, and shows them
     # (scontrol write batch_script) to the job's owner and the administrators.
     secrets: Mapping[str, str] = field(factory=dict)
+    array: ArrayJob | None = None  # the job is the array of the config's --array
+    # Directives Flow adds after the script's own (e.g. --dependency), each as "--option=value".
+    extra: tuple[str, ...] = ()
 
 
 @frozen
@@ -848,6 +967,27 @@ def working_dir_of(request: JobRequest) -> str:
     if not wanted:
         return base
     return posixpath.normpath(posixpath.join(base, wanted))
+
+
+def output_dirs(request: JobRequest) -> tuple[str, ...]:
+    """The directories a script's relative --output/--error files go to, which Flow makes in the
+    task's copy of the code before submitting (they exist where the user submits; a snapshot
+    holds files only). A directory named by a pattern (%x/) is the script's to make, as on Slurm."""
+    script = request.config.script
+    if not script or not script.startswith("#!"):
+        return ()
+    last = {d.option: d for d in read_directives(script).directives}
+    base = working_dir_of(request)
+    found: list[str] = []
+    for option in ("output", "error"):
+        d = last.get(option)
+        value = (d.value or "") if d is not None else ""
+        head = posixpath.dirname(value)
+        if head and not value.startswith("/") and "%" not in head and "\\" not in head:
+            path = posixpath.normpath(posixpath.join(base, head))
+            if path.startswith(base + "/") and path not in found:
+                found.append(path)
+    return tuple(found)
 
 
 def _program(request: JobRequest) -> list[str]:
@@ -869,8 +1009,12 @@ def _program(request: JobRequest) -> list[str]:
 
 def render_job(request: JobRequest) -> Result[JobFiles, DomainError]:
     """The job script for a (valid) task. Directives the task's own script carries (a script from
-    `flow slurm submit`) are submitted as they are; Flow adds only what they leave out, plus the
-    output file it reads the log from."""
+    `flow slurm submit`) are submitted as they are; Flow adds only what they leave out, and never
+    one that would override them: a script that names its output files (--output/--error) has
+    them written where it says, and Flow's log of the task is that output (a link to it in the
+    task's directory, made as the job starts: the name Slurm expanded); otherwise the output goes
+    to the task's own file. An array job (`request.array`) runs once per element, each element
+    in its own directory under the array's."""
     cfg = request.config
     problems: list[FieldViolation] = []
     if not PLAIN_PATH.fullmatch(request.task_dir):
@@ -882,7 +1026,7 @@ def render_job(request: JobRequest) -> Result[JobFiles, DomainError]:
         problems.extend(native.problems)
         for d in native.directives:
             given.add(d.option)
-            if d.option == "array":
+            if d.option == "array" and request.array is None:
                 fix = "submit it with `flow slurm submit`, which makes one task per array element"
                 problems.append(violation(f"script: {d.field}", d.value, "asks for a job array", fix))
     if problems:
@@ -918,11 +1062,17 @@ def render_job(request: JobRequest) -> Result[JobFiles, DomainError]:
         directive("mem", f"{cfg.memory_mb}M")
     if not given.intersection(("requeue", "no-requeue")):
         directive("no-requeue")  # a node failure or preemption ends the task; Flow does not rerun it
-    # Flow's own, always last: the log Flow streams is this file.
-    directive("output", f"{td}/{OUTPUT_FILE}")
-    directive("error", f"{td}/{OUTPUT_FILE}")
-    directive("open-mode", "append")
-    marker = q(f"{td}/{EXIT_FILE}")
+    lines += [f"#SBATCH {extra}" for extra in request.extra]
+    own_output = not given.intersection(("output", "error"))
+    if own_output:
+        # Flow's own file, as the script names none: the log Flow streams is this file.
+        output = f"{td}/%a/{OUTPUT_FILE}" if request.array is not None else f"{td}/{OUTPUT_FILE}"
+        directive("output", output)
+        directive("error", output)
+        directive("open-mode", "append")
+    # Where this run keeps its files: the task's directory, or its element's in an array.
+    element = f'{q(td)}/"$SLURM_ARRAY_TASK_ID"' if request.array is not None else q(td)
+    marker = f'"$flow_dir"/{EXIT_FILE}'
     cwd = working_dir_of(request)
     lines += [
         f"# Written by Flow for task {request.task_id}. The program's exit status goes to {EXIT_FILE}.",
@@ -931,10 +1081,31 @@ def render_job(request: JobRequest) -> Result[JobFiles, DomainError]:
         "trap : TERM INT",
         "export PYTHONUNBUFFERED=1",
     ]
-    lines += [f"export {key}={q(value)}" for key, value in cfg.env.items()]
+    in_array = request.array is not None  # Slurm sets the array's variables itself
+    lines += [
+        f"export {key}={q(value)}"
+        for key, value in cfg.env.items()
+        if not (in_array and key.startswith("SLURM_ARRAY_"))
+    ]
     if request.secrets:
         lines.append(f". {q(f'{td}/{SECRETS_FILE}')} || exit 1")
-    lines += [f"export FLOW_TASK_ID={q(request.task_id)}", f"export FLOW_TASK_NAME={q(request.name)}"]
+    lines.append(f"flow_dir={element}")  # after the task's variables: none of them can move it
+    if not own_output:
+        # The script's own output file, as Slurm named it: Flow's log of the task reads it.
+        lines.append(f'ln -sfn -- "$(readlink /proc/$$/fd/1)" "$flow_dir"/{OUTPUT_FILE} 2>/dev/null')
+    if request.array is None:
+        lines += [f"export FLOW_TASK_ID={q(request.task_id)}", f"export FLOW_TASK_NAME={q(request.name)}"]
+    else:
+        task_file = f'"$flow_dir"/{ELEMENT_TASK_FILE}'
+        lines += [
+            f"w=0; while [ ! -s {task_file} ] && [ $w -lt {ELEMENT_WAIT_SECONDS * 10} ]; do",
+            "  sleep 0.1; w=$((w + 1))",
+            "done",
+            f"if ! read -r FLOW_TASK_ID FLOW_TASK_NAME < {task_file}; then",
+            '  echo "flow: no Flow task took element $SLURM_ARRAY_TASK_ID of this array: it does not run" >&2; exit 0',
+            "fi",
+            "export FLOW_TASK_ID FLOW_TASK_NAME",
+        ]
     argv = _program(request)
     program = " ".join(q(a) for a in argv)
     if cfg.num_instances > 1 and not given:
@@ -946,7 +1117,11 @@ def render_job(request: JobRequest) -> Result[JobFiles, DomainError]:
             'export MASTER_PORT="${MASTER_PORT:-$((20000 + SLURM_JOB_ID % 20000))}"',
             'export NNODES="$SLURM_NNODES" WORLD_SIZE="$SLURM_NNODES"',
         ]
-        per_node = q('export NODE_RANK="$SLURM_NODEID"; exec "$@"')
+        # One worker per node (flow.domain.task.multinode's convention): RANK is the node's.
+        per_node = q(
+            'export NODE_RANK="$SLURM_NODEID" RANK="$SLURM_NODEID" GROUP_RANK="$SLURM_NODEID" '
+            'LOCAL_RANK=0 LOCAL_WORLD_SIZE=1; exec "$@"'
+        )
         program = (
             'srun --nodes="$SLURM_NNODES" --ntasks="$SLURM_NNODES" --ntasks-per-node=1 --kill-on-bad-exit=1 '
             f"bash -c {per_node} flow-node {program}"

@@ -18,7 +18,7 @@ from typing import Final
 from attrs import frozen
 
 from flow.domain.code.manifest import ManifestEntry
-from flow.domain.slurm.sbatch import EXIT_FILE, JOB_FILE, JOB_ID_FILE, OUTPUT_FILE, RESULT_FILE
+from flow.domain.slurm.sbatch import ELEMENT_TASK_FILE, EXIT_FILE, JOB_FILE, JOB_ID_FILE, OUTPUT_FILE, RESULT_FILE
 from flow.domain.slurm.states import SACCT_FIELDS, SINFO_FORMAT, SQUEUE_FORMAT
 from flow.domain.task.config import TaskConfig
 from flow.domain.task.dependencies import Dependency, render_slurm_dependency
@@ -86,6 +86,11 @@ class Scheduling:
     after_jobs: tuple[str, ...] = ()
     nice: int | None = None  # negative (a raised priority) only privileged users may set
 
+    @property
+    def plain(self) -> bool:
+        """Nothing to schedule: a bare sbatch submits the job."""
+        return not self.options and not self.after_jobs and self.nice is None
+
 
 def scheduling_of(config: TaskConfig, after: Sequence[tuple[Dependency, str]], now: float) -> Scheduling:
     """--dependency for the conditions on jobs of this cluster (`after`: each with its job id),
@@ -105,8 +110,44 @@ def scheduling_of(config: TaskConfig, after: Sequence[tuple[Dependency, str]], n
 
 
 @frozen
+class ElementRegistration:
+    """An array element taken by a Flow task: the element's directory under the array's holds
+    the task's id and name (the job script reads them), and the task's own directory is a link
+    to it, so everything Flow reads of a task (exit status, output) is where it always is."""
+
+    array_dir: str
+    index: int
+    task_id: str
+    task_name: str
+    task_dir: str  # <work_dir>/tasks/<task_id>, made a link to <array_dir>/<index>
+
+    @property
+    def element_dir(self) -> str:
+        return f"{self.array_dir}/{self.index}"
+
+
+def registration_lines(r: ElementRegistration) -> list[str]:
+    e = r.element_dir
+    task = f"{e}/{ELEMENT_TASK_FILE}"
+    return [
+        f"mkdir -p -- {q(e)} {q(r.task_dir.rsplit('/', 1)[0])} || exit 90",
+        f"printf '%s %s\\n' {q(r.task_id)} {q(r.task_name)} > {q(task + '.tmp')} || exit 90",
+        f"mv -f -- {q(task + '.tmp')} {q(task)} || exit 90",
+        f"ln -sfn -- {q(e)} {q(r.task_dir)} || exit 90",
+    ]
+
+
+def register_script(r: ElementRegistration) -> str:
+    """Registers a further element of an array already submitted; prints the array's job id."""
+    job_id = q(f"{r.array_dir}/{JOB_ID_FILE}")
+    lines = [f"[ -s {job_id} ] || exit {ARRAY_NOT_SUBMITTED}", *registration_lines(r), f"cat -- {job_id}", ""]
+    return "\n".join(["umask 077", *lines])
+
+
+@frozen
 class SubmitPlan:
-    """What one submission does on the cluster (all paths absolute, on the cluster)."""
+    """What one submission does on the cluster (all paths absolute, on the cluster). For an
+    array, `task_dir` is the array's directory, and `register` the element submitting it."""
 
     task_dir: str
     submit_dir: str  # where sbatch runs: the job's SLURM_SUBMIT_DIR (the code snapshot)
@@ -118,6 +159,9 @@ class SubmitPlan:
     make_work_dir: str | None = None
     run: int = 0  # how many runs of the task came before this one (TaskRecord.attempts)
     scheduling: Scheduling = Scheduling()
+    register: ElementRegistration | None = None
+    element_dirs: tuple[str, ...] = ()  # made before sbatch: Slurm opens each element's output there
+    output_dirs: tuple[str, ...] = ()  # the directories of the script's own output files
 
 
 # Exit statuses of the submit script, each with what went wrong.
@@ -128,8 +172,16 @@ SUBMIT_ERRORS: Final = {
     94: "the working directory does not exist in the code snapshot",
     95: "sbatch refused the job",
     96: "the cluster no longer knows a job this one was to wait for",
+    97: "the array job this element belongs to was never submitted",
 }
 DEPENDENCY_FORGOTTEN: Final = 96
+ARRAY_NOT_SUBMITTED: Final = 97
+
+
+def job_id_file_name(run: int) -> str:
+    """Where the job id of a task's run is kept (in its task directory): one file per run, so a
+    run submits once however often its submission is retried, and a new run submits anew."""
+    return f"{JOB_ID_FILE}.{run}" if run else JOB_ID_FILE
 
 
 def submit_script(plan: SubmitPlan) -> str:
@@ -138,12 +190,11 @@ def submit_script(plan: SubmitPlan) -> str:
     runs again (max_retries) has one job id file per run, and its new run starts without the
     previous run's exit marker, time-out mark and result (TaskDir.clear_run, on the cluster)."""
     td = q(plan.task_dir)
-    job_id_file = f"{td}/{JOB_ID_FILE}" + (f".{plan.run}" if plan.run else "")
-    lines = [
-        "umask 077",
-        f"mkdir -p -- {td} || exit 90",
-        f"if [ -s {job_id_file} ]; then cat -- {job_id_file}; exit 0; fi",
-    ]
+    job_id_file = f"{td}/{job_id_file_name(plan.run)}"
+    lines = ["umask 077", f"mkdir -p -- {td} || exit 90"]
+    if plan.register is not None:
+        lines += registration_lines(plan.register)
+    lines.append(f"if [ -s {job_id_file} ]; then cat -- {job_id_file}; exit 0; fi")
     if plan.run:
         lines.append(f"rm -f -- {td}/{EXIT_FILE} {td}/{TIMED_OUT_FILE} {td}/{RESULT_FILE}")
     if plan.pack is not None:
@@ -167,6 +218,8 @@ def submit_script(plan: SubmitPlan) -> str:
         lines.append(f"mkdir -p -- {q(plan.make_work_dir)} || exit 90")
     if plan.check_dir is not None:
         lines.append(f"[ -d {q(plan.check_dir)} ] || exit 94")
+    for group in _chunks((*plan.element_dirs, *plan.output_dirs)):
+        lines.append("mkdir -p -- " + " ".join(q(d) for d in group) + " || exit 90")
     lines.append(f"cd -- {q(plan.submit_dir)} || exit 94")
     lines += _sbatch_lines(plan.scheduling, f"{td}/{JOB_FILE}", f"{td}/sbatch.err")
     lines += [
@@ -252,7 +305,7 @@ def poll_script(jobs: Sequence[PolledJob], max_log_bytes: int = MAX_LOG_BYTES_PE
             f'  n=$((size - o)); [ "$n" -gt {int(max_log_bytes)} ] && n={int(max_log_bytes)}',
             '  echo "@@flow log ${owner[$path]} $o $n $size"',
             '  tail -c +$((o + 1)) -- "$path" | head -c "$n"',
-            f"done < <(stat -c '%s %n' -- {files} 2>/dev/null)",
+            f"done < <(stat -L -c '%s %n' -- {files} 2>/dev/null)",  # -L: a task's output may be a link
         ]
     lines.append('echo "@@flow end"')
     return "\n".join(lines) + "\n"
@@ -333,8 +386,12 @@ def final_states_script(job_ids: Sequence[str], accounting: bool, jobcomp_file: 
             f"sacct -n -P -X -j {q(','.join(ids))} -o {q(SACCT_FIELDS)} 2>/dev/null",
         ]
     if jobcomp_file:
-        pattern = "^JobId=(" + "|".join(ids) + ") "
-        lines += ["echo '@@flow jobcomp'", f"grep -E -- {q(pattern)} {q(jobcomp_file)} 2>/dev/null"]
+        plain = [i for i in ids if i.isdigit()]
+        elements = [i.split("_", 1) for i in ids if "_" in i]
+        patterns = ["^JobId=(" + "|".join(plain) + ") "] if plain else []
+        patterns += [f" ArrayJobId={a} ArrayTaskId={k} " for a, k in elements]  # an array element's record
+        args = " ".join(f"-e {q(p)}" for p in patterns)
+        lines += ["echo '@@flow jobcomp'", f"grep -E {args} -- {q(jobcomp_file)} 2>/dev/null"]
     lines.append("echo '@@flow end'")
     return "\n".join(lines) + "\n"
 
@@ -362,3 +419,9 @@ def sinfo_script() -> str:
 
 def config_script() -> str:
     return "scontrol show config\n"
+
+
+def test_only_script(job_script: str, work_dir: str) -> str:
+    """sbatch --test-only of a job script (fed on stdin: nothing is written on the cluster),
+    from the provider's work directory when it exists."""
+    return f"cd -- {q(work_dir)} 2>/dev/null || cd\nprintf '%s' {q(job_script)} | sbatch --test-only\n"

@@ -20,7 +20,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Final
 
-from attrs import frozen
+from attrs import evolve, frozen
 
 from flow.domain.instances.gpu_catalog import CATALOG, find_model
 from flow.domain.instances.instance_types import CPU_INSTANCE, InstanceType
@@ -142,13 +142,39 @@ SQUEUE_FORMAT: Final = "%i|%T|%r"
 SACCT_FIELDS: Final = "JobID,State,ExitCode"
 
 
+_ARRAY_RECORD = re.compile(r"(\d+)_\[([^\]]*)\]")
+_ELEMENT_ID = re.compile(r"\d+(?:_\d+)?")
+MAX_ARRAY_RECORD: Final = 100_000  # elements one compressed squeue record may stand for
+
+
+def array_record_ids(job_id: str) -> list[str]:
+    """The element ids a compressed squeue record stands for ('12_[0-7%2]' -> 12_0 .. 12_7,
+    '12_[0,5]' -> 12_0, 12_5: pending elements Slurm has not split off yet); [job_id] else."""
+    match = _ARRAY_RECORD.fullmatch(job_id)
+    if match is None:
+        return [job_id]
+    base, inner = match.groups()
+    ids: list[str] = []
+    for part in inner.split("%")[0].split(","):
+        bounds, _, step_text = part.partition(":")
+        low, dash, high = bounds.partition("-")
+        if not low.isdigit() or (dash and not high.isdigit()):
+            continue
+        step = int(step_text) if step_text.isdigit() and int(step_text) > 0 else 1
+        end = int(high) if dash else int(low)
+        ids += [f"{base}_{k}" for k in range(int(low), min(end, int(low) + MAX_ARRAY_RECORD) + 1, step)]
+    return ids
+
+
 def parse_squeue(text: str) -> dict[str, JobStatus]:
-    """`squeue -h -t all -o '%i|%T|%r'` lines by job id."""
+    """`squeue -h -t all -o '%i|%T|%r'` lines by job id (an array element's id is `<array>_<k>`;
+    a compressed record of pending elements stands for each of them)."""
     found: dict[str, JobStatus] = {}
     for line in text.splitlines():
         parts = line.strip().split("|")
         if len(parts) >= 2 and parts[0]:
-            found[parts[0]] = JobStatus(job_id=parts[0], state=parts[1], reason="|".join(parts[2:]))
+            for job_id in array_record_ids(parts[0]):
+                found[job_id] = JobStatus(job_id=job_id, state=parts[1], reason="|".join(parts[2:]))
     return found
 
 
@@ -157,27 +183,32 @@ def parse_sacct(text: str) -> dict[str, JobStatus]:
     found: dict[str, JobStatus] = {}
     for line in text.splitlines():
         parts = line.strip().split("|")
-        if len(parts) >= 3 and parts[0].isdigit():
+        if len(parts) >= 3 and _ELEMENT_ID.fullmatch(parts[0]):
             found[parts[0]] = JobStatus(
                 job_id=parts[0], state=base_state(parts[1]), exit_code=parse_exit_code(parts[2])
             )
     return found
 
 
-_JOBCOMP_FIELD = re.compile(r"(?:^| )(JobId|JobState|ExitCode)=(\S*)")
+_JOBCOMP_FIELD = re.compile(r"(?:^| )(JobId|JobState|ExitCode|ArrayJobId|ArrayTaskId)=(\S*)")
 
 
 def parse_jobcomp(text: str) -> dict[str, JobStatus]:
-    """jobcomp/filetxt lines ('JobId=12 ... JobState=FAILED ... ExitCode=3:0') by job id; the
-    last line of a job wins (a requeued job ends more than once)."""
+    """jobcomp/filetxt lines ('JobId=12 ... JobState=FAILED ... ExitCode=3:0') by job id, and an
+    array element's also by `<ArrayJobId>_<ArrayTaskId>`; the last line of a job wins (a
+    requeued job ends more than once)."""
     found: dict[str, JobStatus] = {}
     for line in text.splitlines():
         fields = dict(_JOBCOMP_FIELD.findall(line))
         job_id, state = fields.get("JobId", ""), fields.get("JobState", "")
         if job_id.isdigit() and state:
-            found[job_id] = JobStatus(
+            status = JobStatus(
                 job_id=job_id, state=base_state(state), exit_code=parse_exit_code(fields.get("ExitCode", ""))
             )
+            found[job_id] = status
+            array, index = fields.get("ArrayJobId", ""), fields.get("ArrayTaskId", "")
+            if array.isdigit() and index.isdigit() and array != "0":
+                found[f"{array}_{index}"] = evolve(status, job_id=f"{array}_{index}")
     return found
 
 

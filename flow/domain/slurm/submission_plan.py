@@ -8,18 +8,24 @@ provider runs without them, with a warning), and every warning.
 
 from __future__ import annotations
 
+import posixpath
 from typing import Any, Final
 
-from attrs import frozen
+from attrs import evolve, frozen
 from returns.result import Failure, Result, Success
 
 from flow.domain.errors import DomainError
+from flow.domain.slurm.emulation import ARRAY_ID_VAR, ARRAY_INDEX_VAR, batch_env, wrapped_script
 from flow.domain.slurm.layout import Layout
-from flow.domain.slurm.sbatch import ArraySpec, Directive, SbatchJob, gpu_model_needed
+from flow.domain.slurm.sbatch import ArraySpec, Directive, SbatchJob, element_name, gpu_model_needed
 from flow.domain.task.config import TaskConfig
 from flow.domain.task.config_codec import task_config_to_dict
 
 SLURM_KIND: Final = "slurm"
+# Providers whose nodes are processes of one machine: srun outside Slurm starts every node's tasks.
+SAME_MACHINE_KINDS: Final = frozenset({SLURM_KIND, "local"})
+# Slurm-only directives a provider that is not Slurm still honours, as variables srun reads.
+EMULATED: Final = frozenset({"ntasks", "ntasks-per-node", "cpus-per-task"})
 # Shown for every task even at their defaults, so a script reading the plan finds them.
 _ALWAYS_SHOWN: Final = (
     "name",
@@ -57,6 +63,9 @@ class SubmissionPlan:
     warnings: tuple[str, ...]
     array: ArraySpec | None = None
     instance_type_override: str | None = None
+    # Elsewhere, the task counts: not Slurm's to lay out, but the variables (SLURM_NTASKS, ...)
+    # that srun (flow.runtime.slurm_shim) starts the script's steps by.
+    emulated: tuple[Directive, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         array = None
@@ -83,6 +92,7 @@ class SubmissionPlan:
             "slurm_directives": {
                 "passed_through": [directive_to_dict(d) for d in self.passed_through],
                 "ignored": [directive_to_dict(d) for d in self.ignored],
+                "emulated": [directive_to_dict(d) for d in self.emulated],
             },
             "warnings": list(self.warnings),
         }
@@ -94,23 +104,96 @@ def directive_to_dict(d: Directive) -> dict[str, Any]:
 
 def ignored_warning(d: Directive, provider: str) -> str:
     """What a provider other than Slurm says of a directive only Slurm honours."""
+    if d.option in ("output", "error"):
+        return f"{d.label}: on provider {provider} the output is the task's log (flow logs); this file is not written"
     return f"{d.label} only applies on Slurm; provider {provider} ignores it"
 
 
+def _native_tasks(job: SbatchJob, array_id: str) -> tuple[PlannedTask, ...]:
+    """On Slurm: the script as it is, one task per element of ONE array job. Each element says
+    which array it belongs to and its index; the slurm provider submits the array with its first
+    element and takes each further element as `<array job>_<index>`."""
+    base = job.base or job.configs[0]
+    if job.array is None:
+        return (PlannedTask(config=base),)
+    stem = base.name or "array"
+    shared = {ARRAY_ID_VAR: array_id} if array_id else {}
+    return tuple(
+        PlannedTask(
+            config=evolve(
+                base, name=element_name(stem, index), env={**base.env, **shared, ARRAY_INDEX_VAR: str(index)}
+            ),
+            array_index=index,
+        )
+        for index in job.array.indices
+    )
+
+
+def _emulated_tasks(job: SbatchJob, source: str, array_id: str, shim_source: str | None) -> tuple[PlannedTask, ...]:
+    """Elsewhere: one task per element, each with the variables sbatch would set and, given the
+    shim, run through it (srun and scontrol for its nodes)."""
+    indices: tuple[int | None, ...] = job.array.indices if job.array is not None else (None,)
+    counts = {d.option: d.value for d in job.directives}
+    name = job.job_name or posixpath.basename(source) or "sbatch"
+    tasks = []
+    for config, index in zip(job.configs, indices, strict=True):
+        env = batch_env(
+            config,
+            job.layout,
+            name,
+            _count(counts.get("ntasks-per-node")),
+            _count(counts.get("cpus-per-task")),
+        )
+        if index is not None and array_id:
+            env[ARRAY_ID_VAR] = array_id
+        env.update(config.env)  # the script's own --export wins
+        script = config.script
+        if shim_source is not None and script is not None:
+            script = wrapped_script(script, shim_source, source)
+        tasks.append(PlannedTask(config=evolve(config, env=env, script=script), array_index=index))
+    return tuple(tasks)
+
+
+def _count(value: str | None) -> int | None:
+    return int(value) if value is not None and value.strip().isdigit() else None
+
+
 def submission_plan(
-    job: SbatchJob, *, source: str, provider: str, provider_kind: str
+    job: SbatchJob,
+    *,
+    source: str,
+    provider: str,
+    provider_kind: str,
+    array_id: str = "",
+    shim_source: str | None = None,
 ) -> Result[SubmissionPlan, DomainError]:
     """The plan for submitting `job` (sbatch_to_configs' reading of `source`) to `provider`; the
     error a submission would raise where the provider cannot run it as read (GPUs of a model
-    only the Slurm cluster knows, on a provider that is not Slurm)."""
+    only the Slurm cluster knows, on a provider that is not Slurm).
+
+    `array_id`: a key the elements of this submission's --array share (the shell picks it, new for
+    each submission). `shim_source`: flow.runtime.slurm_shim's text, for a provider that is not
+    Slurm (without it, the tasks get Slurm's static variables only)."""
     on_slurm = provider_kind == SLURM_KIND
     if not on_slurm and (problem := gpu_model_needed(job, provider, source)) is not None:
         return Failure(problem)
-    indices: tuple[int | None, ...] = job.array.indices if job.array is not None else (None,)
-    tasks = tuple(PlannedTask(config=c, array_index=i) for c, i in zip(job.configs, indices, strict=True))
     warnings = list(job.warnings)
-    if not on_slurm:
-        warnings.extend(ignored_warning(d, provider) for d in job.native_only)
+    if on_slurm:
+        tasks = _native_tasks(job, array_id)
+    else:
+        tasks = _emulated_tasks(job, source, array_id, shim_source)
+        warnings.extend(ignored_warning(d, provider) for d in job.native_only if d.option not in EMULATED)
+        if job.array is not None and job.array.throttle is not None:
+            warnings.append(
+                f"{job.array.directive.label}: provider {provider} runs all {len(job.array.indices)} elements at "
+                f"once; the %{job.array.throttle} limit applies on Slurm only"
+            )
+        if job.layout.nodes > 1 and provider_kind not in SAME_MACHINE_KINDS:
+            warnings.append(
+                f"the script runs on {job.layout.nodes} nodes: provider {provider} runs its body on the first "
+                "node, as sbatch does, and srun there only reaches that node (on Slurm, or on the local "
+                "provider, srun runs on every node)"
+            )
     return Success(
         SubmissionPlan(
             source=source,
@@ -120,7 +203,8 @@ def submission_plan(
             layout=job.layout,
             tasks=tasks,
             passed_through=job.native_only if on_slurm else (),
-            ignored=() if on_slurm else job.native_only,
+            ignored=() if on_slurm else tuple(d for d in job.native_only if d.option not in EMULATED),
+            emulated=() if on_slurm else tuple(d for d in job.native_only if d.option in EMULATED),
             warnings=tuple(warnings),
             array=job.array,
             instance_type_override=job.instance_type_override,

@@ -109,16 +109,16 @@ class TaskConfig:
     # Names of environment variables whose values are secret: taken from the submitter's
     # environment at submit time, given to the task, never stored in the config, never shown.
     secret_env: tuple[str, ...] = field(default=(), converter=_as_tuple)
-    # How many times the task runs again from the start (same config, same code snapshot) when a
-    # run is preempted, or ends asking to run again (exit status 75, EX_TEMPFAIL: see
-    # flow.domain.task.lifecycle.REQUEUE_EXIT_STATUS); each earlier run is kept in the task's history.
-    max_retries: int = 0
     # Scheduling (flow.domain.task.dependencies): the tasks this one waits for, with Slurm's
     # conditions; not before this instant (seconds since the epoch); order among the user's
     # waiting tasks (higher first).
     depends_on: tuple[Dependency, ...] = field(default=(), converter=as_dependencies)
     start_after: float | None = field(default=None, converter=as_instant)
     priority: int = 0
+    # How many times the task runs again from the start (same config, same code snapshot) when a
+    # run is preempted, or ends asking to run again (exit status 75, EX_TEMPFAIL: see
+    # flow.domain.task.lifecycle.REQUEUE_EXIT_STATUS); each earlier run is kept in the task's history.
+    max_retries: int = 0
 
 
 # --- validation -------------------------------------------------------------------------------

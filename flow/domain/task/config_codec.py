@@ -103,7 +103,9 @@ def key_violations(data: Mapping[object, object], cls: type, path: str = "") -> 
                 violation(path or "config", key, "field names must be strings", "use field names such as instance_type")
             )
         elif key not in fields:
-            close = difflib.get_close_matches(key, list(fields), n=1)
+            # A key that begins exactly one field's name is that name cut short (max_price).
+            longer = [name for name in fields if name.startswith(key)] if len(key) >= 3 else []
+            close = longer if len(longer) == 1 else difflib.get_close_matches(key, list(fields), n=1)
             fix = f"did you mean {close[0]!r}?" if close else f"known fields: {', '.join(fields)}"
             found.append(violation(_join(path, key or "''"), data[key], "is not a known field", fix))
     for name, item_cls in (("volumes", VolumeSpec), ("data_mounts", MountSpec)):

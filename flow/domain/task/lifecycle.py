@@ -103,9 +103,11 @@ class Started:
 
 @frozen
 class Exited:
-    """The command ended on its own with this status (128+N when killed by signal N)."""
+    """The command ended on its own with this status (128+N when killed by signal N); `detail`
+    is what the provider adds to the reason (e.g. Kubernetes' OOMKilled)."""
 
     exit_code: int
+    detail: str = ""
 
 
 @frozen
@@ -211,12 +213,13 @@ def apply(record: TaskRecord, event: TaskEvent, now: float) -> Result[TaskRecord
             if state is TaskState.RUNNING:
                 return Success(evolve(record, cancel_requested=True))
             return Success(_finish(record, TaskState.CANCELLED, now, "cancelled before it started", None))
-        case Exited(exit_code=code):
+        case Exited(exit_code=code, detail=detail):
             if record.cancel_requested:
                 return Success(_finish(record, TaskState.CANCELLED, now, "cancelled by user", code))
+            said = f"{describe_exit(code)}: {detail}" if detail else describe_exit(code)
             if code == 0:
-                return Success(_finish(record, TaskState.COMPLETED, now, describe_exit(0), 0))
-            return Success(_finish(record, TaskState.FAILED, now, describe_exit(code), code))
+                return Success(_finish(record, TaskState.COMPLETED, now, said, 0))
+            return Success(_finish(record, TaskState.FAILED, now, said, code))
         case TimedOut(exit_code=code):
             return Success(_finish(record, TaskState.FAILED, now, _time_limit_reason(record), code))
         case Preempted(reason=why):

@@ -1,0 +1,310 @@
+"""A task as Kubernetes objects, planned as data (plain dicts the API takes as JSON).
+
+    Job  flow-<task>           backoffLimit 0 (a task runs once); Indexed with N completions
+                               for num_instances=N; the pod spec below
+    Service  flow-<task>       (num_instances > 1) headless, publishNotReadyAddresses: every pod
+                               is <job>-<index>.<service>, so MASTER_ADDR is <job>-0.<service>
+    Secret  flow-<task>        secret_env values; the pod names them (secretKeyRef), never holds them
+    ConfigMap  flow-<task>     the code snapshot (code.tar.gz) when it fits (MAX_FILES_BYTES) and,
+                               for a function call, the runner and its invocation
+
+Everything carries the labels flow.dev/task (the task id) and flow.dev/provider, so the provider
+watches its pods with one selector and deletes what a task left with another.
+
+The pod: shareProcessNamespace, so the task's program is not PID 1 (a shell or python as PID 1
+ignores SIGTERM, and cancel would wait out the grace period); an init container unpacks the code
+snapshot into the emptyDir /workspace (the code reaches the pod through the API server: no
+registry, and the pod never reaches back to the user's machine): from the ConfigMap, or, for a
+snapshot larger than a ConfigMap holds, from flowd, which execs UNPACK_STREAM in the waiting init
+container with the archive on its stdin; the task container runs the
+program in /workspace (or working_dir) with the GPUs as resource limits, the GPU model as a node
+selector on GPU feature discovery's product label, memory_mb as the memory request and limit, and
+max_run_time_hours as the pod's activeDeadlineSeconds (plus START_ALLOWANCE until the provider sees
+the program start and sets it exactly: the pod's clock starts before the image and code are in).
+
+Kubernetes expands $(NAME) in env values, command and args; every user value is escaped ($$), so
+it arrives verbatim.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import posixpath
+from collections.abc import Mapping
+from typing import Any, Final
+
+from attrs import frozen
+
+from flow.domain.daemon_config import KubernetesSettings
+from flow.domain.task.config import TaskConfig, program_of
+
+TASK_LABEL: Final = "flow.dev/task"
+PROVIDER_LABEL: Final = "flow.dev/provider"
+NODE_INDEX_ANNOTATION: Final = "batch.kubernetes.io/job-completion-index"
+QUEUE_LABEL: Final = "kueue.x-k8s.io/queue-name"
+CONTAINER: Final = "task"
+CODE_CONTAINER: Final = "flow-code"
+WORKSPACE: Final = "/workspace"
+FILES_DIR: Final = "/flow/in"
+OUT_DIR: Final = "/flow/out"
+CODE_ARCHIVE: Final = "code.tar.gz"
+RUNNER: Final = "flow_runner.py"
+INVOCATION: Final = "invocation.json"
+RESULT: Final = f"{OUT_DIR}/result.json"
+TERMINATION_LOG: Final = "/dev/termination-log"
+MASTER_PORT: Final = 29500
+START_ALLOWANCE: Final = 600  # seconds: see the module docstring
+GRACE_SECONDS: Final = 10  # SIGTERM, then SIGKILL after this (cancel)
+# What a ConfigMap can hold (1 MiB, base64 makes 4 bytes of 3), with room for the object itself.
+MAX_FILES_BYTES: Final = 700 * 1024
+CODE_IN_CONFIGMAP: Final = "configmap"
+CODE_STREAMED: Final = "streamed"
+CODE_ANNOTATION: Final = "flow.dev/code"  # on pods whose init container waits for a streamed snapshot
+CODE_DELIVERED: Final = f"{WORKSPACE}/.flow-code-delivered"
+# The init container of a streamed snapshot waits for flowd to exec this in it, the archive on stdin.
+UNPACK_STREAM: Final = ("sh", "-c", f"tar -xzf - -C {WORKSPACE} && touch {CODE_DELIVERED}")
+
+
+def job_name(task_id: str) -> str:
+    """A DNS label from the task id (pod hostnames are <job>-<index>, at most 63 characters)."""
+    safe = "".join(c if c.isascii() and (c.isalnum() or c == "-") else "-" for c in task_id.lower()).strip("-")
+    return f"flow-{safe}"[:52].rstrip("-")
+
+
+def escape(value: str) -> str:
+    """A value Kubernetes passes verbatim: $(NAME) expansion undone by doubling every $."""
+    return value.replace("$", "$$")
+
+
+@frozen
+class PodPlan:
+    """What the provider decided for one task (the shell fills it in from the record)."""
+
+    task_id: str
+    task_name: str
+    config: TaskConfig
+    image: str
+    gpus: int = 0  # per node
+    gpu_product: str = ""  # the node label value to select ("" for CPU tasks)
+    region_label: tuple[str, str] | None = None
+    secret_names: tuple[str, ...] = ()
+    code: str = ""  # how the code snapshot comes: "" none, CODE_IN_CONFIGMAP, CODE_STREAMED
+    function_python: str | None = None  # a function call: the runner runs under this python
+
+
+def labels(task_id: str, provider: str) -> dict[str, str]:
+    return {TASK_LABEL: task_id, PROVIDER_LABEL: provider}
+
+
+def _program(config: TaskConfig) -> list[str]:
+    form, program = program_of(config)
+    if form == "command":
+        assert isinstance(program, tuple)
+        return list(program)
+    assert isinstance(program, str)
+    if form == "shell":
+        return ["bash", "-c", program]
+    return [
+        "bash",
+        "-c",
+        'f="$(mktemp)"; printf %s "$1" > "$f"; chmod 700 "$f"; '
+        'case "$1" in "#!"*) exec "$f";; *) exec python3 "$f";; esac',
+        "flow-script",
+        program,
+    ]
+
+
+def _argv(plan: PodPlan) -> list[str]:
+    if plan.function_python is None:
+        return _program(plan.config)
+    # The runner writes result.json; the shell copies it to the termination message, which the
+    # provider reads from the pod's status once the container has ended (the pod may be gone
+    # before anything could be fetched from it).
+    keep = f'"$@"; rc=$?; [ -f {RESULT} ] && cat {RESULT} > {TERMINATION_LOG}; exit $rc'
+    runner = [plan.function_python, f"{FILES_DIR}/{RUNNER}", f"{FILES_DIR}/{INVOCATION}", RESULT]
+    return ["sh", "-c", keep, "flow-call", *runner]
+
+
+def workdir(config: TaskConfig) -> str:
+    wanted = config.working_dir
+    if not wanted:
+        return WORKSPACE
+    return posixpath.normpath(posixpath.join(WORKSPACE, wanted))
+
+
+def _env(plan: PodPlan, name: str) -> list[dict[str, Any]]:
+    cfg = plan.config
+    env: list[dict[str, Any]] = [{"name": k, "value": escape(v)} for k, v in cfg.env.items()]
+    env += [{"name": n, "valueFrom": {"secretKeyRef": {"name": name, "key": n}}} for n in plan.secret_names]
+    env += [
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+        {"name": "FLOW_TASK_ID", "value": escape(plan.task_id)},
+        {"name": "FLOW_TASK_NAME", "value": escape(plan.task_name)},
+    ]
+    n = cfg.num_instances
+    if n > 1:
+        index = {"fieldRef": {"fieldPath": f"metadata.annotations['{NODE_INDEX_ANNOTATION}']"}}
+        env += [{"name": "NODE_RANK", "valueFrom": index}]
+        env += [{"name": k, "value": "$(NODE_RANK)"} for k in ("RANK", "GROUP_RANK", "FLOW_NODE_RANK")]
+        master = f"{name}-0.{name}"
+    else:
+        env += [{"name": k, "value": "0"} for k in ("NODE_RANK", "RANK", "GROUP_RANK", "FLOW_NODE_RANK")]
+        master = "127.0.0.1"
+    env += [
+        {"name": "MASTER_ADDR", "value": master},
+        {"name": "MASTER_PORT", "value": str(MASTER_PORT)},
+        {"name": "NNODES", "value": str(n)},
+        {"name": "NUM_NODES", "value": str(n)},
+        {"name": "WORLD_SIZE", "value": str(n)},
+        {"name": "FLOW_NUM_NODES", "value": str(n)},
+        {"name": "LOCAL_RANK", "value": "0"},
+        {"name": "LOCAL_WORLD_SIZE", "value": "1"},
+    ]
+    return env
+
+
+def deadline_seconds(config: TaskConfig) -> int | None:
+    hours = config.max_run_time_hours
+    if not hours:
+        return None
+    return max(1, math.ceil(float(hours) * 3600))
+
+
+def pod_spec(plan: PodPlan, settings: KubernetesSettings) -> dict[str, Any]:
+    name = job_name(plan.task_id)
+    cfg = plan.config
+    limits: dict[str, str] = {}
+    requests: dict[str, str] = {}
+    if plan.gpus:
+        limits[settings.gpu_resource] = str(plan.gpus)
+    if cfg.memory_mb:
+        limits["memory"] = requests["memory"] = f"{cfg.memory_mb}Mi"
+    mounts: list[dict[str, Any]] = [{"name": "workspace", "mountPath": WORKSPACE}]
+    volumes: list[dict[str, Any]] = [{"name": "workspace", "emptyDir": {}}]
+    if plan.code == CODE_IN_CONFIGMAP or plan.function_python is not None:
+        volumes.append({"name": "flow-files", "configMap": {"name": name}})
+        mounts.append({"name": "flow-files", "mountPath": FILES_DIR, "readOnly": True})
+    if plan.function_python is not None:
+        volumes.append({"name": "flow-out", "emptyDir": {}})
+        mounts.append({"name": "flow-out", "mountPath": OUT_DIR})
+    for i, path in enumerate(settings.node_paths):
+        volumes.append({"name": f"node-path-{i}", "hostPath": {"path": path.source, "type": "Directory"}})
+        mounts.append({"name": f"node-path-{i}", "mountPath": path.target})
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": plan.image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": [escape(a) for a in _argv(plan)],
+        "workingDir": escape(workdir(cfg)),
+        "env": _env(plan, name),
+        "volumeMounts": mounts,
+        "resources": {"limits": limits, "requests": requests} if limits or requests else {},
+        "terminationMessagePolicy": "File",
+    }
+    selector = dict(settings.node_selector)
+    if plan.gpu_product:
+        selector[settings.gpu_product_label] = plan.gpu_product
+    if plan.region_label is not None:
+        selector[plan.region_label[0]] = plan.region_label[1]
+    spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "shareProcessNamespace": True,
+        "terminationGracePeriodSeconds": GRACE_SECONDS,
+        "enableServiceLinks": False,
+        "automountServiceAccountToken": False,
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if plan.code:
+        if plan.code == CODE_IN_CONFIGMAP:
+            unpack = ["tar", "-xzf", f"{FILES_DIR}/{CODE_ARCHIVE}", "-C", WORKSPACE]
+        else:
+            wait = f"until [ -e {CODE_DELIVERED} ]; do sleep 0.1; done; rm -f {CODE_DELIVERED}"
+            unpack = ["sh", "-c", wait]
+        spec["initContainers"] = [
+            {
+                "name": CODE_CONTAINER,
+                "image": plan.image,
+                "imagePullPolicy": settings.image_pull_policy,
+                "command": unpack,
+                "volumeMounts": mounts,
+            }
+        ]
+    if selector:
+        spec["nodeSelector"] = selector
+    if settings.tolerations:
+        spec["tolerations"] = [
+            {k: v for k, v in (("key", t.key), ("operator", t.operator), ("value", t.value), ("effect", t.effect)) if v}
+            for t in settings.tolerations
+        ]
+    deadline = deadline_seconds(cfg)
+    if deadline is not None:
+        spec["activeDeadlineSeconds"] = deadline + START_ALLOWANCE
+    if cfg.num_instances > 1:
+        spec["subdomain"] = name
+    return spec
+
+
+def job_manifest(plan: PodPlan, settings: KubernetesSettings) -> dict[str, Any]:
+    name = job_name(plan.task_id)
+    tags = labels(plan.task_id, settings.name)
+    job_labels = dict(tags)
+    if settings.queue:
+        job_labels[QUEUE_LABEL] = settings.queue
+    n = plan.config.num_instances
+    pod_meta: dict[str, Any] = {"labels": tags}
+    annotations = dict(settings.pod_annotations)
+    if plan.code == CODE_STREAMED:
+        annotations[CODE_ANNOTATION] = CODE_STREAMED
+    if annotations:
+        pod_meta["annotations"] = annotations
+    spec: dict[str, Any] = {
+        "backoffLimit": 0,
+        "completions": n,
+        "parallelism": n,
+        "template": {"metadata": pod_meta, "spec": pod_spec(plan, settings)},
+    }
+    if n > 1:
+        spec["completionMode"] = "Indexed"
+    if settings.queue:
+        spec["suspend"] = True  # Kueue admits it
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name, "labels": job_labels, "annotations": {"flow.dev/task-name": plan.task_name[:200]}},
+        "spec": spec,
+    }
+
+
+def service_manifest(task_id: str, provider: str) -> dict[str, Any]:
+    name = job_name(task_id)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "labels": labels(task_id, provider)},
+        "spec": {
+            "clusterIP": "None",
+            "selector": {TASK_LABEL: task_id},
+            "publishNotReadyAddresses": True,  # names resolve while the pods start
+        },
+    }
+
+
+def secret_manifest(task_id: str, provider: str, secrets: Mapping[str, str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": job_name(task_id), "labels": labels(task_id, provider)},
+        "type": "Opaque",
+        "data": {k: base64.b64encode(v.encode()).decode() for k, v in secrets.items()},
+    }
+
+
+def files_manifest(task_id: str, provider: str, files: Mapping[str, bytes]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": job_name(task_id), "labels": labels(task_id, provider)},
+        "binaryData": {k: base64.b64encode(v).decode() for k, v in files.items()},
+    }
