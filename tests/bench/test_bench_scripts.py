@@ -215,6 +215,23 @@ def test_streams_quick_prints_every_row_with_a_ratio_and_cleans_up() -> None:
     assert home is not None and not Path(home.group(1)).exists()
 
 
+SUBMITIT_ROWS = ("flow submit->result", "flow map_array(10)->results")
+
+
+@pytest.mark.slow
+def test_submitit_quick_prints_every_row_against_local_executor_and_cleans_up() -> None:
+    pytest.importorskip("submitit")
+    output = run_script("bench/bench_submitit.py", "--quick", timeout=600)
+    for name in SUBMITIT_ROWS:
+        assert RATIO.search(row(output, name)) and "LocalExecutor" in row(output, name), row(output, name)
+    home = re.search(r"FLOW_HOME=(/tmp/\S+):", output)
+    work = re.search(r"job folders in (/tmp/\S+): removed", output)
+    assert home and work, output
+    for path in (home.group(1), work.group(1)):
+        assert not Path(path).exists(), path
+        assert processes_mentioning(path) == [], path
+
+
 K8S_ROWS = ("submit->RUNNING (1 task)", "submit->first log line", "API requests/s (20 live)")
 
 

@@ -227,6 +227,18 @@ def test_submit_script_is_idempotent_and_quotes_paths() -> None:
     assert "sbatch --parsable -- /w/tasks/t-1/job.sbatch" in text
 
 
+def test_a_task_that_runs_again_gets_a_new_job_and_forgets_how_the_last_run_ended() -> None:
+    first = SubmitPlan(task_dir="/w/tasks/t-1", submit_dir="/w/tasks/t-1/work")
+    again = SubmitPlan(task_dir="/w/tasks/t-1", submit_dir="/w/tasks/t-1/work", run=2)
+    assert "rm -f" not in submit_script(first)
+    text = submit_script(again)
+    # idempotent per run: a crash after sbatch prints this run's job again, never the last run's
+    assert "if [ -s /w/tasks/t-1/job_id.2 ]; then cat -- /w/tasks/t-1/job_id.2; exit 0; fi" in text
+    assert "mv -f -- /w/tasks/t-1/job_id.2.tmp /w/tasks/t-1/job_id.2" in text
+    cleared = text.index("rm -f -- /w/tasks/t-1/exit_status /w/tasks/t-1/timed_out /w/tasks/t-1/result.json")
+    assert text.index("if [ -s /w/tasks/t-1/job_id.2 ]") < cleared < text.index("sbatch --parsable")
+
+
 def test_missing_blob_query_names_each_digest_once() -> None:
     text = missing_blobs_script("/w/blobs/sha256", ["sha256:" + "b" * 64, "sha256:" + "a" * 64, "sha256:" + "a" * 64])
     assert text.count("a" * 64) == 2  # the fallback list and the loop

@@ -42,6 +42,7 @@ from flow.domain.slurm.scripts import (
     DEPENDENCY_FORGOTTEN,
     ElementRegistration,
     SubmitPlan,
+    job_id_file_name,
     missing_blobs_script,
     register_script,
     scheduling_of,
@@ -179,6 +180,7 @@ class SlurmSubmitter:
             code_dir=code_dir,
             check_dir=cwd if relative else None,
             make_work_dir=None if code_dir else f"{td}/{task_files.WORK_DIR}",
+            run=len(record.attempts),
             scheduling=scheduling_of(config, after, time.time()),
             register=registration,
             element_dirs=tuple(f"{td}/{index}" for index in indices),
@@ -249,9 +251,12 @@ class SlurmSubmitter:
         try:
             if plan.register is not None:
                 self._register_here(plan.register)
-            known = (task_dir.read(task_files.JOB_ID) or b"").strip()
+            id_file = job_id_file_name(plan.run)
+            known = (task_dir.read(id_file) or b"").strip()
             if known:
                 return 0, known, ""
+            if plan.run:
+                task_dir.clear_run()  # how the previous run ended is not how this one ends
             self._write_locally(plan.task_dir, files, manifest)
             if plan.make_work_dir is not None:
                 Path(plan.make_work_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -267,8 +272,8 @@ class SlurmSubmitter:
         if done.rc != 0:
             return 95, done.stdout, done.error_text
         job_id = done.stdout.decode("utf-8", "replace").strip().split(";")[0]
-        partial = task_dir.write(f"{task_files.JOB_ID}.tmp", f"{job_id}\n".encode())
-        partial.replace(task_dir.file(task_files.JOB_ID))
+        partial = task_dir.write(f"{id_file}.tmp", f"{job_id}\n".encode())
+        partial.replace(task_dir.file(id_file))
         return 0, job_id.encode(), ""
 
     def _register_here(self, r: ElementRegistration) -> None:

@@ -18,10 +18,11 @@ from typing import Final
 from attrs import frozen
 
 from flow.domain.code.manifest import ManifestEntry
-from flow.domain.slurm.sbatch import ELEMENT_TASK_FILE, EXIT_FILE, JOB_FILE, JOB_ID_FILE, OUTPUT_FILE
+from flow.domain.slurm.sbatch import ELEMENT_TASK_FILE, EXIT_FILE, JOB_FILE, JOB_ID_FILE, OUTPUT_FILE, RESULT_FILE
 from flow.domain.slurm.states import SACCT_FIELDS, SINFO_FORMAT, SQUEUE_FORMAT
 from flow.domain.task.config import TaskConfig
 from flow.domain.task.dependencies import Dependency, render_slurm_dependency
+from flow.domain.task.task_files import TIMED_OUT as TIMED_OUT_FILE
 
 RECORD: Final = b"@@flow "
 # Per poll, at most this many new log bytes of one task travel (the rest follows next poll).
@@ -156,6 +157,7 @@ class SubmitPlan:
     code_dir: str | None = None
     check_dir: str | None = None  # a working directory that must exist before submitting
     make_work_dir: str | None = None
+    run: int = 0  # how many runs of the task came before this one (TaskRecord.attempts)
     scheduling: Scheduling = Scheduling()
     register: ElementRegistration | None = None
     element_dirs: tuple[str, ...] = ()  # made before sbatch: Slurm opens each element's output there
@@ -176,14 +178,25 @@ DEPENDENCY_FORGOTTEN: Final = 96
 ARRAY_NOT_SUBMITTED: Final = 97
 
 
+def job_id_file_name(run: int) -> str:
+    """Where the job id of a task's run is kept (in its task directory): one file per run, so a
+    run submits once however often its submission is retried, and a new run submits anew."""
+    return f"{JOB_ID_FILE}.{run}" if run else JOB_ID_FILE
+
+
 def submit_script(plan: SubmitPlan) -> str:
     """Unpacks what was uploaded, builds the snapshot and runs sbatch; prints the job id.
-    Idempotent: a task already submitted (its job_id file exists) prints that id again."""
+    Idempotent: a run already submitted (its job id file exists) prints that id again. A task that
+    runs again (max_retries) has one job id file per run, and its new run starts without the
+    previous run's exit marker, time-out mark and result (TaskDir.clear_run, on the cluster)."""
     td = q(plan.task_dir)
+    job_id_file = f"{td}/{job_id_file_name(plan.run)}"
     lines = ["umask 077", f"mkdir -p -- {td} || exit 90"]
     if plan.register is not None:
         lines += registration_lines(plan.register)
-    lines.append(f"if [ -s {td}/{JOB_ID_FILE} ]; then cat -- {td}/{JOB_ID_FILE}; exit 0; fi")
+    lines.append(f"if [ -s {job_id_file} ]; then cat -- {job_id_file}; exit 0; fi")
+    if plan.run:
+        lines.append(f"rm -f -- {td}/{EXIT_FILE} {td}/{TIMED_OUT_FILE} {td}/{RESULT_FILE}")
     if plan.pack is not None:
         assert plan.blob_dir is not None
         pack = q(plan.pack)
@@ -210,7 +223,7 @@ def submit_script(plan: SubmitPlan) -> str:
     lines.append(f"cd -- {q(plan.submit_dir)} || exit 94")
     lines += _sbatch_lines(plan.scheduling, f"{td}/{JOB_FILE}", f"{td}/sbatch.err")
     lines += [
-        f"printf '%s\\n' \"$jid\" > {td}/{JOB_ID_FILE}.tmp && mv -f -- {td}/{JOB_ID_FILE}.tmp {td}/{JOB_ID_FILE}",
+        f"printf '%s\\n' \"$jid\" > {job_id_file}.tmp && mv -f -- {job_id_file}.tmp {job_id_file}",
         "printf '%s\\n' \"$jid\"",
     ]
     return "\n".join(lines) + "\n"
