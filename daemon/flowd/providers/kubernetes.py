@@ -23,10 +23,8 @@ pods get SIGTERM, SIGKILL after the grace) and the task ends once its pods are g
 from __future__ import annotations
 
 import calendar
-import io
 import json
 import logging
-import tarfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -36,7 +34,6 @@ from typing import Any, Final
 from attrs import define, evolve, field, frozen
 from returns.result import Failure, Result, Success
 
-from flow.domain.code.manifest import parse_manifest
 from flow.domain.daemon_config import KubernetesSettings
 from flow.domain.errors import DomainError, ErrorReason, validation_error, violation
 from flow.domain.instances.instance_types import format_instance_type
@@ -95,6 +92,7 @@ from flowd.providers.base import (
     Running,
     StateType,
 )
+from flowd.providers.code_archive import snapshot_archive
 from flowd.providers.kubernetes_api import KubeApi, KubeError, WatchExpiredError
 from flowd.providers.task_dir import TaskDir
 
@@ -293,20 +291,7 @@ class KubernetesProvider:
     # --- launching --------------------------------------------------------------------------
 
     def _code_archive(self, digest: str | None) -> bytes | None:
-        if not digest:
-            return None
-        parsed = parse_manifest(self._blobs.read(digest))
-        if isinstance(parsed, Failure):
-            raise LaunchError(f"the code snapshot {digest} is unreadable: {parsed.failure().message}")
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=9) as tar:
-            for entry in parsed.unwrap().entries:
-                info = tarfile.TarInfo(entry.path)
-                info.size = entry.size
-                info.mode = 0o755 if entry.executable else 0o644
-                with open(self._blobs.path(entry.digest), "rb") as handle:
-                    tar.addfile(info, handle)
-        return buffer.getvalue()
+        return snapshot_archive(self._blobs, digest, compresslevel=9)  # a ConfigMap holds 1 MiB: every byte counts
 
     def _plan(self, record: TaskRecord) -> tuple[PodPlan, dict[str, bytes]]:
         config = record.config

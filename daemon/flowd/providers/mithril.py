@@ -38,11 +38,9 @@ running or billing):
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
-import tarfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -54,7 +52,6 @@ import attrs
 from attrs import define, field
 from returns.result import Failure, Result, Success
 
-from flow.domain.code.manifest import parse_manifest
 from flow.domain.daemon_config import MithrilSettings
 from flow.domain.errors import DomainError, ErrorReason, validation_error
 from flow.domain.instances.instance_types import format_instance_type
@@ -100,6 +97,7 @@ from flowd.providers.base import (
     Running,
     StateType,
 )
+from flowd.providers.code_archive import snapshot_archive
 from flowd.providers.environment import public_env
 from flowd.providers.mithril_account import MithrilAccount
 from flowd.providers.mithril_api import MithrilAPI, MithrilError
@@ -322,20 +320,7 @@ class MithrilCloud:
     # --- launching -----------------------------------------------------------------------
 
     def _code_archive(self, digest: str | None) -> bytes | None:
-        if not digest:
-            return None
-        parsed = parse_manifest(self._blobs.read(digest))
-        if isinstance(parsed, Failure):
-            raise LaunchError(f"the code snapshot {digest} is unreadable: {parsed.failure().message}")
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=6) as tar:
-            for entry in parsed.unwrap().entries:
-                info = tarfile.TarInfo(entry.path)
-                info.size = entry.size
-                info.mode = 0o755 if entry.executable else 0o644
-                with open(self._blobs.path(entry.digest), "rb") as handle:
-                    tar.addfile(info, handle)
-        return buffer.getvalue()
+        return snapshot_archive(self._blobs, digest, compresslevel=6)
 
     def _data_plan(self, config: TaskConfig) -> DataMountPlan | None:
         if not config.data_mounts:

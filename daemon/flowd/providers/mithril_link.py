@@ -13,7 +13,6 @@ import contextlib
 import logging
 import os
 import stat
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any, Final
 import paramiko
 from attrs import frozen
 
+from flowd.providers.ssh_connection import KeptConnection, drain
 from flowd.providers.task_dir import TaskDir
 
 log = logging.getLogger(__name__)
@@ -71,15 +71,11 @@ def learn_host(path: Path, host: str, port: int) -> None:
     known.save(str(path))
 
 
-class InstanceLink:
+class InstanceLink(KeptConnection):
     def __init__(self, settings: LinkSettings) -> None:
+        super().__init__(f"{settings.user}@{settings.host}:{settings.port}")
         self._settings = settings
-        self._lock = threading.Lock()
-        self._sftp_lock = threading.Lock()
-        self._client: Any = None
-        self._sftp: Any = None
         self.commands = 0  # channels opened (commands, streams), read by the benchmark
-        self.description = f"{settings.user}@{settings.host}:{settings.port}"
 
     @property
     def known_hosts(self) -> str:
@@ -93,17 +89,6 @@ class InstanceLink:
         return str(s.learnt_hosts)
 
     # --- the connection ------------------------------------------------------------------
-
-    def _connect(self) -> Any:
-        with self._lock:
-            client = self._client
-            if client is not None:
-                transport = client.get_transport()
-                if transport is not None and transport.is_active():
-                    return client
-                self._drop_locked()
-            self._client = self._open()
-            return self._client
 
     def _open(self) -> Any:
         s = self._settings
@@ -146,16 +131,6 @@ class InstanceLink:
             transport.set_keepalive(KEEPALIVE)
         return client
 
-    def _drop_locked(self) -> None:
-        with contextlib.suppress(Exception):
-            if self._sftp is not None:
-                self._sftp.close()
-        with contextlib.suppress(Exception):
-            if self._client is not None:
-                self._client.close()
-        self._sftp = None
-        self._client = None
-
     def drop(self) -> None:
         """Closes the connection (the next use opens a new one)."""
         with self._lock:
@@ -185,28 +160,9 @@ class InstanceLink:
         try:
             channel.sendall(script.encode())
             channel.shutdown_write()
-            out = bytearray()
-            err = bytearray()
-            channel.settimeout(0.1)
-            while True:
-                while channel.recv_stderr_ready():
-                    err += channel.recv_stderr(65536)
-                try:
-                    data = channel.recv(65536)
-                except TimeoutError:
-                    if time.monotonic() > deadline:
-                        raise LinkError(f"a command on {self.description} did not finish in time") from None
-                    continue
-                if not data:
-                    break
-                out += data
-            while not channel.exit_status_ready():
-                if time.monotonic() > deadline:
-                    raise LinkError(f"a command on {self.description} did not finish in time")
-                time.sleep(0.005)
-            while channel.recv_stderr_ready():
-                err += channel.recv_stderr(65536)
-            return Completed(int(channel.recv_exit_status()), bytes(out), bytes(err))
+            too_late = f"a command on {self.description} did not finish in time"
+            out, err = drain(channel, deadline, lambda: LinkError(too_late), poll=0.1)
+            return Completed(int(channel.recv_exit_status()), out, err)
         except (paramiko.SSHException, OSError, EOFError) as exc:
             self.drop()
             raise LinkError(f"lost the connection to {self.description}: {exc}") from None

@@ -25,6 +25,7 @@ from attrs import frozen
 
 from flow.domain.daemon_config import SshSettings
 from flowd.providers.environment import public_env
+from flowd.providers.ssh_connection import KeptConnection, drain
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,9 @@ class Cluster(Protocol):
     description: str
 
     def run(self, script: str, timeout: float = DEFAULT_TIMEOUT) -> Completed: ...
+
+    def _too_late(self) -> ClusterError:
+        return ClusterError(f"a command on {self.description} did not finish in time")
 
     def command(self, argv: list[str], cwd: str, timeout: float = DEFAULT_TIMEOUT) -> Completed: ...
 
@@ -99,6 +103,9 @@ class LocalCluster:
             raise ClusterError(f"cannot run bash: {exc.strerror}") from None
         return Completed(rc=done.returncode, stdout=done.stdout, stderr=done.stderr)
 
+    def _too_late(self) -> ClusterError:
+        return ClusterError(f"a command on {self.description} did not finish in time")
+
     def command(self, argv: list[str], cwd: str, timeout: float = DEFAULT_TIMEOUT) -> Completed:
         """One Slurm command run here directly (no shell), from `cwd`."""
         try:
@@ -130,35 +137,20 @@ def _expand(path: str | None) -> str | None:
     return None if path is None else os.path.expanduser(path)
 
 
-class SshCluster:
+class SshCluster(KeptConnection):
     """The login node over one shared SSH connection (paramiko, imported by the methods that
     use it: importing it costs flowd's start-up a tenth of a second, and most daemons never SSH)."""
 
     local = False
 
     def __init__(self, settings: SshSettings, user: str, known_hosts: str) -> None:
+        super().__init__(f"{user}@{settings.host}:{settings.port}")
         self._settings = settings
         self._user = user
         self._known_hosts = known_hosts
-        self._lock = threading.Lock()
-        self._sftp_lock = threading.Lock()
         self._channels = threading.BoundedSemaphore(MAX_CHANNELS)
-        self._client: Any = None
-        self._sftp: Any = None
-        self.description = f"{user}@{settings.host}:{settings.port}"
 
     # --- the connection ------------------------------------------------------------------
-
-    def _connect(self) -> Any:
-        with self._lock:
-            client = self._client
-            if client is not None:
-                transport = client.get_transport()
-                if transport is not None and transport.is_active():
-                    return client
-                self._drop_locked()
-            self._client = self._open()
-            return self._client
 
     def _open(self) -> Any:
         import paramiko
@@ -214,16 +206,6 @@ class SshCluster:
             transport.set_keepalive(30)
         return client
 
-    def _drop_locked(self) -> None:
-        with contextlib.suppress(Exception):
-            if self._sftp is not None:
-                self._sftp.close()
-        with contextlib.suppress(Exception):
-            if self._client is not None:
-                self._client.close()
-        self._sftp = None
-        self._client = None
-
     def _drop(self, client: Any) -> None:
         with self._lock:
             if self._client is client:
@@ -243,7 +225,7 @@ class SshCluster:
                 channel.exec_command("bash -s")
                 channel.sendall(_grouped(script))
                 channel.shutdown_write()
-                out, err = self._drain(channel, deadline)
+                out, err = drain(channel, deadline, self._too_late)
                 rc = int(channel.recv_exit_status())
             except ClusterError:
                 self._drop(client)
@@ -257,36 +239,12 @@ class SshCluster:
                         channel.close()
         return Completed(rc=rc, stdout=out, stderr=err)
 
+    def _too_late(self) -> ClusterError:
+        return ClusterError(f"a command on {self.description} did not finish in time")
+
     def command(self, argv: list[str], cwd: str, timeout: float = DEFAULT_TIMEOUT) -> Completed:
         """One command on the login node, from `cwd` (one exec, as `run`)."""
         return self.run(f"cd -- {shlex.quote(cwd)} && exec {shlex.join(argv)}", timeout)
-
-    def _drain(self, channel: Any, deadline: float) -> tuple[bytes, bytes]:
-        """stdout to its end, and stderr alongside it (one shared window: an unread stream can
-        stall the other)."""
-        out = bytearray()
-        err = bytearray()
-        channel.settimeout(0.05)
-        while True:
-            while channel.recv_stderr_ready():
-                err += channel.recv_stderr(65536)
-            try:
-                data = channel.recv(65536)
-            except TimeoutError:
-                if time.monotonic() > deadline:
-                    raise ClusterError(f"a command on {self.description} did not finish in time") from None
-                continue
-            if not data:
-                break
-            out += data
-        while not channel.exit_status_ready() or channel.recv_stderr_ready():
-            if channel.recv_stderr_ready():
-                err += channel.recv_stderr(65536)
-                continue
-            if time.monotonic() > deadline:
-                raise ClusterError(f"a command on {self.description} did not finish in time")
-            time.sleep(0.002)
-        return bytes(out), bytes(err)
 
     # --- files ---------------------------------------------------------------------------
 

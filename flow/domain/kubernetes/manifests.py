@@ -37,7 +37,7 @@ from typing import Any, Final
 from attrs import frozen
 
 from flow.domain.daemon_config import KubernetesSettings
-from flow.domain.task.config import TaskConfig, program_of
+from flow.domain.task.config import TaskConfig, program_argv
 
 TASK_LABEL: Final = "flow.dev/task"
 PROVIDER_LABEL: Final = "flow.dev/provider"
@@ -97,27 +97,11 @@ def labels(task_id: str, provider: str) -> dict[str, str]:
     return {TASK_LABEL: task_id, PROVIDER_LABEL: provider}
 
 
-def _program(config: TaskConfig) -> list[str]:
-    form, program = program_of(config)
-    if form == "command":
-        assert isinstance(program, tuple)
-        return list(program)
-    assert isinstance(program, str)
-    if form == "shell":
-        return ["bash", "-c", program]
-    return [
-        "bash",
-        "-c",
-        'f="$(mktemp)"; printf %s "$1" > "$f"; chmod 700 "$f"; '
-        'case "$1" in "#!"*) exec "$f";; *) exec python3 "$f";; esac',
-        "flow-script",
-        program,
-    ]
 
 
 def _argv(plan: PodPlan) -> list[str]:
     if plan.function_python is None:
-        return _program(plan.config)
+        return program_argv(plan.config)
     # The runner writes result.json; the shell copies it to the termination message, which the
     # provider reads from the pod's status once the container has ended (the pod may be gone
     # before anything could be fetched from it).

@@ -45,7 +45,7 @@ from attrs import field, frozen
 from flow.domain.mithril.data_mounts import CREDENTIALS_FILE, SYNCER_FILE, DataMountPlan, sync_lines
 from flow.domain.mithril.volumes import VolumeAttachment, mount_lines
 from flow.domain.task import task_files
-from flow.domain.task.config import TaskConfig, program_of
+from flow.domain.task.config import TaskConfig, program_argv
 
 SCRIPT_LIMIT: Final = 10_000
 SCRIPT_MARGIN: Final = 1_024
@@ -147,22 +147,6 @@ def _quoted_argv(argv: tuple[str, ...] | list[str]) -> str:
     return " ".join(q(a) for a in argv)
 
 
-def _program(config: TaskConfig) -> list[str]:
-    form, program = program_of(config)
-    if form == "command":
-        assert isinstance(program, tuple)
-        return list(program)
-    assert isinstance(program, str)
-    if form == "shell":
-        return ["bash", "-c", program]
-    return [
-        "bash",
-        "-c",
-        'f="$(mktemp)"; printf %s "$1" > "$f"; chmod 700 "$f"; '
-        'case "$1" in "#!"*) exec "$f";; *) exec python3 "$f";; esac',
-        "flow-script",
-        program,
-    ]
 
 
 def _working_dir(config: TaskConfig, inside: str) -> str:
@@ -259,7 +243,7 @@ def _body(request: StartupRequest, code_b64: str | None, uploaded: bool) -> list
         f"export FLOW_TASK_ID={q(request.task_id)} FLOW_TASK_NAME={q(request.task_name)}",
         *_multi_node(cfg),
     ]
-    argv = _program(cfg)
+    argv = program_argv(cfg)
     runner = None
     if request.runner is not None:
         runner = f'{q(request.python)} "$D/{RUNNER_FILE}" "$D/{INVOCATION_FILE}" "$D/{RESULT_FILE}"'

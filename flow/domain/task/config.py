@@ -625,3 +625,24 @@ def program_of(cfg: TaskConfig) -> tuple[str, tuple[str, ...] | str]:
     if cfg.script is not None:
         return ("script", cfg.script)
     return ("command", DEFAULT_COMMAND)
+
+
+# A script task on a machine of its own: its content is written to a private temporary file and
+# run by its #! line, or by python3 without one. The content is an argument, never shell text.
+SCRIPT_RUNNER: Final = (
+    'f="$(mktemp)"; printf %s "$1" > "$f"; chmod 700 "$f"; '
+    'case "$1" in "#!"*) exec "$f";; *) exec python3 "$f";; esac'
+)
+
+
+def program_argv(cfg: TaskConfig) -> list[str]:
+    """The argument vector that runs a (valid) config's program on a machine with bash: a command
+    as it is, a shell string under bash -c, a script through SCRIPT_RUNNER."""
+    form, program = program_of(cfg)
+    if form == "command":
+        assert isinstance(program, tuple)
+        return list(program)
+    assert isinstance(program, str)
+    if form == "shell":
+        return ["bash", "-c", program]
+    return ["bash", "-c", SCRIPT_RUNNER, "flow-script", program]
