@@ -26,6 +26,7 @@ from attrs import frozen
 
 from flowd.providers import local_keeper_process
 from flowd.providers.base import LaunchError
+from flowd.providers.local_keeper_process import split_frames
 
 log = logging.getLogger(__name__)
 
@@ -99,14 +100,7 @@ class _Connection:
 
     @staticmethod
     def _frames(pending: bytearray) -> list[object]:
-        frames = []
-        while len(pending) >= 4:
-            size = int.from_bytes(pending[:4], "big")
-            if len(pending) < 4 + size:
-                break
-            frames.append(json.loads(pending[4 : 4 + size]))
-            del pending[: 4 + size]
-        return frames
+        return split_frames(pending)
 
     def read_ends(self) -> Ends | None:
         """What the keeper reported since the last read; None once it is gone (the pipe's end)."""

@@ -48,6 +48,12 @@ def read_frame(fd: int, pending: bytearray) -> list[Any] | None:
     if not data:
         return None
     pending += data
+    return split_frames(pending)
+
+
+def split_frames(pending: bytearray) -> list[Any]:
+    """The complete frames at the start of `pending`, taken out of it (flowd reads the keeper's
+    answers with this too: one framing, both ends)."""
     frames = []
     while len(pending) >= 4:
         size = int.from_bytes(pending[:4], "big")
