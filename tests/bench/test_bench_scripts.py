@@ -78,7 +78,9 @@ def test_spine_quick_prints_every_row_with_a_ratio_and_cleans_up() -> None:
         assert RATIO.search(row(output, name)), row(output, name)
     assert re.search(r"\d", row(output, "raw GetDaemonInfo (unary)"))  # a floor itself: no ratio
     budgets = [line for line in output.splitlines() if line.startswith("budget ")]
-    assert len(budgets) == 3, output
+    # A budget per goal: the SDK's submit->done, the log stream, every CLI command, the cold start.
+    for subject in ("sdk run(true)+wait", "logs 200k lines", "cli flow status (5 tasks)", "cold flow status"):
+        assert [line for line in budgets if f"({subject}" in line], (subject, budgets)
     assert all(re.search(r": \d+(\.\d+)? (us|ms|s) \((ok|over)\)$", line) for line in budgets), budgets
     # The daemon is stopped, its home removed, and nothing it started is left.
     home = re.search(r"FLOW_HOME=(/tmp/\S+):", output)
