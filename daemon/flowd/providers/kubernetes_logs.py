@@ -1,0 +1,95 @@
+"""A Kubernetes task's files on this machine, and each running pod's output followed through the
+pod log API into its node's log file (after a flowd restart, the bytes already mirrored are skipped)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from flow.domain.task import task_files
+from flow.domain.task.lifecycle import TaskRecord
+from flowd.providers.kubernetes_api import KubeApi, KubeError
+from flowd.providers.kubernetes_state import MAX_RETRY_SECONDS, RETRY_SECONDS, KubeTask
+from flowd.providers.task_dir import TaskDir
+
+log = logging.getLogger(__name__)
+
+
+class KubeLogs:
+    """The task directories of one kubernetes provider, and the pods' output mirrored into them.
+    `lock` is the one that guards the tasks' state (KubeTask), shared with the watch."""
+
+    def __init__(
+        self, name: str, tasks_root: Path, api: KubeApi | None, lock: threading.RLock, stop: threading.Event
+    ) -> None:
+        self.name = name
+        self._tasks_root = tasks_root
+        self._api = api
+        self._lock = lock
+        self._stop = stop
+
+    def dir(self, task_id: str) -> TaskDir:
+        return TaskDir(self._tasks_root / task_id)
+
+    def _node_dir(self, task: KubeTask, node: int) -> TaskDir:
+        base = self.dir(task.task_id)
+        return base.node(node) if task.num_nodes > 1 else base
+
+    def log_files(self, record: TaskRecord) -> Sequence[Path]:
+        base = self.dir(record.task_id)
+        if record.config.num_instances > 1:
+            return [base.node(k).output for k in range(record.config.num_instances)]
+        return [base.output]
+
+    def create(self, task_id: str, num_nodes: int) -> None:
+        """Makes the task's log files (one per node), empty until its pods say something."""
+        base = self.dir(task_id)
+        for node in range(num_nodes):
+            (base.node(node) if num_nodes > 1 else base).touch(task_files.OUTPUT)
+
+    def mirror(self, task: KubeTask, pod: str) -> bool:
+        """Follows one pod's output into its node's log file until the container has ended; True
+        once its output is all in (False: following it failed, or flowd is closing)."""
+        try:
+            self._mirror_until_ended(task, pod)
+        except Exception:
+            if not self._stop.is_set():  # (closing: the client went away under it)
+                log.exception("provider %s: following the output of pod %s failed", self.name, pod)
+            return False
+        return True
+
+    def _mirror_until_ended(self, task: KubeTask, pod: str) -> None:
+        assert self._api is not None
+        with self._lock:
+            view = task.pods.get(pod)
+        node = view.node if view is not None else 0
+        out = self._node_dir(task, node)
+        out.touch(task_files.OUTPUT)
+        pause = RETRY_SECONDS
+        read_after_end = False
+        while not self._stop.is_set():
+            failed: Exception | None = None
+            try:
+                for chunk in self._api.follow_log(pod, out.output.stat().st_size, self._stop):
+                    out.append_at(task_files.OUTPUT, out.output.stat().st_size, chunk)
+            except KubeError as exc:
+                failed = exc
+            except Exception as exc:  # a stream error the client does not wrap: followed again, not given up
+                if self._stop.is_set():
+                    return
+                log.exception("provider %s: following the output of pod %s failed (retrying)", self.name, pod)
+                failed = exc
+            with self._lock:
+                now = task.pods.get(pod)
+                over = now is None or now.deleted or now.exit_code is not None
+            if over or task.ended:
+                if failed is not None and not read_after_end and not task.ended:
+                    read_after_end = True  # it ended while the stream was broken: what it left, once more
+                    continue
+                if failed is not None:  # e.g. a node without a kubelet to ask (a virtual node)
+                    log.info("provider %s: the output of pod %s cannot be read: %s", self.name, pod, failed)
+                break
+            self._stop.wait(pause)  # the stream ended early (a kubelet restart), or failed: again
+            pause = min(pause * 2, MAX_RETRY_SECONDS) if failed is not None else RETRY_SECONDS
