@@ -141,7 +141,7 @@ def ssh_per_poll(fake: Any, stack: dict[str, str], live: int, window: float) -> 
         time.sleep(window)
         commands, polls = provider.ssh_commands - commands, max(1, provider.polls - polls)
         per_poll = commands / polls
-        links = len({d for t in ids for d in (provider._poller.get(t).destinations if provider._poller.get(t) else ())})
+        links = len({d for t in ids for d in provider._tracker.destinations(t)})
         name = f"SSH commands per poll ({live} live)"
         print(f"{name:34} {per_poll:>10.2f} {'':>10} {live:>10}  {per_poll / live:.2f}x")
         print(

@@ -4,12 +4,14 @@ when the provider cannot be used (its settings are wrong) and httpx is never nee
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any, Final
 
 from attrs import frozen
 
 from flowd.providers.base import StateType
+from flowd.providers.task_dir import TaskDir
 
 
 @frozen
@@ -40,3 +42,26 @@ def _legacy(data: Mapping[str, Any]) -> MithrilBid | None:
 
 
 MITHRIL_STATES: Final = StateType(classes=(MithrilBid,), legacy=_legacy)
+
+
+# The task's local logs are shared by the launch (which records what earlier attempts wrote), the
+# tracker (which writes the streams into them) and the provider (which lists them): here, once.
+
+
+def local_logs(tasks_root: Path, task_id: str, nodes: int) -> list[Path]:
+    """The task's local logs: one per node of a multi-node task, else output.log."""
+    local = TaskDir(tasks_root / task_id)
+    return [local.node(k).output for k in range(nodes)] if nodes > 1 else [local.output]
+
+
+def file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def earlier_output(paths: Iterable[Path]) -> tuple[int, ...]:
+    """Each log's size, as a `log_base`: () when earlier attempts wrote nothing."""
+    base = tuple(file_size(p) for p in paths)
+    return base if any(base) else ()
