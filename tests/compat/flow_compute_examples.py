@@ -728,14 +728,15 @@ MITHRIL = [
     ),
     Example(
         "M03",
-        "README, data mounts: S3 and a volume, on Mithril",
+        "README, data mounts: S3 and a volume, on Mithril (s3:// mounts work there now; the volume it names"
+        " does not exist on the fake, and flow-compute fails the same way: M03b mounts one that does)",
         "mithril",
         """
         import flow
         t = flow.run("ls /datasets /models", instance_type="a100",
                      data_mounts={"/datasets": "s3://ml-bucket/imagenet", "/models": "volume://pretrained-models"})
         """,
-        refused="is not supported by the mithril provider",
+        refused="No volume named 'pretrained-models'",
     ),
     Example(
         "M03b",
