@@ -16,6 +16,8 @@ from flowd.providers.task_dir import TaskDir
 
 log = logging.getLogger(__name__)
 
+MAX_READS_AFTER_END = 5  # reads of an ended container's log that still brought bytes (or failed)
+
 
 class KubeLogs:
     """The task directories of one kubernetes provider, and the pods' output mirrored into them.
@@ -68,12 +70,14 @@ class KubeLogs:
         out = self._node_dir(task, node)
         out.touch(task_files.OUTPUT)
         pause = RETRY_SECONDS
-        read_after_end = False
+        reads_after_end = 0
         while not self._stop.is_set():
             failed: Exception | None = None
+            got = 0
             try:
                 for chunk in self._api.follow_log(pod, out.output.stat().st_size, self._stop):
                     out.append_at(task_files.OUTPUT, out.output.stat().st_size, chunk)
+                    got += len(chunk)
             except KubeError as exc:
                 failed = exc
             except Exception as exc:  # a stream error the client does not wrap: followed again, not given up
@@ -85,8 +89,11 @@ class KubeLogs:
                 now = task.pods.get(pod)
                 over = now is None or now.deleted or now.exit_code is not None
             if over or task.ended:
-                if failed is not None and not read_after_end and not task.ended:
-                    read_after_end = True  # it ended while the stream was broken: what it left, once more
+                # The kubelet may close a follow as the container exits, before the runtime has
+                # written its last bytes (seen: a log cut mid-line), and a stream can break as it
+                # ends: read what the ended container left until a read brings nothing new.
+                if (failed is not None or got) and reads_after_end < MAX_READS_AFTER_END and not task.ended:
+                    reads_after_end += 1
                     continue
                 if failed is not None:  # e.g. a node without a kubelet to ask (a virtual node)
                     log.info("provider %s: the output of pod %s cannot be read: %s", self.name, pod, failed)

@@ -205,8 +205,9 @@ class KubeWatch:
             ending = None
             if seen.ended is not None:
                 urgent = seen.ended in (Ending.COULD_NOT_START, Ending.PREEMPTED)
-                ran = {p.name for p in pods if p.running}
-                logs_in = ran <= task.logs_done
+                # Every pod whose output is being followed, also one that has stopped running by
+                # now: its last bytes may still be on their way into its log file.
+                logs_in = set(task.followers) <= task.logs_done
                 gone = all(p.deleted for p in pods)
                 if urgent or (logs_in and (gone or not task.cancelling)):
                     task.ended = True
@@ -241,9 +242,9 @@ class KubeWatch:
             log.info("provider %s: pod %s keeps its deadline allowance: %s", self.name, pod.name, exc)
 
     def _mirror(self, task: KubeTask, pod: str) -> None:
-        if not self._logs.mirror(task, pod):
-            return
-        with self._lock:
+        if not self._logs.mirror(task, pod) and self._stop.is_set():
+            return  # closing: a restarted flowd follows it again
+        with self._lock:  # (a stream that failed for good was logged: the output is what it is)
             task.logs_done.add(pod)
         self._advance(task)
 
