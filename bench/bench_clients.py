@@ -50,7 +50,6 @@ TERMINAL = {
     task_pb2.TASK_STATE_CANCELLED,
     task_pb2.TASK_STATE_PREEMPTED,
 }
-MARKER_PREFIX = "flow-task:"  # the local provider's argv marker on every task process
 
 
 @dataclass(frozen=True)

@@ -64,7 +64,6 @@ PRODUCER = (
     f"import sys\nw = sys.stdout.write\nfor i in range({LINES}):\n    w(f'{{i:08d}} ' + 'x' * {LINE_TEXT} + '\\n')\n"
 )
 SEED_TASKS = 5  # what `flow status` lists
-MARKER_PREFIX = "flow-task:"  # the local provider's argv marker on every task process
 SDK_RUN = "sdk run(true)+wait"
 TRUE_FLOOR = 'subprocess.run(["true"])'
 PASS_FLOOR = "python -c pass"
