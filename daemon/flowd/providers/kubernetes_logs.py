@@ -1,5 +1,6 @@
 """A Kubernetes task's files on this machine, and each running pod's output followed through the
-pod log API into its node's log file (after a flowd restart, the bytes already mirrored are skipped)."""
+pod log API into its node's log file (after a flowd restart, the bytes already mirrored are skipped),
+its end marks left out and answered (flow.domain.kubernetes.output_end)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from attrs import evolve
+
+from flow.domain.kubernetes.output_end import OUTPUT_IN, MarkScan, end_marks, scan
 from flow.domain.task import task_files
 from flow.domain.task.lifecycle import TaskRecord
 from flowd.providers.kubernetes_api import KubeApi, KubeError
@@ -69,15 +73,27 @@ class KubeLogs:
         node = view.node if view is not None else 0
         out = self._node_dir(task, node)
         out.touch(task_files.OUTPUT)
+        marks = _restored_marks(out, task.task_id)
+        told = False  # the wrapper has been told its output is in (output_end)
         pause = RETRY_SECONDS
         reads_after_end = 0
         while not self._stop.is_set():
             failed: Exception | None = None
             got = 0
             try:
-                for chunk in self._api.follow_log(pod, out.output.stat().st_size, self._stop):
-                    out.append_at(task_files.OUTPUT, out.output.stat().st_size, chunk)
+                # The log API counts the marks left out of the file: a new stream starts after them.
+                marks = evolve(marks, held=b"")
+                skip = out.output.stat().st_size + marks.stripped
+                for chunk in self._api.follow_log(pod, skip, self._stop):
                     got += len(chunk)
+                    before = marks.stripped
+                    marks, data = scan(marks, chunk)
+                    if data:
+                        out.append_at(task_files.OUTPUT, out.output.stat().st_size, data)
+                    if marks.stripped != before:
+                        out.write(task_files.OUTPUT_MARKS, _marks_record(marks))
+                    if marks.complete and not told:
+                        told = self._say_output_in(pod)
             except KubeError as exc:
                 failed = exc
             except Exception as exc:  # a stream error the client does not wrap: followed again, not given up
@@ -85,6 +101,8 @@ class KubeLogs:
                     return
                 log.exception("provider %s: following the output of pod %s failed (retrying)", self.name, pod)
                 failed = exc
+            if marks.complete and not told:
+                told = self._say_output_in(pod)
             with self._lock:
                 now = task.pods.get(pod)
                 over = now is None or now.deleted or now.exit_code is not None
@@ -100,3 +118,32 @@ class KubeLogs:
                 break
             self._stop.wait(pause)  # the stream ended early (a kubelet restart), or failed: again
             pause = min(pause * 2, MAX_RETRY_SECONDS) if failed is not None else RETRY_SECONDS
+        if marks.held and not self._stop.is_set():  # what looked like the start of a mark was output
+            out.append_at(task_files.OUTPUT, out.output.stat().st_size, marks.held)
+
+    def _say_output_in(self, pod: str) -> bool:
+        """Tells the pod's wrapper that its program's output is all in, so the container may end
+        (output_end); False if the cluster did not take it (the wrapper stops waiting by itself)."""
+        assert self._api is not None
+        try:
+            channel = self._api.exec(pod, ("sh", "-c", f": > {OUTPUT_IN}"), False)
+            for _ in iter(channel.read, None):
+                pass
+            return channel.wait() == 0
+        except (KubeError, OSError) as exc:
+            log.info("provider %s: could not tell pod %s its output is in: %s", self.name, pod, exc)
+            return False
+
+
+def _restored_marks(out: TaskDir, task_id: str) -> MarkScan:
+    """The marks seen before a flowd restart (none for a new pod)."""
+    state = MarkScan(end_marks(task_id))
+    record = (out.read(task_files.OUTPUT_MARKS) or b"").decode("ascii", "replace").split()
+    if len(record) == 2 and record[0].isdigit():
+        seen = frozenset(int(i) for i in record[1].split(",") if i.isdigit() and int(i) < len(state.marks))
+        state = evolve(state, stripped=int(record[0]), seen=seen)
+    return state
+
+
+def _marks_record(marks: MarkScan) -> bytes:
+    return f"{marks.stripped} {','.join(str(i) for i in sorted(marks.seen))}\n".encode()

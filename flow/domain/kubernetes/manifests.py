@@ -37,6 +37,7 @@ from typing import Any, Final
 from attrs import frozen
 
 from flow.domain.daemon_config import KubernetesSettings
+from flow.domain.kubernetes.output_end import DRAIN_WAIT_SECONDS, OUT_DIR, OUTPUT_IN, mark_format
 from flow.domain.task.config import TaskConfig, program_argv
 
 TASK_LABEL: Final = "flow.dev/task"
@@ -47,7 +48,6 @@ CONTAINER: Final = "task"
 CODE_CONTAINER: Final = "flow-code"
 WORKSPACE: Final = "/workspace"
 FILES_DIR: Final = "/flow/in"
-OUT_DIR: Final = "/flow/out"
 CODE_ARCHIVE: Final = "code.tar.gz"
 RUNNER: Final = "flow_runner.py"
 INVOCATION: Final = "invocation.json"
@@ -99,15 +99,33 @@ def labels(task_id: str, provider: str) -> dict[str, str]:
 
 
 
+# The program runs under this shell (output_end says why): its end marks follow the program's
+# output, and the container ends once flowd has read them (or after DRAIN_WAIT_SECONDS). TERM and
+# INT are passed on (the shell is the container's main process, the one the kubelet signals); the
+# exit status is the program's; the shell's own messages (such as a signal's name when the program
+# is killed by one) go nowhere, so the log holds only what the program wrote. For a function call
+# ($2: its result file) the runner's result is copied to the termination message, which the
+# provider reads from the pod's status once the container has ended (the pod may be gone before
+# anything could be fetched from it). The image needs a POSIX sh (it already does for the code).
+WRAPPER: Final = (
+    't=$1; r=$2; shift 2; '
+    'trap \'kill -TERM "$c" 2>/dev/null\' TERM; trap \'kill -INT "$c" 2>/dev/null\' INT; '
+    'exec 3>&2; "$@" 3>&- & c=$!; exec 2>/dev/null; '
+    'while :; do wait "$c"; rc=$?; kill -0 "$c" 2>/dev/null || break; done; '
+    f'if [ -n "$r" ] && [ -f "$r" ]; then cat "$r" > {TERMINATION_LOG}; fi; '
+    f"printf '{mark_format()}' stdout \"$t\"; printf '{mark_format()}' stderr \"$t\" >&3; "
+    f'i=0; while [ ! -e {OUTPUT_IN} ] && [ "$i" -lt {DRAIN_WAIT_SECONDS * 10} ]; do sleep 0.1; i=$((i+1)); done; '
+    'exit "$rc"'
+)
+
+
 def _argv(plan: PodPlan) -> list[str]:
     if plan.function_python is None:
-        return program_argv(plan.config)
-    # The runner writes result.json; the shell copies it to the termination message, which the
-    # provider reads from the pod's status once the container has ended (the pod may be gone
-    # before anything could be fetched from it).
-    keep = f'"$@"; rc=$?; [ -f {RESULT} ] && cat {RESULT} > {TERMINATION_LOG}; exit $rc'
-    runner = [plan.function_python, f"{FILES_DIR}/{RUNNER}", f"{FILES_DIR}/{INVOCATION}", RESULT]
-    return ["sh", "-c", keep, "flow-call", *runner]
+        program, result = program_argv(plan.config), ""
+    else:
+        program = [plan.function_python, f"{FILES_DIR}/{RUNNER}", f"{FILES_DIR}/{INVOCATION}", RESULT]
+        result = RESULT
+    return ["sh", "-c", WRAPPER, "flow-task", plan.task_id, result, *program]
 
 
 def workdir(config: TaskConfig) -> str:
@@ -169,9 +187,8 @@ def pod_spec(plan: PodPlan, settings: KubernetesSettings) -> dict[str, Any]:
     if plan.code == CODE_IN_CONFIGMAP or plan.function_python is not None:
         volumes.append({"name": "flow-files", "configMap": {"name": name}})
         mounts.append({"name": "flow-files", "mountPath": FILES_DIR, "readOnly": True})
-    if plan.function_python is not None:
-        volumes.append({"name": "flow-out", "emptyDir": {}})
-        mounts.append({"name": "flow-out", "mountPath": OUT_DIR})
+    volumes.append({"name": "flow-out", "emptyDir": {}})  # result.json, OUTPUT_IN
+    mounts.append({"name": "flow-out", "mountPath": OUT_DIR})
     for i, path in enumerate(settings.node_paths):
         volumes.append({"name": f"node-path-{i}", "hostPath": {"path": path.source, "type": "Directory"}})
         mounts.append({"name": f"node-path-{i}", "mountPath": path.target})

@@ -26,6 +26,8 @@ TIMED_OUT: Final = "timed_out"  # present when max_run_time_hours stopped the pr
 # Slurm
 JOB: Final = "job.sbatch"
 JOB_ID: Final = "job_id"
+# Kubernetes
+OUTPUT_MARKS: Final = "output.marks"  # "<bytes of end marks left out> <indices seen>" (output_end)
 # Mithril
 READY: Final = "ready"  # the upload over SSH is complete
 PAYLOAD: Final = "payload.sh"
