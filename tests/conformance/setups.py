@@ -315,7 +315,8 @@ def mithril_setup(stack: dict[str, str]) -> Iterator[Setup]:
 def pod_pid_alive(pid: int) -> bool:
     """Whether a process of some pod (another PID namespace) has `pid` there and still runs: the
     pids a task in a pod writes are its namespace's. The scenarios' left-behind processes are
-    sleeps, which tells them from other pods' processes of the same number."""
+    `sleep 600`, which tells them from other pods' processes of the same number (a task's wrapper
+    runs short sleeps of its own)."""
     own = os.readlink("/proc/self/ns/pid")
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -329,7 +330,8 @@ def pod_pid_alive(pid: int) -> bool:
             continue
         fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
         nspids = fields.get("NSpid", "").split()
-        if nspids and nspids[-1] == str(pid) and fields.get("State", "").strip()[:1] != "Z" and b"sleep" in cmdline:
+        running = fields.get("State", "").strip()[:1] != "Z"
+        if nspids and nspids[-1] == str(pid) and running and cmdline == b"sleep\x00600\x00":
             return True
     return False
 

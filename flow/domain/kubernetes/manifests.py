@@ -100,21 +100,23 @@ def labels(task_id: str, provider: str) -> dict[str, str]:
 
 
 # The program runs under this shell (output_end says why): its end marks follow the program's
-# output, and the container ends once flowd has read them (or after DRAIN_WAIT_SECONDS). TERM and
-# INT are passed on (the shell is the container's main process, the one the kubelet signals); the
-# exit status is the program's; the shell's own messages (such as a signal's name when the program
-# is killed by one) go nowhere, so the log holds only what the program wrote. For a function call
+# output, and the container ends once flowd has read them (or after DRAIN_WAIT_SECONDS; at once
+# when it was stopped: a cancel or deadline does not wait). TERM and INT are passed on (the shell
+# is the container's main process, the one the kubelet signals); the exit status is the program's;
+# the shell's own messages (such as a signal's name when the program is killed by one) go
+# nowhere, so the log holds only what the program wrote. For a function call
 # ($2: its result file) the runner's result is copied to the termination message, which the
 # provider reads from the pod's status once the container has ended (the pod may be gone before
 # anything could be fetched from it). The image needs a POSIX sh (it already does for the code).
 WRAPPER: Final = (
     't=$1; r=$2; shift 2; '
-    'trap \'kill -TERM "$c" 2>/dev/null\' TERM; trap \'kill -INT "$c" 2>/dev/null\' INT; '
+    's=; trap \'s=1; kill -TERM "$c" 2>/dev/null\' TERM; trap \'s=1; kill -INT "$c" 2>/dev/null\' INT; '
     'exec 3>&2; "$@" 3>&- & c=$!; exec 2>/dev/null; '
     'while :; do wait "$c"; rc=$?; kill -0 "$c" 2>/dev/null || break; done; '
     f'if [ -n "$r" ] && [ -f "$r" ]; then cat "$r" > {TERMINATION_LOG}; fi; '
     f"printf '{mark_format()}' stdout \"$t\"; printf '{mark_format()}' stderr \"$t\" >&3; "
-    f'i=0; while [ ! -e {OUTPUT_IN} ] && [ "$i" -lt {DRAIN_WAIT_SECONDS * 10} ]; do sleep 0.1; i=$((i+1)); done; '
+    f'i=0; while [ -z "$s" ] && [ ! -e {OUTPUT_IN} ] && [ "$i" -lt {DRAIN_WAIT_SECONDS * 10} ]; do '
+    'sleep 0.1; i=$((i+1)); done; '
     'exit "$rc"'
 )
 
