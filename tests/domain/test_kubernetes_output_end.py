@@ -95,7 +95,7 @@ def test_the_wrapper_keeps_output_and_status_and_waits_for_flowds_answer(tmp_pat
 
 def test_the_wrapper_passes_sigterm_to_the_program(tmp_path: Path) -> None:
     started = tmp_path / "started"
-    program = f"trap 'echo got TERM; exit 7' TERM; touch {started}; sleep 100 & wait"
+    program = f"trap 'echo got TERM; exit 7' TERM; touch {started}; while :; do sleep 0.1; done"
     proc = subprocess.Popen(_wrapper(tmp_path, "bash", "-c", program), stdout=subprocess.PIPE)
     wait_until(started.exists, 30)
     proc.send_signal(signal.SIGTERM)

@@ -104,18 +104,22 @@ def labels(task_id: str, provider: str) -> dict[str, str]:
 # when it was stopped: a cancel or deadline does not wait). TERM and INT are passed on (the shell
 # is the container's main process, the one the kubelet signals); the exit status is the program's;
 # the shell's own messages (such as a signal's name when the program is killed by one) go
-# nowhere, so the log holds only what the program wrote. For a function call
+# nowhere, so the log holds only what the program wrote. A wait that a passed-on signal interrupts
+# answers 128+N, not the program's status: the shell waits again (it keeps a job's status until a
+# wait has answered it; 127 then means the interrupted wait already had). For a function call
 # ($2: its result file) the runner's result is copied to the termination message, which the
 # provider reads from the pod's status once the container has ended (the pod may be gone before
 # anything could be fetched from it). The image needs a POSIX sh (it already does for the code).
 WRAPPER: Final = (
     't=$1; r=$2; shift 2; '
-    's=; trap \'s=1; kill -TERM "$c" 2>/dev/null\' TERM; trap \'s=1; kill -INT "$c" 2>/dev/null\' INT; '
+    'n=0; trap \'n=$((n+1)); kill -TERM "$c" 2>/dev/null\' TERM; '
+    'trap \'n=$((n+1)); kill -INT "$c" 2>/dev/null\' INT; '
     'exec 3>&2; "$@" 3>&- & c=$!; exec 2>/dev/null; '
-    'while :; do wait "$c"; rc=$?; kill -0 "$c" 2>/dev/null || break; done; '
+    'rc=; while :; do m=$n; wait "$c"; x=$?; '
+    '[ "$x" = 127 ] && [ -n "$rc" ] && ! kill -0 "$c" 2>/dev/null && break; rc=$x; [ "$m" = "$n" ] && break; done; '
     f'if [ -n "$r" ] && [ -f "$r" ]; then cat "$r" > {TERMINATION_LOG}; fi; '
     f"printf '{mark_format()}' stdout \"$t\"; printf '{mark_format()}' stderr \"$t\" >&3; "
-    f'i=0; while [ -z "$s" ] && [ ! -e {OUTPUT_IN} ] && [ "$i" -lt {DRAIN_WAIT_SECONDS * 10} ]; do '
+    f'i=0; while [ "$n" = 0 ] && [ ! -e {OUTPUT_IN} ] && [ "$i" -lt {DRAIN_WAIT_SECONDS * 10} ]; do '
     'sleep 0.1; i=$((i+1)); done; '
     'exit "$rc"'
 )
