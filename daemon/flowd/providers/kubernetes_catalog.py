@@ -58,10 +58,6 @@ class KubeCatalog:
         for i, mount in enumerate(config.data_mounts):
             fix = "fetch the data from your task, or put it on a node path (node_paths in the provider's settings)"
             problems.append(violation(f"data_mounts[{i}]", mount.source, "is not supported on Kubernetes yet", fix))
-        for i, volume in enumerate(config.volumes):
-            fix = "use a directory the nodes share (node_paths in the provider's settings) instead"
-            what = getattr(volume, "name", None) or getattr(volume, "mount_path", "")
-            problems.append(violation(f"volumes[{i}]", what, "is not supported on Kubernetes yet", fix))
         if problems:
             return validation_error(problems, subject=f"task for provider {self.name}")
         return None

@@ -41,6 +41,7 @@ from flowd.providers.code_archive import snapshot_archive
 from flowd.providers.kubernetes_api import KubeApi, KubeError
 from flowd.providers.kubernetes_catalog import KubeCatalog
 from flowd.providers.kubernetes_state import KubeJob
+from flowd.providers.kubernetes_volumes import KubeVolumes
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +53,29 @@ class KubeLauncher:
     """Creates a task's objects, and streams its code into pods that wait for it."""
 
     def __init__(
-        self, settings: KubernetesSettings, api: Callable[[], KubeApi], catalog: KubeCatalog, blobs: BlobStore
+        self,
+        settings: KubernetesSettings,
+        api: Callable[[], KubeApi],
+        catalog: KubeCatalog,
+        volumes: KubeVolumes,
+        blobs: BlobStore,
     ) -> None:
         self.name = settings.name
         self.settings = settings
         self._api = api
         self._catalog = catalog
+        self._volumes = volumes
         self._blobs = blobs
+
+    def _claims(self, record: TaskRecord) -> tuple[tuple[str, str], ...]:
+        """The task's volumes as claims, the new ones created now (they outlive a refused launch:
+        a volume is kept until deleted)."""
+        if not record.config.volumes:
+            return ()
+        resolved = self._volumes.for_task(record.config)
+        if isinstance(resolved, Failure):
+            raise LaunchError(resolved.failure().message, resolved.failure())
+        return self._volumes.attach(resolved.unwrap())
 
     def _code_archive(self, digest: str | None) -> bytes | None:
         return snapshot_archive(self._blobs, digest, compresslevel=9)  # a ConfigMap holds 1 MiB: every byte counts
@@ -116,6 +133,7 @@ class KubeLauncher:
             secret_names=tuple(sorted(record.secrets)),
             code=code,
             function_python=(call.python or "python3") if call is not None else None,
+            claims=self._claims(record),
         )
         return plan, files
 

@@ -91,12 +91,11 @@ class PodPlan:
     secret_names: tuple[str, ...] = ()
     code: str = ""  # how the code snapshot comes: "" none, CODE_IN_CONFIGMAP, CODE_STREAMED
     function_python: str | None = None  # a function call: the runner runs under this python
+    claims: tuple[tuple[str, str], ...] = ()  # the task's volumes: (claim name, mount path)
 
 
 def labels(task_id: str, provider: str) -> dict[str, str]:
     return {TASK_LABEL: task_id, PROVIDER_LABEL: provider}
-
-
 
 
 # The program runs under this shell (output_end says why): its end marks follow the program's
@@ -108,8 +107,8 @@ def labels(task_id: str, provider: str) -> dict[str, str]:
 # provider reads from the pod's status once the container has ended (the pod may be gone before
 # anything could be fetched from it). The image needs a POSIX sh (it already does for the code).
 WRAPPER: Final = (
-    't=$1; r=$2; shift 2; '
-    'trap \'kill -TERM "$c" 2>/dev/null\' TERM; trap \'kill -INT "$c" 2>/dev/null\' INT; '
+    "t=$1; r=$2; shift 2; "
+    "trap 'kill -TERM \"$c\" 2>/dev/null' TERM; trap 'kill -INT \"$c\" 2>/dev/null' INT; "
     'exec 3>&2; "$@" 3>&- & c=$!; exec 2>/dev/null; '
     'while :; do wait "$c"; rc=$?; kill -0 "$c" 2>/dev/null || break; done; '
     f'if [ -n "$r" ] && [ -f "$r" ]; then cat "$r" > {TERMINATION_LOG}; fi; '
@@ -192,6 +191,9 @@ def pod_spec(plan: PodPlan, settings: KubernetesSettings) -> dict[str, Any]:
     for i, path in enumerate(settings.node_paths):
         volumes.append({"name": f"node-path-{i}", "hostPath": {"path": path.source, "type": "Directory"}})
         mounts.append({"name": f"node-path-{i}", "mountPath": path.target})
+    for i, (claim, mount_path) in enumerate(plan.claims):  # mountPath is not $(VAR)-expanded: as given
+        volumes.append({"name": f"volume-{i}", "persistentVolumeClaim": {"claimName": claim}})
+        mounts.append({"name": f"volume-{i}", "mountPath": mount_path})
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": plan.image,

@@ -20,6 +20,7 @@ from flow.domain.kubernetes.manifests import (
     CONTAINER,
     NODE_INDEX_ANNOTATION,
 )
+from flow.domain.kubernetes.volumes import claims_of
 from flow.domain.task.multinode import group_outcome
 
 PULL_ERRORS: Final = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
@@ -85,6 +86,13 @@ def pod_view(pod: Mapping[str, Any], deleted: bool = False) -> PodView:
         ),
         "",
     )
+    if "PersistentVolumeClaim" in pending:  # the scheduler does not say which: name the claims
+        claims = claims_of(spec)
+        if claims:
+            pending += (
+                f" (the task's volume claims: {', '.join(claims)}; a claim binds once a PersistentVolume "
+                "of its storage class and size is there: kubectl describe pvc NAME)"
+            )
     disruption = next(
         (c for c in conditions if c.get("type") == "DisruptionTarget" and c.get("status") == "True"), None
     )
