@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from flow.domain.daemon_config import KubernetesSettings
-from flow.domain.kubernetes.manifests import PodPlan, job_manifest
+from flow.domain.kubernetes.manifests import PodPlan, escape, job_manifest
 from flow.domain.kubernetes.pods import pod_view
 from flow.domain.kubernetes.volumes import (
     claim_holders,
@@ -20,6 +20,7 @@ from flow.domain.kubernetes.volumes import (
     quantity_bytes,
     volume_of,
 )
+from flow.domain.mithril.data_mounts import DataMount
 from flow.domain.task.config import NAME_PATTERN, TaskConfig
 
 DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
@@ -133,3 +134,40 @@ def test_a_pod_waiting_for_its_claims_names_them() -> None:
         },
     }
     assert "flow-vol-data-1" in pod_view(pod).pending_reason
+
+
+@given(st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\x00"), min_size=1, max_size=30))
+def test_data_mounts_are_synced_by_an_init_container_and_read_only_for_the_task(key: str) -> None:
+    source = f"s3://bucket/{key}"
+    plan = PodPlan(
+        task_id="t-1",
+        task_name="n",
+        config=TaskConfig(command="true"),
+        image="img",
+        data_mounts=(DataMount(source, "/data/train"),),
+    )
+    spec = job_manifest(plan, KubernetesSettings(name="k8s"))["spec"]["template"]["spec"]
+    (sync,) = [c for c in spec["initContainers"] if c["name"] == "flow-data"]
+    assert sync["command"][-2:] == [escape(source), "/data/train"]  # $(VAR) expansion undone
+    task_mounts = {m["mountPath"]: m for m in spec["containers"][0]["volumeMounts"]}
+    assert task_mounts["/data/train"]["readOnly"] is True
+    sync_mounts = {m["mountPath"]: m for m in sync["volumeMounts"]}
+    assert sync_mounts["/data/train"]["name"] == task_mounts["/data/train"]["name"]
+    # The credentials come from the task's Secret, as a file only the sync container sees.
+    (secret,) = [v for v in spec["volumes"] if "secret" in v]
+    assert secret["secret"]["secretName"] == "flow-t-1"
+    assert secret["name"] in {m["name"] for m in sync["volumeMounts"]}
+    assert secret["name"] not in {m["name"] for m in spec["containers"][0]["volumeMounts"]}
+    assert any(v.get("configMap") for v in spec["volumes"])  # the syncer comes in the ConfigMap
+
+
+def test_a_failed_sync_is_a_start_error_naming_the_source() -> None:
+    said = "synced s3://b/ok to /x: 1 file, 0.0 MB\ncould not read s3://b/missing: NoSuchBucket"
+    pod = {
+        "metadata": {"name": "p"},
+        "status": {
+            "phase": "Failed",
+            "initContainerStatuses": [{"name": "flow-data", "state": {"terminated": {"exitCode": 1, "message": said}}}],
+        },
+    }
+    assert pod_view(pod).start_error == "syncing the data mounts failed: could not read s3://b/missing: NoSuchBucket"

@@ -63,6 +63,7 @@ from flowd.providers.kubernetes_logs import KubeLogs
 from flowd.providers.kubernetes_state import KUBE_STATES, KubeJob
 from flowd.providers.kubernetes_volumes import KubeVolumes
 from flowd.providers.kubernetes_watch import KubeWatch
+from flowd.providers.s3_credentials import no_storage_credentials, storage_credentials
 
 
 class KubernetesProvider:
@@ -81,6 +82,7 @@ class KubernetesProvider:
     ) -> None:
         self.name = settings.name
         self.settings = settings
+        self._env = env
         self._report = reporter
         self._stop = threading.Event()
         self.api: KubeApi | None = None
@@ -92,7 +94,7 @@ class KubernetesProvider:
         lock = threading.RLock()  # guards the followed tasks' state, which the watch and the log followers share
         self._catalog = KubeCatalog(settings, self._api, clock)
         self._volumes = KubeVolumes(settings, self._api)
-        self._launcher = KubeLauncher(settings, self._api, self._catalog, self._volumes, blobs)
+        self._launcher = KubeLauncher(settings, self._api, self._catalog, self._volumes, blobs, env)
         self._logs = KubeLogs(self.name, tasks_root, self.api, lock, self._stop)
         self._watch = KubeWatch(self.name, self.api, reporter, self._logs, self._launcher, lock, self._stop, clock)
         self.capabilities = Capabilities(offers=self, exec=self, results=self, node_logs=True, volumes=self._volumes)
@@ -123,6 +125,8 @@ class KubernetesProvider:
 
     def place(self, config: TaskConfig) -> Result[Placement, DomainError]:
         placed = self._catalog.place(config)
+        if not isinstance(placed, Failure) and config.data_mounts and storage_credentials(self._env) is None:
+            return Failure(no_storage_credentials(self.name))
         if isinstance(placed, Failure) or not config.volumes:
             return placed
         try:

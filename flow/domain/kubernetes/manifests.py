@@ -38,6 +38,7 @@ from attrs import frozen
 
 from flow.domain.daemon_config import KubernetesSettings
 from flow.domain.kubernetes.output_end import DRAIN_WAIT_SECONDS, OUT_DIR, OUTPUT_IN, mark_format
+from flow.domain.mithril.data_mounts import CREDENTIALS_FILE, SYNCER_FILE, DataMount
 from flow.domain.task.config import TaskConfig, program_argv
 
 TASK_LABEL: Final = "flow.dev/task"
@@ -46,6 +47,8 @@ NODE_INDEX_ANNOTATION: Final = "batch.kubernetes.io/job-completion-index"
 QUEUE_LABEL: Final = "kueue.x-k8s.io/queue-name"
 CONTAINER: Final = "task"
 CODE_CONTAINER: Final = "flow-code"
+DATA_CONTAINER: Final = "flow-data"  # syncs the s3:// data mounts before the program starts
+CREDENTIALS_DIR: Final = "/flow/credentials"  # the storage credentials, in the data container only
 WORKSPACE: Final = "/workspace"
 FILES_DIR: Final = "/flow/in"
 CODE_ARCHIVE: Final = "code.tar.gz"
@@ -92,6 +95,7 @@ class PodPlan:
     code: str = ""  # how the code snapshot comes: "" none, CODE_IN_CONFIGMAP, CODE_STREAMED
     function_python: str | None = None  # a function call: the runner runs under this python
     claims: tuple[tuple[str, str], ...] = ()  # the task's volumes: (claim name, mount path)
+    data_mounts: tuple[DataMount, ...] = ()  # s3:// sources: the task's Secret holds CREDENTIALS_FILE
 
 
 def labels(task_id: str, provider: str) -> dict[str, str]:
@@ -183,14 +187,20 @@ def pod_spec(plan: PodPlan, settings: KubernetesSettings) -> dict[str, Any]:
         limits["memory"] = requests["memory"] = f"{cfg.memory_mb}Mi"
     mounts: list[dict[str, Any]] = [{"name": "workspace", "mountPath": WORKSPACE}]
     volumes: list[dict[str, Any]] = [{"name": "workspace", "emptyDir": {}}]
-    if plan.code == CODE_IN_CONFIGMAP or plan.function_python is not None:
+    files_mount = {"name": "flow-files", "mountPath": FILES_DIR, "readOnly": True}
+    if plan.code == CODE_IN_CONFIGMAP or plan.function_python is not None or plan.data_mounts:
         volumes.append({"name": "flow-files", "configMap": {"name": name}})
-        mounts.append({"name": "flow-files", "mountPath": FILES_DIR, "readOnly": True})
+        mounts.append(files_mount)
     volumes.append({"name": "flow-out", "emptyDir": {}})  # result.json, OUTPUT_IN
     mounts.append({"name": "flow-out", "mountPath": OUT_DIR})
     for i, path in enumerate(settings.node_paths):
         volumes.append({"name": f"node-path-{i}", "hostPath": {"path": path.source, "type": "Directory"}})
         mounts.append({"name": f"node-path-{i}", "mountPath": path.target})
+    data_mounts = []
+    for i, data in enumerate(plan.data_mounts):  # filled by the data container, read-only for the task
+        volumes.append({"name": f"data-{i}", "emptyDir": {}})
+        mounts.append({"name": f"data-{i}", "mountPath": data.target, "readOnly": True})
+        data_mounts.append({"name": f"data-{i}", "mountPath": data.target})
     for i, (claim, mount_path) in enumerate(plan.claims):  # mountPath is not $(VAR)-expanded: as given
         volumes.append({"name": f"volume-{i}", "persistentVolumeClaim": {"claimName": claim}})
         mounts.append({"name": f"volume-{i}", "mountPath": mount_path})
@@ -234,6 +244,26 @@ def pod_spec(plan: PodPlan, settings: KubernetesSettings) -> dict[str, Any]:
                 "volumeMounts": mounts,
             }
         ]
+    if plan.data_mounts:
+        volumes.append(
+            {
+                "name": "flow-credentials",
+                "secret": {"secretName": name, "items": [{"key": CREDENTIALS_FILE, "path": CREDENTIALS_FILE}]},
+            }
+        )
+        pairs = [part for data in plan.data_mounts for part in (data.source, data.target)]
+        sync = ["python3", f"{FILES_DIR}/{SYNCER_FILE}", f"{CREDENTIALS_DIR}/{CREDENTIALS_FILE}", *pairs]
+        credentials = {"name": "flow-credentials", "mountPath": CREDENTIALS_DIR, "readOnly": True}
+        spec.setdefault("initContainers", []).append(
+            {
+                "name": DATA_CONTAINER,
+                "image": plan.image,
+                "imagePullPolicy": settings.image_pull_policy,
+                "command": [escape(a) for a in sync],
+                "volumeMounts": [files_mount, credentials, *data_mounts],
+                "terminationMessagePolicy": "FallbackToLogsOnError",  # its one line naming the source
+            }
+        )
     if selector:
         spec["nodeSelector"] = selector
     if settings.tolerations:
