@@ -34,10 +34,11 @@ def _made(manifest: dict[str, Any], uid: str = "0b8e51c2-4f7e-4b1a-9d0e-12345678
 
 @given(names)
 def test_a_claim_name_is_a_dns_label_that_tells_every_volume_name_apart(name: str) -> None:
-    claim = claim_name(name)
+    claim = claim_name("k8s", name)
     assert DNS_LABEL.fullmatch(claim) and len(claim) <= 63
-    assert claim_name(name.swapcase()) != claim or name.swapcase() == name
-    assert claim_name(name + "x") != claim
+    assert claim_name("k8s", name.swapcase()) != claim or name.swapcase() == name
+    assert claim_name("k8s", name + "x") != claim
+    assert claim_name("other", name) != claim
 
 
 @given(names, st.integers(1, 100_000), st.sampled_from(["file", "block"]))

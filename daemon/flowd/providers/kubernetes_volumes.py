@@ -60,7 +60,11 @@ class KubeVolumes:
     def _holders(self, volumes: Sequence[Volume]) -> dict[str, tuple[str, ...]]:
         """volume id -> the live tasks whose Jobs mount it."""
         by_claim = claim_holders(self._api().items("jobs", self._selector()))
-        return {v.volume_id: by_claim[claim_name(v.name)] for v in volumes if by_claim.get(claim_name(v.name))}
+        return {
+            v.volume_id: by_claim[claim_name(self._name, v.name)]
+            for v in volumes
+            if by_claim.get(claim_name(self._name, v.name))
+        }
 
     # --- the capability ----------------------------------------------------------------------
 
@@ -124,7 +128,7 @@ class KubeVolumes:
         if holders:
             return check_delete(volume, {volume.volume_id: holders}).map(lambda _: volume)
         try:
-            if not self._api().delete(CLAIMS, claim_name(volume.name)):
+            if not self._api().delete(CLAIMS, claim_name(self._name, volume.name)):
                 return Failure(not_found(volume_id))
         except KubeError as exc:
             return Failure(exc.error)
@@ -163,5 +167,5 @@ class KubeVolumes:
                 made = self.create_volume(volume.name, volume.size_gb, volume.interface, None)
                 if isinstance(made, Failure) and made.failure().reason is not ErrorReason.ALREADY_EXISTS:
                     raise LaunchError(made.failure().message, made.failure())
-            out.append((claim_name(volume.name), mount.mount_path))
+            out.append((claim_name(self._name, volume.name), mount.mount_path))
         return tuple(out)

@@ -5,9 +5,9 @@
                                   flow.dev/interface; storageClassName the provider's storage_class
                                   (none set: the cluster's default class)
 
-The claim's name follows from the volume's name (lower-cased, '_' as '-', and a hash of the exact
-name, so "Data" and "data" stay apart): two creates of one name meet at the API server (409) instead
-of making two claims. The volume id is "vol-" and the claim's uid (the first 12 hex digits): a claim
+The claim's name follows from the volume's name (lower-cased, '_' as '-', and a hash of the
+provider's name and the exact name, so "Data" and "data" stay apart): two creates of one name
+meet at the API server (409) instead of making two claims. The volume id is "vol-" and the claim's uid (the first 12 hex digits): a claim
 deleted and made again under the same name is another volume. Access modes: interface "file" is
 ReadWriteMany (any number of pods, on any nodes), "block" ReadWriteOnce (the pods of one node; Flow
 lets one live task hold it, flow.domain.volumes.rules). Sizes are requested in decimal gigabytes
@@ -54,15 +54,16 @@ _FACTORS: Final = {
 }
 
 
-def claim_name(volume_name: str) -> str:
-    """A DNS label (at most 58 characters) for the claim of the volume named `volume_name`."""
+def claim_name(provider: str, volume_name: str) -> str:
+    """A DNS label (at most 58 characters) for the claim of provider's volume named `volume_name`
+    (two providers may share a namespace)."""
     safe = "".join(c if c.isascii() and c.isalnum() else "-" for c in volume_name.lower()).strip("-")[:40]
-    digest = hashlib.sha256(volume_name.encode()).hexdigest()[:8]
+    digest = hashlib.sha256(f"{provider}/{volume_name}".encode()).hexdigest()[:8]
     return f"flow-vol-{safe}-{digest}" if safe else f"flow-vol-{digest}"
 
 
 def claim_manifest(name: str, size_gb: int, interface: str, provider: str, storage_class: str | None) -> dict[str, Any]:
-    claim = claim_name(name)
+    claim = claim_name(provider, name)
     spec: dict[str, Any] = {
         "accessModes": [ACCESS_MODES.get(interface, "ReadWriteOnce")],
         "resources": {"requests": {"storage": f"{size_gb}G"}},
