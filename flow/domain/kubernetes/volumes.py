@@ -7,11 +7,12 @@
 
 The claim's name follows from the volume's name (lower-cased, '_' as '-', and a hash of the
 provider's name and the exact name, so "Data" and "data" stay apart): two creates of one name
-meet at the API server (409) instead of making two claims. The volume id is "vol-" and the claim's
-uid (its first 12 hex digits): a claim deleted and made again under the same name is another volume. Access modes: interface "file" is
-ReadWriteMany (any number of pods, on any nodes), "block" ReadWriteOnce (the pods of one node; Flow
-lets one live task hold it, flow.domain.volumes.rules). Sizes are requested in decimal gigabytes
-("100G"), as Flow sizes volumes.
+meet at the API server (409) instead of making two claims. The volume id is "vol-" and the
+claim's uid (its first 12 hex digits): a claim deleted and made again under the same name is
+another volume. Access modes: interface "file" is ReadWriteMany (any number of pods, on any
+nodes), "block" ReadWriteOnce (the pods of one node; Flow lets one live task hold it,
+flow.domain.volumes.rules). Sizes are requested in decimal gigabytes ("100G"), as Flow sizes
+volumes.
 
 A task's volumes become pod volumes naming the claim (persistentVolumeClaim.claimName), mounted at
 the spec's mount_path in the task container. Who holds a claim is read from the provider's Jobs
