@@ -22,6 +22,11 @@ selector on GPU feature discovery's product label, memory_mb as the memory reque
 max_run_time_hours as the pod's activeDeadlineSeconds (plus START_ALLOWANCE until the provider sees
 the program start and sets it exactly: the pod's clock starts before the image and code are in).
 
+A task's volumes are its PersistentVolumeClaims (flow.domain.kubernetes.volumes) mounted at their
+mount paths; its s3:// data mounts are synced by a second init container (DATA_CONTAINER, the
+task's image running flow.runtime.s3_sync from the ConfigMap, the credentials from the task's
+Secret mounted only there) into emptyDirs the task container mounts read-only.
+
 Kubernetes expands $(NAME) in env values, command and args; every user value is escaped ($$), so
 it arrives verbatim.
 """
