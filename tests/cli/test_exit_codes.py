@@ -26,7 +26,7 @@ class Attached:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env=daemon.env,
+            env={**daemon.env, "PYTHONFAULTHANDLER": "1"},  # SIGABRT prints every thread's stack
         )
         assert self.process.stderr is not None
         first = self.process.stderr.readline()  # "task t-... submitted; streaming its logs (Ctrl-C detaches)"
@@ -34,7 +34,12 @@ class Attached:
         self.task_id = first.split()[1]
 
     def finish(self) -> tuple[int, str, str]:
-        out, err = self.process.communicate(timeout=60)
+        try:
+            out, err = self.process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:  # (seen once under load): say where it is stuck
+            self.process.send_signal(signal.SIGABRT)
+            _, err = self.process.communicate(timeout=60)
+            pytest.fail(f"flow run did not end; its threads:\n{err[-8000:]}")
         return self.process.returncode, out, err
 
 

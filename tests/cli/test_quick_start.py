@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -14,17 +16,27 @@ from conftest import REPO
 PREREQS = REPO / "tools" / "prereqs"
 
 
-def as_another_user(argv: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def as_another_user(
+    argv: list[str], env: dict[str, str] | None = None, cwd: Path = REPO
+) -> subprocess.CompletedProcess[str]:
     """argv as a user without root: this one, or `nobody` when the tests run as root."""
     if os.geteuid() == 0:
         if shutil.which("setpriv") is None:
             pytest.skip("setpriv (util-linux) is needed to drop root")
         argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *argv]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env, cwd=REPO)
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env, cwd=cwd)
 
 
 def test_make_test_without_root_says_so_before_installing_anything() -> None:
-    done = as_another_user(["bash", str(PREREQS), "test"])
+    # A copy the other user can reach (a clone, and pytest's tmp_path, may sit in directories only
+    # their owner can enter).
+    with tempfile.TemporaryDirectory(prefix="flow-prereqs-") as top:
+        checkout = Path(top)
+        (checkout / "tools").mkdir()
+        shutil.copy(PREREQS, checkout / "tools" / "prereqs")
+        for path in (checkout, checkout / "tools"):
+            path.chmod(0o755)
+        done = as_another_user(["bash", str(checkout / "tools" / "prereqs"), "test"], cwd=checkout)
     assert done.returncode == 1
     lines = done.stderr.splitlines()
     root = [line for line in lines if line.startswith("make test: needs root:")]

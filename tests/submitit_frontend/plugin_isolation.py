@@ -47,11 +47,17 @@ def _hide_flow_plugin_where_isolation_is_assumed(request: pytest.FixtureRequest)
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Leaves out the tests SUBMITIT_DESELECT names (comma-separated function names, matched
-    exactly: `-k` matches substrings, and test_requeuing would take test_requeuing_checkpointable)."""
+    exactly: `-k` matches substrings, and test_requeuing would take test_requeuing_checkpointable;
+    `file::name` names one file's test where another file has one of the same name)."""
     import os
 
     names = {n for n in os.environ.get("SUBMITIT_DESELECT", "").split(",") if n}
-    left_out = [item for item in items if getattr(item, "originalname", item.name) in names]
+    left_out = [
+        item
+        for item in items
+        if getattr(item, "originalname", item.name) in names
+        or any("::" in n and item.nodeid.endswith(n) for n in names)
+    ]
     if left_out:
         config.hook.pytest_deselected(items=left_out)
         items[:] = [item for item in items if item not in left_out]

@@ -141,9 +141,10 @@ def job_layout(
             )
         holds.append((max(1, size // gpt), f"{size} GPUs a node at {gpt} per task"))
     cpt = asked.cpus_per_task or 1
-    if cpus_per_node is not None and per_task:
+    if cpus_per_node is not None and (per_task or (ntasks is not None and (gpus or gpn or gpt))):
         # CPUs count in all, not task by task (`-n 5 -c 3` on 8-CPU nodes is 2 nodes), except for
-        # the --ntasks-per-node tasks' worth Slurm sets aside on a node.
+        # the --ntasks-per-node tasks' worth Slurm sets aside on a node, and for -n tasks that ask
+        # for GPUs, which Slurm places task by task (`-n 3 -c 5 --gpus=3` on 8-CPU nodes is 3).
         holds.append((max(1, cpus_per_node // cpt), f"{cpus_per_node} CPUs a node at {cpt} per task"))
     held = min(holds, default=None)
     if per_task and held is not None and per_task > held[0]:
