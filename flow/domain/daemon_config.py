@@ -224,8 +224,6 @@ class KubernetesSettings:
     pod_annotations: tuple[tuple[str, str], ...] = ()  # e.g. sidecar.istio.io/inject: "false"
 
 
-
-
 @frozen
 class UnusableSettings:
     """A provider whose settings are wrong (a malformed key, an unknown setting): flowd keeps

@@ -21,8 +21,9 @@ pods get SIGTERM, SIGKILL after the grace) and the task ends once its pods are g
 
 KubernetesProvider is the Provider surface; the work is its collaborators': KubeCatalog (offers
 and placing, kubernetes_catalog), KubeLauncher (the objects and the code, kubernetes_launch),
-KubeWatch (the pod watch and each task's course, kubernetes_watch) and KubeLogs (the task's files
-and the pods' output, kubernetes_logs), over the state they share (kubernetes_state).
+KubeWatch (the pod watch and each task's course, kubernetes_watch), KubeLogs (the task's files
+and the pods' output, kubernetes_logs) and KubeVolumes (volumes as PersistentVolumeClaims,
+kubernetes_volumes), over the state they share (kubernetes_state).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from returns.result import Result
+from returns.result import Failure, Result
 
 from flow.domain.daemon_config import KubernetesSettings
 from flow.domain.errors import DomainError
@@ -60,7 +61,9 @@ from flowd.providers.kubernetes_catalog import KubeCatalog
 from flowd.providers.kubernetes_launch import KubeLauncher
 from flowd.providers.kubernetes_logs import KubeLogs
 from flowd.providers.kubernetes_state import KUBE_STATES, KubeJob
+from flowd.providers.kubernetes_volumes import KubeVolumes
 from flowd.providers.kubernetes_watch import KubeWatch
+from flowd.providers.s3_credentials import no_storage_credentials, storage_credentials
 
 
 class KubernetesProvider:
@@ -79,6 +82,7 @@ class KubernetesProvider:
     ) -> None:
         self.name = settings.name
         self.settings = settings
+        self._env = env
         self._report = reporter
         self._stop = threading.Event()
         self.api: KubeApi | None = None
@@ -89,10 +93,11 @@ class KubernetesProvider:
             self._config_error = exc.error
         lock = threading.RLock()  # guards the followed tasks' state, which the watch and the log followers share
         self._catalog = KubeCatalog(settings, self._api, clock)
-        self._launcher = KubeLauncher(settings, self._api, self._catalog, blobs)
+        self._volumes = KubeVolumes(settings, self._api)
+        self._launcher = KubeLauncher(settings, self._api, self._catalog, self._volumes, blobs, env)
         self._logs = KubeLogs(self.name, tasks_root, self.api, lock, self._stop)
         self._watch = KubeWatch(self.name, self.api, reporter, self._logs, self._launcher, lock, self._stop, clock)
-        self.capabilities = Capabilities(offers=self, exec=self, results=self, node_logs=True)
+        self.capabilities = Capabilities(offers=self, exec=self, results=self, node_logs=True, volumes=self._volumes)
         self._watch.start()
 
     @property
@@ -119,7 +124,16 @@ class KubernetesProvider:
         return self._catalog.offers()
 
     def place(self, config: TaskConfig) -> Result[Placement, DomainError]:
-        return self._catalog.place(config)
+        placed = self._catalog.place(config)
+        if not isinstance(placed, Failure) and config.data_mounts and storage_credentials(self._env) is None:
+            return Failure(no_storage_credentials(self.name))
+        if isinstance(placed, Failure) or not config.volumes:
+            return placed
+        try:
+            resolved = self._volumes.for_task(config)
+        except KubeError as exc:
+            return Failure(exc.error)
+        return Failure(resolved.failure()) if isinstance(resolved, Failure) else placed
 
     # --- launching and following ------------------------------------------------------------
 

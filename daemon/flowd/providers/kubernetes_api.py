@@ -221,6 +221,10 @@ class KubeApi:
         listed = self.call("GET", "/api/v1/nodes", "list the nodes")
         return list(listed.get("items") or [])
 
+    def items(self, kind: str, selector: str) -> list[dict[str, Any]]:
+        listed = self.call("GET", self.path(kind), f"list {kind}", params={"labelSelector": selector})
+        return list(listed.get("items") or [])
+
     def list_pods(self, selector: str) -> tuple[list[dict[str, Any]], str]:
         listed = self.call("GET", self.path("pods"), "list pods", params={"labelSelector": selector})
         return list(listed.get("items") or []), str((listed.get("metadata") or {}).get("resourceVersion", ""))

@@ -15,6 +15,7 @@ from flow.domain.instances.instance_types import format_instance_type
 from flow.domain.instances.matching import Offer
 from flow.domain.instances.placement import choose_offer
 from flow.domain.kubernetes.nodes import KubeOffer, node_facts, offers_of
+from flow.domain.mithril.data_mounts import data_mount_violations
 from flow.domain.task.config import TaskConfig
 from flowd.providers.base import Placement
 from flowd.providers.kubernetes_api import KubeApi, KubeError
@@ -55,13 +56,7 @@ class KubeCatalog:
         if config.ssh_keys:
             fix = "remove ssh_keys: flow ssh reaches the pods through the Kubernetes API"
             problems.append(violation("ssh_keys", list(config.ssh_keys), "has no meaning on Kubernetes", fix))
-        for i, mount in enumerate(config.data_mounts):
-            fix = "fetch the data from your task, or put it on a node path (node_paths in the provider's settings)"
-            problems.append(violation(f"data_mounts[{i}]", mount.source, "is not supported on Kubernetes yet", fix))
-        for i, volume in enumerate(config.volumes):
-            fix = "use a directory the nodes share (node_paths in the provider's settings) instead"
-            what = getattr(volume, "name", None) or getattr(volume, "mount_path", "")
-            problems.append(violation(f"volumes[{i}]", what, "is not supported on Kubernetes yet", fix))
+        problems += data_mount_violations(config, self.name)  # only s3:// sources reach a pod
         if problems:
             return validation_error(problems, subject=f"task for provider {self.name}")
         return None

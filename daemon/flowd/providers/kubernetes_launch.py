@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Final
 
@@ -32,19 +32,24 @@ from flow.domain.kubernetes.manifests import (
     service_manifest,
 )
 from flow.domain.kubernetes.nodes import REGION_LABEL
+from flow.domain.mithril.data_mounts import CREDENTIALS_FILE, SYNCER_FILE, data_mounts_of
+from flow.domain.task.config import TaskConfig
 from flow.domain.task.function_call import invocation_document
 from flow.domain.task.lifecycle import TaskRecord
-from flow.runtime import runner
+from flow.runtime import runner, s3_sync
 from flowd.blobs import BlobStore
 from flowd.providers.base import Launched, LaunchError, Queued, Refused
 from flowd.providers.code_archive import snapshot_archive
 from flowd.providers.kubernetes_api import KubeApi, KubeError
 from flowd.providers.kubernetes_catalog import KubeCatalog
 from flowd.providers.kubernetes_state import KubeJob
+from flowd.providers.kubernetes_volumes import KubeVolumes
+from flowd.providers.s3_credentials import no_storage_credentials, storage_credentials
 
 log = logging.getLogger(__name__)
 
 RUNNER_SOURCE: Final = Path(runner.__file__)
+SYNCER_SOURCE: Final = Path(s3_sync.__file__)
 STDIN_CHUNK: Final = 256 * 1024
 
 
@@ -52,18 +57,46 @@ class KubeLauncher:
     """Creates a task's objects, and streams its code into pods that wait for it."""
 
     def __init__(
-        self, settings: KubernetesSettings, api: Callable[[], KubeApi], catalog: KubeCatalog, blobs: BlobStore
+        self,
+        settings: KubernetesSettings,
+        api: Callable[[], KubeApi],
+        catalog: KubeCatalog,
+        volumes: KubeVolumes,
+        blobs: BlobStore,
+        env: Mapping[str, str],
     ) -> None:
+        self._env = env
         self.name = settings.name
         self.settings = settings
         self._api = api
         self._catalog = catalog
+        self._volumes = volumes
         self._blobs = blobs
+
+    def _claims(self, record: TaskRecord) -> tuple[tuple[str, str], ...]:
+        """The task's volumes as claims, the new ones created now (they outlive a refused launch:
+        a volume is kept until deleted)."""
+        if not record.config.volumes:
+            return ()
+        resolved = self._volumes.for_task(record.config)
+        if isinstance(resolved, Failure):
+            raise LaunchError(resolved.failure().message, resolved.failure())
+        return self._volumes.attach(resolved.unwrap())
 
     def _code_archive(self, digest: str | None) -> bytes | None:
         return snapshot_archive(self._blobs, digest, compresslevel=9)  # a ConfigMap holds 1 MiB: every byte counts
 
-    def _plan(self, record: TaskRecord) -> tuple[PodPlan, dict[str, bytes]]:
+    def _data_credentials(self, config: TaskConfig) -> dict[str, str]:
+        """The task Secret's entry the data container reads (never the pod spec's), {} without data mounts."""
+        if not config.data_mounts:
+            return {}
+        found = storage_credentials(self._env)
+        if found is None:
+            error = no_storage_credentials(self.name)
+            raise LaunchError(error.message, error)
+        return {CREDENTIALS_FILE: json.dumps(found)}
+
+    def _plan(self, record: TaskRecord) -> tuple[PodPlan, dict[str, bytes], dict[str, str]]:
         config = record.config
         for fresh in (False, True):
             offers = self._catalog.current(fresh=fresh)
@@ -89,6 +122,8 @@ class KubeLauncher:
         if call is not None:
             files[RUNNER] = RUNNER_SOURCE.read_bytes()
             files[INVOCATION] = json.dumps(invocation_document(call)).encode()
+        if config.data_mounts:
+            files[SYNCER_FILE] = SYNCER_SOURCE.read_bytes()
         code = CODE_IN_CONFIGMAP if archive is not None else ""
         if sum(len(v) for v in files.values()) > MAX_FILES_BYTES:  # too large for a ConfigMap: streamed
             files.pop(CODE_ARCHIVE, None)
@@ -116,13 +151,15 @@ class KubeLauncher:
             secret_names=tuple(sorted(record.secrets)),
             code=code,
             function_python=(call.python or "python3") if call is not None else None,
+            claims=self._claims(record),
+            data_mounts=data_mounts_of(config),
         )
-        return plan, files
+        return plan, files, {**record.secrets, **self._data_credentials(config)}
 
     def launch(self, record: TaskRecord) -> Launched[KubeJob]:
         try:
             api = self._api()
-            plan, files = self._plan(record)
+            plan, files, secrets = self._plan(record)
         except KubeError as exc:
             return Refused(exc.error)
         except (LaunchError, OSError) as exc:
@@ -130,8 +167,8 @@ class KubeLauncher:
         name = job_name(record.task_id)
         created: list[str] = []
         try:
-            if record.secrets:
-                api.create("secrets", secret_manifest(record.task_id, self.name, record.secrets))
+            if secrets:
+                api.create("secrets", secret_manifest(record.task_id, self.name, secrets))
                 created.append("secrets")
             if files:
                 api.create("configmaps", files_manifest(record.task_id, self.name, files))

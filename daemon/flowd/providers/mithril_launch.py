@@ -15,7 +15,7 @@ import attrs
 from returns.result import Failure, Result, Success
 
 from flow.domain.daemon_config import MithrilSettings
-from flow.domain.errors import DomainError, ErrorReason, validation_error
+from flow.domain.errors import DomainError, validation_error
 from flow.domain.instances.instance_types import format_instance_type
 from flow.domain.mithril.bid import BidPlan, bid_request, memory_refusal, plan_bid, price_too_low
 from flow.domain.mithril.catalog import Catalog, limit_price_text
@@ -36,7 +36,7 @@ from flowd.providers.mithril_api import MithrilAPI, MithrilError
 from flowd.providers.mithril_instances import STAGED_DIR
 from flowd.providers.mithril_state import MithrilBid, earlier_output, local_logs
 from flowd.providers.mithril_volumes import MithrilVolumes
-from flowd.providers.s3_credentials import storage_credentials
+from flowd.providers.s3_credentials import no_storage_credentials, storage_credentials
 from flowd.providers.task_dir import TaskDir
 
 RUNNER_SOURCE: Final = Path(runner.__file__)
@@ -116,7 +116,7 @@ class BidLauncher:
         if too_low is not None:
             return Failure(too_low)
         if config.data_mounts and storage_credentials(os.environ) is None:
-            return Failure(_no_storage_credentials(self._name))
+            return Failure(no_storage_credentials(self._name))
         offer = plan.offer
         return Success(Placement(format_instance_type(offer.instance_type), offer.price_per_hour_micros))
 
@@ -128,7 +128,7 @@ class BidLauncher:
             return None
         credentials = storage_credentials(os.environ)
         if credentials is None:
-            raise LaunchError("no storage credentials", _no_storage_credentials(self._name))
+            raise LaunchError("no storage credentials", no_storage_credentials(self._name))
         return DataMountPlan(
             mounts=data_mounts_of(config),
             credentials=json.dumps(credentials).encode(),
@@ -183,19 +183,3 @@ class BidLauncher:
             uploads_pending=startup.needs_upload,
             log_base=base,
         )
-
-
-def _no_storage_credentials(provider: str) -> DomainError:
-    return DomainError(
-        reason=ErrorReason.VALIDATION_FAILED,
-        message=(
-            f"s3:// data mounts on provider {provider} need storage credentials, and flowd finds none "
-            "(its environment, AWS_PROFILE, ~/.aws)"
-        ),
-        suggestions=(
-            "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_ENDPOINT_URL for an S3-compatible "
-            "server) where flowd starts, then flow daemon stop",
-            "or configure a profile in ~/.aws/credentials",
-        ),
-        metadata=(("provider", provider),),
-    )

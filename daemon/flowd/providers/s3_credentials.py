@@ -1,4 +1,4 @@
-"""Credentials for s3:// data mounts that a remote machine fetches itself (a Mithril instance),
+"""Credentials for s3:// data mounts that a remote machine fetches itself (a Mithril instance, a Kubernetes pod),
 found where every AWS tool finds them: boto3's chain when it is installed (AWS_ACCESS_KEY_ID and
 the other variables, AWS_PROFILE, ~/.aws/credentials and ~/.aws/config, ...), else the AWS_*
 variables of flowd's environment; with the region and the endpoint of an S3-compatible server
@@ -11,6 +11,8 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Mapping
 from typing import Any
+
+from flow.domain.errors import DomainError, ErrorReason
 
 
 def storage_credentials(env: Mapping[str, str]) -> dict[str, str] | None:
@@ -43,3 +45,19 @@ def _from_boto3() -> tuple[str, str, str, str] | None:
         return None
     frozen = credentials.get_frozen_credentials()
     return frozen.access_key, frozen.secret_key, frozen.token or "", session.region_name or ""
+
+
+def no_storage_credentials(provider: str) -> DomainError:
+    return DomainError(
+        reason=ErrorReason.VALIDATION_FAILED,
+        message=(
+            f"s3:// data mounts on provider {provider} need storage credentials, and flowd finds none "
+            "(its environment, AWS_PROFILE, ~/.aws)"
+        ),
+        suggestions=(
+            "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_ENDPOINT_URL for an S3-compatible "
+            "server) where flowd starts, then flow daemon stop",
+            "or configure a profile in ~/.aws/credentials",
+        ),
+        metadata=(("provider", provider),),
+    )

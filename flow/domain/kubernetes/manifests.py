@@ -22,6 +22,11 @@ selector on GPU feature discovery's product label, memory_mb as the memory reque
 max_run_time_hours as the pod's activeDeadlineSeconds (plus START_ALLOWANCE until the provider sees
 the program start and sets it exactly: the pod's clock starts before the image and code are in).
 
+A task's volumes are its PersistentVolumeClaims (flow.domain.kubernetes.volumes) mounted at their
+mount paths; its s3:// data mounts are synced by a second init container (DATA_CONTAINER, the
+task's image running flow.runtime.s3_sync from the ConfigMap, the credentials from the task's
+Secret mounted only there) into emptyDirs the task container mounts read-only.
+
 Kubernetes expands $(NAME) in env values, command and args; every user value is escaped ($$), so
 it arrives verbatim.
 """
@@ -38,6 +43,7 @@ from attrs import frozen
 
 from flow.domain.daemon_config import KubernetesSettings
 from flow.domain.kubernetes.output_end import DRAIN_WAIT_SECONDS, OUT_DIR, OUTPUT_IN, mark_format
+from flow.domain.mithril.data_mounts import CREDENTIALS_FILE, SYNCER_FILE, DataMount
 from flow.domain.task.config import TaskConfig, program_argv
 
 TASK_LABEL: Final = "flow.dev/task"
@@ -46,6 +52,8 @@ NODE_INDEX_ANNOTATION: Final = "batch.kubernetes.io/job-completion-index"
 QUEUE_LABEL: Final = "kueue.x-k8s.io/queue-name"
 CONTAINER: Final = "task"
 CODE_CONTAINER: Final = "flow-code"
+DATA_CONTAINER: Final = "flow-data"  # syncs the s3:// data mounts before the program starts
+CREDENTIALS_DIR: Final = "/flow/credentials"  # the storage credentials, in the data container only
 WORKSPACE: Final = "/workspace"
 FILES_DIR: Final = "/flow/in"
 CODE_ARCHIVE: Final = "code.tar.gz"
@@ -91,12 +99,12 @@ class PodPlan:
     secret_names: tuple[str, ...] = ()
     code: str = ""  # how the code snapshot comes: "" none, CODE_IN_CONFIGMAP, CODE_STREAMED
     function_python: str | None = None  # a function call: the runner runs under this python
+    claims: tuple[tuple[str, str], ...] = ()  # the task's volumes: (claim name, mount path)
+    data_mounts: tuple[DataMount, ...] = ()  # s3:// sources: the task's Secret holds CREDENTIALS_FILE
 
 
 def labels(task_id: str, provider: str) -> dict[str, str]:
     return {TASK_LABEL: task_id, PROVIDER_LABEL: provider}
-
-
 
 
 # The program runs under this shell (output_end says why): its end marks follow the program's
@@ -190,14 +198,23 @@ def pod_spec(plan: PodPlan, settings: KubernetesSettings) -> dict[str, Any]:
         limits["memory"] = requests["memory"] = f"{cfg.memory_mb}Mi"
     mounts: list[dict[str, Any]] = [{"name": "workspace", "mountPath": WORKSPACE}]
     volumes: list[dict[str, Any]] = [{"name": "workspace", "emptyDir": {}}]
-    if plan.code == CODE_IN_CONFIGMAP or plan.function_python is not None:
+    files_mount = {"name": "flow-files", "mountPath": FILES_DIR, "readOnly": True}
+    if plan.code == CODE_IN_CONFIGMAP or plan.function_python is not None or plan.data_mounts:
         volumes.append({"name": "flow-files", "configMap": {"name": name}})
-        mounts.append({"name": "flow-files", "mountPath": FILES_DIR, "readOnly": True})
+        mounts.append(files_mount)
     volumes.append({"name": "flow-out", "emptyDir": {}})  # result.json, OUTPUT_IN
     mounts.append({"name": "flow-out", "mountPath": OUT_DIR})
     for i, path in enumerate(settings.node_paths):
         volumes.append({"name": f"node-path-{i}", "hostPath": {"path": path.source, "type": "Directory"}})
         mounts.append({"name": f"node-path-{i}", "mountPath": path.target})
+    data_mounts = []
+    for i, data in enumerate(plan.data_mounts):  # filled by the data container, read-only for the task
+        volumes.append({"name": f"data-{i}", "emptyDir": {}})
+        mounts.append({"name": f"data-{i}", "mountPath": data.target, "readOnly": True})
+        data_mounts.append({"name": f"data-{i}", "mountPath": data.target})
+    for i, (claim, mount_path) in enumerate(plan.claims):  # mountPath is not $(VAR)-expanded: as given
+        volumes.append({"name": f"volume-{i}", "persistentVolumeClaim": {"claimName": claim}})
+        mounts.append({"name": f"volume-{i}", "mountPath": mount_path})
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": plan.image,
@@ -238,6 +255,26 @@ def pod_spec(plan: PodPlan, settings: KubernetesSettings) -> dict[str, Any]:
                 "volumeMounts": mounts,
             }
         ]
+    if plan.data_mounts:
+        volumes.append(
+            {
+                "name": "flow-credentials",
+                "secret": {"secretName": name, "items": [{"key": CREDENTIALS_FILE, "path": CREDENTIALS_FILE}]},
+            }
+        )
+        pairs = [part for data in plan.data_mounts for part in (data.source, data.target)]
+        sync = ["python3", f"{FILES_DIR}/{SYNCER_FILE}", f"{CREDENTIALS_DIR}/{CREDENTIALS_FILE}", *pairs]
+        credentials = {"name": "flow-credentials", "mountPath": CREDENTIALS_DIR, "readOnly": True}
+        spec.setdefault("initContainers", []).append(
+            {
+                "name": DATA_CONTAINER,
+                "image": plan.image,
+                "imagePullPolicy": settings.image_pull_policy,
+                "command": [escape(a) for a in sync],
+                "volumeMounts": [files_mount, credentials, *data_mounts],
+                "terminationMessagePolicy": "FallbackToLogsOnError",  # its one line naming the source
+            }
+        )
     if selector:
         spec["nodeSelector"] = selector
     if settings.tolerations:

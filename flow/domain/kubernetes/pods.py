@@ -18,8 +18,10 @@ from flow.domain.kubernetes.manifests import (
     CODE_CONTAINER,
     CODE_STREAMED,
     CONTAINER,
+    DATA_CONTAINER,
     NODE_INDEX_ANNOTATION,
 )
+from flow.domain.kubernetes.volumes import claims_of
 from flow.domain.task.multinode import group_outcome
 
 PULL_ERRORS: Final = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
@@ -85,6 +87,13 @@ def pod_view(pod: Mapping[str, Any], deleted: bool = False) -> PodView:
         ),
         "",
     )
+    if "PersistentVolumeClaim" in pending:  # the scheduler does not say which: name the claims
+        claims = claims_of(spec)
+        if claims:
+            pending += (
+                f" (the task's volume claims: {', '.join(claims)}; a claim binds once a PersistentVolume "
+                "of its storage class and size is there: kubectl describe pvc NAME)"
+            )
     disruption = next(
         (c for c in conditions if c.get("type") == "DisruptionTarget" and c.get("status") == "True"), None
     )
@@ -95,11 +104,19 @@ def pod_view(pod: Mapping[str, Any], deleted: bool = False) -> PodView:
         evicted = f"{disruption.get('reason')}: {disruption.get('message', '')}".strip(": ")
     main = next((s for s in status.get("containerStatuses") or [] if s.get("name") == CONTAINER), None)
     inits = [s for s in status.get("initContainerStatuses") or [] if s.get("name") == CODE_CONTAINER]
-    start_error = _waiting_problem([*inits, *([main] if main else [])], image)
+    data = [s for s in status.get("initContainerStatuses") or [] if s.get("name") == DATA_CONTAINER]
+    start_error = _waiting_problem([*inits, *data, *([main] if main else [])], image)
     for init in inits:
         ended = (init.get("state") or {}).get("terminated") or {}
         if ended and ended.get("exitCode") not in (0, None):
             start_error = f"unpacking the code failed ({ended.get('reason', '')}, exit {ended.get('exitCode')})"
+    for init in data:
+        ended = (init.get("state") or {}).get("terminated") or {}
+        if ended and ended.get("exitCode") not in (0, None):
+            said = str(ended.get("message") or "").strip().splitlines()
+            start_error = (
+                f"syncing the data mounts failed: {said[-1] if said else 'exit ' + str(ended.get('exitCode'))}"
+            )
     streamed = annotations.get(CODE_ANNOTATION) == CODE_STREAMED
     awaits_code = streamed and any("running" in (init.get("state") or {}) for init in inits)
     state = (main or {}).get("state") or {}

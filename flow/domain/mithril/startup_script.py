@@ -147,8 +147,6 @@ def _quoted_argv(argv: tuple[str, ...] | list[str]) -> str:
     return " ".join(q(a) for a in argv)
 
 
-
-
 def _working_dir(config: TaskConfig, inside: str) -> str:
     wanted = config.working_dir
     if not wanted:

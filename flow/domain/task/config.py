@@ -630,8 +630,7 @@ def program_of(cfg: TaskConfig) -> tuple[str, tuple[str, ...] | str]:
 # A script task on a machine of its own: its content is written to a private temporary file and
 # run by its #! line, or by python3 without one. The content is an argument, never shell text.
 SCRIPT_RUNNER: Final = (
-    'f="$(mktemp)"; printf %s "$1" > "$f"; chmod 700 "$f"; '
-    'case "$1" in "#!"*) exec "$f";; *) exec python3 "$f";; esac'
+    'f="$(mktemp)"; printf %s "$1" > "$f"; chmod 700 "$f"; case "$1" in "#!"*) exec "$f";; *) exec python3 "$f";; esac'
 )
 
 
