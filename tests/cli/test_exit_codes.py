@@ -17,6 +17,10 @@ from conftest import BIN, Daemon, short_tmpdir
 from flow.cli import exit_status
 
 
+def _interruptible() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Attached:
     """`flow run` attached to its task, as in a terminal: its task id is read from stderr."""
 
@@ -27,6 +31,9 @@ class Attached:
             stderr=subprocess.PIPE,
             text=True,
             env={**daemon.env, "PYTHONFAULTHANDLER": "1"},  # SIGABRT prints every thread's stack
+            # As in a terminal: a test run started in the background of a script (nohup cmd &)
+            # ignores SIGINT, its children inherit that, and Python then installs no Ctrl-C handler.
+            preexec_fn=_interruptible,
         )
         assert self.process.stderr is not None
         first = self.process.stderr.readline()  # "task t-... submitted; streaming its logs (Ctrl-C detaches)"
