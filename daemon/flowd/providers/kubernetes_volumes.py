@@ -22,6 +22,7 @@ from flow.domain.volumes.rules import (
     VolumeMount,
     check_attach,
     check_delete,
+    listed_volume,
     name_taken,
     new_volume_violations,
     resolve_volumes,
@@ -77,11 +78,7 @@ class KubeVolumes:
         return Success([(v, holders.get(v.volume_id, ())) for v in volumes])
 
     def get_volume(self, volume_id: str) -> Result[tuple[Volume, tuple[str, ...]], DomainError]:
-        listed = self.list_volumes()
-        if isinstance(listed, Failure):
-            return listed
-        found = next((pair for pair in listed.unwrap() if pair[0].volume_id == volume_id), None)
-        return Success(found) if found is not None else Failure(not_found(volume_id))
+        return self.list_volumes().bind(lambda listed: listed_volume(listed, volume_id))
 
     def create_volume(
         self, name: object, size_gb: object, interface: object, iops: object, region: str | None = None

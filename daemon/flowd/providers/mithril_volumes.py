@@ -25,7 +25,15 @@ from flow.domain.mithril.volumes import (
     volumes_of,
 )
 from flow.domain.task.config import TaskConfig
-from flow.domain.volumes.rules import Volume, VolumeMount, check_attach, check_delete, name_taken, resolve_volumes
+from flow.domain.volumes.rules import (
+    Volume,
+    VolumeMount,
+    check_attach,
+    check_delete,
+    listed_volume,
+    name_taken,
+    resolve_volumes,
+)
 from flow.domain.volumes.rules import volume_not_found as not_found
 from flowd.providers.base import LaunchError
 from flowd.providers.mithril_account import MithrilAccount
@@ -86,11 +94,7 @@ class MithrilVolumes:
         return Success(out)
 
     def get_volume(self, volume_id: str) -> Result[tuple[Volume, tuple[str, ...]], DomainError]:
-        listed = self.list_volumes()
-        if isinstance(listed, Failure):
-            return listed
-        found = next((pair for pair in listed.unwrap() if pair[0].volume_id == volume_id), None)
-        return Success(found) if found is not None else Failure(not_found(volume_id))
+        return self.list_volumes().bind(lambda listed: listed_volume(listed, volume_id))
 
     def create_volume(
         self, name: object, size_gb: object, interface: object, iops: object, region: str | None = None

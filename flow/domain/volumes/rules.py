@@ -131,6 +131,14 @@ def volume_not_found(volume_id: str) -> DomainError:
     return not_found("volume", volume_id, ("list volumes with `flow volumes list`",))
 
 
+def listed_volume(
+    listed: Iterable[tuple[Volume, tuple[str, ...]]], volume_id: str
+) -> Result[tuple[Volume, tuple[str, ...]], DomainError]:
+    """The volume with `volume_id` (and its holders) among a provider's listed ones, or NOT_FOUND."""
+    found = next((pair for pair in listed if pair[0].volume_id == volume_id), None)
+    return Success(found) if found is not None else Failure(volume_not_found(volume_id))
+
+
 def name_taken(existing: Volume) -> DomainError:
     return DomainError(
         reason=ErrorReason.ALREADY_EXISTS,
