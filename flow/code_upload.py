@@ -24,7 +24,8 @@ from typing import IO, TYPE_CHECKING, Final
 
 from attrs import evolve, frozen
 
-from flow.code_walk import CodeFile, WalkResult, walk_code_root
+from flow.code_index import TreeIndex, decode, encode, index_key, recorded_index, still_holds
+from flow.code_walk import RACY_NS, CodeFile, WalkResult, last_change_ns, walk_code_root
 from flow.domain.code.manifest import ManifestEntry, digest_of, manifest_bytes
 from flow.errors import FlowError, ValidationError
 from flow.wire.code_codec import BlobChunk, find_missing_blobs_call, upload_blobs_call
@@ -75,13 +76,13 @@ def max_upload_bytes() -> int:
     return int(raw) * 2**20 if raw.isdigit() else DEFAULT_MAX_UPLOAD_BYTES
 
 
-def _planned(root: Path, walked: WalkResult) -> tuple[list[PlannedFile], int]:
+def _planned(root: Path, walked: WalkResult) -> tuple[list[PlannedFile], list[str]]:
     """The files to upload. A symlink to a file inside the root goes as that file's content
     (read from its resolved path, the one checked); one to a file outside the root is refused
     (ValidationError naming every such link); links to directories and dangling links are left
     out: nothing is ever read from outside the code root."""
     files: list[PlannedFile] = []
-    skipped = 0
+    skipped: list[str] = []  # symlinks left out
     leaving: list[str] = []
     prefix = f"{root}/" if str(root) != "/" else "/"
     for item in walked.files:
@@ -91,10 +92,10 @@ def _planned(root: Path, walked: WalkResult) -> tuple[list[PlannedFile], int]:
                 real = Path(os.path.realpath(source, strict=True))
                 target = real.stat()
             except OSError:  # dangling, a loop, or gone since the walk
-                skipped += 1
+                skipped.append(item.path)
                 continue
             if not stat.S_ISREG(target.st_mode):
-                skipped += 1
+                skipped.append(item.path)
                 continue
             if not real.is_relative_to(root):
                 leaving.append(f"{item.path} -> {real}")
@@ -152,30 +153,52 @@ def mb(size: int) -> str:
     return f"{size / 1e6:,.1f} MB"
 
 
-def plan_upload(root: Path, limit: int | None = None, private: Sequence[Path] = ()) -> UploadPlan:
-    """What a task submitted from `root` would upload; raises ValidationError above the limit.
-    Files under `private` (flowd's state directory, when it lies inside the root) never go."""
+def _checked_root(root: Path) -> Path:
     root = root.resolve()
     if not root.is_dir():
         raise ValidationError(
             f"code_root {str(root)!r} is not a directory",
             suggestions=["run from your project directory, or pass code_root=... or upload_code=False"],
         )
+    return root
+
+
+def _private_prefixes(root: Path, private: Sequence[Path]) -> list[str]:
+    """The private directories inside `root`, as path prefixes relative to it ("dir/")."""
+    inside = (directory.resolve() for directory in private)
+    return [d.relative_to(root).as_posix() + "/" for d in inside if d.is_relative_to(root)]
+
+
+@frozen
+class _Walked:
+    plan: UploadPlan
+    walked: WalkResult
+    skipped_links: tuple[str, ...]
+    private_prefixes: tuple[str, ...]
+
+
+def _walk_plan(root: Path, limit: int | None, private: Sequence[Path]) -> _Walked:
     walked = walk_code_root(root)
-    files, skipped = _planned(root, walked)
-    for directory in private:
-        inside = directory.resolve()
-        if inside.is_relative_to(root):
-            prefix = inside.relative_to(root).as_posix() + "/"
-            kept = [f for f in files if not f.path.startswith(prefix)]
-            skipped += len(files) - len(kept)
-            files = kept
+    files, skipped_links = _planned(root, walked)
+    skipped = len(skipped_links)
+    prefixes = _private_prefixes(root, private)
+    for prefix in prefixes:
+        kept = [f for f in files if not f.path.startswith(prefix)]
+        skipped += len(files) - len(kept)
+        files = kept
     cap = max_upload_bytes() if limit is None else limit
     if sum(f.size for f in files) > cap:
         raise _too_large(root, files, cap)
-    return UploadPlan(
+    plan = UploadPlan(
         root=root, files=tuple(files), excluded=len(walked.selection.excluded) + len(walked.pruned_dirs) + skipped
     )
+    return _Walked(plan, walked, tuple(skipped_links), tuple(prefixes))
+
+
+def plan_upload(root: Path, limit: int | None = None, private: Sequence[Path] = ()) -> UploadPlan:
+    """What a task submitted from `root` would upload; raises ValidationError above the limit.
+    Files under `private` (flowd's state directory, when it lies inside the root) never go."""
+    return _walk_plan(_checked_root(root), limit, private).plan
 
 
 class HashCache:
@@ -187,6 +210,7 @@ class HashCache:
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS digests (path TEXT PRIMARY KEY, identity TEXT NOT NULL, digest TEXT NOT NULL)"
         )
+        self._db.execute("CREATE TABLE IF NOT EXISTS trees (key TEXT PRIMARY KEY, data BLOB NOT NULL)")
         os.chmod(path, 0o600)
         self._lock = threading.Lock()
         self._seen: dict[str, tuple[str, str]] = {}  # path -> (identity, digest), as in the table
@@ -213,6 +237,20 @@ class HashCache:
             self._db.executemany("INSERT OR REPLACE INTO digests VALUES (?, ?, ?)", rows)
             for path, identity, digest in rows:
                 self._seen[path] = (identity, digest)
+
+    def tree(self, key: str) -> TreeIndex | None:
+        """The tree index last recorded under `key` (flow.code_index), if one can be read."""
+        with self._lock:
+            row = self._db.execute("SELECT data FROM trees WHERE key = ?", (key,)).fetchone()
+        return None if row is None else decode(row[0])
+
+    def store_tree(self, key: str, index: TreeIndex | None) -> None:
+        """Records `index` under `key`; None forgets what was recorded."""
+        with self._lock, self._db:
+            if index is None:
+                self._db.execute("DELETE FROM trees WHERE key = ?", (key,))
+            else:
+                self._db.execute("INSERT OR REPLACE INTO trees VALUES (?, ?)", (key, encode(index)))
 
     def close(self) -> None:
         self._db.close()
@@ -263,23 +301,12 @@ def _hash_file(path: str, size: int) -> tuple[str | None, bool]:
     return "sha256:" + digest.hexdigest(), whole
 
 
-RACY_NS: Final = 2_000_000_000  # coarser than any filesystem's timestamps (FAT: 2 s) and kernel tick
-
-
-def _last_change_ns(identity: str) -> int:
-    """The later of the modification and change times in a CodeFile identity."""
-    _, mtime, ctime, _ = identity.split(":")
-    return max(int(mtime), int(ctime))
-
-
 def hash_files(files: Sequence[PlannedFile], cache: HashCache) -> list[str | None]:
     """Digest of each file (None: deleted since the walk listed it), hashing only those whose
     identity (as the walk's stat saw it) the cache does not know: no second stat. A file changed
     after the walk is hashed as it is now (the upload sends what it reads), and cached under the
     walk's identity, which it no longer has. Raises _TreeChangedError for a file that shrank."""
-    # A file changed within RACY_NS of now may change again within the same tick of the
-    # filesystem's clock without its identity changing ("racily clean", as git calls it): such
-    # a digest is used, never cached.
+    # A digest of a racily clean file (flow.code_walk.RACY_NS) is used, never cached.
     racy_after = time.time_ns() - RACY_NS
     keys = [f.source for f in files]  # absolute: plan_upload resolved the root
     known = cache.lookup(keys)
@@ -301,7 +328,7 @@ def hash_files(files: Sequence[PlannedFile], cache: HashCache) -> list[str | Non
             for i, (digest, whole) in zip(stale, hashed, strict=True):
                 digests[i] = digest
                 # A file that grew was hashed in part: not its digest.
-                if digest is not None and whole and _last_change_ns(files[i].identity) < racy_after:
+                if digest is not None and whole and last_change_ns(files[i].identity) < racy_after:
                     kept.append((keys[i], files[i].identity, digest))
     cache.store(kept)
     return digests
@@ -411,12 +438,19 @@ def upload_code(
 ) -> Upload:
     """Uploads the snapshot of `root` and returns its digest (only unseen files are sent)."""
     started = time.monotonic()
+    root = _checked_root(root)
     cache = _hash_cache(cache_path)
+    private = [cache_path.parent]
+    key = index_key(root, private)
+    unchanged = _unchanged_snapshot(conn, cache, key, root)
+    if unchanged is not None:
+        return Upload(unchanged.snapshot, len(unchanged.files), unchanged.total_bytes, 0, 0, time.monotonic() - started)
     # A tree that changes under us (a running task writing into the project, an editor saving)
     # gets a fresh snapshot: files deleted meanwhile are left out, changed ones hashed again;
     # a file that grows (a log) goes as it was when listed.
     for attempt in range(_ATTEMPTS):
-        plan = plan_upload(root, private=[cache_path.parent])
+        walk = _walk_plan(root, None, private)
+        plan = walk.plan
         try:
             plan, digests = _without_deleted(plan, hash_files(plan.files, cache))
             digest, sent_files, sent_bytes = _send(conn, plan, digests, progress)
@@ -424,6 +458,7 @@ def upload_code(
         except (_TreeChangedError, ValidationError) as exc:
             # ValidationError: flowd found a blob whose content no longer matches its digest.
             cache.store([(f.source, "", "") for f in plan.files])  # forget what we knew
+            cache.store_tree(key, None)
             if attempt == _ATTEMPTS - 1:
                 if isinstance(exc, ValidationError):
                     raise
@@ -436,6 +471,11 @@ def upload_code(
                         "or point code_root at a directory that does not change",
                     ],
                 ) from None
+    files = [(f.path, f.identity, f.source, f.size) for f in plan.files]
+    index = recorded_index(
+        walk.walked, files, digests, digest, walk.skipped_links, walk.private_prefixes, time.time_ns()
+    )
+    cache.store_tree(key, index)
     return Upload(
         digest=digest,
         files=len(plan.files),
@@ -444,6 +484,27 @@ def upload_code(
         sent_bytes=sent_bytes,
         seconds=time.monotonic() - started,
     )
+
+
+def _unchanged_snapshot(conn: DaemonConnection, cache: HashCache, key: str, root: Path) -> TreeIndex | None:
+    """The snapshot last uploaded from `root`, when the tree is still exactly that and flowd still
+    holds it whole (flow.code_index); else None, and the upload walks."""
+    index = cache.tree(key)
+    if index is None or index.total_bytes > max_upload_bytes():
+        return None
+
+    def digest_of(path: str, size: int) -> str | None:
+        try:
+            digest, whole = _hash_file(path, size)
+        except _TreeChangedError:
+            return None
+        return digest if whole else None
+
+    if not still_holds(index, root, digest_of):
+        return None
+    if conn.unary(find_missing_blobs_call((), snapshots=[index.snapshot]), timeout=60):
+        return None
+    return index
 
 
 __all__ = ["CodeFile", "Progress", "Upload", "UploadPlan", "mb", "plan_upload", "upload_code"]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import Final
 
 import attrs
 
@@ -27,6 +28,17 @@ from flow.domain.code.selection import (
     rules_file_name,
     select_paths,
 )
+
+# A file or directory changed within RACY_NS of when it was looked at may change again within the
+# same tick of the filesystem's clock without its identity changing ("racily clean", as git calls
+# it): what such an identity vouches for is used, never remembered.
+RACY_NS: Final = 2_000_000_000  # coarser than any filesystem's timestamps (FAT: 2 s) and kernel tick
+
+
+def last_change_ns(identity: str) -> int:
+    """The later of the modification and change times in a CodeFile identity."""
+    _, mtime, ctime, _ = identity.split(":")
+    return max(int(mtime), int(ctime))
 
 
 @attrs.frozen
@@ -50,6 +62,16 @@ class CodeFile:
 
 
 @attrs.frozen
+class DirectorySeen:
+    """A directory the walk entered, as it saw it: what tells the next upload it is unchanged
+    (flow.code_index)."""
+
+    path: str  # relative to the code root ("" for the root)
+    identity: str  # its stat before its entries were listed (CodeFile.identity_of)
+    names: tuple[str, ...]  # its entries, as listed
+
+
+@attrs.frozen
 class WalkResult:
     root: Path
     rules: IgnoreRules
@@ -57,6 +79,8 @@ class WalkResult:
     pruned_dirs: tuple[str, ...]  # excluded directories the walk did not enter (and `.git`s), sorted
     selection: Selection  # over every file the walk listed (nothing inside `pruned_dirs`)
     files: tuple[CodeFile, ...]  # the included files, sorted by path
+    directories: tuple[DirectorySeen, ...] = ()  # every directory entered
+    ignore_files: tuple[tuple[str, str], ...] = ()  # (path, identity) of each ignore file read
 
     @property
     def total_size(self) -> int:
@@ -65,12 +89,14 @@ class WalkResult:
 
 def walk_code_root(root: Path) -> WalkResult:
     """Walk `root` (a directory) and select the files to upload with it."""
-    root_entries = _scan(root)
+    directories: list[DirectorySeen] = []
+    root_entries = _scan(root, "", directories)
     file_name = rules_file_name([entry.name for entry in root_entries if entry.is_file(follow_symlinks=False)])
     rules = IgnoreRules(file_name)
     virtualenvs: list[str] = []
     pruned: list[str] = []
     listed: dict[str, os.DirEntry[str]] = {}
+    ignore_files: list[tuple[str, str]] = []
 
     pending: list[tuple[str, list[os.DirEntry[str]]]] = [("", root_entries)]
     while pending:
@@ -78,9 +104,10 @@ def walk_code_root(root: Path) -> WalkResult:
         ignore_file = next((entry for entry in entries if entry.name == file_name), None)
         if ignore_file is not None and ignore_file.is_file(follow_symlinks=False):
             # git does not follow a symlinked .gitignore inside the tree; neither do we.
-            text = _read_text(ignore_file.path)
-            if text is not None:
-                rules = rules.with_file(directory, text)
+            read = _read_ignore_file(ignore_file.path)
+            if read is not None:
+                rules = rules.with_file(directory, read[1])
+                ignore_files.append((f"{directory}/{file_name}" if directory else file_name, read[0]))
         for entry in entries:
             path = f"{directory}/{entry.name}" if directory else entry.name
             if entry.name == GIT_DIR:
@@ -89,7 +116,7 @@ def walk_code_root(root: Path) -> WalkResult:
                 if is_excluded(path, rules, virtualenvs, is_dir=True):
                     pruned.append(path)
                     continue
-                inside = _scan(Path(entry.path))
+                inside = _scan(Path(entry.path), path, directories)
                 if any(child.name == VIRTUALENV_MARKER and not child.is_dir() for child in inside):
                     virtualenvs.append(path)
                     if is_excluded(path, rules, virtualenvs, is_dir=True):
@@ -107,22 +134,38 @@ def walk_code_root(root: Path) -> WalkResult:
         except FileNotFoundError:  # deleted since it was listed
             continue
         files.append(CodeFile(path, status.st_size, status.st_mode, CodeFile.identity_of(status)))
-    return WalkResult(root, rules, tuple(sorted(virtualenvs)), tuple(sorted(pruned)), selection, tuple(files))
+    return WalkResult(
+        root,
+        rules,
+        tuple(sorted(virtualenvs)),
+        tuple(sorted(pruned)),
+        selection,
+        tuple(files),
+        tuple(directories),
+        tuple(ignore_files),
+    )
 
 
-def _scan(directory: Path) -> list[os.DirEntry[str]]:
-    """The directory's entries; none when it vanished (or became a file) since it was listed."""
+def _scan(directory: Path, path: str, seen: list[DirectorySeen]) -> list[os.DirEntry[str]]:
+    """The directory's entries, noted in `seen` with its identity (taken first: a change while
+    it is listed makes the next upload look again); none when it vanished (or became a file)
+    since it was listed."""
     try:
-        with os.scandir(directory) as entries:
-            return list(entries)
+        identity = CodeFile.identity_of(os.stat(directory))
+        with os.scandir(directory) as scanned:
+            entries = list(scanned)
     except (FileNotFoundError, NotADirectoryError):
         return []
+    seen.append(DirectorySeen(path, identity, tuple(entry.name for entry in entries)))
+    return entries
 
 
-def _read_text(path: str) -> str | None:
-    """The file's text; None when it vanished since it was listed."""
+def _read_ignore_file(path: str) -> tuple[str, str] | None:
+    """The file's identity (taken first, as for directories) and text; None when it vanished
+    since it was listed."""
     try:
         with open(path, "rb") as handle:
-            return handle.read().decode("utf-8", "surrogateescape")
+            identity = CodeFile.identity_of(os.fstat(handle.fileno()))
+            return identity, handle.read().decode("utf-8", "surrogateescape")
     except (FileNotFoundError, IsADirectoryError):
         return None

@@ -33,6 +33,7 @@ from flowd.store import state_write_error
 _serial = itertools.count()  # next() on a count is atomic under the GIL
 DEFAULT_MIN_AGE: Final = 3600.0  # seconds a blob is kept after it was last uploaded or asked for
 _REFRESH_AFTER: Final = 300.0  # a blob asked for is touched again once its mtime is this old
+_WHOLE_REMEMBERED: Final = 1024  # snapshots remembered as whole (then forgotten all at once)
 
 
 class BlobError(Exception):
@@ -70,6 +71,11 @@ class BlobStore:
         self._live_snapshots = live_snapshots
         self._lock = threading.Lock()  # over publishing, removing and the usage below
         self._usage: list[int] | None = None  # [blobs, bytes], counted on first use
+        # Snapshots found whole (manifest and every blob it lists) -> when (monotonic). Only
+        # `collect` removes blobs: it bumps the generation as it starts and as it ends, and a
+        # check is remembered only if no collection started or ran while it looked.
+        self._whole: dict[str, float] = {}
+        self._generation = 0  # odd while a collection runs
 
     def usage(self) -> tuple[int, int]:
         """(blobs, bytes) the store holds."""
@@ -111,9 +117,50 @@ class BlobStore:
                     absent.append(digest)
         return absent
 
+    def missing_snapshots(self, snapshots: Iterable[str]) -> list[str]:
+        """Those of `snapshots` (manifest digests) the store does not hold whole: the manifest
+        and every blob it lists. The blobs of a snapshot held whole count as just used."""
+        absent = []
+        for snapshot in dict.fromkeys(snapshots):
+            now = time.monotonic()
+            with self._lock:
+                generation = self._generation
+                checked = self._whole.get(snapshot)
+            # Rechecked every few minutes, which also refreshes the blobs' mtimes for `collect`.
+            if checked is not None and now - checked < _REFRESH_AFTER and generation % 2 == 0:
+                continue
+            if not self._holds_whole(snapshot):
+                absent.append(snapshot)
+                continue
+            with self._lock:
+                if self._generation == generation and generation % 2 == 0:
+                    if len(self._whole) >= _WHOLE_REMEMBERED:
+                        self._whole.clear()
+                    self._whole[snapshot] = now
+        return absent
+
+    def _holds_whole(self, snapshot: str) -> bool:
+        if self.missing([snapshot]):
+            return False
+        try:
+            parsed = parse_manifest(self.read(snapshot))
+        except (OSError, BlobError):
+            return False
+        return isinstance(parsed, Success) and not self.missing(parsed.unwrap().digests)
+
     def collect(self, min_age: float = DEFAULT_MIN_AGE) -> Collected:
         """Removes the blobs no unfinished task's snapshot lists and nobody used within `min_age`
         seconds."""
+        with self._lock:
+            self._generation += 1
+            self._whole.clear()
+        try:
+            return self._collect(min_age)
+        finally:
+            with self._lock:
+                self._generation += 1
+
+    def _collect(self, min_age: float) -> Collected:
         used: set[str] = set()
         for snapshot in self._live_snapshots():
             used.add(snapshot)

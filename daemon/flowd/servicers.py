@@ -377,20 +377,22 @@ class CodeServicer(code_service_pb2_grpc.CodeServiceServicer):
     def FindMissingBlobs(
         self, request: code_service_pb2.FindMissingBlobsRequest, context: grpc.ServicerContext
     ) -> code_service_pb2.FindMissingBlobsResponse:
-        bad = [d for d in request.digests if not is_digest(d)]
+        bad = [("digests", d) for d in request.digests if not is_digest(d)]
+        bad += [("snapshots", d) for d in request.snapshots if not is_digest(d)]
         if bad:
             fail(
                 context,
                 validation_error(
                     [
-                        violation("digests", d, "is not a sha256 digest", "send 'sha256:' and 64 lower-case hex digits")
-                        for d in bad[:10]
+                        violation(field, d, "is not a sha256 digest", "send 'sha256:' and 64 lower-case hex digits")
+                        for field, d in bad[:10]
                     ],
                     subject="request",
                 ),
             )
             return code_service_pb2.FindMissingBlobsResponse()
-        return code_service_pb2.FindMissingBlobsResponse(missing_digests=self._blobs.missing(request.digests))
+        missing = self._blobs.missing(request.digests) + self._blobs.missing_snapshots(request.snapshots)
+        return code_service_pb2.FindMissingBlobsResponse(missing_digests=list(dict.fromkeys(missing)))
 
     @guarded(code_service_pb2.UploadBlobsResponse)
     def UploadBlobs(

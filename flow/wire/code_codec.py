@@ -24,9 +24,10 @@ class BlobChunk(NamedTuple):
     data: bytes
 
 
-def find_missing_blobs_call(digests: Sequence[str]) -> Call[frozenset[str]]:
-    """The digests, of those given, whose blobs flowd does not have."""
-    request = code_service_pb2.FindMissingBlobsRequest(digests=list(digests))
+def find_missing_blobs_call(digests: Sequence[str], snapshots: Sequence[str] = ()) -> Call[frozenset[str]]:
+    """The digests, of those given, whose blobs flowd does not have, and the snapshots
+    (manifest digests) it does not have whole (the manifest and every blob it lists)."""
+    request = code_service_pb2.FindMissingBlobsRequest(digests=list(digests), snapshots=list(snapshots))
     return Call(
         FIND_MISSING_BLOBS,
         request.SerializeToString(),

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import pytest
 
 from conftest import Daemon, wait_until
 from flow import Flow, TaskStatus
@@ -102,3 +103,27 @@ def test_gc_removes_what_no_live_task_and_no_recent_upload_uses(daemon: Daemon, 
     again = client.run(["cat", "finished.txt"], code_root=str(finished)).wait(timeout=30)
     assert (again.last_status, again.logs()) == (TaskStatus.COMPLETED, "content of finished\n")
     running.cancel()
+
+
+def test_a_snapshot_counts_as_held_only_whole(daemon: Daemon, tmp_path: Path) -> None:
+    client: Flow = daemon.client()  # type: ignore[assignment]
+    (tmp_path / "a.py").write_text("a\n")
+    (tmp_path / "b.py").write_text("b\n")
+    snapshot = client.upload_code(tmp_path).digest
+    stub = code_service_pb2_grpc.CodeServiceStub(grpc.insecure_channel(daemon.home.address))
+
+    def missing(*snapshots: str) -> list[str]:
+        request = code_service_pb2.FindMissingBlobsRequest(snapshots=list(snapshots))
+        return list(stub.FindMissingBlobs(request, timeout=30).missing_digests)
+
+    unknown = "sha256:" + "3" * 64
+    not_a_manifest = digest_of(b"a\n")
+    assert missing(snapshot, unknown, not_a_manifest) == [unknown, not_a_manifest]
+    daemon.stop()  # a fresh daemon remembers nothing it checked
+    (daemon.home.root / "blobs" / "sha256" / digest_of(b"b\n").removeprefix("sha256:")).unlink()
+    daemon.start()
+    assert missing(snapshot) == [snapshot]  # the manifest is there, one of its files is not
+    with pytest.raises(grpc.RpcError) as refused:
+        missing("sha256:NOT-HEX")
+    assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "snapshots" in str(refused.value.details()) and "sha256:NOT-HEX" in str(refused.value.details())

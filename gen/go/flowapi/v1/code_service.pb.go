@@ -26,7 +26,12 @@ const (
 type FindMissingBlobsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Digests, "sha256:<64 hex digits>".
-	Digests       []string `protobuf:"bytes,1,rep,name=digests,proto3" json:"digests,omitempty"`
+	Digests []string `protobuf:"bytes,1,rep,name=digests,proto3" json:"digests,omitempty"`
+	// Snapshots (manifest digests) to check whole: each is listed in missing_digests unless flowd
+	// holds the manifest and every blob it lists. A client that uploaded a tree before asks this
+	// one question instead of naming every file's digest again. The blobs of a snapshot found
+	// whole count as just used, as `digests` do.
+	Snapshots     []string `protobuf:"bytes,2,rep,name=snapshots,proto3" json:"snapshots,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -68,10 +73,17 @@ func (x *FindMissingBlobsRequest) GetDigests() []string {
 	return nil
 }
 
+func (x *FindMissingBlobsRequest) GetSnapshots() []string {
+	if x != nil {
+		return x.Snapshots
+	}
+	return nil
+}
+
 // Response for FindMissingBlobs.
 type FindMissingBlobsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The digests flowd does not have.
+	// The digests flowd does not have, and the snapshots it does not have whole.
 	MissingDigests []string `protobuf:"bytes,1,rep,name=missing_digests,json=missingDigests,proto3" json:"missing_digests,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
@@ -402,9 +414,10 @@ var File_flowapi_v1_code_service_proto protoreflect.FileDescriptor
 const file_flowapi_v1_code_service_proto_rawDesc = "" +
 	"\n" +
 	"\x1dflowapi/v1/code_service.proto\x12\n" +
-	"flowapi.v1\x1a\x1egoogle/protobuf/duration.proto\"3\n" +
+	"flowapi.v1\x1a\x1egoogle/protobuf/duration.proto\"Q\n" +
 	"\x17FindMissingBlobsRequest\x12\x18\n" +
-	"\adigests\x18\x01 \x03(\tR\adigests\"C\n" +
+	"\adigests\x18\x01 \x03(\tR\adigests\x12\x1c\n" +
+	"\tsnapshots\x18\x02 \x03(\tR\tsnapshots\"C\n" +
 	"\x18FindMissingBlobsResponse\x12'\n" +
 	"\x0fmissing_digests\x18\x01 \x03(\tR\x0emissingDigests\"C\n" +
 	"\x12UploadBlobsRequest\x12-\n" +

@@ -32,7 +32,7 @@ const (
 // flowd lacks, uploads only those, then uploads a manifest (itself a blob) and names its digest
 // in TaskSpec.code_digest. Files flowd has seen before are never sent again.
 type CodeServiceClient interface {
-	// Which of these blobs flowd does not have yet.
+	// Which of these blobs (and of these snapshots, checked whole) flowd does not have yet.
 	FindMissingBlobs(ctx context.Context, in *FindMissingBlobsRequest, opts ...grpc.CallOption) (*FindMissingBlobsResponse, error)
 	// Uploads blobs as a stream of messages packing whole small blobs or pieces of large ones;
 	// each blob's bytes must hash to its digest, or the call fails and stores nothing of it.
@@ -91,7 +91,7 @@ func (c *codeServiceClient) CollectBlobs(ctx context.Context, in *CollectBlobsRe
 // flowd lacks, uploads only those, then uploads a manifest (itself a blob) and names its digest
 // in TaskSpec.code_digest. Files flowd has seen before are never sent again.
 type CodeServiceServer interface {
-	// Which of these blobs flowd does not have yet.
+	// Which of these blobs (and of these snapshots, checked whole) flowd does not have yet.
 	FindMissingBlobs(context.Context, *FindMissingBlobsRequest) (*FindMissingBlobsResponse, error)
 	// Uploads blobs as a stream of messages packing whole small blobs or pieces of large ones;
 	// each blob's bytes must hash to its digest, or the call fails and stores nothing of it.

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x66lowapi/v1/code_service.proto\x12\nflowapi.v1\x1a\x1egoogle/protobuf/duration.proto\"3\n\x17\x46indMissingBlobsRequest\x12\x18\n\x07\x64igests\x18\x01 \x03(\tR\x07\x64igests\"C\n\x18\x46indMissingBlobsResponse\x12\'\n\x0fmissing_digests\x18\x01 \x03(\tR\x0emissingDigests\"C\n\x12UploadBlobsRequest\x12-\n\x06\x63hunks\x18\x01 \x03(\x0b\x32\x15.flowapi.v1.BlobChunkR\x06\x63hunks\"c\n\tBlobChunk\x12\x16\n\x06\x64igest\x18\x01 \x01(\tR\x06\x64igest\x12\x12\n\x04size\x18\x02 \x01(\x03R\x04size\x12\x16\n\x06offset\x18\x03 \x01(\x03R\x06offset\x12\x12\n\x04\x64\x61ta\x18\x04 \x01(\x0cR\x04\x64\x61ta\"<\n\x13UploadBlobsResponse\x12%\n\x0estored_digests\x18\x01 \x03(\tR\rstoredDigests\"I\n\x13\x43ollectBlobsRequest\x12\x32\n\x07min_age\x18\x01 \x01(\x0b\x32\x19.google.protobuf.DurationR\x06minAge\"\x9e\x01\n\x14\x43ollectBlobsResponse\x12#\n\rremoved_blobs\x18\x01 \x01(\x03R\x0cremovedBlobs\x12#\n\rremoved_bytes\x18\x02 \x01(\x03R\x0cremovedBytes\x12\x1d\n\nkept_blobs\x18\x03 \x01(\x03R\tkeptBlobs\x12\x1d\n\nkept_bytes\x18\x04 \x01(\x03R\tkeptBytes2\x91\x02\n\x0b\x43odeService\x12]\n\x10\x46indMissingBlobs\x12#.flowapi.v1.FindMissingBlobsRequest\x1a$.flowapi.v1.FindMissingBlobsResponse\x12P\n\x0bUploadBlobs\x12\x1e.flowapi.v1.UploadBlobsRequest\x1a\x1f.flowapi.v1.UploadBlobsResponse(\x01\x12Q\n\x0c\x43ollectBlobs\x12\x1f.flowapi.v1.CollectBlobsRequest\x1a .flowapi.v1.CollectBlobsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x66lowapi/v1/code_service.proto\x12\nflowapi.v1\x1a\x1egoogle/protobuf/duration.proto\"Q\n\x17\x46indMissingBlobsRequest\x12\x18\n\x07\x64igests\x18\x01 \x03(\tR\x07\x64igests\x12\x1c\n\tsnapshots\x18\x02 \x03(\tR\tsnapshots\"C\n\x18\x46indMissingBlobsResponse\x12\'\n\x0fmissing_digests\x18\x01 \x03(\tR\x0emissingDigests\"C\n\x12UploadBlobsRequest\x12-\n\x06\x63hunks\x18\x01 \x03(\x0b\x32\x15.flowapi.v1.BlobChunkR\x06\x63hunks\"c\n\tBlobChunk\x12\x16\n\x06\x64igest\x18\x01 \x01(\tR\x06\x64igest\x12\x12\n\x04size\x18\x02 \x01(\x03R\x04size\x12\x16\n\x06offset\x18\x03 \x01(\x03R\x06offset\x12\x12\n\x04\x64\x61ta\x18\x04 \x01(\x0cR\x04\x64\x61ta\"<\n\x13UploadBlobsResponse\x12%\n\x0estored_digests\x18\x01 \x03(\tR\rstoredDigests\"I\n\x13\x43ollectBlobsRequest\x12\x32\n\x07min_age\x18\x01 \x01(\x0b\x32\x19.google.protobuf.DurationR\x06minAge\"\x9e\x01\n\x14\x43ollectBlobsResponse\x12#\n\rremoved_blobs\x18\x01 \x01(\x03R\x0cremovedBlobs\x12#\n\rremoved_bytes\x18\x02 \x01(\x03R\x0cremovedBytes\x12\x1d\n\nkept_blobs\x18\x03 \x01(\x03R\tkeptBlobs\x12\x1d\n\nkept_bytes\x18\x04 \x01(\x03R\tkeptBytes2\x91\x02\n\x0b\x43odeService\x12]\n\x10\x46indMissingBlobs\x12#.flowapi.v1.FindMissingBlobsRequest\x1a$.flowapi.v1.FindMissingBlobsResponse\x12P\n\x0bUploadBlobs\x12\x1e.flowapi.v1.UploadBlobsRequest\x1a\x1f.flowapi.v1.UploadBlobsResponse(\x01\x12Q\n\x0c\x43ollectBlobs\x12\x1f.flowapi.v1.CollectBlobsRequest\x1a .flowapi.v1.CollectBlobsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,19 +33,19 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'flowapi.v1.code_service_pb2
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_FINDMISSINGBLOBSREQUEST']._serialized_start=77
-  _globals['_FINDMISSINGBLOBSREQUEST']._serialized_end=128
-  _globals['_FINDMISSINGBLOBSRESPONSE']._serialized_start=130
-  _globals['_FINDMISSINGBLOBSRESPONSE']._serialized_end=197
-  _globals['_UPLOADBLOBSREQUEST']._serialized_start=199
-  _globals['_UPLOADBLOBSREQUEST']._serialized_end=266
-  _globals['_BLOBCHUNK']._serialized_start=268
-  _globals['_BLOBCHUNK']._serialized_end=367
-  _globals['_UPLOADBLOBSRESPONSE']._serialized_start=369
-  _globals['_UPLOADBLOBSRESPONSE']._serialized_end=429
-  _globals['_COLLECTBLOBSREQUEST']._serialized_start=431
-  _globals['_COLLECTBLOBSREQUEST']._serialized_end=504
-  _globals['_COLLECTBLOBSRESPONSE']._serialized_start=507
-  _globals['_COLLECTBLOBSRESPONSE']._serialized_end=665
-  _globals['_CODESERVICE']._serialized_start=668
-  _globals['_CODESERVICE']._serialized_end=941
+  _globals['_FINDMISSINGBLOBSREQUEST']._serialized_end=158
+  _globals['_FINDMISSINGBLOBSRESPONSE']._serialized_start=160
+  _globals['_FINDMISSINGBLOBSRESPONSE']._serialized_end=227
+  _globals['_UPLOADBLOBSREQUEST']._serialized_start=229
+  _globals['_UPLOADBLOBSREQUEST']._serialized_end=296
+  _globals['_BLOBCHUNK']._serialized_start=298
+  _globals['_BLOBCHUNK']._serialized_end=397
+  _globals['_UPLOADBLOBSRESPONSE']._serialized_start=399
+  _globals['_UPLOADBLOBSRESPONSE']._serialized_end=459
+  _globals['_COLLECTBLOBSREQUEST']._serialized_start=461
+  _globals['_COLLECTBLOBSREQUEST']._serialized_end=534
+  _globals['_COLLECTBLOBSRESPONSE']._serialized_start=537
+  _globals['_COLLECTBLOBSRESPONSE']._serialized_end=695
+  _globals['_CODESERVICE']._serialized_start=698
+  _globals['_CODESERVICE']._serialized_end=971
 # @@protoc_insertion_point(module_scope)

@@ -26,18 +26,28 @@ class FindMissingBlobsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     DIGESTS_FIELD_NUMBER: _builtins.int
+    SNAPSHOTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def digests(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Digests, "sha256:<64 hex digits>"."""
+
+    @_builtins.property
+    def snapshots(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Snapshots (manifest digests) to check whole: each is listed in missing_digests unless flowd
+        holds the manifest and every blob it lists. A client that uploaded a tree before asks this
+        one question instead of naming every file's digest again. The blobs of a snapshot found
+        whole count as just used, as `digests` do.
+        """
 
     def __init__(
         self,
         *,
         digests: _abc.Iterable[_builtins.str] | None = ...,
+        snapshots: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["digests", b"digests"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["digests", b"digests", "snapshots", b"snapshots"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -52,7 +62,7 @@ class FindMissingBlobsResponse(_message.Message):
     MISSING_DIGESTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def missing_digests(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """The digests flowd does not have."""
+        """The digests flowd does not have, and the snapshots it does not have whole."""
 
     def __init__(
         self,

@@ -61,7 +61,7 @@ class CodeServiceServicer:
     """
 
     def FindMissingBlobs(self, request, context):
-        """Which of these blobs flowd does not have yet.
+        """Which of these blobs (and of these snapshots, checked whole) flowd does not have yet.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -37,7 +37,7 @@ class CodeServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> CodeServiceAsyncStub: ...
     FindMissingBlobs: _grpc.UnaryUnaryMultiCallable[_code_service_pb2.FindMissingBlobsRequest, _code_service_pb2.FindMissingBlobsResponse]
-    """Which of these blobs flowd does not have yet."""
+    """Which of these blobs (and of these snapshots, checked whole) flowd does not have yet."""
     UploadBlobs: _grpc.StreamUnaryMultiCallable[_code_service_pb2.UploadBlobsRequest, _code_service_pb2.UploadBlobsResponse]
     """Uploads blobs as a stream of messages packing whole small blobs or pieces of large ones;
     each blob's bytes must hash to its digest, or the call fails and stores nothing of it.
@@ -56,7 +56,7 @@ class CodeServiceAsyncStub(CodeServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     FindMissingBlobs: _aio.UnaryUnaryMultiCallable[_code_service_pb2.FindMissingBlobsRequest, _code_service_pb2.FindMissingBlobsResponse]  # type: ignore[assignment]
-    """Which of these blobs flowd does not have yet."""
+    """Which of these blobs (and of these snapshots, checked whole) flowd does not have yet."""
     UploadBlobs: _aio.StreamUnaryMultiCallable[_code_service_pb2.UploadBlobsRequest, _code_service_pb2.UploadBlobsResponse]  # type: ignore[assignment]
     """Uploads blobs as a stream of messages packing whole small blobs or pieces of large ones;
     each blob's bytes must hash to its digest, or the call fails and stores nothing of it.
@@ -78,7 +78,7 @@ class CodeServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _code_service_pb2.FindMissingBlobsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_code_service_pb2.FindMissingBlobsResponse, _abc.Awaitable[_code_service_pb2.FindMissingBlobsResponse]]:
-        """Which of these blobs flowd does not have yet."""
+        """Which of these blobs (and of these snapshots, checked whole) flowd does not have yet."""
 
     @_abc_1.abstractmethod
     def UploadBlobs(

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file flowapi/v1/code_service.proto.
  */
 export const file_flowapi_v1_code_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch1mbG93YXBpL3YxL2NvZGVfc2VydmljZS5wcm90bxIKZmxvd2FwaS52MSIqChdGaW5kTWlzc2luZ0Jsb2JzUmVxdWVzdBIPCgdkaWdlc3RzGAEgAygJIjMKGEZpbmRNaXNzaW5nQmxvYnNSZXNwb25zZRIXCg9taXNzaW5nX2RpZ2VzdHMYASADKAkiOwoSVXBsb2FkQmxvYnNSZXF1ZXN0EiUKBmNodW5rcxgBIAMoCzIVLmZsb3dhcGkudjEuQmxvYkNodW5rIkcKCUJsb2JDaHVuaxIOCgZkaWdlc3QYASABKAkSDAoEc2l6ZRgCIAEoAxIOCgZvZmZzZXQYAyABKAMSDAoEZGF0YRgEIAEoDCItChNVcGxvYWRCbG9ic1Jlc3BvbnNlEhYKDnN0b3JlZF9kaWdlc3RzGAEgAygJIkEKE0NvbGxlY3RCbG9ic1JlcXVlc3QSKgoHbWluX2FnZRgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJsChRDb2xsZWN0QmxvYnNSZXNwb25zZRIVCg1yZW1vdmVkX2Jsb2JzGAEgASgDEhUKDXJlbW92ZWRfYnl0ZXMYAiABKAMSEgoKa2VwdF9ibG9icxgDIAEoAxISCgprZXB0X2J5dGVzGAQgASgDMpECCgtDb2RlU2VydmljZRJdChBGaW5kTWlzc2luZ0Jsb2JzEiMuZmxvd2FwaS52MS5GaW5kTWlzc2luZ0Jsb2JzUmVxdWVzdBokLmZsb3dhcGkudjEuRmluZE1pc3NpbmdCbG9ic1Jlc3BvbnNlElAKC1VwbG9hZEJsb2JzEh4uZmxvd2FwaS52MS5VcGxvYWRCbG9ic1JlcXVlc3QaHy5mbG93YXBpLnYxLlVwbG9hZEJsb2JzUmVzcG9uc2UoARJRCgxDb2xsZWN0QmxvYnMSHy5mbG93YXBpLnYxLkNvbGxlY3RCbG9ic1JlcXVlc3QaIC5mbG93YXBpLnYxLkNvbGxlY3RCbG9ic1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_duration]);
+  fileDesc("Ch1mbG93YXBpL3YxL2NvZGVfc2VydmljZS5wcm90bxIKZmxvd2FwaS52MSI9ChdGaW5kTWlzc2luZ0Jsb2JzUmVxdWVzdBIPCgdkaWdlc3RzGAEgAygJEhEKCXNuYXBzaG90cxgCIAMoCSIzChhGaW5kTWlzc2luZ0Jsb2JzUmVzcG9uc2USFwoPbWlzc2luZ19kaWdlc3RzGAEgAygJIjsKElVwbG9hZEJsb2JzUmVxdWVzdBIlCgZjaHVua3MYASADKAsyFS5mbG93YXBpLnYxLkJsb2JDaHVuayJHCglCbG9iQ2h1bmsSDgoGZGlnZXN0GAEgASgJEgwKBHNpemUYAiABKAMSDgoGb2Zmc2V0GAMgASgDEgwKBGRhdGEYBCABKAwiLQoTVXBsb2FkQmxvYnNSZXNwb25zZRIWCg5zdG9yZWRfZGlnZXN0cxgBIAMoCSJBChNDb2xsZWN0QmxvYnNSZXF1ZXN0EioKB21pbl9hZ2UYASABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24ibAoUQ29sbGVjdEJsb2JzUmVzcG9uc2USFQoNcmVtb3ZlZF9ibG9icxgBIAEoAxIVCg1yZW1vdmVkX2J5dGVzGAIgASgDEhIKCmtlcHRfYmxvYnMYAyABKAMSEgoKa2VwdF9ieXRlcxgEIAEoAzKRAgoLQ29kZVNlcnZpY2USXQoQRmluZE1pc3NpbmdCbG9icxIjLmZsb3dhcGkudjEuRmluZE1pc3NpbmdCbG9ic1JlcXVlc3QaJC5mbG93YXBpLnYxLkZpbmRNaXNzaW5nQmxvYnNSZXNwb25zZRJQCgtVcGxvYWRCbG9icxIeLmZsb3dhcGkudjEuVXBsb2FkQmxvYnNSZXF1ZXN0Gh8uZmxvd2FwaS52MS5VcGxvYWRCbG9ic1Jlc3BvbnNlKAESUQoMQ29sbGVjdEJsb2JzEh8uZmxvd2FwaS52MS5Db2xsZWN0QmxvYnNSZXF1ZXN0GiAuZmxvd2FwaS52MS5Db2xsZWN0QmxvYnNSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_duration]);
 
 /**
  * Request for FindMissingBlobs.
@@ -26,6 +26,16 @@ export type FindMissingBlobsRequest = Message<"flowapi.v1.FindMissingBlobsReques
    * @generated from field: repeated string digests = 1;
    */
   digests: string[];
+
+  /**
+   * Snapshots (manifest digests) to check whole: each is listed in missing_digests unless flowd
+   * holds the manifest and every blob it lists. A client that uploaded a tree before asks this
+   * one question instead of naming every file's digest again. The blobs of a snapshot found
+   * whole count as just used, as `digests` do.
+   *
+   * @generated from field: repeated string snapshots = 2;
+   */
+  snapshots: string[];
 };
 
 /**
@@ -42,7 +52,7 @@ export const FindMissingBlobsRequestSchema: GenMessage<FindMissingBlobsRequest> 
  */
 export type FindMissingBlobsResponse = Message<"flowapi.v1.FindMissingBlobsResponse"> & {
   /**
-   * The digests flowd does not have.
+   * The digests flowd does not have, and the snapshots it does not have whole.
    *
    * @generated from field: repeated string missing_digests = 1;
    */
@@ -209,7 +219,7 @@ export const CollectBlobsResponseSchema: GenMessage<CollectBlobsResponse> = /*@_
  */
 export const CodeService: GenService<{
   /**
-   * Which of these blobs flowd does not have yet.
+   * Which of these blobs (and of these snapshots, checked whole) flowd does not have yet.
    *
    * @generated from rpc flowapi.v1.CodeService.FindMissingBlobs
    */
