@@ -4,14 +4,19 @@
 # source: flowapi/v1/task.proto
 # Protobuf Python Version: 7.35.1
 """Generated protocol buffer code."""
-
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import descriptor_pool as _descriptor_pool
 from google.protobuf import runtime_version as _runtime_version
 from google.protobuf import symbol_database as _symbol_database
 from google.protobuf.internal import builder as _builder
-
-_runtime_version.ValidateProtobufRuntimeVersion(_runtime_version.Domain.PUBLIC, 7, 35, 1, "", "flowapi/v1/task.proto")
+_runtime_version.ValidateProtobufRuntimeVersion(
+    _runtime_version.Domain.PUBLIC,
+    7,
+    35,
+    1,
+    '',
+    'flowapi/v1/task.proto'
+)
 # @@protoc_insertion_point(imports)
 
 _sym_db = _symbol_database.Default()
@@ -21,41 +26,39 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(
-    b'\n\x15\x66lowapi/v1/task.proto\x12\nflowapi.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto"\xb3\x04\n\x04Task\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x17\n\x07task_id\x18\x02 \x01(\tR\x06taskId\x12(\n\x04spec\x18\x03 \x01(\x0b\x32\x14.flowapi.v1.TaskSpecR\x04spec\x12+\n\x05state\x18\x04 \x01(\x0e\x32\x15.flowapi.v1.TaskStateR\x05state\x12 \n\texit_code\x18\x05 \x01(\x05H\x00R\x08\x65xitCode\x88\x01\x01\x12!\n\x0cstate_reason\x18\x06 \x01(\tR\x0bstateReason\x12;\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12\x39\n\nstart_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12\x35\n\x08\x65nd_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x07\x65ndTime\x12\x1a\n\x08provider\x18\n \x01(\tR\x08provider\x12#\n\rinstance_type\x18\x0b \x01(\tR\x0cinstanceType\x12/\n\x14\x63ost_per_hour_micros\x18\x0c \x01(\x03R\x11\x63ostPerHourMicros\x12\x33\n\x08\x61ttempts\x18\r \x03(\x0b\x32\x17.flowapi.v1.TaskAttemptR\x08\x61ttemptsB\x0c\n\n_exit_code"\xff\x01\n\x0bTaskAttempt\x12+\n\x05state\x18\x01 \x01(\x0e\x32\x15.flowapi.v1.TaskStateR\x05state\x12!\n\x0cstate_reason\x18\x02 \x01(\tR\x0bstateReason\x12 \n\texit_code\x18\x03 \x01(\x05H\x00R\x08\x65xitCode\x88\x01\x01\x12\x39\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12\x35\n\x08\x65nd_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x07\x65ndTimeB\x0c\n\n_exit_code"\xf9\t\n\x08TaskSpec\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12#\n\rinstance_type\x18\x02 \x01(\tR\x0cinstanceType\x12.\n\x11min_gpu_memory_gb\x18\x03 \x01(\x05H\x00R\x0eminGpuMemoryGb\x88\x01\x01\x12\x18\n\x07\x63ommand\x18\x04 \x03(\tR\x07\x63ommand\x12\x19\n\x05shell\x18\x05 \x01(\tH\x01R\x05shell\x88\x01\x01\x12\x1b\n\x06script\x18\x06 \x01(\tH\x02R\x06script\x88\x01\x01\x12\x14\n\x05image\x18\x07 \x01(\tR\x05image\x12/\n\x03\x65nv\x18\x08 \x03(\x0b\x32\x1d.flowapi.v1.TaskSpec.EnvEntryR\x03\x65nv\x12\x1f\n\x0bworking_dir\x18\t \x01(\tR\nworkingDir\x12\x30\n\x07volumes\x18\n \x03(\x0b\x32\x16.flowapi.v1.VolumeSpecR\x07volumes\x12=\n\x19max_price_per_hour_micros\x18\x0b \x01(\x03H\x03R\x15maxPricePerHourMicros\x88\x01\x01\x12\x30\n\x12max_run_time_hours\x18\x0c \x01(\x01H\x04R\x0fmaxRunTimeHours\x88\x01\x01\x12\x16\n\x06region\x18\r \x01(\tR\x06region\x12#\n\rnum_instances\x18\x0e \x01(\x05R\x0cnumInstances\x12\x19\n\x08ssh_keys\x18\x0f \x03(\tR\x07sshKeys\x12\x1f\n\x0bupload_code\x18\x10 \x01(\x08R\nuploadCode\x12\x36\n\x0b\x64\x61ta_mounts\x18\x11 \x03(\x0b\x32\x15.flowapi.v1.MountSpecR\ndataMounts\x12\x1b\n\tcode_root\x18\x12 \x01(\tR\x08\x63odeRoot\x12\x1f\n\x0b\x63ode_digest\x18\x13 \x01(\tR\ncodeDigest\x12=\n\rfunction_call\x18\x14 \x01(\x0b\x32\x18.flowapi.v1.FunctionCallR\x0c\x66unctionCall\x12 \n\tmemory_mb\x18\x15 \x01(\x05H\x05R\x08memoryMb\x88\x01\x01\x12\x42\n\nsecret_env\x18\x16 \x03(\x0b\x32#.flowapi.v1.TaskSpec.SecretEnvEntryR\tsecretEnv\x12\x35\n\ndepends_on\x18\x17 \x03(\x0b\x32\x16.flowapi.v1.DependencyR\tdependsOn\x12;\n\x0bstart_after\x18\x18 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nstartAfter\x12\x1a\n\x08priority\x18\x19 \x01(\x05R\x08priority\x12\x1f\n\x0bmax_retries\x18\x1a \x01(\x05R\nmaxRetries\x1a\x36\n\x08\x45nvEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\x1a<\n\x0eSecretEnvEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\x42\x14\n\x12_min_gpu_memory_gbB\x08\n\x06_shellB\t\n\x07_scriptB\x1c\n\x1a_max_price_per_hour_microsB\x15\n\x13_max_run_time_hoursB\x0c\n\n_memory_mb"d\n\nDependency\x12\x17\n\x07task_id\x18\x01 \x01(\tR\x06taskId\x12=\n\tcondition\x18\x02 \x01(\x0e\x32\x1f.flowapi.v1.DependencyConditionR\tcondition"\xd0\x02\n\x0c\x46unctionCall\x12\x12\n\x04path\x18\x01 \x01(\tR\x04path\x12\x16\n\x06module\x18\x02 \x01(\tR\x06module\x12\x1a\n\x08\x66unction\x18\x03 \x01(\tR\x08\x66unction\x12.\n\x04\x61rgs\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.ListValueR\x04\x61rgs\x12/\n\x06kwargs\x18\x05 \x01(\x0b\x32\x17.google.protobuf.StructR\x06kwargs\x12\x35\n\x08\x65ncoding\x18\x06 \x01(\x0e\x32\x19.flowapi.v1.ValueEncodingR\x08\x65ncoding\x12+\n\x11pickled_arguments\x18\x07 \x01(\x0cR\x10pickledArguments\x12\x16\n\x06python\x18\x08 \x01(\tR\x06python\x12\x1b\n\tkeep_warm\x18\t \x01(\x05R\x08keepWarm"\xa7\x01\n\nVolumeSpec\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x17\n\x07size_gb\x18\x02 \x01(\x05R\x06sizeGb\x12\x1d\n\nmount_path\x18\x03 \x01(\tR\tmountPath\x12\x1c\n\tinterface\x18\x04 \x01(\tR\tinterface\x12\x12\n\x04iops\x18\x05 \x01(\x05R\x04iops\x12\x1b\n\tvolume_id\x18\x06 \x01(\tR\x08volumeId";\n\tMountSpec\x12\x16\n\x06source\x18\x01 \x01(\tR\x06source\x12\x16\n\x06target\x18\x02 \x01(\tR\x06target*\xd9\x01\n\tTaskState\x12\x1a\n\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12TASK_STATE_PENDING\x10\x01\x12\x1b\n\x17TASK_STATE_PROVISIONING\x10\x02\x12\x16\n\x12TASK_STATE_RUNNING\x10\x03\x12\x18\n\x14TASK_STATE_COMPLETED\x10\x04\x12\x15\n\x11TASK_STATE_FAILED\x10\x05\x12\x18\n\x14TASK_STATE_CANCELLED\x10\x06\x12\x18\n\x14TASK_STATE_PREEMPTED\x10\x07*\xed\x01\n\x13\x44\x65pendencyCondition\x12$\n DEPENDENCY_CONDITION_UNSPECIFIED\x10\x00\x12!\n\x1d\x44\x45PENDENCY_CONDITION_AFTER_OK\x10\x01\x12"\n\x1e\x44\x45PENDENCY_CONDITION_AFTER_ANY\x10\x02\x12%\n!DEPENDENCY_CONDITION_AFTER_NOT_OK\x10\x03\x12\x1e\n\x1a\x44\x45PENDENCY_CONDITION_AFTER\x10\x04\x12"\n\x1e\x44\x45PENDENCY_CONDITION_SINGLETON\x10\x05*c\n\rValueEncoding\x12\x1e\n\x1aVALUE_ENCODING_UNSPECIFIED\x10\x00\x12\x17\n\x13VALUE_ENCODING_JSON\x10\x01\x12\x19\n\x15VALUE_ENCODING_PICKLE\x10\x02\x62\x06proto3'
-)
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x66lowapi/v1/task.proto\x12\nflowapi.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb3\x04\n\x04Task\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x17\n\x07task_id\x18\x02 \x01(\tR\x06taskId\x12(\n\x04spec\x18\x03 \x01(\x0b\x32\x14.flowapi.v1.TaskSpecR\x04spec\x12+\n\x05state\x18\x04 \x01(\x0e\x32\x15.flowapi.v1.TaskStateR\x05state\x12 \n\texit_code\x18\x05 \x01(\x05H\x00R\x08\x65xitCode\x88\x01\x01\x12!\n\x0cstate_reason\x18\x06 \x01(\tR\x0bstateReason\x12;\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12\x39\n\nstart_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12\x35\n\x08\x65nd_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x07\x65ndTime\x12\x1a\n\x08provider\x18\n \x01(\tR\x08provider\x12#\n\rinstance_type\x18\x0b \x01(\tR\x0cinstanceType\x12/\n\x14\x63ost_per_hour_micros\x18\x0c \x01(\x03R\x11\x63ostPerHourMicros\x12\x33\n\x08\x61ttempts\x18\r \x03(\x0b\x32\x17.flowapi.v1.TaskAttemptR\x08\x61ttemptsB\x0c\n\n_exit_code\"\xff\x01\n\x0bTaskAttempt\x12+\n\x05state\x18\x01 \x01(\x0e\x32\x15.flowapi.v1.TaskStateR\x05state\x12!\n\x0cstate_reason\x18\x02 \x01(\tR\x0bstateReason\x12 \n\texit_code\x18\x03 \x01(\x05H\x00R\x08\x65xitCode\x88\x01\x01\x12\x39\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12\x35\n\x08\x65nd_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x07\x65ndTimeB\x0c\n\n_exit_code\"\xf9\t\n\x08TaskSpec\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12#\n\rinstance_type\x18\x02 \x01(\tR\x0cinstanceType\x12.\n\x11min_gpu_memory_gb\x18\x03 \x01(\x05H\x00R\x0eminGpuMemoryGb\x88\x01\x01\x12\x18\n\x07\x63ommand\x18\x04 \x03(\tR\x07\x63ommand\x12\x19\n\x05shell\x18\x05 \x01(\tH\x01R\x05shell\x88\x01\x01\x12\x1b\n\x06script\x18\x06 \x01(\tH\x02R\x06script\x88\x01\x01\x12\x14\n\x05image\x18\x07 \x01(\tR\x05image\x12/\n\x03\x65nv\x18\x08 \x03(\x0b\x32\x1d.flowapi.v1.TaskSpec.EnvEntryR\x03\x65nv\x12\x1f\n\x0bworking_dir\x18\t \x01(\tR\nworkingDir\x12\x30\n\x07volumes\x18\n \x03(\x0b\x32\x16.flowapi.v1.VolumeSpecR\x07volumes\x12=\n\x19max_price_per_hour_micros\x18\x0b \x01(\x03H\x03R\x15maxPricePerHourMicros\x88\x01\x01\x12\x30\n\x12max_run_time_hours\x18\x0c \x01(\x01H\x04R\x0fmaxRunTimeHours\x88\x01\x01\x12\x16\n\x06region\x18\r \x01(\tR\x06region\x12#\n\rnum_instances\x18\x0e \x01(\x05R\x0cnumInstances\x12\x19\n\x08ssh_keys\x18\x0f \x03(\tR\x07sshKeys\x12\x1f\n\x0bupload_code\x18\x10 \x01(\x08R\nuploadCode\x12\x36\n\x0b\x64\x61ta_mounts\x18\x11 \x03(\x0b\x32\x15.flowapi.v1.MountSpecR\ndataMounts\x12\x1b\n\tcode_root\x18\x12 \x01(\tR\x08\x63odeRoot\x12\x1f\n\x0b\x63ode_digest\x18\x13 \x01(\tR\ncodeDigest\x12=\n\rfunction_call\x18\x14 \x01(\x0b\x32\x18.flowapi.v1.FunctionCallR\x0c\x66unctionCall\x12 \n\tmemory_mb\x18\x15 \x01(\x05H\x05R\x08memoryMb\x88\x01\x01\x12\x42\n\nsecret_env\x18\x16 \x03(\x0b\x32#.flowapi.v1.TaskSpec.SecretEnvEntryR\tsecretEnv\x12\x35\n\ndepends_on\x18\x17 \x03(\x0b\x32\x16.flowapi.v1.DependencyR\tdependsOn\x12;\n\x0bstart_after\x18\x18 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nstartAfter\x12\x1a\n\x08priority\x18\x19 \x01(\x05R\x08priority\x12\x1f\n\x0bmax_retries\x18\x1a \x01(\x05R\nmaxRetries\x1a\x36\n\x08\x45nvEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\x1a<\n\x0eSecretEnvEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\x42\x14\n\x12_min_gpu_memory_gbB\x08\n\x06_shellB\t\n\x07_scriptB\x1c\n\x1a_max_price_per_hour_microsB\x15\n\x13_max_run_time_hoursB\x0c\n\n_memory_mb\"d\n\nDependency\x12\x17\n\x07task_id\x18\x01 \x01(\tR\x06taskId\x12=\n\tcondition\x18\x02 \x01(\x0e\x32\x1f.flowapi.v1.DependencyConditionR\tcondition\"\xd0\x02\n\x0c\x46unctionCall\x12\x12\n\x04path\x18\x01 \x01(\tR\x04path\x12\x16\n\x06module\x18\x02 \x01(\tR\x06module\x12\x1a\n\x08\x66unction\x18\x03 \x01(\tR\x08\x66unction\x12.\n\x04\x61rgs\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.ListValueR\x04\x61rgs\x12/\n\x06kwargs\x18\x05 \x01(\x0b\x32\x17.google.protobuf.StructR\x06kwargs\x12\x35\n\x08\x65ncoding\x18\x06 \x01(\x0e\x32\x19.flowapi.v1.ValueEncodingR\x08\x65ncoding\x12+\n\x11pickled_arguments\x18\x07 \x01(\x0cR\x10pickledArguments\x12\x16\n\x06python\x18\x08 \x01(\tR\x06python\x12\x1b\n\tkeep_warm\x18\t \x01(\x05R\x08keepWarm\"\xa7\x01\n\nVolumeSpec\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x17\n\x07size_gb\x18\x02 \x01(\x05R\x06sizeGb\x12\x1d\n\nmount_path\x18\x03 \x01(\tR\tmountPath\x12\x1c\n\tinterface\x18\x04 \x01(\tR\tinterface\x12\x12\n\x04iops\x18\x05 \x01(\x05R\x04iops\x12\x1b\n\tvolume_id\x18\x06 \x01(\tR\x08volumeId\";\n\tMountSpec\x12\x16\n\x06source\x18\x01 \x01(\tR\x06source\x12\x16\n\x06target\x18\x02 \x01(\tR\x06target*\xd9\x01\n\tTaskState\x12\x1a\n\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12TASK_STATE_PENDING\x10\x01\x12\x1b\n\x17TASK_STATE_PROVISIONING\x10\x02\x12\x16\n\x12TASK_STATE_RUNNING\x10\x03\x12\x18\n\x14TASK_STATE_COMPLETED\x10\x04\x12\x15\n\x11TASK_STATE_FAILED\x10\x05\x12\x18\n\x14TASK_STATE_CANCELLED\x10\x06\x12\x18\n\x14TASK_STATE_PREEMPTED\x10\x07*\xed\x01\n\x13\x44\x65pendencyCondition\x12$\n DEPENDENCY_CONDITION_UNSPECIFIED\x10\x00\x12!\n\x1d\x44\x45PENDENCY_CONDITION_AFTER_OK\x10\x01\x12\"\n\x1e\x44\x45PENDENCY_CONDITION_AFTER_ANY\x10\x02\x12%\n!DEPENDENCY_CONDITION_AFTER_NOT_OK\x10\x03\x12\x1e\n\x1a\x44\x45PENDENCY_CONDITION_AFTER\x10\x04\x12\"\n\x1e\x44\x45PENDENCY_CONDITION_SINGLETON\x10\x05*c\n\rValueEncoding\x12\x1e\n\x1aVALUE_ENCODING_UNSPECIFIED\x10\x00\x12\x17\n\x13VALUE_ENCODING_JSON\x10\x01\x12\x19\n\x15VALUE_ENCODING_PICKLE\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
-_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, "flowapi.v1.task_pb2", _globals)
+_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'flowapi.v1.task_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-    DESCRIPTOR._loaded_options = None
-    _globals["_TASKSPEC_ENVENTRY"]._loaded_options = None
-    _globals["_TASKSPEC_ENVENTRY"]._serialized_options = b"8\001"
-    _globals["_TASKSPEC_SECRETENVENTRY"]._loaded_options = None
-    _globals["_TASKSPEC_SECRETENVENTRY"]._serialized_options = b"8\001"
-    _globals["_TASKSTATE"]._serialized_start = 2873
-    _globals["_TASKSTATE"]._serialized_end = 3090
-    _globals["_DEPENDENCYCONDITION"]._serialized_start = 3093
-    _globals["_DEPENDENCYCONDITION"]._serialized_end = 3330
-    _globals["_VALUEENCODING"]._serialized_start = 3332
-    _globals["_VALUEENCODING"]._serialized_end = 3431
-    _globals["_TASK"]._serialized_start = 101
-    _globals["_TASK"]._serialized_end = 664
-    _globals["_TASKATTEMPT"]._serialized_start = 667
-    _globals["_TASKATTEMPT"]._serialized_end = 922
-    _globals["_TASKSPEC"]._serialized_start = 925
-    _globals["_TASKSPEC"]._serialized_end = 2198
-    _globals["_TASKSPEC_ENVENTRY"]._serialized_start = 1972
-    _globals["_TASKSPEC_ENVENTRY"]._serialized_end = 2026
-    _globals["_TASKSPEC_SECRETENVENTRY"]._serialized_start = 2028
-    _globals["_TASKSPEC_SECRETENVENTRY"]._serialized_end = 2088
-    _globals["_DEPENDENCY"]._serialized_start = 2200
-    _globals["_DEPENDENCY"]._serialized_end = 2300
-    _globals["_FUNCTIONCALL"]._serialized_start = 2303
-    _globals["_FUNCTIONCALL"]._serialized_end = 2639
-    _globals["_VOLUMESPEC"]._serialized_start = 2642
-    _globals["_VOLUMESPEC"]._serialized_end = 2809
-    _globals["_MOUNTSPEC"]._serialized_start = 2811
-    _globals["_MOUNTSPEC"]._serialized_end = 2870
+  DESCRIPTOR._loaded_options = None
+  _globals['_TASKSPEC_ENVENTRY']._loaded_options = None
+  _globals['_TASKSPEC_ENVENTRY']._serialized_options = b'8\001'
+  _globals['_TASKSPEC_SECRETENVENTRY']._loaded_options = None
+  _globals['_TASKSPEC_SECRETENVENTRY']._serialized_options = b'8\001'
+  _globals['_TASKSTATE']._serialized_start=2873
+  _globals['_TASKSTATE']._serialized_end=3090
+  _globals['_DEPENDENCYCONDITION']._serialized_start=3093
+  _globals['_DEPENDENCYCONDITION']._serialized_end=3330
+  _globals['_VALUEENCODING']._serialized_start=3332
+  _globals['_VALUEENCODING']._serialized_end=3431
+  _globals['_TASK']._serialized_start=101
+  _globals['_TASK']._serialized_end=664
+  _globals['_TASKATTEMPT']._serialized_start=667
+  _globals['_TASKATTEMPT']._serialized_end=922
+  _globals['_TASKSPEC']._serialized_start=925
+  _globals['_TASKSPEC']._serialized_end=2198
+  _globals['_TASKSPEC_ENVENTRY']._serialized_start=1972
+  _globals['_TASKSPEC_ENVENTRY']._serialized_end=2026
+  _globals['_TASKSPEC_SECRETENVENTRY']._serialized_start=2028
+  _globals['_TASKSPEC_SECRETENVENTRY']._serialized_end=2088
+  _globals['_DEPENDENCY']._serialized_start=2200
+  _globals['_DEPENDENCY']._serialized_end=2300
+  _globals['_FUNCTIONCALL']._serialized_start=2303
+  _globals['_FUNCTIONCALL']._serialized_end=2639
+  _globals['_VOLUMESPEC']._serialized_start=2642
+  _globals['_VOLUMESPEC']._serialized_end=2809
+  _globals['_MOUNTSPEC']._serialized_start=2811
+  _globals['_MOUNTSPEC']._serialized_end=2870
 # @@protoc_insertion_point(module_scope)
