@@ -10,14 +10,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
+import grpc
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from conftest import Daemon, pid_alive, wait_until
 from flow import FlowApp, TaskStatus
-from flow.domain.task.function_call import MAX_KEEP_WARM
+from flow.domain.task.function_call import MAX_KEEP_WARM, FunctionCall
 from flow.errors import TaskExecutionError, ValidationError
+from flow.transport.grpc_channel import translate
+from flow.wire.function_codec import function_call_from_proto, function_call_to_proto
+from flowapi.v1 import task_pb2, task_service_pb2, task_service_pb2_grpc
 
 MODULE = """
 import os
@@ -60,6 +64,12 @@ def block(marker, release):
     while not Path(release).exists():
         time.sleep(0.01)
     return where()
+
+
+@app.function(keep_warm=1, max_run_time_hours=2.0 / 3600)
+def stuck(marker):
+    Path(marker).write_text(str(os.getpid()))
+    time.sleep(600)
 
 
 @app.function(keep_warm=2)
@@ -186,6 +196,17 @@ def test_cancel_kills_a_warm_call_and_the_next_call_gets_a_fresh_worker(project:
     assert again["pid"] != pid
 
 
+def test_a_warm_call_past_its_time_limit_is_stopped_and_its_worker_replaced(project: Path) -> None:
+    fns = load(project)
+    marker = project.parent / "signals" / "stuck"
+    task = fns.stuck.spawn(str(marker))
+    wait_until(marker.exists, 60)
+    final = task.wait(timeout=120)
+    assert final.last_status is TaskStatus.FAILED
+    assert final.state_reason.startswith("TIMEOUT")
+    wait_until(lambda: not pid_alive(int(marker.read_text())), 60)
+
+
 def test_a_function_keeps_at_most_keep_warm_workers_and_other_calls_run_cold(project: Path) -> None:
     fns = load(project)
     signals = project.parent / "signals"
@@ -295,3 +316,29 @@ def test_keep_warm_must_be_a_whole_number_from_0_to_the_cap(value: object) -> No
 def test_keep_warm_within_the_cap_is_accepted(value: int) -> None:
     decorated = FlowApp(flow=None).function(keep_warm=value)(os.getpid)
     assert decorated() == os.getpid()  # a plain local call is unchanged
+
+
+@given(st.integers(min_value=0, max_value=MAX_KEEP_WARM))
+def test_keep_warm_crosses_the_wire_unchanged(value: int) -> None:
+    call = FunctionCall(function="f", path="f.py", args=(1,), keep_warm=value)
+    assert function_call_from_proto(function_call_to_proto(call)) == call
+
+
+@pytest.mark.parametrize("value", [-1, MAX_KEEP_WARM + 1, 2**31 - 1])
+def test_flowd_refuses_a_keep_warm_out_of_range_from_any_client(shared_daemon: Daemon, value: int) -> None:
+    """Another language's client sends the field as it likes: flowd's answer names it."""
+    channel = grpc.insecure_channel(shared_daemon.home.address)
+    spec = task_pb2.TaskSpec(
+        command=[],
+        function_call=task_pb2.FunctionCall(module="fns", function="f", keep_warm=value),
+    )
+    with pytest.raises(grpc.RpcError) as caught:
+        task_service_pb2_grpc.TaskServiceStub(channel).CreateTask(
+            task_service_pb2.CreateTaskRequest(spec=spec), timeout=30
+        )
+    channel.close()
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    error = translate(caught.value, str(shared_daemon.home.socket))
+    assert isinstance(error, ValidationError)
+    assert "function_call.keep_warm" in [v.field for v in error.violations]
+    assert str(value) in error.message

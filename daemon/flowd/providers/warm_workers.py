@@ -369,6 +369,11 @@ class WarmWorkers:
         self._wake()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        for worker in workers:
+            if not worker.task_id:  # idle: gone before flowd is (a busy one ends with its call)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    worker.process.wait(timeout=2)
+                    shutil.rmtree(worker.home.parent, ignore_errors=True)
 
     # --- the thread: replies, deaths, deadlines ---------------------------------------------
 
