@@ -13,6 +13,10 @@ Rows:
                            (flowd runs function tasks on a warm interpreter: warm_python.py)
   cold .remote() noop      the same call on a flowd with FLOW_WARM_PYTHON=0 (every call starts
                            `python`), for comparison; same floor
+  warm .remote() noop      the same function declared keep_warm=1: the call runs in a warm worker that
+                           imported the module once (warm_workers.py); floor: one unary RPC to the same
+                           flowd (GetDaemonInfo), the least any call to flowd pays (a .remote() makes
+                           four: FindMissingBlobs, CreateTask, WaitTask, GetTaskResult)
   invoke() noop            the same function in a file that imports nothing; same floor
   upload_code first        flow.upload_code(tree) into a fresh daemon (no blobs, cold hash cache):
                            hash, FindMissingBlobs, send everything; floor: `tar -cf - -C tree .`
@@ -53,6 +57,7 @@ from flow.client import Flow
 from flow.code_upload import Upload
 from flow.invoke import invoke
 from flow.task import Task, TaskStatus
+from flow.wire.daemon_codec import daemon_info_call
 
 if TYPE_CHECKING:  # mypy resolves bench/ as a namespace package; as a script, bench/ is sys.path[0]
     from bench.harness import BenchDaemon, Row, Sample, fmt, interleaved, running_daemon
@@ -62,6 +67,8 @@ else:
 T = TypeVar("T")
 REMOTE = ".remote() noop"
 REMOTE_COLD = "cold .remote() noop"
+WARM = "warm .remote() noop"
+UNARY_FLOOR = "unary RPC to flowd"
 INVOKE = "invoke() noop"
 PASS_FLOOR = "python -c pass"
 FIRST = "upload_code first"
@@ -73,6 +80,7 @@ CP_FLOOR = "cp -r tree"
 GIT_FLOOR = "git status --porcelain"
 UNCHANGED_BUDGET_S = 0.100
 REMOTE_BUDGET_S = 0.060
+WARM_BUDGET_S = 0.003  # issue 22: `.remote()` of a no-op within 3 ms on a warm worker
 FILE_BYTES = 20_000
 FILES_PER_DIR = 100
 
@@ -86,6 +94,11 @@ app = FlowApp()
 
 @app.function(code_root=str(Path(__file__).resolve().parent))
 def noop(x):
+    return x
+
+
+@app.function(code_root=str(Path(__file__).resolve().parent), keep_warm=1)
+def warm_noop(x):
     return x
 """
 PLAIN_SOURCE = "def noop(x):\n    return x\n"
@@ -111,6 +124,7 @@ class Report:
     rows: list[Row]
     sent: list[str]  # what the uploads sent
     remote: Sample
+    warm: Sample
     tree: str
     homes: list[str]
     work: str = ""  # the project and the tree, gone by the time the report prints
@@ -158,6 +172,12 @@ def measure_calls_here(flow: Flow, cold: Flow, project: Path, runs: int) -> dict
     def remote() -> None:
         expect(app.noop.remote(7), 7, REMOTE)
 
+    def warm() -> None:
+        expect(app.warm_noop.remote(7), 7, WARM)
+
+    def unary() -> None:
+        flow.connection.unary(daemon_info_call(), timeout=10)
+
     def remote_cold() -> None:
         expect(cold_noop.remote(7), 7, REMOTE_COLD)
 
@@ -172,8 +192,11 @@ def measure_calls_here(flow: Flow, cold: Flow, project: Path, runs: int) -> dict
         remote_cold()
         invoked()
         floor()
+        warm()
+        unary()
     try:
-        return interleaved({PASS_FLOOR: floor, REMOTE: remote, REMOTE_COLD: remote_cold, INVOKE: invoked}, runs)
+        works = {PASS_FLOOR: floor, REMOTE: remote, REMOTE_COLD: remote_cold, INVOKE: invoked}
+        return interleaved({**works, UNARY_FLOOR: unary, WARM: warm}, runs)
     finally:
         app.app.flow.close()
 
@@ -327,7 +350,8 @@ def cold_daemon() -> Iterator[BenchDaemon]:
 def measure(quick: bool) -> Report:
     reps = Reps.of(quick)
     work = Path(tempfile.mkdtemp(prefix="flow-bf-", dir="/tmp"))  # the project and the tree
-    report = Report(rows=[], sent=[], remote=Sample(REMOTE, [0.0]), tree="", homes=[], work=str(work))
+    nothing = Sample(REMOTE, [0.0])
+    report = Report(rows=[], sent=[], remote=nothing, warm=nothing, tree="", homes=[], work=str(work))
     try:
         project = work / "project"
         project.mkdir()
@@ -342,7 +366,9 @@ def measure(quick: bool) -> Report:
                 cold.close()
         floor = calls[PASS_FLOOR]
         report.remote = calls[REMOTE]
+        report.warm = calls[WARM]
         report.rows += [Row(calls[REMOTE], floor), Row(calls[REMOTE_COLD], floor), Row(calls[INVOKE], floor)]
+        report.rows.append(Row(calls[WARM], calls[UNARY_FLOOR]))
 
         tree = work / "tree"
         files, size = make_tree(tree, reps.dirs)
@@ -373,7 +399,7 @@ def print_report(report: Report, quick: bool) -> None:
         print(f"{s.name:<26} {len(s.seconds):>4} {fmt(s.median):>10} {fmt(s.p90):>10}   {floor}")
     for sent in report.sent:
         print(f"sent by {sent}")
-    budgets = [(REMOTE_BUDGET_S, report.remote)]
+    budgets = [(REMOTE_BUDGET_S, report.remote), (WARM_BUDGET_S, report.warm)]
     budgets += [(UNCHANGED_BUDGET_S, row.sample) for row in report.rows if row.sample.name == AGAIN]
     for budget, sample in budgets:
         verdict = "ok" if sample.median <= budget else "over"

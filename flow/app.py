@@ -76,11 +76,14 @@ def _function_location(fn: Callable[..., Any], code_root: Path) -> tuple[str | N
 class RemoteFunction(Generic[P, R]):
     """A function decorated with FlowApp.function. Calling it runs it here."""
 
-    def __init__(self, app: FlowApp, fn: Callable[P, R], options: dict[str, Any], encoding: str) -> None:
+    def __init__(
+        self, app: FlowApp, fn: Callable[P, R], options: dict[str, Any], encoding: str, keep_warm: int = 0
+    ) -> None:
         self._app = app
         self._fn = fn
         self._options = options
         self._encoding = encoding
+        self._keep_warm = keep_warm
         self.__flow_wrapped__ = fn  # the task's runner calls this, not the wrapper
         # (An @app.cls class carried here keeps its attributes to itself: flow.remote_class.)
         functools.update_wrapper(self, fn, updated=() if isinstance(fn, type) else functools.WRAPPER_UPDATES)
@@ -125,6 +128,7 @@ class RemoteFunction(Generic[P, R]):
             encoding=self._encoding,
             pickled_arguments=pickled,
             python=flow.local_python(),
+            keep_warm=self._keep_warm,
         )
         check_call(call)
         return call
@@ -248,16 +252,24 @@ class FlowApp:
         memory: int | None = None,
         *,
         encoding: str = "json",
+        keep_warm: int = 0,
         **task_options: Any,
     ) -> Callable[[Callable[P, R]], RemoteFunction[P, R]]:
         """Marks a function to run in tasks. `gpu` is an instance type ("a100", "4xh100");
         `memory` the RAM it needs in MB; other keywords are TaskConfig fields (image, env,
         max_run_time_hours, max_price_per_hour, ...), and flow-compute's `secrets=[Secret...]`
-        (secret_env) and `volumes={mount_path: volume name, VolumeSpec fields or Volume}`."""
+        (secret_env) and `volumes={mount_path: volume name, VolumeSpec fields or Volume}`.
+
+        `keep_warm=N` (0 to 16; 0, the default, is one process per call): on the local provider
+        flowd keeps up to N worker processes that have imported the function's module, and runs
+        each call (still a task of its own) in a free one. A warm call shares its process with
+        the calls before it: module globals, imported modules, open files, threads, GPU memory
+        (the README's "Warm functions" says exactly what is shared and what is reset)."""
         options = _task_options(gpu, memory, encoding, task_options)
+        _check_keep_warm(keep_warm)
 
         def decorate(fn: Callable[P, R]) -> RemoteFunction[P, R]:
-            return RemoteFunction(self, fn, options, encoding)
+            return RemoteFunction(self, fn, options, encoding, keep_warm)
 
         return decorate
 
@@ -267,24 +279,41 @@ class FlowApp:
         memory: int | None = None,
         *,
         encoding: str = "json",
+        keep_warm: int = 0,
         **task_options: Any,
     ) -> Callable[[type[C]], RemoteClass[C]]:
-        """flow-compute's `@app.cls(...)` (keywords as for `function`): a class whose
-        `@flow.remote()` methods each run as one task, with its `@flow.on_enter()` and
-        `@flow.on_exit()` hooks around the call (flow.remote_class)."""
+        """flow-compute's `@app.cls(...)` (keywords as for `function`, keep_warm included: a
+        warm worker keeps the class's module, and each call still makes a new instance and runs
+        its hooks): a class whose `@flow.remote()` methods each run as one task, with its
+        `@flow.on_enter()` and `@flow.on_exit()` hooks around the call (flow.remote_class)."""
         options = _task_options(gpu, memory, encoding, task_options)
+        _check_keep_warm(keep_warm)
 
         def decorate(user_cls: type[C]) -> RemoteClass[C]:
             from flow.remote_class import RemoteClass, class_call
 
             def spawn(method: str, document: dict[str, Any]) -> Task:
                 name = f"{user_cls.__name__}-{method}".replace("_", "-")[:63]
-                carrier: RemoteFunction[..., C] = RemoteFunction(self, user_cls, {"name": name, **options}, encoding)
+                carrier: RemoteFunction[..., C] = RemoteFunction(
+                    self, user_cls, {"name": name, **options}, encoding, keep_warm
+                )
                 return carrier.spawn(**class_call(document))
 
             return RemoteClass(user_cls, spawn)
 
         return decorate
+
+
+def _check_keep_warm(keep_warm: object) -> None:
+    """keep_warm is a whole number from 0 to MAX_KEEP_WARM (the core's rule, checked at decoration)."""
+    from flow.domain.task.function_call import keep_warm_violation
+
+    problem = keep_warm_violation(keep_warm)
+    if problem is not None:
+        from flow.domain.errors import validation_error
+        from flow.wire.error_table import exception_from_domain_error
+
+        raise exception_from_domain_error(validation_error([problem], subject="function options"))
 
 
 def _task_options(gpu: str | None, memory: int | None, encoding: str, task_options: dict[str, Any]) -> dict[str, Any]:

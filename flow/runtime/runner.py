@@ -106,8 +106,9 @@ def importing() -> Iterator[None]:
         del os.environ[IMPORTING_ENV]
 
 
-def load_function(spec: dict[str, Any]) -> Any:
-    name = spec["function"]
+def import_target(spec: dict[str, Any]) -> tuple[Any, str]:
+    """Imports the module the call names ("path" relative to the working directory, or
+    "module"); (the module, how the call named it)."""
     if spec.get("path"):
         path = os.path.abspath(spec["path"])
         if not os.path.isfile(path):
@@ -121,12 +122,14 @@ def load_function(spec: dict[str, Any]) -> Any:
         sys.modules[module_name] = module
         with importing():
             loader_spec.loader.exec_module(module)
-        where = spec["path"]
-    else:
-        sys.path.insert(0, os.getcwd())
-        with importing():
-            module = importlib.import_module(spec["module"])
-        where = spec["module"]
+        return module, spec["path"]
+    sys.path.insert(0, os.getcwd())
+    with importing():
+        module = importlib.import_module(spec["module"])
+    return module, spec["module"]
+
+
+def function_in(module: Any, where: str, name: str) -> Any:
     function = getattr(module, name, None)
     if function is None or not callable(function):
         found = sorted(
@@ -135,6 +138,11 @@ def load_function(spec: dict[str, Any]) -> Any:
         raise CallError(f"{where} has no function {name!r}; it defines: {', '.join(found) or 'no functions'}")
     # FlowApp.function wraps the user's function; call the original, not the remote wrapper.
     return getattr(function, "__flow_wrapped__", function)
+
+
+def load_function(spec: dict[str, Any]) -> Any:
+    module, where = import_target(spec)
+    return function_in(module, where, spec["function"])
 
 
 def load_arguments(spec: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
@@ -229,13 +237,12 @@ def write_result(path: str, result: dict[str, Any]) -> None:
     os.replace(partial, path)
 
 
-def main(argv: list[str]) -> int:
-    invocation_path, result_path = argv[1], argv[2]
-    with open(invocation_path) as source:
-        spec = json.load(source)
+def run_call(spec: dict[str, Any], result_path: str, load: Any = load_function) -> int:
+    """Calls the function `spec` names (found by `load(spec)`), writes the result document to
+    `result_path`; the exit status (module docstring)."""
     encoding = spec.get("encoding", "json")
     try:
-        function = load_function(spec)
+        function = load(spec)
         args, kwargs = load_arguments(spec)
     except CallError as exc:
         print(f"flow: {exc}", file=sys.stderr)
@@ -270,6 +277,13 @@ def main(argv: list[str]) -> int:
         return 1
     write_result(result_path, result)
     return 0
+
+
+def main(argv: list[str]) -> int:
+    invocation_path, result_path = argv[1], argv[2]
+    with open(invocation_path) as source:
+        spec = json.load(source)
+    return run_call(spec, result_path)
 
 
 # --- the warm interpreter -----------------------------------------------------------------------
@@ -502,8 +516,85 @@ def serve(requests: int, replies: int) -> None:
             _write_frame(replies, {"error": answer[1:].decode(errors="replace") or "the wrapper died"})
 
 
+# --- the warm worker ----------------------------------------------------------------------------
+#
+# flowd (daemon/flowd/providers/warm_workers.py) keeps this file running as a warm worker of one
+# function's module (`keep_warm`): started in the worker's own copy of the code snapshot, with the
+# task's environment minus the per-call variables. It imports the module on its first call and
+# keeps it: each call runs here, one at a time, with its task's output, result and exit status
+# files. What a call shares with the calls before it is listed in warm_workers.py (and the README).
+
+WORKER_FLAG = "--worker"
+
+
+def _module_cache() -> Any:
+    """A `load` for run_call that imports each module once, then finds the functions in it."""
+    modules: dict[tuple[str, str], tuple[Any, str]] = {}
+
+    def load(spec: dict[str, Any]) -> Any:
+        key = (spec.get("path") or "", spec.get("module") or "")
+        found = modules.get(key)
+        if found is None:
+            found = modules[key] = import_target(spec)
+        return function_in(found[0], found[1], spec["function"])
+
+    return load
+
+
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+
+
+def _warm_call(request: dict[str, Any], home: str, environment: dict[str, str], load: Any) -> int:
+    """One call in this worker: its output into its task's log, back in the worker's directory
+    and environment (plus the call's own variables), then the call as a cold task runs it."""
+    _flush()  # what earlier calls left buffered belongs to their logs
+    output = os.open(request["output"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(output, 1)
+    os.dup2(output, 2)
+    os.close(output)
+    os.chdir(home)
+    wanted = {**environment, **request["env"]}
+    if os.environ != wanted:
+        os.environ.clear()
+        os.environ.update(wanted)
+    code = run_call(request["spec"], request["result"], load)
+    _flush()
+    with contextlib.suppress(OSError):
+        fd = os.open(request["exit_file"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.write(fd, f"{code}\n".encode())
+        os.close(fd)
+    return code
+
+
+def work(requests: int, replies: int) -> None:
+    """The worker's loop: one request (JSON) per call, answered with its exit status once its
+    result and exit status are written. After a call that did not return (it raised, or could
+    not be called) the worker exits, so that nothing that call left behind reaches another; it
+    exits too when flowd closes the pipe (flowd went away, or retired it) between calls."""
+    home = os.getcwd()
+    environment = dict(os.environ)
+    load = _module_cache()
+    _write_frame(replies, {"pid": os.getpid(), "paths": list(sys.path)})
+    while True:
+        request = _read_frame(requests)
+        if request is None:
+            os._exit(0)
+        code = _warm_call(request, home, environment, load)
+        try:
+            _write_frame(replies, {"task_id": request["task_id"], "code": code})
+        except OSError:  # flowd went away during the call: a later flowd reads the exit status file
+            os._exit(0)
+        if code != 0:
+            os._exit(0)
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == [SERVE_FLAG]:
         serve(int(sys.argv[2]), int(sys.argv[3]))
+    elif sys.argv[1:2] == [WORKER_FLAG]:
+        work(int(sys.argv[2]), int(sys.argv[3]))
     else:
         sys.exit(main(sys.argv))

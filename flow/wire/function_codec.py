@@ -51,6 +51,7 @@ def function_call_to_proto(call: FunctionCall, with_arguments: bool = True) -> t
         function=call.function,
         encoding=encoding_to_proto(call.encoding),
         python=call.python or "",
+        keep_warm=call.keep_warm,
     )
     if with_arguments:
         if call.encoding == "pickle":
@@ -88,6 +89,7 @@ def function_call_from_proto(message: task_pb2.FunctionCall) -> FunctionCall:
         encoding=encoding_from_proto(message.encoding),
         pickled_arguments=message.pickled_arguments,
         python=message.python or None,
+        keep_warm=message.keep_warm,
     )
 
 

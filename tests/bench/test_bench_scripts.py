@@ -30,6 +30,7 @@ FUNCTIONS_ROWS = (
     ".remote() noop",
     "cold .remote() noop",
     "invoke() noop",
+    "warm .remote() noop",
     "upload_code first",
     "upload_code unchanged",
     "materialize snapshot",
@@ -97,7 +98,7 @@ def test_functions_quick_prints_every_row_with_a_ratio_and_cleans_up() -> None:
     assert re.search(r"\d", row(output, "run(true), no upload"))  # context for materialize: no ratio
     assert "sent by upload_code unchanged: 0 bytes in 0 blobs" in output  # what it sends, not how fast
     budgets = [line for line in output.splitlines() if line.startswith("budget ")]
-    assert len(budgets) == 2, output  # .remote() and the unchanged upload
+    assert len(budgets) == 3, output  # .remote(), warm .remote() and the unchanged upload
     for budget in budgets:
         assert re.search(r": \d+(\.\d+)? (us|ms|s) \((ok|over)\)$", budget), output
     # Every daemon is stopped with its home removed, the project and tree are gone, nothing is left.

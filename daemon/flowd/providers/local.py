@@ -57,6 +57,7 @@ from flowd.providers.local_monitor import Monitor, Watched, find_process_by_mark
 from flowd.providers.local_nodes import NodeTracker, node_key, split_node_key
 from flowd.providers.local_state import LOCAL_STATES, LocalGroup, LocalProcess, LocalState, LocalWaiting
 from flowd.providers.task_dir import TaskDir
+from flowd.providers.warm_workers import WarmWorkers
 from flowd.volume_s3 import TaskDataSyncs, s3_sources
 from flowd.volumes import VolumeManager
 
@@ -99,6 +100,9 @@ class LocalProvider:
         self._keeper = Keeper(self._monitor.follow_keeper, self._journals, log_file=tasks_root.parent / "flowd.log")
         self._journaled: dict[str, Spawned] | None = None  # read once, by the first recovery that needs it
         self._launcher = LocalLauncher(name, tasks_root, blobs, base, self._engines, volumes, self._keeper)
+        # keep_warm functions' calls run in workers whose ends they report (warm_workers.py)
+        warm_root = tasks_root.parent / "warm-workers"
+        self._launcher.warm = WarmWorkers(warm_root, self._launcher.materialize, self._warm_ended)
         self._machine = Machine(provider=name, gpus=tuple(gpus), memory_mb=machine_memory_mb())
         self._gpus = GpuQueue(gpus)
         self._nodes = NodeTracker()  # multi-node tasks: which nodes have ended (local_nodes.py)
@@ -246,6 +250,8 @@ class LocalProvider:
         if isinstance(state, LocalGroup):
             self._watch_nodes(record, state)
             return
+        if state.warm and self._warm.watch(record.task_id, deadline_of(record)):
+            return  # its worker reports its end (a call found after a restart is watched as any process)
         task_dir = self._launcher.task_dir(record.task_id)
         self._watch(record.task_id, state.pid, state.start_ticks, record, task_dir.path)
 
@@ -270,7 +276,7 @@ class LocalProvider:
         elif record.config.num_instances > 1:  # every node still running (or being started)
             for node in self._nodes.running(record.task_id, record.config.num_instances):
                 self._monitor.terminate(node_key(record.task_id, node))
-        else:
+        elif not (isinstance(state, LocalProcess) and state.warm and self._warm.cancel(record.task_id)):
             # Running, or being started right now: the monitor stops it as soon as it is watched.
             self._monitor.terminate(record.task_id)
 
@@ -295,6 +301,16 @@ class LocalProvider:
             raise LaunchError(str(exc)) from exc
 
     # --- endings ----------------------------------------------------------------------------
+
+    @property
+    def _warm(self) -> WarmWorkers:
+        assert self._launcher.warm is not None
+        return self._launcher.warm
+
+    def _warm_ended(self, task_id: str, code: int | None, timed_out: bool) -> None:
+        """A call in a warm worker ended (its worker replied, or died)."""
+        self._report_end(task_id, code, timed_out, "the warm worker")
+        self._release(task_id)
 
     def _on_exit(self, watched: Watched) -> None:
         """Every process of the task (or node) is gone: report how it ended."""
@@ -394,5 +410,6 @@ class LocalProvider:
 
     def close(self) -> None:
         self._syncs.close()
+        self._warm.close()
         self._monitor.stop()
         self._keeper.close()  # it keeps recording how the running tasks end, then exits

@@ -32,7 +32,7 @@ from flow.domain.task.multinode import node_env, split_gpus
 from flow.runtime import runner
 from flowd import volume_namespace
 from flowd.blobs import BlobStore
-from flowd.providers import warm_python
+from flowd.providers import warm_python, warm_workers
 from flowd.providers.base import LaunchError
 from flowd.providers.local_containers import EngineProbe, containerize, no_engine_error
 from flowd.providers.local_keeper import Keeper
@@ -56,6 +56,7 @@ class LocalLauncher:
         engines: EngineProbe,
         volumes: VolumeManager | None,
         keeper: Keeper,
+        warm: warm_workers.WarmWorkers | None = None,
     ) -> None:
         self._provider = provider
         self._tasks_root = tasks_root
@@ -65,6 +66,7 @@ class LocalLauncher:
         self._volumes = volumes
         self.bash = shutil.which("bash", path=self._base_env.get("PATH")) or "/bin/sh"
         self._keeper = keeper
+        self.warm = warm  # keep_warm functions' workers (warm_workers.py)
         # watch key -> (the keeper that reports its end, the pid clock read before it started)
         self._started: dict[str, tuple[int | None, PidClock | None]] = {}
 
@@ -100,7 +102,7 @@ class LocalLauncher:
         config = record.config
         if record.code_digest is not None:
             base = task_dir.file(task_files.CODE_DIR)
-            self._materialize(record.code_digest, base)
+            self.materialize(record.code_digest, base)
         else:
             base = task_dir.file(task_files.WORK_DIR)
             base.mkdir(exist_ok=True)
@@ -140,7 +142,7 @@ class LocalLauncher:
         env["NVIDIA_VISIBLE_DEVICES"] = visible or "void"
         return env
 
-    def _materialize(self, digest: str, dest: Path) -> None:
+    def materialize(self, digest: str, dest: Path) -> None:
         """The task's private copy of its code snapshot: later edits to the blobs' sources, or by
         other tasks, can never reach it."""
         parsed = parse_manifest(self._blobs.read(digest))
@@ -164,6 +166,12 @@ class LocalLauncher:
             self.task_dir(record.task_id).clear_run()
         if record.config.num_instances > 1:
             return self._spawn_nodes(record, gpus)
+        if self.warm is not None and record.function_call is not None and record.function_call.keep_warm:
+            env = self.env(record, gpus)
+            if warm_workers.warm_call(record, env):  # else it runs cold, as without keep_warm
+                started = self.warm.start(record, env, self.task_dir(record.task_id).create(), gpus)
+                if started is not None:
+                    return started
         task_dir = self.task_dir(record.task_id)
         dirs: tuple[Path, ...] = ()
         if self._writes_nothing_first(record):  # the keeper makes its directories (off flowd's path)

@@ -20,13 +20,15 @@ class LocalWaiting:
 
 @frozen
 class LocalProcess:
-    """One process (the wrapper), identified by pid and kernel start time."""
+    """One process (the wrapper), identified by pid and kernel start time. `warm`: a call in a
+    warm worker (warm_workers.py), a process that outlives the call."""
 
     pid: int
     start_ticks: int | None
     task_dir: str
     gpus: tuple[int, ...] = ()
     cwd: str = ""
+    warm: bool = False
 
 
 @frozen

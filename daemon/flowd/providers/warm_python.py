@@ -71,6 +71,19 @@ def startup_env(env: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in env.items() if k not in PER_TASK_ENV}
 
 
+def runner_copy(directory: Path) -> Path:
+    """A long-lived interpreter's script: a private copy of the runner, outside any task's
+    directory (a task's copy goes with the task)."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    script = directory / "flow_runner.py"
+    source = RUNNER_SOURCE.read_bytes()
+    if not script.exists() or script.read_bytes() != source:
+        partial = script.with_suffix(".partial")
+        partial.write_bytes(source)
+        partial.replace(script)
+    return script
+
+
 def warm_eligible(record: TaskRecord, env: Mapping[str, str]) -> bool:
     """Whether a warm start is indistinguishable from a cold one for this task."""
     config = record.config
@@ -81,7 +94,35 @@ def warm_eligible(record: TaskRecord, env: Mapping[str, str]) -> bool:
     return all(not entry or os.path.isabs(entry) for entry in env.get("PYTHONPATH", "").split(os.pathsep))
 
 
-def _stamp(path: str) -> tuple[str, int]:
+def read_reply(fd: int, timeout: float) -> dict[str, object] | None:
+    """One length-prefixed JSON object from a runner's reply pipe (runner._write_frame), or None
+    at EOF, after `timeout` seconds, or for anything else."""
+    deadline = time.monotonic() + timeout
+    data = b""
+    need = 4
+    length = -1
+    while True:
+        while len(data) < need:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                return None
+            chunk = os.read(fd, need - len(data))
+            if not chunk:
+                return None
+            data += chunk
+        if length < 0:
+            length = int.from_bytes(data, "big")
+            data, need = b"", length
+            continue
+        try:
+            reply = json.loads(data)
+        except ValueError:
+            return None
+        return reply if isinstance(reply, dict) else None
+
+
+def stamp(path: str) -> tuple[str, int]:
+    """A file's identity for "has it changed since": its modification time (-1: not there)."""
     try:
         return path, os.stat(path).st_mtime_ns
     except OSError:
@@ -119,25 +160,7 @@ class Zygote:
         self.dead = False
 
     def _reply(self, timeout: float) -> dict[str, object] | None:
-        deadline = time.monotonic() + timeout
-        data = b""
-        need = 4
-        length = -1
-        while True:
-            while len(data) < need:
-                left = deadline - time.monotonic()
-                if left <= 0 or not select.select([self._replies], [], [], left)[0]:
-                    return None
-                chunk = os.read(self._replies, need - len(data))
-                if not chunk:
-                    return None
-                data += chunk
-            if length < 0:
-                length = int.from_bytes(data, "big")
-                data, need = b"", length
-                continue
-            reply = json.loads(data)
-            return reply if isinstance(reply, dict) else None
+        return read_reply(self._replies, timeout)
 
     @property
     def started(self) -> bool:
@@ -153,8 +176,8 @@ class Zygote:
             if not isinstance(paths, list):
                 self.close()
                 return False
-            self._stamps = tuple(_stamp(p) for p in (*self._watched, *(str(p) for p in paths if p)))
-        return all(_stamp(stamp[0]) == stamp for stamp in self._stamps)
+            self._stamps = tuple(stamp(p) for p in (*self._watched, *(str(p) for p in paths if p)))
+        return all(stamp(known[0]) == known for known in self._stamps)
 
     def fork(self, request: dict[str, object]) -> int | None:
         """The task's pid; None when the zygote is gone (the caller starts the task cold)."""
@@ -202,15 +225,7 @@ class WarmPool:
         self._broken: dict[Key, float] = {}  # zygotes that did not start: cold until then
 
     def _room(self) -> Path:
-        """The zygote's script: a private copy of the runner, outside any task's directory."""
-        self._room_dir.mkdir(mode=0o700, exist_ok=True)
-        script = self._room_dir / "flow_runner.py"
-        source = RUNNER_SOURCE.read_bytes()
-        if not script.exists() or script.read_bytes() != source:
-            partial = script.with_suffix(".partial")
-            partial.write_bytes(source)
-            partial.replace(script)
-        return script
+        return runner_copy(self._room_dir)
 
     def _zygote(self, key: Key, resolved: str, env: dict[str, str]) -> Zygote | None:
         python = key[0]

@@ -24,6 +24,7 @@ ENCODINGS: Final = ("json", "pickle")
 MAX_SAFE_INTEGER: Final = 2**53
 MAX_ARGUMENT_BYTES: Final = 16 * 1024 * 1024
 MAX_NESTING: Final = 64
+MAX_KEEP_WARM: Final = 16  # warm workers one function may keep (each is a whole interpreter)
 
 
 def _as_tuple(value: object) -> Any:
@@ -44,6 +45,7 @@ class FunctionCall:
     encoding: str = "json"
     pickled_arguments: bytes = b""
     python: str | None = None
+    keep_warm: int = 0  # warm worker processes flowd keeps for this function (0: one process per call)
 
 
 @frozen
@@ -98,6 +100,20 @@ def _json_problem(value: object, depth: int = 0) -> str | None:
                 return problem
         return None
     return f"holds a {type(value).__name__}, which JSON cannot carry"
+
+
+def keep_warm_violation(value: object, field_name: str = "keep_warm") -> FieldViolation | None:
+    """Why `value` is not a number of warm workers (an int from 0 to MAX_KEEP_WARM), if it is not."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        problem = f"is a {type(value).__name__}, not a whole number of worker processes"
+    elif value < 0:
+        problem = "is negative"
+    elif value > MAX_KEEP_WARM:
+        problem = f"is more than {MAX_KEEP_WARM}, the most warm workers one function may keep"
+    else:
+        return None
+    fix = f"give a whole number from 0 (one process per call, the default) to {MAX_KEEP_WARM}, e.g. keep_warm=1"
+    return violation(field_name, value, problem, fix)
 
 
 def function_call_violations(
@@ -159,6 +175,9 @@ def function_call_violations(
                     "submit with upload_code=True (the default) from the directory that holds the file",
                 )
             )
+    warm = keep_warm_violation(call.keep_warm, f"{where}.keep_warm")
+    if warm is not None:
+        out.append(warm)
     if call.module is not None and not (
         isinstance(call.module, str) and all(_identifier(p) for p in call.module.split("."))
     ):

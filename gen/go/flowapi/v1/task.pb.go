@@ -812,7 +812,12 @@ type FunctionCall struct {
 	// cloudpickle of the tuple (args, kwargs) when encoding is PICKLE.
 	PickledArguments []byte `protobuf:"bytes,7,opt,name=pickled_arguments,json=pickledArguments,proto3" json:"pickled_arguments,omitempty"`
 	// The interpreter that runs the function. Empty: "python3".
-	Python        string `protobuf:"bytes,8,opt,name=python,proto3" json:"python,omitempty"`
+	Python string `protobuf:"bytes,8,opt,name=python,proto3" json:"python,omitempty"`
+	// Warm worker processes flowd may keep for this function, from 0 to 16: each has imported the
+	// function's module once and runs calls one at a time, each call still a task. 0 (the
+	// default): one process per call. Honoured by the local provider; elsewhere every call runs
+	// in a process of its own.
+	KeepWarm      int32 `protobuf:"varint,9,opt,name=keep_warm,json=keepWarm,proto3" json:"keep_warm,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -901,6 +906,13 @@ func (x *FunctionCall) GetPython() string {
 		return x.Python
 	}
 	return ""
+}
+
+func (x *FunctionCall) GetKeepWarm() int32 {
+	if x != nil {
+		return x.KeepWarm
+	}
+	return 0
 }
 
 // A persistent volume to attach: either a new one (name + size_gb) or an existing one (volume_id).
@@ -1135,7 +1147,7 @@ const file_flowapi_v1_task_proto_rawDesc = "" +
 	"\n" +
 	"Dependency\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12=\n" +
-	"\tcondition\x18\x02 \x01(\x0e2\x1f.flowapi.v1.DependencyConditionR\tcondition\"\xb3\x02\n" +
+	"\tcondition\x18\x02 \x01(\x0e2\x1f.flowapi.v1.DependencyConditionR\tcondition\"\xd0\x02\n" +
 	"\fFunctionCall\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x16\n" +
 	"\x06module\x18\x02 \x01(\tR\x06module\x12\x1a\n" +
@@ -1144,7 +1156,8 @@ const file_flowapi_v1_task_proto_rawDesc = "" +
 	"\x06kwargs\x18\x05 \x01(\v2\x17.google.protobuf.StructR\x06kwargs\x125\n" +
 	"\bencoding\x18\x06 \x01(\x0e2\x19.flowapi.v1.ValueEncodingR\bencoding\x12+\n" +
 	"\x11pickled_arguments\x18\a \x01(\fR\x10pickledArguments\x12\x16\n" +
-	"\x06python\x18\b \x01(\tR\x06python\"\xa7\x01\n" +
+	"\x06python\x18\b \x01(\tR\x06python\x12\x1b\n" +
+	"\tkeep_warm\x18\t \x01(\x05R\bkeepWarm\"\xa7\x01\n" +
 	"\n" +
 	"VolumeSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x17\n" +

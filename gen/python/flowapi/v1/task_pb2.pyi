@@ -524,6 +524,7 @@ class FunctionCall(_message.Message):
     ENCODING_FIELD_NUMBER: _builtins.int
     PICKLED_ARGUMENTS_FIELD_NUMBER: _builtins.int
     PYTHON_FIELD_NUMBER: _builtins.int
+    KEEP_WARM_FIELD_NUMBER: _builtins.int
     path: _builtins.str
     """The file that defines the function, relative to the code root, e.g. "train.py". Either path
     or module.
@@ -538,6 +539,12 @@ class FunctionCall(_message.Message):
     """cloudpickle of the tuple (args, kwargs) when encoding is PICKLE."""
     python: _builtins.str
     """The interpreter that runs the function. Empty: "python3"."""
+    keep_warm: _builtins.int
+    """Warm worker processes flowd may keep for this function, from 0 to 16: each has imported the
+    function's module once and runs calls one at a time, each call still a task. 0 (the
+    default): one process per call. Honoured by the local provider; elsewhere every call runs
+    in a process of its own.
+    """
     @_builtins.property
     def args(self) -> _struct_pb2.ListValue:
         """Positional arguments (JSON encoding)."""
@@ -557,10 +564,11 @@ class FunctionCall(_message.Message):
         encoding: Global___ValueEncoding.ValueType = ...,
         pickled_arguments: _builtins.bytes = ...,
         python: _builtins.str = ...,
+        keep_warm: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "kwargs", b"kwargs"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "encoding", b"encoding", "function", b"function", "kwargs", b"kwargs", "module", b"module", "path", b"path", "pickled_arguments", b"pickled_arguments", "python", b"python"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "encoding", b"encoding", "function", b"function", "keep_warm", b"keep_warm", "kwargs", b"kwargs", "module", b"module", "path", b"path", "pickled_arguments", b"pickled_arguments", "python", b"python"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
