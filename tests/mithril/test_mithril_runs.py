@@ -193,10 +193,18 @@ def test_a_preempted_task_with_retries_runs_again_in_a_new_bid(
 
 
 def test_two_nodes_each_log_and_the_first_failing_code_ends_the_task(
-    fake_mithril: FakeMithril, mithril_daemon: Daemon
+    fake_mithril: FakeMithril, mithril_daemon: Daemon, gate: Path
 ) -> None:
-    command = 'echo "hello from $NODE_RANK of $WORLD_SIZE"; [ "$NODE_RANK" = 1 ] && exit 3; exit 0'
-    task = mithril_daemon.client().run(command, num_instances=2, **A100).wait(timeout=120)
+    # Node 1 fails only once node 0 has written its line: on a busy machine node 0 could
+    # otherwise still be starting when node 1's failure ends the task.
+    command = (
+        'echo "hello from $NODE_RANK of $WORLD_SIZE"; '
+        f'if [ "$NODE_RANK" = 1 ]; then while [ ! -e {gate} ]; do sleep 0.05; done; exit 3; fi; exit 0'
+    )
+    task = mithril_daemon.client().run(command, num_instances=2, **A100)
+    wait_until(lambda: task.logs(node=0) == "hello from 0 of 2\n", 120)
+    gate.touch()
+    task.wait(timeout=120)
     assert task.status is TaskStatus.FAILED and task.exit_code == 3, task.state_reason
     assert task.logs(node=0) == "hello from 0 of 2\n"
     assert task.logs(node=1) == "hello from 1 of 2\n"
