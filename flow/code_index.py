@@ -11,7 +11,7 @@ the same private directories checks them, and the recorded snapshot is the answe
   the same ignore files and find the same virtualenvs;
 - every ignore file and uploaded file has its identity (size, mtime, ctime, inode: an edit,
   a chmod or a replacement changes one), and every symlink resolves as it did;
-- what was racily clean when recorded (changed within RACY_NS of then, see flow.code_walk) is
+- what was racily clean when recorded (changed within RACY_NS of then) is
   checked by content: a directory's names are listed again, a file is hashed again; a racy
   ignore file is not trusted at all;
 and flowd still holds the snapshot whole (FindMissingBlobs' `snapshots`). Anything else falls
@@ -25,13 +25,22 @@ import marshal
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final, NamedTuple
 
-from attrs import frozen
-
-from flow.code_walk import RACY_NS, WalkResult, last_change_ns
+if TYPE_CHECKING:
+    from flow.code_walk import WalkResult
 
 FORMAT: Final = 1  # bumped whenever the recorded shape changes: an older index is not read
+# A file or directory changed within RACY_NS of when it was looked at may change again within the
+# same tick of the filesystem's clock without its identity changing ("racily clean", as git calls
+# it): what such an identity vouches for is used, never remembered.
+RACY_NS: Final = 2_000_000_000  # coarser than any filesystem's timestamps (FAT: 2 s) and kernel tick
+
+
+def last_change_ns(identity: str) -> int:
+    """The later of the modification and change times in a CodeFile identity."""
+    _, mtime, ctime, _ = identity.split(":")
+    return max(int(mtime), int(ctime))
 
 
 # An uploaded file: (path relative to the root; identity of the file, or of a symlink's target;
@@ -41,8 +50,10 @@ FORMAT: Final = 1  # bumped whenever the recorded shape changes: an older index 
 IndexedFile = tuple[str, str, str, str]
 
 
-@frozen
-class TreeIndex:
+class TreeIndex(NamedTuple):
+    """A NamedTuple, not attrs: this module is on the path of `flow run` from a project that has
+    not changed, and importing attrs would cost that command a third of its time."""
+
     snapshot: str  # the manifest digest
     total_bytes: int
     directories: tuple[tuple[str, str, tuple[str, ...] | None], ...]  # (path, identity, names if racy)

@@ -20,18 +20,19 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Final
+from typing import IO, TYPE_CHECKING, Final, NamedTuple
 
-from attrs import evolve, frozen
-
-from flow.code_index import TreeIndex, decode, encode, index_key, recorded_index, still_holds
-from flow.code_walk import RACY_NS, CodeFile, WalkResult, last_change_ns, walk_code_root
-from flow.domain.code.manifest import ManifestEntry, digest_of, manifest_bytes
+from flow.code_index import RACY_NS, TreeIndex, decode, encode, index_key, last_change_ns, recorded_index, still_holds
 from flow.errors import FlowError, ValidationError
 from flow.wire.code_codec import BlobChunk, find_missing_blobs_call, upload_blobs_call
 
 if TYPE_CHECKING:
+    from flow.code_walk import WalkResult
     from flow.connection import DaemonConnection
+
+# The values here are NamedTuples, and the walk, the ignore rules and the manifest (attrs,
+# pathspec, returns) are imported only when a tree is walked: an unchanged tree's upload (the
+# tree index) is on the path of `flow run`, whose start-up is most of what it costs.
 
 DEFAULT_MAX_UPLOAD_BYTES: Final = 2 * 2**30
 CHUNK_BYTES: Final = 1024 * 1024
@@ -40,8 +41,7 @@ HASH_WORKERS: Final = 4
 Progress = Callable[[int, int], None]
 
 
-@frozen
-class PlannedFile:
+class PlannedFile(NamedTuple):
     path: str
     size: int
     executable: bool
@@ -49,8 +49,7 @@ class PlannedFile:
     identity: str  # what stat said of `source` when it was listed (CodeFile.identity_of)
 
 
-@frozen
-class UploadPlan:
+class UploadPlan(NamedTuple):
     root: Path
     files: tuple[PlannedFile, ...]
     excluded: int  # files and directories left out
@@ -60,8 +59,7 @@ class UploadPlan:
         return sum(f.size for f in self.files)
 
 
-@frozen
-class Upload:
+class Upload(NamedTuple):
     digest: str
     files: int
     total_bytes: int
@@ -81,6 +79,8 @@ def _planned(root: Path, walked: WalkResult) -> tuple[list[PlannedFile], list[st
     (read from its resolved path, the one checked); one to a file outside the root is refused
     (ValidationError naming every such link); links to directories and dangling links are left
     out: nothing is ever read from outside the code root."""
+    from flow.code_walk import CodeFile
+
     files: list[PlannedFile] = []
     skipped: list[str] = []  # symlinks left out
     leaving: list[str] = []
@@ -169,8 +169,7 @@ def _private_prefixes(root: Path, private: Sequence[Path]) -> list[str]:
     return [d.relative_to(root).as_posix() + "/" for d in inside if d.is_relative_to(root)]
 
 
-@frozen
-class _Walked:
+class _Walked(NamedTuple):
     plan: UploadPlan
     walked: WalkResult
     skipped_links: tuple[str, ...]
@@ -178,6 +177,8 @@ class _Walked:
 
 
 def _walk_plan(root: Path, limit: int | None, private: Sequence[Path]) -> _Walked:
+    from flow.code_walk import walk_code_root
+
     walked = walk_code_root(root)
     files, skipped_links = _planned(root, walked)
     skipped = len(skipped_links)
@@ -306,7 +307,7 @@ def hash_files(files: Sequence[PlannedFile], cache: HashCache) -> list[str | Non
     identity (as the walk's stat saw it) the cache does not know: no second stat. A file changed
     after the walk is hashed as it is now (the upload sends what it reads), and cached under the
     walk's identity, which it no longer has. Raises _TreeChangedError for a file that shrank."""
-    # A digest of a racily clean file (flow.code_walk.RACY_NS) is used, never cached.
+    # A digest of a racily clean file (flow.code_index.RACY_NS) is used, never cached.
     racy_after = time.time_ns() - RACY_NS
     keys = [f.source for f in files]  # absolute: plan_upload resolved the root
     known = cache.lookup(keys)
@@ -338,7 +339,7 @@ def _without_deleted(plan: UploadPlan, digests: Sequence[str | None]) -> tuple[U
     """The plan without the files deleted since the walk (as if deleted before it)."""
     kept = [(f, d) for f, d in zip(plan.files, digests, strict=True) if d is not None]
     gone = len(plan.files) - len(kept)
-    return evolve(plan, files=tuple(f for f, _ in kept), excluded=plan.excluded + gone), [d for _, d in kept]
+    return plan._replace(files=tuple(f for f, _ in kept), excluded=plan.excluded + gone), [d for _, d in kept]
 
 
 def _batches(
@@ -394,6 +395,8 @@ def _send(
     conn: DaemonConnection, plan: UploadPlan, digests: Sequence[str], progress: Progress | None
 ) -> tuple[str, int, int]:
     """Sends what flowd lacks; returns (manifest digest, blobs sent, bytes sent)."""
+    from flow.domain.code.manifest import ManifestEntry, digest_of, manifest_bytes
+
     entries = [
         ManifestEntry(path=f.path, digest=d, size=f.size, executable=f.executable)
         for f, d in zip(plan.files, digests, strict=True)
@@ -507,4 +510,4 @@ def _unchanged_snapshot(conn: DaemonConnection, cache: HashCache, key: str, root
     return index
 
 
-__all__ = ["CodeFile", "Progress", "Upload", "UploadPlan", "mb", "plan_upload", "upload_code"]
+__all__ = ["Progress", "Upload", "UploadPlan", "mb", "plan_upload", "upload_code"]

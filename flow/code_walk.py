@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
-from typing import Final
 
 import attrs
 
@@ -28,17 +27,6 @@ from flow.domain.code.selection import (
     rules_file_name,
     select_paths,
 )
-
-# A file or directory changed within RACY_NS of when it was looked at may change again within the
-# same tick of the filesystem's clock without its identity changing ("racily clean", as git calls
-# it): what such an identity vouches for is used, never remembered.
-RACY_NS: Final = 2_000_000_000  # coarser than any filesystem's timestamps (FAT: 2 s) and kernel tick
-
-
-def last_change_ns(identity: str) -> int:
-    """The later of the modification and change times in a CodeFile identity."""
-    _, mtime, ctime, _ = identity.split(":")
-    return max(int(mtime), int(ctime))
 
 
 @attrs.frozen

@@ -13,16 +13,15 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import attrs
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import Daemon, wait_until
 from flow import Flow, TaskStatus
-from flow.code_index import TreeIndex, decode, encode, index_key, recorded_index, still_holds
+from flow.code_index import RACY_NS, TreeIndex, decode, encode, index_key, recorded_index, still_holds
 from flow.code_upload import _hash_cache, upload_code
-from flow.code_walk import RACY_NS, CodeFile, walk_code_root
+from flow.code_walk import CodeFile, walk_code_root
 
 _fresh = itertools.count()
 
@@ -315,11 +314,11 @@ def test_a_racily_clean_directory_is_listed_again(tmp_path: Path) -> None:
     assert still_holds(index, tmp_path, _sha256)
     (tmp_path / "b.py").write_text("b\n")
     # A coarse clock can leave the directory's identity as it was: record the identity it has now.
-    same_identity = attrs.evolve(
-        index, directories=tuple((p, _identity_now(tmp_path / p), names) for p, _, names in index.directories)
+    same_identity = index._replace(
+        directories=tuple((p, _identity_now(tmp_path / p), names) for p, _, names in index.directories)
     )
     assert not still_holds(same_identity, tmp_path, _sha256)
-    settled = attrs.evolve(same_identity, directories=tuple((p, i, None) for p, i, _ in same_identity.directories))
+    settled = same_identity._replace(directories=tuple((p, i, None) for p, i, _ in same_identity.directories))
     assert still_holds(settled, tmp_path, _sha256)  # what a settled directory's identity vouches for
 
 
@@ -327,7 +326,5 @@ def test_a_racily_clean_file_is_hashed_again(tmp_path: Path) -> None:
     (tmp_path / "a.py").write_text("a\n")
     index = _fresh_index(tmp_path)
     (tmp_path / "a.py").write_text("b\n")  # same size
-    same_identity = attrs.evolve(
-        index, files=tuple((p, _identity_now(tmp_path / p), s, d) for p, _, s, d in index.files)
-    )
+    same_identity = index._replace(files=tuple((p, _identity_now(tmp_path / p), s, d) for p, _, s, d in index.files))
     assert not still_holds(same_identity, tmp_path, _sha256)
