@@ -60,9 +60,9 @@ from flow.task import Task, TaskStatus
 from flow.wire.daemon_codec import daemon_info_call
 
 if TYPE_CHECKING:  # mypy resolves bench/ as a namespace package; as a script, bench/ is sys.path[0]
-    from bench.harness import BenchDaemon, Row, Sample, fmt, interleaved, running_daemon
+    from bench.harness import BenchDaemon, Row, Sample, fmt, git_repository, interleaved, running_daemon
 else:
-    from harness import BenchDaemon, Row, Sample, fmt, interleaved, running_daemon
+    from harness import BenchDaemon, Row, Sample, fmt, git_repository, interleaved, running_daemon
 
 T = TypeVar("T")
 REMOTE = ".remote() noop"
@@ -239,27 +239,6 @@ def drop_copy(daemon: BenchDaemon, task: Task) -> None:
     os.sync()
 
 
-def git_status_floor(tree: Path, scratch: Path) -> Callable[[], None] | None:
-    """`git status` of the tree as committed, its repository in `scratch` (the tree stays as it
-    is); None where git is not installed."""
-    git = shutil.which("git")
-    if git is None:
-        return None
-    argv = [git, f"--git-dir={scratch / 'git'}", f"--work-tree={tree}"]
-    env = {**os.environ, "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@b", "GIT_COMMITTER_NAME": "b"}
-    env["GIT_COMMITTER_EMAIL"] = "b@b"
-    for step in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "tree"]):
-        subprocess.run([*argv, *step], check=True, env=env, capture_output=True)
-
-    def status() -> None:
-        done = subprocess.run([*argv, "status", "--porcelain"], check=True, env=env, capture_output=True)
-        if done.stdout:
-            raise RuntimeError(f"git status found changes: {done.stdout[:200]!r}")
-
-    status()  # once untimed: git refreshes its index the first time
-    return status
-
-
 def timed(work: Callable[[], T]) -> tuple[float, T]:
     started = time.perf_counter()
     value = work()
@@ -279,7 +258,8 @@ def measure_snapshots(tree: Path, scratch: Path, reps: Reps, report: Report) -> 
     again: list[float] = []
     tar: list[float] = []
     git: list[float] = []
-    git_status = git_status_floor(tree, scratch)
+    git_status = git_repository(tree, scratch / "git")
+    git_status()  # once untimed: git refreshes its index the first time
     for _ in range(reps.first_uploads):
         tar.append(timed(lambda: tar_through_pipe(tree))[0])
         os.sync()  # the previous upload's writeback is not this one's
@@ -299,8 +279,7 @@ def measure_snapshots(tree: Path, scratch: Path, reps: Reps, report: Report) -> 
                 again.append(seconds)
                 sent = [sent[0] + upload.sent_bytes, sent[1] + upload.sent_files]
                 tar.append(timed(lambda: tar_through_pipe(tree))[0])
-                if git_status is not None:
-                    git.append(timed(git_status)[0])
+                git.append(timed(git_status)[0])
             report.sent.append(f"{AGAIN}: {sent[0]:,} bytes in {sent[1]:,} blobs, all {reps.uploads} runs together")
 
             plain: list[float] = []
@@ -323,7 +302,7 @@ def measure_snapshots(tree: Path, scratch: Path, reps: Reps, report: Report) -> 
     tar_floor = Sample(TAR_FLOOR, tar)
     return [
         Row(Sample(FIRST, first), tar_floor),
-        Row(Sample(AGAIN, again), Sample(GIT_FLOOR, git) if git else None),
+        Row(Sample(AGAIN, again), Sample(GIT_FLOOR, git)),
         Row(Sample(RUN_PLAIN, plain), None),
         Row(Sample(MATERIALIZE, materialize), Sample(CP_FLOOR, copy)),
     ]

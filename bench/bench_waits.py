@@ -14,10 +14,10 @@ Rows (name: what is timed; floor):
   many     1,000 `true` tasks submitted from 16 threads (one shared client; the batch submit,
            Flow.run_many, when the SDK has it), until every one is COMPLETED, as seconds per
            task; floor: 1,000 subprocess.run(["true"]) from 16 threads. Goal: 1,000 tasks/s.
-  warm     .remote() of a no-op FlowApp function declared with min_containers=1 (where the SDK
+  warm     .remote() of a no-op FlowApp function declared with keep_warm=1 (where the SDK
            has it; otherwise the default path), client warm; floor: one request and answer
            through pipes to a warm Python worker (the least a warm call can cost). Goal: 3 ms.
-  cold     the same function without min_containers (the default: one process per call);
+  cold     the same function without keep_warm (the default: one process per call);
            floor: `python -c pass`. Context.
   upload   first upload of the tree into a fresh daemon (no blobs, no hash cache); floor:
            `tar -cf - tree | cat`. Goal: within 2x.
@@ -54,9 +54,9 @@ from flow.client import Flow
 from flow.task import Task, TaskStatus
 
 if TYPE_CHECKING:  # mypy resolves bench/ as a namespace package; as a script, bench/ is sys.path[0]
-    from bench.harness import BenchDaemon, Row, Sample, fmt, interleaved, running_daemon
+    from bench.harness import BenchDaemon, Row, Sample, fmt, git_repository, interleaved, running_daemon
 else:
-    from harness import BenchDaemon, Row, Sample, fmt, interleaved, running_daemon
+    from harness import BenchDaemon, Row, Sample, fmt, git_repository, interleaved, running_daemon
 
 FILE_BYTES = 20_000
 FILES_PER_DIR = 100
@@ -275,11 +275,11 @@ def measure_many(flow: Flow, rounds: int, report: Report) -> Row:
 
 
 def warm_supported() -> bool:
-    return "min_containers" in inspect.signature(FlowApp.function).parameters
+    return "keep_warm" in inspect.signature(FlowApp.function).parameters
 
 
 def write_project(project: Path) -> ModuleType:
-    warm = "{'min_containers': 1}" if warm_supported() else "{}"
+    warm = "{'keep_warm': 1}" if warm_supported() else "{}"
     (project / "noop_app.py").write_text(f"WARM = {warm}\n" + APP_SOURCE)
     spec = importlib.util.spec_from_file_location("noop_app", project / "noop_app.py")
     if spec is None or spec.loader is None:
@@ -343,7 +343,7 @@ def measure_functions(home: Path, project: Path, runs: int, report: Report) -> l
             os.environ.pop(name, None)
             if value is not None:
                 os.environ[name] = value
-    report.notes.append(f"warm: min_containers={'1' if warm_supported() else 'not supported (default path)'}")
+    report.notes.append(f"warm: keep_warm={'1' if warm_supported() else 'not supported (default path)'}")
     return [
         (
             "warm",
@@ -381,29 +381,6 @@ def tar_cat(root: Path) -> None:
     )
     if done.returncode != 0:
         raise RuntimeError(f"tar | cat failed: {done.stderr.decode(errors='replace')}")
-
-
-def git_repository(tree: Path, git_dir: Path) -> Callable[[], None]:
-    """A committed git repository of `tree` (its .git kept outside it); returns `git status`."""
-    git = ["git", "--git-dir", str(git_dir), "--work-tree", str(tree), "-c", "core.compression=0"]
-    env = {
-        **os.environ,
-        "GIT_AUTHOR_NAME": "b",
-        "GIT_AUTHOR_EMAIL": "b@b",
-        "GIT_COMMITTER_NAME": "b",
-        "GIT_COMMITTER_EMAIL": "b@b",
-    }
-    subprocess.run(["git", "init", "-q", "--bare", str(git_dir)], check=True, env=env)
-    subprocess.run([*git, "config", "core.bare", "false"], check=True, env=env)
-    subprocess.run([*git, "add", "-A"], check=True, env=env)
-    subprocess.run([*git, "commit", "-q", "-m", "tree"], check=True, env=env)
-
-    def status() -> None:
-        done = subprocess.run([*git, "status", "--porcelain"], check=True, capture_output=True, env=env)
-        if done.stdout.strip():
-            raise RuntimeError(f"git status found changes: {done.stdout[:200]!r}")
-
-    return status
 
 
 def drop_copy(home: Path, task: Task) -> None:

@@ -158,3 +158,26 @@ def fmt(seconds: float) -> str:
     if seconds >= 0.001:
         return f"{seconds * 1e3:.1f} ms"
     return f"{seconds * 1e6:.0f} us"
+
+
+def git_repository(tree: Path, git_dir: Path) -> Callable[[], None]:
+    """A committed git repository of `tree` (its .git kept outside it); returns `git status`."""
+    git = ["git", "--git-dir", str(git_dir), "--work-tree", str(tree), "-c", "core.compression=0"]
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "b",
+        "GIT_AUTHOR_EMAIL": "b@b",
+        "GIT_COMMITTER_NAME": "b",
+        "GIT_COMMITTER_EMAIL": "b@b",
+    }
+    subprocess.run(["git", "init", "-q", "--bare", str(git_dir)], check=True, env=env)
+    subprocess.run([*git, "config", "core.bare", "false"], check=True, env=env)
+    subprocess.run([*git, "add", "-A"], check=True, env=env)
+    subprocess.run([*git, "commit", "-q", "-m", "tree"], check=True, env=env)
+
+    def status() -> None:
+        done = subprocess.run([*git, "status", "--porcelain"], check=True, capture_output=True, env=env)
+        if done.stdout.strip():
+            raise RuntimeError(f"git status found changes: {done.stdout[:200]!r}")
+
+    return status

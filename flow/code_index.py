@@ -101,6 +101,22 @@ def recorded_index(
     return TreeIndex(snapshot, total, directories, walked.ignore_files, indexed, tuple(skipped_links))
 
 
+def settled(index: TreeIndex, now_ns: int) -> TreeIndex:
+    """`index` after `still_holds` vouched for it at `now_ns`, with what was racily clean when it
+    was recorded and has not changed since RACY_NS ago no longer checked by content: it was just
+    checked, and a change from now on gives it a new identity."""
+    racy_after = now_ns - RACY_NS
+    directories = tuple(
+        (path, identity, names if names is not None and last_change_ns(identity) >= racy_after else None)
+        for path, identity, names in index.directories
+    )
+    files = tuple(
+        (path, identity, source, digest if digest and last_change_ns(identity) >= racy_after else "")
+        for path, identity, source, digest in index.files
+    )
+    return index._replace(directories=directories, files=files)
+
+
 def encode(index: TreeIndex) -> bytes:
     return marshal.dumps(
         (
@@ -192,4 +208,4 @@ def still_holds(index: TreeIndex, root: Path, digest_of: Callable[[str, int], st
     return True
 
 
-__all__ = ["IndexedFile", "TreeIndex", "decode", "encode", "index_key", "recorded_index", "still_holds"]
+__all__ = ["IndexedFile", "TreeIndex", "decode", "encode", "index_key", "recorded_index", "settled", "still_holds"]

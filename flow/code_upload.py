@@ -22,7 +22,17 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Final, NamedTuple
 
-from flow.code_index import RACY_NS, TreeIndex, decode, encode, index_key, last_change_ns, recorded_index, still_holds
+from flow.code_index import (
+    RACY_NS,
+    TreeIndex,
+    decode,
+    encode,
+    index_key,
+    last_change_ns,
+    recorded_index,
+    settled,
+    still_holds,
+)
 from flow.errors import FlowError, ValidationError
 from flow.wire.code_codec import BlobChunk, find_missing_blobs_call, upload_blobs_call
 
@@ -503,10 +513,14 @@ def _unchanged_snapshot(conn: DaemonConnection, cache: HashCache, key: str, root
             return None
         return digest if whole else None
 
+    checked_at = time.time_ns()  # before the checks: what changed after has a later time
     if not still_holds(index, root, digest_of):
         return None
     if conn.unary(find_missing_blobs_call((), snapshots=[index.snapshot]), timeout=60):
         return None
+    now_settled = settled(index, checked_at)
+    if now_settled != index:  # racily clean entries have settled: no more hashing them each time
+        cache.store_tree(key, now_settled)
     return index
 
 

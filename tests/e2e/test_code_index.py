@@ -328,3 +328,21 @@ def test_a_racily_clean_file_is_hashed_again(tmp_path: Path) -> None:
     (tmp_path / "a.py").write_text("b\n")  # same size
     same_identity = index._replace(files=tuple((p, _identity_now(tmp_path / p), s, d) for p, _, s, d in index.files))
     assert not still_holds(same_identity, tmp_path, _sha256)
+
+
+def test_racily_clean_entries_settle_once_they_are_old_enough(flow: Flow, tmp_path: Path) -> None:
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "a.py").write_text("a\n")
+    first = flow.upload_code(root)
+    recorded = index_of(flow, root)
+    assert isinstance(recorded, TreeIndex)
+    assert [f[3] != "" for f in recorded.files] == [True]  # just written: checked by content
+    assert all(names is not None for _, _, names in recorded.directories)
+    written = time.time_ns()
+    wait_until(lambda: time.time_ns() > written + RACY_NS + 100_000_000, 10)
+    again = flow.upload_code(root)
+    assert (again.digest, again.sent_files) == (first.digest, 0)
+    now = index_of(flow, root)
+    assert isinstance(now, TreeIndex)
+    assert [f[3] for f in now.files] == [""] and all(names is None for _, _, names in now.directories)
