@@ -251,13 +251,17 @@ class HashCache:
 
     def tree(self, key: str) -> TreeIndex | None:
         """The tree index last recorded under `key` (flow.code_index), if one can be read."""
-        with self._lock:
-            row = self._db.execute("SELECT data FROM trees WHERE key = ?", (key,)).fetchone()
-        return None if row is None else decode(row[0])
+        try:
+            with self._lock:
+                row = self._db.execute("SELECT data FROM trees WHERE key = ?", (key,)).fetchone()
+        except sqlite3.Error:  # busy beyond the timeout, or damaged: the upload walks instead
+            return None
+        return None if row is None or not isinstance(row[0], bytes) else decode(row[0])
 
     def store_tree(self, key: str, index: TreeIndex | None) -> None:
-        """Records `index` under `key`; None forgets what was recorded."""
-        with self._lock, self._db:
+        """Records `index` under `key`; None forgets what was recorded. An index that cannot be
+        written (a full disk, another process holding the database) is only a slower next upload."""
+        with contextlib.suppress(sqlite3.Error), self._lock, self._db:
             if index is None:
                 self._db.execute("DELETE FROM trees WHERE key = ?", (key,))
             else:
