@@ -5,10 +5,11 @@ and the local side of @app.cls."""
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 import flow
@@ -60,9 +61,18 @@ def test_create_if_missing() -> None:
         VolumeSpec(name="ckpt", create_if_missng=True)
 
 
+def _nested(targets: Collection[str]) -> bool:
+    return any(a != b and b.startswith(a.rstrip("/") + "/") for a in targets for b in targets)
+
+
 @given(st.dictionaries(targets, st.tuples(segment, segment), max_size=4))
+@example({"/0": ("0", "0"), "/0/0": ("0", "0")})
 def test_a_dict_of_s3_sources_becomes_read_only_mounts_at_its_targets(mounts: dict[str, tuple[str, str]]) -> None:
     wanted = {target: f"s3://{bucket}/{prefix}" for target, (bucket, prefix) in mounts.items()}
+    if _nested(wanted):  # one mount inside another: refused, naming both (hypothesis found '/0', '/0/0')
+        with pytest.raises(ValidationError, match=r"data_mounts\[\d\]\.target: is nested with"):
+            with_data_mounts(TaskConfig(command="true"), wanted)
+        return
     config = with_data_mounts(TaskConfig(command="true"), wanted)
     assert {m.target: m.source for m in config.data_mounts} == wanted
     assert config.volumes == ()
