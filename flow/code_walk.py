@@ -18,6 +18,7 @@ from pathlib import Path
 
 import attrs
 
+from flow.code_index import identity_of
 from flow.domain.code.selection import (
     GIT_DIR,
     VIRTUALENV_MARKER,
@@ -40,9 +41,8 @@ class CodeFile:
 
     @staticmethod
     def identity_of(status: os.stat_result) -> str:
-        """Size, modification and change times, inode: a file with the same identity is taken
-        to hold the same bytes (as git's index does)."""
-        return f"{status.st_size}:{status.st_mtime_ns}:{status.st_ctime_ns}:{status.st_ino}"
+        """Size, modification and change times, inode (flow.code_index.identity_of)."""
+        return identity_of(status)
 
     @property
     def is_symlink(self) -> bool:
