@@ -9,6 +9,9 @@ When the daemon is gone, it starts it again and retries: all Flow calls are safe
 The CLI asks for HTTP/2 first (`prefer_http2`): calls to the local daemon then go over
 flow.transport.http2, without importing grpcio, and any call that channel cannot make
 (FastPathUnusableError) is made over grpcio instead, as are all later calls of that connection.
+Bidirectional streams (exec sessions) to the local daemon take HTTP/2 first for every client, the
+SDK's too: grpcio starts two threads for each such call, which made a one-shot `task.exec("true")`
+4x `subprocess.run(["true"])` where HTTP/2, one connection per call, makes it 3x.
 A call is handed over whole, before any of its effects could be seen twice: a unary or
 client-streaming call is simply made again (a fresh request stream), a server stream only before
 its first reply, a bidirectional one only before its first request was taken. Past that point a
@@ -136,14 +139,16 @@ class DaemonConnection:
         self._injected = channel is not None
         self._channel = channel
         self._http2: Channel | None = None
-        self._http2_allowed = _http2_first and channel is None and remote is None
+        self._http2_usable = channel is None and remote is None  # until its first surprise
+        self._http2_allowed = _http2_first and self._http2_usable
         self.closings = 0  # channels close() closed for good: a stream broken by that resumes
         if self.auto_start and not self._injected:
             start_daemon_early(self.home)
 
-    def _first_channel(self) -> Channel | None:
-        """The HTTP/2 channel while this connection may still use it."""
-        if not self._http2_allowed:
+    def _first_channel(self, bidirectional: bool = False) -> Channel | None:
+        """The HTTP/2 channel while this connection may still use it (for a bidirectional
+        stream, whenever the daemon is the local one)."""
+        if not (self._http2_allowed or (bidirectional and self._http2_usable)):
             return None
         if self._http2 is None:
             from flow.transport.http2 import Http2Channel
@@ -153,7 +158,7 @@ class DaemonConnection:
 
     def _give_up_http2(self) -> None:
         """After one surprise, this connection's calls all go over grpcio."""
-        self._http2_allowed = False
+        self._http2_allowed = self._http2_usable = False
         self._http2 = None
 
     @property
@@ -239,7 +244,7 @@ class DaemonConnection:
             yield call.read(raw)
 
     def bidi_stream(self, call: StreamingCall[T]) -> Iterator[T]:
-        first = self._first_channel()
+        first = self._first_channel(bidirectional=True)
         if first is not None:
             taken = False
 
