@@ -123,6 +123,41 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_daemon: Daem
         module.app.flow.close()
 
 
+OTHER_MODULE = """
+import os
+
+from flow import FlowApp
+
+app = FlowApp()
+
+
+@app.function(keep_warm=1)
+def ping():
+    return os.getpid()
+"""
+
+
+def test_a_worker_stays_warm_while_other_functions_start_and_retire_theirs(project: Path) -> None:
+    (project / "other_fns.py").write_text(OTHER_MODULE)  # before the first call: one snapshot throughout
+    sys.modules.pop("other_fns", None)
+    import importlib
+
+    fns, other = load(project), importlib.import_module("other_fns")
+    try:
+        first = fns.count.remote("first")
+        assert first["warm"]
+        other.ping.remote()  # another module's worker starts beside it
+        assert fns.count.remote("second")["pid"] == first["pid"]
+        with pytest.raises(KeyError):
+            fns.fail.remote("x")  # its worker retires (it raised), and a fresh one starts next
+        assert fns.count.remote("third")["pid"] != first["pid"]
+        fourth = fns.count.remote("fourth")  # the fresh one, warm again
+        assert fourth["warm"] and fns.count.remote("fifth")["pid"] == fourth["pid"]
+    finally:
+        other.app.flow.close()
+        sys.modules.pop("other_fns", None)
+
+
 def test_warm_calls_return_values_and_raise_what_the_function_raised(project: Path) -> None:
     fns = load(project)
     assert fns.add.remote(2, 3) == 5

@@ -85,6 +85,7 @@ MAX_WORKERS: Final = 32  # warm workers of every function together (each a whole
 START_TIMEOUT: Final = 10.0  # seconds for a new worker to start before its call runs cold
 PER_CALL_ENV: Final = frozenset({"FLOW_TASK_ID", "FLOW_TASK_NAME"})
 KILLED: Final = 128 + signal.SIGKILL
+RUNNER_DIR: Final = "runner"  # holds the workers' copy of the runner, and nothing else
 
 Group = tuple[str, str, str]  # (python, code root, module or file): one function module
 Key = tuple[Group, str, tuple[tuple[str, str], ...]]  # + the snapshot and the environment
@@ -179,7 +180,7 @@ class WarmWorkers:
         if not self._root.is_dir():
             return
         for home in self._root.iterdir():
-            if not home.is_dir():
+            if not home.is_dir() or home.name == RUNNER_DIR:
                 continue
             pid, _, ticks = home.name.partition("-")
             if not (pid.isdigit() and str(process_start_ticks(int(pid))) == ticks):
@@ -275,7 +276,9 @@ class WarmWorkers:
             code.mkdir(parents=True, mode=0o700)
             if digest:
                 self._materialize(digest, code)
-            script = warm_python.runner_copy(self._root)
+            # In a directory of its own: the script's directory is the worker's sys.path[0], whose
+            # change retires a worker (Worker.fresh); the root changes with every worker's start and end.
+            script = warm_python.runner_copy(self._root / RUNNER_DIR)
             requests_r, requests_w = os.pipe()
             replies_r, replies_w = os.pipe()
             try:
