@@ -163,10 +163,23 @@ class Task:
         then returns the value, or raises what the function raised (with its remote traceback).
         Works from any process that knows the task id: `Flow().get_task(task_id).result()`."""
         from flow.remote_call import decode_result
-        from flow.wire.function_codec import task_result_call
+        from flow.wire.function_codec import task_result_call, waited_result_call
 
         self._submitted("result()")
-        self.wait(timeout=timeout)
+        started = time.monotonic()
+        first = WAIT_SLICE if timeout is None else max(0.0, min(WAIT_SLICE, timeout))
+        try:  # one round trip when the task finishes within the first slice: flowd waits, then answers
+            result, finished = self._conn.unary(waited_result_call(self.task_id, first), timeout=first + 120)
+        except errors.FlowError as exc:
+            # FAILED_PRECONDITION: not finished yet (or not a function's task, which the answer
+            # after the wait below says again). Anything else is the caller's to see.
+            if type(exc) is not errors.FlowError or exc.error_code != "ILLEGAL_STATE":
+                raise
+        else:
+            if finished is not None:
+                self._update(finished)
+            return decode_result(self.task_id, result)
+        self.wait(timeout=None if timeout is None else max(0.0, timeout - (time.monotonic() - started)))
         return decode_result(self.task_id, self._conn.unary(task_result_call(self.task_id), timeout=120))
 
     def ssh(self, command: str | Sequence[str] | None = None) -> int:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf import duration_pb2
 from grpc_status import rpc_status
 from returns.result import Failure, Result
 
@@ -244,30 +245,41 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
         self, request: task_service_pb2.WaitTaskRequest, context: grpc.ServicerContext
     ) -> task_service_pb2.WaitTaskResponse:
         task_id = self._task_id(request.name, context)
-        if task_id is None:
+        record = self._waited(task_id, request.timeout, context) if task_id is not None else None
+        if record is None:
             return task_service_pb2.WaitTaskResponse()
-        timeout = request.timeout.seconds + request.timeout.nanos / 1e9
+        return task_service_pb2.WaitTaskResponse(task=task_record_to_proto(record))
+
+    def _waited(self, task_id: str, wait: duration_pb2.Duration, context: grpc.ServicerContext) -> TaskRecord | None:
+        """The task once finished, or as it stands when `wait` (at most 60 s, and never past the
+        client's own deadline) runs out; None once the call has failed (a long call refused, an
+        unknown task)."""
+        timeout = wait.seconds + wait.nanos / 1e9
         remaining = context.time_remaining()
         if remaining is not None:  # answer before the client's own deadline passes
             timeout = min(timeout, max(0.0, remaining - 0.05))
         with self._budget.admitted() as admitted:
             if not admitted:
                 fail(context, self._budget.refusal())
-                return task_service_pb2.WaitTaskResponse()
-            record = _unwrap(self._engine.wait(task_id, timeout, _waiter(context)), context)
-        if record is None:
-            return task_service_pb2.WaitTaskResponse()
-        return task_service_pb2.WaitTaskResponse(task=task_record_to_proto(record))
+                return None
+            return _unwrap(self._engine.wait(task_id, timeout, _waiter(context)), context)
 
     @guarded(task_service_pb2.GetTaskResultResponse)
     def GetTaskResult(
         self, request: task_service_pb2.GetTaskResultRequest, context: grpc.ServicerContext
     ) -> task_service_pb2.GetTaskResultResponse:
         task_id = self._task_id(request.name, context)
-        result = _unwrap(self._engine.result(task_id), context) if task_id else None
-        if result is None:
+        if task_id is None:
             return task_service_pb2.GetTaskResultResponse()
-        return result_to_proto(result)
+        if request.HasField("wait") and self._waited(task_id, request.wait, context) is None:
+            return task_service_pb2.GetTaskResultResponse()
+        result = _unwrap(self._engine.result(task_id), context)
+        record = _unwrap(self._engine.get(task_id), context) if result is not None else None
+        if result is None or record is None:
+            return task_service_pb2.GetTaskResultResponse()
+        reply = result_to_proto(result)
+        reply.task.CopyFrom(task_record_to_proto(record))
+        return reply
 
     @guarded_stream
     def ExecTask(

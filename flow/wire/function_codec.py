@@ -12,7 +12,7 @@ from google.protobuf import json_format, struct_pb2
 
 from flow.domain.task.function_call import FunctionCall, FunctionResult, RemoteError, restore_integers
 from flow.wire.calls import Call, method_path
-from flow.wire.task_snapshot_codec import task_resource_name
+from flow.wire.task_snapshot_codec import TaskSnapshot, task_resource_name, task_snapshot_from_proto
 from flowapi.v1 import task_pb2, task_service_pb2
 
 GET_TASK_RESULT: Final = method_path(task_service_pb2.DESCRIPTOR.services_by_name["TaskService"], "GetTaskResult")
@@ -133,3 +133,17 @@ def task_result_call(task_id: str) -> Call[FunctionResult]:
         request.SerializeToString(),
         lambda raw: result_from_proto(task_service_pb2.GetTaskResultResponse.FromString(raw)),
     )
+
+
+def waited_result_call(task_id: str, seconds: float) -> Call[tuple[FunctionResult, TaskSnapshot | None]]:
+    """GetTaskResult after flowd has waited up to `seconds` for the task to finish (one round
+    trip instead of WaitTask then GetTaskResult), with the finished task (None from a flowd that
+    predates it)."""
+    request = task_service_pb2.GetTaskResultRequest(name=task_resource_name(task_id))
+    request.wait.FromNanoseconds(int(seconds * 1e9))
+
+    def read(raw: bytes) -> tuple[FunctionResult, TaskSnapshot | None]:
+        reply = task_service_pb2.GetTaskResultResponse.FromString(raw)
+        return result_from_proto(reply), task_snapshot_from_proto(reply.task) if reply.HasField("task") else None
+
+    return Call(GET_TASK_RESULT, request.SerializeToString(), read)

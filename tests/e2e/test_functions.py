@@ -15,6 +15,7 @@ import pytest
 from conftest import REPO, Daemon
 from flow import Flow, TaskStatus, invoke
 from flow.errors import FlowError, TaskExecutionError, ValidationError
+from flow.errors import TimeoutError as FlowTimeoutError
 
 MODULE = """
 from flow import FlowApp
@@ -62,6 +63,14 @@ def huge():
 @app.function()
 def square(x):
     return x * x
+
+
+@app.function()
+def wait_for(path):
+    import os, time
+    while not os.path.exists(path):
+        time.sleep(0.02)
+    return "opened"
 """
 
 
@@ -217,6 +226,18 @@ def test_invoke_from_the_cli(project: Path, shared_daemon: Daemon) -> None:
     )
     assert failing.returncode == 1
     assert "KeyError" in failing.stderr and "Traceback" in failing.stderr
+
+
+def test_result_waits_for_the_task_and_leaves_it_finished(project: Path) -> None:
+    import fns
+
+    gate = project / "gate"
+    task = fns.wait_for.spawn(str(gate))
+    with pytest.raises(FlowTimeoutError):  # flowd waited the half second, the function still runs
+        task.result(timeout=0.5)
+    gate.touch()
+    assert task.result(timeout=60) == "opened"
+    assert task.last_status is TaskStatus.COMPLETED  # the answer carried the finished task
 
 
 def test_result_of_a_command_task_is_a_clear_error(project: Path) -> None:

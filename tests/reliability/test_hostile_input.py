@@ -298,6 +298,12 @@ def test_get_cancel_and_result_by_name(target: Target, data: st.DataObject) -> N
     for which in (name, target.running):
         request = task_service_pb2.GetTaskResultRequest(name=which)
         target.check(lambda request=request: target.tasks.GetTaskResult(request, timeout=30))
+        request.wait.seconds, request.wait.nanos = data.draw(INT64), data.draw(INT32)
+        # A long wait on the running task ends at the client's deadline: flowd answers just before it.
+        target.check(
+            lambda request=request: target.tasks.GetTaskResult(request, timeout=1.0),
+            also=(grpc.StatusCode.DEADLINE_EXCEEDED,),
+        )
 
 
 @FUZZ

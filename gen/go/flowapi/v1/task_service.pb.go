@@ -690,7 +690,11 @@ func (x *StreamTaskLogsResponse) GetCursor() string {
 type GetTaskResultRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// "tasks/{task_id}" of a task created with a function_call.
-	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// When set, flowd first waits (as WaitTask does, at most 60 s) for the task to finish, then
+	// answers: one round trip for a caller that wants the result as soon as there is one. A task
+	// still unfinished when the wait runs out is answered as without it (FAILED_PRECONDITION).
+	Wait          *durationpb.Duration `protobuf:"bytes,2,opt,name=wait,proto3" json:"wait,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -732,6 +736,13 @@ func (x *GetTaskResultRequest) GetName() string {
 	return ""
 }
 
+func (x *GetTaskResultRequest) GetWait() *durationpb.Duration {
+	if x != nil {
+		return x.Wait
+	}
+	return nil
+}
+
 // Response for GetTaskResult: exactly one of the value fields, or error.
 type GetTaskResultResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -742,7 +753,9 @@ type GetTaskResultResponse struct {
 	// What the function raised, when it raised.
 	Error *RemoteError `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
 	// The encoding of the value.
-	Encoding      ValueEncoding `protobuf:"varint,4,opt,name=encoding,proto3,enum=flowapi.v1.ValueEncoding" json:"encoding,omitempty"`
+	Encoding ValueEncoding `protobuf:"varint,4,opt,name=encoding,proto3,enum=flowapi.v1.ValueEncoding" json:"encoding,omitempty"`
+	// The task, finished, as GetTask would show it.
+	Task          *Task `protobuf:"bytes,5,opt,name=task,proto3" json:"task,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -803,6 +816,13 @@ func (x *GetTaskResultResponse) GetEncoding() ValueEncoding {
 		return x.Encoding
 	}
 	return ValueEncoding_VALUE_ENCODING_UNSPECIFIED
+}
+
+func (x *GetTaskResultResponse) GetTask() *Task {
+	if x != nil {
+		return x.Task
+	}
+	return nil
 }
 
 // An exception raised inside a task.
@@ -1285,15 +1305,17 @@ const file_flowapi_v1_task_service_proto_rawDesc = "" +
 	"\x05_node\"D\n" +
 	"\x16StreamTaskLogsResponse\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\x12\x16\n" +
-	"\x06cursor\x18\x02 \x01(\tR\x06cursor\"*\n" +
+	"\x06cursor\x18\x02 \x01(\tR\x06cursor\"Y\n" +
 	"\x14GetTaskResultRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"\xd9\x01\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12-\n" +
+	"\x04wait\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x04wait\"\xff\x01\n" +
 	"\x15GetTaskResultResponse\x125\n" +
 	"\n" +
 	"json_value\x18\x01 \x01(\v2\x16.google.protobuf.ValueR\tjsonValue\x12#\n" +
 	"\rpickled_value\x18\x02 \x01(\fR\fpickledValue\x12-\n" +
 	"\x05error\x18\x03 \x01(\v2\x17.flowapi.v1.RemoteErrorR\x05error\x125\n" +
-	"\bencoding\x18\x04 \x01(\x0e2\x19.flowapi.v1.ValueEncodingR\bencoding\"\x86\x01\n" +
+	"\bencoding\x18\x04 \x01(\x0e2\x19.flowapi.v1.ValueEncodingR\bencoding\x12$\n" +
+	"\x04task\x18\x05 \x01(\v2\x10.flowapi.v1.TaskR\x04task\"\x86\x01\n" +
 	"\vRemoteError\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x1c\n" +
@@ -1384,33 +1406,35 @@ var file_flowapi_v1_task_service_proto_depIdxs = []int32{
 	20, // 5: flowapi.v1.CancelTaskResponse.task:type_name -> flowapi.v1.Task
 	22, // 6: flowapi.v1.WaitTaskRequest.timeout:type_name -> google.protobuf.Duration
 	20, // 7: flowapi.v1.WaitTaskResponse.task:type_name -> flowapi.v1.Task
-	23, // 8: flowapi.v1.GetTaskResultResponse.json_value:type_name -> google.protobuf.Value
-	14, // 9: flowapi.v1.GetTaskResultResponse.error:type_name -> flowapi.v1.RemoteError
-	24, // 10: flowapi.v1.GetTaskResultResponse.encoding:type_name -> flowapi.v1.ValueEncoding
-	16, // 11: flowapi.v1.ExecTaskRequest.start:type_name -> flowapi.v1.ExecStart
-	17, // 12: flowapi.v1.ExecTaskRequest.resize:type_name -> flowapi.v1.WindowSize
-	17, // 13: flowapi.v1.ExecStart.window:type_name -> flowapi.v1.WindowSize
-	0,  // 14: flowapi.v1.TaskService.CreateTask:input_type -> flowapi.v1.CreateTaskRequest
-	2,  // 15: flowapi.v1.TaskService.GetTask:input_type -> flowapi.v1.GetTaskRequest
-	4,  // 16: flowapi.v1.TaskService.ListTasks:input_type -> flowapi.v1.ListTasksRequest
-	6,  // 17: flowapi.v1.TaskService.CancelTask:input_type -> flowapi.v1.CancelTaskRequest
-	8,  // 18: flowapi.v1.TaskService.WaitTask:input_type -> flowapi.v1.WaitTaskRequest
-	10, // 19: flowapi.v1.TaskService.StreamTaskLogs:input_type -> flowapi.v1.StreamTaskLogsRequest
-	12, // 20: flowapi.v1.TaskService.GetTaskResult:input_type -> flowapi.v1.GetTaskResultRequest
-	15, // 21: flowapi.v1.TaskService.ExecTask:input_type -> flowapi.v1.ExecTaskRequest
-	1,  // 22: flowapi.v1.TaskService.CreateTask:output_type -> flowapi.v1.CreateTaskResponse
-	3,  // 23: flowapi.v1.TaskService.GetTask:output_type -> flowapi.v1.GetTaskResponse
-	5,  // 24: flowapi.v1.TaskService.ListTasks:output_type -> flowapi.v1.ListTasksResponse
-	7,  // 25: flowapi.v1.TaskService.CancelTask:output_type -> flowapi.v1.CancelTaskResponse
-	9,  // 26: flowapi.v1.TaskService.WaitTask:output_type -> flowapi.v1.WaitTaskResponse
-	11, // 27: flowapi.v1.TaskService.StreamTaskLogs:output_type -> flowapi.v1.StreamTaskLogsResponse
-	13, // 28: flowapi.v1.TaskService.GetTaskResult:output_type -> flowapi.v1.GetTaskResultResponse
-	18, // 29: flowapi.v1.TaskService.ExecTask:output_type -> flowapi.v1.ExecTaskResponse
-	22, // [22:30] is the sub-list for method output_type
-	14, // [14:22] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	22, // 8: flowapi.v1.GetTaskResultRequest.wait:type_name -> google.protobuf.Duration
+	23, // 9: flowapi.v1.GetTaskResultResponse.json_value:type_name -> google.protobuf.Value
+	14, // 10: flowapi.v1.GetTaskResultResponse.error:type_name -> flowapi.v1.RemoteError
+	24, // 11: flowapi.v1.GetTaskResultResponse.encoding:type_name -> flowapi.v1.ValueEncoding
+	20, // 12: flowapi.v1.GetTaskResultResponse.task:type_name -> flowapi.v1.Task
+	16, // 13: flowapi.v1.ExecTaskRequest.start:type_name -> flowapi.v1.ExecStart
+	17, // 14: flowapi.v1.ExecTaskRequest.resize:type_name -> flowapi.v1.WindowSize
+	17, // 15: flowapi.v1.ExecStart.window:type_name -> flowapi.v1.WindowSize
+	0,  // 16: flowapi.v1.TaskService.CreateTask:input_type -> flowapi.v1.CreateTaskRequest
+	2,  // 17: flowapi.v1.TaskService.GetTask:input_type -> flowapi.v1.GetTaskRequest
+	4,  // 18: flowapi.v1.TaskService.ListTasks:input_type -> flowapi.v1.ListTasksRequest
+	6,  // 19: flowapi.v1.TaskService.CancelTask:input_type -> flowapi.v1.CancelTaskRequest
+	8,  // 20: flowapi.v1.TaskService.WaitTask:input_type -> flowapi.v1.WaitTaskRequest
+	10, // 21: flowapi.v1.TaskService.StreamTaskLogs:input_type -> flowapi.v1.StreamTaskLogsRequest
+	12, // 22: flowapi.v1.TaskService.GetTaskResult:input_type -> flowapi.v1.GetTaskResultRequest
+	15, // 23: flowapi.v1.TaskService.ExecTask:input_type -> flowapi.v1.ExecTaskRequest
+	1,  // 24: flowapi.v1.TaskService.CreateTask:output_type -> flowapi.v1.CreateTaskResponse
+	3,  // 25: flowapi.v1.TaskService.GetTask:output_type -> flowapi.v1.GetTaskResponse
+	5,  // 26: flowapi.v1.TaskService.ListTasks:output_type -> flowapi.v1.ListTasksResponse
+	7,  // 27: flowapi.v1.TaskService.CancelTask:output_type -> flowapi.v1.CancelTaskResponse
+	9,  // 28: flowapi.v1.TaskService.WaitTask:output_type -> flowapi.v1.WaitTaskResponse
+	11, // 29: flowapi.v1.TaskService.StreamTaskLogs:output_type -> flowapi.v1.StreamTaskLogsResponse
+	13, // 30: flowapi.v1.TaskService.GetTaskResult:output_type -> flowapi.v1.GetTaskResultResponse
+	18, // 31: flowapi.v1.TaskService.ExecTask:output_type -> flowapi.v1.ExecTaskResponse
+	24, // [24:32] is the sub-list for method output_type
+	16, // [16:24] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_flowapi_v1_task_service_proto_init() }

@@ -362,16 +362,25 @@ class GetTaskResultRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
+    WAIT_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """"tasks/{task_id}" of a task created with a function_call."""
+    @_builtins.property
+    def wait(self) -> _duration_pb2.Duration:
+        """When set, flowd first waits (as WaitTask does, at most 60 s) for the task to finish, then
+        answers: one round trip for a caller that wants the result as soon as there is one. A task
+        still unfinished when the wait runs out is answered as without it (FAILED_PRECONDITION).
+        """
+
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
+        wait: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["wait", b"wait"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "wait", b"wait"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -387,6 +396,7 @@ class GetTaskResultResponse(_message.Message):
     PICKLED_VALUE_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     ENCODING_FIELD_NUMBER: _builtins.int
+    TASK_FIELD_NUMBER: _builtins.int
     pickled_value: _builtins.bytes
     """cloudpickle of the returned value, when the call used the PICKLE encoding."""
     encoding: _task_pb2.ValueEncoding.ValueType
@@ -399,6 +409,10 @@ class GetTaskResultResponse(_message.Message):
     def error(self) -> Global___RemoteError:
         """What the function raised, when it raised."""
 
+    @_builtins.property
+    def task(self) -> _task_pb2.Task:
+        """The task, finished, as GetTask would show it."""
+
     def __init__(
         self,
         *,
@@ -406,10 +420,11 @@ class GetTaskResultResponse(_message.Message):
         pickled_value: _builtins.bytes = ...,
         error: Global___RemoteError | None = ...,
         encoding: _task_pb2.ValueEncoding.ValueType = ...,
+        task: _task_pb2.Task | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "json_value", b"json_value"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "json_value", b"json_value", "task", b"task"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["encoding", b"encoding", "error", b"error", "json_value", b"json_value", "pickled_value", b"pickled_value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["encoding", b"encoding", "error", b"error", "json_value", b"json_value", "pickled_value", b"pickled_value", "task", b"task"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
