@@ -170,11 +170,11 @@ class Task:
         first = WAIT_SLICE if timeout is None else max(0.0, min(WAIT_SLICE, timeout))
         try:  # one round trip when the task finishes within the first slice: flowd waits, then answers
             result, finished = self._conn.unary(waited_result_call(self.task_id, first), timeout=first + 120)
-        except errors.FlowError as exc:
-            # FAILED_PRECONDITION: not finished yet (or not a function's task, which the answer
-            # after the wait below says again). Anything else is the caller's to see.
-            if type(exc) is not errors.FlowError or exc.error_code != "ILLEGAL_STATE":
-                raise
+        except errors.FlowError:
+            # Not finished yet, or no value to give (a command's task, a function that never
+            # returned): the two calls below, which also learn how the task ended, and raise
+            # what flowd says then.
+            pass
         else:
             if finished is not None:
                 self._update(finished)
