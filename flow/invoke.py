@@ -29,7 +29,7 @@ def spawn_invocation(
     from flow.client import Flow
     from flow.config import TaskConfig
     from flow.domain.task.function_call import FunctionCall
-    from flow.remote_call import check_call, check_file_function, relative_to_root
+    from flow.remote_call import check_call, check_file_function, default_task_name, relative_to_root
 
     args = list(args or [])
     kwargs = dict(kwargs or {})
@@ -38,7 +38,7 @@ def spawn_invocation(
     options = dict(task_options)
     if gpu is not None:
         options["instance_type"] = gpu
-    options.setdefault("name", function.replace("_", "-")[:63])
+    options.setdefault("name", default_task_name(function))
     code_root = Path(options.setdefault("code_root", str(Path.cwd())))
     config = TaskConfig(upload_code=True, **options)
     client = flow or Flow()

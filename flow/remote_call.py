@@ -14,11 +14,14 @@ import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flow.domain.task.function_call import FunctionCall, FunctionResult, RemoteError, function_call_violations
 from flow.errors import TaskExecutionError, ValidationError
 from flow.runtime.runner import IMPORTING_ENV  # set while a task imports the user's file
+
+if TYPE_CHECKING:  # the core is imported where it decides: `flow invoke` loads only what it uses
+    from flow.domain.task.function_call import FunctionCall, RemoteError
+    from flow.wire.function_codec import Returned
 
 # ast.parse from several threads at once (invoke in threads, FlowApp.map) can fail on CPython 3.11
 # with "SystemError: AST constructor recursion depth mismatch": the AST constructor's recursion
@@ -96,6 +99,8 @@ def check_file_function(path: Path, function: str, args: Sequence[Any], kwargs: 
 
 def check_call(call: FunctionCall) -> None:
     """The core's rules for a call (JSON-able arguments, names), before any upload."""
+    from flow.domain.task.function_call import function_call_violations
+
     problems = function_call_violations(call, manifest=None)
     # Whether the file is in the uploaded code is for flowd to judge; everything else is ours.
     problems = tuple(p for p in problems if "needs the task's code" not in p.problem)
@@ -104,6 +109,11 @@ def check_call(call: FunctionCall) -> None:
         from flow.wire.error_table import exception_from_domain_error
 
         raise exception_from_domain_error(validation_error(problems, subject="function call"))
+
+
+def default_task_name(function: str) -> str:
+    """An invoked function's task name when none is given: the function's, as a task name."""
+    return function.replace("_", "-")[:63]
 
 
 def relative_to_root(path: Path, root: Path) -> str:
@@ -157,7 +167,7 @@ def remote_exception(task_id: str, error: RemoteError) -> BaseException:
     return raised
 
 
-def decode_result(task_id: str, result: FunctionResult) -> Any:
+def decode_result(task_id: str, result: Returned) -> Any:
     """The returned value, or raises what the function raised."""
     if result.error is not None:
         raise remote_exception(task_id, result.error)

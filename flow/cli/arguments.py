@@ -16,7 +16,8 @@ if TYPE_CHECKING:
     from flow.client import Flow
 
 PROGRAM_SEPARATOR = "--"
-FASTPATH_ENV: Final = "FLOW_CLI_FASTPATH"  # "0": every call over grpcio (tests compare both paths)
+# "0": every call over grpcio, and every task built as a TaskConfig (tests compare both paths)
+FASTPATH_ENV: Final = "FLOW_CLI_FASTPATH"
 
 
 class CommandParser(argparse.ArgumentParser):
@@ -70,6 +71,12 @@ def fast_path_enabled(env: Mapping[str, str] | None = None) -> bool:
     return not source.get("FLOW_DAEMON_ADDRESS", "").startswith(("tcp:", "tls:")) and source.get(FASTPATH_ENV) != "0"
 
 
+def plain_tasks_enabled() -> bool:
+    """Whether `flow run` and `flow invoke` may build their task from plain values, without a
+    TaskConfig (any daemon validates it the same way); off only when FASTPATH_ENV says "0"."""
+    return os.environ.get(FASTPATH_ENV) != "0"
+
+
 def client(args: argparse.Namespace) -> Flow:
     """A Flow client for the command's --provider (imported only here: `flow --version` needs none)."""
     from flow.client import Flow
@@ -77,4 +84,13 @@ def client(args: argparse.Namespace) -> Flow:
     return Flow(provider=getattr(args, "provider", None))
 
 
-__all__ = ["FASTPATH_ENV", "CommandParser", "add_json", "add_provider", "client", "fast_path_enabled", "split_program"]
+__all__ = [
+    "FASTPATH_ENV",
+    "CommandParser",
+    "add_json",
+    "add_provider",
+    "client",
+    "fast_path_enabled",
+    "plain_tasks_enabled",
+    "split_program",
+]

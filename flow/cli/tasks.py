@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from flow.cli import exit_status
-from flow.cli.arguments import add_json, add_provider, client
+from flow.cli.arguments import add_json, add_provider, client, plain_tasks_enabled
 from flow.cli.output import emit_json, table
 
 if TYPE_CHECKING:
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from flow.config import TaskConfig
     from flow.connection import DaemonConnection
     from flow.task import Task
+    from flow.wire.function_codec import FunctionCallProto
 
 CANCEL_SETTLE: Final = 2.0  # seconds `flow cancel` waits to show the state reached before it says "stopping"
 NO_PROGRAM: Final = (
@@ -180,9 +181,12 @@ def _plain_run_fields(args: argparse.Namespace) -> dict[str, Any] | None:
     return fields
 
 
-def _submit_plain(flow: Flow, fields: dict[str, Any], progress: Progress | None) -> Task:
-    """Submits the task of `_plain_run_fields` as Flow.submit submits a TaskConfig: the code
-    uploaded first (unless --no-upload), a fresh request id, this client's provider."""
+def submit_plain(
+    flow: Flow, fields: dict[str, Any], progress: Progress | None, function_call: FunctionCallProto | None = None
+) -> Task:
+    """Submits a task given as TaskConfig's fields (`_plain_run_fields`, flow invoke's plain path)
+    as Flow.submit submits a TaskConfig: the code uploaded first (unless --no-upload), a fresh
+    request id, this client's provider."""
     import uuid
 
     from flow.task import Task
@@ -194,7 +198,11 @@ def _submit_plain(flow: Flow, fields: dict[str, Any], progress: Progress | None)
         fields = {**fields, "upload_code": True, "code_root": root}
         digest = flow.upload_code(root, progress=progress).digest
     call = create_task_call_from_spec(
-        task_spec_from_fields(fields), code_digest=digest, request_id=uuid.uuid4().hex, provider=flow.provider
+        task_spec_from_fields(fields),
+        code_digest=digest,
+        request_id=uuid.uuid4().hex,
+        provider=flow.provider,
+        function_call=function_call,
     )
     return Task(flow.connection, flow.connection.unary(call, timeout=600))
 
@@ -202,9 +210,9 @@ def _submit_plain(flow: Flow, fields: dict[str, Any], progress: Progress | None)
 def cmd_run(args: argparse.Namespace) -> int:
     from flow.cli.progress import progress_bar
 
-    fields = None if args.dry_run else _plain_run_fields(args)
+    fields = _plain_run_fields(args) if plain_tasks_enabled() and not args.dry_run else None
     if fields is not None:
-        task = _submit_plain(client(args), fields, progress=None if args.json else progress_bar())
+        task = submit_plain(client(args), fields, progress=None if args.json else progress_bar())
         return _submitted(task, args)
     config = _config_from_args(args)
     flow = client(args)

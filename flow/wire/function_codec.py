@@ -2,18 +2,27 @@
 and the GetTaskResult call.
 
 JSON values travel as google.protobuf.Value, whose numbers are doubles; `restore_integers`
-turns integral numbers back into ints on the way in, as json.loads would."""
+turns integral numbers back into ints on the way in, as json.loads would.
+
+The client's side (a call built from plain values, a result read back) loads neither the core's
+attrs values nor json_format: `flow invoke` is mostly start-up. The core's values are imported
+where one is built."""
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
-from google.protobuf import json_format, struct_pb2
+from google.protobuf import struct_pb2
 
-from flow.domain.task.function_call import FunctionCall, FunctionResult, RemoteError, restore_integers
+from flow.domain.task.json_values import restore_integers
 from flow.wire.calls import Call, method_path
 from flow.wire.task_snapshot_codec import TaskSnapshot, task_resource_name, task_snapshot_from_proto
 from flowapi.v1 import task_pb2, task_service_pb2
+
+if TYPE_CHECKING:
+    from flow.domain.task.function_call import FunctionCall, FunctionResult, RemoteError
+
+FunctionCallProto = task_pb2.FunctionCall  # for callers above the wire, which name no generated type
 
 GET_TASK_RESULT: Final = method_path(task_service_pb2.DESCRIPTOR.services_by_name["TaskService"], "GetTaskResult")
 
@@ -34,13 +43,15 @@ def encoding_to_proto(encoding: str) -> task_pb2.ValueEncoding.ValueType:
 
 
 def value_to_proto(value: Any) -> struct_pb2.Value:
+    from google.protobuf import json_format
+
     message = struct_pb2.Value()
     json_format.ParseDict(value, message)
     return message
 
 
 def value_from_proto(message: struct_pb2.Value) -> Any:
-    return restore_integers(json_format.MessageToDict(message))
+    return restore_integers(_plain(message))
 
 
 def function_call_to_proto(call: FunctionCall, with_arguments: bool = True) -> task_pb2.FunctionCall:
@@ -79,7 +90,22 @@ def _plain(message: struct_pb2.Value | struct_pb2.ListValue | struct_pb2.Struct)
     return None  # null_value, or no kind at all
 
 
+def json_call_to_proto(
+    function: str, path: str, args: list[Any], kwargs: dict[str, Any], python: str | None
+) -> task_pb2.FunctionCall:
+    """A JSON call of `function` in the file `path`, from plain values that already passed
+    `json_problem` (flow invoke's, read by json.loads), without building a FunctionCall."""
+    message = task_pb2.FunctionCall(
+        path=path, function=function, encoding=task_pb2.VALUE_ENCODING_JSON, python=python or ""
+    )
+    message.args.extend(args)
+    message.kwargs.update(kwargs)
+    return message
+
+
 def function_call_from_proto(message: task_pb2.FunctionCall) -> FunctionCall:
+    from flow.domain.task.function_call import FunctionCall
+
     return FunctionCall(
         function=message.function,
         path=message.path or None,
@@ -111,39 +137,57 @@ def result_to_proto(result: FunctionResult) -> task_service_pb2.GetTaskResultRes
     return reply
 
 
-def result_from_proto(reply: task_service_pb2.GetTaskResultResponse) -> FunctionResult:
-    error = None
-    if reply.HasField("error"):
-        error = RemoteError(
-            type=reply.error.type,
-            message=reply.error.message,
-            traceback=reply.error.traceback,
-            pickled=reply.error.pickled_exception,
-        )
-    value = None if error is not None or reply.pickled_value else value_from_proto(reply.json_value)
-    return FunctionResult(
-        encoding=encoding_from_proto(reply.encoding), value=value, pickled=reply.pickled_value, error=error
+def remote_error_from_proto(error: task_service_pb2.RemoteError) -> RemoteError:
+    from flow.domain.task.function_call import RemoteError
+
+    return RemoteError(
+        type=error.type, message=error.message, traceback=error.traceback, pickled=error.pickled_exception
     )
 
 
-def task_result_call(task_id: str) -> Call[FunctionResult]:
+class Returned(NamedTuple):
+    """A GetTaskResult reply as the client reads it: the JSON value, the pickled bytes, or the
+    error. A plain tuple, not the core's FunctionResult, so that reading a result loads no attrs
+    (start-up is most of what `flow invoke` costs); the error, when there is one, is the core's."""
+
+    value: Any
+    pickled: bytes
+    error: RemoteError | None
+
+
+def returned_from_proto(reply: task_service_pb2.GetTaskResultResponse) -> Returned:
+    if reply.HasField("error"):
+        return Returned(None, b"", remote_error_from_proto(reply.error))
+    if reply.pickled_value:
+        return Returned(None, reply.pickled_value, None)
+    return Returned(value_from_proto(reply.json_value), b"", None)
+
+
+def result_from_proto(reply: task_service_pb2.GetTaskResultResponse) -> FunctionResult:
+    from flow.domain.task.function_call import FunctionResult
+
+    value, pickled, error = returned_from_proto(reply)
+    return FunctionResult(encoding=encoding_from_proto(reply.encoding), value=value, pickled=pickled, error=error)
+
+
+def task_result_call(task_id: str) -> Call[Returned]:
     request = task_service_pb2.GetTaskResultRequest(name=task_resource_name(task_id))
     return Call(
         GET_TASK_RESULT,
         request.SerializeToString(),
-        lambda raw: result_from_proto(task_service_pb2.GetTaskResultResponse.FromString(raw)),
+        lambda raw: returned_from_proto(task_service_pb2.GetTaskResultResponse.FromString(raw)),
     )
 
 
-def waited_result_call(task_id: str, seconds: float) -> Call[tuple[FunctionResult, TaskSnapshot | None]]:
+def waited_result_call(task_id: str, seconds: float) -> Call[tuple[Returned, TaskSnapshot | None]]:
     """GetTaskResult after flowd has waited up to `seconds` for the task to finish (one round
     trip instead of WaitTask then GetTaskResult), with the finished task (None from a flowd that
     predates it)."""
     request = task_service_pb2.GetTaskResultRequest(name=task_resource_name(task_id))
     request.wait.FromNanoseconds(int(seconds * 1e9))
 
-    def read(raw: bytes) -> tuple[FunctionResult, TaskSnapshot | None]:
+    def read(raw: bytes) -> tuple[Returned, TaskSnapshot | None]:
         reply = task_service_pb2.GetTaskResultResponse.FromString(raw)
-        return result_from_proto(reply), task_snapshot_from_proto(reply.task) if reply.HasField("task") else None
+        return returned_from_proto(reply), task_snapshot_from_proto(reply.task) if reply.HasField("task") else None
 
     return Call(GET_TASK_RESULT, request.SerializeToString(), read)

@@ -101,14 +101,15 @@ def cli(
     return Ran(done, imported, "".join(other))
 
 
-def both_paths(daemon: Daemon, *args: str, light: bool = True, calls: bool = True, **kwargs: Any) -> Ran:
+def both_paths(daemon: Daemon, *args: str, light: bool = True, calls: bool | None = True, **kwargs: Any) -> Ran:
     """Runs ARGS on both paths, asserts they agree and that the fast one never loaded grpc (nor,
-    when `light`, the core's heavy modules). `calls`: the command reaches the daemon (a mistake
-    the CLI finds by itself makes no call on either path)."""
+    when `light`, the core's heavy modules). `calls`: the slow path reaches the daemon (a
+    mistake the CLI finds by itself makes no call); None: either."""
     quick = cli(daemon, *args, **kwargs)
     slow = cli(daemon, *args, fast=False, **kwargs)
     assert quick.normal() == slow.normal()
-    assert ("grpc" in slow.imported) == calls  # so the comparison really is between two paths
+    if calls is not None:
+        assert ("grpc" in slow.imported) == calls  # so the comparison really is between two paths
     loaded = quick.imported & (HEAVY if light else {"grpc"})
     assert not loaded, f"the fast path of `flow {' '.join(args)}` imported {sorted(loaded)}"
     return quick
@@ -204,16 +205,16 @@ def test_run_options_mean_the_same_on_the_plain_path(shared_daemon: Daemon) -> N
 @pytest.mark.parametrize(
     ("options", "calls"),
     [
-        (["--name", "bad name!"], True),  # flowd's validation on the plain path, TaskConfig's on the other
-        (["--max-run-time", "-1"], True),
-        (["-i", "zz99"], True),
+        (["--name", "bad name!"], None),  # flowd's validation on the plain path, TaskConfig's on the other
+        (["--max-run-time", "-1"], None),
+        (["-i", "zz99"], None),
         (["--num-instances", "0"], False),  # the wire reads 0 as unset: the TaskConfig path, on both
         (["--name", ""], False),
         (["--max-price", "nan"], False),
         (["--env", "NOEQUALS"], False),
     ],
 )
-def test_a_bad_option_is_the_same_error(shared_daemon: Daemon, options: list[str], calls: bool) -> None:
+def test_a_bad_option_is_the_same_error(shared_daemon: Daemon, options: list[str], calls: bool | None) -> None:
     ran = both_paths(shared_daemon, "run", "--no-upload", *options, "true", light=False, calls=calls)
     assert ran.code == 2 and "error:" in ran.err
     assert not ran.imported & {"grpc"}
@@ -347,10 +348,57 @@ def test_ssh_runs_a_command_with_its_input_and_exit_code(seeded: tuple[Daemon, d
 
 
 def test_invoke_calls_the_function_in_a_task(shared_daemon: Daemon, project: Path) -> None:
+    """With plain options, invoke builds neither a TaskConfig nor the core's FunctionCall: the
+    fast path loads nothing heavy once the project is unchanged since its last upload (the first
+    walks it), and prints what the typed path prints."""
     ran = both_paths(shared_daemon, "invoke", "fn.py", "add", "--args", "[2, 3]", cwd=project, light=False)
     assert (ran.code, ran.out.strip()) == (0, "5")
-    ran = both_paths(shared_daemon, "invoke", "fn.py", "nothere", cwd=project, light=False)
+    ran = both_paths(shared_daemon, "invoke", "fn.py", "add", "--kwargs", '{"a": [1], "b": [2.5, null]}', cwd=project)
+    assert json.loads(ran.out) == [1, 2.5, None]
+    ran = both_paths(shared_daemon, "invoke", "fn.py", "nothere", cwd=project, calls=None)
     assert ran.code == 2 and "nothere" in ran.err
+    (project / "fn.py").write_text("def add(a, b):\n    raise ValueError(f'no {a}')\n")
+    ran = both_paths(shared_daemon, "invoke", "fn.py", "add", "--args", '["x", 1]', cwd=project, light=False)
+    assert ran.code != 0 and "ValueError: no x" in ran.err
+
+
+def test_invoke_options_mean_the_same_on_the_plain_path(shared_daemon: Daemon, project: Path) -> None:
+    """The task flowd records from the plain path is the one the typed path makes, and the
+    arguments arrive as they left."""
+    (project / "shapes.py").write_text("def pair(a, b=None):\n    return [a, b]\n")
+    args = ["invoke", "shapes.py", "pair", "--args", '[1, {"k": [true, "s", 2.5]}]', "--json", "-n", "named"]
+    args += ["--max-run-time", "0.5"]
+    typed = json.loads(cli(shared_daemon, *args, cwd=project, env={FASTPATH_ENV: "0"}).out)
+    ran = cli(shared_daemon, *args, cwd=project)
+    assert not ran.imported & HEAVY, ran.err
+    plain = json.loads(ran.out)
+    assert plain["result"] == typed["result"] == [1, {"k": [True, "s", 2.5]}]
+    flow: Any = shared_daemon.client()
+    try:
+        plain_task, typed_task = flow.get_task(plain["task_id"]).wait(), flow.get_task(typed["task_id"]).wait()
+        assert plain_task.config == typed_task.config
+        assert (plain_task.config.name, plain_task.config.max_run_time_hours) == ("named", 0.5)
+    finally:
+        flow.close()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "light"),
+    [
+        (["--args", "[1, NaN]"], False),  # JSON cannot carry them: the typed path names the mistake
+        (["--args", "[1, 100000000000000000000000]"], False),
+        (["--args", "[1, 1e400]"], False),
+        (["--kwargs", '{"a": 1, "c": 2}'], True),  # the signature, read from the file (no import)
+        (["--args", "[1, 2]", "--name", "bad name!"], False),  # flowd's validation (after the upload), or TaskConfig's
+        (["--args", "[1, 2]", "--name", ""], False),  # the wire reads "" as unset: the typed path
+        (["--args", "[1, 2]", "--max-run-time", "-1"], False),
+    ],
+)
+def test_invoke_with_a_mistake_is_the_same_error(
+    shared_daemon: Daemon, project: Path, arguments: list[str], light: bool
+) -> None:
+    ran = both_paths(shared_daemon, "invoke", "fn.py", "add", *arguments, cwd=project, light=light, calls=None)
+    assert ran.code == 2 and "error:" in ran.err
 
 
 # --- no daemon, a daemon gone, and the fallback -------------------------------------------------

@@ -14,7 +14,7 @@ from flow.domain.task.function_call import FunctionResult, RemoteError
 from flow.domain.volumes.rules import Volume
 from flow.wire.calls import method_path
 from flow.wire.daemon_codec import daemon_info_call, list_providers_call
-from flow.wire.function_codec import result_to_proto, task_result_call
+from flow.wire.function_codec import Returned, result_from_proto, result_to_proto, task_result_call
 from flow.wire.volume_codec import get_volume_call, volume_to_proto
 from flowapi.v1 import daemon_service_pb2, task_service_pb2, volume_pb2
 
@@ -64,17 +64,20 @@ json_results = st.recursive(
 
 @given(json_results)
 def test_a_json_result_round_trips(value: Any) -> None:
-    reply = result_to_proto(FunctionResult(encoding="json", value=value)).SerializeToString()
-    assert task_result_call("t-1").read(reply) == FunctionResult(encoding="json", value=value)
+    reply = result_to_proto(FunctionResult(encoding="json", value=value))
+    assert result_from_proto(reply) == FunctionResult(encoding="json", value=value)
+    assert task_result_call("t-1").read(reply.SerializeToString()) == Returned(value, b"", None)
 
 
 @given(st.binary(max_size=64), st.text(max_size=20), st.binary(max_size=16))
 def test_pickled_results_and_errors_round_trip(pickled: bytes, message: str, exception: bytes) -> None:
     returned = FunctionResult(encoding="pickle", pickled=pickled or b"\x80")
-    assert task_result_call("t-1").read(result_to_proto(returned).SerializeToString()) == returned
+    assert result_from_proto(result_to_proto(returned)) == returned
+    assert task_result_call("t-1").read(result_to_proto(returned).SerializeToString()) == (None, returned.pickled, None)
     error = RemoteError(type="builtins.ValueError", message=message, traceback="tb", pickled=exception)
     raised = FunctionResult(encoding="json", error=error)
-    assert task_result_call("t-1").read(result_to_proto(raised).SerializeToString()) == raised
+    assert result_from_proto(result_to_proto(raised)) == raised
+    assert task_result_call("t-1").read(result_to_proto(raised).SerializeToString()) == (None, b"", error)
 
 
 def test_daemon_info_and_providers_read_as_one_value() -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import json
 import keyword
-import math
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -19,11 +18,10 @@ from returns.result import Failure, Result, Success
 
 from flow.domain.code.manifest import Manifest, path_problem
 from flow.domain.errors import DomainError, ErrorReason, FieldViolation, violation
+from flow.domain.task.json_values import json_problem
 
 ENCODINGS: Final = ("json", "pickle")
-MAX_SAFE_INTEGER: Final = 2**53
 MAX_ARGUMENT_BYTES: Final = 16 * 1024 * 1024
-MAX_NESTING: Final = 64
 MAX_KEEP_WARM: Final = 16  # warm workers one function may keep (each is a whole interpreter)
 
 
@@ -69,37 +67,6 @@ class FunctionResult:
 
 def _identifier(text: object) -> bool:
     return isinstance(text, str) and text.isidentifier() and not keyword.iskeyword(text)
-
-
-def _json_problem(value: object, depth: int = 0) -> str | None:
-    """Why a value cannot travel as a JSON value (google.protobuf.Value), if it cannot."""
-    if depth > MAX_NESTING:
-        return f"is nested deeper than {MAX_NESTING} levels"
-    if value is None or isinstance(value, bool | str):
-        return None
-    if isinstance(value, int):
-        return (
-            None
-            if abs(value) <= MAX_SAFE_INTEGER
-            else "holds an integer beyond 2**53, which JSON numbers cannot carry exactly"
-        )
-    if isinstance(value, float):
-        return None if math.isfinite(value) else "holds NaN or infinity, which JSON cannot carry"
-    if isinstance(value, list | tuple):
-        for item in value:
-            problem = _json_problem(item, depth + 1)
-            if problem:
-                return problem
-        return None
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                return f"has a {type(key).__name__} key; JSON object keys are strings"
-            problem = _json_problem(item, depth + 1)
-            if problem:
-                return problem
-        return None
-    return f"holds a {type(value).__name__}, which JSON cannot carry"
 
 
 def keep_warm_violation(value: object, field_name: str = "keep_warm") -> FieldViolation | None:
@@ -200,7 +167,7 @@ def function_call_violations(
             if label == "args" and not isinstance(value, list):
                 out.append(violation(f"{where}.args", value, "must be a list", fix))
                 continue
-            problem = _json_problem(value)
+            problem = json_problem(value)
             if problem:
                 out.append(violation(f"{where}.{label}", "<arguments>", problem, fix))
         if isinstance(call.kwargs, dict) and any(not _identifier(k) for k in call.kwargs):
@@ -295,14 +262,3 @@ def parse_result(data: bytes, encoding: str) -> Result[FunctionResult, DomainErr
             ),
         )
     )
-
-
-def restore_integers(value: Any) -> Any:
-    """JSON numbers travel as doubles: integral ones become int again, as json.loads makes them."""
-    if isinstance(value, float) and value.is_integer() and abs(value) <= MAX_SAFE_INTEGER:
-        return int(value)
-    if isinstance(value, list):
-        return [restore_integers(v) for v in value]
-    if isinstance(value, dict):
-        return {k: restore_integers(v) for k, v in value.items()}
-    return value
