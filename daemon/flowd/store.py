@@ -17,11 +17,12 @@ import sqlite3
 import threading
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, Final, NoReturn
 
 import attrs
 from attrs import frozen
 
+from flow.domain.identity_memo import IdentityMemo
 from flow.domain.task.config import TaskConfig
 from flow.domain.task.config_codec import converter, task_config_to_dict
 from flow.domain.task.function_call import FunctionCall
@@ -96,13 +97,17 @@ class StoredTask:
     runtime: dict[str, Any]  # the provider's runtime state as JSON (flowd.providers.runtime_state)
 
 
+# A task's record is written at every state change; its config never changes (flow.domain.identity_memo).
+_config_dict: Final = IdentityMemo[TaskConfig, dict[str, Any]](task_config_to_dict)
+
+
 def record_to_json(record: TaskRecord) -> str:
     # A terminal task never starts again: its secret values go (the names stay in the config).
     kept_secrets = {} if record.is_terminal else record.secrets
     return json.dumps(
         {
             "task_id": record.task_id,
-            "config": task_config_to_dict(record.config),
+            "config": _config_dict(record.config),
             "provider": record.provider,
             "created_at": record.created_at,
             "state": record.state.value,
@@ -157,10 +162,17 @@ def record_from_json(text: str) -> TaskRecord:
     )
 
 
+REMEMBERED_ROWS: Final = 4096
+
+
 class Store:
     def __init__(self, path: Path) -> None:
         self._path = path
         self._lock = threading.Lock()
+        # Rows by their text, as this store wrote or read them: a row is read far more often than
+        # written (every GetTask and WaitTask reads it), and the record read back is the very one
+        # written, so its config keeps its identity (flow.domain.identity_memo).
+        self._records: dict[str, TaskRecord] = {}
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -194,13 +206,29 @@ class Store:
         with self._lock:
             self._db.close()
 
+    def _remember(self, text: str, record: TaskRecord) -> None:
+        if record.is_terminal and record.secrets:
+            return  # its row no longer holds the secret values: it is read back without them
+        if len(self._records) >= REMEMBERED_ROWS:
+            self._records.clear()
+        self._records[text] = record
+
+    def _record(self, text: str) -> TaskRecord:
+        found = self._records.get(text)
+        if found is None:
+            found = record_from_json(text)
+            self._remember(text, found)
+        return found
+
     def insert(self, record: TaskRecord) -> None:
+        text = record_to_json(record)
         try:
             with self._lock:
                 self._db.execute(
                     "INSERT INTO tasks (task_id, request_id, state, record) VALUES (?, ?, ?, ?)",
-                    (record.task_id, record.request_id, record.state.value, record_to_json(record)),
+                    (record.task_id, record.request_id, record.state.value, text),
                 )
+                self._remember(text, record)
         except sqlite3.IntegrityError as exc:
             raise DuplicateRequestError(record.request_id) from exc
         except sqlite3.Error as exc:
@@ -223,17 +251,19 @@ class Store:
             self._raise_write_error(exc)
 
     def _update(self, record: TaskRecord, runtime: dict[str, Any] | None) -> None:
+        text = record_to_json(record)
         with self._lock:
             if runtime is None:
                 self._db.execute(
                     "UPDATE tasks SET state = ?, record = ? WHERE task_id = ?",
-                    (record.state.value, record_to_json(record), record.task_id),
+                    (record.state.value, text, record.task_id),
                 )
             else:
                 self._db.execute(
                     "UPDATE tasks SET state = ?, record = ?, runtime = ? WHERE task_id = ?",
-                    (record.state.value, record_to_json(record), json.dumps(runtime), record.task_id),
+                    (record.state.value, text, json.dumps(runtime), record.task_id),
                 )
+            self._remember(text, record)
 
     def delete(self, task_id: str) -> None:
         """Forgets a task that never existed (its provider refused it)."""
@@ -246,7 +276,7 @@ class Store:
     def _rows(self, sql: str, params: Iterable[object]) -> list[StoredTask]:
         with self._lock:
             rows = self._db.execute(sql, tuple(params)).fetchall()
-        return [StoredTask(seq, record_from_json(rec), json.loads(rt)) for seq, rec, rt in rows]
+        return [StoredTask(seq, self._record(rec), json.loads(rt)) for seq, rec, rt in rows]
 
     def get(self, task_id: str) -> StoredTask | None:
         found = self._rows("SELECT seq, record, runtime FROM tasks WHERE task_id = ?", (task_id,))

@@ -8,6 +8,7 @@ from typing import Final
 
 import attrs
 
+from flow.domain.identity_memo import IdentityMemo
 from flow.domain.money import micros_to_dollars
 from flow.domain.task.config import MountSpec, TaskConfig, VolumeSpec
 from flow.domain.task.dependencies import Condition, Dependency
@@ -89,12 +90,16 @@ def task_config_from_proto(spec: task_pb2.TaskSpec) -> TaskConfig:
     )
 
 
+# A task's config is sent at every state change: converted once (the Task constructor copies it).
+_spec_of: Final = IdentityMemo[TaskConfig, task_pb2.TaskSpec](task_config_to_proto)
+
+
 def task_record_to_proto(record: TaskRecord) -> task_pb2.Task:
     """The Task resource. A function call is shown without its arguments (they can be large)."""
     msg = task_pb2.Task(
         name=task_resource_name(record.task_id),
         task_id=record.task_id,
-        spec=task_config_to_proto(record.config),
+        spec=_spec_of(record.config),
         state=task_state_to_proto(record.state),
         state_reason=record.state_reason,
         create_time=seconds_to_proto(record.created_at),

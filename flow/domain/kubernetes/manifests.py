@@ -119,16 +119,16 @@ def labels(task_id: str, provider: str) -> dict[str, str]:
 # provider reads from the pod's status once the container has ended (the pod may be gone before
 # anything could be fetched from it). The image needs a POSIX sh (it already does for the code).
 WRAPPER: Final = (
-    't=$1; r=$2; shift 2; '
-    'n=0; trap \'n=$((n+1)); kill -TERM "$c" 2>/dev/null\' TERM; '
-    'trap \'n=$((n+1)); kill -INT "$c" 2>/dev/null\' INT; '
+    "t=$1; r=$2; shift 2; "
+    "n=0; trap 'n=$((n+1)); kill -TERM \"$c\" 2>/dev/null' TERM; "
+    "trap 'n=$((n+1)); kill -INT \"$c\" 2>/dev/null' INT; "
     'exec 3>&2; "$@" 3>&- & c=$!; exec 2>/dev/null; '
     'rc=; while :; do m=$n; wait "$c"; x=$?; '
     '[ "$x" = 127 ] && [ -n "$rc" ] && ! kill -0 "$c" 2>/dev/null && break; rc=$x; [ "$m" = "$n" ] && break; done; '
     f'if [ -n "$r" ] && [ -f "$r" ]; then cat "$r" > {TERMINATION_LOG}; fi; '
     f"printf '{mark_format()}' stdout \"$t\"; printf '{mark_format()}' stderr \"$t\" >&3; "
     f'i=0; while [ "$n" = 0 ] && [ ! -e {OUTPUT_IN} ] && [ "$i" -lt {DRAIN_WAIT_SECONDS * 10} ]; do '
-    'sleep 0.1; i=$((i+1)); done; '
+    "sleep 0.1; i=$((i+1)); done; "
     'exit "$rc"'
 )
 
