@@ -304,13 +304,22 @@ def _signals() -> Any:
     return importlib.import_module("_signal")  # loaded by every interpreter at start-up
 
 
-def _read_frame(fd: int) -> Any:
-    """One length-prefixed JSON message, or None at EOF (flowd went away)."""
+def read_frame(fd: int, deadline: float | None = None) -> Any:
+    """One length-prefixed JSON message (`_write_frame`'s), or None at EOF (the writer went away)
+    or, given a `deadline` (time.monotonic()), once it passes. Bad JSON raises ValueError.
+    flowd reads the zygote's and the warm workers' replies with it too (warm_python)."""
     data = b""
     need = 4
     length = -1
     while True:
         while len(data) < need:
+            if deadline is not None:
+                import select
+                import time
+
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([fd], [], [], left)[0]:
+                    return None
             chunk = os.read(fd, need - len(data))
             if not chunk:
                 return None
@@ -498,7 +507,7 @@ def serve(requests: int, replies: int) -> None:
     # What exists now is the zygote's: a task's collector need not walk it (or copy its pages).
     importlib.import_module("gc").freeze()
     while True:
-        request = _read_frame(requests)
+        request = read_frame(requests)
         if request is None:
             os._exit(0)
         ready_r, ready_w = os.pipe()
@@ -579,7 +588,7 @@ def work(requests: int, replies: int) -> None:
     load = _module_cache()
     _write_frame(replies, {"pid": os.getpid(), "paths": list(sys.path)})
     while True:
-        request = _read_frame(requests)
+        request = read_frame(requests)
         if request is None:
             os._exit(0)
         code = _warm_call(request, home, environment, load)

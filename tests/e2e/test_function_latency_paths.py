@@ -428,7 +428,7 @@ json_values = st.recursive(
 @settings(max_examples=200, deadline=None)
 @given(messages=st.lists(json_values, min_size=1, max_size=5))
 def test_zygote_messages_round_trip_through_a_pipe(messages: list[Any]) -> None:
-    """The framing flowd and the zygote speak (runner._write_frame/_read_frame; warm_python reads
+    """The framing flowd and the zygote speak (runner._write_frame/read_frame; warm_python reads
     replies the same way): any JSON values, in order, then EOF."""
     from flow.runtime import runner
 
@@ -436,16 +436,38 @@ def test_zygote_messages_round_trip_through_a_pipe(messages: list[Any]) -> None:
     try:
         writer = threading.Thread(target=lambda: [runner._write_frame(write_end, m) for m in messages])
         writer.start()
-        received = [runner._read_frame(read_end) for _ in messages]
+        received = [runner.read_frame(read_end) for _ in messages]
         writer.join()
         os.close(write_end)
         write_end = -1
         assert received == messages
-        assert runner._read_frame(read_end) is None
+        assert runner.read_frame(read_end) is None
     finally:
         os.close(read_end)
         if write_end != -1:
             os.close(write_end)
+
+
+def test_a_reply_that_stops_half_way_is_given_up_at_the_deadline() -> None:
+    """flowd reads a worker's reply with a deadline (warm_python.read_reply): a frame cut short,
+    or none at all, is None once it passes, not a read that blocks forever."""
+    import time
+
+    from flow.runtime import runner
+    from flowd.providers.warm_python import read_reply
+
+    read_end, write_end = os.pipe()
+    try:
+        assert runner.read_frame(read_end, deadline=time.monotonic() + 0.05) is None  # nothing came
+        os.write(write_end, (100).to_bytes(4, "big") + b'{"cut": ')  # a frame cut short
+        assert read_reply(read_end, timeout=0.05) is None
+        runner._write_frame(write_end, ["not", "an", "object"])  # whole, but not a reply
+        assert read_reply(read_end, timeout=5) is None
+        runner._write_frame(write_end, {"ok": True})
+        assert read_reply(read_end, timeout=5) == {"ok": True}
+    finally:
+        os.close(read_end)
+        os.close(write_end)
 
 
 def test_repeated_uploads_in_one_process_see_every_edit(warm_daemon: Daemon, tmp_path: Path) -> None:

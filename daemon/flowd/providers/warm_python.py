@@ -37,7 +37,6 @@ import contextlib
 import json
 import logging
 import os
-import select
 import shutil
 import subprocess
 import threading
@@ -97,28 +96,11 @@ def warm_eligible(record: TaskRecord, env: Mapping[str, str]) -> bool:
 def read_reply(fd: int, timeout: float) -> dict[str, object] | None:
     """One length-prefixed JSON object from a runner's reply pipe (runner._write_frame), or None
     at EOF, after `timeout` seconds, or for anything else."""
-    deadline = time.monotonic() + timeout
-    data = b""
-    need = 4
-    length = -1
-    while True:
-        while len(data) < need:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
-                return None
-            chunk = os.read(fd, need - len(data))
-            if not chunk:
-                return None
-            data += chunk
-        if length < 0:
-            length = int.from_bytes(data, "big")
-            data, need = b"", length
-            continue
-        try:
-            reply = json.loads(data)
-        except ValueError:
-            return None
-        return reply if isinstance(reply, dict) else None
+    try:
+        reply = runner.read_frame(fd, deadline=time.monotonic() + timeout)
+    except ValueError:
+        return None
+    return reply if isinstance(reply, dict) else None
 
 
 def stamp(path: str) -> tuple[str, int]:
