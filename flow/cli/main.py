@@ -8,7 +8,8 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, NoReturn
+from types import ModuleType
+from typing import TYPE_CHECKING, Final, NoReturn
 
 from flow.cli import daemon, exit_status, functions, instances, slurm, tasks, volumes
 from flow.cli.arguments import CommandParser, fast_path_enabled, split_program
@@ -18,7 +19,23 @@ if TYPE_CHECKING:
     from flow.errors import FlowError
 
 
-def build_parser() -> argparse.ArgumentParser:
+GROUPS: Final = (tasks, functions, instances, slurm, volumes, daemon)
+# The group that registers each command. A command line names one, and only its group's parsers
+# are built: building all of them costs a fifth of `python -c pass`, more than some commands
+# take. tests/cli/test_command_line.py keeps this equal to what the groups register.
+COMMAND_GROUPS: Final[dict[str, ModuleType]] = {
+    **dict.fromkeys(("run", "status", "logs", "cancel", "wait", "ssh"), tasks),
+    "invoke": functions,
+    "instances": instances,
+    "slurm": slurm,
+    "volumes": volumes,
+    "daemon": daemon,
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line's parser; given the command a line names, only that command's
+    group is registered (the parse is the same: tests/cli/test_command_line.py)."""
     from flow import __version__
 
     parser = argparse.ArgumentParser(
@@ -31,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(
         dest="cmd", metavar="COMMAND", parser_class=CommandParser, help="what to do (flow COMMAND --help for more)"
     )
-    for group in (tasks, functions, instances, slurm, volumes, daemon):
+    for group in (COMMAND_GROUPS[command],) if command in COMMAND_GROUPS else GROUPS:
         group.register(sub.add_parser)
     return parser
 
@@ -71,8 +88,8 @@ def _usage(parser: argparse.ArgumentParser) -> NoReturn:
 def parse(argv: Sequence[str]) -> argparse.Namespace:
     """The command line as a Namespace; `program` holds the words after `--` (None without one).
     Usage errors print the command's usage and exit 2."""
-    parser = build_parser()
     flow_words, program = split_program(argv)
+    parser = build_parser(flow_words[0] if flow_words else None)
     args, unknown = parser.parse_known_args(flow_words)
     command: argparse.ArgumentParser = getattr(args, "command_parser", parser)
     example: str = getattr(args, "takes_program", "")

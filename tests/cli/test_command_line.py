@@ -16,7 +16,7 @@ from conftest import BIN, REPO
 from flow.cli import exit_status
 from flow.cli.arguments import split_program
 from flow.cli.hints import flags_of, in_cli_words
-from flow.cli.main import build_parser
+from flow.cli.main import COMMAND_GROUPS, build_parser, parse
 from flow.task import Task
 from flow.task import TaskStatus as S
 from flow.wire.task_snapshot_codec import TaskSnapshot
@@ -43,6 +43,22 @@ def leaves() -> list[tuple[tuple[str, ...], argparse.ArgumentParser]]:
 
 def flow(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(BIN / "flow"), *args], capture_output=True, text=True, timeout=60)
+
+
+def test_a_command_line_builds_only_its_group_and_parses_the_same() -> None:
+    """`parse` builds only the parsers of the command it is given (COMMAND_GROUPS): the map
+    names every command, and each command's parsers are the ones the whole parser holds."""
+    whole = {path: sub for path, sub in commands(build_parser()) if path}
+    assert {path[0] for path in whole} == set(COMMAND_GROUPS)
+    for command in COMMAND_GROUPS:
+        alone = {path: sub for path, sub in commands(build_parser(command)) if path}
+        assert {path[0] for path in alone} <= {p[0] for p in whole if COMMAND_GROUPS[p[0]] is COMMAND_GROUPS[command]}
+        mine = {path: sub for path, sub in alone.items() if path[0] == command}
+        assert mine.keys() == {path for path in whole if path[0] == command}
+        for path, sub in mine.items():
+            assert sub.format_help() == whole[path].format_help(), path
+    assert vars(parse(["run", "-d", "-n", "x", "--", "echo", "hi"]))["program"] == ["echo", "hi"]
+    assert parse(["invoke", "f.py", "g", "--args", "[1]"]).args == "[1]"
 
 
 def test_every_option_of_every_command_is_explained_in_its_help() -> None:
