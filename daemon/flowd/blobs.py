@@ -76,6 +76,9 @@ class BlobStore:
         # check is remembered only if no collection started or ran while it looked.
         self._whole: dict[str, float] = {}
         self._generation = 0  # odd while a collection runs
+        # Strings, not Paths, where a path is made per blob: a first upload makes thousands.
+        self._blob_dir = f"{root}/sha256/"
+        self._incoming_dir = f"{root}/incoming/"
 
     def usage(self) -> tuple[int, int]:
         """(blobs, bytes) the store holds."""
@@ -91,11 +94,11 @@ class BlobStore:
             self._usage[0] += blobs
             self._usage[1] += size
 
-    def publish(self, partial: Path, digest: str, size: int) -> None:
+    def publish(self, partial: str, digest: str, size: int) -> None:
         """Moves a verified blob into place (atomically: a blob that exists is always whole)."""
-        target = self.path(digest)
+        target = self._blob_dir + digest.removeprefix("sha256:")
         with self._lock:
-            new = not target.exists()
+            new = not os.path.exists(target)
             os.replace(partial, target)
             if new:
                 self._counted(1, size)
@@ -224,35 +227,37 @@ class BlobStore:
         return self.path(digest).read_bytes()
 
     def writer(self, digest: str, size: int) -> BlobWriter:
-        return BlobWriter(self, digest, size)
+        if not is_digest(digest):
+            raise BlobError(f"{digest!r} is not a sha256 digest")
+        # A name no other writer uses (tempfile.mkstemp costs ~10x more, for thousands of blobs).
+        return BlobWriter(self, digest, size, f"{self._incoming_dir}{digest[7:23]}.{os.getpid()}.{next(_serial)}")
 
 
 class BlobWriter:
-    """Receives one blob's chunks; `commit` verifies and publishes it."""
+    """Receives one blob's chunks into `partial`; `commit` verifies and publishes it."""
 
-    def __init__(self, store: BlobStore, digest: str, size: int) -> None:
-        store.path(digest)  # raises BlobError for what is not a digest
+    def __init__(self, store: BlobStore, digest: str, size: int, partial: str) -> None:
         self._digest = digest
         self._size = size
         self._hash = hashlib.sha256()
         self._written = 0
-        # A name no other writer uses (tempfile.mkstemp costs ~10x more, for thousands of blobs).
-        self._partial = store.root / "incoming" / f"{digest[7:23]}.{os.getpid()}.{next(_serial)}"
+        self._partial = partial
         self._root = store.root
         self._store = store
         try:
-            fd = os.open(self._partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            self._fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         except OSError as exc:
             _write_failed(exc, store.root)
-        self._file = os.fdopen(fd, "wb")
 
     def write(self, data: bytes) -> None:
         self._written += len(data)
         if self._written > self._size:
             raise BlobError(f"blob {self._digest} is larger than its declared {self._size} bytes")
         self._hash.update(data)
+        view = memoryview(data)
         try:
-            self._file.write(data)
+            while view:
+                view = view[os.write(self._fd, view) :]
         except OSError as exc:  # a full disk: StateWriteError says so
             _write_failed(exc, self._root)
 
@@ -265,13 +270,18 @@ class BlobWriter:
                 f"(declared {self._size} bytes): it changed while uploading, or was corrupted"
             )
         try:
-            self._file.close()
+            self._close()
             self._store.publish(self._partial, self._digest, self._size)
         except OSError as exc:
             _write_failed(exc, self._root)
 
+    def _close(self) -> None:
+        fd, self._fd = self._fd, -1
+        if fd != -1:
+            os.close(fd)
+
     def abort(self) -> None:
         with contextlib.suppress(OSError):
-            self._file.close()
+            self._close()
         with contextlib.suppress(OSError):
-            self._partial.unlink()
+            os.unlink(self._partial)
