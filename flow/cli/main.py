@@ -5,6 +5,7 @@ only when a command runs, so `flow --version` and `flow status` start fast."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -31,6 +32,12 @@ COMMAND_GROUPS: Final[dict[str, ModuleType]] = {
     "volumes": volumes,
     "daemon": daemon,
 }
+
+
+# Commands whose first call starts flowd when none serves. They start it as soon as the command
+# line parses (flow.connection.start_daemon_early), so that flowd's start-up, most of a first
+# command's time, runs on the other core while this process imports what the command needs.
+STARTS_DAEMON: Final = frozenset(COMMAND_GROUPS) - {"daemon"}
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -102,8 +109,21 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     return args
 
 
+def _start_daemon_early(command: str | None) -> None:
+    """flowd started now, unwaited, when the command will need it and its socket is missing."""
+    if command not in STARTS_DAEMON or os.environ.get("FLOW_DAEMON_ADDRESS"):
+        return  # a remote daemon is not ours to start
+    from flow.connection import start_daemon_early
+    from flow.errors import FlowError
+    from flow.home import resolve_home
+
+    with contextlib.suppress(FlowError, OSError, ValueError):  # the command's own connection says it
+        start_daemon_early(resolve_home())
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    args = parse(sys.argv[1:] if argv is None else argv)
+    args = parse(sys.argv[1:] if argv is None else argv)  # a usage error or --help ends here
+    _start_daemon_early(args.cmd)
     handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
     if handler is None:
         _usage(getattr(args, "command_parser", None) or build_parser())

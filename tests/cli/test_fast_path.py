@@ -25,6 +25,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conftest import Daemon, pid_alive, short_tmpdir, wait_until
+from flow.cli import exit_status
 from flow.cli.arguments import FASTPATH_ENV, fast_path_enabled
 from flow.cli.tasks import JOB_FILE_SUFFIXES
 from flow.connection import DaemonConnection
@@ -429,6 +430,30 @@ def test_no_daemon_at_all_starts_one_without_grpc(daemon: Daemon, command: list[
     assert ("no tasks yet" in ran.out) if command == ["status"] else ran.out == "started\n"
     assert not ran.imported & HEAVY
     wait_until(lambda: daemon.home.lock.exists(), 5)
+    daemon.pid = int(daemon.home.lock.read_text().strip())
+    assert pid_alive(daemon.pid)
+
+
+def test_only_a_command_line_that_will_call_flowd_starts_it(daemon: Daemon) -> None:
+    """The CLI starts flowd as soon as a command line parses (so flowd starts while the command
+    imports): never for help, a usage error or `flow daemon status`; once for `flow status`."""
+    daemon.stop()
+
+    def flowds() -> list[int]:  # a started flowd lives on (its start alone outlasts a usage error)
+        found = []
+        for entry in Path("/proc").iterdir():
+            with contextlib.suppress(OSError):
+                words = (entry / "cmdline").read_bytes().split(b"\0")
+                if b"flowd" in words and str(daemon.home.root).encode() in words:
+                    found.append(int(entry.name))
+        return found
+
+    for args in (["status", "--help"], ["status", "--bogus"], ["daemon", "status"], ["--version"], []):
+        ran = cli(daemon, *args)
+        assert ran.code in (0, 2, exit_status.DAEMON_UNAVAILABLE), ran.err  # `daemon status`: none runs
+        assert not flowds() and not daemon.home.socket.exists(), args
+    ran = cli(daemon, "status")
+    assert (ran.code, ran.out.strip()) == (0, 'no tasks yet; start one with `flow run "python train.py"`')
     daemon.pid = int(daemon.home.lock.read_text().strip())
     assert pid_alive(daemon.pid)
 
