@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Final, NoReturn
 
 from attrs import frozen
-from returns.result import Success
+from returns.result import Failure, Success
 
 from flow.domain.code.manifest import Manifest, is_digest, parse_manifest
 from flow.domain.errors import FieldViolation, violation
@@ -34,6 +34,7 @@ _serial = itertools.count()  # next() on a count is atomic under the GIL
 DEFAULT_MIN_AGE: Final = 3600.0  # seconds a blob is kept after it was last uploaded or asked for
 _REFRESH_AFTER: Final = 300.0  # a blob asked for is touched again once its mtime is this old
 _WHOLE_REMEMBERED: Final = 1024  # snapshots remembered as whole (then forgotten all at once)
+_MANIFESTS_REMEMBERED: Final = 64  # checked manifests kept parsed (one of 10,000 files is a few MB)
 
 
 class BlobError(Exception):
@@ -76,6 +77,9 @@ class BlobStore:
         # check is remembered only if no collection started or ran while it looked.
         self._whole: dict[str, float] = {}
         self._generation = 0  # odd while a collection runs
+        # Snapshot -> (generation, its manifest) once checked whole at the sizes it declares;
+        # valid in that generation only (`checked_manifest`).
+        self._manifests: dict[str, tuple[int, Manifest]] = {}
         # Strings, not Paths, where a path is made per blob: a first upload makes thousands.
         self._blob_dir = f"{root}/sha256/"
         self._incoming_dir = f"{root}/incoming/"
@@ -157,6 +161,7 @@ class BlobStore:
         with self._lock:
             self._generation += 1
             self._whole.clear()
+            self._manifests.clear()
         try:
             return self._collect(min_age)
         finally:
@@ -201,6 +206,33 @@ class BlobStore:
             return self.path(digest).stat().st_size if is_digest(digest) else None
         except FileNotFoundError:
             return None
+
+    def checked_manifest(self, digest: str) -> tuple[Manifest | None, list[FieldViolation]]:
+        """The snapshot's manifest when the store holds it and every blob it lists at the size
+        it declares; else None and why. Remembered until a collection starts (only `collect`
+        removes blobs, and a stored blob never changes), so each task of one snapshot does not
+        read, parse and stat it all again (10,000 files: one stat each)."""
+        with self._lock:
+            generation = self._generation
+            known = self._manifests.get(digest)
+        if known is not None and known[0] == generation and generation % 2 == 0:
+            return known[1], []
+        fix = "upload the code with CodeService (FindMissingBlobs, UploadBlobs) before CreateTask"
+        if not is_digest(digest) or not self.has(digest):
+            return None, [violation("code_digest", digest, "names no uploaded code snapshot", fix)]
+        parsed = parse_manifest(self.read(digest))
+        if isinstance(parsed, Failure):
+            return None, list(parsed.failure().violations)
+        manifest = parsed.unwrap()
+        problems = self.manifest_violations(digest, manifest)  # files missing, sizes that lie
+        if problems:
+            return None, problems
+        with self._lock:
+            if self._generation == generation and generation % 2 == 0:
+                if len(self._manifests) >= _MANIFESTS_REMEMBERED:
+                    self._manifests.clear()
+                self._manifests[digest] = (generation, manifest)
+        return manifest, []
 
     def manifest_violations(self, digest: str, manifest: Manifest) -> list[FieldViolation]:
         """What the store says against a manifest: files never uploaded, and entries whose

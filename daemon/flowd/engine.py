@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from returns.result import Failure, Result, Success
 
-from flow.domain.code.manifest import Manifest, is_digest, parse_manifest
+from flow.domain.code.manifest import Manifest
 from flow.domain.daemon_config import check_provider_name
 from flow.domain.errors import DomainError, ErrorReason, FieldViolation, not_found, validation_error, violation
 from flow.domain.instances.matching import MatchResult, match_offers, requirements_from_dict
@@ -147,17 +147,7 @@ class TaskEngine:
     # --- creating ----------------------------------------------------------------------------
 
     def _manifest(self, digest: str | None) -> tuple[Manifest | None, list[FieldViolation]]:
-        if digest is None:
-            return None, []
-        fix = "upload the code with CodeService (FindMissingBlobs, UploadBlobs) before CreateTask"
-        if not is_digest(digest) or not self._blobs.has(digest):
-            return None, [violation("code_digest", digest, "names no uploaded code snapshot", fix)]
-        parsed = parse_manifest(self._blobs.read(digest))
-        if isinstance(parsed, Failure):
-            return None, list(parsed.failure().violations)
-        manifest = parsed.unwrap()
-        problems = self._blobs.manifest_violations(digest, manifest)  # files missing, sizes that lie
-        return (None, list(problems)) if problems else (manifest, [])
+        return (None, []) if digest is None else self._blobs.checked_manifest(digest)
 
     def create(
         self,

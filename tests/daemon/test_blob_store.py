@@ -127,3 +127,33 @@ def test_a_snapshot_counts_as_held_only_whole(daemon: Daemon, tmp_path: Path) ->
         missing("sha256:NOT-HEX")
     assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert "snapshots" in str(refused.value.details()) and "sha256:NOT-HEX" in str(refused.value.details())
+
+
+def test_a_checked_snapshot_is_checked_again_after_a_collection(tmp_path: Path) -> None:
+    """CreateTask's check of a snapshot (flowd.blobs.checked_manifest) is remembered, but never
+    across a collection: a snapshot whose blobs `flow daemon gc` removed is refused again."""
+    from flow.domain.code.manifest import ManifestEntry, manifest_bytes
+    from flowd.blobs import BlobStore
+
+    store = BlobStore(tmp_path / "blobs")
+
+    def put(data: bytes) -> str:
+        digest = digest_of(data)
+        writer = store.writer(digest, len(data))
+        writer.write(data)
+        writer.commit()
+        return digest
+
+    entries = [ManifestEntry(path=name, digest=put(name.encode()), size=len(name)) for name in ("a.py", "b.py")]
+    snapshot = put(manifest_bytes(entries))
+    manifest, problems = store.checked_manifest(snapshot)
+    assert problems == [] and manifest is not None and {e.path for e in manifest.entries} == {"a.py", "b.py"}
+    assert store.checked_manifest(snapshot) == (manifest, [])
+    lying = put(manifest_bytes([ManifestEntry(path="a.py", digest=entries[0].digest, size=99)]))
+    assert "is not the size" in store.checked_manifest(lying)[1][0].description
+    store.collect(min_age=0)  # nothing live, nothing recent: every blob goes
+    manifest, problems = store.checked_manifest(snapshot)
+    assert manifest is None and "names no uploaded code snapshot" in problems[0].description
+    put(manifest_bytes(entries))  # the manifest uploaded again, its files not
+    manifest, problems = store.checked_manifest(snapshot)
+    assert manifest is None and "lists files never uploaded: a.py, b.py" in problems[0].description
