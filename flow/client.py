@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -207,20 +207,24 @@ class Flow:
         from flow.wire.task_codec import create_task_call
 
         _check_snapshot_working_dir(config)
-        digest = None
-        if config.upload_code and config.code_root:
-            digest = self.upload_code(Path(config.code_root), progress=progress).digest
-        call = create_task_call(
-            config,
-            {name: os.environ[name] for name in config.secret_env},
-            code_digest=digest,
-            function_call=function_call,
-            request_id="" if validate_only else uuid.uuid4().hex,  # a retried create never launches twice
-            validate_only=validate_only,
-            provider=self.provider if provider is None else provider,
-        )
-        # Generous: flowd copies the code snapshot for the task before it answers.
-        return Task(self._conn, self._conn.unary(call, timeout=600))
+        request_id = "" if validate_only else uuid.uuid4().hex  # a retried create never launches twice
+
+        def create(digest: str | None) -> Task:
+            call = create_task_call(
+                config,
+                {name: os.environ[name] for name in config.secret_env},
+                code_digest=digest,
+                function_call=function_call,
+                request_id=request_id,
+                validate_only=validate_only,
+                provider=self.provider if provider is None else provider,
+            )
+            # Generous: flowd copies the code snapshot for the task before it answers.
+            return Task(self._conn, self._conn.unary(call, timeout=600))
+
+        if not (config.upload_code and config.code_root):
+            return create(None)
+        return self._submitted_from(Path(config.code_root), progress, create)
 
     def validate(self, task: TaskConfig | str | Sequence[str], **overrides: Any) -> Task:
         """Asks flowd to validate and place the task without launching it (a dry run). The code
@@ -231,7 +235,19 @@ class Flow:
         """Uploads a snapshot of `root` (only files flowd has not seen) and returns it."""
         from flow.code_upload import upload_code
 
-        return upload_code(self._conn, Path(root), self._conn.home.root / "upload-cache.db", progress)
+        return upload_code(self._conn, Path(root), self._upload_cache, progress)
+
+    @property
+    def _upload_cache(self) -> Path:
+        return self._conn.home.root / "upload-cache.db"
+
+    def _submitted_from(self, root: Path, progress: Progress | None, create: Callable[[str], Task]) -> Task:
+        """`create(digest)` with the snapshot of `root` (flow.code_upload.submitted_with_snapshot:
+        an unchanged project's snapshot is named without asking flowd first). For submit, and
+        for the CLI's plain path, which builds its CreateTask without a TaskConfig."""
+        from flow.code_upload import submitted_with_snapshot
+
+        return submitted_with_snapshot(self._conn, root, self._upload_cache, progress, create)
 
     def plan_upload(self, root: Path | str | None = None) -> UploadPlan:
         """What a task submitted from `root` (default: the current directory) would upload."""

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Final, NamedTuple
+from typing import IO, TYPE_CHECKING, Final, NamedTuple, TypeVar
 
 from flow.code_index import (
     RACY_NS,
@@ -444,6 +444,8 @@ class _TreeChangedError(Exception):
     """A file of the snapshot was deleted or shrank while it was being hashed or sent."""
 
 
+Submitted = TypeVar("Submitted")
+
 _ATTEMPTS: Final = 3
 
 
@@ -452,14 +454,18 @@ def upload_code(
     root: Path,
     cache_path: Path,
     progress: Progress | None = None,
+    *,
+    ask_daemon: bool = True,
 ) -> Upload:
-    """Uploads the snapshot of `root` and returns its digest (only unseen files are sent)."""
+    """Uploads the snapshot of `root` and returns its digest (only unseen files are sent).
+    `ask_daemon=False`: an unchanged tree's last snapshot is named without asking flowd whether
+    it still holds it whole (for `submitted_with_snapshot`, whose CreateTask checks it anyway)."""
     started = time.monotonic()
     root = _checked_root(root)
     cache = _hash_cache(cache_path)
     private = [cache_path.parent]
     key = index_key(root, private)
-    unchanged = _unchanged_snapshot(conn, cache, key, root)
+    unchanged = _unchanged_snapshot(conn, cache, key, root, ask_daemon)
     if unchanged is not None:
         return Upload(unchanged.snapshot, len(unchanged.files), unchanged.total_bytes, 0, 0, time.monotonic() - started)
     # A tree that changes under us (a running task writing into the project, an editor saving)
@@ -503,9 +509,11 @@ def upload_code(
     )
 
 
-def _unchanged_snapshot(conn: DaemonConnection, cache: HashCache, key: str, root: Path) -> TreeIndex | None:
+def _unchanged_snapshot(
+    conn: DaemonConnection, cache: HashCache, key: str, root: Path, ask_daemon: bool
+) -> TreeIndex | None:
     """The snapshot last uploaded from `root`, when the tree is still exactly that and flowd still
-    holds it whole (flow.code_index); else None, and the upload walks."""
+    holds it whole (flow.code_index; asked only with `ask_daemon`); else None, and the upload walks."""
     index = cache.tree(key)
     if index is None or index.total_bytes > max_upload_bytes():
         return None
@@ -520,7 +528,7 @@ def _unchanged_snapshot(conn: DaemonConnection, cache: HashCache, key: str, root
     checked_at = time.time_ns()  # before the checks: what changed after has a later time
     if not still_holds(index, root, digest_of):
         return None
-    if conn.unary(find_missing_blobs_call((), snapshots=[index.snapshot]), timeout=60):
+    if ask_daemon and conn.unary(find_missing_blobs_call((), snapshots=[index.snapshot]), timeout=60):
         return None
     now_settled = settled(index, checked_at)
     if now_settled != index:  # racily clean entries have settled: no more hashing them each time
@@ -528,4 +536,25 @@ def _unchanged_snapshot(conn: DaemonConnection, cache: HashCache, key: str, root
     return index
 
 
-__all__ = ["Progress", "Upload", "UploadPlan", "mb", "plan_upload", "upload_code"]
+def submitted_with_snapshot(
+    conn: DaemonConnection,
+    root: Path,
+    cache_path: Path,
+    progress: Progress | None,
+    create: Callable[[str], Submitted],
+) -> Submitted:
+    """`create(digest)` with the snapshot of `root`: what submitting from a project does. An
+    unchanged project's last snapshot is named without a FindMissingBlobs first (one round trip
+    fewer for each task): CreateTask checks the snapshot anyway, and if flowd no longer holds it
+    (collected by `flow daemon gc`), the project is uploaded again and `create` runs once more
+    (a refused CreateTask created nothing)."""
+    digest = upload_code(conn, root, cache_path, progress, ask_daemon=False).digest
+    try:
+        return create(digest)
+    except ValidationError as exc:
+        if not any(v.field == "code_digest" for v in exc.violations):
+            raise
+    return create(upload_code(conn, root, cache_path, progress).digest)
+
+
+__all__ = ["Progress", "Upload", "UploadPlan", "mb", "plan_upload", "submitted_with_snapshot", "upload_code"]

@@ -188,23 +188,27 @@ def submit_plain(
     as Flow.submit submits a TaskConfig: the code uploaded first (unless --no-upload), a fresh
     request id, this client's provider."""
     import uuid
+    from pathlib import Path
 
     from flow.task import Task
     from flow.wire.task_spec_codec import create_task_call_from_spec, task_spec_from_fields
 
-    digest = None
-    if fields.get("upload_code", True):
-        root = os.getcwd()  # the task runs in a snapshot of the directory it was submitted from
-        fields = {**fields, "upload_code": True, "code_root": root}
-        digest = flow.upload_code(root, progress=progress).digest
-    call = create_task_call_from_spec(
-        task_spec_from_fields(fields),
-        code_digest=digest,
-        request_id=uuid.uuid4().hex,
-        provider=flow.provider,
-        function_call=function_call,
-    )
-    return Task(flow.connection, flow.connection.unary(call, timeout=600))
+    request_id = uuid.uuid4().hex
+    uploads = fields.get("upload_code", True)
+    root = os.getcwd()  # the task runs in a snapshot of the directory it was submitted from
+    spec_fields = {**fields, "upload_code": True, "code_root": root} if uploads else fields
+
+    def create(digest: str | None) -> Task:
+        call = create_task_call_from_spec(
+            task_spec_from_fields(spec_fields),
+            code_digest=digest,
+            request_id=request_id,
+            provider=flow.provider,
+            function_call=function_call,
+        )
+        return Task(flow.connection, flow.connection.unary(call, timeout=600))
+
+    return flow._submitted_from(Path(root), progress, create) if uploads else create(None)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -22,6 +22,7 @@ from flow import Flow, TaskStatus
 from flow.code_index import RACY_NS, TreeIndex, decode, encode, index_key, recorded_index, still_holds
 from flow.code_upload import _hash_cache, upload_code
 from flow.code_walk import CodeFile, walk_code_root
+from flow.config import TaskConfig
 
 _fresh = itertools.count()
 
@@ -263,6 +264,50 @@ def test_a_snapshot_flowd_no_longer_holds_is_sent_again(daemon: Daemon, tmp_path
     assert (again.digest, again.sent_files) == (first.digest, 2)
     task = client.run(["python3", "train.py"], code_root=str(tmp_path)).wait(timeout=60)
     assert (task.last_status, task.logs()) == (TaskStatus.COMPLETED, "trained\n")
+
+
+def test_a_submit_names_an_unchanged_snapshot_and_sends_it_again_only_when_refused(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    """Submitting from an unchanged project names its snapshot without asking flowd first
+    (submitted_with_snapshot); CreateTask checks it, and a snapshot flowd collected meanwhile is
+    refused, uploaded again and created once more. Other refusals are the caller's to see."""
+    from flow.code_upload import submitted_with_snapshot
+    from flow.errors import ValidationError
+    from flow.wire.task_codec import create_task_call
+
+    client: Flow = daemon.client()  # type: ignore[assignment]
+    (tmp_path / "train.py").write_text("print('trained')\n")
+    cache = daemon.home.root / "upload-cache.db"
+    conn = client.connection
+    named: list[str] = []
+
+    def create(name: str) -> Callable[[str], str]:
+        def attempt(digest: str) -> str:
+            named.append(digest)
+            config = TaskConfig(name=name, command=["python3", "train.py"], upload_code=True, code_root=str(tmp_path))
+            call = create_task_call(
+                config, {}, code_digest=digest, function_call=None, request_id="", validate_only=True, provider=""
+            )
+            return conn.unary(call, timeout=60).task_id
+
+        return attempt
+
+    snapshot = client.upload_code(tmp_path).digest
+    submitted_with_snapshot(conn, tmp_path, cache, None, create("ok"))
+    assert named == [snapshot]  # named at once, accepted
+    hours_ago = time.time() - 2 * 3600
+    for blob in (daemon.home.root / "blobs" / "sha256").iterdir():
+        os.utime(blob, (hours_ago, hours_ago))
+    assert json.loads(daemon.flow_cli("daemon", "gc", "--json").stdout)["removed_blobs"] == 2
+    named.clear()
+    submitted_with_snapshot(conn, tmp_path, cache, None, create("again"))
+    assert named == [snapshot, snapshot]  # refused (collected), sent again, accepted
+    assert client.upload_code(tmp_path).sent_files == 0
+    named.clear()
+    with pytest.raises(ValidationError) as refused:
+        submitted_with_snapshot(conn, tmp_path, cache, None, create("bad name!"))
+    assert named == [snapshot] and "name" in str(refused.value)
 
 
 def test_a_damaged_index_is_ignored_and_the_tree_walked_again(flow: Flow, tmp_path: Path) -> None:
