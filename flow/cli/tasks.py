@@ -330,6 +330,14 @@ def _bare_connection() -> DaemonConnection:
     return DaemonConnection(resolve_home(), remote=Remote.from_env(os.environ))
 
 
+def _named_task(task_id: str, conn: DaemonConnection | None = None) -> Task:
+    """The task, read through a bare connection (no Flow client: these commands name no
+    provider); one that does not exist fails here, by name."""
+    from flow.task import get_task
+
+    return get_task(conn or _bare_connection(), task_id)
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     """Reads through a bare connection, not a Flow client: one call, no GetDaemonInfo first."""
     tasks = _status_tasks(_bare_connection(), args)
@@ -347,7 +355,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    task = client(args).get_task(args.task)
+    task = _named_task(args.task)
     try:
         for chunk in task.log_chunks(follow=args.follow, tail=args.tail or 0, node=args.node):
             if args.json:
@@ -374,10 +382,10 @@ def _settled(task: Task, seconds: float) -> bool:
 def cmd_cancel(args: argparse.Namespace) -> int:
     """Cancels each task and says where it got: the state it reached (a task stops within the
     provider's grace period: --wait waits for it), or that it is still stopping."""
-    flow = client(args)
+    conn = _bare_connection()
     cancelled = []
     for task_id in args.tasks:
-        task = flow.get_task(task_id)
+        task = _named_task(task_id, conn)
         was_over = task.last_status.is_terminal
         task.cancel()
         ended = task.last_status.is_terminal or _settled(task, 120 if args.wait else CANCEL_SETTLE)
@@ -399,7 +407,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_wait(args: argparse.Namespace) -> int:
-    task = client(args).get_task(args.task).wait(timeout=args.timeout)
+    task = _named_task(args.task).wait(timeout=args.timeout)
     if args.json:
         emit_json(task.to_dict())
     else:
@@ -410,10 +418,9 @@ def cmd_wait(args: argparse.Namespace) -> int:
 def cmd_ssh(args: argparse.Namespace) -> int:
     """Unlike Task.ssh, a command also gets this terminal when asked (-t) and piped input."""
     from flow import exec_client
-    from flow.task import get_task
 
     conn = _bare_connection()
-    task_id = get_task(conn, args.task).task_id  # a task that does not exist fails here, by name
+    task_id = _named_task(args.task, conn).task_id
     if args.program is not None and args.command:
         args.command_parser.error("give the command either before `--` or after it, not both")
     words: list[str] = args.command or args.program or []
