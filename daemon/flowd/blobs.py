@@ -211,11 +211,13 @@ class BlobStore:
         """The snapshot's manifest when the store holds it and every blob it lists at the size
         it declares; else None and why. Remembered until a collection starts (only `collect`
         removes blobs, and a stored blob never changes), so each task of one snapshot does not
-        read, parse and stat it all again (10,000 files: one stat each)."""
+        read, parse and stat it all again (10,000 files: one stat each). A snapshot a task names
+        counts as used, as one FindMissingBlobs asks about does (`collect` keeps it)."""
         with self._lock:
             generation = self._generation
             known = self._manifests.get(digest)
         if known is not None and known[0] == generation and generation % 2 == 0:
+            self.missing_snapshots([digest])  # a task named it: its blobs count as just used
             return known[1], []
         fix = "upload the code with CodeService (FindMissingBlobs, UploadBlobs) before CreateTask"
         if not is_digest(digest) or not self.has(digest):
@@ -227,6 +229,7 @@ class BlobStore:
         problems = self.manifest_violations(digest, manifest)  # files missing, sizes that lie
         if problems:
             return None, problems
+        self.missing_snapshots([digest])  # a task named it: its blobs count as just used
         with self._lock:
             if self._generation == generation and generation % 2 == 0:
                 if len(self._manifests) >= _MANIFESTS_REMEMBERED:

@@ -146,7 +146,11 @@ def test_a_checked_snapshot_is_checked_again_after_a_collection(tmp_path: Path) 
 
     entries = [ManifestEntry(path=name, digest=put(name.encode()), size=len(name)) for name in ("a.py", "b.py")]
     snapshot = put(manifest_bytes(entries))
-    manifest, problems = store.checked_manifest(snapshot)
+    hours_ago = time.time() - 2 * 3600
+    for blob in (tmp_path / "blobs" / "sha256").iterdir():  # uploaded long ago...
+        os.utime(blob, (hours_ago, hours_ago))
+    manifest, problems = store.checked_manifest(snapshot)  # ...but a task names it now: used
+    assert store.collect(min_age=3600).removed_blobs == 0
     assert problems == [] and manifest is not None and {e.path for e in manifest.entries} == {"a.py", "b.py"}
     assert store.checked_manifest(snapshot) == (manifest, [])
     lying = put(manifest_bytes([ManifestEntry(path="a.py", digest=entries[0].digest, size=99)]))
